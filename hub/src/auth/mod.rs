@@ -1,0 +1,340 @@
+//! Who is asking: the one-time setup code, password hashing (Argon2id), browser sessions,
+//! API tokens, and the extractor that turns a request into a user or a 401. It must not
+//! decide what a user may see beyond "logged in or not" (that is each route's business).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::extract::FromRequestParts;
+use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use crate::clock::now_ms;
+use crate::devices::random_string;
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::store::Session;
+
+pub const SESSION_COOKIE: &str = "hearth_session";
+/// How long a browser session lasts.
+pub const SESSION_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
+/// Wrong setup codes tolerated before the code is replaced with a new one.
+const SETUP_ATTEMPTS: u32 = 10;
+/// Failed logins per user name tolerated per window.
+const LOGIN_FAILURES: u32 = 5;
+const LOGIN_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// Setup codes avoid look-alike characters; people type them from a terminal.
+const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+/// SHA-256 of a session or API token: the database stores only this.
+pub fn token_digest(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// A fresh random token (session cookie or API token), about 190 bits.
+pub fn new_token() -> Result<String, AppError> {
+    random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 32).map_err(AppError::internal)
+}
+
+/// Hashes passwords off the async threads, a few at a time: Argon2id takes tens of MiB and
+/// most of a core for a moment, which a Pi must not be made to do a hundred times at once.
+#[derive(Clone)]
+pub struct PasswordHasherPool {
+    permits: Arc<Semaphore>,
+}
+
+impl Default for PasswordHasherPool {
+    fn default() -> Self {
+        Self { permits: Arc::new(Semaphore::new(2)) }
+    }
+}
+
+impl PasswordHasherPool {
+    pub async fn hash(&self, password: Zeroizing<String>) -> Result<String, AppError> {
+        let _permit = self.permits.acquire().await.map_err(AppError::internal)?;
+        tokio::task::spawn_blocking(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+        })
+        .await
+        .map_err(AppError::internal)?
+        .map_err(AppError::internal)
+    }
+
+    /// Verifies `password` against `hash`, or against a dummy hash when the user does not
+    /// exist, so that timing does not tell which user names exist.
+    pub async fn verify(&self, password: Zeroizing<String>, hash: Option<String>) -> Result<bool, AppError> {
+        let _permit = self.permits.acquire().await.map_err(AppError::internal)?;
+        tokio::task::spawn_blocking(move || {
+            let (hash, real) = match hash {
+                Some(h) => (h, true),
+                None => (dummy_hash().to_owned(), false),
+            };
+            let ok = PasswordHash::new(&hash)
+                .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok());
+            ok && real
+        })
+        .await
+        .map_err(AppError::internal)
+    }
+}
+
+/// A hash with the same parameters as real ones, made once, to verify against when the user
+/// name is unknown.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        Argon2::default()
+            .hash_password(b"not a password", &SaltString::generate(&mut OsRng))
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// The one-time code that lets the first person create the owner account. It exists only
+/// while no owner exists, is printed on start and written to `setup-code` (mode 0600).
+pub struct SetupCode {
+    code: Zeroizing<String>,
+    failures: u32,
+    file: PathBuf,
+}
+
+impl SetupCode {
+    /// Makes a new code and writes it to `data_dir/setup-code`.
+    pub fn create(data_dir: &Path) -> std::io::Result<Self> {
+        let raw = random_string(CODE_ALPHABET, 12).map_err(std::io::Error::other)?;
+        let code = Zeroizing::new(format!("{}-{}-{}", &raw[0..4], &raw[4..8], &raw[8..12]));
+        let file = data_dir.join("setup-code");
+        write_private(&file, format!("{}\n", code.as_str()).as_bytes())?;
+        Ok(Self { code, failures: 0, file })
+    }
+
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Compares in constant time, ignoring case, dashes and spaces (people retype it).
+    fn matches(&self, attempt: &str) -> bool {
+        let norm = |s: &str| {
+            s.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect::<String>()
+        };
+        bool::from(norm(attempt).as_bytes().ct_eq(norm(&self.code).as_bytes()))
+    }
+}
+
+/// The setup state shared by the API: `None` once an owner exists.
+#[derive(Clone, Default)]
+pub struct Setup(Arc<Mutex<Option<SetupCode>>>);
+
+/// Outcome of presenting a setup code.
+pub enum SetupCheck {
+    Accepted,
+    Wrong,
+    /// Too many wrong codes: a new one was made (see the hub's log or the file).
+    Replaced,
+    NotNeeded,
+}
+
+impl Setup {
+    pub fn new(code: Option<SetupCode>) -> Self {
+        Self(Arc::new(Mutex::new(code)))
+    }
+
+    pub fn needed(&self) -> bool {
+        self.0.lock().is_ok_and(|c| c.is_some())
+    }
+
+    pub fn check(&self, attempt: &str, data_dir: &Path) -> SetupCheck {
+        let Ok(mut guard) = self.0.lock() else { return SetupCheck::NotNeeded };
+        let Some(code) = guard.as_mut() else { return SetupCheck::NotNeeded };
+        if code.matches(attempt) {
+            return SetupCheck::Accepted;
+        }
+        code.failures += 1;
+        if code.failures < SETUP_ATTEMPTS {
+            return SetupCheck::Wrong;
+        }
+        match SetupCode::create(data_dir) {
+            Ok(new) => {
+                announce(&new);
+                *code = new;
+            }
+            Err(error) => tracing::error!(%error, "could not write a new setup code"),
+        }
+        SetupCheck::Replaced
+    }
+
+    /// The owner exists: the code stops working and its file is removed.
+    pub fn finish(&self) {
+        if let Ok(mut guard) = self.0.lock() {
+            if let Some(code) = guard.take() {
+                let _ = std::fs::remove_file(code.file());
+            }
+        }
+    }
+}
+
+/// Prints the setup code where the person installing the hub will see it.
+pub fn announce(code: &SetupCode) {
+    tracing::warn!(file = %code.file().display(), "no owner yet: open the web UI and enter the setup code");
+    println!("\n  Hearth setup code: {}\n  (also in {})\n", code.code(), code.file().display());
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut file = opts.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Failed logins per user name, to slow down password guessing.
+#[derive(Clone, Default)]
+pub struct LoginLimiter(Arc<Mutex<HashMap<String, (u32, i64)>>>);
+
+impl LoginLimiter {
+    pub fn allowed(&self, username: &str, now: i64) -> bool {
+        self.0.lock().is_ok_and(|m| {
+            m.get(username).is_none_or(|&(n, since)| n < LOGIN_FAILURES || now - since > LOGIN_WINDOW_MS)
+        })
+    }
+
+    pub fn failed(&self, username: &str, now: i64) {
+        if let Ok(mut m) = self.0.lock() {
+            let e = m.entry(username.to_owned()).or_insert((0, now));
+            if now - e.1 > LOGIN_WINDOW_MS {
+                *e = (0, now);
+            }
+            e.0 += 1;
+        }
+    }
+
+    pub fn succeeded(&self, username: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(username);
+        }
+    }
+}
+
+/// A logged-in user (session cookie or bearer token). Extracting it answers 401 otherwise.
+#[derive(Debug, Clone)]
+pub struct CurrentUser(pub Session);
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(value) = parts.headers.get(AUTHORIZATION) {
+            let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or(AppError::Unauthorized)?;
+            return state
+                .store
+                .api_token(&token_digest(token.trim()))
+                .await?
+                .map(CurrentUser)
+                .ok_or(AppError::Unauthorized);
+        }
+        let token = session_cookie(parts).ok_or(AppError::Unauthorized)?;
+        state.store.session(&token_digest(&token), now_ms()).await?.map(CurrentUser).ok_or(AppError::Unauthorized)
+    }
+}
+
+/// The session cookie's value, if the request has one.
+pub fn session_cookie(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// `Set-Cookie` for a new session. HttpOnly (no script reads it) and SameSite=Strict (no
+/// other site's page can make the browser send it).
+pub fn session_set_cookie(token: &str) -> String {
+    format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_TTL_MS / 1000)
+}
+
+pub fn session_clear_cookie() -> String {
+    format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// Deletes expired sessions now and then.
+pub async fn prune_sessions_periodically(store: crate::store::Store, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+        if let Err(error) = store.prune_sessions(now_ms()).await {
+            tracing::warn!(%error, "could not prune sessions");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_code_matches_loosely_and_is_replaced_after_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let code = SetupCode::create(dir.path()).unwrap();
+        let text = code.code().to_owned();
+        assert_eq!(std::fs::read_to_string(dir.path().join("setup-code")).unwrap().trim(), text);
+        assert!(code.matches(&text.to_lowercase().replace('-', " ")));
+        let setup = Setup::new(Some(code));
+        for _ in 0..SETUP_ATTEMPTS - 1 {
+            assert!(matches!(setup.check("WRONG-CODE-0000", dir.path()), SetupCheck::Wrong));
+        }
+        assert!(matches!(setup.check("WRONG-CODE-0000", dir.path()), SetupCheck::Replaced));
+        assert!(matches!(setup.check(&text, dir.path()), SetupCheck::Wrong), "the old code no longer works");
+        setup.finish();
+        assert!(!setup.needed());
+        assert!(!dir.path().join("setup-code").exists());
+        assert!(matches!(setup.check(&text, dir.path()), SetupCheck::NotNeeded));
+    }
+
+    #[test]
+    fn limiter_blocks_after_failures_and_forgives_later() {
+        let l = LoginLimiter::default();
+        for _ in 0..LOGIN_FAILURES {
+            assert!(l.allowed("a", 0));
+            l.failed("a", 0);
+        }
+        assert!(!l.allowed("a", 1));
+        assert!(l.allowed("b", 1));
+        assert!(l.allowed("a", LOGIN_WINDOW_MS + 1));
+    }
+
+    #[tokio::test]
+    async fn passwords_hash_and_verify() {
+        let pool = PasswordHasherPool::default();
+        let hash = pool.hash(Zeroizing::new("correct horse".into())).await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(pool.verify(Zeroizing::new("correct horse".into()), Some(hash.clone())).await.unwrap());
+        assert!(!pool.verify(Zeroizing::new("wrong".into()), Some(hash)).await.unwrap());
+        assert!(!pool.verify(Zeroizing::new("not a password".into()), None).await.unwrap());
+    }
+}

@@ -1,0 +1,241 @@
+//! Configuration: defaults, then an optional TOML file, then `HUB_*` environment variables.
+//! `hub.example.toml` at the repository root lists every key. Only shape and defaults live
+//! here; nothing is opened or bound.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything the hub can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory holding the database, the hub key and (before setup) the setup code.
+    pub data_dir: PathBuf,
+    /// The web UI and REST API.
+    pub http: HttpConfig,
+    /// Device ingest over MQTT.
+    pub mqtt: MqttConfig,
+    /// Write batching.
+    pub store: StoreConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the web UI and API. All interfaces by default: phones on the home
+    /// network must reach it.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttMode {
+    /// Run Hearth's own MQTT server (the default).
+    Embedded,
+    /// Subscribe to an external broker (see `mqtt.external`); nothing listens here.
+    External,
+    /// No MQTT at all.
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// `embedded`, `external` or `off`.
+    pub mode: MqttMode,
+    /// Address of the embedded server.
+    pub listen: SocketAddr,
+    /// The broker to use when `mode = "external"`.
+    pub external: Option<ExternalMqtt>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalMqtt {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// The hub's own login on the broker (it must be allowed to read `hearth/#`).
+    pub username: Option<String>,
+    /// The hub's password on the broker.
+    pub password: Option<Secret>,
+    /// Client id; keep it stable, the broker holds the hub's session under it.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Least time between two commits, in milliseconds (at most 1000). Readings that
+    /// arrive while the store is idle commit at once; under load they are grouped.
+    pub commit_interval_ms: u64,
+    /// Most readings in one transaction.
+    pub max_batch: usize,
+}
+
+/// A secret from the configuration. Prints as `****`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("****")
+    }
+}
+
+fn default_mqtt_port() -> u16 {
+    1883
+}
+
+fn default_client_id() -> String {
+    "hearth-hub".into()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            http: HttpConfig::default(),
+            mqtt: MqttConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8080)) }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self { mode: MqttMode::Embedded, listen: SocketAddr::from(([0, 0, 0, 0], 1883)), external: None }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { commit_interval_ms: 250, max_batch: 10_000 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("environment variable {name}: {reason}")]
+    Env { name: &'static str, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then `HUB_DATA_DIR`, `HUB_HTTP_LISTEN`,
+    /// `HUB_MQTT_LISTEN`.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            None => Self::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+                toml::from_str(&text)
+                    .map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })?
+            }
+        };
+        if let Ok(dir) = std::env::var("HUB_DATA_DIR") {
+            config.data_dir = dir.into();
+        }
+        if let Some(addr) = env_addr("HUB_HTTP_LISTEN")? {
+            config.http.listen = addr;
+        }
+        if let Some(addr) = env_addr("HUB_MQTT_LISTEN")? {
+            config.mqtt.listen = addr;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A configuration for tests: everything under `data_dir`, loopback only, short batches.
+    pub fn for_test(data_dir: &Path) -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            data_dir: data_dir.to_owned(),
+            http: HttpConfig { listen: loopback },
+            mqtt: MqttConfig { listen: loopback, ..MqttConfig::default() },
+            store: StoreConfig { commit_interval_ms: 50, ..StoreConfig::default() },
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.store.commit_interval_ms > 1000 {
+            return Err(ConfigError::Invalid("store.commit_interval_ms must be at most 1000".into()));
+        }
+        if self.store.max_batch == 0 {
+            return Err(ConfigError::Invalid("store.max_batch must be at least 1".into()));
+        }
+        if self.mqtt.mode == MqttMode::External && self.mqtt.external.is_none() {
+            return Err(ConfigError::Invalid("mqtt.mode = \"external\" needs an [mqtt.external] section".into()));
+        }
+        Ok(())
+    }
+
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.store.commit_interval_ms)
+    }
+}
+
+fn env_addr(name: &'static str) -> Result<Option<SocketAddr>, ConfigError> {
+    match std::env::var(name) {
+        Err(_) => Ok(None),
+        Ok(v) => {
+            v.parse().map(Some).map_err(|e| ConfigError::Env { name, reason: format!("{v:?} is not host:port ({e})") })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_and_lists_every_section() {
+        let text = include_str!("../../hub.example.toml");
+        let config: Config = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.store.commit_interval_ms, 250);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Config>("datadir = 'x'").is_err());
+        assert!(toml::from_str::<Config>("[http]\nlisten = 'nowhere'").is_err());
+        let c: Config = toml::from_str("[store]\ncommit_interval_ms = 5000").unwrap();
+        assert!(c.validate().is_err());
+        let c: Config = toml::from_str("[mqtt]\nmode = 'external'").unwrap();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn secrets_print_redacted() {
+        let c: Config =
+            toml::from_str("[mqtt]\nmode='external'\n[mqtt.external]\nhost='h'\npassword='hunter2'").unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,45 @@
+//! Device data in: payload decoding, the commit pipeline, and the protocol servers. What a
+//! device may send is decided here; how it is stored is the store's business.
+
+pub mod decode;
+pub mod mqtt;
+pub mod mqtt_client;
+pub mod pipeline;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// Why a device's message was refused, kept so the owner can see it in the UI and API.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejection {
+    pub count: u64,
+    pub last_reason: String,
+    pub last_at: i64,
+}
+
+/// Recent refusals per device (in memory: a diagnostic, not a record).
+#[derive(Debug, Clone, Default)]
+pub struct Rejections(Arc<Mutex<HashMap<String, Rejection>>>);
+
+impl Rejections {
+    /// Records and logs a refused message. The payload itself is never logged.
+    pub fn record(&self, device: &str, protocol: &'static str, reason: &str, now: i64) {
+        tracing::warn!(device.id = %device, protocol, reason, "message refused, not stored");
+        if let Ok(mut map) = self.0.lock() {
+            let entry = map.entry(device.to_owned()).or_insert(Rejection {
+                count: 0,
+                last_reason: String::new(),
+                last_at: now,
+            });
+            entry.count += 1;
+            entry.last_reason = reason.to_owned();
+            entry.last_at = now;
+        }
+    }
+
+    pub fn get(&self, device: &str) -> Option<Rejection> {
+        self.0.lock().ok().and_then(|map| map.get(device).cloned())
+    }
+}

@@ -1,0 +1,441 @@
+//! The embedded MQTT 3.1.1 server. It owns device sessions: CONNECT is checked against the
+//! device's own credentials, every PUBLISH is checked against the device's own topic space,
+//! and a QoS 1/2 PUBLISH is acknowledged only after its readings are committed, so an
+//! acknowledged reading is never lost. Packets are parsed by rumqttc's MQTT codec; this
+//! module must not touch SQL (it goes through the pipeline and the device service).
+//!
+//! Not a general broker: no retained messages, no persistent sessions (every CONNACK says
+//! session-present = false), outgoing messages at QoS 0, and a device may subscribe only
+//! inside `hearth/<its id>/`. See docs/decisions/0001-embedded-mqtt-server.md.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures_util::stream::FuturesOrdered;
+use futures_util::{SinkExt, StreamExt};
+use rumqttc::mqttbytes::{matches, valid_filter};
+use rumqttc::{
+    Codec, ConnAck, Connect, ConnectReturnCode, Packet, Protocol, PubAck, PubComp, PubRec, Publish, QoS, SubAck,
+    SubscribeReasonCode, UnsubAck,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::Rejections;
+use super::decode::{self, DecodeError};
+use super::pipeline::{CommitFailed, Ingest};
+use crate::clock::now_ms;
+use crate::devices::{self, DeviceEvent};
+use crate::reading::Reading;
+use crate::store::Store;
+
+/// Largest MQTT packet accepted or sent.
+const MAX_PACKET: usize = decode::MAX_PAYLOAD + 1024;
+/// Time a new connection has to send CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// QoS 1/2 publishes awaiting their commit per connection; past this we stop reading.
+const MAX_INFLIGHT: usize = 256;
+/// Open connections at once.
+const MAX_CONNECTIONS: usize = 512;
+/// Messages queued to one subscriber before newer ones are dropped.
+const OUTBOX: usize = 64;
+
+/// What the server needs from the rest of the hub.
+#[derive(Clone)]
+pub struct MqttContext {
+    pub store: Store,
+    pub ingest: Ingest,
+    pub device_events: broadcast::Sender<DeviceEvent>,
+    pub rejections: Rejections,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("MQTT protocol: {0}")]
+    Protocol(String),
+    #[error("no CONNECT within {CONNECT_TIMEOUT:?}")]
+    ConnectTimeout,
+    #[error("login refused")]
+    Refused,
+    #[error("keep-alive expired")]
+    KeepAlive,
+    #[error("a commit failed; closing so the device sends its readings again")]
+    CommitFailed,
+    #[error("the hub is shutting down")]
+    Closed,
+}
+
+impl From<rumqttc::mqttbytes::Error> for ConnError {
+    fn from(e: rumqttc::mqttbytes::Error) -> Self {
+        Self::Protocol(e.to_string())
+    }
+}
+
+/// Routes messages to subscribed sessions. Used for commands to devices, and to echo a
+/// device's own accepted publishes to its own subscriptions.
+#[derive(Default)]
+struct Router {
+    subs: RwLock<Vec<(u64, String, mpsc::Sender<Publish>)>>,
+}
+
+impl Router {
+    fn route(&self, topic: &str, payload: &bytes::Bytes) {
+        let Ok(subs) = self.subs.read() else { return };
+        for (_, filter, tx) in subs.iter().filter(|(_, f, _)| matches(topic, f)) {
+            let mut p = Publish::new(topic, QoS::AtMostOnce, Vec::new());
+            p.payload = payload.clone();
+            if tx.try_send(p).is_err() {
+                tracing::debug!(%filter, "subscriber queue full; message dropped");
+            }
+        }
+    }
+
+    fn add(&self, conn: u64, filter: String, tx: mpsc::Sender<Publish>) {
+        if let Ok(mut subs) = self.subs.write() {
+            subs.retain(|(c, f, _)| !(*c == conn && *f == filter));
+            subs.push((conn, filter, tx));
+        }
+    }
+
+    fn remove(&self, conn: u64, filter: Option<&str>) {
+        if let Ok(mut subs) = self.subs.write() {
+            subs.retain(|(c, f, _)| !(*c == conn && filter.is_none_or(|x| x == f)));
+        }
+    }
+}
+
+struct Shared {
+    ctx: MqttContext,
+    router: Router,
+    /// client id -> (connection number, token that ends it): a second CONNECT with the
+    /// same client id takes the session over, as MQTT requires.
+    sessions: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    next_conn: AtomicU64,
+}
+
+/// A handle to publish to subscribed devices (commands).
+#[derive(Clone)]
+pub struct MqttServer {
+    shared: Arc<Shared>,
+}
+
+impl MqttServer {
+    pub fn new(ctx: MqttContext) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                ctx,
+                router: Router::default(),
+                sessions: Mutex::new(HashMap::new()),
+                next_conn: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Sends `payload` at QoS 0 to every session subscribed to `topic`.
+    pub fn publish(&self, topic: &str, payload: impl Into<bytes::Bytes>) {
+        self.shared.router.route(topic, &payload.into());
+    }
+
+    /// Accepts connections until `shutdown`; then lets open connections send the acks of
+    /// what they have already received, and returns.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let tracker = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(error) => {
+                    // Out of file descriptors, most likely: back off rather than spin.
+                    tracing::warn!(%error, "MQTT accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "MQTT connection refused: too many connections");
+                continue;
+            };
+            let shared = self.shared.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                let _permit = permit;
+                match connection(&shared, stream, peer, shutdown).await {
+                    Ok(()) => {}
+                    Err(ConnError::Refused) => {}
+                    Err(error) => tracing::info!(%peer, %error, "MQTT connection closed"),
+                }
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+}
+
+type Ack = Pin<Box<dyn Future<Output = Result<Option<Packet>, CommitFailed>> + Send>>;
+
+fn ready(packet: Packet) -> Ack {
+    Box::pin(std::future::ready(Ok(Some(packet))))
+}
+
+/// Unregisters a connection however it ends.
+struct Registration<'a> {
+    shared: &'a Shared,
+    conn: u64,
+    client_id: String,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.shared.router.remove(self.conn, None);
+        if let Ok(mut sessions) = self.shared.sessions.lock() {
+            if sessions.get(&self.client_id).is_some_and(|(c, _)| *c == self.conn) {
+                sessions.remove(&self.client_id);
+            }
+        }
+    }
+}
+
+async fn connection(
+    shared: &Shared,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<(), ConnError> {
+    let _ = stream.set_nodelay(true);
+    let mut framed = Framed::new(stream, Codec { max_incoming_size: MAX_PACKET, max_outgoing_size: MAX_PACKET });
+    let connect = match timeout(CONNECT_TIMEOUT, framed.next()).await {
+        Err(_) => return Err(ConnError::ConnectTimeout),
+        Ok(None) => return Ok(()),
+        Ok(Some(Err(e))) => return Err(e.into()),
+        Ok(Some(Ok(Packet::Connect(c)))) => c,
+        Ok(Some(Ok(_))) => return Err(ConnError::Protocol("first packet was not CONNECT".into())),
+    };
+    let device = match authenticate(&shared.ctx.store, &connect).await {
+        Ok(device) => device,
+        Err(code) => {
+            tracing::warn!(%peer, user = connect.login.as_ref().map(|l| l.username.as_str()).unwrap_or(""), reason = ?code, "MQTT login refused");
+            let _ = framed.send(Packet::ConnAck(ConnAck::new(code, false))).await;
+            return Err(ConnError::Refused);
+        }
+    };
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let client_id = if connect.client_id.is_empty() { format!("{device}#{conn}") } else { connect.client_id.clone() };
+    let session = CancellationToken::new();
+    if let Ok(mut sessions) = shared.sessions.lock() {
+        if let Some((_, old)) = sessions.insert(client_id.clone(), (conn, session.clone())) {
+            old.cancel();
+        }
+    }
+    let _registration = Registration { shared, conn, client_id };
+    framed.send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await?;
+    tracing::info!(device.id = %device, %peer, "MQTT device connected");
+
+    let keep_alive = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    let mut last_heard = Instant::now();
+    let mut pending: FuturesOrdered<Ack> = FuturesOrdered::new();
+    let (out_tx, mut out_rx) = mpsc::channel::<Publish>(OUTBOX);
+    let mut events = shared.ctx.device_events.subscribe();
+    let mut draining = false;
+
+    loop {
+        if draining && pending.is_empty() {
+            return Ok(());
+        }
+        let idle = async {
+            match keep_alive {
+                Some(d) => sleep_until(last_heard + d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            Some(ack) = pending.next(), if !pending.is_empty() => match ack {
+                Ok(Some(packet)) => framed.send(packet).await?,
+                Ok(None) => {}
+                Err(CommitFailed) => return Err(ConnError::CommitFailed),
+            },
+            () = shutdown.cancelled(), if !draining => draining = true,
+            () = session.cancelled() => return Ok(()),
+            event = events.recv() => match event {
+                Ok(event) if event.device() == device => {
+                    tracing::info!(device.id = %device, ?event, "closing MQTT session: credentials changed");
+                    return Ok(());
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Err(ConnError::Closed),
+            },
+            Some(publish) = out_rx.recv() => framed.send(Packet::Publish(publish)).await?,
+            packet = framed.next(), if !draining && pending.len() < MAX_INFLIGHT => {
+                last_heard = Instant::now();
+                let packet = match packet {
+                    None => {
+                        draining = true;
+                        continue;
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(packet)) => packet,
+                };
+                match packet {
+                    Packet::Publish(publish) => pending.push_back(on_publish(shared, &device, publish).await?),
+                    Packet::PubRel(rel) => pending.push_back(ready(Packet::PubComp(PubComp::new(rel.pkid)))),
+                    Packet::Subscribe(sub) => {
+                        let codes = sub.filters.iter().map(|f| {
+                            if may_subscribe(&device, &f.path) {
+                                shared.router.add(conn, f.path.clone(), out_tx.clone());
+                                SubscribeReasonCode::Success(QoS::AtMostOnce)
+                            } else {
+                                tracing::warn!(device.id = %device, filter = %f.path, "subscription refused: outside the device's topics");
+                                SubscribeReasonCode::Failure
+                            }
+                        }).collect();
+                        pending.push_back(ready(Packet::SubAck(SubAck::new(sub.pkid, codes))));
+                    }
+                    Packet::Unsubscribe(unsub) => {
+                        for filter in &unsub.topics {
+                            shared.router.remove(conn, Some(filter));
+                        }
+                        pending.push_back(ready(Packet::UnsubAck(UnsubAck::new(unsub.pkid))));
+                    }
+                    Packet::PingReq => pending.push_back(ready(Packet::PingResp)),
+                    Packet::Disconnect => draining = true,
+                    // Acks for our QoS 0 messages cannot come; nothing else may come from a client.
+                    Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => {}
+                    other => return Err(ConnError::Protocol(format!("unexpected {:?} from client", packet_name(&other)))),
+                }
+            },
+            () = idle => return Err(ConnError::KeepAlive),
+        }
+    }
+}
+
+fn packet_name(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingResp => "PINGRESP",
+        _ => "packet",
+    }
+}
+
+/// Checks CONNECT: MQTT 3.1.1, username = device id, password = its secret.
+async fn authenticate(store: &Store, connect: &Connect) -> Result<String, ConnectReturnCode> {
+    if connect.protocol != Protocol::V4 {
+        return Err(ConnectReturnCode::RefusedProtocolVersion);
+    }
+    if connect.client_id.is_empty() && !connect.clean_session {
+        return Err(ConnectReturnCode::BadClientId);
+    }
+    let Some(login) = &connect.login else { return Err(ConnectReturnCode::NotAuthorized) };
+    match devices::verify(store, &login.username, login.password.as_bytes()).await {
+        Ok(true) => Ok(login.username.clone()),
+        Ok(false) => Err(ConnectReturnCode::BadUserNamePassword),
+        Err(error) => {
+            tracing::error!(%error, "could not check device credentials");
+            Err(ConnectReturnCode::ServiceUnavailable)
+        }
+    }
+}
+
+/// A device may only subscribe within its own topics (for commands addressed to it).
+fn may_subscribe(device: &str, filter: &str) -> bool {
+    let own = format!("hearth/{device}");
+    valid_filter(filter) && (filter == own || filter.strip_prefix(&own).is_some_and(|rest| rest.starts_with('/')))
+}
+
+/// Why a publish is refused (logged and counted; the message is acknowledged so a
+/// misconfigured device does not resend it forever, but nothing is stored).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("topic {0:?} is not this device's (use hearth/<device id>/<metric> or hearth/<device id>)")]
+    NotOwnTopic(String),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// Turns a device's publish into readings, if it is allowed and well formed.
+pub fn readings_from_publish(device: &str, topic: &str, payload: &[u8], now: i64) -> Result<Vec<Reading>, Refusal> {
+    let mut levels = topic.split('/');
+    let (Some("hearth"), Some(owner)) = (levels.next(), levels.next()) else {
+        return Err(Refusal::NotOwnTopic(topic.to_owned()));
+    };
+    if owner != device {
+        return Err(Refusal::NotOwnTopic(topic.to_owned()));
+    }
+    match (levels.next(), levels.next()) {
+        (None, _) => Ok(decode::decode_object(device, payload, now)?),
+        (Some(metric), None) => Ok(vec![decode::decode_metric(device, metric, payload, now)?]),
+        _ => Err(Refusal::NotOwnTopic(topic.to_owned())),
+    }
+}
+
+async fn on_publish(shared: &Shared, device: &str, publish: Publish) -> Result<Ack, ConnError> {
+    let ctx = &shared.ctx;
+    let ack = |pkid| match publish.qos {
+        QoS::AtMostOnce => None,
+        QoS::AtLeastOnce => Some(Packet::PubAck(PubAck::new(pkid))),
+        QoS::ExactlyOnce => Some(Packet::PubRec(PubRec::new(pkid))),
+    };
+    let reply = ack(publish.pkid);
+    let now = now_ms();
+    let readings = match readings_from_publish(device, &publish.topic, &publish.payload, now) {
+        Ok(readings) => readings,
+        Err(refusal) => {
+            ctx.rejections.record(device, "mqtt", &refusal.to_string(), now);
+            return Ok(Box::pin(std::future::ready(Ok(reply))));
+        }
+    };
+    shared.router.route(&publish.topic, &publish.payload);
+    if reply.is_none() {
+        ctx.ingest.submit(readings).await.map_err(|_| ConnError::Closed)?;
+        return Ok(Box::pin(std::future::ready(Ok(None))));
+    }
+    let receipt = ctx.ingest.submit_acked(readings).await.map_err(|_| ConnError::Closed)?;
+    Ok(Box::pin(async move {
+        match receipt.await {
+            Ok(Ok(())) => Ok(reply),
+            _ => Err(CommitFailed),
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_publishes_only_under_its_own_id() {
+        assert_eq!(readings_from_publish("dev1", "hearth/dev1/t", b"1", 0).map(|r| r.len()).ok(), Some(1));
+        assert_eq!(readings_from_publish("dev1", "hearth/dev1", br#"{"a":1,"b":2}"#, 0).map(|r| r.len()).ok(), Some(2));
+        for topic in
+            ["hearth/dev2/t", "hearth/dev1x/t", "hearth/dev1/t/extra", "other/dev1/t", "hearth", "hearth/+/t", ""]
+        {
+            assert!(matches!(readings_from_publish("dev1", topic, b"1", 0), Err(Refusal::NotOwnTopic(_))), "{topic}");
+        }
+        assert!(matches!(readings_from_publish("dev1", "hearth/dev1/t", b"NaN", 0), Err(Refusal::Decode(_))));
+    }
+
+    #[test]
+    fn a_device_subscribes_only_under_its_own_id() {
+        assert!(may_subscribe("dev1", "hearth/dev1/#"));
+        assert!(may_subscribe("dev1", "hearth/dev1/set/+"));
+        assert!(may_subscribe("dev1", "hearth/dev1"));
+        assert!(!may_subscribe("dev1", "hearth/#"));
+        assert!(!may_subscribe("dev1", "hearth/+/set"));
+        assert!(!may_subscribe("dev1", "hearth/dev10/#"));
+        assert!(!may_subscribe("dev1", "#"));
+    }
+}

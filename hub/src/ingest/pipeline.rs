@@ -1,0 +1,156 @@
+//! The one path every reading takes after a protocol accepted it: a bounded channel into a
+//! single writer task that batches submissions into one transaction (group commit), then
+//! tells each submitter that its readings are durable and tells live views what is new.
+//! Protocol loops only ever wait on the channel's capacity, never on the disk.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::reading::Reading;
+use crate::store::{SeriesState, Store};
+
+/// Readings waiting in the channel before submitters are made to wait.
+const CHANNEL_CAPACITY: usize = 4096;
+
+/// The commit failed: the readings are not stored and must not be acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("readings could not be stored")]
+pub struct CommitFailed;
+
+/// The hub is shutting down and takes no more readings.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the hub is shutting down")]
+pub struct Closed;
+
+/// Resolves once the submitted readings are committed (or failed to be).
+pub type Receipt = oneshot::Receiver<Result<(), CommitFailed>>;
+
+struct Submission {
+    readings: Vec<Reading>,
+    done: Option<oneshot::Sender<Result<(), CommitFailed>>>,
+}
+
+/// How the writer batches.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    /// Least time between two commits: bounds fsyncs per second on an SD card. A reading
+    /// that arrives while the writer is idle and this long after the last commit is
+    /// committed at once.
+    pub commit_interval: Duration,
+    /// Most readings in one transaction.
+    pub max_batch: usize,
+}
+
+/// Handle for submitting readings. Cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Submission>,
+    live: broadcast::Sender<Arc<[Reading]>>,
+}
+
+impl Ingest {
+    /// Queues readings that need no acknowledgement (MQTT QoS 0, CoAP NON).
+    pub async fn submit(&self, readings: Vec<Reading>) -> Result<(), Closed> {
+        self.tx.send(Submission { readings, done: None }).await.map_err(|_| Closed)
+    }
+
+    /// Queues readings and returns a receipt that resolves after their commit. All readings
+    /// of one submission commit in the same transaction.
+    pub async fn submit_acked(&self, readings: Vec<Reading>) -> Result<Receipt, Closed> {
+        let (done, receipt) = oneshot::channel();
+        self.tx.send(Submission { readings, done: Some(done) }).await.map_err(|_| Closed)?;
+        Ok(receipt)
+    }
+
+    /// Every committed batch, in commit order. A slow receiver misses batches (it sees
+    /// `Lagged`), it never slows ingest.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Reading]>> {
+        self.live.subscribe()
+    }
+}
+
+/// Starts the writer. It runs until `shutdown`, then commits what is queued and returns.
+pub fn spawn_writer(
+    store: Store,
+    state: SeriesState,
+    policy: BatchPolicy,
+    shutdown: CancellationToken,
+) -> (Ingest, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (live, _) = broadcast::channel(256);
+    let writer = Writer { store, state, policy, live: live.clone() };
+    let handle = tokio::spawn(writer.run(rx, shutdown));
+    (Ingest { tx, live }, handle)
+}
+
+struct Writer {
+    store: Store,
+    state: SeriesState,
+    policy: BatchPolicy,
+    live: broadcast::Sender<Arc<[Reading]>>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Submission>, shutdown: CancellationToken) {
+        let mut last_commit = Instant::now() - self.policy.commit_interval;
+        loop {
+            let first = tokio::select! {
+                biased;
+                first = rx.recv() => first,
+                () = shutdown.cancelled() => {
+                    // Take nothing new; what is already queued is still committed below.
+                    rx.close();
+                    rx.recv().await
+                }
+            };
+            let Some(first) = first else { break };
+            let mut batch = vec![first];
+            let mut count = batch[0].readings.len();
+            let deadline = last_commit + self.policy.commit_interval;
+            while count < self.policy.max_batch {
+                let next = if Instant::now() >= deadline {
+                    rx.try_recv().ok()
+                } else {
+                    tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+                };
+                let Some(next) = next else { break };
+                count += next.readings.len();
+                batch.push(next);
+            }
+            self.commit(batch).await;
+            last_commit = Instant::now();
+        }
+        tracing::debug!("writer stopped");
+    }
+
+    async fn commit(&mut self, batch: Vec<Submission>) {
+        let mut readings = Vec::with_capacity(batch.iter().map(|s| s.readings.len()).sum());
+        let mut receipts = Vec::with_capacity(batch.len());
+        for submission in batch {
+            readings.extend(submission.readings);
+            receipts.extend(submission.done);
+        }
+        let started = Instant::now();
+        let outcome = self.store.commit(&mut self.state, &readings).await;
+        match outcome {
+            Ok(done) => {
+                tracing::trace!(readings = done.readings, chunks = done.chunks, elapsed = ?started.elapsed(), "committed");
+                for receipt in receipts {
+                    let _ = receipt.send(Ok(()));
+                }
+                let _ = self.live.send(readings.into());
+            }
+            Err(error) => {
+                // Nothing is acknowledged: devices keep their readings and send them again.
+                tracing::error!(%error, readings = readings.len(), "commit failed; readings not acknowledged");
+                for receipt in receipts {
+                    let _ = receipt.send(Err(CommitFailed));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Hearth's hub as a library: `run` boots every part on listeners the caller bound, so the
+//! binary and the end-to-end tests start the hub the same way.
+
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod devices;
+pub mod error;
+pub mod ingest;
+pub mod reading;
+pub mod state;
+pub mod store;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, MqttMode};
+use crate::ingest::mqtt::{MqttContext, MqttServer};
+use crate::ingest::pipeline::{self, BatchPolicy};
+
+/// The sockets the hub serves on, bound before `run` (port 0 in tests).
+pub struct Listeners {
+    pub http: TcpListener,
+    /// The embedded MQTT server's socket; `None` unless `mqtt.mode = "embedded"`.
+    pub mqtt: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what `config` asks for.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let http = TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("binding HTTP to {}", config.http.listen))?;
+        let mqtt = match config.mqtt.mode {
+            MqttMode::Embedded => Some(
+                TcpListener::bind(config.mqtt.listen)
+                    .await
+                    .with_context(|| format!("binding MQTT to {}", config.mqtt.listen))?,
+            ),
+            MqttMode::External | MqttMode::Off => None,
+        };
+        Ok(Self { http, mqtt })
+    }
+}
+
+/// Creates the data directory, readable only by the hub's user.
+pub fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Opens the store in the configured data directory, creating the hub key on first run.
+pub async fn open_store(config: &Config) -> anyhow::Result<store::Store> {
+    prepare_data_dir(config)?;
+    let key_path = config.data_dir.join("hub.key");
+    let (key, created) = crypto::Key::load_or_create(&key_path)?;
+    if created {
+        tracing::warn!(path = %key_path.display(), "created a new hub key: back it up, without it the data cannot be read");
+    }
+    Ok(store::Store::open(&config.data_dir.join("hearth.db"), key).await?)
+}
+
+/// Runs the hub until `shutdown` is cancelled, then stops taking input, commits what was
+/// accepted, and returns.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let series = store.load_series_state().await?;
+    // The writer outlives the protocol servers: they still wait for commits of what they
+    // accepted before they stop.
+    let writer_stop = CancellationToken::new();
+    let policy = BatchPolicy { commit_interval: config.commit_interval(), max_batch: config.store.max_batch };
+    let (ingest, writer) = pipeline::spawn_writer(store.clone(), series, policy, writer_stop.clone());
+
+    let setup = if store.has_owner().await? {
+        auth::Setup::default()
+    } else {
+        let code = auth::SetupCode::create(&config.data_dir).context("writing the setup code")?;
+        auth::announce(&code);
+        auth::Setup::new(Some(code))
+    };
+    let (device_events, _) = broadcast::channel(64);
+    let rejections = ingest::Rejections::default();
+    let mqtt_port = listeners.mqtt.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
+    let config = Arc::new(config);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(listener) = listeners.mqtt {
+        tracing::info!(addr = %listener.local_addr()?, "embedded MQTT server listening");
+        let ctx = MqttContext {
+            store: store.clone(),
+            ingest: ingest.clone(),
+            device_events: device_events.clone(),
+            rejections: rejections.clone(),
+        };
+        tasks.spawn(MqttServer::new(ctx).serve(listener, shutdown.clone()));
+    }
+    if config.mqtt.mode == MqttMode::External {
+        if let Some(external) = config.mqtt.external.clone() {
+            tasks.spawn(ingest::mqtt_client::run(
+                external,
+                store.clone(),
+                ingest.clone(),
+                rejections.clone(),
+                shutdown.clone(),
+            ));
+        }
+    }
+    tasks.spawn(auth::prune_sessions_periodically(store.clone(), shutdown.clone()));
+
+    let state = state::AppState {
+        config: config.clone(),
+        store: store.clone(),
+        ingest: ingest.clone(),
+        device_events,
+        rejections,
+        setup,
+        passwords: auth::PasswordHasherPool::default(),
+        logins: auth::LoginLimiter::default(),
+        mqtt_port,
+        shutdown: shutdown.clone(),
+    };
+    tracing::info!(addr = %listeners.http.local_addr()?, "web UI and API listening");
+    let http =
+        axum::serve(listeners.http, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let http_result = http.await;
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    drop(ingest);
+    writer_stop.cancel();
+    writer.await.context("the writer task failed")?;
+    store.close().await;
+    tracing::info!("hub stopped");
+    http_result.context("HTTP server failed")
+}

@@ -1,0 +1,123 @@
+//! The `hub` command: parse the command line, load the configuration, start logging, and
+//! hand over to the library. Errors print with their causes and exit non-zero.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use hub::config::Config;
+
+/// Hearth: a local-first home hub.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML); see hub.example.toml.
+    #[arg(long, short, env = "HUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides the configuration).
+    #[arg(long, env = "HUB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub (the default).
+    Run,
+    /// Manage devices in the data directory.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Add a device and print its credentials (shown once).
+    Add { name: String },
+    /// List devices.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(start(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(dir) = cli.data_dir {
+        config.data_dir = dir;
+    }
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let listeners = hub::Listeners::bind(&config).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            hub::run(config, listeners, shutdown).await
+        }
+        Command::Device { command } => device_command(&config, command).await,
+    }
+}
+
+async fn device_command(config: &Config, command: DeviceCommand) -> anyhow::Result<()> {
+    let store = hub::open_store(config).await?;
+    match command {
+        DeviceCommand::Add { name } => {
+            let creds = hub::devices::add(&store, &name, hub::clock::now_ms()).await?;
+            println!("device id: {}\nsecret:    {}", creds.id, creds.secret.as_str());
+            println!("(the secret is shown once; regenerate it in the UI if it is lost)");
+            println!(
+                "try: mosquitto_pub -h HUB_ADDRESS -p {} -u {} -P '{}' -q 1 -t hearth/{}/temperature -m 21.5",
+                config.mqtt.listen.port(),
+                creds.id,
+                creds.secret.as_str(),
+                creds.id
+            );
+        }
+        DeviceCommand::List => {
+            for d in store.devices().await? {
+                println!("{}\t{}", d.id, d.name);
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM: stop taking input, commit what was accepted, exit.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("stopping: finishing in-flight commits");
+    shutdown.cancel();
+}

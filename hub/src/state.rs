@@ -1,0 +1,29 @@
+//! What every HTTP handler can reach. Built once in `run`; no globals.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{LoginLimiter, PasswordHasherPool, Setup};
+use crate::config::Config;
+use crate::devices::DeviceEvent;
+use crate::ingest::Rejections;
+use crate::ingest::pipeline::Ingest;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub ingest: Ingest,
+    pub device_events: broadcast::Sender<DeviceEvent>,
+    pub rejections: Rejections,
+    pub setup: Setup,
+    pub passwords: PasswordHasherPool,
+    pub logins: LoginLimiter,
+    /// Port of the embedded MQTT server, for the examples shown with new credentials.
+    pub mqtt_port: Option<u16>,
+    /// Ends long-lived responses (live streams) when the hub stops.
+    pub shutdown: CancellationToken,
+}

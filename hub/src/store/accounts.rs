@@ -1,0 +1,142 @@
+//! Users, browser sessions and API tokens. Passwords arrive here already hashed; tokens
+//! arrive as SHA-256 digests. Nothing secret is stored in a recoverable form.
+
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// A person who can log in.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub role: String,
+}
+
+/// A live session or API token, resolved to its user.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user_id: i64,
+    pub username: String,
+    pub role: String,
+}
+
+fn user(row: sqlx::sqlite::SqliteRow) -> Result<User, StoreError> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        password_hash: row.try_get("password_hash")?,
+        role: row.try_get("role")?,
+    })
+}
+
+impl Store {
+    /// Whether any owner exists (if not, the hub is waiting for its setup code).
+    pub async fn has_owner(&self) -> Result<bool, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'owner'").fetch_one(&self.pool).await?;
+        Ok(n > 0)
+    }
+
+    /// Creates the owner, unless one exists already (then `Ok(None)`): the check and the
+    /// insert are one statement, so two racing setups cannot both succeed.
+    pub async fn create_first_owner(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO users (username, password_hash, role, created_ms)
+             SELECT ?, ?, 'owner', ? WHERE NOT EXISTS (SELECT 1 FROM users WHERE role = 'owner')
+             RETURNING id",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query("SELECT id, username, password_hash, role FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(user).transpose()
+    }
+
+    pub async fn create_session(&self, token_hash: &[u8], user_id: i64, expires: i64) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_ms) VALUES (?, ?, ?)")
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(expires)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The session for a cookie digest, if it exists and has not expired at `now`.
+    pub async fn session(&self, token_hash: &[u8], now: i64) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.username, u.role FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = ? AND s.expires_ms > ?",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Session { user_id: r.try_get("id")?, username: r.try_get("username")?, role: r.try_get("role")? })
+        })
+        .transpose()
+    }
+
+    pub async fn delete_session(&self, token_hash: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?").bind(token_hash).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Removes sessions that expired before `now`.
+    pub async fn prune_sessions(&self, now: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE expires_ms <= ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    pub async fn create_api_token(
+        &self,
+        user_id: i64,
+        name: &str,
+        token_hash: &[u8],
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO api_tokens (user_id, name, token_hash, created_ms) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(user_id)
+        .bind(name)
+        .bind(token_hash)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The user behind an API token digest.
+    pub async fn api_token(&self, token_hash: &[u8]) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.username, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Session { user_id: r.try_get("id")?, username: r.try_get("username")?, role: r.try_get("role")? })
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,116 @@
+//! Device rows: the sealed name the user typed and the sealed secret (recoverable by the
+//! hub, because a DTLS pre-shared key must be).
+
+use sqlx::Row;
+use zeroize::Zeroizing;
+
+use super::{Store, StoreError};
+
+/// A device as stored, with its name opened.
+#[derive(Debug, Clone)]
+pub struct DeviceRecord {
+    pub id: String,
+    pub name: String,
+    pub created_ms: i64,
+    pub credentials_ms: i64,
+}
+
+fn name_aad(id: &str) -> Vec<u8> {
+    format!("device-name:{id}").into_bytes()
+}
+
+fn secret_aad(id: &str, credentials_ms: i64) -> Vec<u8> {
+    format!("device-secret:{id}:{credentials_ms}").into_bytes()
+}
+
+impl Store {
+    /// Adds a device. `Ok(false)` if the id is taken.
+    pub async fn create_device(&self, id: &str, name: &str, secret: &str, now: i64) -> Result<bool, StoreError> {
+        let name_sealed = self.hub_key.seal(name.as_bytes(), &name_aad(id))?;
+        let secret_sealed = self.hub_key.seal(secret.as_bytes(), &secret_aad(id, now))?;
+        let done = sqlx::query(
+            "INSERT INTO devices (id, name_sealed, secret_sealed, created_ms, credentials_ms) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(name_sealed)
+        .bind(secret_sealed)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replaces a device's secret. `Ok(false)` if there is no such (active) device.
+    pub async fn set_device_secret(&self, id: &str, secret: &str, now: i64) -> Result<bool, StoreError> {
+        let sealed = self.hub_key.seal(secret.as_bytes(), &secret_aad(id, now))?;
+        let done =
+            sqlx::query("UPDATE devices SET secret_sealed = ?, credentials_ms = ? WHERE id = ? AND removed_ms IS NULL")
+                .bind(sealed)
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Removes a device: its credentials are destroyed at once; its readings stay, so the
+    /// household's history is not lost with a broken sensor. `Ok(false)` if unknown.
+    pub async fn remove_device(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE devices SET secret_sealed = NULL, removed_ms = ? WHERE id = ? AND removed_ms IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Active devices, names opened.
+    pub async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name_sealed, created_ms, credentials_ms FROM devices WHERE removed_ms IS NULL ORDER BY created_ms, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let sealed: Vec<u8> = row.try_get("name_sealed")?;
+                let name = String::from_utf8(self.hub_key.open(&sealed, &name_aad(&id))?)
+                    .map_err(|_| StoreError::Corrupt(format!("device {id} name")))?;
+                Ok(DeviceRecord {
+                    id,
+                    name,
+                    created_ms: row.try_get("created_ms")?,
+                    credentials_ms: row.try_get("credentials_ms")?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Store {
+    /// One active device's secret, if it has one.
+    pub async fn device_secret(&self, id: &str) -> Result<Option<Zeroizing<String>>, StoreError> {
+        let row = sqlx::query("SELECT secret_sealed, credentials_ms FROM devices WHERE id = ? AND removed_ms IS NULL AND secret_sealed IS NOT NULL")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: Vec<u8> = row.try_get("secret_sealed")?;
+        let raw = Zeroizing::new(self.hub_key.open(&sealed, &secret_aad(id, row.try_get("credentials_ms")?))?);
+        let secret = String::from_utf8(raw.to_vec()).map_err(|_| StoreError::Corrupt(format!("device {id} secret")))?;
+        Ok(Some(Zeroizing::new(secret)))
+    }
+
+    /// Whether `id` is an active device.
+    pub async fn device_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE id = ? AND removed_ms IS NULL")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+}

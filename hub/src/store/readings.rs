@@ -1,0 +1,348 @@
+//! Readings in and out of the store: group commit of sealed chunks, latest values, and
+//! range queries with optional downsampling.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::codec::{self, hour_of};
+use super::{Store, StoreError};
+use crate::reading::{Reading, Value};
+
+/// Most readings returned raw by one range query; ask for `points` beyond that.
+pub const MAX_RAW_READINGS: usize = 100_000;
+
+/// What the writer remembers between commits, so a commit needs no reads.
+#[derive(Debug, Default)]
+pub struct SeriesState {
+    /// (device, metric) -> (series id, unit).
+    series: HashMap<(String, String), (i64, Option<String>)>,
+    /// series id -> timestamp of its stored latest value.
+    latest_ts: HashMap<i64, i64>,
+    next_seq: i64,
+}
+
+/// Counts from one commit, for logs and benchmarks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CommitBatch {
+    pub readings: usize,
+    pub chunks: usize,
+}
+
+/// A series (device, metric) with its unit.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesInfo {
+    pub device: String,
+    pub metric: String,
+    pub unit: Option<String>,
+}
+
+/// The latest value of one series.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatestValue {
+    pub device: String,
+    pub metric: String,
+    pub unit: Option<String>,
+    pub ts: i64,
+    pub value: Value,
+}
+
+/// One downsampled bucket `[start, start + width)`. Numbers give min/avg/max; other values
+/// give the last one seen.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bucket {
+    pub start: i64,
+    pub count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avg: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<Value>,
+}
+
+fn chunk_aad(series: i64, hour: i64, seq: i64, key_id: i64) -> Vec<u8> {
+    format!("chunk:{series}:{hour}:{seq}:{key_id}").into_bytes()
+}
+
+fn latest_aad(series: i64, ts: i64, key_id: i64) -> Vec<u8> {
+    format!("latest:{series}:{ts}:{key_id}").into_bytes()
+}
+
+impl Store {
+    /// Reads what the writer needs to start: series ids, latest timestamps, next chunk seq.
+    pub async fn load_series_state(&self) -> Result<SeriesState, StoreError> {
+        let mut state = SeriesState::default();
+        for row in sqlx::query("SELECT id, device_id, metric, unit FROM series").fetch_all(&self.pool).await? {
+            state.series.insert(
+                (row.try_get("device_id")?, row.try_get("metric")?),
+                (row.try_get("id")?, row.try_get("unit")?),
+            );
+        }
+        for row in sqlx::query("SELECT series_id, ts FROM latest").fetch_all(&self.pool).await? {
+            state.latest_ts.insert(row.try_get("series_id")?, row.try_get("ts")?);
+        }
+        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM chunks").fetch_one(&self.pool).await?;
+        state.next_seq = max.map_or(0, |m| m + 1);
+        Ok(state)
+    }
+
+    /// Commits `readings` in one transaction: one sealed chunk per (series, hour), and the
+    /// latest value of each series. `state` is updated only if the commit succeeds, so a
+    /// failed commit (a full disk, say) can be retried or reported without drift.
+    pub async fn commit(&self, state: &mut SeriesState, readings: &[Reading]) -> Result<CommitBatch, StoreError> {
+        let key_id = self.active_key;
+        let mut tx = self.pool.begin().await?;
+        let mut new_series: HashMap<(String, String), (i64, Option<String>)> = HashMap::new();
+        let mut ids = Vec::with_capacity(readings.len());
+        for r in readings {
+            let lookup = (r.device.clone(), r.metric.clone());
+            let known = new_series.get(&lookup).or_else(|| state.series.get(&lookup)).cloned();
+            let id = match known {
+                Some((id, unit)) => {
+                    if r.unit.is_some() && r.unit != unit {
+                        sqlx::query("UPDATE series SET unit = ? WHERE id = ?")
+                            .bind(&r.unit)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                        new_series.insert(lookup, (id, r.unit.clone()));
+                    }
+                    id
+                }
+                None => {
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO series (device_id, metric, unit) VALUES (?, ?, ?) RETURNING id",
+                    )
+                    .bind(&r.device)
+                    .bind(&r.metric)
+                    .bind(&r.unit)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    new_series.insert(lookup, (id, r.unit.clone()));
+                    id
+                }
+            };
+            ids.push(id);
+        }
+
+        let mut groups: BTreeMap<(i64, i64), Vec<(i64, &Value)>> = BTreeMap::new();
+        let mut newest: HashMap<i64, (i64, &Value)> = HashMap::new();
+        for (r, &id) in readings.iter().zip(&ids) {
+            groups.entry((id, hour_of(r.ts))).or_default().push((r.ts, &r.value));
+            let slot = newest.entry(id).or_insert((r.ts, &r.value));
+            if r.ts >= slot.0 {
+                *slot = (r.ts, &r.value);
+            }
+        }
+
+        let mut seq = state.next_seq;
+        let mut body = Vec::new();
+        self.with_data_key(key_id, |_| Ok(()))?;
+        for ((series, hour), mut entries) in groups {
+            body.clear();
+            codec::encode(hour, &mut entries, &mut body);
+            let sealed = self.with_data_key(key_id, |k| Ok(k.seal(&body, &chunk_aad(series, hour, seq, key_id))?))?;
+            sqlx::query("INSERT INTO chunks (series_id, hour, seq, key_id, body) VALUES (?, ?, ?, ?, ?)")
+                .bind(series)
+                .bind(hour)
+                .bind(seq)
+                .bind(key_id)
+                .bind(sealed)
+                .execute(&mut *tx)
+                .await?;
+            seq += 1;
+        }
+        let chunks = (seq - state.next_seq) as usize;
+
+        let mut latest_updates = Vec::new();
+        for (series, (ts, value)) in newest {
+            if state.latest_ts.get(&series).is_some_and(|&old| old > ts) {
+                continue;
+            }
+            body.clear();
+            codec::encode(hour_of(ts), &mut [(ts, value)], &mut body);
+            let sealed = self.with_data_key(key_id, |k| Ok(k.seal(&body, &latest_aad(series, ts, key_id))?))?;
+            sqlx::query(
+                "INSERT INTO latest (series_id, ts, key_id, body) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts, key_id = excluded.key_id, body = excluded.body",
+            )
+            .bind(series)
+            .bind(ts)
+            .bind(key_id)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await?;
+            latest_updates.push((series, ts));
+        }
+        tx.commit().await?;
+
+        state.series.extend(new_series);
+        state.latest_ts.extend(latest_updates);
+        state.next_seq = seq;
+        Ok(CommitBatch { readings: readings.len(), chunks })
+    }
+
+    /// Every series with its latest value (for the dashboard), ordered by device, metric.
+    pub async fn latest_values(&self, device: Option<&str>) -> Result<Vec<LatestValue>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.id, s.device_id, s.metric, s.unit, l.ts, l.key_id, l.body
+             FROM series s JOIN latest l ON l.series_id = s.id
+             WHERE ?1 IS NULL OR s.device_id = ?1
+             ORDER BY s.device_id, s.metric",
+        )
+        .bind(device)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (series, ts, key_id): (i64, i64, i64) =
+                (row.try_get("id")?, row.try_get("ts")?, row.try_get("key_id")?);
+            let sealed: Vec<u8> = row.try_get("body")?;
+            let body = self.with_data_key(key_id, |k| Ok(k.open(&sealed, &latest_aad(series, ts, key_id))?))?;
+            let value = codec::decode(hour_of(ts), &body)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("empty latest value".into()))?
+                .1;
+            out.push(LatestValue {
+                device: row.try_get("device_id")?,
+                metric: row.try_get("metric")?,
+                unit: row.try_get("unit")?,
+                ts,
+                value,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The series of one device.
+    pub async fn series_of(&self, device: &str) -> Result<Vec<SeriesInfo>, StoreError> {
+        let rows = sqlx::query("SELECT device_id, metric, unit FROM series WHERE device_id = ? ORDER BY metric")
+            .bind(device)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(SeriesInfo {
+                    device: row.try_get("device_id")?,
+                    metric: row.try_get("metric")?,
+                    unit: row.try_get("unit")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Readings of one series with `from <= ts < to`, sorted by time, at most `limit` of
+    /// them, and whether more were left out. `Ok(None)` if the series does not exist.
+    pub async fn readings(
+        &self,
+        device: &str,
+        metric: &str,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Option<(Vec<(i64, Value)>, bool)>, StoreError> {
+        let series: Option<i64> = sqlx::query_scalar("SELECT id FROM series WHERE device_id = ? AND metric = ?")
+            .bind(device)
+            .bind(metric)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(series) = series else { return Ok(None) };
+        if from >= to {
+            return Ok(Some((Vec::new(), false)));
+        }
+        let rows = sqlx::query(
+            "SELECT hour, seq, key_id, body FROM chunks
+             WHERE series_id = ? AND hour BETWEEN ? AND ? ORDER BY hour, seq",
+        )
+        .bind(series)
+        .bind(hour_of(from))
+        .bind(hour_of(to - 1))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        let mut hour_start = 0;
+        let mut current_hour = None;
+        for row in rows {
+            let (hour, seq, key_id): (i64, i64, i64) =
+                (row.try_get("hour")?, row.try_get("seq")?, row.try_get("key_id")?);
+            if current_hour != Some(hour) {
+                // Chunks of one hour may overlap in time: sort each hour once it is complete.
+                out[hour_start..].sort_by_key(|(ts, _): &(i64, Value)| *ts);
+                if out.len() > limit {
+                    out.truncate(limit);
+                    return Ok(Some((out, true)));
+                }
+                hour_start = out.len();
+                current_hour = Some(hour);
+            }
+            let sealed: Vec<u8> = row.try_get("body")?;
+            let body = self.with_data_key(key_id, |k| Ok(k.open(&sealed, &chunk_aad(series, hour, seq, key_id))?))?;
+            let entries = codec::decode(hour, &body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.extend(entries.into_iter().filter(|(ts, _)| (from..to).contains(ts)));
+        }
+        out[hour_start..].sort_by_key(|(ts, _)| *ts);
+        let truncated = out.len() > limit;
+        out.truncate(limit);
+        Ok(Some((out, truncated)))
+    }
+}
+
+/// Splits `[from, to)` into `n` equal buckets and summarises the readings in each. Empty
+/// buckets are left out.
+pub fn downsample(readings: &[(i64, Value)], from: i64, to: i64, n: usize) -> Vec<Bucket> {
+    if n == 0 || from >= to {
+        return Vec::new();
+    }
+    let span = (to - from) as i128;
+    let width = ((span + n as i128 - 1) / n as i128).max(1) as i64;
+    let mut out: Vec<Bucket> = Vec::new();
+    let mut sums: Vec<f64> = Vec::new();
+    for (ts, value) in readings {
+        if !(from..to).contains(ts) {
+            continue;
+        }
+        let start = from + (ts - from) / width * width;
+        if out.last().is_none_or(|b| b.start != start) {
+            out.push(Bucket { start, count: 0, min: None, avg: None, max: None, last: None });
+            sums.push(0.0);
+        }
+        let (Some(bucket), Some(sum)) = (out.last_mut(), sums.last_mut()) else { continue };
+        bucket.count += 1;
+        match value {
+            Value::Number(x) => {
+                bucket.min = Some(bucket.min.map_or(*x, |m| m.min(*x)));
+                bucket.max = Some(bucket.max.map_or(*x, |m| m.max(*x)));
+                *sum += x;
+                bucket.avg = Some(*sum / bucket.count as f64);
+            }
+            other => bucket.last = Some(other.clone()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downsample_min_avg_max_per_bucket() {
+        let readings: Vec<(i64, Value)> = [(0, 1.0), (5, 3.0), (10, 10.0), (19, 20.0), (35, 7.0)]
+            .iter()
+            .map(|&(t, v)| (t, Value::Number(v)))
+            .collect();
+        let b = downsample(&readings, 0, 40, 4);
+        assert_eq!(b.len(), 3, "the empty bucket [20,30) is left out");
+        assert_eq!((b[0].start, b[0].count, b[0].min, b[0].avg, b[0].max), (0, 2, Some(1.0), Some(2.0), Some(3.0)));
+        assert_eq!((b[1].start, b[1].count, b[1].min, b[1].avg, b[1].max), (10, 2, Some(10.0), Some(15.0), Some(20.0)));
+        assert_eq!((b[2].start, b[2].avg), (30, Some(7.0)));
+        let flags = vec![(1, Value::Bool(true)), (2, Value::Bool(false))];
+        assert_eq!(downsample(&flags, 0, 10, 1)[0].last, Some(Value::Bool(false)));
+        assert!(downsample(&readings, 10, 10, 4).is_empty());
+    }
+}
