@@ -13,6 +13,8 @@ use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    #[error("{0}")]
+    BadRequest(String),
     #[error("not found")]
     NotFound,
     #[error("authentication required")]
@@ -52,9 +54,13 @@ impl From<StoreError> for AppError {
     }
 }
 
+/// Unreadable JSON is a bad request; readable JSON of the wrong shape is a validation error.
 impl From<JsonRejection> for AppError {
     fn from(e: JsonRejection) -> Self {
-        Self::invalid(e.body_text())
+        match e {
+            JsonRejection::JsonDataError(_) => Self::invalid(e.body_text()),
+            _ => Self::BadRequest(e.body_text()),
+        }
     }
 }
 
@@ -67,6 +73,7 @@ impl From<QueryRejection> for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = match &self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,

@@ -107,16 +107,16 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         };
         tasks.spawn(MqttServer::new(ctx).serve(listener, shutdown.clone()));
     }
-    if config.mqtt.mode == MqttMode::External {
-        if let Some(external) = config.mqtt.external.clone() {
-            tasks.spawn(ingest::mqtt_client::run(
-                external,
-                store.clone(),
-                ingest.clone(),
-                rejections.clone(),
-                shutdown.clone(),
-            ));
-        }
+    if config.mqtt.mode == MqttMode::External
+        && let Some(external) = config.mqtt.external.clone()
+    {
+        tasks.spawn(ingest::mqtt_client::run(
+            external,
+            store.clone(),
+            ingest.clone(),
+            rejections.clone(),
+            shutdown.clone(),
+        ));
     }
     tasks.spawn(auth::prune_sessions_periodically(store.clone(), shutdown.clone()));
 

@@ -1,1 +1,6 @@
+//! End-to-end tests: each boots the real hub on loopback port 0 with a fresh data directory
+//! and talks to it with real clients. Assertions go through the public API.
 
+mod api;
+mod mqtt;
+mod store;

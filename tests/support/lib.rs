@@ -1,1 +1,303 @@
+//! Test support: boots the real hub in-process on loopback port 0 with a fresh data
+//! directory, and drives it with real clients (HTTP, MQTT, Debian's Mosquitto tools).
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use hub::config::Config;
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A hub running in this process.
+pub struct TestHub {
+    pub http: SocketAddr,
+    pub mqtt: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub config: Config,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestHub {
+    /// Starts a hub with `Config::for_test` in a new data directory inside `dir`.
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(Config::for_test(&dir.join("data"))).await
+    }
+
+    pub async fn start_with(config: Config) -> anyhow::Result<Self> {
+        let http = TcpListener::bind(config.http.listen).await?;
+        let mqtt = match config.mqtt.mode {
+            hub::config::MqttMode::Embedded => Some(TcpListener::bind(config.mqtt.listen).await?),
+            _ => None,
+        };
+        let addrs = (http.local_addr()?, mqtt.as_ref().map(|l| l.local_addr()).transpose()?);
+        let shutdown = CancellationToken::new();
+        let mut task = tokio::spawn(hub::run(config.clone(), hub::Listeners { http, mqtt }, shutdown.clone()));
+        let client = reqwest::Client::new();
+        let url = format!("http://{}/api/health", addrs.0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if task.is_finished() {
+                // The hub stopped by itself: report why.
+                (&mut task).await??;
+                bail!("the hub stopped during start-up");
+            }
+            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the hub did not answer /api/health within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let hub = Self {
+            http: addrs.0,
+            mqtt: addrs.1,
+            data_dir: config.data_dir.clone(),
+            config,
+            shutdown,
+            task: Some(task),
+        };
+        Ok(hub)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// Stops the hub as SIGTERM would, and waits until it has committed and closed.
+    pub async fn stop(mut self) -> anyhow::Result<Config> {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task).await.context("hub did not stop")???;
+        }
+        Ok(self.config.clone())
+    }
+
+    /// The setup code the hub printed and wrote to its data directory.
+    pub fn setup_code(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(self.data_dir.join("setup-code"))?.trim().to_owned())
+    }
+
+    /// Completes first-run setup as `owner` and returns a client holding the session cookie.
+    pub async fn owner(&self) -> anyhow::Result<reqwest::Client> {
+        let client = reqwest::Client::builder().cookie_store(true).build()?;
+        let resp = client
+            .post(self.url("/api/setup"))
+            .json(&json!({ "code": self.setup_code()?, "username": "owner", "password": OWNER_PASSWORD }))
+            .send()
+            .await?;
+        if resp.status() != 201 {
+            bail!("setup failed: {} {}", resp.status(), resp.text().await?);
+        }
+        Ok(client)
+    }
+
+    /// Logs in as the owner created by [`TestHub::owner`] (after a restart, say).
+    pub async fn login(&self) -> anyhow::Result<reqwest::Client> {
+        let client = reqwest::Client::builder().cookie_store(true).build()?;
+        let resp = client
+            .post(self.url("/api/login"))
+            .json(&json!({ "username": "owner", "password": OWNER_PASSWORD }))
+            .send()
+            .await?;
+        if resp.status() != 200 {
+            bail!("login failed: {}", resp.status());
+        }
+        Ok(client)
+    }
+
+    /// Adds a device through the API; returns (id, secret).
+    pub async fn add_device(&self, client: &reqwest::Client, name: &str) -> anyhow::Result<(String, String)> {
+        let resp = client.post(self.url("/api/devices")).json(&json!({ "name": name })).send().await?;
+        if resp.status() != 201 {
+            bail!("adding a device failed: {}", resp.status());
+        }
+        let body: Value = resp.json().await?;
+        let field = |k: &str| body[k].as_str().map(str::to_owned).with_context(|| format!("no {k} in {body}"));
+        Ok((field("id")?, field("secret")?))
+    }
+
+    /// Raw readings of one metric (all time).
+    pub async fn readings(&self, client: &reqwest::Client, device: &str, metric: &str) -> anyhow::Result<Vec<Value>> {
+        let resp = client
+            .get(self.url(&format!("/api/devices/{device}/metrics/{metric}/readings?from=0&to=99999999999999")))
+            .send()
+            .await?;
+        match resp.status().as_u16() {
+            200 => Ok(resp.json::<Value>().await?["readings"].as_array().cloned().unwrap_or_default()),
+            404 => Ok(Vec::new()),
+            s => bail!("readings: HTTP {s}"),
+        }
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub const OWNER_PASSWORD: &str = "a long enough password";
+
+/// Connects an MQTT client as a device and waits for the CONNACK. Errs if refused.
+pub async fn mqtt_connect(
+    addr: SocketAddr,
+    client_id: &str,
+    user: &str,
+    secret: &str,
+) -> anyhow::Result<(AsyncClient, EventLoop)> {
+    let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    options.set_credentials(user, secret);
+    options.set_keep_alive(Duration::from_secs(5));
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(options, 64);
+    let connack = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => return Ok(ack),
+                Ok(_) => {}
+                Err(e) => return Err(anyhow::anyhow!("{e}")),
+            }
+        }
+    })
+    .await
+    .context("no CONNACK")??;
+    if connack.code != rumqttc::ConnectReturnCode::Success {
+        bail!("refused: {:?}", connack.code);
+    }
+    Ok((client, events))
+}
+
+/// Polls `events` until the PUBACK for packet id `pkid` (or any PUBACK if `None`).
+pub async fn wait_puback(events: &mut EventLoop, pkid: Option<u16>) -> anyhow::Result<u16> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(ack))) if pkid.is_none_or(|p| p == ack.pkid) => return Ok(ack.pkid),
+                Ok(_) => {}
+                Err(e) => return Err(anyhow::anyhow!("{e}")),
+            }
+        }
+    })
+    .await
+    .context("no PUBACK")?
+}
+
+/// Runs a command to completion with a time limit; returns (success, stdout + stderr).
+pub fn run_tool(program: &str, args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {program} (is it installed? see .ci/run)"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("{program} did not finish in 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
+
+/// A free loopback port, for programs (Mosquitto) that cannot be told to use port 0.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A Mosquitto broker on loopback, killed on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    child: Child,
+}
+
+impl Mosquitto {
+    /// Starts `mosquitto` with a password file of `users` and the ACL Hearth documents:
+    /// each user writes only under `hearth/<username>/`, and `reader` reads `hearth/#`.
+    pub fn start(dir: &Path, users: &[(&str, &str)], reader: &str) -> anyhow::Result<Self> {
+        let passwd = dir.join("mosquitto.passwd");
+        std::fs::write(&passwd, "")?;
+        for (user, pass) in users {
+            let (ok, out) = run_tool("mosquitto_passwd", &["-b", path_str(&passwd)?, user, pass])?;
+            if !ok {
+                bail!("mosquitto_passwd: {out}");
+            }
+        }
+        let acl = dir.join("mosquitto.acl");
+        std::fs::write(
+            &acl,
+            format!("user {reader}\ntopic read hearth/#\n\npattern write hearth/%u/#\npattern write hearth/%u\n"),
+        )?;
+        let port = free_port()?;
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\n",
+                path_str(&passwd)?,
+                path_str(&acl)?
+            ),
+        )?;
+        let child = Command::new("/usr/sbin/mosquitto")
+            .args(["-c", path_str(&conf)?])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mosquitto (apt-get install mosquitto)")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("mosquitto did not start listening on {port}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self { port, child })
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn path_str(p: &Path) -> anyhow::Result<&str> {
+    p.to_str().context("non-UTF-8 temp path")
+}

@@ -179,10 +179,10 @@ impl Setup {
 
     /// The owner exists: the code stops working and its file is removed.
     pub fn finish(&self) {
-        if let Ok(mut guard) = self.0.lock() {
-            if let Some(code) = guard.take() {
-                let _ = std::fs::remove_file(code.file());
-            }
+        if let Ok(mut guard) = self.0.lock()
+            && let Some(code) = guard.take()
+        {
+            let _ = std::fs::remove_file(code.file());
         }
     }
 }

@@ -199,10 +199,10 @@ struct Registration<'a> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         self.shared.router.remove(self.conn, None);
-        if let Ok(mut sessions) = self.shared.sessions.lock() {
-            if sessions.get(&self.client_id).is_some_and(|(c, _)| *c == self.conn) {
-                sessions.remove(&self.client_id);
-            }
+        if let Ok(mut sessions) = self.shared.sessions.lock()
+            && sessions.get(&self.client_id).is_some_and(|(c, _)| *c == self.conn)
+        {
+            sessions.remove(&self.client_id);
         }
     }
 }
@@ -233,10 +233,10 @@ async fn connection(
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let client_id = if connect.client_id.is_empty() { format!("{device}#{conn}") } else { connect.client_id.clone() };
     let session = CancellationToken::new();
-    if let Ok(mut sessions) = shared.sessions.lock() {
-        if let Some((_, old)) = sessions.insert(client_id.clone(), (conn, session.clone())) {
-            old.cancel();
-        }
+    if let Ok(mut sessions) = shared.sessions.lock()
+        && let Some((_, old)) = sessions.insert(client_id.clone(), (conn, session.clone()))
+    {
+        old.cancel();
     }
     let _registration = Registration { shared, conn, client_id };
     framed.send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await?;
