@@ -15,6 +15,10 @@ use crate::store::{SeriesState, Store};
 
 /// Readings waiting in the channel before submitters are made to wait.
 const CHANNEL_CAPACITY: usize = 4096;
+/// How often an idle writer looks for finished hours to compact.
+const COMPACT_EVERY: Duration = Duration::from_secs(60);
+/// (series, hour) pairs compacted per round, so commits are never held up for long.
+const COMPACT_BATCH: usize = 32;
 
 /// The commit failed: the readings are not stored and must not be acknowledged.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -106,6 +110,10 @@ impl Writer {
                     rx.close();
                     rx.recv().await
                 }
+                () = tokio::time::sleep(COMPACT_EVERY) => {
+                    self.compact_some().await;
+                    continue;
+                }
             };
             let Some(first) = first else { break };
             let mut batch = vec![first];
@@ -123,8 +131,20 @@ impl Writer {
             }
             self.commit(batch).await;
             last_commit = Instant::now();
+            self.compact_some().await;
         }
         tracing::debug!("writer stopped");
+    }
+
+    /// Merges the small chunks of hours that have ended (see `Store::compact`).
+    async fn compact_some(&mut self) {
+        let hour = crate::store::codec::hour_of(crate::clock::now_ms());
+        for (series, hour) in self.state.due_for_compaction(hour, COMPACT_BATCH) {
+            match self.store.compact(&mut self.state, series, hour).await {
+                Ok(removed) => tracing::trace!(series, hour, removed, "compacted"),
+                Err(error) => tracing::warn!(%error, series, hour, "compaction failed; chunks left as they are"),
+            }
+        }
     }
 
     async fn commit(&mut self, batch: Vec<Submission>) {

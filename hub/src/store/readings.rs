@@ -1,7 +1,7 @@
 //! Readings in and out of the store: group commit of sealed chunks, latest values, and
 //! range queries with optional downsampling.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 use sqlx::Row;
@@ -21,6 +21,20 @@ pub struct SeriesState {
     /// series id -> timestamp of its stored latest value.
     latest_ts: HashMap<i64, i64>,
     next_seq: i64,
+    /// (hour, series) that got a chunk since they were last compacted.
+    dirty: BTreeSet<(i64, i64)>,
+}
+
+impl SeriesState {
+    /// Up to `max` (series, hour) pairs whose hour ended before `current_hour` and that may
+    /// hold several chunks: ready to be merged.
+    pub fn due_for_compaction(&mut self, current_hour: i64, max: usize) -> Vec<(i64, i64)> {
+        let due: Vec<(i64, i64)> = self.dirty.range(..(current_hour, i64::MIN)).take(max).copied().collect();
+        for key in &due {
+            self.dirty.remove(key);
+        }
+        due.into_iter().map(|(hour, series)| (series, hour)).collect()
+    }
 }
 
 /// Counts from one commit, for logs and benchmarks.
@@ -87,6 +101,13 @@ impl Store {
         }
         let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM chunks").fetch_one(&self.pool).await?;
         state.next_seq = max.map_or(0, |m| m + 1);
+        // Hours left uncompacted when the hub last stopped.
+        for row in sqlx::query("SELECT series_id, hour FROM chunks GROUP BY series_id, hour HAVING COUNT(*) > 1")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            state.dirty.insert((row.try_get("hour")?, row.try_get("series_id")?));
+        }
         Ok(state)
     }
 
@@ -141,8 +162,9 @@ impl Store {
 
         let mut seq = state.next_seq;
         let mut body = Vec::new();
-        self.with_data_key(key_id, |_| Ok(()))?;
+        let mut touched = Vec::with_capacity(groups.len());
         for ((series, hour), mut entries) in groups {
+            touched.push((hour, series));
             body.clear();
             codec::encode(hour, &mut entries, &mut body);
             let sealed = self.with_data_key(key_id, |k| Ok(k.seal(&body, &chunk_aad(series, hour, seq, key_id))?))?;
@@ -183,7 +205,59 @@ impl Store {
         state.series.extend(new_series);
         state.latest_ts.extend(latest_updates);
         state.next_seq = seq;
+        state.dirty.extend(touched);
         Ok(CommitBatch { readings: readings.len(), chunks })
+    }
+
+    /// Merges the chunks of one series and hour that are sealed under the same key into one
+    /// chunk, in one transaction. Returns how many chunks were removed. Only the writer
+    /// calls this (it owns `state`), so it never races a commit.
+    pub async fn compact(&self, state: &mut SeriesState, series: i64, hour: i64) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT seq, key_id, body FROM chunks WHERE series_id = ? AND hour = ? ORDER BY seq")
+            .bind(series)
+            .bind(hour)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut by_key: BTreeMap<i64, (Vec<i64>, Vec<(i64, Value)>)> = BTreeMap::new();
+        for row in rows {
+            let (seq, key_id): (i64, i64) = (row.try_get("seq")?, row.try_get("key_id")?);
+            let sealed: Vec<u8> = row.try_get("body")?;
+            let body = self.with_data_key(key_id, |k| Ok(k.open(&sealed, &chunk_aad(series, hour, seq, key_id))?))?;
+            let group = by_key.entry(key_id).or_default();
+            group.0.push(seq);
+            group.1.extend(codec::decode(hour, &body).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+        let mut seq = state.next_seq;
+        let mut removed = 0;
+        let mut body = Vec::new();
+        for (key_id, (old, entries)) in by_key.into_iter().filter(|(_, (old, _))| old.len() > 1) {
+            let mut refs: Vec<(i64, &Value)> = entries.iter().map(|(t, v)| (*t, v)).collect();
+            body.clear();
+            codec::encode(hour, &mut refs, &mut body);
+            let sealed = self.with_data_key(key_id, |k| Ok(k.seal(&body, &chunk_aad(series, hour, seq, key_id))?))?;
+            sqlx::query("INSERT INTO chunks (series_id, hour, seq, key_id, body) VALUES (?, ?, ?, ?, ?)")
+                .bind(series)
+                .bind(hour)
+                .bind(seq)
+                .bind(key_id)
+                .bind(sealed)
+                .execute(&mut *tx)
+                .await?;
+            seq += 1;
+            for old_seq in &old {
+                sqlx::query("DELETE FROM chunks WHERE series_id = ? AND hour = ? AND seq = ?")
+                    .bind(series)
+                    .bind(hour)
+                    .bind(old_seq)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            removed += old.len();
+        }
+        tx.commit().await?;
+        state.next_seq = seq;
+        Ok(removed)
     }
 
     /// Every series with its latest value (for the dashboard), ordered by device, metric.
@@ -329,6 +403,79 @@ pub fn downsample(readings: &[(i64, Value)], from: i64, to: i64, n: usize) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::Key;
+    use crate::reading::Reading;
+
+    async fn store_with_device(dir: &std::path::Path) -> Store {
+        let store = Store::open(&dir.join("t.db"), Key::generate().unwrap()).await.unwrap();
+        assert!(store.create_device("dev1", "Device", "secret", 0).await.unwrap());
+        store
+    }
+
+    fn reading(metric: &str, ts: i64, v: f64) -> Reading {
+        Reading { device: "dev1".into(), metric: metric.into(), ts, value: Value::Number(v), unit: None }
+    }
+
+    #[tokio::test]
+    async fn commits_compact_into_one_chunk_without_changing_readings() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_device(dir.path()).await;
+        let mut state = store.load_series_state().await.unwrap();
+        let base = 500_000 * codec::HOUR_MS;
+        // Three commits into the same hour, out of order in time; one into the next hour.
+        for batch in [[(30, 3.0), (10, 1.0)], [(20, 2.0), (40, 4.0)], [(15, 1.5), (codec::HOUR_MS + 5, 9.0)]] {
+            let rs: Vec<Reading> = batch.iter().map(|&(t, v)| reading("t", base + t, v)).collect();
+            store.commit(&mut state, &rs).await.unwrap();
+        }
+        let before = store.readings("dev1", "t", 0, i64::MAX, 1000).await.unwrap().unwrap().0;
+        let times: Vec<i64> = before.iter().map(|(t, _)| t - base).collect();
+        assert_eq!(times, vec![10, 15, 20, 30, 40, codec::HOUR_MS + 5]);
+        let chunks = |store: Store| async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM chunks").fetch_one(store.pool()).await.unwrap()
+        };
+        assert_eq!(chunks(store.clone()).await, 4);
+
+        // Only the finished hour is due; the current one (hour + 1) is left alone.
+        let due = state.due_for_compaction(500_001, 10);
+        assert_eq!(due, vec![(1, 500_000)]);
+        assert_eq!(store.compact(&mut state, 1, 500_000).await.unwrap(), 3);
+        assert_eq!(chunks(store.clone()).await, 2);
+        let after = store.readings("dev1", "t", 0, i64::MAX, 1000).await.unwrap().unwrap().0;
+        assert_eq!(after, before);
+
+        // The state survives a reopen: new commits do not reuse a sequence number.
+        let mut state = store.load_series_state().await.unwrap();
+        store.commit(&mut state, &[reading("t", base + 50, 5.0)]).await.unwrap();
+        assert_eq!(store.readings("dev1", "t", base, base + 100, 1000).await.unwrap().unwrap().0.len(), 6);
+        let latest = store.latest_values(Some("dev1")).await.unwrap();
+        assert_eq!((latest[0].ts, &latest[0].value), (base + codec::HOUR_MS + 5, &Value::Number(9.0)));
+    }
+
+    #[tokio::test]
+    async fn a_chunk_moved_to_another_series_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_device(dir.path()).await;
+        let mut state = store.load_series_state().await.unwrap();
+        store.commit(&mut state, &[reading("a", 1_000, 1.0), reading("b", 1_000, 2.0)]).await.unwrap();
+        sqlx::query("UPDATE chunks SET series_id = 3 - series_id").execute(store.pool()).await.unwrap();
+        let err = store.readings("dev1", "a", 0, 10_000, 10).await.unwrap_err();
+        assert!(matches!(err, StoreError::Crypto(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn limit_truncates_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_device(dir.path()).await;
+        let mut state = store.load_series_state().await.unwrap();
+        let rs: Vec<Reading> = (0..100).map(|i| reading("t", 1_000 + i * 60_000, i as f64)).collect();
+        store.commit(&mut state, &rs).await.unwrap();
+        let (got, truncated) = store.readings("dev1", "t", 0, i64::MAX, 30).await.unwrap().unwrap();
+        assert_eq!((got.len(), truncated), (30, true));
+        assert_eq!(got[29].1, Value::Number(29.0));
+        let (got, truncated) = store.readings("dev1", "t", 0, i64::MAX, 100).await.unwrap().unwrap();
+        assert_eq!((got.len(), truncated), (100, false));
+        assert!(store.readings("dev1", "nope", 0, 10, 10).await.unwrap().is_none());
+    }
 
     #[test]
     fn downsample_min_avg_max_per_bucket() {
