@@ -78,6 +78,9 @@ pub struct Bucket {
     pub last: Option<Value>,
 }
 
+/// The sequence numbers of some chunks and the readings they hold.
+type ChunkGroup = (Vec<i64>, Vec<(i64, Value)>);
+
 fn chunk_aad(series: i64, hour: i64, seq: i64, key_id: i64) -> Vec<u8> {
     format!("chunk:{series}:{hour}:{seq}:{key_id}").into_bytes()
 }
@@ -219,7 +222,8 @@ impl Store {
             .bind(hour)
             .fetch_all(&mut *tx)
             .await?;
-        let mut by_key: BTreeMap<i64, (Vec<i64>, Vec<(i64, Value)>)> = BTreeMap::new();
+        // key id -> (seqs of its chunks, their readings)
+        let mut by_key: BTreeMap<i64, ChunkGroup> = BTreeMap::new();
         for row in rows {
             let (seq, key_id): (i64, i64) = (row.try_get("seq")?, row.try_get("key_id")?);
             let sealed: Vec<u8> = row.try_get("body")?;
