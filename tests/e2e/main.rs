@@ -4,3 +4,4 @@
 mod api;
 mod mqtt;
 mod store;
+mod ui;

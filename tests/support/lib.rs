@@ -1,6 +1,8 @@
 //! Test support: boots the real hub in-process on loopback port 0 with a fresh data
 //! directory, and drives it with real clients (HTTP, MQTT, Debian's Mosquitto tools).
 
+pub mod browser;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

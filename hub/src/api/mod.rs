@@ -4,11 +4,15 @@
 mod account;
 mod devices;
 mod live;
+mod ui;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
+use axum::http::{HeaderValue, header};
 use axum::routing::get;
 use serde::Serialize;
+use tower_http::compression::CompressionLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::error::AppError;
 use crate::state::AppState;
@@ -40,7 +44,12 @@ pub fn router(state: AppState) -> Router {
         .merge(live::routes())
         .route("/api", get(not_found))
         .route("/api/{*rest}", get(not_found).post(not_found).put(not_found).delete(not_found))
+        .fallback(ui::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(CompressionLayer::new())
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
         .with_state(state)
 }
 

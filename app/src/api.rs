@@ -1,0 +1,237 @@
+//! Every HTTP call the UI makes, with typed results and errors. Pages never build URLs or
+//! parse responses themselves. The session cookie is sent by the browser (same origin).
+
+use gloo_net::http::{Request, Response};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A reading's value, as the hub sends it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Bool(bool),
+    Number(f64),
+    Text(String),
+}
+
+impl Value {
+    /// For display: numbers without needless decimals, booleans as on/off.
+    pub fn show(&self) -> String {
+        match self {
+            Value::Bool(true) => "on".into(),
+            Value::Bool(false) => "off".into(),
+            Value::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => format!("{n:.0}"),
+            Value::Number(n) => format!("{}", (n * 1000.0).round() / 1000.0),
+            Value::Text(t) => t.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Me {
+    pub username: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Metric {
+    pub metric: String,
+    pub unit: Option<String>,
+    pub ts: i64,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Rejection {
+    pub count: u64,
+    pub last_reason: String,
+    pub last_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Device {
+    pub id: String,
+    pub name: String,
+    pub created: i64,
+    pub metrics: Vec<Metric>,
+    pub rejected: Option<Rejection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct MqttExample {
+    pub host: String,
+    pub port: u16,
+    pub topic: String,
+    pub mosquitto_pub: String,
+    pub mosquitto_pub_json: String,
+}
+
+/// New credentials: shown once.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Credentials {
+    pub id: String,
+    pub secret: String,
+    pub mqtt: Option<MqttExample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Bucket {
+    pub start: i64,
+    pub count: usize,
+    pub min: Option<f64>,
+    pub avg: Option<f64>,
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct History {
+    pub from: i64,
+    pub to: i64,
+    #[serde(default)]
+    pub buckets: Vec<Bucket>,
+}
+
+/// One reading from the live stream.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LiveReading {
+    pub device: String,
+    pub metric: String,
+    pub ts: i64,
+    pub value: Value,
+    pub unit: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    /// Not logged in (or the session expired).
+    Unauthorized,
+    /// The hub refused the request and said why.
+    Refused(String),
+    /// The hub could not be reached.
+    Network(String),
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Unauthorized => f.write_str("please log in"),
+            ApiError::Refused(m) => f.write_str(m),
+            ApiError::Network(m) => write!(f, "the hub cannot be reached ({m})"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+async fn parse<T: DeserializeOwned>(resp: Response) -> Result<T, ApiError> {
+    if resp.status() == 401 {
+        return Err(ApiError::Unauthorized);
+    }
+    if !resp.ok() {
+        let status = resp.status();
+        let message = resp.json::<ErrorBody>().await.map(|b| b.error).unwrap_or_else(|_| format!("HTTP {status}"));
+        return Err(ApiError::Refused(message));
+    }
+    resp.json::<T>().await.map_err(|e| ApiError::Network(e.to_string()))
+}
+
+async fn get<T: DeserializeOwned>(url: &str) -> Result<T, ApiError> {
+    let resp = Request::get(url).send().await.map_err(|e| ApiError::Network(e.to_string()))?;
+    parse(resp).await
+}
+
+async fn post<B: Serialize, T: DeserializeOwned>(url: &str, body: Option<&B>) -> Result<T, ApiError> {
+    let builder = Request::post(url);
+    let request = match body {
+        Some(b) => builder.json(b).map_err(|e| ApiError::Network(e.to_string()))?,
+        None => builder.build().map_err(|e| ApiError::Network(e.to_string()))?,
+    };
+    let resp = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
+    parse(resp).await
+}
+
+/// For endpoints that answer 204 with no body.
+async fn send_empty(method: &str, url: &str) -> Result<(), ApiError> {
+    let builder = if method == "DELETE" { Request::delete(url) } else { Request::post(url) };
+    let resp = builder.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
+    if resp.status() == 401 {
+        return Err(ApiError::Unauthorized);
+    }
+    if !resp.ok() {
+        let status = resp.status();
+        return Err(ApiError::Refused(
+            resp.json::<ErrorBody>().await.map(|b| b.error).unwrap_or_else(|_| format!("HTTP {status}")),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct SetupStatus {
+    setup_required: bool,
+}
+
+pub async fn setup_required() -> Result<bool, ApiError> {
+    Ok(get::<SetupStatus>("/api/setup").await?.setup_required)
+}
+
+#[derive(Serialize)]
+struct SetupRequest<'a> {
+    code: &'a str,
+    username: &'a str,
+    password: &'a str,
+}
+
+pub async fn setup(code: &str, username: &str, password: &str) -> Result<Me, ApiError> {
+    post("/api/setup", Some(&SetupRequest { code, username, password })).await
+}
+
+#[derive(Serialize)]
+struct LoginRequest<'a> {
+    username: &'a str,
+    password: &'a str,
+}
+
+pub async fn login(username: &str, password: &str) -> Result<Me, ApiError> {
+    match post("/api/login", Some(&LoginRequest { username, password })).await {
+        Err(ApiError::Unauthorized) => Err(ApiError::Refused("wrong user name or password".into())),
+        other => other,
+    }
+}
+
+pub async fn logout() -> Result<(), ApiError> {
+    send_empty("POST", "/api/logout").await
+}
+
+pub async fn me() -> Result<Me, ApiError> {
+    get("/api/me").await
+}
+
+pub async fn devices() -> Result<Vec<Device>, ApiError> {
+    get("/api/devices").await
+}
+
+#[derive(Serialize)]
+struct NewDevice<'a> {
+    name: &'a str,
+}
+
+pub async fn add_device(name: &str) -> Result<Credentials, ApiError> {
+    post("/api/devices", Some(&NewDevice { name })).await
+}
+
+pub async fn regenerate(id: &str) -> Result<Credentials, ApiError> {
+    post::<(), _>(&format!("/api/devices/{id}/credentials"), None).await
+}
+
+pub async fn remove(id: &str) -> Result<(), ApiError> {
+    send_empty("DELETE", &format!("/api/devices/{id}")).await
+}
+
+/// `points` buckets of min/avg/max over `[from, to)`.
+pub async fn history(id: &str, metric: &str, from: i64, to: i64, points: usize) -> Result<History, ApiError> {
+    get(&format!("/api/devices/{id}/metrics/{metric}/readings?from={from}&to={to}&points={points}")).await
+}

@@ -1,0 +1,196 @@
+//! The app shell: decides between first-run setup, login and the home views, owns the
+//! shared device list, and keeps it current from the hub's live stream.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::path;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
+
+use crate::api::{self, ApiError, Device, LiveReading, Me, Metric};
+use crate::pages::{dashboard::Dashboard, device::DevicePage, login::Login, setup::Setup};
+
+/// Where the user is in the app's life.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Phase {
+    Loading,
+    /// The hub has no owner yet: enter the setup code.
+    Setup,
+    Login,
+    Ready(Me),
+    Unreachable(String),
+}
+
+/// Shared by every page once logged in.
+#[derive(Clone, Copy)]
+pub struct Home {
+    pub devices: RwSignal<Vec<Device>>,
+    /// Whether the live stream is connected.
+    pub live: RwSignal<bool>,
+    /// Bumped every second, so "12 s ago" stays true.
+    pub tick: RwSignal<i64>,
+    pub error: RwSignal<Option<String>>,
+}
+
+impl Home {
+    /// Fetches the device list again.
+    pub fn reload(self) {
+        spawn_local(async move {
+            match api::devices().await {
+                Ok(devices) => {
+                    self.devices.set(devices);
+                    self.error.set(None);
+                }
+                Err(ApiError::Unauthorized) => reload_page(),
+                Err(e) => self.error.set(Some(e.to_string())),
+            }
+        });
+    }
+
+    /// Applies readings from the live stream; an unknown device means the list is stale.
+    fn apply(self, batch: Vec<LiveReading>) {
+        let mut unknown = false;
+        self.devices.update(|devices| {
+            for r in batch {
+                let Some(device) = devices.iter_mut().find(|d| d.id == r.device) else {
+                    unknown = true;
+                    continue;
+                };
+                match device.metrics.iter_mut().find(|m| m.metric == r.metric) {
+                    Some(m) if m.ts > r.ts => {}
+                    Some(m) => {
+                        m.ts = r.ts;
+                        m.value = r.value;
+                        if r.unit.is_some() {
+                            m.unit = r.unit;
+                        }
+                    }
+                    None => {
+                        device.metrics.push(Metric { metric: r.metric, unit: r.unit, ts: r.ts, value: r.value });
+                        device.metrics.sort_by(|a, b| a.metric.cmp(&b.metric));
+                    }
+                }
+            }
+        });
+        if unknown {
+            self.reload();
+        }
+    }
+}
+
+pub fn reload_page() {
+    if let Some(window) = web_sys::window() {
+        let _ = window.location().set_href("/");
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    let phase = RwSignal::new(Phase::Loading);
+    spawn_local(async move {
+        let next = match api::setup_required().await {
+            Ok(true) => Phase::Setup,
+            Ok(false) => match api::me().await {
+                Ok(me) => Phase::Ready(me),
+                Err(ApiError::Unauthorized) => Phase::Login,
+                Err(e) => Phase::Unreachable(e.to_string()),
+            },
+            Err(e) => Phase::Unreachable(e.to_string()),
+        };
+        phase.set(next);
+    });
+
+    view! {
+        {move || match phase.get() {
+            Phase::Loading => view! { <main><p class="muted">"Connecting to your hub…"</p></main> }.into_any(),
+            Phase::Unreachable(why) => view! { <main><p class="error">{why}</p></main> }.into_any(),
+            Phase::Setup => view! { <Setup on_done=move |me| phase.set(Phase::Ready(me)) /> }.into_any(),
+            Phase::Login => view! { <Login on_done=move |me| phase.set(Phase::Ready(me)) /> }.into_any(),
+            Phase::Ready(me) => view! { <Shell me=me /> }.into_any(),
+        }}
+    }
+}
+
+/// The logged-in app: header, live stream, routes.
+#[component]
+fn Shell(
+    /// The logged-in user.
+    me: Me,
+) -> impl IntoView {
+    let home = Home {
+        devices: RwSignal::new(Vec::new()),
+        live: RwSignal::new(false),
+        tick: RwSignal::new(crate::time::now_ms()),
+        error: RwSignal::new(None),
+    };
+    provide_context(home);
+    home.reload();
+    connect_live(home);
+    let tick = Closure::<dyn FnMut()>::new(move || home.tick.set(crate::time::now_ms()));
+    if let Some(window) = web_sys::window() {
+        let _ = window.set_interval_with_callback_and_timeout_and_arguments_0(tick.as_ref().unchecked_ref(), 1000);
+    }
+    tick.forget();
+
+    let logout = move |_| {
+        spawn_local(async move {
+            let _ = api::logout().await;
+            reload_page();
+        })
+    };
+    view! {
+        <Router>
+            <header>
+                <h1><A href="/">"Hearth"</A></h1>
+                <span
+                    class=move || if home.live.get() { "live on" } else { "live" }
+                    title=move || if home.live.get() { "live updates on" } else { "live updates off" }
+                ></span>
+                <span class="muted">{me.username}</span>
+                <button class="secondary" on:click=logout>"Log out"</button>
+            </header>
+            <main>
+                {move || home.error.get().map(|e| view! { <p class="error">{e}</p> })}
+                <Routes fallback=|| view! { <p>"Page not found."</p> }>
+                    <Route path=path!("/") view=Dashboard />
+                    <Route path=path!("/devices/:id") view=DevicePage />
+                </Routes>
+            </main>
+        </Router>
+    }
+}
+
+/// Subscribes to the hub's Server-Sent Events. The browser reconnects by itself; after a
+/// reconnect the list is fetched again, since readings may have been missed.
+fn connect_live(home: Home) {
+    let Ok(source) = web_sys::EventSource::new("/api/live") else {
+        home.error.set(Some("live updates are not available in this browser".into()));
+        return;
+    };
+    let on_readings = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+        if let Some(text) = event.data().as_string()
+            && let Ok(batch) = serde_json::from_str::<Vec<LiveReading>>(&text)
+        {
+            home.apply(batch);
+        }
+    });
+    let on_lagged = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| home.reload());
+    let on_open = Closure::<dyn FnMut()>::new(move || {
+        if home.live.get_untracked() {
+            return;
+        }
+        home.live.set(true);
+        home.reload();
+    });
+    let on_error = Closure::<dyn FnMut()>::new(move || home.live.set(false));
+    let _ = source.add_event_listener_with_callback("readings", on_readings.as_ref().unchecked_ref());
+    let _ = source.add_event_listener_with_callback("lagged", on_lagged.as_ref().unchecked_ref());
+    source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    // The stream lives as long as the page: logging out reloads the page.
+    on_readings.forget();
+    on_lagged.forget();
+    on_open.forget();
+    on_error.forget();
+}

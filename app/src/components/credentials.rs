@@ -1,0 +1,30 @@
+//! New device credentials, shown once, with commands to paste.
+
+use leptos::prelude::*;
+
+use crate::api::Credentials;
+
+#[component]
+pub fn CredentialsPanel(
+    /// The credentials the hub just issued.
+    credentials: Credentials,
+    /// Called when the user has copied them.
+    on_close: impl Fn() + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    let mqtt = credentials.mqtt.clone();
+    view! {
+        <section class="card" id="credentials">
+            <h3>"Device credentials"</h3>
+            <p class="muted">"Copy these now: the secret is not shown again (you can issue new ones later)."</p>
+            <p>"Device id: " <code id="cred-id">{credentials.id.clone()}</code></p>
+            <p>"Secret: " <code id="cred-secret">{credentials.secret.clone()}</code></p>
+            {mqtt.map(|m| view! {
+                <p>"MQTT: host " <code>{m.host}</code> ", port " <code>{m.port}</code>
+                   ", username = device id, password = secret, topic " <code>{m.topic}</code></p>
+                <pre>{m.mosquitto_pub}</pre>
+                <pre>{m.mosquitto_pub_json}</pre>
+            })}
+            <button class="secondary" on:click=move |_| on_close()>"Done"</button>
+        </section>
+    }
+}

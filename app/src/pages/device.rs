@@ -1,0 +1,125 @@
+//! One device: its metrics, a history chart per metric over a chosen range, new
+//! credentials, removal.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::hooks::{use_navigate, use_params_map};
+
+use crate::api::{self, Credentials};
+use crate::app::Home;
+use crate::components::chart::Chart;
+use crate::components::credentials::CredentialsPanel;
+use crate::time::{ago, local, now_ms};
+
+/// Ranges offered for the chart: label and length in ms.
+const RANGES: [(&str, i64); 4] =
+    [("1 h", 3_600_000), ("24 h", 86_400_000), ("7 days", 604_800_000), ("30 days", 2_592_000_000)];
+/// Buckets per chart: enough detail for a phone or a laptop screen.
+const POINTS: usize = 120;
+
+#[component]
+pub fn DevicePage() -> impl IntoView {
+    let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
+    let params = use_params_map();
+    let id = move || params.read().get("id").unwrap_or_default();
+    let device = move || home.devices.with(|ds| ds.iter().find(|d| d.id == id()).cloned());
+    let chosen = RwSignal::new(None::<String>);
+    let range = RwSignal::new(RANGES[1].1);
+    let issued = RwSignal::new(None::<Credentials>);
+    let error = RwSignal::new(None::<String>);
+    let metric = move || chosen.get().or_else(|| device().and_then(|d| d.metrics.first().map(|m| m.metric.clone())));
+    // Refetch when the metric, the range or the metric's latest reading changes.
+    let latest_ts = move || {
+        let m = metric();
+        device().and_then(|d| d.metrics.iter().find(|x| Some(&x.metric) == m.as_ref()).map(|x| x.ts))
+    };
+    let history = LocalResource::new(move || {
+        let (id, metric, range, _) = (id(), metric(), range.get(), latest_ts());
+        async move {
+            let metric = metric?;
+            let to = now_ms() + 1;
+            Some(api::history(&id, &metric, to - range, to, POINTS).await)
+        }
+    });
+    let navigate = use_navigate();
+    let remove = move |_| {
+        let confirmed = web_sys::window()
+            .and_then(|w| {
+                w.confirm_with_message("Remove this device? Its credentials stop working; its history is kept.").ok()
+            })
+            .unwrap_or(false);
+        if !confirmed {
+            return;
+        }
+        let navigate = navigate.clone();
+        spawn_local(async move {
+            match api::remove(&id()).await {
+                Ok(()) => {
+                    home.reload();
+                    navigate("/", Default::default());
+                }
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    };
+    let regenerate = move |_| {
+        spawn_local(async move {
+            match api::regenerate(&id()).await {
+                Ok(c) => issued.set(Some(c)),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    };
+
+    view! {
+        {move || match device() {
+            None => view! { <p class="muted">"Loading device…"</p> }.into_any(),
+            Some(d) => view! {
+                <h2>{d.name.clone()}</h2>
+                <p class="muted">"id " <code>{d.id.clone()}</code> " · added " {local(d.created)}</p>
+                <div class="row">
+                    {d.metrics.iter().map(|m| {
+                        let name = m.metric.clone();
+                        let label = format!("{}: {} {}", m.metric, m.value.show(), m.unit.clone().unwrap_or_default());
+                        let pick = name.clone();
+                        let ts = m.ts;
+                        view! {
+                            <button
+                                class=move || if metric().as_deref() == Some(name.as_str()) { "" } else { "secondary" }
+                                on:click=move |_| chosen.set(Some(pick.clone()))
+                                title=move || ago(ts, home.tick.get().max(now_ms()))
+                            >{label}</button>
+                        }
+                    }).collect_view()}
+                </div>
+            }.into_any(),
+        }}
+        <section class="card">
+            <div class="row">
+                {RANGES.iter().map(|&(label, ms)| view! {
+                    <button class=move || if range.get() == ms { "" } else { "secondary" } on:click=move |_| range.set(ms)>{label}</button>
+                }).collect_view()}
+            </div>
+            <Transition fallback=|| view! { <p class="muted">"Loading history…"</p> }>
+                {move || Suspend::new(async move {
+                    let unit = {
+                        let m = metric();
+                        device().and_then(|d| d.metrics.into_iter().find(|x| Some(&x.metric) == m.as_ref()).and_then(|x| x.unit))
+                    };
+                    match history.await {
+                        None => view! { <p class="muted">"No readings yet."</p> }.into_any(),
+                        Some(Ok(h)) => view! { <Chart history=h unit=unit /> }.into_any(),
+                        Some(Err(e)) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                    }
+                })}
+            </Transition>
+        </section>
+        <section class="row">
+            <button class="secondary" on:click=regenerate>"New credentials"</button>
+            <button class="danger" on:click=remove>"Remove device"</button>
+        </section>
+        {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+        {move || issued.get().map(|c| view! { <CredentialsPanel credentials=c on_close=move || issued.set(None) /> })}
+    }
+    .into_any()
+}

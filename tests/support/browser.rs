@@ -1,0 +1,142 @@
+//! A real headless Chromium (Debian's `chromium` and `chromium-driver`) driven over
+//! WebDriver. chromedriver runs in its own process group, killed on drop (also when a test
+//! panics), with a fresh profile directory.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+pub struct Browser {
+    pub client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut driver = Command::new("chromedriver")
+            .arg("--port=0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("starting chromedriver (apt-get install chromium chromium-driver)")?;
+        let stdout = driver.stdout.take().context("chromedriver stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line
+                    .split("started successfully on port ")
+                    .nth(1)
+                    .and_then(|p| p.trim_end_matches('.').trim().parse::<u16>().ok())
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(port) => port,
+            Err(_) => {
+                kill_group(&mut driver);
+                bail!("chromedriver did not report its port");
+            }
+        };
+        let profile = tempfile::tempdir()?;
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--window-size=1280,800",
+        ];
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        let caps = json!({
+            "pageLoadStrategy": "eager",
+            "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }
+        });
+        let caps = caps.as_object().cloned().context("capabilities")?;
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client =
+            match ClientBuilder::new(connector).capabilities(caps).connect(&format!("http://127.0.0.1:{port}")).await {
+                Ok(client) => client,
+                Err(e) => {
+                    kill_group(&mut driver);
+                    bail!("WebDriver session: {e}");
+                }
+            };
+        Ok(Self { client, driver, _profile: profile })
+    }
+
+    /// Waits for an element by CSS selector.
+    pub async fn find(&self, css: &str) -> anyhow::Result<fantoccini::elements::Element> {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(Locator::Css(css))
+            .await
+            .with_context(|| format!("no element {css}"))
+    }
+
+    /// Types into the element matching `css`.
+    pub async fn fill(&self, css: &str, text: &str) -> anyhow::Result<()> {
+        self.find(css).await?.send_keys(text).await.with_context(|| format!("typing into {css}"))
+    }
+
+    pub async fn click(&self, css: &str) -> anyhow::Result<()> {
+        self.find(css).await?.click().await.with_context(|| format!("clicking {css}"))
+    }
+
+    /// Waits until the page's text contains `needle`; returns that text.
+    pub async fn wait_for_text(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let text = self.client.find(Locator::Css("body")).await?.text().await?;
+            if text.contains(needle) {
+                return Ok(text);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("page never showed {needle:?}; it shows:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Saves a screenshot under target/screenshots/ for people to look at.
+    pub async fn screenshot(&self, name: &str) -> anyhow::Result<()> {
+        let png = self.client.screenshot().await?;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(format!("{name}.png")), png)?;
+        Ok(())
+    }
+
+    pub async fn close(mut self) -> anyhow::Result<()> {
+        let client = self.client.clone();
+        client.close().await?;
+        kill_group(&mut self.driver);
+        Ok(())
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        kill_group(&mut self.driver);
+    }
+}
+
+/// Kills chromedriver and the browsers it started (its process group).
+fn kill_group(child: &mut Child) {
+    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+    let _ = child.wait();
+}
