@@ -19,6 +19,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Device ingest over MQTT.
     pub mqtt: MqttConfig,
+    /// Device ingest over CoAP.
+    pub coap: CoapConfig,
     /// Write batching.
     pub store: StoreConfig,
 }
@@ -72,6 +74,20 @@ pub struct ExternalMqtt {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct CoapConfig {
+    /// CoAP over DTLS (`coaps://`), each device with its own pre-shared key.
+    pub dtls: bool,
+    /// Address of the DTLS server.
+    pub dtls_listen: SocketAddr,
+    /// Plain CoAP, unencrypted, for legacy devices on a trusted network only. Devices then
+    /// send their secret in the request (`?k=<secret>`) in clear. Off by default.
+    pub plain: bool,
+    /// Address of the plain CoAP server.
+    pub plain_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// Least time between two commits, in milliseconds (at most 1000). Readings that
     /// arrive while the store is idle commit at once; under load they are grouped.
@@ -111,6 +127,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             http: HttpConfig::default(),
             mqtt: MqttConfig::default(),
+            coap: CoapConfig::default(),
             store: StoreConfig::default(),
         }
     }
@@ -125,6 +142,17 @@ impl Default for HttpConfig {
 impl Default for MqttConfig {
     fn default() -> Self {
         Self { mode: MqttMode::Embedded, listen: SocketAddr::from(([0, 0, 0, 0], 1883)), external: None }
+    }
+}
+
+impl Default for CoapConfig {
+    fn default() -> Self {
+        Self {
+            dtls: true,
+            dtls_listen: SocketAddr::from(([0, 0, 0, 0], 5684)),
+            plain: false,
+            plain_listen: SocketAddr::from(([0, 0, 0, 0], 5683)),
+        }
     }
 }
 
@@ -179,6 +207,7 @@ impl Config {
             data_dir: data_dir.to_owned(),
             http: HttpConfig { listen: loopback },
             mqtt: MqttConfig { listen: loopback, ..MqttConfig::default() },
+            coap: CoapConfig { dtls_listen: loopback, plain_listen: loopback, ..CoapConfig::default() },
             store: StoreConfig { commit_interval_ms: 50, ..StoreConfig::default() },
         }
     }

@@ -13,6 +13,7 @@ pub mod reading;
 pub mod state;
 pub mod store;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -21,6 +22,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MqttMode};
+use crate::ingest::coap::{CoapContext, CoapListeners, DtlsListener};
 use crate::ingest::mqtt::{MqttContext, MqttServer};
 use crate::ingest::pipeline::{self, BatchPolicy};
 
@@ -29,6 +31,17 @@ pub struct Listeners {
     pub http: TcpListener,
     /// The embedded MQTT server's socket; `None` unless `mqtt.mode = "embedded"`.
     pub mqtt: Option<TcpListener>,
+    /// The CoAP sockets that are enabled.
+    pub coap: CoapListeners,
+}
+
+/// Where each enabled server listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub http: SocketAddr,
+    pub mqtt: Option<SocketAddr>,
+    pub coap_dtls: Option<SocketAddr>,
+    pub coap_plain: Option<SocketAddr>,
 }
 
 impl Listeners {
@@ -45,7 +58,35 @@ impl Listeners {
             ),
             MqttMode::External | MqttMode::Off => None,
         };
-        Ok(Self { http, mqtt })
+        let coap = CoapListeners {
+            dtls: match config.coap.dtls {
+                true => Some(
+                    DtlsListener::bind(config.coap.dtls_listen)
+                        .await
+                        .with_context(|| format!("binding CoAP/DTLS to {}", config.coap.dtls_listen))?,
+                ),
+                false => None,
+            },
+            plain: match config.coap.plain {
+                true => Some(
+                    tokio::net::UdpSocket::bind(config.coap.plain_listen)
+                        .await
+                        .with_context(|| format!("binding CoAP to {}", config.coap.plain_listen))?,
+                ),
+                false => None,
+            },
+        };
+        Ok(Self { http, mqtt, coap })
+    }
+
+    /// The addresses actually bound (ports chosen by the system when asked for port 0).
+    pub fn addresses(&self) -> std::io::Result<Addresses> {
+        Ok(Addresses {
+            http: self.http.local_addr()?,
+            mqtt: self.mqtt.as_ref().map(TcpListener::local_addr).transpose()?,
+            coap_dtls: self.coap.dtls.as_ref().map(DtlsListener::local_addr),
+            coap_plain: self.coap.plain.as_ref().map(tokio::net::UdpSocket::local_addr).transpose()?,
+        })
     }
 }
 
@@ -117,6 +158,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             rejections.clone(),
             shutdown.clone(),
         ));
+    }
+    if listeners.coap.dtls.is_some() || listeners.coap.plain.is_some() {
+        let ctx = CoapContext { store: store.clone(), ingest: ingest.clone(), rejections: rejections.clone() };
+        tasks.spawn(ingest::coap::serve(ctx, listeners.coap, shutdown.clone()));
     }
     tasks.spawn(auth::prune_sessions_periodically(store.clone(), shutdown.clone()));
 

@@ -2,6 +2,7 @@
 //! and talks to it with real clients. Assertions go through the public API.
 
 mod api;
+mod coap;
 mod mqtt;
 mod store;
 mod ui;

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +39,8 @@ where
 pub struct TestHub {
     pub http: SocketAddr,
     pub mqtt: Option<SocketAddr>,
+    pub coap_dtls: Option<SocketAddr>,
+    pub coap_plain: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub config: Config,
     shutdown: CancellationToken,
@@ -53,16 +54,12 @@ impl TestHub {
     }
 
     pub async fn start_with(config: Config) -> anyhow::Result<Self> {
-        let http = TcpListener::bind(config.http.listen).await?;
-        let mqtt = match config.mqtt.mode {
-            hub::config::MqttMode::Embedded => Some(TcpListener::bind(config.mqtt.listen).await?),
-            _ => None,
-        };
-        let addrs = (http.local_addr()?, mqtt.as_ref().map(|l| l.local_addr()).transpose()?);
+        let listeners = hub::Listeners::bind(&config).await?;
+        let addrs = listeners.addresses()?;
         let shutdown = CancellationToken::new();
-        let mut task = tokio::spawn(hub::run(config.clone(), hub::Listeners { http, mqtt }, shutdown.clone()));
+        let mut task = tokio::spawn(hub::run(config.clone(), listeners, shutdown.clone()));
         let client = reqwest::Client::new();
-        let url = format!("http://{}/api/health", addrs.0);
+        let url = format!("http://{}/api/health", addrs.http);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if task.is_finished() {
@@ -79,8 +76,10 @@ impl TestHub {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let hub = Self {
-            http: addrs.0,
-            mqtt: addrs.1,
+            http: addrs.http,
+            mqtt: addrs.mqtt,
+            coap_dtls: addrs.coap_dtls,
+            coap_plain: addrs.coap_plain,
             data_dir: config.data_dir.clone(),
             config,
             shutdown,

@@ -1,6 +1,7 @@
 //! Device data in: payload decoding, the commit pipeline, and the protocol servers. What a
 //! device may send is decided here; how it is stored is the store's business.
 
+pub mod coap;
 pub mod decode;
 pub mod mqtt;
 pub mod mqtt_client;

@@ -1,0 +1,582 @@
+//! The CoAP server (RFC 7252) with Observe (RFC 7641) and resource discovery (RFC 6690).
+//! Devices speak DTLS with their own secret as pre-shared key (identity = device id); plain
+//! CoAP is off unless the owner enables it for legacy devices on the home network.
+//!
+//! The `coap` crate provides the transports (its UDP listener, and its DTLS connection pump
+//! over webrtc-dtls); this module owns everything above them: which device is talking (the
+//! PSK identity of its DTLS session), routing, acknowledging a confirmable request only after
+//! its reading is committed, duplicate detection, and Observe notifications sent when a new
+//! value is committed (the crate's own Observe does not do this). It must not touch SQL.
+//!
+//! Resources: `/d/<device>/<metric>` (POST/PUT a reading, GET the latest value, observable),
+//! `/d/<device>` (POST/PUT a JSON object of several metrics), `/.well-known/core`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coap::server::{Listener, Responder, UdpCoapListener};
+use coap_lite::{CoapOption, ContentFormat, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use webrtc_dtls::cipher_suite::CipherSuiteId;
+use webrtc_dtls::config::{Config as DtlsConfig, ExtendedMasterSecretType};
+use webrtc_dtls::conn::DTLSConn;
+use webrtc_util::conn::{Conn, Listener as _};
+
+use super::Rejections;
+use super::decode::{self, DecodeError};
+use super::pipeline::Ingest;
+use crate::clock::now_ms;
+use crate::reading::{Reading, Value, valid_device_id};
+use crate::store::Store;
+
+/// A DTLS handshake must finish within this, or the half-open session is dropped: a stray
+/// packet never holds up other devices.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a message id is remembered to answer retransmissions (RFC 7252 EXCHANGE_LIFETIME).
+const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
+/// Most observers at once, across all devices.
+const MAX_OBSERVERS: usize = 256;
+/// Most remembered exchanges before the oldest are dropped.
+const MAX_EXCHANGES: usize = 4096;
+
+/// What the CoAP server needs from the rest of the hub.
+#[derive(Clone)]
+pub struct CoapContext {
+    pub store: Store,
+    pub ingest: Ingest,
+    pub rejections: Rejections,
+}
+
+/// The bound CoAP sockets.
+pub struct CoapListeners {
+    pub dtls: Option<DtlsListener>,
+    pub plain: Option<tokio::net::UdpSocket>,
+}
+
+/// A UDP socket demultiplexed per peer, ready for DTLS handshakes.
+pub struct DtlsListener {
+    inner: Box<dyn webrtc_util::conn::Listener + Send + Sync>,
+    addr: SocketAddr,
+}
+
+impl DtlsListener {
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        let inner = webrtc_util::conn::conn_udp_listener::listen(addr).await.map_err(std::io::Error::other)?;
+        let addr = inner.addr().await.map_err(std::io::Error::other)?;
+        Ok(Self { inner: Box::new(inner), addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Dtls,
+    Plain,
+}
+
+type Incoming = (Vec<u8>, Arc<dyn Responder>);
+
+/// Runs the CoAP server until `shutdown`.
+pub async fn serve(ctx: CoapContext, listeners: CoapListeners, shutdown: CancellationToken) {
+    let identities: Arc<Mutex<HashMap<SocketAddr, String>>> = Arc::default();
+    let (dtls_tx, mut dtls_rx) = mpsc::unbounded_channel::<Incoming>();
+    let (plain_tx, mut plain_rx) = mpsc::unbounded_channel::<Incoming>();
+    if let Some(listener) = listeners.dtls {
+        tracing::info!(addr = %listener.addr, "CoAP over DTLS listening");
+        tokio::spawn(accept_dtls(listener, ctx.store.clone(), identities.clone(), dtls_tx, shutdown.clone()));
+    }
+    if let Some(socket) = listeners.plain {
+        if let Ok(addr) = socket.local_addr() {
+            tracing::warn!(%addr, "plain CoAP (no encryption) listening: secrets and readings cross the network in clear");
+        }
+        if let Err(error) = Box::new(UdpCoapListener::from_socket(socket)).listen(plain_tx).await {
+            tracing::error!(%error, "plain CoAP listener failed");
+        }
+    }
+    let server = Arc::new(Server {
+        ctx,
+        identities,
+        observers: Mutex::new(Vec::new()),
+        exchanges: Mutex::new(HashMap::new()),
+        next_mid: AtomicU16::new(rand_u16()),
+        next_observe: AtomicU32::new(2),
+    });
+    let mut live = server.ctx.ingest.subscribe();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some((bytes, responder)) = dtls_rx.recv() => {
+                tokio::spawn(server.clone().handle(bytes, responder, Transport::Dtls));
+            }
+            Some((bytes, responder)) = plain_rx.recv() => {
+                tokio::spawn(server.clone().handle(bytes, responder, Transport::Plain));
+            }
+            batch = live.recv() => match batch {
+                Ok(batch) => server.notify(&batch).await,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+        }
+    }
+}
+
+fn rand_u16() -> u16 {
+    let mut b = [0u8; 2];
+    let _ = crate::crypto::random_bytes(&mut b);
+    u16::from_le_bytes(b)
+}
+
+/// Accepts DTLS peers. Each handshake runs in its own task under a timeout; the PSK
+/// identity the device used is recorded against its address, so requests can be checked
+/// against it.
+async fn accept_dtls(
+    listener: DtlsListener,
+    store: Store,
+    identities: Arc<Mutex<HashMap<SocketAddr, String>>>,
+    sender: mpsc::UnboundedSender<Incoming>,
+    shutdown: CancellationToken,
+) {
+    let config = dtls_config(store);
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.inner.accept() => accepted,
+        };
+        let (conn, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "DTLS accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (config, identities, sender) = (config.clone(), identities.clone(), sender.clone());
+        tokio::spawn(async move {
+            let handshake =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, DTLSConn::new(conn.clone(), config, false, None)).await;
+            let dtls = match handshake {
+                Ok(Ok(dtls)) => Arc::new(dtls),
+                Ok(Err(error)) => {
+                    tracing::warn!(%peer, %error, "DTLS handshake refused");
+                    let _ = conn.close().await;
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "DTLS handshake timed out");
+                    let _ = conn.close().await;
+                    return;
+                }
+            };
+            let identity = String::from_utf8_lossy(&dtls.connection_state().await.identity_hint).into_owned();
+            tracing::info!(device.id = %identity, %peer, "CoAP device connected over DTLS");
+            if let Ok(mut map) = identities.lock() {
+                map.insert(peer, identity);
+            }
+            let conn_for_pump: Arc<dyn Conn + Send + Sync> = dtls.clone();
+            coap::dtls::spawn_webrtc_conn(conn_for_pump, peer, sender).await;
+            if let Ok(mut map) = identities.lock() {
+                map.remove(&peer);
+            }
+            let _ = dtls.close().await;
+        });
+    }
+    let _ = listener.inner.close().await;
+}
+
+/// DTLS with pre-shared keys: the device id is the PSK identity, its secret the key. The
+/// suites are the ones CoAP devices implement (RFC 7252 makes CCM_8 mandatory).
+fn dtls_config(store: Store) -> DtlsConfig {
+    DtlsConfig {
+        psk: Some(Arc::new(move |identity: &[u8]| {
+            let id = std::str::from_utf8(identity).unwrap_or_default().to_owned();
+            if !valid_device_id(&id) {
+                return Err(webrtc_dtls::Error::Other(format!("unknown PSK identity {id:?}")));
+            }
+            // The handshake runs on a runtime worker; the lookup is one indexed SQLite read.
+            let store = store.clone();
+            let secret = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async move { store.device_secret(&id).await })
+            });
+            match secret {
+                Ok(Some(secret)) => Ok(secret.as_bytes().to_vec()),
+                Ok(None) => Err(webrtc_dtls::Error::Other("unknown PSK identity".into())),
+                Err(error) => Err(webrtc_dtls::Error::Other(format!("device lookup failed: {error}"))),
+            }
+        })),
+        psk_identity_hint: Some(b"hearth".to_vec()),
+        cipher_suites: vec![
+            CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8,
+            CipherSuiteId::Tls_Psk_With_Aes_128_Ccm,
+            CipherSuiteId::Tls_Psk_With_Aes_128_Gcm_Sha256,
+        ],
+        extended_master_secret: ExtendedMasterSecretType::Request,
+        ..Default::default()
+    }
+}
+
+/// A client observing one metric of one device.
+struct Observer {
+    peer: SocketAddr,
+    token: Vec<u8>,
+    device: String,
+    metric: String,
+    responder: Arc<dyn Responder>,
+    /// Message id of the last notification, to match a Reset from the client.
+    last_mid: u16,
+}
+
+/// What we answered to a (peer, message id), for retransmissions.
+enum Exchange {
+    InProgress(Instant),
+    Done(Instant, Vec<u8>),
+}
+
+struct Server {
+    ctx: CoapContext,
+    identities: Arc<Mutex<HashMap<SocketAddr, String>>>,
+    observers: Mutex<Vec<Observer>>,
+    exchanges: Mutex<HashMap<(SocketAddr, u16), Exchange>>,
+    next_mid: AtomicU16,
+    next_observe: AtomicU32,
+}
+
+/// A response to send: code, payload, and options.
+struct Reply {
+    code: ResponseType,
+    payload: Vec<u8>,
+    format: Option<ContentFormat>,
+    observe: Option<u32>,
+}
+
+impl Reply {
+    fn new(code: ResponseType) -> Self {
+        Self { code, payload: Vec::new(), format: None, observe: None }
+    }
+
+    /// An error with a diagnostic payload (RFC 7252 5.5.2), which clients print.
+    fn error(code: ResponseType, why: impl std::fmt::Display) -> Self {
+        Self { code, payload: why.to_string().into_bytes(), format: Some(ContentFormat::TextPlain), observe: None }
+    }
+
+    fn content(payload: Vec<u8>, format: ContentFormat) -> Self {
+        Self { code: ResponseType::Content, payload, format: Some(format), observe: None }
+    }
+}
+
+impl Server {
+    async fn handle(self: Arc<Self>, bytes: Vec<u8>, responder: Arc<dyn Responder>, transport: Transport) {
+        let peer = responder.address();
+        let packet = match Packet::from_bytes(&bytes) {
+            Ok(p) => p,
+            Err(error) => {
+                tracing::info!(%peer, %error, "garbage CoAP packet dropped");
+                // A confirmable message we cannot parse is rejected with a Reset (RFC 7252 4.2).
+                if bytes.len() >= 4 && bytes[0] >> 6 == 1 && (bytes[0] >> 4) & 0b11 == 0 {
+                    let mut rst = Packet::new();
+                    rst.header.set_type(MessageType::Reset);
+                    rst.header.code = MessageClass::Empty;
+                    rst.header.message_id = u16::from_be_bytes([bytes[2], bytes[3]]);
+                    if let Ok(out) = rst.to_bytes() {
+                        responder.respond(out).await;
+                    }
+                }
+                return;
+            }
+        };
+        let mid = packet.header.message_id;
+        match (packet.header.get_type(), packet.header.code) {
+            (MessageType::Reset, _) => {
+                self.forget_observer(peer, |o| o.last_mid == mid);
+                return;
+            }
+            (MessageType::Acknowledgement, _) | (_, MessageClass::Empty) => {
+                if packet.header.get_type() == MessageType::Confirmable {
+                    // A CoAP ping: answer with a Reset (RFC 7252 4.3).
+                    let mut rst = Packet::new();
+                    rst.header.set_type(MessageType::Reset);
+                    rst.header.message_id = mid;
+                    if let Ok(out) = rst.to_bytes() {
+                        responder.respond(out).await;
+                    }
+                }
+                return;
+            }
+            (_, MessageClass::Request(_)) => {}
+            _ => return,
+        }
+        // Retransmission of a request we have seen: answer the same, or stay quiet while the
+        // first copy is still being stored.
+        if let Some(previous) = self.begin_exchange(peer, mid) {
+            if let Some(out) = previous {
+                responder.respond(out).await;
+            }
+            return;
+        }
+        let reply = self.route(&packet, peer, &responder, transport).await;
+        let out = self.encode_reply(&packet, reply);
+        if let Ok(mut exchanges) = self.exchanges.lock() {
+            exchanges.insert((peer, mid), Exchange::Done(Instant::now(), out.clone()));
+        }
+        responder.respond(out).await;
+    }
+
+    /// `None` if this (peer, message id) is new (and marks it in progress); otherwise the
+    /// stored answer, if there is one yet.
+    fn begin_exchange(&self, peer: SocketAddr, mid: u16) -> Option<Option<Vec<u8>>> {
+        let Ok(mut exchanges) = self.exchanges.lock() else { return None };
+        let now = Instant::now();
+        if exchanges.len() >= MAX_EXCHANGES {
+            exchanges.retain(|_, e| match e {
+                Exchange::InProgress(t) | Exchange::Done(t, _) => now.duration_since(*t) < EXCHANGE_LIFETIME,
+            });
+        }
+        match exchanges.get(&(peer, mid)) {
+            Some(Exchange::InProgress(t)) if now.duration_since(*t) < EXCHANGE_LIFETIME => Some(None),
+            Some(Exchange::Done(t, out)) if now.duration_since(*t) < EXCHANGE_LIFETIME => Some(Some(out.clone())),
+            _ => {
+                exchanges.insert((peer, mid), Exchange::InProgress(now));
+                None
+            }
+        }
+    }
+
+    /// A piggybacked ACK for a confirmable request, a NON response to a NON request.
+    fn encode_reply(&self, request: &Packet, reply: Reply) -> Vec<u8> {
+        let mut p = Packet::new();
+        if request.header.get_type() == MessageType::Confirmable {
+            p.header.set_type(MessageType::Acknowledgement);
+            p.header.message_id = request.header.message_id;
+        } else {
+            p.header.set_type(MessageType::NonConfirmable);
+            p.header.message_id = self.next_mid.fetch_add(1, Ordering::Relaxed);
+        }
+        p.header.code = MessageClass::Response(reply.code);
+        p.set_token(request.get_token().to_vec());
+        if let Some(seq) = reply.observe {
+            p.set_observe_value(seq);
+        }
+        if let Some(format) = reply.format {
+            p.set_content_format(format);
+        }
+        p.payload = reply.payload;
+        p.to_bytes().unwrap_or_default()
+    }
+
+    /// Who is asking: the DTLS identity, or (plain CoAP) the `k=<secret>` query checked
+    /// against the device named in the path.
+    async fn identify(
+        &self,
+        packet: &Packet,
+        peer: SocketAddr,
+        transport: Transport,
+        claimed: Option<&str>,
+    ) -> Option<String> {
+        match transport {
+            Transport::Dtls => self.identities.lock().ok().and_then(|m| m.get(&peer).cloned()),
+            Transport::Plain => {
+                let device = claimed?;
+                let key =
+                    packet.get_option(CoapOption::UriQuery).into_iter().flatten().find_map(|q| {
+                        std::str::from_utf8(q).ok().and_then(|q| q.strip_prefix("k=")).map(str::to_owned)
+                    })?;
+                match crate::devices::verify(&self.ctx.store, device, key.as_bytes()).await {
+                    Ok(true) => Some(device.to_owned()),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    async fn route(
+        &self,
+        packet: &Packet,
+        peer: SocketAddr,
+        responder: &Arc<dyn Responder>,
+        transport: Transport,
+    ) -> Reply {
+        let path: Vec<String> = packet
+            .get_option(CoapOption::UriPath)
+            .into_iter()
+            .flatten()
+            .map(|segment| String::from_utf8_lossy(segment).into_owned())
+            .collect();
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        let MessageClass::Request(method) = packet.header.code else { return Reply::new(ResponseType::BadRequest) };
+        let claimed = match path.as_slice() {
+            ["d", device, ..] => Some(*device),
+            _ => None,
+        };
+        // Discovery over plain CoAP names the device with `?d=<id>&k=<secret>`.
+        let discovery_claim = packet
+            .get_option(CoapOption::UriQuery)
+            .into_iter()
+            .flatten()
+            .find_map(|q| std::str::from_utf8(q).ok().and_then(|q| q.strip_prefix("d=")).map(str::to_owned));
+        let Some(identity) = self.identify(packet, peer, transport, claimed.or(discovery_claim.as_deref())).await
+        else {
+            return Reply::error(ResponseType::Unauthorized, "unknown device or wrong key");
+        };
+        match (method, path.as_slice()) {
+            (RequestType::Get, [".well-known", "core"]) => self.discovery(&identity).await,
+            (RequestType::Post | RequestType::Put, ["d", device]) if *device == identity => {
+                self.store(&identity, decode::decode_object(device, &packet.payload, now_ms())).await
+            }
+            (RequestType::Post | RequestType::Put, ["d", device, metric]) if *device == identity => {
+                self.store(&identity, decode::decode_metric(device, metric, &packet.payload, now_ms()).map(|r| vec![r]))
+                    .await
+            }
+            (RequestType::Get, ["d", device, metric]) if *device == identity => {
+                self.latest(packet, peer, responder, device, metric).await
+            }
+            (_, ["d", device, ..]) if *device != identity => {
+                self.ctx.rejections.record(
+                    &identity,
+                    "coap",
+                    &format!("tried to use the resources of device {device:?}"),
+                    now_ms(),
+                );
+                Reply::error(ResponseType::Forbidden, "a device may only use its own resources")
+            }
+            (_, [".well-known", "core"] | ["d", _] | ["d", _, _]) => {
+                Reply::error(ResponseType::MethodNotAllowed, "method not allowed here")
+            }
+            _ => Reply::error(ResponseType::NotFound, "no such resource; see /.well-known/core"),
+        }
+    }
+
+    /// Stores readings and answers once they are committed (2.04), or says why not.
+    async fn store(&self, device: &str, decoded: Result<Vec<Reading>, DecodeError>) -> Reply {
+        let readings = match decoded {
+            Ok(readings) => readings,
+            Err(error) => {
+                self.ctx.rejections.record(device, "coap", &error.to_string(), now_ms());
+                let code = if matches!(error, DecodeError::TooLarge(_)) {
+                    ResponseType::RequestEntityTooLarge
+                } else {
+                    ResponseType::BadRequest
+                };
+                return Reply::error(code, error);
+            }
+        };
+        match self.ctx.ingest.submit_acked(readings).await {
+            Ok(receipt) => match receipt.await {
+                Ok(Ok(())) => Reply::new(ResponseType::Changed),
+                _ => Reply::error(ResponseType::ServiceUnavailable, "could not store the reading; try again"),
+            },
+            Err(_) => Reply::error(ResponseType::ServiceUnavailable, "the hub is shutting down"),
+        }
+    }
+
+    /// RFC 6690 link format: the requesting device's resources.
+    async fn discovery(&self, device: &str) -> Reply {
+        let mut links = vec![format!("</d/{device}>;rt=\"hearth.readings\";ct=50")];
+        if let Ok(series) = self.ctx.store.series_of(device).await {
+            links.extend(series.iter().map(|s| format!("</d/{device}/{}>;rt=\"hearth.reading\";obs;ct=0", s.metric)));
+        }
+        Reply::content(links.join(",").into_bytes(), ContentFormat::ApplicationLinkFormat)
+    }
+
+    /// The latest value, registering or removing an observer as the Observe option asks.
+    async fn latest(
+        &self,
+        packet: &Packet,
+        peer: SocketAddr,
+        responder: &Arc<dyn Responder>,
+        device: &str,
+        metric: &str,
+    ) -> Reply {
+        let latest = match self.ctx.store.latest_values(Some(device)).await {
+            Ok(values) => values.into_iter().find(|v| v.metric == metric),
+            Err(error) => {
+                tracing::error!(%error, "reading the latest value failed");
+                return Reply::error(ResponseType::InternalServerError, "internal error");
+            }
+        };
+        let token = packet.get_token().to_vec();
+        let observe = match packet.get_observe_value() {
+            Some(Ok(0)) => {
+                let registered = self.add_observer(Observer {
+                    peer,
+                    token,
+                    device: device.to_owned(),
+                    metric: metric.to_owned(),
+                    responder: responder.clone(),
+                    last_mid: 0,
+                });
+                registered.then(|| self.next_observe.fetch_add(1, Ordering::Relaxed) & 0xff_ffff)
+            }
+            Some(Ok(1)) => {
+                self.forget_observer(peer, |o| o.token == token);
+                None
+            }
+            _ => None,
+        };
+        match latest {
+            Some(v) => Reply { observe, ..Reply::content(render(&v.value).into_bytes(), ContentFormat::TextPlain) },
+            // Observing a metric before its first reading is allowed: notifications follow.
+            None if observe.is_some() => Reply { observe, ..Reply::new(ResponseType::Content) },
+            None => Reply::error(ResponseType::NotFound, "no reading of this metric yet"),
+        }
+    }
+
+    /// Adds (or renews, for the same peer and token) an observer. False if full.
+    fn add_observer(&self, observer: Observer) -> bool {
+        let Ok(mut observers) = self.observers.lock() else { return false };
+        observers.retain(|o| !(o.peer == observer.peer && o.token == observer.token));
+        if observers.len() >= MAX_OBSERVERS {
+            tracing::warn!(peer = %observer.peer, "too many CoAP observers; registration ignored");
+            return false;
+        }
+        observers.push(observer);
+        true
+    }
+
+    fn forget_observer(&self, peer: SocketAddr, which: impl Fn(&Observer) -> bool) {
+        if let Ok(mut observers) = self.observers.lock() {
+            observers.retain(|o| !(o.peer == peer && which(o)));
+        }
+    }
+
+    /// Sends each observer of a committed reading a notification (NON, 2.05, fresh Observe
+    /// sequence number, the registration's token).
+    async fn notify(&self, batch: &[Reading]) {
+        let mut sends = Vec::new();
+        if let Ok(mut observers) = self.observers.lock() {
+            for reading in batch {
+                for o in observers.iter_mut().filter(|o| o.device == reading.device && o.metric == reading.metric) {
+                    let mut p = Packet::new();
+                    p.header.set_type(MessageType::NonConfirmable);
+                    p.header.code = MessageClass::Response(ResponseType::Content);
+                    p.header.message_id = self.next_mid.fetch_add(1, Ordering::Relaxed);
+                    p.set_token(o.token.clone());
+                    p.set_observe_value(self.next_observe.fetch_add(1, Ordering::Relaxed) & 0xff_ffff);
+                    p.set_content_format(ContentFormat::TextPlain);
+                    p.payload = render(&reading.value).into_bytes();
+                    o.last_mid = p.header.message_id;
+                    if let Ok(out) = p.to_bytes() {
+                        sends.push((o.responder.clone(), out));
+                    }
+                }
+            }
+        }
+        for (responder, out) in sends {
+            responder.respond(out).await;
+        }
+    }
+}
+
+/// Values as CoAP clients print them (text/plain).
+fn render(value: &Value) -> String {
+    match value {
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Text(t) => t.clone(),
+    }
+}

@@ -1,0 +1,150 @@
+//! Devices over CoAP: libcoap's `coap-client-openssl` over DTLS with each device's own
+//! pre-shared key, and Observe seen by both libcoap and aiocoap.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hearth_tests::{TestHub, run_tool};
+use serde_json::Value;
+
+fn coaps(hub: &TestHub, path: &str) -> anyhow::Result<String> {
+    let addr = hub.coap_dtls.ok_or_else(|| anyhow::anyhow!("no CoAP/DTLS"))?;
+    Ok(format!("coaps://{addr}{path}"))
+}
+
+/// libcoap's client over DTLS-PSK; returns everything it printed. (It exits 0 even when the
+/// handshake fails, so tests look at what it printed.)
+fn coap_client(args: &[&str]) -> anyhow::Result<String> {
+    let (_, out) = run_tool("coap-client-openssl", args)?;
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libcoap_posts_and_reads_over_dtls_with_its_own_key() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (a, a_key) = hub.add_device(&owner, "Thermostat").await?;
+    let (b, b_key) = hub.add_device(&owner, "Window").await?;
+    let uri = coaps(&hub, &format!("/d/{a}/temperature"))?;
+
+    // A confirmable POST is answered after the commit: the reading is there at once.
+    let out = coap_client(&["-m", "post", "-u", &a, "-k", &a_key, "-e", "21.5", &uri])?;
+    assert!(!out.contains("4.") && !out.contains("5."), "{out}");
+    let stored = hub.readings(&owner, &a, "temperature").await?;
+    assert_eq!(stored.len(), 1, "{out}");
+    assert_eq!(stored[0]["value"], 21.5);
+    let multi = coaps(&hub, &format!("/d/{a}"))?;
+    coap_client(&["-m", "put", "-u", &a, "-k", &a_key, "-e", r#"{"humidity":41,"window":"closed"}"#, &multi])?;
+    assert_eq!(hub.readings(&owner, &a, "humidity").await?[0]["value"], 41.0);
+
+    let out = coap_client(&["-m", "get", "-u", &a, "-k", &a_key, &uri])?;
+    assert_eq!(out.trim(), "21.5");
+    let out = coap_client(&["-m", "get", "-u", &a, "-k", &a_key, &coaps(&hub, "/.well-known/core")?])?;
+    assert!(out.contains(&format!("</d/{a}/temperature>;rt=\"hearth.reading\";obs")), "{out}");
+    assert!(!out.contains(&b), "discovery lists only the device's own resources: {out}");
+
+    // Bad input: a clear 4.xx with a diagnostic, nothing stored.
+    let out = coap_client(&["-m", "post", "-u", &a, "-k", &a_key, "-e", "NaN", &uri])?;
+    assert!(out.contains("4.00") && out.contains("not finite"), "{out}");
+    let out =
+        coap_client(&["-m", "post", "-u", &a, "-k", &a_key, "-e", "1", &coaps(&hub, &format!("/d/{a}/bad%20name"))?])?;
+    assert!(out.contains("4.00") && out.contains("invalid metric name"), "{out}");
+    let out = coap_client(&["-m", "get", "-u", &a, "-k", &a_key, &coaps(&hub, "/nothing/here")?])?;
+    assert!(out.contains("4.04"), "{out}");
+
+    // A cannot write as B, even with a valid session of its own.
+    let as_b = coaps(&hub, &format!("/d/{b}/temperature"))?;
+    let out = coap_client(&["-m", "post", "-u", &a, "-k", &a_key, "-e", "99", &as_b])?;
+    assert!(out.contains("4.03"), "{out}");
+    // A wrong key or an unknown identity fails the handshake.
+    let out = coap_client(&["-m", "post", "-u", &b, "-k", &a_key, "-e", "99", &as_b])?;
+    assert!(out.to_lowercase().contains("alert") || out.contains("cannot send"), "{out}");
+    let out = coap_client(&["-m", "post", "-u", "nosuchdev", "-k", &a_key, "-e", "99", &as_b])?;
+    assert!(out.to_lowercase().contains("alert") || out.contains("cannot send"), "{out}");
+    assert!(hub.readings(&owner, &b, "temperature").await?.is_empty());
+    assert_eq!(hub.readings(&owner, &a, "temperature").await?.len(), 1);
+
+    // B with its own key is fine.
+    coap_client(&["-m", "post", "-u", &b, "-k", &b_key, "-e", "19", &as_b])?;
+    assert_eq!(hub.readings(&owner, &b, "temperature").await?[0]["value"], 19.0);
+    let device: Value = owner.get(hub.url(&format!("/api/devices/{a}"))).send().await?.json().await?;
+    assert!(device["rejected"]["count"].as_u64().is_some_and(|n| n >= 3), "{device}");
+    hub.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_packet_or_half_open_handshake_blocks_no_one() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (id, key) = hub.add_device(&owner, "Sensor").await?;
+    let addr = hub.coap_dtls.ok_or_else(|| anyhow::anyhow!("no CoAP/DTLS"))?;
+    // Garbage, and the first bytes of a ClientHello that never continues, from two peers.
+    let stray = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    stray.send_to(b"\x00\x01garbage that is not DTLS", addr).await?;
+    let half = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    half.send_to(&[22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 40, 1, 0, 0], addr).await?;
+    let started = std::time::Instant::now();
+    let out = coap_client(&["-m", "post", "-u", &id, "-k", &key, "-e", "7", &coaps(&hub, &format!("/d/{id}/t"))?])?;
+    assert!(started.elapsed() < Duration::from_secs(8), "a good device waited {:?}: {out}", started.elapsed());
+    assert_eq!(hub.readings(&owner, &id, "t").await?[0]["value"], 7.0, "{out}");
+    hub.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libcoap_and_aiocoap_observe_each_new_value() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = hearth_tests::Config::for_test(&dir.path().join("data"));
+    config.coap.plain = true;
+    let hub = TestHub::start_with(config).await?;
+    let owner = hub.owner().await?;
+    let (id, key) = hub.add_device(&owner, "Display").await?;
+    let plain = hub.coap_plain.ok_or_else(|| anyhow::anyhow!("no plain CoAP"))?;
+    let uri = coaps(&hub, &format!("/d/{id}/power"))?;
+    coap_client(&["-m", "post", "-u", &id, "-k", &key, "-e", "100", &uri])?;
+
+    // Two observers: libcoap over DTLS, aiocoap over plain CoAP (key in the query).
+    let libcoap = Command::new("coap-client-openssl")
+        .args(["-s", "6", "-m", "get", "-u", &id, "-k", &key, &uri])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/aiocoap_observe.py");
+    let aiocoap = Command::new("python3")
+        .arg(&script)
+        .arg(format!("coap://{plain}/d/{id}/power?k={key}"))
+        .arg("5")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Let both register, then store two new values through CoAP and one through the API's
+    // other door, MQTT-free: every committed value is a notification.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    coap_client(&["-m", "post", "-u", &id, "-k", &key, "-e", "200", &uri])?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    coap_client(&["-m", "post", "-u", &id, "-k", &key, "-e", "300", &uri])?;
+
+    let libcoap = tokio::task::spawn_blocking(move || libcoap.wait_with_output()).await??;
+    let aiocoap = tokio::task::spawn_blocking(move || aiocoap.wait_with_output()).await??;
+    let lc = String::from_utf8_lossy(&libcoap.stdout).to_string();
+    assert_eq!(lc.trim_end(), "100200300", "libcoap saw: {lc} {}", String::from_utf8_lossy(&libcoap.stderr));
+    let ai = String::from_utf8_lossy(&aiocoap.stdout).to_string();
+    let lines: Vec<&str> = ai.lines().collect();
+    assert_eq!(
+        lines,
+        ["2.05 Content 100", "2.05 Content 200", "2.05 Content 300"],
+        "aiocoap saw: {ai} {}",
+        String::from_utf8_lossy(&aiocoap.stderr)
+    );
+
+    // Plain CoAP without the key is refused.
+    let (_, out) = run_tool("coap-client-notls", &["-m", "post", "-e", "1", &format!("coap://{plain}/d/{id}/power")])?;
+    assert!(out.contains("4.01"), "{out}");
+    hub.stop().await?;
+    Ok(())
+}
