@@ -66,12 +66,19 @@ pub struct MqttExample {
     pub mosquitto_pub_json: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CoapExample {
+    pub uri: String,
+    pub coap_client: String,
+}
+
 /// New credentials: shown once.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Credentials {
     pub id: String,
     pub secret: String,
     pub mqtt: Option<MqttExample>,
+    pub coap: Option<CoapExample>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -126,7 +133,8 @@ struct ErrorBody {
     error: String,
 }
 
-async fn parse<T: DeserializeOwned>(resp: Response) -> Result<T, ApiError> {
+/// Turns a 401 or any other failure status into an [`ApiError`], with the hub's reason.
+async fn check(resp: Response) -> Result<Response, ApiError> {
     if resp.status() == 401 {
         return Err(ApiError::Unauthorized);
     }
@@ -135,7 +143,11 @@ async fn parse<T: DeserializeOwned>(resp: Response) -> Result<T, ApiError> {
         let message = resp.json::<ErrorBody>().await.map(|b| b.error).unwrap_or_else(|_| format!("HTTP {status}"));
         return Err(ApiError::Refused(message));
     }
-    resp.json::<T>().await.map_err(|e| ApiError::Network(e.to_string()))
+    Ok(resp)
+}
+
+async fn parse<T: DeserializeOwned>(resp: Response) -> Result<T, ApiError> {
+    check(resp).await?.json::<T>().await.map_err(|e| ApiError::Network(e.to_string()))
 }
 
 async fn get<T: DeserializeOwned>(url: &str) -> Result<T, ApiError> {
@@ -157,16 +169,7 @@ async fn post<B: Serialize, T: DeserializeOwned>(url: &str, body: Option<&B>) ->
 async fn send_empty(method: &str, url: &str) -> Result<(), ApiError> {
     let builder = if method == "DELETE" { Request::delete(url) } else { Request::post(url) };
     let resp = builder.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
-    if resp.status() == 401 {
-        return Err(ApiError::Unauthorized);
-    }
-    if !resp.ok() {
-        let status = resp.status();
-        return Err(ApiError::Refused(
-            resp.json::<ErrorBody>().await.map(|b| b.error).unwrap_or_else(|_| format!("HTTP {status}")),
-        ));
-    }
-    Ok(())
+    check(resp).await.map(drop)
 }
 
 #[derive(Deserialize)]

@@ -134,7 +134,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     };
     let (device_events, _) = broadcast::channel(64);
     let rejections = ingest::Rejections::default();
-    let mqtt_port = listeners.mqtt.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
+    let addresses = listeners.addresses()?;
+    let (mqtt_port, coaps_port) = (addresses.mqtt.map(|a| a.port()), addresses.coap_dtls.map(|a| a.port()));
     let config = Arc::new(config);
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -175,6 +176,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         passwords: auth::PasswordHasherPool::default(),
         logins: auth::LoginLimiter::default(),
         mqtt_port,
+        coaps_port,
         shutdown: shutdown.clone(),
     };
     tracing::info!(addr = %listeners.http.local_addr()?, "web UI and API listening");

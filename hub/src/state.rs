@@ -24,6 +24,8 @@ pub struct AppState {
     pub logins: LoginLimiter,
     /// Port of the embedded MQTT server, for the examples shown with new credentials.
     pub mqtt_port: Option<u16>,
+    /// Port of the CoAP/DTLS server, likewise.
+    pub coaps_port: Option<u16>,
     /// Ends long-lived responses (live streams) when the hub stops.
     pub shutdown: CancellationToken,
 }

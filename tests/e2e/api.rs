@@ -123,6 +123,11 @@ async fn device_lifecycle_and_validation() -> anyhow::Result<()> {
     assert_eq!(secret.len(), 32);
     let example = created["mqtt"]["mosquitto_pub"].as_str().unwrap_or_default();
     assert!(example.contains(&format!("-u {id}")) && example.contains(secret), "{example}");
+    let coap = created["coap"]["coap_client"].as_str().unwrap_or_default();
+    assert!(
+        coap.contains(&format!("-u {id} -k '{secret}'")) && coap.contains(&format!("/d/{id}/temperature")),
+        "{coap}"
+    );
 
     let listed: Value = owner.get(hub.url("/api/devices")).send().await?.json().await?;
     assert_eq!(listed[0]["name"], "Kitchen");

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use hearth_tests::{Mosquitto, TestHub, mqtt_connect, path_str, run_tool, wait_puback, wait_until};
+use anyhow::Context;
+use hearth_tests::{Mosquitto, TestHub, mqtt_connect, path_str, run_tool, wait_closed, wait_puback, wait_until};
 use rumqttc::QoS;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -114,15 +115,7 @@ async fn wrong_credentials_are_refused_at_connect() -> anyhow::Result<()> {
     let (_client, mut events) = mqtt_connect(addr, "porch", &id, &secret).await?;
     let resp: Value = owner.post(hub.url(&format!("/api/devices/{id}/credentials"))).send().await?.json().await?;
     let new_secret = resp["secret"].as_str().unwrap_or_default().to_owned();
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if events.poll().await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the old session is closed when credentials change");
+    wait_closed(&mut events).await.context("the old session is closed when credentials change")?;
     assert!(mqtt_connect(addr, "porch", &id, &secret).await.is_err(), "old secret refused");
     mqtt_connect(addr, "porch", &id, &new_secret).await?;
     hub.stop().await?;
@@ -179,15 +172,7 @@ async fn a_device_cannot_publish_as_another_and_bad_input_is_refused() -> anyhow
     // A packet over the server's limit ends that connection (MQTT has no way to refuse
     // one packet); the device reconnects and carries on.
     client.publish(format!("hearth/{a}/temperature"), QoS::AtLeastOnce, false, vec![b'1'; 100_000]).await?;
-    let dropped = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if events.poll().await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(dropped.is_ok(), "an oversize packet closes the connection");
+    wait_closed(&mut events).await.context("an oversize packet closes the connection")?;
     let (client, mut events) = mqtt_connect(addr, "a", &a, &a_secret).await?;
 
     // Garbage on the MQTT port, and a connection that never sends CONNECT, do not stall

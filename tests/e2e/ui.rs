@@ -35,6 +35,7 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
     let id = b.find("#cred-id").await?.text().await?;
     let secret = b.find("#cred-secret").await?.text().await?;
     b.wait_for_text("mosquitto_pub", Duration::from_secs(5)).await?;
+    b.wait_for_text("coap-client-openssl", Duration::from_secs(5)).await?;
     b.screenshot("credentials").await?;
     b.click("#credentials button").await?;
     b.wait_for_text("Kitchen sensor", Duration::from_secs(10)).await?;

@@ -211,6 +211,13 @@ pub async fn wait_puback(events: &mut EventLoop, pkid: Option<u16>) -> anyhow::R
     .context("no PUBACK")?
 }
 
+/// Polls `events` until the server closes the connection; errs if it stays open 5 s.
+pub async fn wait_closed(events: &mut EventLoop) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(5), async { while events.poll().await.is_ok() {} })
+        .await
+        .context("the connection stayed open")
+}
+
 /// Runs a command to completion with a time limit; returns (success, stdout + stderr).
 pub fn run_tool(program: &str, args: &[&str]) -> anyhow::Result<(bool, String)> {
     let mut child = Command::new(program)

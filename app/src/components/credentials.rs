@@ -12,6 +12,7 @@ pub fn CredentialsPanel(
     on_close: impl Fn() + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
     let mqtt = credentials.mqtt.clone();
+    let coap = credentials.coap.clone();
     view! {
         <section class="card" id="credentials">
             <h3>"Device credentials"</h3>
@@ -23,6 +24,10 @@ pub fn CredentialsPanel(
                    ", username = device id, password = secret, topic " <code>{m.topic}</code></p>
                 <pre>{m.mosquitto_pub}</pre>
                 <pre>{m.mosquitto_pub_json}</pre>
+            })}
+            {coap.map(|c| view! {
+                <p>"CoAP over DTLS: identity = device id, pre-shared key = secret, " <code>{c.uri}</code></p>
+                <pre>{c.coap_client}</pre>
             })}
             <button class="secondary" on:click=move |_| on_close()>"Done"</button>
         </section>

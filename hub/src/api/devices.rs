@@ -105,6 +105,13 @@ struct CredentialsView {
     id: String,
     secret: String,
     mqtt: Option<MqttExample>,
+    coap: Option<CoapExample>,
+}
+
+#[derive(Serialize)]
+struct CoapExample {
+    uri: String,
+    coap_client: String,
 }
 
 #[derive(Serialize)]
@@ -138,7 +145,18 @@ fn credentials_view(state: &AppState, headers: &HeaderMap, creds: Credentials) -
             topic,
         }
     });
-    CredentialsView { id: creds.id, secret: creds.secret.to_string(), mqtt }
+    let coap = state.coaps_port.map(|port| {
+        let uri = format!("coaps://{host}:{port}/d/{}/temperature", creds.id);
+        CoapExample {
+            coap_client: format!(
+                "coap-client-openssl -m post -u {} -k '{}' -e 21.5 {uri}",
+                creds.id,
+                creds.secret.as_str()
+            ),
+            uri,
+        }
+    });
+    CredentialsView { id: creds.id, secret: creds.secret.to_string(), mqtt, coap }
 }
 
 async fn add(

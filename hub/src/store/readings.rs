@@ -78,6 +78,15 @@ pub struct Bucket {
     pub last: Option<Value>,
 }
 
+/// Where a chunk lives, and the key it is sealed under (all bound into its associated data).
+#[derive(Clone, Copy)]
+struct ChunkKey {
+    series: i64,
+    hour: i64,
+    seq: i64,
+    key_id: i64,
+}
+
 /// The sequence numbers of some chunks and the readings they hold.
 type ChunkGroup = (Vec<i64>, Vec<(i64, Value)>);
 
@@ -168,17 +177,7 @@ impl Store {
         let mut touched = Vec::with_capacity(groups.len());
         for ((series, hour), mut entries) in groups {
             touched.push((hour, series));
-            body.clear();
-            codec::encode(hour, &mut entries, &mut body);
-            let sealed = self.with_data_key(key_id, |k| Ok(k.seal(&body, &chunk_aad(series, hour, seq, key_id))?))?;
-            sqlx::query("INSERT INTO chunks (series_id, hour, seq, key_id, body) VALUES (?, ?, ?, ?, ?)")
-                .bind(series)
-                .bind(hour)
-                .bind(seq)
-                .bind(key_id)
-                .bind(sealed)
-                .execute(&mut *tx)
-                .await?;
+            self.insert_chunk(&mut tx, ChunkKey { series, hour, seq, key_id }, &mut entries, &mut body).await?;
             seq += 1;
         }
         let chunks = (seq - state.next_seq) as usize;
@@ -237,17 +236,7 @@ impl Store {
         let mut body = Vec::new();
         for (key_id, (old, entries)) in by_key.into_iter().filter(|(_, (old, _))| old.len() > 1) {
             let mut refs: Vec<(i64, &Value)> = entries.iter().map(|(t, v)| (*t, v)).collect();
-            body.clear();
-            codec::encode(hour, &mut refs, &mut body);
-            let sealed = self.with_data_key(key_id, |k| Ok(k.seal(&body, &chunk_aad(series, hour, seq, key_id))?))?;
-            sqlx::query("INSERT INTO chunks (series_id, hour, seq, key_id, body) VALUES (?, ?, ?, ?, ?)")
-                .bind(series)
-                .bind(hour)
-                .bind(seq)
-                .bind(key_id)
-                .bind(sealed)
-                .execute(&mut *tx)
-                .await?;
+            self.insert_chunk(&mut tx, ChunkKey { series, hour, seq, key_id }, &mut refs, &mut body).await?;
             seq += 1;
             for old_seq in &old {
                 sqlx::query("DELETE FROM chunks WHERE series_id = ? AND hour = ? AND seq = ?")
@@ -262,6 +251,29 @@ impl Store {
         tx.commit().await?;
         state.next_seq = seq;
         Ok(removed)
+    }
+
+    /// Encodes and seals `entries` (one series, one hour) and inserts them as one chunk.
+    async fn insert_chunk(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        key: ChunkKey,
+        entries: &mut [(i64, &Value)],
+        body: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let ChunkKey { series, hour, seq, key_id } = key;
+        body.clear();
+        codec::encode(hour, entries, body);
+        let sealed = self.with_data_key(key_id, |k| Ok(k.seal(body, &chunk_aad(series, hour, seq, key_id))?))?;
+        sqlx::query("INSERT INTO chunks (series_id, hour, seq, key_id, body) VALUES (?, ?, ?, ?, ?)")
+            .bind(series)
+            .bind(hour)
+            .bind(seq)
+            .bind(key_id)
+            .bind(sealed)
+            .execute(tx)
+            .await?;
+        Ok(())
     }
 
     /// Every series with its latest value (for the dashboard), ordered by device, metric.
