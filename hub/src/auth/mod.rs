@@ -32,6 +32,8 @@ const SETUP_ATTEMPTS: u32 = 10;
 /// Failed logins per user name tolerated per window.
 const LOGIN_FAILURES: u32 = 5;
 const LOGIN_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// User names with recent failures kept before expired ones are dropped.
+const MAX_TRACKED_NAMES: usize = 10_000;
 /// Setup codes avoid look-alike characters; people type them from a terminal.
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 
@@ -220,6 +222,10 @@ impl LoginLimiter {
 
     pub fn failed(&self, username: &str, now: i64) {
         if let Ok(mut m) = self.0.lock() {
+            // Guessing with ever new user names must not grow memory without end.
+            if m.len() >= MAX_TRACKED_NAMES {
+                m.retain(|_, (_, since)| now - *since <= LOGIN_WINDOW_MS);
+            }
             let e = m.entry(username.to_owned()).or_insert((0, now));
             if now - e.1 > LOGIN_WINDOW_MS {
                 *e = (0, now);
@@ -326,6 +332,20 @@ mod tests {
         assert!(!l.allowed("a", 1));
         assert!(l.allowed("b", 1));
         assert!(l.allowed("a", LOGIN_WINDOW_MS + 1));
+    }
+
+    #[test]
+    fn limiter_forgets_expired_names_instead_of_growing() {
+        let l = LoginLimiter::default();
+        for i in 0..MAX_TRACKED_NAMES {
+            l.failed(&format!("guess{i}"), 0);
+        }
+        l.failed("late", LOGIN_WINDOW_MS + 1);
+        assert_eq!(l.0.lock().unwrap().len(), 1, "expired names are dropped once the map is full");
+        for _ in 0..LOGIN_FAILURES {
+            l.failed("late", LOGIN_WINDOW_MS + 2);
+        }
+        assert!(!l.allowed("late", LOGIN_WINDOW_MS + 3), "a live lock-out survives the clean-up");
     }
 
     #[tokio::test]
