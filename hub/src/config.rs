@@ -23,6 +23,25 @@ pub struct Config {
     pub coap: CoapConfig,
     /// Write batching.
     pub store: StoreConfig,
+    /// Tenancies and data sharing.
+    pub consent: ConsentConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsentConfig {
+    /// Whose law the consent receipts are given under (an ISO 3166 code or a region such
+    /// as "EU"); written into every receipt.
+    pub jurisdiction: String,
+    /// Days a tenancy's data is kept after it ends, for the tenant to export it, before its
+    /// key is destroyed. A new tenancy may set its own; the tenant can shred sooner.
+    pub retention_days: u32,
+}
+
+impl Default for ConsentConfig {
+    fn default() -> Self {
+        Self { jurisdiction: "EU".into(), retention_days: 30 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,6 +148,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             coap: CoapConfig::default(),
             store: StoreConfig::default(),
+            consent: ConsentConfig::default(),
         }
     }
 }
@@ -209,6 +229,7 @@ impl Config {
             mqtt: MqttConfig { listen: loopback, ..MqttConfig::default() },
             coap: CoapConfig { dtls_listen: loopback, plain_listen: loopback, ..CoapConfig::default() },
             store: StoreConfig { commit_interval_ms: 50, ..StoreConfig::default() },
+            consent: ConsentConfig::default(),
         }
     }
 
@@ -218,6 +239,12 @@ impl Config {
         }
         if self.store.max_batch == 0 {
             return Err(ConfigError::Invalid("store.max_batch must be at least 1".into()));
+        }
+        if self.consent.jurisdiction.trim().is_empty() || self.consent.jurisdiction.len() > 32 {
+            return Err(ConfigError::Invalid("consent.jurisdiction must be 1-32 characters, e.g. \"EU\"".into()));
+        }
+        if self.consent.retention_days > 3660 {
+            return Err(ConfigError::Invalid("consent.retention_days must be at most 3660".into()));
         }
         if self.mqtt.mode == MqttMode::External && self.mqtt.external.is_none() {
             return Err(ConfigError::Invalid("mqtt.mode = \"external\" needs an [mqtt.external] section".into()));
@@ -249,6 +276,7 @@ mod tests {
         let config: Config = toml::from_str(text).unwrap();
         config.validate().unwrap();
         assert_eq!(config.store.commit_interval_ms, 250);
+        assert_eq!((config.consent.jurisdiction.as_str(), config.consent.retention_days), ("EU", 30));
     }
 
     #[test]

@@ -5,11 +5,13 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod consent;
 pub mod crypto;
 pub mod devices;
 pub mod error;
 pub mod ingest;
 pub mod reading;
+pub mod sharing;
 pub mod state;
 pub mod store;
 
@@ -165,6 +167,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         tasks.spawn(ingest::coap::serve(ctx, listeners.coap, shutdown.clone()));
     }
     tasks.spawn(auth::prune_sessions_periodically(store.clone(), shutdown.clone()));
+    let signer = Arc::new(store.receipt_signer().await?);
+    tasks.spawn(sharing::sweep_periodically(
+        store.clone(),
+        signer.clone(),
+        config.consent.jurisdiction.clone(),
+        shutdown.clone(),
+    ));
 
     let state = state::AppState {
         config: config.clone(),
@@ -177,6 +186,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         logins: auth::LoginLimiter::default(),
         mqtt_port,
         coaps_port,
+        signer,
         shutdown: shutdown.clone(),
     };
     tracing::info!(addr = %listeners.http.local_addr()?, "web UI and API listening");

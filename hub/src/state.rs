@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{LoginLimiter, PasswordHasherPool, Setup};
 use crate::config::Config;
+use crate::consent::receipt::ReceiptSigner;
 use crate::devices::DeviceEvent;
 use crate::ingest::Rejections;
 use crate::ingest::pipeline::Ingest;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub mqtt_port: Option<u16>,
     /// Port of the CoAP/DTLS server, likewise.
     pub coaps_port: Option<u16>,
+    /// Signs consent receipts.
+    pub signer: Arc<ReceiptSigner>,
     /// Ends long-lived responses (live streams) when the hub stops.
     pub shutdown: CancellationToken,
 }

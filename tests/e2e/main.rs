@@ -2,7 +2,9 @@
 //! and talks to it with real clients. Assertions go through the public API.
 
 mod api;
+mod authz;
 mod coap;
+mod consent;
 mod mqtt;
 mod store;
 mod ui;

@@ -145,6 +145,57 @@ impl TestHub {
         Ok((field("id")?, field("secret")?))
     }
 
+    /// The owner invites a tenant for `[start, end)` (defaults: now, open-ended); the tenant
+    /// accepts as `username`. Returns the tenant's client and the tenancy id.
+    pub async fn tenant(
+        &self,
+        owner: &reqwest::Client,
+        username: &str,
+        period: Value,
+    ) -> anyhow::Result<(reqwest::Client, i64)> {
+        let resp = owner.post(self.url("/api/tenancies")).json(&period).send().await?;
+        if resp.status() != 201 {
+            bail!("creating a tenancy failed: {} {}", resp.status(), resp.text().await?);
+        }
+        let invite: Value = resp.json().await?;
+        let code = invite["code"].as_str().context("no code")?;
+        let client = self.accept_invite(code, username).await?;
+        Ok((client, invite["tenancy"].as_i64().context("no tenancy id")?))
+    }
+
+    /// Accepts an invite as `username` with [`TENANT_PASSWORD`]; returns the logged-in client.
+    pub async fn accept_invite(&self, code: &str, username: &str) -> anyhow::Result<reqwest::Client> {
+        let client = reqwest::Client::builder().cookie_store(true).build()?;
+        let body = json!({ "code": code, "username": username, "password": TENANT_PASSWORD });
+        let resp = client.post(self.url("/api/invites/accept")).json(&body).send().await?;
+        if resp.status() != 201 {
+            bail!("accepting the invite failed: {} {}", resp.status(), resp.text().await?);
+        }
+        Ok(client)
+    }
+
+    /// Registers a recipient as `by`; returns its (client id, client secret).
+    pub async fn recipient(&self, by: &reqwest::Client, name: &str, kind: &str) -> anyhow::Result<(String, String)> {
+        let resp = by.post(self.url("/api/recipients")).json(&json!({ "name": name, "kind": kind })).send().await?;
+        if resp.status() != 201 {
+            bail!("registering a recipient failed: {}", resp.status());
+        }
+        let body: Value = resp.json().await?;
+        let field = |k: &str| body[k].as_str().map(str::to_owned).with_context(|| format!("no {k} in {body}"));
+        Ok((field("client_id")?, field("client_secret")?))
+    }
+
+    /// Publishes one reading as a device over the embedded MQTT server and waits for its
+    /// PUBACK (sent after the commit).
+    pub async fn publish(&self, device: (&str, &str), topic: &str, payload: String) -> anyhow::Result<()> {
+        let addr = self.mqtt.context("no MQTT server")?;
+        let (client, mut events) = mqtt_connect(addr, &format!("{}-pub", device.0), device.0, device.1).await?;
+        client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await?;
+        wait_puback(&mut events, None).await?;
+        client.disconnect().await?;
+        Ok(())
+    }
+
     /// Raw readings of one metric (all time).
     pub async fn readings(&self, client: &reqwest::Client, device: &str, metric: &str) -> anyhow::Result<Vec<Value>> {
         let resp = client
@@ -166,6 +217,7 @@ impl Drop for TestHub {
 }
 
 pub const OWNER_PASSWORD: &str = "a long enough password";
+pub const TENANT_PASSWORD: &str = "the tenant's own password";
 
 /// Connects an MQTT client as a device and waits for the CONNACK. Errs if refused.
 pub async fn mqtt_connect(

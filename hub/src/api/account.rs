@@ -14,6 +14,7 @@ use crate::auth::{self, CurrentUser, SetupCheck};
 use crate::clock::now_ms;
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::store::Role;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -47,10 +48,12 @@ struct SetupRequest {
 #[derive(Serialize)]
 struct Me {
     username: String,
-    role: String,
+    role: Role,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenancy: Option<i64>,
 }
 
-fn check_username(name: &str) -> Result<(), AppError> {
+pub(super) fn check_username(name: &str) -> Result<(), AppError> {
     let n = name.chars().count();
     if !(1..=64).contains(&n) || name.trim() != name || name.chars().any(char::is_control) {
         return Err(AppError::field("username", "use 1-64 characters, no leading or trailing spaces"));
@@ -58,7 +61,7 @@ fn check_username(name: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-fn check_password(password: &str) -> Result<(), AppError> {
+pub(super) fn check_password(password: &str) -> Result<(), AppError> {
     let n = password.chars().count();
     if n < MIN_PASSWORD {
         return Err(AppError::field("password", format!("use at least {MIN_PASSWORD} characters")));
@@ -91,11 +94,15 @@ async fn setup(State(state): State<AppState>, ApiJson(req): ApiJson<SetupRequest
     state.setup.finish();
     tracing::info!(user = %req.username, "owner account created; setup code retired");
     let cookie = start_session(&state, user_id, now).await?;
-    Ok((StatusCode::CREATED, [(SET_COOKIE, cookie)], ApiJson(Me { username: req.username, role: "owner".into() }))
+    Ok((
+        StatusCode::CREATED,
+        [(SET_COOKIE, cookie)],
+        ApiJson(Me { username: req.username, role: Role::Owner, tenancy: None }),
+    )
         .into_response())
 }
 
-async fn start_session(state: &AppState, user_id: i64, now: i64) -> Result<String, AppError> {
+pub(super) async fn start_session(state: &AppState, user_id: i64, now: i64) -> Result<String, AppError> {
     let token = auth::new_token()?;
     state.store.create_session(&auth::token_digest(&token), user_id, now + auth::SESSION_TTL_MS).await?;
     Ok(auth::session_set_cookie(&token))
@@ -122,7 +129,12 @@ async fn login(State(state): State<AppState>, ApiJson(req): ApiJson<LoginRequest
     };
     state.logins.succeeded(&req.username);
     let cookie = start_session(&state, user.id, now).await?;
-    Ok(([(SET_COOKIE, cookie)], ApiJson(Me { username: user.username, role: user.role })).into_response())
+    let session = state.store.user_session(user.id).await?.ok_or(AppError::Unauthorized)?;
+    Ok((
+        [(SET_COOKIE, cookie)],
+        ApiJson(Me { username: user.username, role: session.role, tenancy: session.tenancy_id }),
+    )
+        .into_response())
 }
 
 /// The raw request parts, to read the cookie without requiring a valid session.
@@ -143,7 +155,7 @@ async fn logout(State(state): State<AppState>, Cookie(token): Cookie) -> Result<
 }
 
 async fn me(CurrentUser(user): CurrentUser) -> ApiJson<Me> {
-    ApiJson(Me { username: user.username, role: user.role })
+    ApiJson(Me { username: user.username, role: user.role, tenancy: user.tenancy_id })
 }
 
 #[derive(Deserialize)]

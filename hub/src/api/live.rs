@@ -3,6 +3,7 @@
 //! a `lagged` event and should refetch); it never slows ingest.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -12,25 +13,53 @@ use axum::routing::get;
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::scope::Scope;
 use crate::auth::CurrentUser;
+use crate::error::AppError;
+use crate::reading::Reading;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/live", get(live))
 }
 
-async fn live(State(state): State<AppState>, _: CurrentUser) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// Only readings the viewer may see are sent: theirs (by key), of devices they see.
+async fn live(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    // Keys decide whose readings they are (a tenant's own device's readings are sealed
+    // under the tenancy key, so this also hides them from the owner); guests are further
+    // limited to their devices. Devices added later show up without reconnecting.
+    let scope = Scope::of(&state, &user).await?;
     let rx = state.ingest.subscribe();
-    let stream = futures_util::stream::unfold((rx, state.shutdown.clone()), |(mut rx, shutdown)| async move {
-        let event = tokio::select! {
-            () = shutdown.cancelled() => return None,
-            received = rx.recv() => match received {
-                Ok(batch) => Event::default().event("readings").json_data(&*batch).unwrap_or_else(|_| Event::default().event("lagged")),
-                Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
-                Err(RecvError::Closed) => return None,
-            },
-        };
-        Some((Ok(event), (rx, shutdown)))
+    let filter = Arc::new(scope);
+    let stream = futures_util::stream::unfold((rx, state.shutdown.clone()), move |(mut rx, shutdown)| {
+        let filter = filter.clone();
+        async move {
+            loop {
+                let event = tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    received = rx.recv() => match received {
+                        Ok(batch) => {
+                            let scope = &*filter;
+                            let mine: Vec<&Reading> = batch
+                                .iter()
+                                .filter(|c| scope.keys.contains(&c.key) && scope.allows_device(&c.reading.device))
+                                .map(|c| &c.reading)
+                                .collect();
+                            if mine.is_empty() {
+                                continue;
+                            }
+                            Event::default().event("readings").json_data(&mine).unwrap_or_else(|_| Event::default().event("lagged"))
+                        }
+                        Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+                        Err(RecvError::Closed) => return None,
+                    },
+                };
+                return Some((Ok(event), (rx, shutdown)));
+            }
+        }
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

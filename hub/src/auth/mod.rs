@@ -13,6 +13,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use axum::extract::FromRequestParts;
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
+use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
@@ -22,7 +23,7 @@ use crate::clock::now_ms;
 use crate::devices::random_string;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::store::Session;
+use crate::store::{RecipientRecord, Role, Session};
 
 pub const SESSION_COOKIE: &str = "hearth_session";
 /// How long a browser session lasts.
@@ -241,14 +242,29 @@ impl LoginLimiter {
     }
 }
 
-/// A logged-in user (session cookie or bearer token). Extracting it answers 401 otherwise.
+/// A logged-in user (session cookie or bearer token). Extracting it answers 401 otherwise,
+/// and 403 to a recipient: recipients have their own routes under `/api/share`.
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub Session);
+
+impl CurrentUser {
+    /// The user, if their role is one of `roles`; 403 otherwise.
+    pub fn require(self, roles: &[Role]) -> Result<Session, AppError> {
+        if roles.contains(&self.0.role) { Ok(self.0) } else { Err(AppError::Forbidden("your role may not do this")) }
+    }
+}
+
+/// Owners and tenants: the people whose data this is.
+pub const SUBJECTS: &[Role] = &[Role::Owner, Role::Tenant];
 
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if parts.headers.contains_key(AUTHORIZATION) && CurrentRecipient::from_request_parts(parts, state).await.is_ok()
+        {
+            return Err(AppError::Forbidden("recipients may use only /api/share"));
+        }
         if let Some(value) = parts.headers.get(AUTHORIZATION) {
             let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or(AppError::Unauthorized)?;
             return state
@@ -260,6 +276,31 @@ impl FromRequestParts<AppState> for CurrentUser {
         }
         let token = session_cookie(parts).ok_or(AppError::Unauthorized)?;
         state.store.session(&token_digest(&token), now_ms()).await?.map(CurrentUser).ok_or(AppError::Unauthorized)
+    }
+}
+
+/// A recipient, authenticated with its client credentials as HTTP Basic
+/// (`client_id:client_secret`). Extracting it answers 401 otherwise.
+#[derive(Debug, Clone)]
+pub struct CurrentRecipient(pub RecipientRecord);
+
+impl FromRequestParts<AppState> for CurrentRecipient {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(AppError::Unauthorized)?;
+        let encoded = header.strip_prefix("Basic ").ok_or(AppError::Unauthorized)?;
+        let decoded =
+            base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| AppError::Unauthorized)?;
+        let decoded = Zeroizing::new(decoded);
+        let text = std::str::from_utf8(&decoded).map_err(|_| AppError::Unauthorized)?;
+        let (id, secret) = text.split_once(':').ok_or(AppError::Unauthorized)?;
+        let recipient = state.store.recipient(id).await?.ok_or(AppError::Unauthorized)?;
+        if bool::from(recipient.secret_hash.ct_eq(&token_digest(secret))) {
+            Ok(Self(recipient))
+        } else {
+            Err(AppError::Unauthorized)
+        }
     }
 }
 

@@ -28,10 +28,11 @@ use webrtc_util::conn::{Conn, Listener as _};
 
 use super::Rejections;
 use super::decode::{self, DecodeError};
-use super::pipeline::Ingest;
+use super::pipeline::{Committed, Ingest};
 use crate::clock::now_ms;
 use crate::reading::{Reading, Value, valid_device_id};
 use crate::store::Store;
+use crate::store::readings::Keys;
 
 /// A DTLS handshake must finish within this, or the half-open session is dropped: a stray
 /// packet never holds up other devices.
@@ -492,7 +493,7 @@ impl Server {
         device: &str,
         metric: &str,
     ) -> Reply {
-        let latest = match self.ctx.store.latest_values(Some(device)).await {
+        let latest = match self.ctx.store.latest_values(Some(device), Keys::All).await {
             Ok(values) => values.into_iter().find(|v| v.metric == metric),
             Err(error) => {
                 tracing::error!(%error, "reading the latest value failed");
@@ -546,10 +547,10 @@ impl Server {
 
     /// Sends each observer of a committed reading a notification (NON, 2.05, fresh Observe
     /// sequence number, the registration's token).
-    async fn notify(&self, batch: &[Reading]) {
+    async fn notify(&self, batch: &[Committed]) {
         let mut sends = Vec::new();
         if let Ok(mut observers) = self.observers.lock() {
-            for reading in batch {
+            for Committed { reading, .. } in batch {
                 for o in observers.iter_mut().filter(|o| o.device == reading.device && o.metric == reading.metric) {
                     let mut p = Packet::new();
                     p.header.set_type(MessageType::NonConfirmable);

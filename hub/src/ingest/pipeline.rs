@@ -49,11 +49,18 @@ pub struct BatchPolicy {
     pub max_batch: usize,
 }
 
+/// A stored reading and the data key it was sealed under (which says whose it is).
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub reading: Reading,
+    pub key: i64,
+}
+
 /// Handle for submitting readings. Cheap to clone.
 #[derive(Clone)]
 pub struct Ingest {
     tx: mpsc::Sender<Submission>,
-    live: broadcast::Sender<Arc<[Reading]>>,
+    live: broadcast::Sender<Arc<[Committed]>>,
 }
 
 impl Ingest {
@@ -72,7 +79,7 @@ impl Ingest {
 
     /// Every committed batch, in commit order. A slow receiver misses batches (it sees
     /// `Lagged`), it never slows ingest.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Reading]>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Committed]>> {
         self.live.subscribe()
     }
 }
@@ -95,7 +102,7 @@ struct Writer {
     store: Store,
     state: SeriesState,
     policy: BatchPolicy,
-    live: broadcast::Sender<Arc<[Reading]>>,
+    live: broadcast::Sender<Arc<[Committed]>>,
 }
 
 impl Writer {
@@ -162,7 +169,14 @@ impl Writer {
                 for receipt in receipts {
                     let _ = receipt.send(Ok(()));
                 }
-                let _ = self.live.send(readings.into());
+                let stored: Vec<Committed> = readings
+                    .into_iter()
+                    .zip(done.keys)
+                    .filter_map(|(reading, key)| Some(Committed { reading, key: key? }))
+                    .collect();
+                if !stored.is_empty() {
+                    let _ = self.live.send(stored.into());
+                }
             }
             Err(error) => {
                 // Nothing is acknowledged: devices keep their readings and send them again.

@@ -14,12 +14,62 @@ pub struct User {
     pub role: String,
 }
 
+/// What a person is to this home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Owns the property and administers the hub.
+    Owner,
+    /// Lives here during a tenancy.
+    Tenant,
+    /// Sees the devices an owner or tenant chose, read-only.
+    Guest,
+}
+
+impl Role {
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "owner" => Ok(Self::Owner),
+            "tenant" => Ok(Self::Tenant),
+            "guest" => Ok(Self::Guest),
+            other => Err(StoreError::Corrupt(format!("unknown role {other:?}"))),
+        }
+    }
+}
+
 /// A live session or API token, resolved to its user.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub user_id: i64,
     pub username: String,
-    pub role: String,
+    pub role: Role,
+    /// A tenant's tenancy.
+    pub tenancy_id: Option<i64>,
+    /// Who invited a guest.
+    pub invited_by: Option<i64>,
+}
+
+/// Columns a session query selects.
+macro_rules! session_columns {
+    () => {
+        "u.id, u.username, u.role, u.tenancy_id, u.invited_by"
+    };
+}
+/// Users of a shredded tenancy no longer exist for logins and sessions.
+macro_rules! live_user {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM tenancies t WHERE t.id = u.tenancy_id AND t.shredded_ms IS NOT NULL)"
+    };
+}
+
+fn session(r: sqlx::sqlite::SqliteRow) -> Result<Session, StoreError> {
+    Ok(Session {
+        user_id: r.try_get("id")?,
+        username: r.try_get("username")?,
+        role: Role::parse(&r.try_get::<String, _>("role")?)?,
+        tenancy_id: r.try_get("tenancy_id")?,
+        invited_by: r.try_get("invited_by")?,
+    })
 }
 
 fn user(row: sqlx::sqlite::SqliteRow) -> Result<User, StoreError> {
@@ -60,12 +110,32 @@ impl Store {
         Ok(id)
     }
 
-    pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT id, username, password_hash, role FROM users WHERE username = ?")
-            .bind(username)
+    /// The owner's user id, once setup is done.
+    pub async fn owner_id(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM users WHERE role = 'owner' ORDER BY id LIMIT 1")
             .fetch_optional(&self.pool)
-            .await?;
+            .await?)
+    }
+
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT u.id, u.username, u.password_hash, u.role FROM users u WHERE u.username = ? AND ",
+            live_user!()
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(user).transpose()
+    }
+
+    /// A user as a session would see them (for guests: whose data they see).
+    pub async fn user_session(&self, id: i64) -> Result<Option<Session>, StoreError> {
+        let row =
+            sqlx::query(concat!("SELECT ", session_columns!(), " FROM users u WHERE u.id = ? AND ", live_user!()))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(session).transpose()
     }
 
     pub async fn create_session(&self, token_hash: &[u8], user_id: i64, expires: i64) -> Result<(), StoreError> {
@@ -80,18 +150,17 @@ impl Store {
 
     /// The session for a cookie digest, if it exists and has not expired at `now`.
     pub async fn session(&self, token_hash: &[u8], now: i64) -> Result<Option<Session>, StoreError> {
-        let row = sqlx::query(
-            "SELECT u.id, u.username, u.role FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.token_hash = ? AND s.expires_ms > ?",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires_ms > ? AND ",
+            live_user!()
+        ))
         .bind(token_hash)
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(Session { user_id: r.try_get("id")?, username: r.try_get("username")?, role: r.try_get("role")? })
-        })
-        .transpose()
+        row.map(session).transpose()
     }
 
     pub async fn delete_session(&self, token_hash: &[u8]) -> Result<(), StoreError> {
@@ -128,15 +197,15 @@ impl Store {
 
     /// The user behind an API token digest.
     pub async fn api_token(&self, token_hash: &[u8]) -> Result<Option<Session>, StoreError> {
-        let row = sqlx::query(
-            "SELECT u.id, u.username, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM api_tokens k JOIN users u ON u.id = k.user_id WHERE k.token_hash = ? AND ",
+            live_user!()
+        ))
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(Session { user_id: r.try_get("id")?, username: r.try_get("username")?, role: r.try_get("role")? })
-        })
-        .transpose()
+        row.map(session).transpose()
     }
 }

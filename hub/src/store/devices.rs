@@ -13,6 +13,8 @@ pub struct DeviceRecord {
     pub name: String,
     pub created_ms: i64,
     pub credentials_ms: i64,
+    /// Set for a tenant's own device.
+    pub tenancy_id: Option<i64>,
 }
 
 fn name_aad(id: &str) -> Vec<u8> {
@@ -69,9 +71,20 @@ impl Store {
 
     /// Active devices, names opened.
     pub async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.devices_where(false).await
+    }
+
+    /// Every device ever added, removed ones too (exports name the devices of old readings).
+    pub async fn devices_all(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.devices_where(true).await
+    }
+
+    async fn devices_where(&self, removed_too: bool) -> Result<Vec<DeviceRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name_sealed, created_ms, credentials_ms FROM devices WHERE removed_ms IS NULL ORDER BY created_ms, id",
+            "SELECT id, name_sealed, created_ms, credentials_ms, tenancy_id FROM devices WHERE ? OR removed_ms IS NULL
+             ORDER BY created_ms, id",
         )
+        .bind(removed_too)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
@@ -85,6 +98,7 @@ impl Store {
                     name,
                     created_ms: row.try_get("created_ms")?,
                     credentials_ms: row.try_get("credentials_ms")?,
+                    tenancy_id: row.try_get("tenancy_id")?,
                 })
             })
             .collect()

@@ -3,10 +3,12 @@
 
 mod accounts;
 pub mod codec;
+mod consent;
 mod devices;
+mod people;
 pub mod readings;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -14,10 +16,13 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-pub use accounts::{Session, User};
+pub use accounts::{Role, Session, User};
+pub use consent::{LogRow, NewLogEntry, ReceiptRecord, RecipientRecord, RequestRecord};
 pub use devices::DeviceRecord;
+pub use people::{AcceptError, GuestRecord, InviteKind, TenancyRecord};
 pub use readings::{Bucket, CommitBatch, LatestValue, SeriesInfo, SeriesState};
 
+use crate::consent::{Ownership, Subject};
 use crate::crypto::{self, Key};
 
 /// Errors from the store. `Db` carries detail for the log; the API turns it into a 500.
@@ -35,9 +40,27 @@ pub enum StoreError {
     NoKey(i64),
 }
 
-/// The subject of the data key used for readings until per-subject keys arrive: the
-/// household as a whole.
-const HOUSEHOLD_SUBJECT: &str = "household";
+/// The data-key subject of the owner's readings.
+const OWNER_SUBJECT: &str = "owner";
+
+/// Who owns which reading, with the key each subject's readings are sealed under. The
+/// writer takes one snapshot per commit; changes swap in a new one.
+#[derive(Debug, Default)]
+pub struct OwnershipSnapshot {
+    pub rule: Ownership,
+    /// The key new readings of each subject are sealed under. A shredded tenancy has none,
+    /// so nothing more can be stored for it.
+    pub sealing_key: HashMap<Subject, i64>,
+    /// Every live key of each subject (what that subject may read).
+    pub keys: HashMap<Subject, BTreeSet<i64>>,
+}
+
+impl OwnershipSnapshot {
+    /// The key a reading of `device` made at `ts` is sealed under; `None`: not stored.
+    pub fn key_for(&self, device: &str, ts: i64) -> Option<i64> {
+        self.sealing_key.get(&self.rule.subject_at(device, ts)?).copied()
+    }
+}
 
 /// Handle to the store. Cheap to clone.
 #[derive(Clone)]
@@ -45,12 +68,14 @@ pub struct Store {
     pool: SqlitePool,
     hub_key: Arc<Key>,
     data_keys: Arc<RwLock<HashMap<i64, Key>>>,
-    active_key: i64,
+    ownership: Arc<RwLock<Arc<OwnershipSnapshot>>>,
+    /// Serialises appends to the hash-chained access log.
+    log_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("active_key", &self.active_key).finish_non_exhaustive()
+        f.debug_struct("Store").finish_non_exhaustive()
     }
 }
 
@@ -67,12 +92,20 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Deleted rows (a destroyed key, above all) are overwritten, not left in free pages.
+            .pragma("secure_delete", "on")
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         sqlx::migrate!("../migrations").run(&pool).await?;
-        let mut store =
-            Self { pool, hub_key: Arc::new(hub_key), data_keys: Arc::new(RwLock::new(HashMap::new())), active_key: 0 };
-        store.active_key = store.load_data_keys().await?;
+        let store = Self {
+            pool,
+            hub_key: Arc::new(hub_key),
+            data_keys: Arc::new(RwLock::new(HashMap::new())),
+            ownership: Arc::default(),
+            log_lock: Arc::default(),
+        };
+        store.load_data_keys().await?;
+        store.reload_ownership().await?;
         Ok(store)
     }
 
@@ -86,11 +119,11 @@ impl Store {
         self.pool.close().await;
     }
 
-    async fn load_data_keys(&self) -> Result<i64, StoreError> {
+    async fn load_data_keys(&self) -> Result<(), StoreError> {
         let rows = sqlx::query("SELECT id, subject, wrapped FROM data_keys WHERE destroyed_ms IS NULL")
             .fetch_all(&self.pool)
             .await?;
-        let mut active = None;
+        let mut has_owner_key = false;
         {
             let mut keys = self.data_keys.write().map_err(|_| StoreError::Corrupt("key cache poisoned".into()))?;
             for row in rows {
@@ -98,19 +131,20 @@ impl Store {
                 let subject: String = row.try_get("subject")?;
                 let wrapped: Vec<u8> = row.try_get("wrapped")?;
                 keys.insert(id, self.hub_key.unwrap_key(&wrapped, &data_key_context(id))?);
-                if subject == HOUSEHOLD_SUBJECT {
-                    active = Some(id);
-                }
+                has_owner_key |= subject == OWNER_SUBJECT;
             }
         }
-        match active {
-            Some(id) => Ok(id),
-            None => self.create_data_key(HOUSEHOLD_SUBJECT).await,
+        if !has_owner_key {
+            let mut tx = self.pool.begin().await?;
+            let (id, key) = self.create_data_key(&mut tx, OWNER_SUBJECT).await?;
+            tx.commit().await?;
+            self.cache_key(id, key)?;
         }
+        Ok(())
     }
 
-    async fn create_data_key(&self, subject: &str) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+    /// Creates and wraps a data key inside `tx`. Cache it with `cache_key` once committed.
+    async fn create_data_key(&self, tx: &mut sqlx::SqliteConnection, subject: &str) -> Result<(i64, Key), StoreError> {
         let id: i64 = sqlx::query_scalar("INSERT INTO data_keys (subject, created_ms) VALUES (?, ?) RETURNING id")
             .bind(subject)
             .bind(crate::clock::now_ms())
@@ -119,9 +153,22 @@ impl Store {
         let key = Key::generate()?;
         let wrapped = self.hub_key.wrap(&key, &data_key_context(id))?;
         sqlx::query("UPDATE data_keys SET wrapped = ? WHERE id = ?").bind(wrapped).bind(id).execute(&mut *tx).await?;
-        tx.commit().await?;
+        Ok((id, key))
+    }
+
+    fn cache_key(&self, id: i64, key: Key) -> Result<(), StoreError> {
         self.data_keys.write().map_err(|_| StoreError::Corrupt("key cache poisoned".into()))?.insert(id, key);
-        Ok(id)
+        Ok(())
+    }
+
+    /// The current ownership snapshot.
+    pub fn ownership(&self) -> Arc<OwnershipSnapshot> {
+        self.ownership.read().map_or_else(|p| p.into_inner().clone(), |o| o.clone())
+    }
+
+    /// The keys whose readings belong to `subject`.
+    pub fn keys_of(&self, subject: Subject) -> BTreeSet<i64> {
+        self.ownership().keys.get(&subject).cloned().unwrap_or_default()
     }
 
     /// Runs `f` with data key `id`.

@@ -37,11 +37,31 @@ impl SeriesState {
     }
 }
 
-/// Counts from one commit, for logs and benchmarks.
-#[derive(Debug, Default, Clone, Copy)]
+/// What one commit did, for the writer, logs and benchmarks.
+#[derive(Debug, Default, Clone)]
 pub struct CommitBatch {
     pub readings: usize,
     pub chunks: usize,
+    /// Per reading given, the key it was sealed under; `None`: nobody may own it (a
+    /// tenant's device outside its tenancy, a shredded tenancy), so it was not stored.
+    pub keys: Vec<Option<i64>>,
+}
+
+/// Which readings a query may return: those sealed under some keys (one data subject's),
+/// or all of them (the hub's own work, such as answering a device).
+#[derive(Debug, Clone, Copy)]
+pub enum Keys<'a> {
+    All,
+    Only(&'a BTreeSet<i64>),
+}
+
+impl Keys<'_> {
+    pub fn allows(&self, key_id: i64) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(keys) => keys.contains(&key_id),
+        }
+    }
 }
 
 /// A series (device, metric) with its unit.
@@ -87,6 +107,9 @@ struct ChunkKey {
     key_id: i64,
 }
 
+/// (series, hour, key id).
+type ChunkGroupKey = (i64, i64, i64);
+
 /// The sequence numbers of some chunks and the readings they hold.
 type ChunkGroup = (Vec<i64>, Vec<(i64, Value)>);
 
@@ -123,15 +146,22 @@ impl Store {
         Ok(state)
     }
 
-    /// Commits `readings` in one transaction: one sealed chunk per (series, hour), and the
-    /// latest value of each series. `state` is updated only if the commit succeeds, so a
-    /// failed commit (a full disk, say) can be retried or reported without drift.
-    pub async fn commit(&self, state: &mut SeriesState, readings: &[Reading]) -> Result<CommitBatch, StoreError> {
-        let key_id = self.active_key;
+    /// Commits `readings` in one transaction: one sealed chunk per (series, hour, owner's
+    /// key), and the latest value of each series. Each reading is sealed under the key of
+    /// whoever owns it when it was made (see [`crate::consent::Ownership`]). `state` is
+    /// updated only if the commit succeeds, so a failed commit (a full disk, say) can be
+    /// retried or reported without drift.
+    pub async fn commit(&self, state: &mut SeriesState, all: &[Reading]) -> Result<CommitBatch, StoreError> {
+        let ownership = self.ownership();
+        let keys: Vec<Option<i64>> = all.iter().map(|r| ownership.key_for(&r.device, r.ts)).collect();
+        let readings: Vec<(&Reading, i64)> = all.iter().zip(&keys).filter_map(|(r, k)| Some((r, (*k)?))).collect();
+        if readings.len() < all.len() {
+            tracing::debug!(dropped = all.len() - readings.len(), "readings nobody may own were not stored");
+        }
         let mut tx = self.pool.begin().await?;
         let mut new_series: HashMap<(String, String), (i64, Option<String>)> = HashMap::new();
         let mut ids = Vec::with_capacity(readings.len());
-        for r in readings {
+        for (r, _) in &readings {
             let lookup = (r.device.clone(), r.metric.clone());
             let known = new_series.get(&lookup).or_else(|| state.series.get(&lookup)).cloned();
             let id = match known {
@@ -162,20 +192,21 @@ impl Store {
             ids.push(id);
         }
 
-        let mut groups: BTreeMap<(i64, i64), Vec<(i64, &Value)>> = BTreeMap::new();
-        let mut newest: HashMap<i64, (i64, &Value)> = HashMap::new();
-        for (r, &id) in readings.iter().zip(&ids) {
-            groups.entry((id, hour_of(r.ts))).or_default().push((r.ts, &r.value));
-            let slot = newest.entry(id).or_insert((r.ts, &r.value));
+        // (series, hour, key) -> readings: one chunk each.
+        let mut groups: BTreeMap<ChunkGroupKey, Vec<(i64, &Value)>> = BTreeMap::new();
+        let mut newest: HashMap<i64, (i64, &Value, i64)> = HashMap::new();
+        for (&(r, key_id), &id) in readings.iter().zip(&ids) {
+            groups.entry((id, hour_of(r.ts), key_id)).or_default().push((r.ts, &r.value));
+            let slot = newest.entry(id).or_insert((r.ts, &r.value, key_id));
             if r.ts >= slot.0 {
-                *slot = (r.ts, &r.value);
+                *slot = (r.ts, &r.value, key_id);
             }
         }
 
         let mut seq = state.next_seq;
         let mut body = Vec::new();
         let mut touched = Vec::with_capacity(groups.len());
-        for ((series, hour), mut entries) in groups {
+        for ((series, hour, key_id), mut entries) in groups {
             touched.push((hour, series));
             self.insert_chunk(&mut tx, ChunkKey { series, hour, seq, key_id }, &mut entries, &mut body).await?;
             seq += 1;
@@ -183,7 +214,7 @@ impl Store {
         let chunks = (seq - state.next_seq) as usize;
 
         let mut latest_updates = Vec::new();
-        for (series, (ts, value)) in newest {
+        for (series, (ts, value, key_id)) in newest {
             if state.latest_ts.get(&series).is_some_and(|&old| old > ts) {
                 continue;
             }
@@ -208,7 +239,7 @@ impl Store {
         state.latest_ts.extend(latest_updates);
         state.next_seq = seq;
         state.dirty.extend(touched);
-        Ok(CommitBatch { readings: readings.len(), chunks })
+        Ok(CommitBatch { readings: readings.len(), chunks, keys })
     }
 
     /// Merges the chunks of one series and hour that are sealed under the same key into one
@@ -277,7 +308,7 @@ impl Store {
     }
 
     /// Every series with its latest value (for the dashboard), ordered by device, metric.
-    pub async fn latest_values(&self, device: Option<&str>) -> Result<Vec<LatestValue>, StoreError> {
+    pub async fn latest_values(&self, device: Option<&str>, keys: Keys<'_>) -> Result<Vec<LatestValue>, StoreError> {
         let rows = sqlx::query(
             "SELECT s.id, s.device_id, s.metric, s.unit, l.ts, l.key_id, l.body
              FROM series s JOIN latest l ON l.series_id = s.id
@@ -291,6 +322,9 @@ impl Store {
         for row in rows {
             let (series, ts, key_id): (i64, i64, i64) =
                 (row.try_get("id")?, row.try_get("ts")?, row.try_get("key_id")?);
+            if !keys.allows(key_id) {
+                continue;
+            }
             let sealed: Vec<u8> = row.try_get("body")?;
             let body = self.with_data_key(key_id, |k| Ok(k.open(&sealed, &latest_aad(series, ts, key_id))?))?;
             let value = codec::decode(hour_of(ts), &body)
@@ -307,6 +341,22 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// `[from, to)` covering every stored reading of a series (whole hours), if it has any.
+    pub async fn series_span(&self, device: &str, metric: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        let row: (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT MIN(c.hour), MAX(c.hour) FROM chunks c JOIN series s ON s.id = c.series_id
+             WHERE s.device_id = ? AND s.metric = ?",
+        )
+        .bind(device)
+        .bind(metric)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(match row {
+            (Some(first), Some(last)) => Some((first * codec::HOUR_MS, (last + 1) * codec::HOUR_MS)),
+            _ => None,
+        })
     }
 
     /// The series of one device.
@@ -326,15 +376,16 @@ impl Store {
             .collect()
     }
 
-    /// Readings of one series with `from <= ts < to`, sorted by time, at most `limit` of
-    /// them, and whether more were left out. `Ok(None)` if the series does not exist.
+    /// Readings of one series with `from <= ts < to` sealed under `keys`, sorted by time,
+    /// at most `limit` of them, and whether more were left out. `Ok(None)` if the series
+    /// does not exist.
     pub async fn readings(
         &self,
         device: &str,
         metric: &str,
-        from: i64,
-        to: i64,
+        (from, to): (i64, i64),
         limit: usize,
+        keys: Keys<'_>,
     ) -> Result<Option<(Vec<(i64, Value)>, bool)>, StoreError> {
         let series: Option<i64> = sqlx::query_scalar("SELECT id FROM series WHERE device_id = ? AND metric = ?")
             .bind(device)
@@ -369,6 +420,9 @@ impl Store {
                 }
                 hour_start = out.len();
                 current_hour = Some(hour);
+            }
+            if !keys.allows(key_id) {
+                continue;
             }
             let sealed: Vec<u8> = row.try_get("body")?;
             let body = self.with_data_key(key_id, |k| Ok(k.open(&sealed, &chunk_aad(series, hour, seq, key_id))?))?;
@@ -443,7 +497,7 @@ mod tests {
             let rs: Vec<Reading> = batch.iter().map(|&(t, v)| reading("t", base + t, v)).collect();
             store.commit(&mut state, &rs).await.unwrap();
         }
-        let before = store.readings("dev1", "t", 0, i64::MAX, 1000).await.unwrap().unwrap().0;
+        let before = store.readings("dev1", "t", (0, i64::MAX), 1000, Keys::All).await.unwrap().unwrap().0;
         let times: Vec<i64> = before.iter().map(|(t, _)| t - base).collect();
         assert_eq!(times, vec![10, 15, 20, 30, 40, codec::HOUR_MS + 5]);
         let chunks = |store: Store| async move {
@@ -456,14 +510,14 @@ mod tests {
         assert_eq!(due, vec![(1, 500_000)]);
         assert_eq!(store.compact(&mut state, 1, 500_000).await.unwrap(), 3);
         assert_eq!(chunks(store.clone()).await, 2);
-        let after = store.readings("dev1", "t", 0, i64::MAX, 1000).await.unwrap().unwrap().0;
+        let after = store.readings("dev1", "t", (0, i64::MAX), 1000, Keys::All).await.unwrap().unwrap().0;
         assert_eq!(after, before);
 
         // The state survives a reopen: new commits do not reuse a sequence number.
         let mut state = store.load_series_state().await.unwrap();
         store.commit(&mut state, &[reading("t", base + 50, 5.0)]).await.unwrap();
-        assert_eq!(store.readings("dev1", "t", base, base + 100, 1000).await.unwrap().unwrap().0.len(), 6);
-        let latest = store.latest_values(Some("dev1")).await.unwrap();
+        assert_eq!(store.readings("dev1", "t", (base, base + 100), 1000, Keys::All).await.unwrap().unwrap().0.len(), 6);
+        let latest = store.latest_values(Some("dev1"), Keys::All).await.unwrap();
         assert_eq!((latest[0].ts, &latest[0].value), (base + codec::HOUR_MS + 5, &Value::Number(9.0)));
     }
 
@@ -474,7 +528,7 @@ mod tests {
         let mut state = store.load_series_state().await.unwrap();
         store.commit(&mut state, &[reading("a", 1_000, 1.0), reading("b", 1_000, 2.0)]).await.unwrap();
         sqlx::query("UPDATE chunks SET series_id = 3 - series_id").execute(store.pool()).await.unwrap();
-        let err = store.readings("dev1", "a", 0, 10_000, 10).await.unwrap_err();
+        let err = store.readings("dev1", "a", (0, 10_000), 10, Keys::All).await.unwrap_err();
         assert!(matches!(err, StoreError::Crypto(_)), "{err}");
     }
 
@@ -485,12 +539,12 @@ mod tests {
         let mut state = store.load_series_state().await.unwrap();
         let rs: Vec<Reading> = (0..100).map(|i| reading("t", 1_000 + i * 60_000, i as f64)).collect();
         store.commit(&mut state, &rs).await.unwrap();
-        let (got, truncated) = store.readings("dev1", "t", 0, i64::MAX, 30).await.unwrap().unwrap();
+        let (got, truncated) = store.readings("dev1", "t", (0, i64::MAX), 30, Keys::All).await.unwrap().unwrap();
         assert_eq!((got.len(), truncated), (30, true));
         assert_eq!(got[29].1, Value::Number(29.0));
-        let (got, truncated) = store.readings("dev1", "t", 0, i64::MAX, 100).await.unwrap().unwrap();
+        let (got, truncated) = store.readings("dev1", "t", (0, i64::MAX), 100, Keys::All).await.unwrap().unwrap();
         assert_eq!((got.len(), truncated), (100, false));
-        assert!(store.readings("dev1", "nope", 0, 10, 10).await.unwrap().is_none());
+        assert!(store.readings("dev1", "nope", (0, 10), 10, Keys::All).await.unwrap().is_none());
     }
 
     #[test]

@@ -1,0 +1,405 @@
+//! The data subject's side of consent: the inbox of requests (grant, narrow, deny), grants
+//! and their receipts, revocation, the access log and its verification, the value ledger,
+//! and export of everything that is theirs. Plus the published receipt key.
+
+use std::convert::Infallible;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::scope::{Scope, subject_of};
+use super::{ApiJson, ApiQuery};
+use crate::auth::{CurrentUser, SUBJECTS};
+use crate::clock::now_ms;
+use crate::consent::log::Entry;
+use crate::consent::{self, Accrual, CATEGORIES, GrantRecord, GrantStatus, Narrowing, Offer};
+use crate::error::AppError;
+use crate::reading::Value;
+use crate::sharing::{self, ReceiptContext};
+use crate::state::AppState;
+use crate::store::readings::Keys;
+use crate::store::{ReceiptRecord, RequestRecord, Session};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/consent/key", get(public_key))
+        .route("/api/consent/categories", get(categories))
+        .route("/api/consent/requests", get(requests))
+        .route("/api/consent/requests/{id}/grant", post(grant))
+        .route("/api/consent/requests/{id}/deny", post(deny))
+        .route("/api/consent/grants", get(grants))
+        .route("/api/consent/grants/{id}/revoke", post(revoke))
+        .route("/api/consent/grants/{id}/receipts", get(receipts))
+        .route("/api/consent/access-log", get(access_log))
+        .route("/api/consent/access-log/verify", get(verify_log))
+        .route("/api/consent/ledger", get(ledger))
+        .route("/api/export", get(export))
+}
+
+/// The hub's receipt-signing public key (no login needed: recipients and anyone holding a
+/// receipt must be able to check it offline).
+async fn public_key(State(state): State<AppState>) -> ApiJson<serde_json::Value> {
+    ApiJson(state.signer.published())
+}
+
+async fn categories() -> ApiJson<serde_json::Value> {
+    let list: Vec<_> = CATEGORIES
+        .iter()
+        .map(|(name, label, metrics)| json!({ "name": name, "label": label, "metrics": metrics }))
+        .collect();
+    ApiJson(json!(list))
+}
+
+async fn requests(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<RequestRecord>>, AppError> {
+    let user = user.require(SUBJECTS)?;
+    Ok(ApiJson(state.store.requests(Some(user.user_id), None).await?))
+}
+
+/// The request `id` if it is addressed to `user` (404 otherwise).
+async fn my_request(state: &AppState, user: &Session, id: i64) -> Result<RequestRecord, AppError> {
+    state.store.request(id).await?.filter(|r| r.subject_id == user.user_id).ok_or(AppError::NotFound)
+}
+
+/// The grant `id` if `user` gave it (404 otherwise).
+async fn my_grant(state: &AppState, user: &Session, id: &str) -> Result<GrantRecord, AppError> {
+    state.store.grant(id).await?.filter(|g| g.subject_id == user.user_id).ok_or(AppError::NotFound)
+}
+
+#[derive(Serialize)]
+pub(super) struct GrantView {
+    id: String,
+    request_id: i64,
+    recipient_id: String,
+    recipient: String,
+    terms: consent::Terms,
+    created: i64,
+    expires: i64,
+    revoked: Option<i64>,
+    status: GrantStatus,
+    receipts: Vec<ReceiptRecord>,
+}
+
+pub(super) async fn grant_view(state: &AppState, g: GrantRecord, now: i64) -> Result<GrantView, AppError> {
+    let recipient = state.store.recipient_any(&g.recipient_id).await?.map(|r| r.name).unwrap_or_default();
+    Ok(GrantView {
+        status: g.status(now),
+        receipts: state.store.receipts_of(&g.id).await?,
+        id: g.id,
+        request_id: g.request_id,
+        recipient_id: g.recipient_id,
+        recipient,
+        terms: g.terms,
+        created: g.created_ms,
+        expires: g.expires_ms,
+        revoked: g.revoked_ms,
+    })
+}
+
+/// Grants the request, as asked or narrowed, and signs a receipt.
+async fn grant(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    ApiJson(narrowing): ApiJson<Narrowing>,
+) -> Result<(StatusCode, ApiJson<GrantView>), AppError> {
+    let user = user.require(SUBJECTS)?;
+    let request = my_request(&state, &user, id).await?;
+    if request.status != "pending" {
+        return Err(AppError::Conflict("this request was already decided"));
+    }
+    let terms =
+        consent::narrow(&request.terms, &narrowing).map_err(|(field, problem)| AppError::field(field, problem))?;
+    let recipient =
+        state.store.recipient(&request.recipient_id).await?.ok_or(AppError::Conflict("that recipient was removed"))?;
+    let now = now_ms();
+    let g = GrantRecord {
+        id: sharing::new_id("g")?,
+        request_id: request.id,
+        recipient_id: request.recipient_id.clone(),
+        subject_id: user.user_id,
+        expires_ms: sharing::expiry(&terms, now),
+        terms,
+        created_ms: now,
+        revoked_ms: None,
+    };
+    let ctx = ReceiptContext {
+        jurisdiction: &state.config.consent.jurisdiction,
+        subject_name: &user.username,
+        recipient: &recipient,
+    };
+    let receipt = sharing::make_receipt(&state.signer, &ctx, &g, "granted", now)?;
+    if !state.store.create_grant(&g, &receipt).await? {
+        return Err(AppError::Conflict("this request was already decided"));
+    }
+    tracing::info!(grant = %g.id, recipient = %g.recipient_id, "data request granted");
+    Ok((StatusCode::CREATED, ApiJson(grant_view(&state, g, now).await?)))
+}
+
+async fn deny(State(state): State<AppState>, user: CurrentUser, Path(id): Path<i64>) -> Result<StatusCode, AppError> {
+    let user = user.require(SUBJECTS)?;
+    let request = my_request(&state, &user, id).await?;
+    if !state.store.deny_request(&request, now_ms()).await? {
+        return Err(AppError::Conflict("this request was already decided"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn grants(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<GrantView>>, AppError> {
+    let user = user.require(SUBJECTS)?;
+    let now = now_ms();
+    let mut out = Vec::new();
+    for g in state.store.grants(Some(user.user_id), None).await? {
+        out.push(grant_view(&state, g, now).await?);
+    }
+    Ok(ApiJson(out))
+}
+
+/// Revokes a grant: the recipient's next read is refused. Recorded with a signed receipt.
+async fn revoke(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<ApiJson<ReceiptRecord>, AppError> {
+    let user = user.require(SUBJECTS)?;
+    let g = my_grant(&state, &user, &id).await?;
+    let now = now_ms();
+    if g.status(now) != GrantStatus::Active {
+        return Err(AppError::Conflict("this grant has already ended"));
+    }
+    let recipient = state.store.recipient_any(&g.recipient_id).await?.ok_or(AppError::NotFound)?;
+    let ctx = ReceiptContext {
+        jurisdiction: &state.config.consent.jurisdiction,
+        subject_name: &user.username,
+        recipient: &recipient,
+    };
+    let ended = GrantRecord { revoked_ms: Some(now), ..g.clone() };
+    let receipt = sharing::make_receipt(&state.signer, &ctx, &ended, "revoked", now)?;
+    if !state.store.end_grant(&g, &receipt, now).await? {
+        return Err(AppError::Conflict("this grant has already ended"));
+    }
+    tracing::info!(grant = %g.id, "grant revoked");
+    Ok(ApiJson(receipt))
+}
+
+async fn receipts(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<ApiJson<Vec<ReceiptRecord>>, AppError> {
+    let user = user.require(SUBJECTS)?;
+    let g = my_grant(&state, &user, &id).await?;
+    Ok(ApiJson(state.store.receipts_of(&g.id).await?))
+}
+
+#[derive(Serialize)]
+struct LogView {
+    #[serde(flatten)]
+    entry: Entry,
+    recipient: String,
+    detail_json: serde_json::Value,
+    hash: String,
+}
+
+/// The subject's part of the access log: every read of their data and every decision.
+async fn access_log(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<LogView>>, AppError> {
+    let user = user.require(SUBJECTS)?;
+    let mut names = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for row in state.store.access_log(Some(user.user_id)).await? {
+        let id = row.entry.recipient_id.clone();
+        if !names.contains_key(&id) {
+            let name = state.store.recipient_any(&id).await?.map(|r| r.name).unwrap_or_default();
+            names.insert(id.clone(), name);
+        }
+        out.push(LogView {
+            recipient: names.get(&id).cloned().unwrap_or_default(),
+            detail_json: serde_json::from_str(&row.entry.detail).unwrap_or_default(),
+            hash: row.hash.iter().map(|b| format!("{b:02x}")).collect(),
+            entry: row.entry,
+        });
+    }
+    Ok(ApiJson(out))
+}
+
+/// Checks the whole chain (all subjects): tampering with any entry is found.
+async fn verify_log(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<serde_json::Value>, AppError> {
+    user.require(SUBJECTS)?;
+    Ok(ApiJson(match state.store.verify_access_log().await? {
+        Ok(n) => json!({ "ok": true, "entries": n }),
+        Err(broken) => json!({ "ok": false, "error": broken.to_string(), "seq": broken.seq }),
+    }))
+}
+
+#[derive(Serialize)]
+struct LedgerLine {
+    grant_id: String,
+    recipient_id: String,
+    recipient: String,
+    purpose: String,
+    offer: Offer,
+    status: GrantStatus,
+    granted: i64,
+    ended: Option<i64>,
+    accrued: Accrual,
+}
+
+/// What each recipient offered, and what has accrued under each grant so far.
+async fn ledger(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<LedgerLine>>, AppError> {
+    let user = user.require(SUBJECTS)?;
+    let now = now_ms();
+    let mut out = Vec::new();
+    for g in state.store.grants(Some(user.user_id), None).await? {
+        let recipient = state.store.recipient_any(&g.recipient_id).await?.map(|r| r.name).unwrap_or_default();
+        let ended = g.ended_at(now);
+        out.push(LedgerLine {
+            accrued: consent::accrued(&g.terms.offer, g.created_ms, ended, now),
+            status: g.status(now),
+            grant_id: g.id,
+            recipient_id: g.recipient_id,
+            recipient,
+            purpose: g.terms.purpose,
+            offer: g.terms.offer,
+            granted: g.created_ms,
+            ended,
+        });
+    }
+    Ok(ApiJson(out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+/// Readings are read this many hours at a time while exporting, to bound memory on a Pi.
+const EXPORT_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Everything that is the user's (every reading sealed under their keys), streamed as JSON
+/// or CSV. Guests have nothing of their own to export.
+async fn export(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> Result<Response, AppError> {
+    let user = user.require(SUBJECTS)?;
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(AppError::field("format", "json or csv")),
+    };
+    let scope = Scope::of(&state, &user).await?;
+    let subject = subject_of(&user);
+    let series = state.store.series_with_keys(&scope.keys).await?;
+    let names: std::collections::BTreeMap<String, String> =
+        state.store.devices_all().await?.into_iter().map(|d| (d.id, d.name)).collect();
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let store = state.store.clone();
+    let username = user.username.clone();
+    tokio::spawn(async move {
+        let send = |s: String| {
+            let tx = tx.clone();
+            async move { tx.send(Bytes::from(s)).await.is_ok() }
+        };
+        let head = if csv {
+            "device,device_name,metric,unit,ts_ms,value\r\n".to_owned()
+        } else {
+            format!(
+                "{{\"subject\":{},\"role\":{},\"exported\":{},\"series\":[",
+                json!(username),
+                json!(subject.map(|s| format!("{s:?}"))),
+                now_ms()
+            )
+        };
+        if !send(head).await {
+            return;
+        }
+        for (i, s) in series.iter().enumerate() {
+            let name = names.get(&s.device).cloned().unwrap_or_default();
+            if !csv {
+                let open = format!(
+                    "{}{{\"device\":{},\"device_name\":{},\"metric\":{},\"unit\":{},\"readings\":[",
+                    if i > 0 { "," } else { "" },
+                    json!(s.device),
+                    json!(name),
+                    json!(s.metric),
+                    json!(s.unit)
+                );
+                if !send(open).await {
+                    return;
+                }
+            }
+            let Ok(Some((first, last))) = store.series_span(&s.device, &s.metric).await else { continue };
+            let mut from = first;
+            let mut wrote = false;
+            while from < last {
+                let to = from.saturating_add(EXPORT_WINDOW_MS);
+                let rows =
+                    match store.readings(&s.device, &s.metric, (from, to), usize::MAX, Keys::Only(&scope.keys)).await {
+                        Ok(found) => found.map(|(r, _)| r).unwrap_or_default(),
+                        Err(error) => {
+                            tracing::error!(%error, "export failed while reading");
+                            return;
+                        }
+                    };
+                let mut chunk = String::new();
+                for (ts, value) in rows {
+                    if csv {
+                        let v = match &value {
+                            Value::Number(x) => x.to_string(),
+                            Value::Bool(b) => b.to_string(),
+                            Value::Text(t) => format!("\"{}\"", t.replace('"', "\"\"")),
+                        };
+                        let unit = s.unit.as_deref().unwrap_or("");
+                        chunk.push_str(&format!(
+                            "{},{},{},{},{ts},{v}\r\n",
+                            csv_field(&s.device),
+                            csv_field(&name),
+                            csv_field(&s.metric),
+                            csv_field(unit)
+                        ));
+                    } else {
+                        chunk.push_str(if wrote { "," } else { "" });
+                        chunk.push_str(&json!([ts, value]).to_string());
+                        wrote = true;
+                    }
+                }
+                if !chunk.is_empty() && !send(chunk).await {
+                    return;
+                }
+                from = to;
+            }
+            if !csv && !send("]}".to_owned()).await {
+                return;
+            }
+        }
+        if !csv {
+            let _ = send("]}".to_owned()).await;
+        }
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    }));
+    let (kind, file) =
+        if csv { ("text/csv; charset=utf-8", "hearth-export.csv") } else { ("application/json", "hearth-export.json") };
+    Ok((
+        [
+            (header::CONTENT_TYPE, kind.to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file}\"")),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+}

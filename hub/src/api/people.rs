@@ -1,0 +1,346 @@
+//! Tenancies and their invites, guests, and recipients (third parties with client
+//! credentials). The owner runs tenancies; owners and tenants invite guests and register
+//! recipients of their own.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::http::header::SET_COOKIE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::ApiJson;
+use super::account::{check_password, check_username, start_session};
+use super::scope::Scope;
+use crate::auth::{self, CurrentUser, SUBJECTS};
+use crate::clock::now_ms;
+use crate::consent::DAY_MS;
+use crate::devices::random_string;
+use crate::error::AppError;
+use crate::reading::valid_device_id;
+use crate::sharing::new_id;
+use crate::state::AppState;
+use crate::store::{AcceptError, GuestRecord, RecipientRecord, Role, TenancyRecord};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/tenancies", get(tenancies).post(create_tenancy))
+        .route("/api/tenancies/{id}/invite", post(reinvite))
+        .route("/api/tenancies/{id}/end", post(end_tenancy))
+        .route("/api/tenancies/{id}/shred", post(shred))
+        .route("/api/invites/accept", post(accept))
+        .route("/api/guests", get(guests).post(invite_guest))
+        .route("/api/guests/{id}", delete(remove_guest))
+        .route("/api/recipients", get(recipients).post(register_recipient))
+        .route("/api/recipients/{id}", delete(remove_recipient))
+}
+
+/// How long an invite code stays usable.
+const INVITE_TTL_MS: i64 = 7 * DAY_MS;
+/// A tenancy may start this little in the past (clock differences between browser and hub);
+/// earlier would hand the tenant readings already sealed as the owner's.
+const START_SLACK_MS: i64 = 60_000;
+/// Invite codes: 4 groups of 4 from an unambiguous alphabet (about 79 bits).
+const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+fn new_invite_code() -> Result<String, AppError> {
+    let raw = random_string(CODE_ALPHABET, 16).map_err(AppError::internal)?;
+    Ok(raw.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("-"))
+}
+
+/// Codes are compared without dashes, spaces or case, as people type them.
+fn code_digest(code: &str) -> Vec<u8> {
+    let normal: String = code.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_uppercase()).collect();
+    auth::token_digest(&normal)
+}
+
+#[derive(Serialize)]
+struct TenancyView {
+    #[serde(flatten)]
+    tenancy: TenancyRecord,
+    /// When its data will be destroyed unless the tenant asks sooner.
+    shred_due: Option<i64>,
+}
+
+async fn tenancies(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<TenancyView>>, AppError> {
+    let user = user.require(SUBJECTS)?;
+    let all = state.store.tenancies().await?;
+    let visible = all.into_iter().filter(|t| user.role == Role::Owner || user.tenancy_id == Some(t.id));
+    Ok(ApiJson(visible.map(|t| TenancyView { shred_due: t.shred_due(), tenancy: t }).collect()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenancy {
+    /// Start, ms since the epoch; default now.
+    start: Option<i64>,
+    /// End (exclusive); default open-ended.
+    end: Option<i64>,
+    /// Days the data is kept after the end; default from the configuration.
+    retention_days: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct InviteView {
+    tenancy: i64,
+    /// Shown once: give it to the tenant.
+    code: String,
+    expires: i64,
+}
+
+async fn create_tenancy(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(req): ApiJson<NewTenancy>,
+) -> Result<(StatusCode, ApiJson<InviteView>), AppError> {
+    let user = user.require(&[Role::Owner])?;
+    let now = now_ms();
+    // At least a moment ahead, so that every reading made from the start is sealed for the
+    // tenant: readings already stored stay the owner's.
+    let start = req.start.unwrap_or(now).max(now + 1000);
+    if req.start.is_some_and(|s| s < now - START_SLACK_MS) {
+        return Err(AppError::field("start", "a tenancy cannot start in the past"));
+    }
+    if req.end.is_some_and(|end| end <= start) {
+        return Err(AppError::field("end", "must be after the start"));
+    }
+    let retention = req.retention_days.unwrap_or(state.config.consent.retention_days);
+    if retention > 3660 {
+        return Err(AppError::field("retention_days", "at most 3660"));
+    }
+    let code = new_invite_code()?;
+    let expires = now + INVITE_TTL_MS;
+    let id = state
+        .store
+        .create_tenancy((start, req.end), i64::from(retention), (&code_digest(&code), user.user_id, expires), now)
+        .await?
+        .ok_or(AppError::Conflict("that period overlaps another tenancy"))?;
+    tracing::info!(tenancy = id, "tenancy created");
+    Ok((StatusCode::CREATED, ApiJson(InviteView { tenancy: id, code, expires })))
+}
+
+async fn reinvite(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<ApiJson<InviteView>, AppError> {
+    let user = user.require(&[Role::Owner])?;
+    let code = new_invite_code()?;
+    let expires = now_ms() + INVITE_TTL_MS;
+    if !state.store.reinvite_tenant(id, (&code_digest(&code), user.user_id, expires)).await? {
+        return Err(AppError::Conflict("that tenancy is unknown, shredded or already has its tenant"));
+    }
+    Ok(ApiJson(InviteView { tenancy: id, code, expires }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndTenancy {
+    /// When it ends; default now. Never in the past: past readings stay whose they were.
+    at: Option<i64>,
+}
+
+async fn end_tenancy(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    ApiJson(req): ApiJson<EndTenancy>,
+) -> Result<ApiJson<TenancyView>, AppError> {
+    user.require(&[Role::Owner])?;
+    let now = now_ms();
+    let at = req.at.unwrap_or(now + 1000);
+    if at < now {
+        return Err(AppError::field("at", "a tenancy cannot be ended in the past"));
+    }
+    let t = state.store.tenancy(id).await?.ok_or(AppError::NotFound)?;
+    if t.end.is_some_and(|end| end <= now) {
+        return Err(AppError::Conflict("that tenancy has already ended"));
+    }
+    if !state.store.end_tenancy(id, at).await? {
+        return Err(AppError::Conflict("the end must be after the start and before the next tenancy"));
+    }
+    let t = state.store.tenancy(id).await?.ok_or(AppError::NotFound)?;
+    tracing::info!(tenancy = id, end = at, "tenancy end set");
+    Ok(ApiJson(TenancyView { shred_due: t.shred_due(), tenancy: t }))
+}
+
+/// The tenant destroys their tenancy's data now (after it ended). Irreversible.
+async fn shred(State(state): State<AppState>, user: CurrentUser, Path(id): Path<i64>) -> Result<StatusCode, AppError> {
+    let user = user.require(&[Role::Tenant])?;
+    if user.tenancy_id != Some(id) {
+        return Err(AppError::NotFound);
+    }
+    let now = now_ms();
+    let t = state.store.tenancy(id).await?.ok_or(AppError::NotFound)?;
+    if t.end.is_none_or(|end| end > now) {
+        return Err(AppError::Conflict("the tenancy has not ended yet; export first, then shred once it ends"));
+    }
+    state.store.shred_tenancy(id, now).await?;
+    tracing::warn!(tenancy = id, "tenancy shredded at the tenant's request");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Accept {
+    code: String,
+    username: String,
+    password: Zeroizing<String>,
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    username: String,
+    role: Role,
+}
+
+/// Anyone with an invite code becomes a tenant or guest and is logged in.
+async fn accept(State(state): State<AppState>, ApiJson(req): ApiJson<Accept>) -> Result<Response, AppError> {
+    check_username(&req.username)?;
+    check_password(&req.password)?;
+    // No attempt limit: a code has about 79 random bits and lives a week, so guessing is
+    // hopeless, while a limit would let anyone lock real invitees out.
+    let now = now_ms();
+    let hash = state.passwords.hash(req.password).await?;
+    let id = match state.store.accept_invite(&code_digest(&req.code), &req.username, &hash, now).await {
+        Ok(id) => id,
+        Err(AcceptError::BadCode) => return Err(AppError::field("code", "this invite code is wrong, used or expired")),
+        Err(AcceptError::NameTaken) => return Err(AppError::field("username", "that user name is taken")),
+        Err(AcceptError::Store(e)) => return Err(e.into()),
+    };
+    let session = state.store.user_session(id).await?.ok_or_else(|| AppError::internal("new user vanished"))?;
+    tracing::info!(user = %req.username, role = ?session.role, "invite accepted");
+    let cookie = start_session(&state, id, now).await?;
+    Ok((StatusCode::CREATED, [(SET_COOKIE, cookie)], ApiJson(Accepted { username: req.username, role: session.role }))
+        .into_response())
+}
+
+async fn guests(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<GuestRecord>>, AppError> {
+    let user = user.require(SUBJECTS)?;
+    Ok(ApiJson(state.store.guests_of(user.user_id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGuest {
+    /// The devices the guest may see (the inviter must see them).
+    devices: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct GuestInvite {
+    code: String,
+    expires: i64,
+}
+
+async fn invite_guest(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(req): ApiJson<NewGuest>,
+) -> Result<(StatusCode, ApiJson<GuestInvite>), AppError> {
+    let user = user.require(SUBJECTS)?;
+    if req.devices.is_empty() || req.devices.len() > 256 {
+        return Err(AppError::field("devices", "choose 1-256 devices"));
+    }
+    let scope = Scope::of(&state, &user).await?;
+    let visible = state.store.devices().await?;
+    for id in &req.devices {
+        if !valid_device_id(id) || !visible.iter().any(|d| &d.id == id && scope.sees(d)) {
+            return Err(AppError::field("devices", format!("no device {id:?} of yours")));
+        }
+    }
+    let code = new_invite_code()?;
+    let expires = now_ms() + INVITE_TTL_MS;
+    state.store.create_guest_invite(&code_digest(&code), user.user_id, &req.devices, expires).await?;
+    Ok((StatusCode::CREATED, ApiJson(GuestInvite { code, expires })))
+}
+
+async fn remove_guest(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, AppError> {
+    let user = user.require(SUBJECTS)?;
+    if !state.store.remove_guest(user.user_id, id).await? {
+        return Err(AppError::NotFound);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn recipients(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> Result<ApiJson<Vec<RecipientRecord>>, AppError> {
+    let user = user.require(SUBJECTS)?;
+    Ok(ApiJson(state.store.recipients_of(user.user_id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRecipient {
+    /// e.g. "Northwind Energy".
+    name: String,
+    /// e.g. "power company", "insurer", "landlord".
+    kind: String,
+}
+
+#[derive(Serialize)]
+struct RecipientCredentials {
+    id: String,
+    name: String,
+    client_id: String,
+    /// Shown once; only its digest is stored.
+    client_secret: String,
+    /// How the recipient authenticates.
+    usage: String,
+}
+
+async fn register_recipient(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(req): ApiJson<NewRecipient>,
+) -> Result<(StatusCode, ApiJson<RecipientCredentials>), AppError> {
+    let user = user.require(SUBJECTS)?;
+    if !crate::devices::valid_name(&req.name) {
+        return Err(AppError::field("name", "use 1-64 printable characters"));
+    }
+    if !crate::devices::valid_name(&req.kind) {
+        return Err(AppError::field("kind", "use 1-64 printable characters"));
+    }
+    let id = new_id("rc")?;
+    let secret = auth::new_token()?;
+    let record = RecipientRecord {
+        id: id.clone(),
+        name: req.name.clone(),
+        kind: req.kind,
+        registered_by: user.user_id,
+        created: now_ms(),
+        secret_hash: auth::token_digest(&secret),
+    };
+    state.store.create_recipient(&record, record.created).await?;
+    tracing::info!(recipient = %id, "recipient registered");
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(RecipientCredentials {
+            usage: "HTTP Basic authentication (client_id:client_secret) on /api/share/...".into(),
+            client_id: id.clone(),
+            id,
+            name: req.name,
+            client_secret: secret,
+        }),
+    ))
+}
+
+async fn remove_recipient(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let user = user.require(SUBJECTS)?;
+    if !state.store.remove_recipient(user.user_id, &id, now_ms()).await? {
+        return Err(AppError::NotFound);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,57 @@
+//! What a logged-in person may see: whose readings (the data keys of their data subject)
+//! and which devices. Every data route goes through [`Scope::of`].
+
+use std::collections::BTreeSet;
+
+use crate::consent::Subject;
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::store::{DeviceRecord, Role, Session};
+
+/// The data subject a user acts for: the owner, or a tenant's tenancy.
+pub fn subject_of(user: &Session) -> Option<Subject> {
+    match user.role {
+        Role::Owner => Some(Subject::Owner),
+        Role::Tenant => user.tenancy_id.map(Subject::Tenancy),
+        Role::Guest => None,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Readings sealed under these keys are theirs to see.
+    pub keys: BTreeSet<i64>,
+    /// The tenancy whose own devices they see (a tenant, or a tenant's guest).
+    tenancy: Option<i64>,
+    /// For guests: only these devices.
+    only: Option<BTreeSet<String>>,
+}
+
+impl Scope {
+    pub async fn of(state: &AppState, user: &Session) -> Result<Self, AppError> {
+        let (person, only) = match user.role {
+            Role::Guest => {
+                let inviter = user.invited_by.ok_or(AppError::Forbidden("this guest has no host"))?;
+                let host =
+                    state.store.user_session(inviter).await?.ok_or(AppError::Forbidden("this guest's host is gone"))?;
+                (host, Some(state.store.guest_devices(user.user_id).await?))
+            }
+            _ => (user.clone(), None),
+        };
+        let keys = subject_of(&person).map(|s| state.store.keys_of(s)).unwrap_or_default();
+        Ok(Self { keys, tenancy: person.tenancy_id, only })
+    }
+
+    /// Whether readings of device `id` (already known to be theirs by key) may be shown:
+    /// guests see only the devices they were given.
+    pub fn allows_device(&self, id: &str) -> bool {
+        self.only.as_ref().is_none_or(|only| only.contains(id))
+    }
+
+    /// Whether the device shows up for them at all. Everyone in the home sees the home's
+    /// devices (and their class); a tenant's own devices are seen only by that tenant.
+    pub fn sees(&self, device: &DeviceRecord) -> bool {
+        let home = device.tenancy_id.is_none_or(|t| Some(t) == self.tenancy);
+        home && self.only.as_ref().is_none_or(|only| only.contains(&device.id))
+    }
+}

@@ -1,0 +1,197 @@
+//! The recipient's side, under `/api/share`, authenticated with client credentials (HTTP
+//! Basic): file data requests, see their fate, and read shared data. Every read goes
+//! through [`Permit::check`] and is written to the access log before data is returned.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::consent::{GrantView, grant_view};
+use super::scope::subject_of;
+use super::{ApiJson, ApiQuery};
+use crate::auth::CurrentRecipient;
+use crate::clock::now_ms;
+use crate::consent::{Aggregate, GrantRecord, Permit, Refusal, Terms, aggregate};
+use crate::error::AppError;
+use crate::reading::Value;
+use crate::state::AppState;
+use crate::store::{NewLogEntry, ReceiptRecord, RequestRecord, Role};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/share/me", get(me))
+        .route("/api/share/requests", get(requests).post(file_request))
+        .route("/api/share/grants", get(grants))
+        .route("/api/share/grants/{id}/data", get(data))
+        .route("/api/share/grants/{id}/receipts", get(receipts))
+}
+
+async fn me(CurrentRecipient(r): CurrentRecipient) -> ApiJson<serde_json::Value> {
+    ApiJson(json!({ "id": r.id, "name": r.name, "kind": r.kind }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRequest {
+    /// Whose data: `owner` or `tenant` (the current tenant). Default: whoever registered
+    /// this recipient.
+    to: Option<String>,
+    #[serde(flatten)]
+    terms: Terms,
+}
+
+async fn file_request(
+    State(state): State<AppState>,
+    CurrentRecipient(r): CurrentRecipient,
+    ApiJson(req): ApiJson<NewRequest>,
+) -> Result<(StatusCode, ApiJson<RequestRecord>), AppError> {
+    req.terms.validate().map_err(|(field, problem)| AppError::field(field, problem))?;
+    let now = now_ms();
+    let subject = match req.to.as_deref() {
+        None => r.registered_by,
+        Some("owner") => state.store.owner_id().await?.ok_or(AppError::Conflict("this hub has no owner yet"))?,
+        Some("tenant") => {
+            let current = state.store.tenancies().await?.into_iter().find(|t| {
+                t.shredded.is_none() && t.start <= now && t.end.is_none_or(|end| end > now) && t.tenant_id.is_some()
+            });
+            current.and_then(|t| t.tenant_id).ok_or(AppError::Conflict("there is no current tenant"))?
+        }
+        Some(_) => return Err(AppError::field("to", "owner or tenant")),
+    };
+    let id = state.store.create_request(&r.id, subject, &req.terms, now).await?;
+    tracing::info!(request = id, recipient = %r.id, "data request filed");
+    let stored = state.store.request(id).await?.ok_or_else(|| AppError::internal("request vanished"))?;
+    Ok((StatusCode::CREATED, ApiJson(stored)))
+}
+
+async fn requests(
+    State(state): State<AppState>,
+    CurrentRecipient(r): CurrentRecipient,
+) -> Result<ApiJson<Vec<RequestRecord>>, AppError> {
+    Ok(ApiJson(state.store.requests(None, Some(&r.id)).await?))
+}
+
+async fn grants(
+    State(state): State<AppState>,
+    CurrentRecipient(r): CurrentRecipient,
+) -> Result<ApiJson<Vec<GrantView>>, AppError> {
+    let now = now_ms();
+    let mut out = Vec::new();
+    for g in state.store.grants(None, Some(&r.id)).await? {
+        out.push(grant_view(&state, g, now).await?);
+    }
+    Ok(ApiJson(out))
+}
+
+/// The grant `id` if it was given to this recipient (404 otherwise).
+async fn my_grant(state: &AppState, recipient: &str, id: &str) -> Result<GrantRecord, AppError> {
+    state.store.grant(id).await?.filter(|g| g.recipient_id == recipient).ok_or(AppError::NotFound)
+}
+
+async fn receipts(
+    State(state): State<AppState>,
+    CurrentRecipient(r): CurrentRecipient,
+    Path(id): Path<String>,
+) -> Result<ApiJson<Vec<ReceiptRecord>>, AppError> {
+    let g = my_grant(&state, &r.id, &id).await?;
+    Ok(ApiJson(state.store.receipts_of(&g.id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataQuery {
+    /// Start (ms since the epoch); default the start of the granted window.
+    from: Option<i64>,
+    /// End (exclusive); default now or the end of the granted window.
+    to: Option<i64>,
+    /// Only this metric.
+    metric: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SharedSeries {
+    device: String,
+    metric: String,
+    unit: Option<String>,
+    /// For a raw grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    readings: Option<Vec<(i64, Value)>>,
+    /// For an aggregated grant: one per bucket of the granted width.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aggregates: Option<Vec<Aggregate>>,
+}
+
+#[derive(Serialize)]
+struct SharedData {
+    grant: String,
+    granularity: crate::consent::Granularity,
+    from: i64,
+    to: i64,
+    series: Vec<SharedSeries>,
+    rows: usize,
+}
+
+/// Most rows one read may return; ask for a shorter range beyond it.
+const MAX_ROWS: usize = 200_000;
+
+/// Shared data: only the granting subject's readings, only the granted metrics, only inside
+/// the granted window, aggregated on the hub at the granted granularity, and only while the
+/// grant is active. A revoked or expired grant answers 403.
+async fn data(
+    State(state): State<AppState>,
+    CurrentRecipient(r): CurrentRecipient,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<DataQuery>,
+) -> Result<ApiJson<SharedData>, AppError> {
+    let g = my_grant(&state, &r.id, &id).await?;
+    let now = now_ms();
+    let subject = state.store.user_session(g.subject_id).await?;
+    let keys = subject
+        .as_ref()
+        .filter(|s| s.role != Role::Guest)
+        .and_then(subject_of)
+        .map(|s| state.store.keys_of(s))
+        .unwrap_or_default();
+    let permit = Permit::check(&g, &r.id, keys, now).map_err(|refusal| match refusal {
+        Refusal::NotYours => AppError::NotFound,
+        Refusal::Revoked => AppError::Forbidden("this grant was revoked"),
+        Refusal::Expired => AppError::Forbidden("this grant has expired"),
+    })?;
+    let (from, to) = permit.clamp(q.from, q.to).unwrap_or((0, 0));
+    let mut series = Vec::new();
+    let mut rows = 0usize;
+    if from < to {
+        for s in state.store.series_with_keys(permit.keys()).await? {
+            if !permit.covers(&s.metric) || q.metric.as_ref().is_some_and(|m| *m != s.metric) {
+                continue;
+            }
+            let readings = state.store.shared_readings(&permit, &s.device, &s.metric, (from, to)).await?;
+            if readings.is_empty() {
+                continue;
+            }
+            let (raw, aggregates) = match permit.granularity().width_ms() {
+                None => (Some(readings), None),
+                Some(width) => (None, Some(aggregate(&readings, width))),
+            };
+            rows += raw.as_ref().map_or(0, Vec::len) + aggregates.as_ref().map_or(0, Vec::len);
+            if rows > MAX_ROWS {
+                return Err(AppError::field("to", format!("more than {MAX_ROWS} rows; ask for a shorter range")));
+            }
+            series.push(SharedSeries { device: s.device, metric: s.metric, unit: s.unit, readings: raw, aggregates });
+        }
+    }
+    let metrics: Vec<&str> = series.iter().map(|s| s.metric.as_str()).collect();
+    let entry = NewLogEntry {
+        ts: now,
+        kind: "read",
+        subject_id: permit.subject_id(),
+        recipient_id: permit.recipient_id(),
+        grant_id: Some(permit.grant_id()),
+        detail: json!({ "metrics": metrics, "from": from, "to": to, "rows": rows, "granularity": permit.granularity() }),
+    };
+    state.store.log_access(&entry).await?;
+    Ok(ApiJson(SharedData { grant: g.id, granularity: permit.granularity(), from, to, series, rows }))
+}

@@ -1,0 +1,666 @@
+//! Who owns a reading, what a recipient asked for and was granted, and what a grant lets it
+//! read. Pure rules with time as a parameter: no I/O, no SQL, no HTTP. Reading shared data
+//! needs a [`Permit`], and only [`Permit::check`] makes one.
+
+pub mod log;
+pub mod receipt;
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::reading::{Value, valid_metric};
+
+pub const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// Whose data a reading is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Subject {
+    /// The owner of the property (outside tenancies, and building devices always).
+    Owner,
+    /// The tenant of this tenancy.
+    Tenancy(i64),
+}
+
+/// What a device measures, as the owner classed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceClass {
+    /// About the people living here (energy use, temperature, presence): the tenant's
+    /// during a tenancy, the owner's otherwise.
+    Household,
+    /// About the building (boiler pressure, a leak sensor): always the owner's.
+    Building,
+}
+
+impl DeviceClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Household => "household",
+            Self::Building => "building",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "household" => Some(Self::Household),
+            "building" => Some(Self::Building),
+            _ => None,
+        }
+    }
+}
+
+/// A tenancy as the ownership rule needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub tenancy: i64,
+    pub start: i64,
+    /// Exclusive; `None` while open-ended.
+    pub end: Option<i64>,
+}
+
+impl Span {
+    pub fn contains(&self, ts: i64) -> bool {
+        ts >= self.start && self.end.is_none_or(|end| ts < end)
+    }
+}
+
+/// Everything that decides who owns a reading: tenancies, device classes over time, and
+/// which devices are a tenant's own. The writer holds a snapshot and consults it per reading.
+#[derive(Debug, Clone, Default)]
+pub struct Ownership {
+    /// Non-overlapping, sorted by start.
+    pub tenancies: Vec<Span>,
+    /// device -> (from_ms, class), sorted by from_ms. A device with no entry is household.
+    pub classes: HashMap<String, Vec<(i64, DeviceClass)>>,
+    /// A tenant's own devices -> their tenancy.
+    pub tenant_devices: HashMap<String, i64>,
+}
+
+impl Ownership {
+    /// The class of `device` for a reading made at `ts`: the last change at or before `ts`.
+    pub fn class_at(&self, device: &str, ts: i64) -> DeviceClass {
+        self.classes
+            .get(device)
+            .and_then(|changes| changes.iter().rev().find(|(from, _)| *from <= ts))
+            .map_or(DeviceClass::Household, |(_, class)| *class)
+    }
+
+    /// The class in force now (the latest change, even one that starts a moment from now).
+    pub fn current_class(&self, device: &str) -> DeviceClass {
+        self.classes.get(device).and_then(|c| c.last()).map_or(DeviceClass::Household, |(_, class)| *class)
+    }
+
+    /// Who owns a reading of `device` made at `ts`; `None` if nobody may (a tenant's own
+    /// device outside its tenancy), and then the reading is not stored.
+    pub fn subject_at(&self, device: &str, ts: i64) -> Option<Subject> {
+        if let Some(&tenancy) = self.tenant_devices.get(device) {
+            let span = self.tenancies.iter().find(|s| s.tenancy == tenancy)?;
+            return span.contains(ts).then_some(Subject::Tenancy(tenancy));
+        }
+        if self.class_at(device, ts) == DeviceClass::Building {
+            return Some(Subject::Owner);
+        }
+        Some(match self.tenancies.iter().find(|s| s.contains(ts)) {
+            Some(span) => Subject::Tenancy(span.tenancy),
+            None => Subject::Owner,
+        })
+    }
+}
+
+/// How finely shared data is given out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Granularity {
+    #[serde(rename = "raw")]
+    Raw,
+    #[serde(rename = "15min")]
+    Min15,
+    #[serde(rename = "hour")]
+    Hour,
+    #[serde(rename = "day")]
+    Day,
+}
+
+impl Granularity {
+    /// Bucket width, `None` for raw readings.
+    pub fn width_ms(self) -> Option<i64> {
+        match self {
+            Self::Raw => None,
+            Self::Min15 => Some(15 * 60 * 1000),
+            Self::Hour => Some(3600 * 1000),
+            Self::Day => Some(DAY_MS),
+        }
+    }
+}
+
+/// One aggregate over `[start, start + width)`, aligned to UTC. Numbers give min/avg/max;
+/// on/off values give the share of time-samples that were on as `avg` (0-1); text gives
+/// only the count. No single raw value is ever part of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Aggregate {
+    pub start: i64,
+    pub count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avg: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// Aggregates time-sorted `readings` into buckets of `width` ms aligned to the epoch (so
+/// hours and days are UTC hours and days). Empty buckets are left out.
+pub fn aggregate(readings: &[(i64, Value)], width: i64) -> Vec<Aggregate> {
+    let mut out: Vec<Aggregate> = Vec::new();
+    let mut sum = 0.0;
+    let mut numeric = 0usize;
+    for (ts, value) in readings {
+        let start = ts - ts.rem_euclid(width);
+        if out.last().is_none_or(|b| b.start != start) {
+            out.push(Aggregate { start, count: 0, min: None, avg: None, max: None });
+            (sum, numeric) = (0.0, 0);
+        }
+        let Some(bucket) = out.last_mut() else { continue };
+        bucket.count += 1;
+        let x = match value {
+            Value::Number(x) => *x,
+            Value::Bool(b) => f64::from(u8::from(*b)),
+            Value::Text(_) => continue,
+        };
+        numeric += 1;
+        sum += x;
+        bucket.min = Some(bucket.min.map_or(x, |m| m.min(x)));
+        bucket.max = Some(bucket.max.map_or(x, |m| m.max(x)));
+        bucket.avg = Some(sum / numeric as f64);
+    }
+    out
+}
+
+/// Categories a recipient can ask for, and the metric names in each. A metric also
+/// matches a category when it starts with one of these names and an underscore
+/// (`energy_total` is energy).
+pub const CATEGORIES: &[(&str, &str, &[&str])] = &[
+    ("energy", "energy use", &["energy", "power", "voltage", "current", "gas", "kwh", "watts"]),
+    ("climate", "temperature and air", &["temperature", "humidity", "pressure", "co2", "voc", "pm25", "pm10"]),
+    ("presence", "presence and motion", &["presence", "motion", "occupancy", "door", "contact", "window"]),
+    ("water", "water use and leaks", &["water", "flow", "leak"]),
+];
+
+/// The categories `metric` belongs to.
+pub fn categories_of(metric: &str) -> impl Iterator<Item = &'static str> + '_ {
+    CATEGORIES.iter().filter(move |(_, _, names)| names.iter().any(|n| metric_is(metric, n))).map(|(c, _, _)| *c)
+}
+
+fn metric_is(metric: &str, name: &str) -> bool {
+    metric == name || metric.strip_prefix(name).is_some_and(|rest| rest.starts_with('_'))
+}
+
+/// What is offered in return for the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offer {
+    /// In the recipient's words, e.g. "5 EUR off your bill each month".
+    pub text: String,
+    /// An amount, if the offer is money or money's worth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// How often `amount` accrues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<Period>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    Once,
+    Month,
+    Year,
+}
+
+/// The terms of a request, and (possibly narrowed) of a grant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Terms {
+    /// Whole categories (see [`CATEGORIES`]).
+    #[serde(default)]
+    pub categories: BTreeSet<String>,
+    /// Single metrics by name.
+    #[serde(default)]
+    pub metrics: BTreeSet<String>,
+    pub granularity: Granularity,
+    /// Readings made from this time (ms since the epoch; may be in the past)...
+    pub window_from: i64,
+    /// ...until this time (exclusive); `None`: as long as the grant lasts.
+    #[serde(default)]
+    pub window_to: Option<i64>,
+    /// How long access lasts once granted, in days.
+    pub duration_days: u32,
+    pub purpose: String,
+    pub offer: Offer,
+}
+
+/// Longest a grant can last.
+pub const MAX_DURATION_DAYS: u32 = 5 * 366;
+
+impl Terms {
+    /// Checks a request's terms; `Err` names the field and the problem.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.categories.is_empty() && self.metrics.is_empty() {
+            return Err(("categories", "ask for at least one category or metric".into()));
+        }
+        if let Some(bad) = self.categories.iter().find(|c| !CATEGORIES.iter().any(|(name, _, _)| name == c)) {
+            let known: Vec<&str> = CATEGORIES.iter().map(|(c, _, _)| *c).collect();
+            return Err(("categories", format!("unknown category {bad:?}; known: {}", known.join(", "))));
+        }
+        if let Some(bad) = self.metrics.iter().find(|m| !valid_metric(m)) {
+            return Err(("metrics", format!("{bad:?} is not a metric name")));
+        }
+        if self.categories.len() + self.metrics.len() > 64 {
+            return Err(("metrics", "at most 64 categories and metrics".into()));
+        }
+        if self.window_to.is_some_and(|to| to <= self.window_from) {
+            return Err(("window_to", "must be after window_from".into()));
+        }
+        if self.duration_days == 0 || self.duration_days > MAX_DURATION_DAYS {
+            return Err(("duration_days", format!("must be 1-{MAX_DURATION_DAYS}")));
+        }
+        let text_ok =
+            |s: &str, max| !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control);
+        if !text_ok(&self.purpose, 500) {
+            return Err(("purpose", "say why, in 1-500 characters".into()));
+        }
+        if !text_ok(&self.offer.text, 500) {
+            return Err(("offer", "describe the offer in 1-500 characters".into()));
+        }
+        if self.offer.amount.is_some_and(|a| !a.is_finite() || !(0.0..=1e9).contains(&a)) {
+            return Err(("offer", "amount must be between 0 and 1e9".into()));
+        }
+        if self.offer.amount.is_some() != self.offer.currency.is_some()
+            || self.offer.amount.is_some() != self.offer.period.is_some()
+        {
+            return Err(("offer", "an amount needs a currency and a period, and they need an amount".into()));
+        }
+        if self.offer.currency.as_deref().is_some_and(|c| c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase())) {
+            return Err(("offer", "currency must be a 3-letter code such as EUR".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether `metric` is covered.
+    pub fn covers(&self, metric: &str) -> bool {
+        self.metrics.contains(metric) || categories_of(metric).any(|c| self.categories.contains(c))
+    }
+}
+
+/// How a subject may narrow a request when granting it. Anything left out stays as asked.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Narrowing {
+    pub categories: Option<BTreeSet<String>>,
+    pub metrics: Option<BTreeSet<String>>,
+    pub granularity: Option<Granularity>,
+    pub window_from: Option<i64>,
+    pub window_to: Option<i64>,
+    pub duration_days: Option<u32>,
+}
+
+/// The terms of a grant: the request's, narrowed. Widening anything is refused.
+pub fn narrow(asked: &Terms, by: &Narrowing) -> Result<Terms, (&'static str, String)> {
+    let mut t = asked.clone();
+    if let Some(c) = &by.categories {
+        if !c.is_subset(&asked.categories) {
+            return Err(("categories", "can only leave out categories that were asked for".into()));
+        }
+        t.categories = c.clone();
+    }
+    if let Some(m) = &by.metrics {
+        if !m.is_subset(&asked.metrics) {
+            return Err(("metrics", "can only leave out metrics that were asked for".into()));
+        }
+        t.metrics = m.clone();
+    }
+    if let Some(g) = by.granularity {
+        if g < asked.granularity {
+            return Err(("granularity", "can only be made coarser".into()));
+        }
+        t.granularity = g;
+    }
+    if let Some(from) = by.window_from {
+        if from < asked.window_from {
+            return Err(("window_from", "can only be made later".into()));
+        }
+        t.window_from = from;
+    }
+    if let Some(to) = by.window_to {
+        if asked.window_to.is_some_and(|asked_to| to > asked_to) {
+            return Err(("window_to", "can only be made earlier".into()));
+        }
+        t.window_to = Some(to);
+    }
+    if let Some(days) = by.duration_days {
+        if days > asked.duration_days {
+            return Err(("duration_days", "can only be made shorter".into()));
+        }
+        t.duration_days = days;
+    }
+    t.validate()?;
+    Ok(t)
+}
+
+/// A grant as stored, for the checks below.
+#[derive(Debug, Clone)]
+pub struct GrantRecord {
+    pub id: String,
+    pub request_id: i64,
+    pub recipient_id: String,
+    pub subject_id: i64,
+    pub terms: Terms,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantStatus {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl GrantRecord {
+    pub fn status(&self, now: i64) -> GrantStatus {
+        if self.revoked_ms.is_some_and(|r| r <= now) {
+            GrantStatus::Revoked
+        } else if now >= self.expires_ms {
+            GrantStatus::Expired
+        } else {
+            GrantStatus::Active
+        }
+    }
+
+    /// When access ended (revocation or expiry), if it has.
+    pub fn ended_at(&self, now: i64) -> Option<i64> {
+        match self.status(now) {
+            GrantStatus::Active => None,
+            GrantStatus::Revoked => self.revoked_ms.map(|r| r.min(self.expires_ms)),
+            GrantStatus::Expired => Some(self.expires_ms),
+        }
+    }
+}
+
+/// Why a recipient may not read under a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("this grant is not yours")]
+    NotYours,
+    #[error("this grant was revoked")]
+    Revoked,
+    #[error("this grant has expired")]
+    Expired,
+}
+
+/// Leave to read one subject's data under one grant, now. Its fields are private: the
+/// store's sharing queries take a `Permit`, so reading shared data without this check
+/// does not compile.
+#[derive(Debug, Clone)]
+pub struct Permit {
+    grant_id: String,
+    recipient_id: String,
+    subject_id: i64,
+    terms: Terms,
+    /// The readings the subject owns are those sealed under these keys.
+    keys: BTreeSet<i64>,
+    /// `[from, to)` of readings that may be served: the granted window, cut at now.
+    from: i64,
+    to: i64,
+}
+
+impl Permit {
+    /// The consent check: `recipient` may read under `grant` at `now`, and the subject's
+    /// readings are those under `subject_keys`.
+    pub fn check(grant: &GrantRecord, recipient: &str, subject_keys: BTreeSet<i64>, now: i64) -> Result<Self, Refusal> {
+        if grant.recipient_id != recipient {
+            return Err(Refusal::NotYours);
+        }
+        match grant.status(now) {
+            GrantStatus::Active => {}
+            GrantStatus::Revoked => return Err(Refusal::Revoked),
+            GrantStatus::Expired => return Err(Refusal::Expired),
+        }
+        let to = grant.terms.window_to.unwrap_or(i64::MAX).min(now.saturating_add(1));
+        Ok(Self {
+            grant_id: grant.id.clone(),
+            recipient_id: grant.recipient_id.clone(),
+            subject_id: grant.subject_id,
+            terms: grant.terms.clone(),
+            keys: subject_keys,
+            from: grant.terms.window_from,
+            to,
+        })
+    }
+
+    pub fn grant_id(&self) -> &str {
+        &self.grant_id
+    }
+    pub fn recipient_id(&self) -> &str {
+        &self.recipient_id
+    }
+    pub fn subject_id(&self) -> i64 {
+        self.subject_id
+    }
+    pub fn granularity(&self) -> Granularity {
+        self.terms.granularity
+    }
+    pub fn keys(&self) -> &BTreeSet<i64> {
+        &self.keys
+    }
+    pub fn covers(&self, metric: &str) -> bool {
+        self.terms.covers(metric)
+    }
+    /// `[from, to)` narrowed to what the grant allows; `None` if nothing is left.
+    pub fn clamp(&self, from: Option<i64>, to: Option<i64>) -> Option<(i64, i64)> {
+        let from = from.map_or(self.from, |f| f.max(self.from));
+        let to = to.map_or(self.to, |t| t.min(self.to));
+        (from < to).then_some((from, to))
+    }
+}
+
+/// One line of the value ledger: what a grant has earned so far.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Accrual {
+    /// Whole periods completed while the grant was active (1 for a one-off offer).
+    pub periods: u32,
+    /// `periods` x amount, if the offer has an amount.
+    pub amount: Option<f64>,
+}
+
+/// Months are counted as 30 days and years as 365: the ledger is an estimate for the
+/// household to compare offers, not an invoice.
+pub fn accrued(offer: &Offer, granted_at: i64, ended_at: Option<i64>, now: i64) -> Accrual {
+    let end = ended_at.unwrap_or(now).min(now);
+    let active = (end - granted_at).max(0);
+    let periods = match offer.period {
+        None => 0,
+        Some(Period::Once) => 1,
+        Some(Period::Month) => (active / (30 * DAY_MS)) as u32,
+        Some(Period::Year) => (active / (365 * DAY_MS)) as u32,
+    };
+    Accrual { periods, amount: offer.amount.map(|a| (a * f64::from(periods) * 100.0).round() / 100.0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3600 * 1000;
+
+    fn home() -> Ownership {
+        let mut o = Ownership {
+            tenancies: vec![
+                Span { tenancy: 1, start: 10 * H, end: Some(20 * H) },
+                Span { tenancy: 2, start: 30 * H, end: None },
+            ],
+            ..Default::default()
+        };
+        // The boiler was wrongly classed household until hour 15.
+        o.classes.insert("boiler".into(), vec![(0, DeviceClass::Household), (15 * H, DeviceClass::Building)]);
+        o.tenant_devices.insert("plug".into(), 1);
+        o
+    }
+
+    #[test]
+    fn household_readings_follow_tenancies() {
+        let o = home();
+        assert_eq!(o.subject_at("meter", 9 * H), Some(Subject::Owner));
+        assert_eq!(o.subject_at("meter", 10 * H), Some(Subject::Tenancy(1)), "start is inclusive");
+        assert_eq!(o.subject_at("meter", 20 * H - 1), Some(Subject::Tenancy(1)));
+        assert_eq!(o.subject_at("meter", 20 * H), Some(Subject::Owner), "end is exclusive");
+        assert_eq!(o.subject_at("meter", 1000 * H), Some(Subject::Tenancy(2)), "open-ended");
+    }
+
+    #[test]
+    fn a_class_change_applies_only_from_when_it_was_made() {
+        let o = home();
+        assert_eq!(o.subject_at("boiler", 12 * H), Some(Subject::Tenancy(1)), "before the change: household");
+        assert_eq!(o.subject_at("boiler", 15 * H), Some(Subject::Owner));
+        assert_eq!(o.subject_at("boiler", 35 * H), Some(Subject::Owner), "building data is never a tenant's");
+        assert_eq!(o.current_class("boiler"), DeviceClass::Building);
+        assert_eq!(o.current_class("meter"), DeviceClass::Household, "unclassed devices are household");
+    }
+
+    #[test]
+    fn a_tenants_own_device_is_theirs_and_only_during_their_tenancy() {
+        let o = home();
+        assert_eq!(o.subject_at("plug", 11 * H), Some(Subject::Tenancy(1)));
+        assert_eq!(o.subject_at("plug", 5 * H), None);
+        assert_eq!(o.subject_at("plug", 31 * H), None, "not the next tenant's either");
+    }
+
+    #[test]
+    fn aggregates_are_aligned_and_hide_single_values() {
+        let n = |t: i64, x: f64| (t, Value::Number(x));
+        let readings = vec![n(H + 1, 1.0), n(H + 2, 3.0), n(2 * H, 10.0), n(3 * H - 1, 20.0), n(5 * H, 7.0)];
+        let hourly = aggregate(&readings, H);
+        assert_eq!(hourly.len(), 3);
+        assert_eq!(hourly[0], Aggregate { start: H, count: 2, min: Some(1.0), avg: Some(2.0), max: Some(3.0) });
+        assert_eq!(hourly[1], Aggregate { start: 2 * H, count: 2, min: Some(10.0), avg: Some(15.0), max: Some(20.0) });
+        assert_eq!(hourly[2].start, 5 * H);
+        let daily = aggregate(&readings, DAY_MS);
+        assert_eq!((daily.len(), daily[0].start, daily[0].count), (1, 0, 5));
+        assert_eq!(daily[0].avg, Some(41.0 / 5.0));
+        let flags =
+            vec![(0, Value::Bool(true)), (1, Value::Bool(false)), (2, Value::Bool(true)), (3, Value::Bool(true))];
+        assert_eq!(aggregate(&flags, H)[0].avg, Some(0.75));
+        let text = vec![(0, Value::Text("open".into()))];
+        assert_eq!(aggregate(&text, H)[0], Aggregate { start: 0, count: 1, min: None, avg: None, max: None });
+    }
+
+    fn terms() -> Terms {
+        Terms {
+            categories: ["energy".to_owned()].into(),
+            metrics: ["temperature".to_owned()].into(),
+            granularity: Granularity::Min15,
+            window_from: 100,
+            window_to: Some(1000),
+            duration_days: 90,
+            purpose: "tariff advice".into(),
+            offer: Offer {
+                text: "5 EUR a month off".into(),
+                amount: Some(5.0),
+                currency: Some("EUR".into()),
+                period: Some(Period::Month),
+            },
+        }
+    }
+
+    #[test]
+    fn categories_cover_their_metrics() {
+        let t = terms();
+        assert!(t.covers("power") && t.covers("energy_total") && t.covers("temperature"));
+        assert!(!t.covers("humidity") && !t.covers("powerful") && !t.covers("motion"));
+    }
+
+    #[test]
+    fn narrowing_only_narrows() {
+        let asked = terms();
+        let by = Narrowing {
+            granularity: Some(Granularity::Hour),
+            metrics: Some(BTreeSet::new()),
+            window_from: Some(200),
+            duration_days: Some(30),
+            ..Default::default()
+        };
+        let granted = narrow(&asked, &by).unwrap();
+        assert_eq!(
+            (granted.granularity, granted.metrics.len(), granted.window_from, granted.duration_days),
+            (Granularity::Hour, 0, 200, 30)
+        );
+        let finer = Narrowing { granularity: Some(Granularity::Raw), ..Default::default() };
+        assert_eq!(narrow(&asked, &finer).unwrap_err().0, "granularity");
+        let more = Narrowing { categories: Some(["climate".to_owned()].into()), ..Default::default() };
+        assert_eq!(narrow(&asked, &more).unwrap_err().0, "categories");
+        let longer = Narrowing { window_to: Some(2000), ..Default::default() };
+        assert_eq!(narrow(&asked, &longer).unwrap_err().0, "window_to");
+        let nothing =
+            Narrowing { categories: Some(BTreeSet::new()), metrics: Some(BTreeSet::new()), ..Default::default() };
+        assert_eq!(narrow(&asked, &nothing).unwrap_err().0, "categories", "an empty grant is a denial");
+    }
+
+    #[test]
+    fn requests_are_validated() {
+        assert!(terms().validate().is_ok());
+        let mut t = terms();
+        t.categories.insert("dreams".into());
+        assert_eq!(t.validate().unwrap_err().0, "categories");
+        let mut t = terms();
+        t.offer.currency = None;
+        assert_eq!(t.validate().unwrap_err().0, "offer");
+        let mut t = terms();
+        t.window_to = Some(50);
+        assert_eq!(t.validate().unwrap_err().0, "window_to");
+    }
+
+    fn grant(now: i64) -> GrantRecord {
+        GrantRecord {
+            id: "g1".into(),
+            request_id: 1,
+            recipient_id: "r1".into(),
+            subject_id: 7,
+            terms: terms(),
+            created_ms: now,
+            expires_ms: now + 500,
+            revoked_ms: None,
+        }
+    }
+
+    #[test]
+    fn permits_end_with_revocation_and_expiry() {
+        let g = grant(0);
+        let keys: BTreeSet<i64> = [3].into();
+        let p = Permit::check(&g, "r1", keys.clone(), 400).unwrap();
+        assert_eq!(p.clamp(None, None), Some((100, 401)), "the window is cut at now");
+        assert_eq!(p.clamp(Some(0), Some(150)), Some((100, 150)));
+        assert_eq!(p.clamp(Some(500), None), None);
+        assert_eq!(Permit::check(&g, "r2", keys.clone(), 10).unwrap_err(), Refusal::NotYours);
+        assert_eq!(Permit::check(&g, "r1", keys.clone(), 500).unwrap_err(), Refusal::Expired);
+        let revoked = GrantRecord { revoked_ms: Some(300), ..g };
+        assert!(Permit::check(&revoked, "r1", keys.clone(), 299).is_ok());
+        assert_eq!(Permit::check(&revoked, "r1", keys, 300).unwrap_err(), Refusal::Revoked);
+        assert_eq!(revoked.ended_at(1000), Some(300));
+    }
+
+    #[test]
+    fn the_ledger_counts_whole_periods_while_active() {
+        let offer = terms().offer;
+        assert_eq!(accrued(&offer, 0, None, 29 * DAY_MS).periods, 0);
+        assert_eq!(accrued(&offer, 0, None, 61 * DAY_MS), Accrual { periods: 2, amount: Some(10.0) });
+        assert_eq!(accrued(&offer, 0, Some(31 * DAY_MS), 400 * DAY_MS).periods, 1, "nothing after revocation");
+        let once = Offer { period: Some(Period::Once), ..offer.clone() };
+        assert_eq!(accrued(&once, 0, None, 1).amount, Some(5.0));
+        let words = Offer { text: "a thank-you".into(), amount: None, currency: None, period: None };
+        assert_eq!(accrued(&words, 0, None, 100 * DAY_MS), Accrual { periods: 0, amount: None });
+    }
+}

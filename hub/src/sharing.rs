@@ -1,0 +1,152 @@
+//! Consent as it happens: granting, revoking and expiring grants with signed receipts, and
+//! the background sweep that records expiries and shreds tenancies whose retention ran
+//! out. The rules themselves live in [`crate::consent`]; this module is their I/O.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value as Json, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_ms;
+use crate::consent::receipt::ReceiptSigner;
+use crate::consent::{DAY_MS, GrantRecord, Terms, categories_of};
+use crate::devices::random_string;
+use crate::store::{ReceiptRecord, RecipientRecord, Store, StoreError};
+
+/// How often the sweep runs.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+const ID_ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+
+/// Everything a receipt says, beside the grant itself.
+pub struct ReceiptContext<'a> {
+    pub jurisdiction: &'a str,
+    pub subject_name: &'a str,
+    pub recipient: &'a RecipientRecord,
+}
+
+/// A fresh random id with a prefix, e.g. `g_...` for grants.
+pub fn new_id(prefix: &str) -> Result<String, StoreError> {
+    Ok(format!("{prefix}_{}", random_string(ID_ALPHABET, 20)?))
+}
+
+/// The receipt's claims: the Kantara Consent Receipt v1.1 fields that fit a home hub,
+/// plus `hearth`, which carries the exact terms machines need.
+pub fn receipt_claims(
+    signer: &ReceiptSigner,
+    ctx: &ReceiptContext<'_>,
+    grant: &GrantRecord,
+    receipt_id: &str,
+    event: &str,
+    at: i64,
+) -> Json {
+    let t: &Terms = &grant.terms;
+    let mut pii: Vec<String> = t.categories.iter().cloned().collect();
+    pii.extend(t.metrics.iter().cloned());
+    let mut categories: std::collections::BTreeSet<String> = t.categories.clone();
+    for m in &t.metrics {
+        categories.extend(categories_of(m).map(str::to_owned));
+    }
+    json!({
+        "version": "KI-CR-v1.1.0",
+        "jurisdiction": ctx.jurisdiction,
+        "consentTimestamp": at / 1000,
+        "iat": at / 1000,
+        "collectionMethod": "Hearth consent inbox, decided by the data subject",
+        "consentReceiptID": receipt_id,
+        "publicKey": signer.published()["public_key"],
+        "language": "en",
+        "piiPrincipalId": ctx.subject_name,
+        "piiControllers": [{
+            "piiController": ctx.recipient.name,
+            "onBehalf": false,
+            "contact": ctx.recipient.name,
+            "controllerKind": ctx.recipient.kind,
+        }],
+        "policyUrl": null,
+        "services": [{
+            "service": "Home data sharing",
+            "purposes": [{
+                "purpose": t.purpose,
+                "purposeCategory": categories,
+                "consentType": "EXPLICIT",
+                "piiCategory": pii,
+                "primaryPurpose": true,
+                "termination": format!("on revocation by the data subject, or at expiry ({} s since the epoch)", grant.expires_ms / 1000),
+                "thirdPartyDisclosure": true,
+                "thirdPartyName": ctx.recipient.name,
+            }],
+        }],
+        "sensitive": false,
+        "spiCat": [],
+        "hearth": {
+            "event": event,
+            "grantId": grant.id,
+            "requestId": grant.request_id,
+            "recipientId": grant.recipient_id,
+            "granularity": t.granularity,
+            "categories": t.categories,
+            "metrics": t.metrics,
+            "window": { "from": t.window_from, "to": t.window_to },
+            "grantedAt": grant.created_ms,
+            "expires": grant.expires_ms,
+            "offer": t.offer,
+        },
+    })
+}
+
+/// Signs a receipt for `event` on `grant`.
+pub fn make_receipt(
+    signer: &ReceiptSigner,
+    ctx: &ReceiptContext<'_>,
+    grant: &GrantRecord,
+    event: &str,
+    at: i64,
+) -> Result<ReceiptRecord, StoreError> {
+    let id = new_id("rcpt")?;
+    let jws = signer.sign(&receipt_claims(signer, ctx, grant, &id, event, at));
+    Ok(ReceiptRecord { id, grant_id: grant.id.clone(), event: event.to_owned(), created: at, jws })
+}
+
+/// A grant's expiry time from its terms.
+pub fn expiry(terms: &Terms, granted_at: i64) -> i64 {
+    granted_at.saturating_add(i64::from(terms.duration_days) * DAY_MS)
+}
+
+/// Records an expiry receipt for every grant that ran out, and shreds every tenancy whose
+/// retention ended. Errors are logged; the next sweep tries again.
+pub async fn sweep(store: &Store, signer: &ReceiptSigner, jurisdiction: &str, now: i64) -> Result<(), StoreError> {
+    for grant in store.grants_expired_unrecorded(now).await? {
+        let Some(recipient) = store.recipient_any(&grant.recipient_id).await? else { continue };
+        let subject = store.user_name(grant.subject_id).await?.unwrap_or_default();
+        let ctx = ReceiptContext { jurisdiction, subject_name: &subject, recipient: &recipient };
+        let receipt = make_receipt(signer, &ctx, &grant, "expired", grant.expires_ms)?;
+        if store.end_grant(&grant, &receipt, grant.expires_ms).await? {
+            tracing::info!(grant = %grant.id, "grant expired; receipt recorded");
+        }
+    }
+    for tenancy in store.tenancies_due_for_shredding(now).await? {
+        if store.shred_tenancy(tenancy, now).await? {
+            tracing::warn!(tenancy, "retention ended: the tenancy's key was destroyed and its data is gone");
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`sweep`] at start and then every minute until `shutdown`.
+pub async fn sweep_periodically(
+    store: Store,
+    signer: Arc<ReceiptSigner>,
+    jurisdiction: String,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if let Err(error) = sweep(&store, &signer, &jurisdiction, now_ms()).await {
+            tracing::warn!(%error, "consent sweep failed; will retry");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The authorization matrix: every `/api` route (as listed in `hub::api::ROUTES`, which a
+//! unit test keeps equal to the routers) against every kind of caller, with the exact
+//! status each must get. Bodies are well-formed but semantically wrong where a call would
+//! change something, so an allowed caller gets 404/409/422 from the handler while a refused
+//! one gets 401/403 before it; calls that do succeed and change things run last in their row.
+
+use std::collections::BTreeSet;
+
+use hearth_tests::TestHub;
+use serde_json::{Value, json};
+
+/// Callers, in the order of each row's expected statuses.
+const WHO: [&str; 6] = ["anonymous", "owner", "tenant", "other tenant", "guest", "recipient"];
+
+struct Row {
+    method: &'static str,
+    route: &'static str,
+    params: Vec<(&'static str, String)>,
+    body: Option<Value>,
+    expect: [u16; 6],
+}
+
+fn row(method: &'static str, route: &'static str, expect: [u16; 6]) -> Row {
+    Row { method, route, params: Vec::new(), body: None, expect }
+}
+
+impl Row {
+    fn with(mut self, name: &'static str, value: &str) -> Self {
+        self.params.push((name, value.to_owned()));
+        self
+    }
+    fn body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+    fn path(&self) -> String {
+        self.params.iter().fold(self.route.to_owned(), |p, (k, v)| p.replace(&format!("{{{k}}}"), v))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_enforces_every_role() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (meter, secret) = hub.add_device(&owner, "Meter").await?;
+    let (boiler, _) = hub.add_device(&owner, "Boiler").await?;
+    // The current tenant, and a future one (another tenant of the same home).
+    let day = 24 * 3_600_000;
+    let (tenant, tenancy) = hub.tenant(&owner, "tessa", json!({ "end": hub::clock::now_ms() + 300 * day })).await?;
+    let next_year = hub::clock::now_ms() + 400 * day;
+    let (other, other_tenancy) = hub.tenant(&owner, "otto", json!({ "start": next_year })).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    hub.publish((&meter, &secret), &format!("hearth/{meter}/energy"), "1.5".into()).await?;
+    let (plug, _) = hub.add_device(&tenant, "Plug").await?;
+    // A guest of the tenant, for the meter.
+    let invite: Value =
+        tenant.post(hub.url("/api/guests")).json(&json!({ "devices": [meter] })).send().await?.json().await?;
+    let guest = hub.accept_invite(invite["code"].as_str().unwrap_or_default(), "gus").await?;
+    let guest_id = tenant.get(hub.url("/api/guests")).send().await?.json::<Value>().await?[0]["id"].to_string();
+    // A recipient of the tenant's, with one grant and one pending request.
+    let (rid, rsecret) = hub.recipient(&tenant, "Northwind", "power company").await?;
+    let rc = reqwest::Client::new();
+    let ask = json!({ "categories": ["energy"], "granularity": "hour", "window_from": 0, "duration_days": 30,
+        "purpose": "tariffs", "offer": { "text": "advice" } });
+    let mut requests = Vec::new();
+    for _ in 0..2 {
+        let r: Value = rc
+            .post(hub.url("/api/share/requests"))
+            .basic_auth(&rid, Some(&rsecret))
+            .json(&ask)
+            .send()
+            .await?
+            .json()
+            .await?;
+        requests.push(r["id"].to_string());
+    }
+    let granted: Value = tenant
+        .post(hub.url(&format!("/api/consent/requests/{}/grant", requests[0])))
+        .json(&json!({}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let grant = granted["id"].as_str().unwrap_or_default().to_owned();
+    let pending = requests[1].clone();
+    let (t, ot) = (tenancy.to_string(), other_tenancy.to_string());
+
+    const A: u16 = 401;
+    const F: u16 = 403;
+    let request_body = json!({ "categories": [], "granularity": "hour", "window_from": 0, "duration_days": 1,
+        "purpose": "x", "offer": { "text": "y" } });
+    let rows = vec![
+        //                                                 anon owner tenant other guest recipient
+        row("GET", "/api/health", [200, 200, 200, 200, 200, 200]),
+        row("GET", "/api/setup", [200, 200, 200, 200, 200, 200]),
+        row("POST", "/api/setup", [422, 422, 422, 422, 422, 422]).body(json!({})),
+        row("POST", "/api/login", [422, 422, 422, 422, 422, 422]).body(json!({})),
+        row("GET", "/api/me", [A, 200, 200, 200, 200, F]),
+        row("POST", "/api/tokens", [A, 422, 422, 422, 422, F]).body(json!({ "name": "" })),
+        row("GET", "/api/devices", [A, 200, 200, 200, 200, F]),
+        row("POST", "/api/devices", [A, 422, 422, 422, F, F]).body(json!({ "name": "" })),
+        row("GET", "/api/devices/{id}", [A, 200, 200, 200, 200, F]).with("id", &meter),
+        row("GET", "/api/devices/{id}", [A, 404, 200, 404, 404, F]).with("id", &plug),
+        row("GET", "/api/devices/{id}", [A, 200, 200, 200, 404, F]).with("id", &boiler),
+        row("POST", "/api/devices/{id}/credentials", [A, 200, F, F, F, F]).with("id", &meter),
+        row("POST", "/api/devices/{id}/credentials", [A, 404, 200, 404, F, F]).with("id", &plug),
+        row("PUT", "/api/devices/{id}/class", [A, 200, F, F, F, F])
+            .with("id", &meter)
+            .body(json!({ "class": "household" })),
+        row("PUT", "/api/devices/{id}/class", [A, 404, F, F, F, F])
+            .with("id", &plug)
+            .body(json!({ "class": "building" })),
+        row("GET", "/api/devices/{id}/metrics/{metric}/readings", [A, 200, 200, 200, 200, F])
+            .with("id", &meter)
+            .with("metric", "energy"),
+        row("GET", "/api/live", [A, 200, 200, 200, 200, F]),
+        row("GET", "/api/tenancies", [A, 200, 200, 200, F, F]),
+        row("POST", "/api/tenancies", [A, 422, F, F, F, F]).body(json!({ "end": 0 })),
+        row("POST", "/api/tenancies/{id}/invite", [A, 409, F, F, F, F]).with("id", &t),
+        row("POST", "/api/tenancies/{id}/end", [A, 422, F, F, F, F]).with("id", &t).body(json!({ "at": 0 })),
+        row("POST", "/api/tenancies/{id}/shred", [A, F, 409, 404, F, F]).with("id", &t),
+        row("POST", "/api/tenancies/{id}/shred", [A, F, 404, 409, F, F]).with("id", &ot),
+        row("POST", "/api/invites/accept", [422, 422, 422, 422, 422, 422])
+            .body(json!({ "code": "NOPE", "username": "x", "password": "long enough password" })),
+        row("GET", "/api/guests", [A, 200, 200, 200, F, F]),
+        row("POST", "/api/guests", [A, 422, 422, 422, F, F]).body(json!({ "devices": [] })),
+        row("POST", "/api/guests", [A, 422, 201, 422, F, F]).body(json!({ "devices": [plug] })),
+        row("GET", "/api/recipients", [A, 200, 200, 200, F, F]),
+        row("POST", "/api/recipients", [A, 422, 422, 422, F, F]).body(json!({ "name": "", "kind": "x" })),
+        row("GET", "/api/consent/key", [200, 200, 200, 200, 200, 200]),
+        row("GET", "/api/consent/categories", [200, 200, 200, 200, 200, 200]),
+        row("GET", "/api/consent/requests", [A, 200, 200, 200, F, F]),
+        row("POST", "/api/consent/requests/{id}/grant", [A, 404, 422, 404, F, F])
+            .with("id", &pending)
+            .body(json!({ "granularity": "raw" })),
+        row("GET", "/api/consent/grants", [A, 200, 200, 200, F, F]),
+        row("GET", "/api/consent/grants/{id}/receipts", [A, 404, 200, 404, F, F]).with("id", &grant),
+        row("GET", "/api/consent/access-log", [A, 200, 200, 200, F, F]),
+        row("GET", "/api/consent/access-log/verify", [A, 200, 200, 200, F, F]),
+        row("GET", "/api/consent/ledger", [A, 200, 200, 200, F, F]),
+        row("GET", "/api/export", [A, 200, 200, 200, F, F]),
+        row("GET", "/api/share/me", [A, A, A, A, A, 200]),
+        row("GET", "/api/share/requests", [A, A, A, A, A, 200]),
+        row("POST", "/api/share/requests", [A, A, A, A, A, 422]).body(request_body),
+        row("GET", "/api/share/grants", [A, A, A, A, A, 200]),
+        row("GET", "/api/share/grants/{id}/data", [A, A, A, A, A, 200]).with("id", &grant),
+        row("GET", "/api/share/grants/{id}/receipts", [A, A, A, A, A, 200]).with("id", &grant),
+        // Calls that succeed and change things: each row's success runs after its refusals.
+        row("POST", "/api/consent/requests/{id}/deny", [A, 404, 204, 404, F, F]).with("id", &pending),
+        row("POST", "/api/consent/grants/{id}/revoke", [A, 404, 200, 404, F, F]).with("id", &grant),
+        row("DELETE", "/api/devices/{id}", [A, 404, 204, 404, F, F]).with("id", &plug),
+        row("DELETE", "/api/devices/{id}", [A, 204, F, F, F, F]).with("id", &boiler),
+        row("DELETE", "/api/recipients/{id}", [A, 404, 204, 404, F, F]).with("id", &rid),
+        // The recipient was removed just above: its credentials no longer work at all.
+        row("DELETE", "/api/guests/{id}", [A, 404, 204, 404, F, A]).with("id", &guest_id),
+        row("POST", "/api/logout", [204, 204, 204, 204, 204, 204]),
+    ];
+
+    let anon = reqwest::Client::new();
+    let clients = [&anon, &owner, &tenant, &other, &guest, &rc];
+    let mut failures = Vec::new();
+    for r in &rows {
+        let path = r.path();
+        // Refusals first, then the allowed callers, so a success cannot mask a refusal.
+        let mut order: Vec<usize> = (0..WHO.len()).collect();
+        order.sort_by_key(|&i| r.expect[i] < 300);
+        for i in order {
+            let mut req = clients[i].request(r.method.parse()?, hub.url(&path));
+            if i == 5 {
+                req = req.basic_auth(&rid, Some(&rsecret));
+            }
+            if let Some(body) = &r.body {
+                req = req.json(body);
+            }
+            let status = req.send().await?.status().as_u16();
+            if status != r.expect[i] {
+                failures.push(format!("{} {path} as {}: got {status}, want {}", r.method, WHO[i], r.expect[i]));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "authorization matrix failures:\n{}", failures.join("\n"));
+
+    // Every route is in the matrix.
+    let covered: BTreeSet<(&str, &str)> = rows.iter().map(|r| (r.method, r.route)).collect();
+    let all: BTreeSet<(&str, &str)> = hub::api::ROUTES.iter().copied().collect();
+    let missing: Vec<_> = all.difference(&covered).collect();
+    assert!(missing.is_empty(), "routes missing from the matrix: {missing:?}");
+    let unknown: Vec<_> = covered.difference(&all).collect();
+    assert!(unknown.is_empty(), "rows for routes that do not exist: {unknown:?}");
+    hub.stop().await?;
+    Ok(())
+}
