@@ -30,7 +30,17 @@ impl Value {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Me {
     pub username: String,
+    /// `owner`, `tenant` or `guest`.
     pub role: String,
+    #[serde(default)]
+    pub tenancy: Option<i64>,
+}
+
+impl Me {
+    /// Owners and tenants have data of their own to share.
+    pub fn is_subject(&self) -> bool {
+        self.role == "owner" || self.role == "tenant"
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -55,6 +65,14 @@ pub struct Device {
     pub created: i64,
     pub metrics: Vec<Metric>,
     pub rejected: Option<Rejection>,
+    /// `household` or `building`.
+    #[serde(default)]
+    pub class: String,
+    /// `owner` or `tenant`.
+    #[serde(default)]
+    pub belongs_to: String,
+    #[serde(default)]
+    pub manageable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -237,4 +255,231 @@ pub async fn remove(id: &str) -> Result<(), ApiError> {
 /// `points` buckets of min/avg/max over `[from, to)`.
 pub async fn history(id: &str, metric: &str, from: i64, to: i64, points: usize) -> Result<History, ApiError> {
     get(&format!("/api/devices/{id}/metrics/{metric}/readings?from={from}&to={to}&points={points}")).await
+}
+
+#[derive(Serialize)]
+struct SetClass<'a> {
+    class: &'a str,
+}
+
+pub async fn set_class(id: &str, class: &str) -> Result<(), ApiError> {
+    let request = Request::put(&format!("/api/devices/{id}/class"))
+        .json(&SetClass { class })
+        .map_err(|e| ApiError::Network(e.to_string()))?;
+    let resp = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
+    check(resp).await.map(drop)
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Tenancy {
+    pub id: i64,
+    pub start: i64,
+    pub end: Option<i64>,
+    pub retention_days: i64,
+    pub shredded: Option<i64>,
+    pub tenant: Option<String>,
+    pub shred_due: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Invite {
+    pub code: String,
+    pub expires: i64,
+}
+
+pub async fn tenancies() -> Result<Vec<Tenancy>, ApiError> {
+    get("/api/tenancies").await
+}
+
+#[derive(Serialize)]
+struct NewTenancy {
+    end: Option<i64>,
+    retention_days: Option<u32>,
+}
+
+pub async fn create_tenancy(end: Option<i64>, retention_days: Option<u32>) -> Result<Invite, ApiError> {
+    post("/api/tenancies", Some(&NewTenancy { end, retention_days })).await
+}
+
+#[derive(Serialize)]
+struct EndTenancy {
+    at: Option<i64>,
+}
+
+pub async fn end_tenancy(id: i64) -> Result<Tenancy, ApiError> {
+    post(&format!("/api/tenancies/{id}/end"), Some(&EndTenancy { at: None })).await
+}
+
+pub async fn shred_tenancy(id: i64) -> Result<(), ApiError> {
+    send_empty("POST", &format!("/api/tenancies/{id}/shred")).await
+}
+
+#[derive(Serialize)]
+struct AcceptInvite<'a> {
+    code: &'a str,
+    username: &'a str,
+    password: &'a str,
+}
+
+pub async fn accept_invite(code: &str, username: &str, password: &str) -> Result<(), ApiError> {
+    post::<_, serde_json::Value>("/api/invites/accept", Some(&AcceptInvite { code, username, password }))
+        .await
+        .map(drop)
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Recipient {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RecipientCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+pub async fn recipients() -> Result<Vec<Recipient>, ApiError> {
+    get("/api/recipients").await
+}
+
+#[derive(Serialize)]
+struct NewRecipient<'a> {
+    name: &'a str,
+    kind: &'a str,
+}
+
+pub async fn register_recipient(name: &str, kind: &str) -> Result<RecipientCredentials, ApiError> {
+    post("/api/recipients", Some(&NewRecipient { name, kind })).await
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    pub text: String,
+    #[serde(default)]
+    pub amount: Option<f64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub period: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Terms {
+    #[serde(default)]
+    pub categories: Vec<String>,
+    #[serde(default)]
+    pub metrics: Vec<String>,
+    pub granularity: String,
+    pub window_from: i64,
+    pub window_to: Option<i64>,
+    pub duration_days: u32,
+    pub purpose: String,
+    pub offer: Offer,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DataRequest {
+    pub id: i64,
+    pub recipient: String,
+    pub recipient_kind: String,
+    pub terms: Terms,
+    pub created: i64,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Receipt {
+    pub id: String,
+    pub event: String,
+    pub created: i64,
+    pub jws: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Grant {
+    pub id: String,
+    pub recipient: String,
+    pub terms: Terms,
+    pub created: i64,
+    pub expires: i64,
+    pub status: String,
+    pub receipts: Vec<Receipt>,
+}
+
+pub async fn consent_requests() -> Result<Vec<DataRequest>, ApiError> {
+    get("/api/consent/requests").await
+}
+
+#[derive(Serialize)]
+struct Narrowing<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    granularity: Option<&'a str>,
+}
+
+/// Grants a request; `granularity` narrows it to something coarser.
+pub async fn grant(id: i64, granularity: Option<&str>) -> Result<Grant, ApiError> {
+    post(&format!("/api/consent/requests/{id}/grant"), Some(&Narrowing { granularity })).await
+}
+
+pub async fn deny(id: i64) -> Result<(), ApiError> {
+    send_empty("POST", &format!("/api/consent/requests/{id}/deny")).await
+}
+
+pub async fn grants() -> Result<Vec<Grant>, ApiError> {
+    get("/api/consent/grants").await
+}
+
+pub async fn revoke(id: &str) -> Result<Receipt, ApiError> {
+    post::<(), _>(&format!("/api/consent/grants/{id}/revoke"), None).await
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LogEntry {
+    pub seq: i64,
+    pub ts: i64,
+    pub kind: String,
+    pub recipient: String,
+    pub grant_id: Option<String>,
+    pub detail_json: serde_json::Value,
+}
+
+pub async fn access_log() -> Result<Vec<LogEntry>, ApiError> {
+    get("/api/consent/access-log").await
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Verification {
+    pub ok: bool,
+    #[serde(default)]
+    pub entries: Option<u64>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+pub async fn verify_log() -> Result<Verification, ApiError> {
+    get("/api/consent/access-log/verify").await
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Accrual {
+    pub periods: u32,
+    pub amount: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LedgerLine {
+    pub grant_id: String,
+    pub recipient: String,
+    pub purpose: String,
+    pub offer: Offer,
+    pub status: String,
+    pub granted: i64,
+    pub ended: Option<i64>,
+    pub accrued: Accrual,
+}
+
+pub async fn ledger() -> Result<Vec<LedgerLine>, ApiError> {
+    get("/api/consent/ledger").await
 }

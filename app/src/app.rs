@@ -9,7 +9,10 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 
 use crate::api::{self, ApiError, Device, LiveReading, Me, Metric};
-use crate::pages::{dashboard::Dashboard, device::DevicePage, login::Login, setup::Setup};
+use crate::pages::{
+    dashboard::Dashboard, device::DevicePage, invite::InvitePage, login::Login, people::PeoplePage, setup::Setup,
+    sharing::SharingPage,
+};
 
 /// Where the user is in the app's life.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,6 +21,8 @@ pub enum Phase {
     /// The hub has no owner yet: enter the setup code.
     Setup,
     Login,
+    /// Not logged in, at `/invite`: join with an invite code.
+    Invite,
     Ready(Me),
     Unreachable(String),
 }
@@ -31,6 +36,8 @@ pub struct Home {
     /// Bumped every second, so "12 s ago" stays true.
     pub tick: RwSignal<i64>,
     pub error: RwSignal<Option<String>>,
+    /// Owners and tenants add devices; guests only look.
+    pub can_add: bool,
 }
 
 impl Home {
@@ -79,6 +86,10 @@ impl Home {
     }
 }
 
+fn on_invite_page() -> bool {
+    web_sys::window().and_then(|w| w.location().pathname().ok()).is_some_and(|p| p == "/invite")
+}
+
 pub fn reload_page() {
     if let Some(window) = web_sys::window() {
         let _ = window.location().set_href("/");
@@ -93,6 +104,7 @@ pub fn App() -> impl IntoView {
             Ok(true) => Phase::Setup,
             Ok(false) => match api::me().await {
                 Ok(me) => Phase::Ready(me),
+                Err(ApiError::Unauthorized) if on_invite_page() => Phase::Invite,
                 Err(ApiError::Unauthorized) => Phase::Login,
                 Err(e) => Phase::Unreachable(e.to_string()),
             },
@@ -107,6 +119,7 @@ pub fn App() -> impl IntoView {
             Phase::Unreachable(why) => view! { <main><p class="error">{why}</p></main> }.into_any(),
             Phase::Setup => view! { <Setup on_done=move |me| phase.set(Phase::Ready(me)) /> }.into_any(),
             Phase::Login => view! { <Login on_done=move |me| phase.set(Phase::Ready(me)) /> }.into_any(),
+            Phase::Invite => view! { <InvitePage /> }.into_any(),
             Phase::Ready(me) => view! { <Shell me=me /> }.into_any(),
         }}
     }
@@ -123,6 +136,7 @@ fn Shell(
         live: RwSignal::new(false),
         tick: RwSignal::new(crate::time::now_ms()),
         error: RwSignal::new(None),
+        can_add: me.is_subject(),
     };
     provide_context(home);
     home.reload();
@@ -133,6 +147,9 @@ fn Shell(
     }
     tick.forget();
 
+    let subject = me.is_subject();
+    let people_me = me.clone();
+    let role = me.role.clone();
     let logout = move |_| {
         spawn_local(async move {
             let _ = api::logout().await;
@@ -147,7 +164,13 @@ fn Shell(
                     class=move || if home.live.get() { "live on" } else { "live" }
                     title=move || if home.live.get() { "live updates on" } else { "live updates off" }
                 ></span>
-                <span class="muted">{me.username}</span>
+                <nav>
+                    {subject.then(|| view! {
+                        <A href="/sharing">"Sharing"</A>
+                        <A href="/people">{if role == "owner" { "Tenancies" } else { "Tenancy" }}</A>
+                    })}
+                </nav>
+                <span class="muted" id="whoami">{me.username} " (" {me.role.clone()} ")"</span>
                 <button class="secondary" on:click=logout>"Log out"</button>
             </header>
             <main>
@@ -155,6 +178,9 @@ fn Shell(
                 <Routes fallback=|| view! { <p>"Page not found."</p> }>
                     <Route path=path!("/") view=Dashboard />
                     <Route path=path!("/devices/:id") view=DevicePage />
+                    <Route path=path!("/sharing") view=SharingPage />
+                    <Route path=path!("/people") view=move || view! { <PeoplePage me=people_me.clone() /> } />
+                    <Route path=path!("/invite") view=Dashboard />
                 </Routes>
             </main>
         </Router>

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use hearth_tests::browser::Browser;
-use hearth_tests::{OWNER_PASSWORD, TestHub, mqtt_connect, wait_puback};
+use hearth_tests::{OWNER_PASSWORD, TENANT_PASSWORD, TestHub, mqtt_connect, wait_puback};
 use rumqttc::QoS;
+use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()> {
@@ -74,6 +75,120 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
     b.fill("#login-password", OWNER_PASSWORD).await?;
     b.click("#login-submit").await?;
     b.wait_for_text("22.25", Duration::from_secs(10)).await?;
+
+    browser.close().await?;
+    hub.stop().await?;
+    Ok(())
+}
+
+/// The consent journey in the browser: the owner invites a tenant, the tenant joins, a
+/// company asks for hourly energy data, the tenant grants it in the inbox, the company gets
+/// hourly aggregates of the tenant's period only, the tenant revokes, and the access log in
+/// the UI shows the reads and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()> {
+    let index = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/index.html");
+    anyhow::ensure!(index.exists(), "the UI is not built: run `trunk build --release --offline` (tests/run does)");
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (meter, secret) = hub.add_device(&owner, "Meter").await?;
+    let topic = format!("hearth/{meter}/energy");
+    // The owner's reading, an hour before anything else.
+    let before = hub::clock::now_ms() - 3_600_000;
+    hub.publish((&meter, &secret), &topic, json!({ "value": 999.0, "ts": before }).to_string()).await?;
+
+    let browser = Browser::start().await?;
+    let b = &browser;
+    let t = Duration::from_secs(10);
+
+    // The owner creates a tenancy in the UI and gets the invite code.
+    b.client.goto(&hub.url("/")).await?;
+    b.fill("#login-username", "owner").await?;
+    b.fill("#login-password", OWNER_PASSWORD).await?;
+    b.click("#login-submit").await?;
+    b.click("header nav a[href='/people']").await?;
+    b.click("#tenancy-create").await?;
+    let code = b.find("#invite-code").await?.text().await?;
+    b.screenshot("tenancy-invite").await?;
+    b.click("header button").await?;
+
+    // The tenant joins with it and chooses their own password.
+    b.find("#login-username").await?;
+    b.client.goto(&hub.url("/invite")).await?;
+    b.fill("#invite-code-input", &code).await?;
+    b.fill("#invite-username", "tessa").await?;
+    b.fill("#invite-password", TENANT_PASSWORD).await?;
+    b.click("#invite-submit").await?;
+    b.wait_for_text("tessa (tenant)", t).await?;
+    b.wait_for_text("household", t).await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let start = hub::clock::now_ms();
+    let mine = [(start, 2.0), (start + 5, 4.0), (start + 9, 9.0)];
+    for (ts, v) in mine {
+        hub.publish((&meter, &secret), &topic, json!({ "value": v, "ts": ts }).to_string()).await?;
+    }
+
+    // The tenant registers the power company; the company asks for hourly energy data.
+    b.click("header nav a[href='/sharing']").await?;
+    b.fill("#recipient-name", "Northwind Energy").await?;
+    b.fill("#recipient-kind", "power company").await?;
+    b.click("#recipients button[type='submit']").await?;
+    let client_id = b.find("#client-id").await?.text().await?;
+    let client_secret = b.find("#client-secret").await?.text().await?;
+    let company = reqwest::Client::new();
+    let ask = json!({ "categories": ["energy"], "granularity": "hour", "window_from": before - 1000,
+        "duration_days": 90, "purpose": "Suggest a cheaper tariff",
+        "offer": { "text": "5 EUR off each month", "amount": 5, "currency": "EUR", "period": "month" } });
+    let resp = company
+        .post(hub.url("/api/share/requests"))
+        .basic_auth(&client_id, Some(&client_secret))
+        .json(&ask)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 201);
+    let request = resp.json::<Value>().await?["id"].as_i64().unwrap_or_default();
+
+    // The inbox says it in plain words; the tenant grants it.
+    b.client.goto(&hub.url("/sharing")).await?;
+    b.wait_for_text("Northwind Energy (power company) asks to see your energy data as hourly summaries", t).await?;
+    b.wait_for_text("Suggest a cheaper tariff", t).await?;
+    b.screenshot("consent-inbox").await?;
+    b.click(&format!("#request-{request} .grant")).await?;
+    b.find("#grants [data-status='active']").await?;
+    b.wait_for_text("Receipt (granted", t).await?;
+    let grants: Value = company
+        .get(hub.url("/api/share/grants"))
+        .basic_auth(&client_id, Some(&client_secret))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let grant = grants[0]["id"].as_str().unwrap_or_default().to_owned();
+
+    // The company reads hourly aggregates of the tenant's readings only.
+    let data_url = hub.url(&format!("/api/share/grants/{grant}/data"));
+    let data: Value = company.get(&data_url).basic_auth(&client_id, Some(&client_secret)).send().await?.json().await?;
+    let aggregates = data["series"][0]["aggregates"].as_array().cloned().unwrap_or_default();
+    let count: u64 = aggregates.iter().filter_map(|a| a["count"].as_u64()).sum();
+    assert_eq!(count, 3, "only the tenant's three readings, not the owner's: {data}");
+    assert!(aggregates.iter().all(|a| a["max"].as_f64().is_some_and(|m| m < 999.0)), "{data}");
+    assert!(data["series"][0].get("readings").is_none());
+
+    // The tenant revokes; the company's next read is refused.
+    b.client.goto(&hub.url("/sharing")).await?;
+    b.click("#grants .revoke").await?;
+    b.find("#grants [data-status='revoked']").await?;
+    let resp = company.get(&data_url).basic_auth(&client_id, Some(&client_secret)).send().await?;
+    assert_eq!(resp.status(), 403);
+
+    // The access log in the UI shows the read, and verifies.
+    b.client.goto(&hub.url("/sharing")).await?;
+    b.wait_for_text(&format!("read energy ({} rows)", data["rows"]), t).await?;
+    b.click("#verify-log").await?;
+    let text = b.wait_for_text("Intact: 3 entries verified", t).await?;
+    assert!(text.contains("revoked") && text.contains("granted"), "{text}");
+    b.screenshot("consent-log").await?;
 
     browser.close().await?;
     hub.stop().await?;

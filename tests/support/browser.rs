@@ -93,8 +93,18 @@ impl Browser {
         self.find(css).await?.send_keys(text).await.with_context(|| format!("typing into {css}"))
     }
 
+    /// Clicks the element matching `css`. A page that re-renders between finding and
+    /// clicking (a list refreshed from the hub) makes the element stale: find it again.
     pub async fn click(&self, css: &str) -> anyhow::Result<()> {
-        self.find(css).await?.click().await.with_context(|| format!("clicking {css}"))
+        for _ in 0..20 {
+            match self.find(css).await?.click().await {
+                Err(e) if e.to_string().contains("stale element") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other.with_context(|| format!("clicking {css}")),
+            }
+        }
+        bail!("{css} kept going stale")
     }
 
     /// Waits until the page's text contains `needle`; returns that text.

@@ -14,7 +14,7 @@ use crate::time::{ago, now_ms};
 pub fn Dashboard() -> impl IntoView {
     let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
     view! {
-        <AddDevice />
+        {home.can_add.then(|| view! { <AddDevice /> })}
         <Show when=move || home.devices.with(Vec::is_empty)>
             <p class="muted">"No devices yet. Add one above, then send it a reading."</p>
         </Show>
@@ -38,6 +38,7 @@ fn DeviceCard(
     view! {
         <article class="card device" data-device=device.id.clone()>
             <h2><A href=href>{device.name.clone()}</A></h2>
+            <p class="muted class">{if device.belongs_to == "tenant" { "tenant's device".to_owned() } else { device.class.clone() }}</p>
             <ul class="metrics">
                 {metrics.into_iter().map(|m| {
                     let ts = m.ts;

@@ -77,6 +77,7 @@ pub fn DevicePage() -> impl IntoView {
             Some(d) => view! {
                 <h2>{d.name.clone()}</h2>
                 <p class="muted">"id " <code>{d.id.clone()}</code> " · added " {local(d.created)}</p>
+                <ClassLine device=d.clone() on_error=error />
                 <div class="row">
                     {d.metrics.iter().map(|m| {
                         let name = m.metric.clone();
@@ -114,12 +115,52 @@ pub fn DevicePage() -> impl IntoView {
                 })}
             </Transition>
         </section>
-        <section class="row">
+        <section class="row" style:display=move || if device().is_some_and(|d| d.manageable) { "" } else { "none" }>
             <button class="secondary" on:click=regenerate>"New credentials"</button>
             <button class="danger" on:click=remove>"Remove device"</button>
         </section>
         {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
         {move || issued.get().map(|c| view! { <CredentialsPanel credentials=c on_close=move || issued.set(None) /> })}
+    }
+    .into_any()
+}
+
+/// Whose readings this device makes, in words; the owner can change the class of the home's
+/// devices (from now on only).
+#[component]
+fn ClassLine(
+    /// The device.
+    device: api::Device,
+    /// Where errors go.
+    on_error: RwSignal<Option<String>>,
+) -> impl IntoView {
+    let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
+    let words = match (device.belongs_to.as_str(), device.class.as_str()) {
+        ("tenant", _) => "A tenant's own device: its readings are the tenant's.",
+        (_, "building") => "Building device: its readings are always the owner's.",
+        _ => "Household device: during a tenancy its readings are the tenant's, otherwise the owner's.",
+    };
+    let can_change = device.manageable && device.belongs_to == "owner";
+    let id = device.id.clone();
+    let class = device.class.clone();
+    view! {
+        <p class="muted" id="device-class" data-class=device.class.clone()>{words}</p>
+        {can_change.then(|| view! {
+            <label>"Class (applies to readings from now on) "
+                <select id="class-select" on:change=move |ev| {
+                    let (id, class) = (id.clone(), event_target_value(&ev));
+                    spawn_local(async move {
+                        match api::set_class(&id, &class).await {
+                            Ok(()) => home.reload(),
+                            Err(e) => on_error.set(Some(e.to_string())),
+                        }
+                    });
+                }>
+                    <option value="household" selected=class == "household">"household"</option>
+                    <option value="building" selected=class == "building">"building"</option>
+                </select>
+            </label>
+        })}
     }
     .into_any()
 }

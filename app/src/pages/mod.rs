@@ -2,5 +2,8 @@
 
 pub mod dashboard;
 pub mod device;
+pub mod invite;
 pub mod login;
+pub mod people;
 pub mod setup;
+pub mod sharing;

@@ -1,0 +1,136 @@
+//! People: the owner's tenancies (invite a tenant, end a tenancy) and, for a tenant, their
+//! tenancy with the choice to destroy its data once it has ended.
+
+use leptos::ev::SubmitEvent;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::api::{self, Invite, Me, Tenancy};
+use crate::time::{local, now_ms};
+
+const DAY_MS: i64 = 86_400_000;
+
+#[component]
+pub fn PeoplePage(
+    /// The logged-in user.
+    me: Me,
+) -> impl IntoView {
+    let tenancies = RwSignal::new(Vec::<Tenancy>::new());
+    let error = RwSignal::new(None::<String>);
+    let reload = move || {
+        spawn_local(async move {
+            match api::tenancies().await {
+                Ok(t) => tenancies.set(t),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        })
+    };
+    reload();
+    let owner = me.role == "owner";
+    view! {
+        <h2>{if owner { "Tenancies" } else { "Your tenancy" }}</h2>
+        {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+        {owner.then(|| view! { <InviteTenant on_done=reload /> })}
+        <div id="tenancies">
+            {move || tenancies.get().into_iter().map(|t| view! { <TenancyCard tenancy=t owner=owner on_change=reload error=error /> }).collect_view()}
+        </div>
+    }
+}
+
+#[component]
+fn TenancyCard(
+    /// The tenancy to show.
+    tenancy: Tenancy,
+    /// Whether the viewer is the owner (else the tenant).
+    owner: bool,
+    /// Called after a change.
+    on_change: impl Fn() + Copy + Send + Sync + 'static,
+    /// Where errors go.
+    error: RwSignal<Option<String>>,
+) -> impl IntoView {
+    let id = tenancy.id;
+    let now = now_ms();
+    let ended = tenancy.end.is_some_and(|e| e <= now);
+    let shredded = tenancy.shredded.is_some();
+    let run = move |f: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), api::ApiError>>>>| {
+        spawn_local(async move {
+            match f.await {
+                Ok(()) => on_change(),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        })
+    };
+    let confirm = RwSignal::new(false);
+    view! {
+        <article class="card tenancy" data-tenancy=id>
+            <p><strong>{tenancy.tenant.clone().unwrap_or_else(|| "Invite not yet accepted".into())}</strong></p>
+            <p>"From " {local(tenancy.start)} " "
+                {tenancy.end.map_or_else(|| "(open-ended)".to_owned(), |e| format!("until {}", local(e)))}</p>
+            {if shredded {
+                view! { <p class="muted">"Its data was destroyed on " {tenancy.shredded.map(local)} "."</p> }.into_any()
+            } else {
+                view! { <p class="muted">{tenancy.shred_due.map(|d| format!(
+                    "Its data will be destroyed on {} ({} days after it ends).", local(d), tenancy.retention_days
+                ))}</p> }.into_any()
+            }}
+            {(owner && !ended && !shredded).then(|| view! {
+                <button class="secondary end-tenancy" on:click=move |_| run(Box::pin(async move { api::end_tenancy(id).await.map(drop) }))>
+                    "End this tenancy now"
+                </button>
+            })}
+            {(!owner && ended && !shredded).then(|| view! {
+                <p>"Your tenancy has ended. Export your data on the Sharing page, then you can destroy it here. This cannot be undone."</p>
+                <label><input type="checkbox" id="shred-confirm" on:change=move |ev| confirm.set(event_target_checked(&ev)) />
+                    " I understand my data will be gone for good"</label>
+                <button id="shred" prop:disabled=move || !confirm.get()
+                    on:click=move |_| run(Box::pin(async move { api::shred_tenancy(id).await }))>"Destroy my data now"</button>
+            })}
+        </article>
+    }
+}
+
+/// The owner creates a tenancy and gets the tenant's one-time invite code.
+#[component]
+fn InviteTenant(
+    /// Called once a tenancy was created.
+    on_done: impl Fn() + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    let months = RwSignal::new(String::new());
+    let retention = RwSignal::new(String::new());
+    let invite = RwSignal::new(None::<Invite>);
+    let error = RwSignal::new(None::<String>);
+    let submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        let end = months.get_untracked().trim().parse::<i64>().ok().map(|m| now_ms() + m * 30 * DAY_MS);
+        let retention = retention.get_untracked().trim().parse::<u32>().ok();
+        spawn_local(async move {
+            match api::create_tenancy(end, retention).await {
+                Ok(i) => {
+                    invite.set(Some(i));
+                    error.set(None);
+                    on_done();
+                }
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    };
+    view! {
+        <section class="card">
+            <h3>"Invite a tenant"</h3>
+            <p class="muted">"The tenancy starts now. During it, household devices' readings are the tenant's: you will not see them unless they share them with you."</p>
+            <form on:submit=submit>
+                <label>"Length in months (empty: open-ended)"
+                    <input id="tenancy-months" inputmode="numeric" prop:value=months on:input=move |ev| months.set(event_target_value(&ev)) /></label>
+                <label>"Keep the data this many days after it ends (empty: the hub's default)"
+                    <input id="tenancy-retention" inputmode="numeric" prop:value=retention on:input=move |ev| retention.set(event_target_value(&ev)) /></label>
+                <button type="submit" id="tenancy-create">"Create the tenancy"</button>
+            </form>
+            {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+            {move || invite.get().map(|i| view! {
+                <p>"Give the tenant this code (valid until " {local(i.expires)} "), to enter at "
+                   <code>"/invite"</code> " on this hub:"</p>
+                <p><code id="invite-code">{i.code}</code></p>
+            })}
+        </section>
+    }
+}

@@ -1,0 +1,280 @@
+//! Sharing: the consent inbox (requests in plain words: grant, narrow, deny), grants with
+//! their receipts and revocation, the access log and its verification, the value ledger,
+//! export, and registering recipients.
+
+use leptos::ev::SubmitEvent;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::api::{self, DataRequest, Grant, LedgerLine, LogEntry, Offer, RecipientCredentials, Terms, Verification};
+use crate::time::local;
+
+/// Everything on the page, fetched together.
+#[derive(Clone, Default)]
+struct Data {
+    requests: Vec<DataRequest>,
+    grants: Vec<Grant>,
+    log: Vec<LogEntry>,
+    ledger: Vec<LedgerLine>,
+}
+
+async fn fetch() -> Result<Data, api::ApiError> {
+    Ok(Data {
+        requests: api::consent_requests().await?,
+        grants: api::grants().await?,
+        log: api::access_log().await?,
+        ledger: api::ledger().await?,
+    })
+}
+
+fn granularity_words(g: &str) -> &'static str {
+    match g {
+        "raw" => "every single reading",
+        "15min" => "15-minute summaries",
+        "hour" => "hourly summaries",
+        "day" => "daily summaries",
+        _ => "summaries",
+    }
+}
+
+fn what(t: &Terms) -> String {
+    let mut items: Vec<String> = t.categories.iter().map(|c| format!("{c} data")).collect();
+    items.extend(t.metrics.iter().map(|m| format!("“{m}” readings")));
+    items.join(", ")
+}
+
+fn offer_words(o: &Offer) -> String {
+    match (&o.amount, &o.currency, o.period.as_deref()) {
+        (Some(a), Some(c), Some("once")) => format!("{} ({a} {c}, once)", o.text),
+        (Some(a), Some(c), Some(p)) => format!("{} ({a} {c} per {p})", o.text),
+        _ => o.text.clone(),
+    }
+}
+
+/// A request in plain words, e.g. "Northwind Energy (power company) asks to see your energy
+/// data as hourly summaries, from … onwards, for 90 days, to “…”. In return: …".
+pub fn describe(r: &DataRequest) -> String {
+    let t = &r.terms;
+    let until = t.window_to.map_or_else(|| "onwards".to_owned(), |to| format!("until {}", local(to)));
+    format!(
+        "{} ({}) asks to see your {} as {}, from {} {until}, for {} days, to “{}”. In return: {}.",
+        r.recipient,
+        r.recipient_kind,
+        what(t),
+        granularity_words(&t.granularity),
+        local(t.window_from),
+        t.duration_days,
+        t.purpose,
+        offer_words(&t.offer)
+    )
+}
+
+const GRANULARITIES: [&str; 4] = ["raw", "15min", "hour", "day"];
+
+#[component]
+pub fn SharingPage() -> impl IntoView {
+    let data = RwSignal::new(Data::default());
+    let error = RwSignal::new(None::<String>);
+    let reload = move || {
+        spawn_local(async move {
+            match fetch().await {
+                Ok(d) => {
+                    data.set(d);
+                    error.set(None);
+                }
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        })
+    };
+    reload();
+    let act = move |result: Result<(), api::ApiError>| match result {
+        Ok(()) => reload(),
+        Err(e) => error.set(Some(e.to_string())),
+    };
+    let verification = RwSignal::new(None::<Verification>);
+    let verify = move |_| {
+        spawn_local(async move {
+            match api::verify_log().await {
+                Ok(v) => verification.set(Some(v)),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        })
+    };
+
+    view! {
+        <h2>"Sharing your data"</h2>
+        {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+
+        <section class="card" id="inbox">
+            <h3>"Requests"</h3>
+            {move || {
+                let pending: Vec<DataRequest> = data.with(|d| d.requests.iter().filter(|r| r.status == "pending").cloned().collect());
+                if pending.is_empty() {
+                    return view! { <p class="muted">"No requests waiting for you."</p> }.into_any();
+                }
+                pending.into_iter().map(|r| {
+                    let id = r.id;
+                    let asked = r.terms.granularity.clone();
+                    let chosen = RwSignal::new(asked.clone());
+                    let choices: Vec<&str> = GRANULARITIES.iter().copied().skip_while(|g| *g != asked).collect();
+                    view! {
+                        <div class="request" id=format!("request-{id}")>
+                            <p class="plain">{describe(&r)}</p>
+                            <label>"Share as "
+                                <select class="granularity" on:change=move |ev| chosen.set(event_target_value(&ev))>
+                                    {choices.into_iter().map(|g| view! {
+                                        <option value=g selected=g == asked>{granularity_words(g)}</option>
+                                    }).collect_view()}
+                                </select>
+                            </label>
+                            <button class="grant" on:click=move |_| {
+                                let g = chosen.get_untracked();
+                                spawn_local(async move { act(api::grant(id, Some(&g)).await.map(drop)) });
+                            }>"Grant"</button>
+                            " "
+                            <button class="secondary deny" on:click=move |_| {
+                                spawn_local(async move { act(api::deny(id).await) });
+                            }>"Deny"</button>
+                        </div>
+                    }
+                }).collect_view().into_any()
+            }}
+        </section>
+
+        <section class="card" id="grants">
+            <h3>"What you share"</h3>
+            {move || {
+                let grants = data.get().grants;
+                if grants.is_empty() {
+                    return view! { <p class="muted">"You share nothing with anyone."</p> }.into_any();
+                }
+                grants.into_iter().map(|g| {
+                    let id = g.id.clone();
+                    let active = g.status == "active";
+                    view! {
+                        <div class="grant-item" data-grant=g.id.clone() data-status=g.status.clone()>
+                            <p>
+                                <strong>{g.recipient.clone()}</strong> ": " {what(&g.terms)} ", " {granularity_words(&g.terms.granularity)}
+                                ". " <span class="status">{g.status.clone()}</span>
+                                {active.then(|| format!(" until {}", local(g.expires)))}
+                            </p>
+                            <p class="muted">
+                                {g.receipts.iter().map(|r| view! {
+                                    <a class="receipt" download=format!("hearth-receipt-{}-{}.jws", r.event, r.id)
+                                        href=format!("data:application/jwt;charset=utf-8,{}", r.jws)>
+                                        "Receipt (" {r.event.clone()} ", " {local(r.created)} ")"
+                                    </a>
+                                    " "
+                                }).collect_view()}
+                            </p>
+                            {active.then(|| view! {
+                                <button class="secondary revoke" on:click=move |_| {
+                                    let id = id.clone();
+                                    spawn_local(async move { act(api::revoke(&id).await.map(drop)) });
+                                }>"Revoke"</button>
+                            })}
+                        </div>
+                    }
+                }).collect_view().into_any()
+            }}
+        </section>
+
+        <section class="card" id="access-log">
+            <h3>"Who read your data"</h3>
+            <button class="secondary" id="verify-log" on:click=verify>"Verify the log"</button>
+            {move || verification.get().map(|v| if v.ok {
+                view! { <p class="ok" id="verify-result">"Intact: " {v.entries.unwrap_or(0)} " entries verified, none changed or removed."</p> }.into_any()
+            } else {
+                view! { <p class="error" id="verify-result">"Tampering detected: " {v.error.unwrap_or_default()}</p> }.into_any()
+            })}
+            <table>
+                <thead><tr><th>"When"</th><th>"Who"</th><th>"What"</th></tr></thead>
+                <tbody>
+                    {move || data.get().log.into_iter().rev().map(|e| {
+                        let what = match e.kind.as_str() {
+                            "read" => format!(
+                                "read {} ({} rows)",
+                                e.detail_json["metrics"].as_array().map(|m| m.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+                                e.detail_json["rows"]
+                            ),
+                            other => other.to_owned(),
+                        };
+                        view! { <tr class=format!("log-{}", e.kind)><td>{local(e.ts)}</td><td>{e.recipient}</td><td>{what}</td></tr> }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </section>
+
+        <section class="card" id="ledger">
+            <h3>"What you get for it"</h3>
+            {move || data.get().ledger.into_iter().map(|l| view! {
+                <p>
+                    <strong>{l.recipient}</strong> ": " {offer_words(&l.offer)} " — " {l.status} ". "
+                    {match (l.accrued.amount, l.offer.currency) {
+                        (Some(a), Some(c)) => format!("Accrued so far: {a} {c}."),
+                        _ => String::new(),
+                    }}
+                </p>
+            }).collect_view()}
+        </section>
+
+        <section class="card" id="export">
+            <h3>"Your data"</h3>
+            <p>"Download everything that is yours: "
+                <a href="/api/export?format=csv" download="hearth-export.csv">"CSV"</a> " · "
+                <a href="/api/export?format=json" download="hearth-export.json">"JSON"</a>
+            </p>
+        </section>
+
+        <Recipients />
+    }
+}
+
+/// Registering companies that may ask for data; their credentials are shown once.
+#[component]
+fn Recipients() -> impl IntoView {
+    let list = RwSignal::new(Vec::<api::Recipient>::new());
+    let issued = RwSignal::new(None::<RecipientCredentials>);
+    let error = RwSignal::new(None::<String>);
+    let name = RwSignal::new(String::new());
+    let kind = RwSignal::new(String::new());
+    let reload = move || {
+        spawn_local(async move {
+            if let Ok(r) = api::recipients().await {
+                list.set(r);
+            }
+        })
+    };
+    reload();
+    let submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        spawn_local(async move {
+            match api::register_recipient(&name.get_untracked(), &kind.get_untracked()).await {
+                Ok(c) => {
+                    issued.set(Some(c));
+                    error.set(None);
+                    reload();
+                }
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    };
+    view! {
+        <section class="card" id="recipients">
+            <h3>"Companies you deal with"</h3>
+            <ul>{move || list.get().into_iter().map(|r| view! { <li>{r.name} " (" {r.kind} ")"</li> }).collect_view()}</ul>
+            <form on:submit=submit>
+                <label>"Name" <input id="recipient-name" required prop:value=name on:input=move |ev| name.set(event_target_value(&ev)) /></label>
+                <label>"Kind" <input id="recipient-kind" placeholder="power company, insurer…" required
+                    prop:value=kind on:input=move |ev| kind.set(event_target_value(&ev)) /></label>
+                <button type="submit">"Register"</button>
+            </form>
+            {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+            {move || issued.get().map(|c| view! {
+                <p>"Give these to the company (shown once). It authenticates with HTTP Basic on /api/share."</p>
+                <p>"Client id: " <code id="client-id">{c.client_id}</code></p>
+                <p>"Client secret: " <code id="client-secret">{c.client_secret}</code></p>
+            })}
+        </section>
+    }
+}
