@@ -483,3 +483,27 @@ pub struct LedgerLine {
 pub async fn ledger() -> Result<Vec<LedgerLine>, ApiError> {
     get("/api/consent/ledger").await
 }
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Guest {
+    pub id: i64,
+    pub username: String,
+    pub devices: Vec<String>,
+}
+
+pub async fn guests() -> Result<Vec<Guest>, ApiError> {
+    get("/api/guests").await
+}
+
+#[derive(Serialize)]
+struct NewGuest<'a> {
+    devices: &'a [String],
+}
+
+pub async fn invite_guest(devices: &[String]) -> Result<Invite, ApiError> {
+    post("/api/guests", Some(&NewGuest { devices })).await
+}
+
+pub async fn remove_guest(id: i64) -> Result<(), ApiError> {
+    send_empty("DELETE", &format!("/api/guests/{id}")).await
+}

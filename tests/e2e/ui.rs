@@ -190,6 +190,25 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     assert!(text.contains("revoked") && text.contains("granted"), "{text}");
     b.screenshot("consent-log").await?;
 
+    // The tenant invites a guest for the meter; the guest sees the tenant's latest value,
+    // read-only.
+    b.client.goto(&hub.url("/people")).await?;
+    b.click(".guest-device").await?;
+    b.click("#guest-invite").await?;
+    let guest_code = b.find("#guest-code").await?.text().await?;
+    b.click("header button").await?;
+    b.find("#login-username").await?;
+    b.client.goto(&hub.url("/invite")).await?;
+    b.fill("#invite-code-input", &guest_code).await?;
+    b.fill("#invite-username", "gus").await?;
+    b.fill("#invite-password", TENANT_PASSWORD).await?;
+    b.click("#invite-submit").await?;
+    b.wait_for_text("gus (guest)", t).await?;
+    let value = b.find(&format!("article[data-device='{meter}'] .value")).await?.text().await?;
+    assert_eq!(value, "9", "the guest sees the tenant's latest reading");
+    assert!(b.client.find(fantoccini::Locator::Css("#device-name")).await.is_err(), "guests cannot add devices");
+    assert!(b.client.find(fantoccini::Locator::Css("header nav a")).await.is_err(), "nor share anything");
+
     browser.close().await?;
     hub.stop().await?;
     Ok(())

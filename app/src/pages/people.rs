@@ -6,6 +6,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::api::{self, Invite, Me, Tenancy};
+use crate::app::Home;
 use crate::time::{local, now_ms};
 
 const DAY_MS: i64 = 86_400_000;
@@ -34,7 +35,78 @@ pub fn PeoplePage(
         <div id="tenancies">
             {move || tenancies.get().into_iter().map(|t| view! { <TenancyCard tenancy=t owner=owner on_change=reload error=error /> }).collect_view()}
         </div>
+        <Guests />
     }
+}
+
+/// Guests: read-only access to chosen devices, and only to the inviter's readings of them.
+#[component]
+fn Guests() -> impl IntoView {
+    let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
+    let guests = RwSignal::new(Vec::<api::Guest>::new());
+    let chosen = RwSignal::new(Vec::<String>::new());
+    let invite = RwSignal::new(None::<Invite>);
+    let error = RwSignal::new(None::<String>);
+    let reload = move || {
+        spawn_local(async move {
+            if let Ok(g) = api::guests().await {
+                guests.set(g);
+            }
+        })
+    };
+    reload();
+    let submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        spawn_local(async move {
+            match api::invite_guest(&chosen.get_untracked()).await {
+                Ok(i) => {
+                    invite.set(Some(i));
+                    error.set(None);
+                }
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    };
+    view! {
+        <section class="card" id="guests">
+            <h3>"Guests"</h3>
+            <p class="muted">"A guest sees the devices you choose, read-only, and only your readings of them."</p>
+            <ul>
+                {move || guests.get().into_iter().map(|g| {
+                    let id = g.id;
+                    view! {
+                        <li>{g.username} " — " {g.devices.join(", ")} " "
+                            <button class="secondary" on:click=move |_| spawn_local(async move {
+                                match api::remove_guest(id).await {
+                                    Ok(()) => reload(),
+                                    Err(e) => error.set(Some(e.to_string())),
+                                }
+                            })>"Remove"</button>
+                        </li>
+                    }
+                }).collect_view()}
+            </ul>
+            <form on:submit=submit>
+                {move || home.devices.get().into_iter().map(|d| {
+                    let id = d.id.clone();
+                    view! {
+                        <label><input type="checkbox" class="guest-device" value=d.id.clone() on:change=move |ev| {
+                            let on = event_target_checked(&ev);
+                            let id = id.clone();
+                            chosen.update(|c| if on { c.push(id) } else { c.retain(|x| *x != id) });
+                        } /> " " {d.name}</label>
+                    }
+                }).collect_view()}
+                <button type="submit" id="guest-invite">"Invite a guest"</button>
+            </form>
+            {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+            {move || invite.get().map(|i| view! {
+                <p>"Give the guest this code (valid until " {local(i.expires)} "), to enter at " <code>"/invite"</code> ":"</p>
+                <p><code id="guest-code">{i.code}</code></p>
+            })}
+        </section>
+    }
+    .into_any()
 }
 
 #[component]
