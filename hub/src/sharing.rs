@@ -150,3 +150,69 @@ pub async fn sweep_periodically(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consent::receipt;
+    use crate::consent::{Granularity, Offer};
+    use crate::crypto::Key;
+
+    #[tokio::test]
+    async fn expiry_is_recorded_once_with_a_signed_receipt_without_anyone_acting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), Key::generate().unwrap()).await.unwrap();
+        let owner = store.create_first_owner("olga", "x", 0).await.unwrap().unwrap();
+        let recipient = RecipientRecord {
+            id: "rc_1".into(),
+            name: "Insurer".into(),
+            kind: "insurer".into(),
+            registered_by: owner,
+            created: 0,
+            secret_hash: vec![0; 32],
+        };
+        store.create_recipient(&recipient, 0).await.unwrap();
+        let terms = Terms {
+            categories: ["water".to_owned()].into(),
+            metrics: Default::default(),
+            granularity: Granularity::Day,
+            window_from: 0,
+            window_to: None,
+            duration_days: 1,
+            purpose: "leak cover".into(),
+            offer: Offer { text: "a discount".into(), amount: None, currency: None, period: None },
+        };
+        let request = store.create_request("rc_1", owner, &terms, 0).await.unwrap();
+        let grant = GrantRecord {
+            id: "g_1".into(),
+            request_id: request,
+            recipient_id: "rc_1".into(),
+            subject_id: owner,
+            expires_ms: expiry(&terms, 1_000),
+            terms,
+            created_ms: 1_000,
+            revoked_ms: None,
+        };
+        let signer = store.receipt_signer().await.unwrap();
+        let ctx = ReceiptContext { jurisdiction: "EU", subject_name: "olga", recipient: &recipient };
+        let granted = make_receipt(&signer, &ctx, &grant, "granted", 1_000).unwrap();
+        assert!(store.create_grant(&grant, &granted).await.unwrap());
+
+        // Before expiry the sweep records nothing; after it, one "expired" receipt.
+        sweep(&store, &signer, "EU", grant.expires_ms - 1).await.unwrap();
+        assert_eq!(store.receipts_of("g_1").await.unwrap().len(), 1);
+        sweep(&store, &signer, "EU", grant.expires_ms + 5).await.unwrap();
+        sweep(&store, &signer, "EU", grant.expires_ms + 10).await.unwrap();
+        let receipts = store.receipts_of("g_1").await.unwrap();
+        assert_eq!(receipts.iter().map(|r| r.event.as_str()).collect::<Vec<_>>(), vec!["granted", "expired"]);
+        let claims = receipt::verify(&receipts[1].jws, &signer.public_key()).unwrap();
+        assert_eq!(claims["hearth"]["event"], "expired");
+        assert_eq!(claims["jurisdiction"], "EU");
+
+        let log = store.access_log(Some(owner)).await.unwrap();
+        assert_eq!(log.iter().map(|r| r.entry.kind.as_str()).collect::<Vec<_>>(), vec!["granted", "expired"]);
+        assert_eq!(store.verify_access_log().await.unwrap(), Ok(2));
+        // The same key signs after a restart: receipts stay verifiable.
+        assert_eq!(store.receipt_signer().await.unwrap().kid(), signer.kid());
+    }
+}
