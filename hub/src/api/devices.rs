@@ -79,7 +79,7 @@ fn manages(user: &Session, device: &DeviceRecord) -> bool {
 /// The device `id` if the user sees it (404 otherwise, as if it did not exist).
 async fn visible_device(state: &AppState, user: &Session, id: &str) -> Result<(DeviceRecord, Scope), AppError> {
     let scope = Scope::of(state, user).await?;
-    let device = state.store.devices().await?.into_iter().find(|d| d.id == id).ok_or(AppError::NotFound)?;
+    let device = state.store.device(id).await?.ok_or(AppError::NotFound)?;
     if !scope.sees(&device) {
         return Err(AppError::NotFound);
     }

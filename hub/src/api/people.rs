@@ -17,7 +17,6 @@ use super::scope::Scope;
 use crate::auth::{self, CurrentUser, SUBJECTS};
 use crate::clock::now_ms;
 use crate::consent::DAY_MS;
-use crate::devices::random_string;
 use crate::error::AppError;
 use crate::reading::valid_device_id;
 use crate::sharing::new_id;
@@ -42,18 +41,14 @@ const INVITE_TTL_MS: i64 = 7 * DAY_MS;
 /// A tenancy may start this little in the past (clock differences between browser and hub);
 /// earlier would hand the tenant readings already sealed as the owner's.
 const START_SLACK_MS: i64 = 60_000;
-/// Invite codes: 4 groups of 4 from an unambiguous alphabet (about 79 bits).
-const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
-
+/// Invite codes: 4 groups of 4 (about 79 bits).
 fn new_invite_code() -> Result<String, AppError> {
-    let raw = random_string(CODE_ALPHABET, 16).map_err(AppError::internal)?;
-    Ok(raw.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("-"))
+    auth::human_code(4).map_err(AppError::internal)
 }
 
 /// Codes are compared without dashes, spaces or case, as people type them.
 fn code_digest(code: &str) -> Vec<u8> {
-    let normal: String = code.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_uppercase()).collect();
-    auth::token_digest(&normal)
+    auth::token_digest(&auth::normalize_code(code))
 }
 
 #[derive(Serialize)]

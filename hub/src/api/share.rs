@@ -18,7 +18,7 @@ use crate::consent::{Aggregate, GrantRecord, Permit, Refusal, Terms, aggregate};
 use crate::error::AppError;
 use crate::reading::Value;
 use crate::state::AppState;
-use crate::store::{NewLogEntry, ReceiptRecord, RequestRecord, Role};
+use crate::store::{NewLogEntry, ReceiptRecord, RequestRecord};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -149,12 +149,7 @@ async fn data(
     let g = my_grant(&state, &r.id, &id).await?;
     let now = now_ms();
     let subject = state.store.user_session(g.subject_id).await?;
-    let keys = subject
-        .as_ref()
-        .filter(|s| s.role != Role::Guest)
-        .and_then(subject_of)
-        .map(|s| state.store.keys_of(s))
-        .unwrap_or_default();
+    let keys = subject.as_ref().and_then(subject_of).map(|s| state.store.keys_of(s)).unwrap_or_default();
     let permit = Permit::check(&g, &r.id, keys, now).map_err(|refusal| match refusal {
         Refusal::NotYours => AppError::NotFound,
         Refusal::Revoked => AppError::Forbidden("this grant was revoked"),

@@ -48,6 +48,18 @@ pub fn new_token() -> Result<String, AppError> {
     random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 32).map_err(AppError::internal)
 }
 
+/// A code people type from a screen or paper: `groups` groups of 4 characters from an
+/// alphabet without look-alikes, joined by dashes (about 19.6 bits per group).
+pub fn human_code(groups: usize) -> Result<String, crate::crypto::Error> {
+    let raw = random_string(CODE_ALPHABET, 4 * groups)?;
+    Ok(raw.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("-"))
+}
+
+/// A typed code as compared: without dashes or spaces, in upper case.
+pub fn normalize_code(code: &str) -> String {
+    code.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_uppercase()).collect()
+}
+
 /// Hashes passwords off the async threads, a few at a time: Argon2id takes tens of MiB and
 /// most of a core for a moment, which a Pi must not be made to do a hundred times at once.
 #[derive(Clone)]
@@ -114,8 +126,7 @@ pub struct SetupCode {
 impl SetupCode {
     /// Makes a new code and writes it to `data_dir/setup-code`.
     pub fn create(data_dir: &Path) -> std::io::Result<Self> {
-        let raw = random_string(CODE_ALPHABET, 12).map_err(std::io::Error::other)?;
-        let code = Zeroizing::new(format!("{}-{}-{}", &raw[0..4], &raw[4..8], &raw[8..12]));
+        let code = Zeroizing::new(human_code(3).map_err(std::io::Error::other)?);
         let file = data_dir.join("setup-code");
         write_private(&file, format!("{}\n", code.as_str()).as_bytes())?;
         Ok(Self { code, failures: 0, file })
@@ -131,10 +142,7 @@ impl SetupCode {
 
     /// Compares in constant time, ignoring case, dashes and spaces (people retype it).
     fn matches(&self, attempt: &str) -> bool {
-        let norm = |s: &str| {
-            s.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect::<String>()
-        };
-        bool::from(norm(attempt).as_bytes().ct_eq(norm(&self.code).as_bytes()))
+        bool::from(normalize_code(attempt).as_bytes().ct_eq(normalize_code(&self.code).as_bytes()))
     }
 }
 

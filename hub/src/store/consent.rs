@@ -470,30 +470,25 @@ impl Store {
 
     /// Series holding readings under any of `keys`: what a subject (or a permit) can reach.
     pub async fn series_with_keys(&self, keys: &BTreeSet<i64>) -> Result<Vec<super::SeriesInfo>, StoreError> {
-        let mut out = Vec::new();
-        let rows = sqlx::query(
-            "SELECT s.device_id, s.metric, s.unit, (SELECT GROUP_CONCAT(DISTINCT c.key_id) FROM chunks c
-                 WHERE c.series_id = s.id) AS keys
-             FROM series s ORDER BY s.device_id, s.metric",
+        let keys = serde_json::to_string(keys).map_err(corrupt)?;
+        sqlx::query(
+            "SELECT s.device_id, s.metric, s.unit FROM series s
+             WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.series_id = s.id
+                           AND c.key_id IN (SELECT value FROM json_each(?)))
+             ORDER BY s.device_id, s.metric",
         )
+        .bind(keys)
         .fetch_all(&self.pool)
-        .await?;
-        for row in rows {
-            let series_keys: Option<String> = row.try_get("keys")?;
-            let has = series_keys
-                .unwrap_or_default()
-                .split(',')
-                .filter_map(|k| k.parse::<i64>().ok())
-                .any(|k| keys.contains(&k));
-            if has {
-                out.push(super::SeriesInfo {
-                    device: row.try_get("device_id")?,
-                    metric: row.try_get("metric")?,
-                    unit: row.try_get("unit")?,
-                });
-            }
-        }
-        Ok(out)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(super::SeriesInfo {
+                device: row.try_get("device_id")?,
+                metric: row.try_get("metric")?,
+                unit: row.try_get("unit")?,
+            })
+        })
+        .collect()
     }
 }
 

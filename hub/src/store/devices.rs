@@ -74,6 +74,17 @@ impl Store {
         self.devices_where(false).await
     }
 
+    /// One active device, name opened.
+    pub async fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name_sealed, created_ms, credentials_ms, tenancy_id FROM devices WHERE id = ? AND removed_ms IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| self.device_record(row)).transpose()
+    }
+
     /// Every device ever added, removed ones too (exports name the devices of old readings).
     pub async fn devices_all(&self) -> Result<Vec<DeviceRecord>, StoreError> {
         self.devices_where(true).await
@@ -87,21 +98,22 @@ impl Store {
         .bind(removed_too)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                let id: String = row.try_get("id")?;
-                let sealed: Vec<u8> = row.try_get("name_sealed")?;
-                let name = String::from_utf8(self.hub_key.open(&sealed, &name_aad(&id))?)
-                    .map_err(|_| StoreError::Corrupt(format!("device {id} name")))?;
-                Ok(DeviceRecord {
-                    id,
-                    name,
-                    created_ms: row.try_get("created_ms")?,
-                    credentials_ms: row.try_get("credentials_ms")?,
-                    tenancy_id: row.try_get("tenancy_id")?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(|row| self.device_record(row)).collect()
+    }
+
+    /// A device row with its name opened.
+    fn device_record(&self, row: sqlx::sqlite::SqliteRow) -> Result<DeviceRecord, StoreError> {
+        let id: String = row.try_get("id")?;
+        let sealed: Vec<u8> = row.try_get("name_sealed")?;
+        let name = String::from_utf8(self.hub_key.open(&sealed, &name_aad(&id))?)
+            .map_err(|_| StoreError::Corrupt(format!("device {id} name")))?;
+        Ok(DeviceRecord {
+            id,
+            name,
+            created_ms: row.try_get("created_ms")?,
+            credentials_ms: row.try_get("credentials_ms")?,
+            tenancy_id: row.try_get("tenancy_id")?,
+        })
     }
 }
 
