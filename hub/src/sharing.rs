@@ -215,4 +215,34 @@ mod tests {
         // The same key signs after a restart: receipts stay verifiable.
         assert_eq!(store.receipt_signer().await.unwrap().kid(), signer.kid());
     }
+
+    #[tokio::test]
+    async fn a_tenancy_is_shredded_by_the_sweep_once_its_retention_has_run_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), Key::generate().unwrap()).await.unwrap();
+        let owner = store.create_first_owner("olga", "x", 0).await.unwrap().unwrap();
+        let signer = store.receipt_signer().await.unwrap();
+        let end = 10 * DAY_MS;
+        let tenancy = store.create_tenancy((DAY_MS, Some(end)), 2, (&[7; 32], owner, end), 0).await.unwrap().unwrap();
+        let subject = crate::consent::Subject::Tenancy(tenancy);
+        assert_eq!(store.keys_of(subject).len(), 1);
+
+        // One millisecond before the retention ends, the sweep leaves it; at the end, it goes.
+        let due = end + 2 * DAY_MS;
+        sweep(&store, &signer, "EU", due - 1).await.unwrap();
+        assert_eq!(store.tenancy(tenancy).await.unwrap().unwrap().shredded, None);
+        assert_eq!(store.keys_of(subject).len(), 1);
+        sweep(&store, &signer, "EU", due).await.unwrap();
+        assert_eq!(store.tenancy(tenancy).await.unwrap().unwrap().shredded, Some(due));
+        assert!(store.keys_of(subject).is_empty(), "the tenancy's key is destroyed");
+        let wrapped: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT d.wrapped FROM data_keys d JOIN tenancies t ON t.key_id = d.id WHERE t.id = ?")
+                .bind(tenancy)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(wrapped, None);
+        // The owner's key is untouched.
+        assert_eq!(store.keys_of(crate::consent::Subject::Owner).len(), 1);
+    }
 }
