@@ -25,6 +25,60 @@ pub struct Config {
     pub store: StoreConfig,
     /// Tenancies and data sharing.
     pub consent: ConsentConfig,
+    /// Where automations may send messages beyond the home, through the outbox.
+    pub cloud: CloudConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudConfig {
+    /// Most messages waiting for one destination. When a new message would exceed it, the
+    /// oldest waiting message is dropped (and counted, and the owner is notified): fresh
+    /// news beats stale news, and the SD card never fills up.
+    pub max_queued: u32,
+    /// Longest wait between two delivery attempts to an unreachable destination, in
+    /// seconds; the wait starts at half a second and doubles up to this.
+    pub retry_max_s: u32,
+    /// The destinations rules may name in a `cloud` action.
+    pub destinations: Vec<CloudDestination>,
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        Self { max_queued: 10_000, retry_max_s: 300, destinations: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudKind {
+    /// Publish to an MQTT broker (QoS 1; `mqtt://` or `mqtts://`).
+    Mqtt,
+    /// POST JSON to a URL (`http://` or `https://`).
+    Webhook,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudDestination {
+    /// The name rules use.
+    pub name: String,
+    /// `mqtt` or `webhook`.
+    pub kind: CloudKind,
+    /// `mqtt://host:port`, `mqtts://host:port` (TLS), `http://...` or `https://...`.
+    pub url: String,
+    /// MQTT user name (or HTTP Basic user for a webhook).
+    pub username: Option<String>,
+    /// Its password.
+    pub password: Option<Secret>,
+    /// MQTT client id; keep it stable (the broker keeps the session under it).
+    #[serde(default = "default_bridge_client_id")]
+    pub client_id: String,
+    /// MQTT: topics are this prefix followed by the rule's topic (default `events`).
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// PEM file of the certificate authorities to trust for TLS; the system's by default.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,6 +194,14 @@ fn default_client_id() -> String {
     "hearth-hub".into()
 }
 
+fn default_bridge_client_id() -> String {
+    "hearth-hub-bridge".into()
+}
+
+fn default_topic_prefix() -> String {
+    "hearth-cloud/".into()
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -149,6 +211,7 @@ impl Default for Config {
             coap: CoapConfig::default(),
             store: StoreConfig::default(),
             consent: ConsentConfig::default(),
+            cloud: CloudConfig::default(),
         }
     }
 }
@@ -230,6 +293,7 @@ impl Config {
             coap: CoapConfig { dtls_listen: loopback, plain_listen: loopback, ..CoapConfig::default() },
             store: StoreConfig { commit_interval_ms: 50, ..StoreConfig::default() },
             consent: ConsentConfig::default(),
+            cloud: CloudConfig::default(),
         }
     }
 
@@ -245,6 +309,32 @@ impl Config {
         }
         if self.consent.retention_days > 3660 {
             return Err(ConfigError::Invalid("consent.retention_days must be at most 3660".into()));
+        }
+        if self.cloud.retry_max_s == 0 || self.cloud.retry_max_s > 86_400 {
+            return Err(ConfigError::Invalid("cloud.retry_max_s must be 1 to 86400".into()));
+        }
+        if self.cloud.max_queued == 0 {
+            return Err(ConfigError::Invalid("cloud.max_queued must be at least 1".into()));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for d in &self.cloud.destinations {
+            if d.name.is_empty() || d.name.len() > 64 || !names.insert(d.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "cloud destination names must be unique, 1-64 characters ({:?})",
+                    d.name
+                )));
+            }
+            let schemes: &[&str] = match d.kind {
+                CloudKind::Mqtt => &["mqtt://", "mqtts://"],
+                CloudKind::Webhook => &["http://", "https://"],
+            };
+            if !schemes.iter().any(|s| d.url.starts_with(s)) {
+                return Err(ConfigError::Invalid(format!(
+                    "cloud destination {:?}: url must start with {}",
+                    d.name,
+                    schemes.join(" or ")
+                )));
+            }
         }
         if self.mqtt.mode == MqttMode::External && self.mqtt.external.is_none() {
             return Err(ConfigError::Invalid("mqtt.mode = \"external\" needs an [mqtt.external] section".into()));
@@ -277,6 +367,16 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.store.commit_interval_ms, 250);
         assert_eq!((config.consent.jurisdiction.as_str(), config.consent.retention_days), ("EU", 30));
+        assert_eq!((config.cloud.max_queued, config.cloud.destinations.len()), (10_000, 0));
+        let with_cloud: Config = toml::from_str(
+            "[[cloud.destinations]]\nname = 'upstream'\nkind = 'mqtt'\nurl = 'mqtts://broker.example:8883'\npassword = 'pw'",
+        )
+        .unwrap();
+        with_cloud.validate().unwrap();
+        assert!(!format!("{with_cloud:?}").contains("pw\""));
+        let bad: Config =
+            toml::from_str("[[cloud.destinations]]\nname = 'x'\nkind = 'webhook'\nurl = 'mqtt://h'").unwrap();
+        assert!(bad.validate().is_err());
     }
 
     #[test]

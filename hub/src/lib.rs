@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod automation;
 pub mod clock;
 pub mod config;
 pub mod consent;
@@ -10,6 +11,7 @@ pub mod crypto;
 pub mod devices;
 pub mod error;
 pub mod ingest;
+pub mod outbox;
 pub mod reading;
 pub mod sharing;
 pub mod state;
@@ -119,6 +121,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<store::Store> {
 /// Runs the hub until `shutdown` is cancelled, then stops taking input, commits what was
 /// accepted, and returns.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // One TLS stack for the whole process (upstream MQTT and webhooks): rustls on ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let store = open_store(&config).await?;
     let series = store.load_series_state().await?;
     // The writer outlives the protocol servers: they still wait for commits of what they
@@ -141,6 +145,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let config = Arc::new(config);
 
     let mut tasks = tokio::task::JoinSet::new();
+    let mut commands = automation::Commands::Off;
     if let Some(listener) = listeners.mqtt {
         tracing::info!(addr = %listener.local_addr()?, "embedded MQTT server listening");
         let ctx = MqttContext {
@@ -149,13 +154,18 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             device_events: device_events.clone(),
             rejections: rejections.clone(),
         };
-        tasks.spawn(MqttServer::new(ctx).serve(listener, shutdown.clone()));
+        let server = MqttServer::new(ctx);
+        commands = automation::Commands::Embedded(server.clone());
+        tasks.spawn(server.serve(listener, shutdown.clone()));
     }
     if config.mqtt.mode == MqttMode::External
         && let Some(external) = config.mqtt.external.clone()
     {
+        let client = ingest::mqtt_client::client(&external);
+        commands = automation::Commands::External(client.0.clone());
         tasks.spawn(ingest::mqtt_client::run(
             external,
+            client,
             store.clone(),
             ingest.clone(),
             rejections.clone(),
@@ -175,6 +185,21 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         shutdown.clone(),
     ));
 
+    let outbox = outbox::Outbox::new(store.clone(), &config.cloud);
+    let retry_max = std::time::Duration::from_secs(u64::from(config.cloud.retry_max_s));
+    outbox::spawn_deliverers(&outbox, &config.cloud, retry_max, &shutdown, &mut tasks);
+    let automations = automation::runtime::spawn(
+        automation::AutomationContext {
+            store: store.clone(),
+            ingest: ingest.clone(),
+            commands,
+            outbox: outbox.clone(),
+        },
+        shutdown.clone(),
+        &mut tasks,
+    )
+    .await?;
+
     let state = state::AppState {
         config: config.clone(),
         store: store.clone(),
@@ -187,6 +212,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         mqtt_port,
         coaps_port,
         signer,
+        automations,
+        outbox,
         shutdown: shutdown.clone(),
     };
     tracing::info!(addr = %listeners.http.local_addr()?, "web UI and API listening");

@@ -6,11 +6,13 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{LoginLimiter, PasswordHasherPool, Setup};
+use crate::automation::Automations;
 use crate::config::Config;
 use crate::consent::receipt::ReceiptSigner;
 use crate::devices::DeviceEvent;
 use crate::ingest::Rejections;
 use crate::ingest::pipeline::Ingest;
+use crate::outbox::Outbox;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -29,6 +31,10 @@ pub struct AppState {
     pub coaps_port: Option<u16>,
     /// Signs consent receipts.
     pub signer: Arc<ReceiptSigner>,
+    /// Tells the automation runtime that rules changed.
+    pub automations: Automations,
+    /// The cloud outbox (its destinations, for checking rules).
+    pub outbox: Outbox,
     /// Ends long-lived responses (live streams) when the hub stops.
     pub shutdown: CancellationToken,
 }

@@ -84,6 +84,13 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
         .await?;
     let grant = granted["id"].as_str().unwrap_or_default().to_owned();
     let pending = requests[1].clone();
+    // A rule of the tenant's.
+    let simple_rule =
+        json!({ "name": "r", "triggers": [{ "type": "start" }], "actions": [{ "type": "notify", "message": "x" }] });
+    let created: Value = tenant.post(hub.url("/api/rules")).json(&simple_rule).send().await?.json().await?;
+    let rule = created["id"].to_string();
+    let bad_rule = json!({ "name": "r", "triggers": [{ "type": "reading", "device": "nosuchdevice", "metric": "t" }],
+        "actions": [{ "type": "notify", "message": "x" }] });
     let (t, ot) = (tenancy.to_string(), other_tenancy.to_string());
 
     const A: u16 = 401;
@@ -146,7 +153,18 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
         row("GET", "/api/share/grants", [A, A, A, A, A, 200]),
         row("GET", "/api/share/grants/{id}/data", [A, A, A, A, A, 200]).with("id", &grant),
         row("GET", "/api/share/grants/{id}/receipts", [A, A, A, A, A, 200]).with("id", &grant),
+        row("GET", "/api/rules", [A, 200, 200, 200, F, F]),
+        row("POST", "/api/rules", [A, 422, 422, 422, F, F]).body(bad_rule.clone()),
+        row("GET", "/api/rules/export", [A, 200, 200, 200, F, F]),
+        row("POST", "/api/rules/import", [A, 422, 422, 422, F, F]).body(json!({ "rules": [bad_rule] })),
+        row("GET", "/api/rules/{id}", [A, 404, 200, 404, F, F]).with("id", &rule),
+        row("PUT", "/api/rules/{id}", [A, 404, 200, 404, F, F]).with("id", &rule).body(simple_rule),
+        row("GET", "/api/rules/{id}/runs", [A, 404, 200, 404, F, F]).with("id", &rule),
+        row("GET", "/api/notifications", [A, 200, 200, 200, F, F]),
+        row("DELETE", "/api/notifications/{id}", [A, 404, 404, 404, F, F]).with("id", "999999"),
+        row("GET", "/api/outbox", [A, 200, F, F, F, F]),
         // Calls that succeed and change things: each row's success runs after its refusals.
+        row("DELETE", "/api/rules/{id}", [A, 404, 204, 404, F, F]).with("id", &rule),
         row("POST", "/api/consent/requests/{id}/deny", [A, 404, 204, 404, F, F]).with("id", &pending),
         row("POST", "/api/consent/grants/{id}/revoke", [A, 404, 200, 404, F, F]).with("id", &grant),
         row("DELETE", "/api/devices/{id}", [A, 404, 204, 404, F, F]).with("id", &plug),

@@ -3,6 +3,7 @@
 
 mod api;
 mod authz;
+mod automation;
 mod coap;
 mod consent;
 mod mqtt;

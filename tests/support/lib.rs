@@ -54,6 +54,11 @@ impl TestHub {
     }
 
     pub async fn start_with(config: Config) -> anyhow::Result<Self> {
+        // The hub's log in the test output: errors only, or as RUST_LOG says.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let listeners = hub::Listeners::bind(&config).await?;
         let addrs = listeners.addresses()?;
         let shutdown = CancellationToken::new();
@@ -310,6 +315,19 @@ impl Mosquitto {
     /// Starts `mosquitto` with a password file of `users` and the ACL Hearth documents:
     /// each user writes only under `hearth/<username>/`, and `reader` reads `hearth/#`.
     pub fn start(dir: &Path, users: &[(&str, &str)], reader: &str) -> anyhow::Result<Self> {
+        Self::start_with(dir, users, reader, None, false)
+    }
+
+    /// As [`Mosquitto::start`], on `port` (a free one if `None`); with `persist`, sessions
+    /// and queued messages are saved in `dir` when it stops (see [`Mosquitto::stop`]) and
+    /// restored when it starts again there.
+    pub fn start_with(
+        dir: &Path,
+        users: &[(&str, &str)],
+        reader: &str,
+        port: Option<u16>,
+        persist: bool,
+    ) -> anyhow::Result<Self> {
         let passwd = dir.join("mosquitto.passwd");
         std::fs::write(&passwd, "")?;
         for (user, pass) in users {
@@ -323,12 +341,21 @@ impl Mosquitto {
             &acl,
             format!("user {reader}\ntopic read hearth/#\n\npattern write hearth/%u/#\npattern write hearth/%u\n"),
         )?;
-        let port = free_port()?;
+        let port = match port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let persistence = if persist {
+            // As root, Mosquitto would switch to its own user, which cannot write here.
+            format!("user root\npersistence true\npersistence_location {}/\n", path_str(dir)?)
+        } else {
+            "persistence false\n".to_owned()
+        };
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\n",
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n{persistence}",
                 path_str(&passwd)?,
                 path_str(&acl)?
             ),
@@ -348,6 +375,48 @@ impl Mosquitto {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(Self { port, child })
+    }
+
+    /// Stops the broker as its service would (SIGTERM), so it saves what it persists.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let (ok, out) = run_tool("kill", &["-TERM", &self.child.id().to_string()])?;
+        anyhow::ensure!(ok, "kill: {out}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!("mosquitto did not stop");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+/// A free loopback UDP port, for programs (libcoap's server) that cannot use port 0.
+pub fn free_udp_port() -> anyhow::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A program the test started, killed on drop.
+pub struct Peer(Child);
+
+impl Peer {
+    pub fn spawn(program: &str, args: &[&str]) -> anyhow::Result<Self> {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {program}"))?;
+        Ok(Self(child))
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -2,6 +2,7 @@
 //! [`AppError`]. Handlers validate input and call the store or services; they hold no SQL.
 
 mod account;
+mod automations;
 mod consent;
 mod devices;
 mod live;
@@ -85,6 +86,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/share/grants"),
     ("GET", "/api/share/grants/{id}/data"),
     ("GET", "/api/share/grants/{id}/receipts"),
+    ("GET", "/api/rules"),
+    ("POST", "/api/rules"),
+    ("GET", "/api/rules/export"),
+    ("POST", "/api/rules/import"),
+    ("GET", "/api/rules/{id}"),
+    ("PUT", "/api/rules/{id}"),
+    ("DELETE", "/api/rules/{id}"),
+    ("GET", "/api/rules/{id}/runs"),
+    ("GET", "/api/notifications"),
+    ("DELETE", "/api/notifications/{id}"),
+    ("GET", "/api/outbox"),
 ];
 
 /// Request bodies are small JSON documents.
@@ -99,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .merge(people::routes())
         .merge(consent::routes())
         .merge(share::routes())
+        .merge(automations::routes())
         .route("/api", get(not_found))
         .route("/api/{*rest}", get(not_found).post(not_found).put(not_found).delete(not_found))
         .fallback(ui::serve)
@@ -134,6 +147,7 @@ mod tests {
             include_str!("people.rs"),
             include_str!("consent.rs"),
             include_str!("share.rs"),
+            include_str!("automations.rs"),
         ];
         let mut found = BTreeSet::new();
         for source in sources {

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
 use super::Rejections;
@@ -19,14 +19,9 @@ use crate::clock::now_ms;
 use crate::config::ExternalMqtt;
 use crate::store::Store;
 
-/// Runs until `shutdown`: connects, subscribes, ingests; on errors waits and reconnects.
-pub async fn run(
-    config: ExternalMqtt,
-    store: Store,
-    ingest: Ingest,
-    rejections: Rejections,
-    shutdown: CancellationToken,
-) {
+/// The client for the external broker: the caller keeps a clone to publish commands, and
+/// hands the event loop to [`run`]. Nothing connects until `run` polls it.
+pub fn client(config: &ExternalMqtt) -> (AsyncClient, EventLoop) {
     let mut options = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
     options.set_clean_session(false);
     options.set_manual_acks(true);
@@ -38,7 +33,18 @@ pub async fn run(
             config.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default(),
         );
     }
-    let (client, mut events) = AsyncClient::new(options, 256);
+    AsyncClient::new(options, 256)
+}
+
+/// Runs until `shutdown`: connects, subscribes, ingests; on errors waits and reconnects.
+pub async fn run(
+    config: ExternalMqtt,
+    (client, mut events): (AsyncClient, EventLoop),
+    store: Store,
+    ingest: Ingest,
+    rejections: Rejections,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(250);
     loop {
         let event = tokio::select! {

@@ -61,18 +61,29 @@ pub struct Committed {
 pub struct Ingest {
     tx: mpsc::Sender<Submission>,
     live: broadcast::Sender<Arc<[Committed]>>,
+    accepted: broadcast::Sender<Arc<[Reading]>>,
 }
 
 impl Ingest {
     /// Queues readings that need no acknowledgement (MQTT QoS 0, CoAP NON).
     pub async fn submit(&self, readings: Vec<Reading>) -> Result<(), Closed> {
+        self.announce(&readings);
         self.tx.send(Submission { readings, done: None }).await.map_err(|_| Closed)
+    }
+
+    /// Tells automations about readings as soon as they are accepted, before their commit:
+    /// a switch must not wait for the next group commit. Never waits.
+    fn announce(&self, readings: &[Reading]) {
+        if self.accepted.receiver_count() > 0 {
+            let _ = self.accepted.send(readings.into());
+        }
     }
 
     /// Queues readings and returns a receipt that resolves after their commit. All readings
     /// of one submission commit in the same transaction.
     pub async fn submit_acked(&self, readings: Vec<Reading>) -> Result<Receipt, Closed> {
         let (done, receipt) = oneshot::channel();
+        self.announce(&readings);
         self.tx.send(Submission { readings, done: Some(done) }).await.map_err(|_| Closed)?;
         Ok(receipt)
     }
@@ -81,6 +92,12 @@ impl Ingest {
     /// `Lagged`), it never slows ingest.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Committed]>> {
         self.live.subscribe()
+    }
+
+    /// Every accepted submission, before its commit (for automations). A slow receiver
+    /// misses some (it sees `Lagged`); it never slows ingest.
+    pub fn subscribe_accepted(&self) -> broadcast::Receiver<Arc<[Reading]>> {
+        self.accepted.subscribe()
     }
 }
 
@@ -93,9 +110,10 @@ pub fn spawn_writer(
 ) -> (Ingest, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (live, _) = broadcast::channel(256);
+    let (accepted, _) = broadcast::channel(4096);
     let writer = Writer { store, state, policy, live: live.clone() };
     let handle = tokio::spawn(writer.run(rx, shutdown));
-    (Ingest { tx, live }, handle)
+    (Ingest { tx, live, accepted }, handle)
 }
 
 struct Writer {

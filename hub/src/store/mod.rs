@@ -2,6 +2,7 @@
 //! keys and every SQL statement. It must not parse protocols or know about HTTP.
 
 mod accounts;
+mod automations;
 pub mod codec;
 mod consent;
 mod devices;
@@ -17,6 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 pub use accounts::{Role, Session, User};
+pub use automations::{OutboxRow, OutboxStatus, RuleRow, TimerRow};
 pub use consent::{LogRow, NewLogEntry, ReceiptRecord, RecipientRecord, RequestRecord};
 pub use devices::DeviceRecord;
 pub use people::{AcceptError, GuestRecord, InviteKind, TenancyRecord};

@@ -243,6 +243,15 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM invites WHERE tenancy_id = ?").bind(id).execute(&mut *tx).await?;
+        // The tenant's rules (with their traces and timers), notifications and helpers
+        // describe the household as much as its readings do: they go too.
+        for sql in [
+            "DELETE FROM rules WHERE author_id IN (SELECT id FROM users WHERE tenancy_id = ?)",
+            "DELETE FROM notifications WHERE user_id IN (SELECT id FROM users WHERE tenancy_id = ?)",
+            "DELETE FROM virtual_values WHERE subject = 'tenancy:' || ?",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
         // The tenant's own devices go with the tenancy.
         sqlx::query(
             "UPDATE devices SET secret_sealed = NULL, removed_ms = ? WHERE tenancy_id = ? AND removed_ms IS NULL",

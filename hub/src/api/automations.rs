@@ -1,0 +1,296 @@
+//! Automations: rules (create, edit, enable, delete, import, export as JSON or YAML), their
+//! run traces, notifications, and the cloud outbox's status. A rule belongs to its author
+//! and may use only devices its author sees; owners and tenants have rules, guests and
+//! recipients none.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+
+use super::scope::Scope;
+use super::{ApiJson, ApiQuery};
+use crate::auth::{CurrentUser, SUBJECTS};
+use crate::automation::model::find_virtual_loop;
+use crate::automation::runtime::TRACES_KEPT;
+use crate::automation::{Rule, Trace};
+use crate::clock::now_ms;
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::store::{Role, RuleRow, Session};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/rules", get(list).post(create))
+        .route("/api/rules/export", get(export))
+        .route("/api/rules/import", post(import))
+        .route("/api/rules/{id}", get(one).put(update).delete(remove))
+        .route("/api/rules/{id}/runs", get(runs))
+        .route("/api/notifications", get(notifications))
+        .route("/api/notifications/{id}", delete(dismiss))
+        .route("/api/outbox", get(outbox))
+}
+
+/// Most rules one person may have.
+const MAX_RULES: usize = 500;
+
+#[derive(Serialize)]
+struct RuleView {
+    id: i64,
+    created: i64,
+    updated: i64,
+    rule: Rule,
+    /// The newest run, if any.
+    last_run: Option<Trace>,
+}
+
+fn parse_rule(row: &RuleRow) -> Result<Rule, AppError> {
+    serde_json::from_slice(&row.body).map_err(AppError::internal)
+}
+
+async fn view(state: &AppState, row: &RuleRow) -> Result<RuleView, AppError> {
+    let last_run = state
+        .store
+        .runs(row.id, 1)
+        .await?
+        .into_iter()
+        .next()
+        .and_then(|(_, _, body)| serde_json::from_slice(&body).ok());
+    Ok(RuleView { id: row.id, created: row.created, updated: row.updated, rule: parse_rule(row)?, last_run })
+}
+
+/// The caller's own rule `id`; 404 for anyone else's.
+async fn own_rule(state: &AppState, user: &Session, id: i64) -> Result<RuleRow, AppError> {
+    state.store.rule(id).await?.filter(|r| r.author_id == user.user_id).ok_or(AppError::NotFound)
+}
+
+async fn own_rules(state: &AppState, user: &Session) -> Result<Vec<RuleRow>, AppError> {
+    Ok(state.store.rules().await?.into_iter().filter(|r| r.author_id == user.user_id).collect())
+}
+
+/// Everything a rule must pass beyond its own shape: the devices exist and the author sees
+/// them, and with the author's other rules it makes no loop through virtual values.
+async fn check(state: &AppState, user: &Session, rule: &Rule, others: &[(String, Rule)]) -> Result<(), AppError> {
+    rule.validate(&state.outbox.destinations()).map_err(|e| AppError::field("rule", e.0))?;
+    let scope = Scope::of(state, user).await?;
+    for id in rule.devices() {
+        match state.store.device(id).await? {
+            Some(d) if scope.sees(&d) => {}
+            _ => return Err(AppError::field("rule", format!("no device {id:?} that you can use"))),
+        }
+    }
+    let mut all: Vec<(&str, &Rule)> = others.iter().map(|(n, r)| (n.as_str(), r)).collect();
+    all.push((&rule.name, rule));
+    if let Some(cycle) = find_virtual_loop(&all) {
+        return Err(AppError::field(
+            "rule",
+            format!("these rules would start each other forever through virtual values: {}", cycle.join(" -> ")),
+        ));
+    }
+    Ok(())
+}
+
+/// The author's other rules (all but `except`), parsed.
+async fn others(state: &AppState, user: &Session, except: Option<i64>) -> Result<Vec<(String, Rule)>, AppError> {
+    own_rules(state, user)
+        .await?
+        .iter()
+        .filter(|r| Some(r.id) != except)
+        .map(|r| parse_rule(r).map(|rule| (rule.name.clone(), rule)))
+        .collect()
+}
+
+async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<RuleView>>, AppError> {
+    let user = user.require(SUBJECTS)?;
+    let mut out = Vec::new();
+    for row in own_rules(&state, &user).await? {
+        out.push(view(&state, &row).await?);
+    }
+    Ok(ApiJson(out))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(rule): ApiJson<Rule>,
+) -> Result<(StatusCode, ApiJson<RuleView>), AppError> {
+    let user = user.require(SUBJECTS)?;
+    let others = others(&state, &user, None).await?;
+    if others.len() >= MAX_RULES {
+        return Err(AppError::invalid(format!("at most {MAX_RULES} rules")));
+    }
+    check(&state, &user, &rule, &others).await?;
+    let body = serde_json::to_vec(&rule).map_err(AppError::internal)?;
+    let id = state.store.create_rule(user.user_id, &body, rule.enabled, now_ms()).await?;
+    state.automations.reload();
+    let row = own_rule(&state, &user, id).await?;
+    Ok((StatusCode::CREATED, ApiJson(view(&state, &row).await?)))
+}
+
+async fn one(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<ApiJson<RuleView>, AppError> {
+    let user = user.require(SUBJECTS)?;
+    let row = own_rule(&state, &user, id).await?;
+    Ok(ApiJson(view(&state, &row).await?))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    ApiJson(rule): ApiJson<Rule>,
+) -> Result<ApiJson<RuleView>, AppError> {
+    let user = user.require(SUBJECTS)?;
+    own_rule(&state, &user, id).await?;
+    let others = others(&state, &user, Some(id)).await?;
+    check(&state, &user, &rule, &others).await?;
+    let body = serde_json::to_vec(&rule).map_err(AppError::internal)?;
+    if !state.store.update_rule(id, &body, rule.enabled, now_ms()).await? {
+        return Err(AppError::NotFound);
+    }
+    state.automations.reload();
+    let row = own_rule(&state, &user, id).await?;
+    Ok(ApiJson(view(&state, &row).await?))
+}
+
+async fn remove(State(state): State<AppState>, user: CurrentUser, Path(id): Path<i64>) -> Result<StatusCode, AppError> {
+    let user = user.require(SUBJECTS)?;
+    own_rule(&state, &user, id).await?;
+    state.store.delete_rule(id).await?;
+    state.automations.reload();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn runs(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<ApiJson<Vec<Trace>>, AppError> {
+    let user = user.require(SUBJECTS)?;
+    own_rule(&state, &user, id).await?;
+    let runs = state.store.runs(id, TRACES_KEPT).await?;
+    Ok(ApiJson(runs.into_iter().filter_map(|(_, _, body)| serde_json::from_slice(&body).ok()).collect()))
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    format: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+async fn export(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> Result<Response, AppError> {
+    let user = user.require(SUBJECTS)?;
+    let rules = own_rules(&state, &user).await?.iter().map(parse_rule).collect::<Result<Vec<_>, _>>()?;
+    let set = RuleSet { rules };
+    match q.format.as_deref().unwrap_or("json") {
+        "json" => Ok(ApiJson(set).into_response()),
+        "yaml" => {
+            let text = serde_norway::to_string(&set).map_err(AppError::internal)?;
+            Ok(([(header::CONTENT_TYPE, "application/yaml; charset=utf-8")], text).into_response())
+        }
+        _ => Err(AppError::field("format", "json or yaml")),
+    }
+}
+
+/// Imports `{"rules": [...]}` as JSON, or the same as YAML (`Content-Type: application/yaml`).
+/// All or nothing: one bad rule refuses the whole file, naming it.
+async fn import(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, ApiJson<Json>), AppError> {
+    let user = user.require(SUBJECTS)?;
+    let yaml = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.contains("yaml"));
+    let set: RuleSet = if yaml {
+        serde_norway::from_slice(&body).map_err(|e| AppError::field("body", e.to_string()))?
+    } else {
+        serde_json::from_slice(&body).map_err(|e| AppError::field("body", e.to_string()))?
+    };
+    let mut existing = others(&state, &user, None).await?;
+    if existing.len() + set.rules.len() > MAX_RULES {
+        return Err(AppError::invalid(format!("at most {MAX_RULES} rules")));
+    }
+    for (i, rule) in set.rules.iter().enumerate() {
+        check(&state, &user, rule, &existing).await.map_err(|e| match e {
+            AppError::Validation { message, .. } => {
+                AppError::field("rules", format!("rule {} ({:?}): {message}", i + 1, rule.name))
+            }
+            other => other,
+        })?;
+        existing.push((rule.name.clone(), rule.clone()));
+    }
+    let mut ids = Vec::new();
+    for rule in &set.rules {
+        let body = serde_json::to_vec(rule).map_err(AppError::internal)?;
+        ids.push(state.store.create_rule(user.user_id, &body, rule.enabled, now_ms()).await?);
+    }
+    state.automations.reload();
+    Ok((StatusCode::CREATED, ApiJson(json!({ "imported": ids.len(), "ids": ids }))))
+}
+
+#[derive(Serialize)]
+struct NotificationView {
+    id: i64,
+    created: i64,
+    #[serde(flatten)]
+    body: Json,
+}
+
+async fn notifications(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> Result<ApiJson<Vec<NotificationView>>, AppError> {
+    let user = user.require(SUBJECTS)?;
+    let rows = state.store.notifications(user.user_id, 100).await?;
+    Ok(ApiJson(
+        rows.into_iter()
+            .map(|(id, created, body)| NotificationView {
+                id,
+                created,
+                body: serde_json::from_slice(&body).unwrap_or(Json::Null),
+            })
+            .collect(),
+    ))
+}
+
+async fn dismiss(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, AppError> {
+    let user = user.require(SUBJECTS)?;
+    if state.store.delete_notification(user.user_id, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::NotFound)
+    }
+}
+
+async fn outbox(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Json>, AppError> {
+    user.require(&[Role::Owner])?;
+    let names: Vec<String> = state.config.cloud.destinations.iter().map(|d| d.name.clone()).collect();
+    let status = state.store.outbox_status(&names).await?;
+    let max = state.config.cloud.max_queued;
+    Ok(ApiJson(json!({ "max_queued": max, "destinations": status.iter().map(|s| {
+        let mut v = serde_json::to_value(s).unwrap_or(Json::Null);
+        v["full"] = json!(s.queued >= i64::from(max));
+        v
+    }).collect::<Vec<_>>() })))
+}

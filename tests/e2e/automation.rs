@@ -1,0 +1,461 @@
+//! Automations end to end: a device's reading fires a rule and another device receives the
+//! command (over the embedded MQTT server, and over CoAP to libcoap's server); traces,
+//! notifications and refused rules; the cloud cut (upstream Mosquitto stopped, hub
+//! restarted, outbox drained in order, each message once); delays and missed time triggers
+//! across a restart.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hearth_tests::{Config, Mosquitto, Peer, TestHub, free_udp_port, mqtt_connect, run_tool, wait_until};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// A device listening for its commands: every message it receives, as (topic, payload).
+struct Listener {
+    _client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<(String, String)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    async fn start(addr: SocketAddr, device: &str, secret: &str, filter: &str) -> anyhow::Result<Self> {
+        let (client, mut events) = mqtt_connect(addr, &format!("{device}-listener"), device, secret).await?;
+        client.subscribe(filter, QoS::AtMostOnce).await?;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Ok(Event::Incoming(Packet::SubAck(_))) = events.poll().await {
+                    return;
+                }
+            }
+        })
+        .await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Ok(event) = events.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = event {
+                    let _ = tx.send((p.topic.clone(), String::from_utf8_lossy(&p.payload).into_owned()));
+                }
+            }
+        });
+        Ok(Self { _client: client, rx, task })
+    }
+
+    async fn next(&mut self) -> anyhow::Result<(String, String)> {
+        tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("no command within 10 s"))?
+            .ok_or_else(|| anyhow::anyhow!("listener closed"))
+    }
+
+    /// Nothing more arrives within `d`.
+    async fn quiet(&mut self, d: Duration) -> bool {
+        tokio::time::timeout(d, self.rx.recv()).await.is_err()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn create_rule(hub: &TestHub, client: &reqwest::Client, rule: Value) -> anyhow::Result<i64> {
+    let resp = client.post(hub.url("/api/rules")).json(&rule).send().await?;
+    let status = resp.status();
+    let body: Value = resp.json().await?;
+    anyhow::ensure!(status == 201, "creating a rule: {status} {body}");
+    body["id"].as_i64().ok_or_else(|| anyhow::anyhow!("no id in {body}"))
+}
+
+async fn runs(hub: &TestHub, client: &reqwest::Client, rule: i64) -> anyhow::Result<Vec<Value>> {
+    let v: Value = client.get(hub.url(&format!("/api/rules/{rule}/runs"))).send().await?.json().await?;
+    Ok(v.as_array().cloned().unwrap_or_default())
+}
+
+async fn outbox(hub: &TestHub, owner: &reqwest::Client) -> anyhow::Result<Value> {
+    let v: Value = owner.get(hub.url("/api/outbox")).send().await?.json().await?;
+    Ok(v["destinations"][0].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_fires_a_rule_and_the_device_gets_its_command() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (sensor, sensor_secret) = hub.add_device(&owner, "Hall sensor").await?;
+    let (plug, plug_secret) = hub.add_device(&owner, "Heater plug").await?;
+    let addr = hub.mqtt.ok_or_else(|| anyhow::anyhow!("no MQTT"))?;
+    let mut heater = Listener::start(addr, &plug, &plug_secret, &format!("hearth/{plug}/set/#")).await?;
+    let sensor_dev = (sensor.as_str(), sensor_secret.as_str());
+    let topic = format!("hearth/{sensor}/temperature");
+
+    let heat = create_rule(
+        &hub,
+        &owner,
+        json!({
+            "name": "Heat when cold",
+            "triggers": [{ "type": "threshold", "device": sensor, "metric": "temperature", "below": 18.0 }],
+            "actions": [
+                { "type": "mqtt", "device": plug, "metric": "power", "value": "on" },
+                { "type": "notify", "message": "Heating on" }
+            ]
+        }),
+    )
+    .await?;
+    let guarded = create_rule(
+        &hub,
+        &owner,
+        json!({
+            "name": "Alarm when away",
+            "triggers": [{ "type": "reading", "device": sensor, "metric": "temperature" }],
+            "conditions": [{ "type": "virtual", "name": "away", "op": "==", "value": true }],
+            "actions": [{ "type": "mqtt", "device": plug, "metric": "alarm", "value": true }]
+        }),
+    )
+    .await?;
+
+    // Crossing below 18 sends the command; staying below does not; crossing again does.
+    hub.publish(sensor_dev, &topic, "17.5".into()).await?;
+    assert_eq!(heater.next().await?, (format!("hearth/{plug}/set/power"), "on".to_owned()));
+    hub.publish(sensor_dev, &topic, "17.0".into()).await?;
+    assert!(heater.quiet(Duration::from_millis(500)).await, "no command while it stays cold");
+    hub.publish(sensor_dev, &topic, "21".into()).await?;
+    hub.publish(sensor_dev, &topic, "16".into()).await?;
+    assert_eq!(heater.next().await?.1, "on");
+    assert!(heater.quiet(Duration::from_millis(300)).await, "the alarm rule's condition failed: no alarm");
+
+    // The traces say what triggered each run and what it did, or which condition failed.
+    let traces = wait_until(Duration::from_secs(5), "two finished runs", || async {
+        runs(&hub, &owner, heat).await.ok().filter(|r| r.len() == 2 && r.iter().all(|t| t["status"] == "done"))
+    })
+    .await?;
+    assert_eq!(traces[0]["trigger"]["text"], "temperature of ".to_owned() + &sensor + " went below 18: 16");
+    assert_eq!(traces[0]["steps"][0]["action"], format!("MQTT hearth/{plug}/set/power = on"));
+    assert_eq!(traces[0]["steps"][1]["result"], "shown in the app");
+    let skipped = wait_until(Duration::from_secs(5), "four traces of the guarded rule", || async {
+        runs(&hub, &owner, guarded).await.ok().filter(|r| r.len() == 4)
+    })
+    .await?;
+    assert!(skipped.iter().all(|t| t["status"] == "conditions not met"), "{skipped:?}");
+    assert_eq!(skipped[0]["checks"][0], json!({ "condition": "away (not set) == on", "passed": false }));
+    let notes: Value = owner.get(hub.url("/api/notifications")).send().await?.json().await?;
+    assert_eq!(notes.as_array().map(Vec::len), Some(2), "{notes}");
+    assert_eq!((notes[0]["rule"].as_str(), notes[0]["message"].as_str()), (Some("Heat when cold"), Some("Heating on")));
+
+    // Disabled, the rule keeps its definition but does nothing.
+    let mut def: Value = owner.get(hub.url(&format!("/api/rules/{heat}"))).send().await?.json().await?;
+    def["rule"]["enabled"] = json!(false);
+    let resp = owner.put(hub.url(&format!("/api/rules/{heat}"))).json(&def["rule"]).send().await?;
+    assert_eq!(resp.status(), 200);
+    hub.publish(sensor_dev, &topic, "25".into()).await?;
+    hub.publish(sensor_dev, &topic, "10".into()).await?;
+    assert!(heater.quiet(Duration::from_millis(500)).await, "a disabled rule sends nothing");
+
+    // Bad rules are refused with a reason, and nothing is stored.
+    let bad = |rule: Value| {
+        let owner = owner.clone();
+        let url = hub.url("/api/rules");
+        async move {
+            let resp = owner.post(url).json(&rule).send().await?;
+            let status = resp.status().as_u16();
+            anyhow::Ok((status, resp.json::<Value>().await?["error"].as_str().unwrap_or_default().to_owned()))
+        }
+    };
+    let notify = json!([{ "type": "notify", "message": "x" }]);
+    let (status, error) = bad(json!({ "name": "r", "triggers": [{ "type": "reading", "device": "nosuchdevice",
+        "metric": "t" }], "actions": notify }))
+    .await?;
+    assert_eq!((status, error.contains("no device \"nosuchdevice\"")), (422, true), "{error}");
+    let (status, error) =
+        bad(json!({ "name": "r", "triggers": [{ "type": "cron", "expr": "every tuesday" }], "actions": notify }))
+            .await?;
+    assert_eq!((status, error.contains("cron")), (422, true), "{error}");
+    let (status, _) = bad(json!({ "name": "r", "triggers": [{ "type": "start" }], "actions": [] })).await?;
+    assert_eq!(status, 422);
+    create_rule(
+        &hub,
+        &owner,
+        json!({ "name": "A", "triggers": [{ "type": "virtual", "name": "x" }],
+            "actions": [{ "type": "set", "name": "y", "value": true }] }),
+    )
+    .await?;
+    let (status, error) = bad(json!({ "name": "B", "triggers": [{ "type": "virtual", "name": "y" }],
+        "actions": [{ "type": "set", "name": "x", "value": true }] }))
+    .await?;
+    assert_eq!((status, error.contains("forever") && error.contains("A")), (422, true), "{error}");
+    let all: Value = owner.get(hub.url("/api/rules")).send().await?.json().await?;
+    assert_eq!(all.as_array().map(Vec::len), Some(3));
+
+    // Export and import round-trip, as YAML.
+    let yaml = owner.get(hub.url("/api/rules/export?format=yaml")).send().await?.text().await?;
+    assert!(yaml.contains("name: Heat when cold"), "{yaml}");
+    let other_dir = tempfile::tempdir()?;
+    let other = TestHub::start(other_dir.path()).await?;
+    let other_owner = other.owner().await?;
+    // The devices are this hub's: on another hub they do not exist, so the import is refused.
+    let resp = other_owner
+        .post(other.url("/api/rules/import"))
+        .header("content-type", "application/yaml")
+        .body(yaml.clone())
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 422);
+    let resp = owner
+        .post(hub.url("/api/rules/import"))
+        .header("content-type", "application/yaml")
+        .body(yaml.replace("name: Heat when cold", "name: Heat when cold (copy)").replace("name: A\n", "name: A2\n"))
+        .send()
+        .await?;
+    // Importing A again would make a second rule that sets y from x: no loop, accepted.
+    assert_eq!(resp.status(), 201, "{}", resp.text().await?);
+    other.stop().await?;
+    hub.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_commands_a_coap_device() -> anyhow::Result<()> {
+    let port = free_udp_port()?;
+    let _lamp = Peer::spawn("coap-server-notls", &["-A", "127.0.0.1", "-p", &port.to_string()])?;
+    let uri = format!("coap://127.0.0.1:{port}/example_data");
+    let get = || run_tool("coap-client-notls", &["-m", "get", "-B", "2", &uri]);
+    wait_until(Duration::from_secs(10), "libcoap's server", || async { get().ok().filter(|(ok, _)| *ok) }).await?;
+
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (button, secret) = hub.add_device(&owner, "Button").await?;
+    let rule = create_rule(
+        &hub,
+        &owner,
+        json!({
+            "name": "Lamp on",
+            "triggers": [{ "type": "change", "device": button, "metric": "pressed" }],
+            "actions": [{ "type": "coap", "uri": uri, "method": "put", "payload": "lamp-on" }]
+        }),
+    )
+    .await?;
+    hub.publish((&button, &secret), &format!("hearth/{button}/pressed"), "true".into()).await?;
+    wait_until(Duration::from_secs(10), "the lamp to hold what the rule PUT", || async {
+        get().ok().filter(|(_, out)| out.trim() == "lamp-on")
+    })
+    .await?;
+    let traces = wait_until(Duration::from_secs(5), "the run's trace", || async {
+        runs(&hub, &owner, rule).await.ok().filter(|r| r.first().is_some_and(|t| t["status"] == "done"))
+    })
+    .await?;
+    let step = &traces[0]["steps"][0];
+    assert_eq!(step["action"], format!("CoAP PUT {uri}"));
+    assert!(step["result"].as_str().is_some_and(|r| r.starts_with("2.0")), "{step}");
+    hub.stop().await?;
+    Ok(())
+}
+
+/// The receiving end of the cloud: a client of the upstream broker with a persistent
+/// session, so messages published while it is away (or the broker restarts) wait for it.
+fn cloud_watcher(port: u16) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut options = MqttOptions::new("watcher", "127.0.0.1", port);
+    options.set_credentials("watcher", "watcher-password");
+    options.set_clean_session(false);
+    options.set_keep_alive(Duration::from_secs(5));
+    AsyncClient::new(options, 64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloud_is_cut_local_rules_keep_firing_and_the_outbox_drains_in_order() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cloud_dir = dir.path().join("cloud");
+    std::fs::create_dir_all(&cloud_dir)?;
+    let users = [("home", "home-password"), ("watcher", "watcher-password")];
+    let cloud = Mosquitto::start_with(&cloud_dir, &users, "watcher", None, true)?;
+    let port = cloud.port;
+
+    // The watcher subscribes once; its session outlives the broker's restart.
+    let (watcher, mut watcher_events) = cloud_watcher(port);
+    watcher.subscribe("hearth/home/#", QoS::AtLeastOnce).await?;
+    let (seen_tx, mut seen) = mpsc::unbounded_channel::<Value>();
+    let watch = tokio::spawn(async move {
+        loop {
+            match watcher_events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = seen_tx.send(serde_json::from_slice(&p.payload).unwrap_or(Value::Null));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+
+    let mut config = Config::for_test(&dir.path().join("data"));
+    config.cloud = toml::from_str(&format!(
+        "retry_max_s = 1\n[[destinations]]\nname = 'upstream'\nkind = 'mqtt'\nurl = 'mqtt://127.0.0.1:{port}'\n\
+         username = 'home'\npassword = 'home-password'\ntopic_prefix = 'hearth/home/'"
+    ))?;
+    let hub = TestHub::start_with(config.clone()).await?;
+    let owner = hub.owner().await?;
+    let (meter, meter_secret) = hub.add_device(&owner, "Meter").await?;
+    let (relay, relay_secret) = hub.add_device(&owner, "Relay").await?;
+    let meter_dev = (meter.as_str(), meter_secret.as_str());
+    create_rule(
+        &hub,
+        &owner,
+        json!({
+            "name": "Report and switch",
+            "mode": "queued",
+            "triggers": [{ "type": "reading", "device": meter, "metric": "power" }],
+            "actions": [
+                { "type": "mqtt", "device": relay, "metric": "state", "value": "toggle" },
+                { "type": "cloud", "destination": "upstream", "topic": "power", "payload": { "note": "meter read" } }
+            ]
+        }),
+    )
+    .await?;
+    let topic = format!("hearth/{meter}/power");
+    let mut relay_in =
+        Listener::start(hub.mqtt.unwrap_or(hub.http), &relay, &relay_secret, &format!("hearth/{relay}/set/#")).await?;
+
+    // Cloud up: the first message goes straight through.
+    hub.publish(meter_dev, &topic, "1".into()).await?;
+    assert_eq!(relay_in.next().await?.1, "toggle");
+    let first = tokio::time::timeout(Duration::from_secs(10), seen.recv()).await?.unwrap_or_default();
+    assert_eq!(first["message"]["trigger"]["value"], 1.0);
+    wait_until(Duration::from_secs(5), "the outbox to be empty", || async {
+        outbox(&hub, &owner).await.ok().filter(|o| o["queued"] == 0 && o["delivered"] == 1)
+    })
+    .await?;
+
+    // Cloud cut: every local trigger still switches the relay at once; the outbox grows.
+    cloud.stop()?;
+    for v in 2..=6 {
+        hub.publish(meter_dev, &topic, v.to_string()).await?;
+        assert_eq!(relay_in.next().await?.1, "toggle", "reading {v}: the local command");
+    }
+    let status = wait_until(Duration::from_secs(5), "five queued messages", || async {
+        outbox(&hub, &owner).await.ok().filter(|o| o["queued"] == 5)
+    })
+    .await?;
+    assert!(status["last_error"].is_string(), "{status}");
+
+    // The hub restarts while the cloud is still down: the outbox is intact, rules still fire.
+    drop(relay_in);
+    hub.stop().await?;
+    let hub = TestHub::start_with(config).await?;
+    let owner = hub.login().await?;
+    assert_eq!(outbox(&hub, &owner).await?["queued"], 5);
+    let mut relay_in =
+        Listener::start(hub.mqtt.unwrap_or(hub.http), &relay, &relay_secret, &format!("hearth/{relay}/set/#")).await?;
+    hub.publish(meter_dev, &topic, "7".into()).await?;
+    assert_eq!(relay_in.next().await?.1, "toggle");
+    wait_until(Duration::from_secs(5), "six queued", || async {
+        outbox(&hub, &owner).await.ok().filter(|o| o["queued"] == 6)
+    })
+    .await?;
+
+    // The cloud comes back: the outbox drains, in order, each message once.
+    let cloud = Mosquitto::start_with(&cloud_dir, &users, "watcher", Some(port), true)?;
+    let mut values = vec![1.0];
+    let mut ids = BTreeSet::from([first["id"].as_str().unwrap_or_default().to_owned()]);
+    while values.len() < 7 {
+        let m = tokio::time::timeout(Duration::from_secs(20), seen.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("only {values:?} arrived"))?
+            .unwrap_or_default();
+        assert!(ids.insert(m["id"].as_str().unwrap_or_default().to_owned()), "a message arrived twice: {m}");
+        values.push(m["message"]["trigger"]["value"].as_f64().unwrap_or_default());
+    }
+    assert_eq!(values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    assert!(tokio::time::timeout(Duration::from_millis(500), seen.recv()).await.is_err(), "nothing more arrives");
+    wait_until(Duration::from_secs(5), "an empty outbox", || async {
+        outbox(&hub, &owner).await.ok().filter(|o| o["queued"] == 0)
+    })
+    .await?;
+    watch.abort();
+    hub.stop().await?;
+    drop(cloud);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delays_and_missed_time_triggers_survive_a_restart() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let config = hub.config.clone();
+    let owner = hub.owner().await?;
+    let (door, door_secret) = hub.add_device(&owner, "Door").await?;
+    let (light, light_secret) = hub.add_device(&owner, "Porch light").await?;
+    let delayed = create_rule(
+        &hub,
+        &owner,
+        json!({
+            "name": "Light off later",
+            "triggers": [{ "type": "reading", "device": door, "metric": "open" }],
+            "actions": [{ "type": "delay", "seconds": 6 }, { "type": "mqtt", "device": light, "metric": "power", "value": "off" }]
+        }),
+    )
+    .await?;
+    let every_second = json!([{ "type": "cron", "expr": "* * * * * *" }]);
+    let notify = json!([{ "type": "notify", "message": "tick" }]);
+    let caught = create_rule(
+        &hub,
+        &owner,
+        json!({ "name": "Catch up", "catch_up": true, "triggers": every_second, "actions": notify }),
+    )
+    .await?;
+    let not_caught =
+        create_rule(&hub, &owner, json!({ "name": "No catch up", "triggers": every_second, "actions": notify }))
+            .await?;
+    // The rule's trigger fires, and the hub stops during its delay.
+    let triggered = std::time::Instant::now();
+    hub.publish((&door, &door_secret), &format!("hearth/{door}/open"), "true".into()).await?;
+    wait_until(Duration::from_secs(5), "the run to be waiting", || async {
+        runs(&hub, &owner, delayed).await.ok().filter(|r| r.first().is_some_and(|t| t["status"] == "waiting"))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    hub.stop().await?;
+
+    // Down for a while: the time triggers of that span are missed.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before_caught = runs_count(dir.path(), caught).await?;
+    let before_not = runs_count(dir.path(), not_caught).await?;
+    let hub = TestHub::start_with(config).await?;
+    let owner = hub.login().await?;
+    let mut light_in =
+        Listener::start(hub.mqtt.unwrap_or(hub.http), &light, &light_secret, &format!("hearth/{light}/set/#")).await?;
+    // The delay goes on after the restart; when it ends, the rest of the run happens.
+    assert_eq!(light_in.next().await?, (format!("hearth/{light}/set/power"), "off".to_owned()));
+    let waited = triggered.elapsed();
+    assert!(waited >= Duration::from_secs(6), "the command came {waited:?} after the trigger, before the delay ended");
+    let traces = wait_until(Duration::from_secs(5), "the resumed run to finish", || async {
+        runs(&hub, &owner, delayed).await.ok().filter(|r| r.first().is_some_and(|t| t["status"] == "done"))
+    })
+    .await?;
+    assert_eq!(traces.len(), 1, "one run, resumed: {traces:?}");
+    assert_eq!(traces[0]["steps"][0]["result"], "waited");
+    // The catch-up rule ran once for the missed span; the other did not.
+    let caught_runs = wait_until(Duration::from_secs(5), "the catch-up run", || async {
+        let r = runs(&hub, &owner, caught).await.ok()?;
+        r.iter().any(|t| t["trigger"]["text"].as_str().is_some_and(|s| s.contains("missed"))).then_some(r)
+    })
+    .await?;
+    let missed =
+        caught_runs.iter().filter(|t| t["trigger"]["text"].as_str().is_some_and(|s| s.contains("missed"))).count();
+    assert_eq!(missed, 1, "caught up exactly once: {caught_runs:?}");
+    let not_runs = runs(&hub, &owner, not_caught).await?;
+    assert!(not_runs.iter().all(|t| !t["trigger"]["text"].as_str().unwrap_or_default().contains("missed")));
+    assert!(before_caught > 0 && before_not > 0, "both ran every second before the stop");
+    hub.stop().await?;
+    Ok(())
+}
+
+/// Runs recorded for `rule`, read from the database file while the hub is stopped.
+async fn runs_count(dir: &std::path::Path, rule: i64) -> anyhow::Result<i64> {
+    let db = dir.join("data/hearth.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display())).await?;
+    let n = sqlx::query_scalar("SELECT COUNT(*) FROM rule_runs WHERE rule_id = ?").bind(rule).fetch_one(&pool).await?;
+    pool.close().await;
+    Ok(n)
+}
