@@ -89,6 +89,8 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
         json!({ "name": "r", "triggers": [{ "type": "start" }], "actions": [{ "type": "notify", "message": "x" }] });
     let created: Value = tenant.post(hub.url("/api/rules")).json(&simple_rule).send().await?.json().await?;
     let rule = created["id"].to_string();
+    let bad_rule_for_dry_run = json!({ "name": "r", "triggers": [{ "type": "reading", "device": "nosuchdevice", "metric": "t" }],
+        "actions": [{ "type": "notify", "message": "x" }] });
     let bad_rule = json!({ "name": "r", "triggers": [{ "type": "reading", "device": "nosuchdevice", "metric": "t" }],
         "actions": [{ "type": "notify", "message": "x" }] });
     let (t, ot) = (tenancy.to_string(), other_tenancy.to_string());
@@ -157,6 +159,8 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
         row("POST", "/api/rules", [A, 422, 422, 422, F, F]).body(bad_rule.clone()),
         row("GET", "/api/rules/export", [A, 200, 200, 200, F, F]),
         row("POST", "/api/rules/import", [A, 422, 422, 422, F, F]).body(json!({ "rules": [bad_rule] })),
+        row("POST", "/api/rules/dry-run", [A, 422, 422, 422, F, F])
+            .body(json!({ "rule": bad_rule_for_dry_run, "from": 0, "to": 1000 })),
         row("GET", "/api/rules/{id}", [A, 404, 200, 404, F, F]).with("id", &rule),
         row("PUT", "/api/rules/{id}", [A, 404, 200, 404, F, F]).with("id", &rule).body(simple_rule),
         row("GET", "/api/rules/{id}/runs", [A, 404, 200, 404, F, F]).with("id", &rule),

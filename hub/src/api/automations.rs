@@ -15,12 +15,17 @@ use serde_json::{Value as Json, json};
 use super::scope::Scope;
 use super::{ApiJson, ApiQuery};
 use crate::auth::{CurrentUser, SUBJECTS};
-use crate::automation::model::find_virtual_loop;
+use crate::automation::dryrun::{Replay, replay};
+use crate::automation::engine::{Compiled, World};
+use crate::automation::model::{Condition, Trigger, find_virtual_loop};
 use crate::automation::runtime::TRACES_KEPT;
+use crate::automation::runtime::subject_key;
 use crate::automation::{Rule, Trace};
 use crate::clock::now_ms;
 use crate::error::AppError;
+use crate::reading::{Reading, Value};
 use crate::state::AppState;
+use crate::store::readings::Keys;
 use crate::store::{Role, RuleRow, Session};
 
 pub fn routes() -> Router<AppState> {
@@ -28,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/rules", get(list).post(create))
         .route("/api/rules/export", get(export))
         .route("/api/rules/import", post(import))
+        .route("/api/rules/dry-run", post(dry_run))
         .route("/api/rules/{id}", get(one).put(update).delete(remove))
         .route("/api/rules/{id}/runs", get(runs))
         .route("/api/notifications", get(notifications))
@@ -243,6 +249,111 @@ async fn import(
     }
     state.automations.reload();
     Ok((StatusCode::CREATED, ApiJson(json!({ "imported": ids.len(), "ids": ids }))))
+}
+
+/// Longest range a dry run replays, and most readings and firings it handles.
+const DRY_RUN_MAX_MS: i64 = 31 * 24 * 3_600_000;
+const DRY_RUN_MAX_READINGS: usize = 200_000;
+const DRY_RUN_MAX_FIRES: usize = 1_000;
+/// What the replay knows before `from`: the readings of the day before.
+const DRY_RUN_LOOKBACK_MS: i64 = 24 * 3_600_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DryRunRequest {
+    rule: Rule,
+    from: i64,
+    to: i64,
+}
+
+#[derive(Serialize)]
+struct DryRunView {
+    from: i64,
+    to: i64,
+    readings: usize,
+    #[serde(flatten)]
+    replay: Replay,
+}
+
+/// Replays a rule (saved or not) over your recorded readings in `[from, to)` and lists when
+/// it would have fired and what it would have done. Nothing is acted on.
+async fn dry_run(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(req): ApiJson<DryRunRequest>,
+) -> Result<ApiJson<DryRunView>, AppError> {
+    let user = user.require(SUBJECTS)?;
+    if req.from >= req.to || req.to - req.from > DRY_RUN_MAX_MS {
+        return Err(AppError::field("to", "the range must be after `from` and at most 31 days long"));
+    }
+    check(&state, &user, &req.rule, &[]).await?;
+    let scope = Scope::of(&state, &user).await?;
+    // The series the rule looks at: those its triggers and conditions name, and every
+    // series of a device it waits to fall silent.
+    let mut series = std::collections::BTreeSet::new();
+    for t in &req.rule.triggers {
+        match t {
+            Trigger::Reading { device, metric }
+            | Trigger::Change { device, metric }
+            | Trigger::Threshold { device, metric, .. } => {
+                series.insert((device.clone(), metric.clone()));
+            }
+            Trigger::Silent { device, .. } => {
+                for s in state.store.series_of(device).await? {
+                    series.insert((s.device, s.metric));
+                }
+            }
+            _ => {}
+        }
+    }
+    fn walk(c: &Condition, out: &mut std::collections::BTreeSet<(String, String)>) {
+        match c {
+            Condition::Compare { device, metric, .. } => {
+                out.insert((device.clone(), metric.clone()));
+            }
+            Condition::All { conditions } | Condition::Any { conditions } => {
+                conditions.iter().for_each(|c| walk(c, out))
+            }
+            Condition::Not { condition } => walk(condition, out),
+            _ => {}
+        }
+    }
+    req.rule.conditions.iter().for_each(|c| walk(c, &mut series));
+
+    let mut world = World::default();
+    let mut readings = Vec::new();
+    for (device, metric) in &series {
+        let range = (req.from - DRY_RUN_LOOKBACK_MS, req.to);
+        let Some((rows, _)) =
+            state.store.readings(device, metric, range, DRY_RUN_MAX_READINGS, Keys::Only(&scope.keys)).await?
+        else {
+            continue;
+        };
+        for (ts, value) in rows {
+            let r = Reading { device: device.clone(), metric: metric.clone(), ts, value, unit: None };
+            if ts < req.from { world.apply(&r) } else { readings.push(r) }
+        }
+        if readings.len() > DRY_RUN_MAX_READINGS {
+            return Err(AppError::field(
+                "to",
+                format!("more than {DRY_RUN_MAX_READINGS} readings: choose a shorter range"),
+            ));
+        }
+    }
+    readings.sort_by_key(|r| r.ts);
+    if let Some(subject) = super::scope::subject_of(&user) {
+        let key = subject_key(subject);
+        for (s, name, body, _) in state.store.virtual_values().await? {
+            if s == key
+                && let Ok(v) = serde_json::from_slice::<Value>(&body)
+            {
+                world.virtuals.insert(name, v);
+            }
+        }
+    }
+    let compiled = Compiled::new(0, req.rule);
+    let result = replay(&compiled, world, &readings, (req.from, req.to), &chrono::Local, DRY_RUN_MAX_FIRES);
+    Ok(ApiJson(DryRunView { from: req.from, to: req.to, readings: readings.len(), replay: result }))
 }
 
 #[derive(Serialize)]

@@ -90,6 +90,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/rules"),
     ("GET", "/api/rules/export"),
     ("POST", "/api/rules/import"),
+    ("POST", "/api/rules/dry-run"),
     ("GET", "/api/rules/{id}"),
     ("PUT", "/api/rules/{id}"),
     ("DELETE", "/api/rules/{id}"),

@@ -261,7 +261,7 @@ pub fn evaluate<Tz: TimeZone>(rules: &[Compiled], world: &World, event: &Event<'
                         device: None,
                         metric: None,
                         value: None,
-                        at: to.div_euclid(every) * every,
+                        at: (from.div_euclid(every) + 1) * every,
                     })
                 }
                 (Trigger::Start, Event::Start) => {
@@ -295,7 +295,12 @@ pub fn evaluate<Tz: TimeZone>(rules: &[Compiled], world: &World, event: &Event<'
                 });
                 continue;
             }
-            let (run, checks) = check_all(&c.rule.conditions, world, now, tz);
+            // Conditions see the reading that triggered them, as if already applied.
+            let fresh = match event {
+                Event::Reading(r) => Some(*r),
+                _ => None,
+            };
+            let (run, checks) = check_all(&c.rule.conditions, &View { world, fresh }, now, tz);
             out.outcomes.push(Outcome { rule: c.id, trigger: i, cause, checks, run, refused: None, depth });
         }
     }
@@ -382,8 +387,24 @@ fn op_str(op: Op) -> &'static str {
     }
 }
 
+/// What conditions see: the world, with the reading being evaluated on top.
+struct View<'a> {
+    world: &'a World,
+    fresh: Option<&'a Reading>,
+}
+
+impl View<'_> {
+    fn latest(&self, device: &str, metric: &str) -> Option<&Value> {
+        let known = self.world.latest.get(&(device.to_owned(), metric.to_owned()));
+        match self.fresh {
+            Some(r) if same(r, device, metric) && known.is_none_or(|(_, ts)| *ts <= r.ts) => Some(&r.value),
+            _ => known.map(|(v, _)| v),
+        }
+    }
+}
+
 /// Checks the conditions in order; stops at the first that fails.
-fn check_all<Tz: TimeZone>(conditions: &[Condition], world: &World, now: i64, tz: &Tz) -> (bool, Vec<Check>) {
+fn check_all<Tz: TimeZone>(conditions: &[Condition], world: &View<'_>, now: i64, tz: &Tz) -> (bool, Vec<Check>) {
     let mut checks = Vec::with_capacity(conditions.len());
     for c in conditions {
         let (passed, text) = check(c, world, now, tz);
@@ -395,16 +416,16 @@ fn check_all<Tz: TimeZone>(conditions: &[Condition], world: &World, now: i64, tz
     (true, checks)
 }
 
-fn check<Tz: TimeZone>(c: &Condition, world: &World, now: i64, tz: &Tz) -> (bool, String) {
+fn check<Tz: TimeZone>(c: &Condition, world: &View<'_>, now: i64, tz: &Tz) -> (bool, String) {
     match c {
         Condition::Compare { device, metric, op, value } => {
-            let latest = world.latest.get(&(device.clone(), metric.clone()));
-            let now_is = latest.map_or("nothing yet".to_owned(), |(v, _)| show(v));
-            let passed = latest.map_or(*op == Op::Ne, |(v, _)| compare(v, *op, value));
+            let latest = world.latest(device, metric);
+            let now_is = latest.map_or("nothing yet".to_owned(), show);
+            let passed = latest.map_or(*op == Op::Ne, |v| compare(v, *op, value));
             (passed, format!("{metric} of {device} ({now_is}) {} {}", op_str(*op), show(value)))
         }
         Condition::Virtual { name, op, value } => {
-            let current = world.virtuals.get(name);
+            let current = world.world.virtuals.get(name);
             let now_is = current.map_or("not set".to_owned(), show);
             (
                 current.map_or(*op == Op::Ne, |v| compare(v, *op, value)),
@@ -522,6 +543,20 @@ mod tests {
     }
 
     #[test]
+    fn conditions_see_the_reading_that_triggered_them() {
+        let rules = [compiled(
+            1,
+            json!({ "name": "r", "triggers": [{ "type": "threshold", "device": "d", "metric": "t", "below": 18.0 }],
+            "conditions": [{ "type": "compare", "device": "d", "metric": "t", "op": "<", "value": 20 }],
+            "actions": [{ "type": "notify", "message": "x" }] }),
+        )];
+        let mut w = World::default();
+        feed(&rules, &mut w, &reading("d", "t", Value::Number(20.0), 1), 1);
+        let e = feed(&rules, &mut w, &reading("d", "t", Value::Number(17.0), 2), 2);
+        assert_eq!(e.outcomes[0].checks[0], Check { condition: "t of d (17) < 20".into(), passed: true });
+    }
+
+    #[test]
     fn a_threshold_with_for_fires_only_if_it_holds() {
         let rules = [compiled(
             7,
@@ -571,7 +606,8 @@ mod tests {
         let unset = World::default();
         let ne = Condition::Virtual { name: "away".into(), op: Op::Ne, value: Value::Bool(true) };
         let eq = Condition::Virtual { name: "away".into(), op: Op::Eq, value: Value::Bool(true) };
-        assert_eq!((check(&ne, &unset, 0, &Utc).0, check(&eq, &unset, 0, &Utc).0), (true, false));
+        let view = View { world: &unset, fresh: None };
+        assert_eq!((check(&ne, &view, 0, &Utc).0, check(&eq, &view, 0, &Utc).0), (true, false));
         w.apply(&reading("d", "lux", Value::Number(10.0), 0));
         // 1970-01-01 00:00 UTC is inside 18:00-06:00 (it wraps midnight); 12:00 is not.
         let e = evaluate(&rules, &w, &Event::Reading(&motion), 0, &Utc);

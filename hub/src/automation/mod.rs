@@ -3,6 +3,7 @@
 //! actions only put a message in the outbox.
 
 mod coap;
+pub mod dryrun;
 pub mod engine;
 pub mod model;
 pub mod runtime;

@@ -196,6 +196,15 @@ pub enum CoapMethod {
     Post,
 }
 
+/// A command's payload: numbers and text as they are, on/off as `true`/`false`.
+pub fn command_payload(value: &Value) -> Vec<u8> {
+    match value {
+        Value::Bool(b) => b.to_string().into_bytes(),
+        Value::Number(n) => n.to_string().into_bytes(),
+        Value::Text(t) => t.clone().into_bytes(),
+    }
+}
+
 /// Why a rule was refused: the first problem found, said so its author can fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -400,6 +409,24 @@ impl Condition {
 }
 
 impl Action {
+    /// The action in words, as run traces and dry runs show it.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Mqtt { device, metric, value } => {
+                format!("MQTT hearth/{device}/set/{metric} = {}", String::from_utf8_lossy(&command_payload(value)))
+            }
+            Action::Coap { uri, method, .. } => {
+                format!("CoAP {} {uri}", if *method == CoapMethod::Put { "PUT" } else { "POST" })
+            }
+            Action::Set { name, value } => {
+                format!("set {name} = {}", String::from_utf8_lossy(&command_payload(value)))
+            }
+            Action::Notify { message } => format!("notify: {message}"),
+            Action::Delay { seconds } => format!("wait {seconds} s"),
+            Action::Cloud { destination, .. } => format!("cloud {destination}"),
+        }
+    }
+
     fn validate(&self, destinations: &BTreeSet<String>) -> Result<(), RuleError> {
         match self {
             Action::Mqtt { device, metric, value } => {

@@ -18,7 +18,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{self, Cause, Check, Compiled, Event, HoldOp, Outcome, RuleId, World};
-use super::model::{Action, CoapMethod, Mode, Rule, parse_coap_uri};
+use super::model::{Action, Mode, Rule, command_payload, parse_coap_uri};
 use crate::clock::now_ms;
 use crate::consent::Subject;
 use crate::ingest::mqtt::MqttServer;
@@ -66,15 +66,6 @@ impl Commands {
                 .map_err(|e| e.to_string()),
             Commands::Off => Err("MQTT is off".into()),
         }
-    }
-}
-
-/// A command's payload: numbers and text as they are, on/off as `true`/`false`.
-pub fn command_payload(value: &Value) -> Vec<u8> {
-    match value {
-        Value::Bool(b) => b.to_string().into_bytes(),
-        Value::Number(n) => n.to_string().into_bytes(),
-        Value::Text(t) => t.clone().into_bytes(),
     }
 }
 
@@ -689,12 +680,7 @@ async fn execute(shared: Arc<Shared>, rule: RuleId, spec: RunSpec) {
             Action::Delay { seconds } => {
                 let due = now + i64::from(*seconds) * 1000;
                 guard.trace.status = "waiting".into();
-                guard.trace.steps.push(Step {
-                    action: format!("wait {seconds} s"),
-                    at: now,
-                    ok: true,
-                    result: "waiting".into(),
-                });
+                guard.trace.steps.push(Step { action: action.describe(), at: now, ok: true, result: "waiting".into() });
                 let resume = Resume {
                     author: spec.author,
                     subject: subject_key(spec.subject),
@@ -725,18 +711,14 @@ async fn execute(shared: Arc<Shared>, rule: RuleId, spec: RunSpec) {
             }
             Action::Mqtt { device, metric, value } => {
                 let topic = format!("hearth/{device}/set/{metric}");
-                (
-                    format!("MQTT {topic} = {}", String::from_utf8_lossy(&command_payload(value))),
-                    shared.commands.send(&topic, command_payload(value)).await.map(str::to_owned),
-                )
+                (action.describe(), shared.commands.send(&topic, command_payload(value)).await.map(str::to_owned))
             }
             Action::Coap { uri, method, payload } => {
-                let label = format!("CoAP {} {uri}", if *method == CoapMethod::Put { "PUT" } else { "POST" });
                 let result = match parse_coap_uri(uri) {
                     Ok(target) => super::coap::request(&target, *method, payload.as_bytes()).await,
                     Err(e) => Err(e.to_string()),
                 };
-                (label, result)
+                (action.describe(), result)
             }
             Action::Set { name, value } => {
                 let _ = shared.internal.send(Internal::Set {
@@ -745,18 +727,18 @@ async fn execute(shared: Arc<Shared>, rule: RuleId, spec: RunSpec) {
                     value: value.clone(),
                     depth: spec.depth,
                 });
-                (format!("set {name}"), Ok("set".into()))
+                (action.describe(), Ok("set".into()))
             }
             Action::Notify { message } => {
                 let body = json!({ "source": "rule", "rule": spec.name, "message": message,
                     "trigger": guard.trace.trigger.text });
                 let r = shared.store.add_notification(spec.author, body.to_string().as_bytes(), now).await;
-                ("notify".into(), r.map(|_| "shown in the app".into()).map_err(|e| e.to_string()))
+                (action.describe(), r.map(|_| "shown in the app".into()).map_err(|e| e.to_string()))
             }
             Action::Cloud { destination, topic, payload } => {
                 let message = json!({ "rule": spec.name, "trigger": guard.trace.trigger, "payload": payload });
                 let r = shared.outbox.send(destination, topic.as_deref(), message).await;
-                (format!("cloud {destination}"), r.map(|id| format!("queued as {id}")).map_err(|e| e.to_string()))
+                (action.describe(), r.map(|id| format!("queued as {id}")).map_err(|e| e.to_string()))
             }
         };
         let ok = result.is_ok();
