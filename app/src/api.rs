@@ -507,3 +507,109 @@ pub async fn invite_guest(devices: &[String]) -> Result<Invite, ApiError> {
 pub async fn remove_guest(id: i64) -> Result<(), ApiError> {
     send_empty("DELETE", &format!("/api/guests/{id}")).await
 }
+
+async fn put<B: Serialize, T: DeserializeOwned>(url: &str, body: &B) -> Result<T, ApiError> {
+    let request = Request::put(url).json(body).map_err(|e| ApiError::Network(e.to_string()))?;
+    let resp = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
+    parse(resp).await
+}
+
+/// What started a run.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Cause {
+    pub text: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Check {
+    pub condition: String,
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Step {
+    pub action: String,
+    pub at: i64,
+    pub ok: bool,
+    pub result: String,
+}
+
+/// One run of a rule, as the hub traced it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Trace {
+    pub run: i64,
+    pub started: i64,
+    pub trigger: Cause,
+    pub checks: Vec<Check>,
+    pub status: String,
+    #[serde(default)]
+    pub note: Option<String>,
+    pub steps: Vec<Step>,
+}
+
+/// A rule: its definition is kept as JSON, the form and the JSON editor both write it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RuleView {
+    pub id: i64,
+    pub updated: i64,
+    pub rule: serde_json::Value,
+    pub last_run: Option<Trace>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Notification {
+    pub id: i64,
+    pub created: i64,
+    pub message: String,
+    #[serde(default)]
+    pub rule: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WouldFire {
+    pub at: i64,
+    pub trigger: String,
+    pub checks: Vec<Check>,
+    pub run: bool,
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DryRun {
+    pub readings: usize,
+    pub fires: Vec<WouldFire>,
+    pub truncated: bool,
+}
+
+pub async fn rules() -> Result<Vec<RuleView>, ApiError> {
+    get("/api/rules").await
+}
+
+pub async fn create_rule(rule: &serde_json::Value) -> Result<RuleView, ApiError> {
+    post("/api/rules", Some(rule)).await
+}
+
+pub async fn update_rule(id: i64, rule: &serde_json::Value) -> Result<RuleView, ApiError> {
+    put(&format!("/api/rules/{id}"), rule).await
+}
+
+pub async fn delete_rule(id: i64) -> Result<(), ApiError> {
+    send_empty("DELETE", &format!("/api/rules/{id}")).await
+}
+
+pub async fn rule_runs(id: i64) -> Result<Vec<Trace>, ApiError> {
+    get(&format!("/api/rules/{id}/runs")).await
+}
+
+pub async fn dry_run(rule: &serde_json::Value, from: i64, to: i64) -> Result<DryRun, ApiError> {
+    post("/api/rules/dry-run", Some(&serde_json::json!({ "rule": rule, "from": from, "to": to }))).await
+}
+
+pub async fn notifications() -> Result<Vec<Notification>, ApiError> {
+    get("/api/notifications").await
+}
+
+pub async fn dismiss_notification(id: i64) -> Result<(), ApiError> {
+    send_empty("DELETE", &format!("/api/notifications/{id}")).await
+}

@@ -10,8 +10,8 @@ use wasm_bindgen::closure::Closure;
 
 use crate::api::{self, ApiError, Device, LiveReading, Me, Metric};
 use crate::pages::{
-    dashboard::Dashboard, device::DevicePage, invite::InvitePage, login::Login, people::PeoplePage, setup::Setup,
-    sharing::SharingPage,
+    automations::AutomationsPage, dashboard::Dashboard, device::DevicePage, invite::InvitePage, login::Login,
+    people::PeoplePage, setup::Setup, sharing::SharingPage,
 };
 
 /// Where the user is in the app's life.
@@ -166,6 +166,7 @@ fn Shell(
                 ></span>
                 <nav>
                     {subject.then(|| view! {
+                        <A href="/automations">"Automations"</A>
                         <A href="/sharing">"Sharing"</A>
                         <A href="/people">{if role == "owner" { "Tenancies" } else { "Tenancy" }}</A>
                     })}
@@ -178,6 +179,7 @@ fn Shell(
                 <Routes fallback=|| view! { <p>"Page not found."</p> }>
                     <Route path=path!("/") view=Dashboard />
                     <Route path=path!("/devices/:id") view=DevicePage />
+                    <Route path=path!("/automations") view=AutomationsPage />
                     <Route path=path!("/sharing") view=SharingPage />
                     <Route path=path!("/people") view=move || view! { <PeoplePage me=people_me.clone() /> } />
                     <Route path=path!("/invite") view=Dashboard />

@@ -5,62 +5,12 @@
 //! across a restart.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use hearth_tests::{Config, Mosquitto, Peer, TestHub, free_udp_port, mqtt_connect, run_tool, wait_until};
+use hearth_tests::{Config, Listener, Mosquitto, Peer, TestHub, free_udp_port, run_tool, wait_until};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-
-/// A device listening for its commands: every message it receives, as (topic, payload).
-struct Listener {
-    _client: AsyncClient,
-    rx: mpsc::UnboundedReceiver<(String, String)>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Listener {
-    async fn start(addr: SocketAddr, device: &str, secret: &str, filter: &str) -> anyhow::Result<Self> {
-        let (client, mut events) = mqtt_connect(addr, &format!("{device}-listener"), device, secret).await?;
-        client.subscribe(filter, QoS::AtMostOnce).await?;
-        tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                if let Ok(Event::Incoming(Packet::SubAck(_))) = events.poll().await {
-                    return;
-                }
-            }
-        })
-        .await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            while let Ok(event) = events.poll().await {
-                if let Event::Incoming(Packet::Publish(p)) = event {
-                    let _ = tx.send((p.topic.clone(), String::from_utf8_lossy(&p.payload).into_owned()));
-                }
-            }
-        });
-        Ok(Self { _client: client, rx, task })
-    }
-
-    async fn next(&mut self) -> anyhow::Result<(String, String)> {
-        tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
-            .await
-            .map_err(|_| anyhow::anyhow!("no command within 10 s"))?
-            .ok_or_else(|| anyhow::anyhow!("listener closed"))
-    }
-
-    /// Nothing more arrives within `d`.
-    async fn quiet(&mut self, d: Duration) -> bool {
-        tokio::time::timeout(d, self.rx.recv()).await.is_err()
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 async fn create_rule(hub: &TestHub, client: &reqwest::Client, rule: Value) -> anyhow::Result<i64> {
     let resp = client.post(hub.url("/api/rules")).json(&rule).send().await?;

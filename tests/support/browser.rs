@@ -80,17 +80,26 @@ impl Browser {
 
     /// Waits for an element by CSS selector.
     pub async fn find(&self, css: &str) -> anyhow::Result<fantoccini::elements::Element> {
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(15))
-            .for_element(Locator::Css(css))
-            .await
-            .with_context(|| format!("no element {css}"))
+        match self.client.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css(css)).await {
+            Ok(element) => Ok(element),
+            Err(e) => {
+                // Say what the page showed instead: that is what a person would look at.
+                let url = self.client.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+                let body = self.client.source().await.unwrap_or_default();
+                let tail: String = body.chars().rev().take(1500).collect::<Vec<_>>().into_iter().rev().collect();
+                bail!("no element {css} ({e}) at {url}; the page ends: {tail}")
+            }
+        }
     }
 
     /// Types into the element matching `css`.
     pub async fn fill(&self, css: &str, text: &str) -> anyhow::Result<()> {
         self.find(css).await?.send_keys(text).await.with_context(|| format!("typing into {css}"))
+    }
+
+    /// Chooses the option with `value` in the `<select>` matching `css`.
+    pub async fn choose(&self, css: &str, value: &str) -> anyhow::Result<()> {
+        self.find(css).await?.select_by_value(value).await.with_context(|| format!("choosing {value} in {css}"))
     }
 
     /// Clicks the element matching `css`. A page that re-renders between finding and

@@ -10,8 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -251,6 +252,55 @@ pub async fn mqtt_connect(
         bail!("refused: {:?}", connack.code);
     }
     Ok((client, events))
+}
+
+/// A device listening for its commands: every message it receives, as (topic, payload).
+pub struct Listener {
+    _client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<(String, String)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    pub async fn start(addr: SocketAddr, device: &str, secret: &str, filter: &str) -> anyhow::Result<Self> {
+        let (client, mut events) = mqtt_connect(addr, &format!("{device}-listener"), device, secret).await?;
+        client.subscribe(filter, QoS::AtMostOnce).await?;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Ok(Event::Incoming(Packet::SubAck(_))) = events.poll().await {
+                    return;
+                }
+            }
+        })
+        .await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Ok(event) = events.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = event {
+                    let _ = tx.send((p.topic.clone(), String::from_utf8_lossy(&p.payload).into_owned()));
+                }
+            }
+        });
+        Ok(Self { _client: client, rx, task })
+    }
+
+    pub async fn next(&mut self) -> anyhow::Result<(String, String)> {
+        tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("no command within 10 s"))?
+            .ok_or_else(|| anyhow::anyhow!("listener closed"))
+    }
+
+    /// Nothing more arrives within `d`.
+    pub async fn quiet(&mut self, d: Duration) -> bool {
+        tokio::time::timeout(d, self.rx.recv()).await.is_err()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Polls `events` until the PUBACK for packet id `pkid` (or any PUBACK if `None`).

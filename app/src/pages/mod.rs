@@ -1,5 +1,6 @@
 //! One module per screen.
 
+pub mod automations;
 pub mod dashboard;
 pub mod device;
 pub mod invite;

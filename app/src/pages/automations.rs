@@ -1,0 +1,524 @@
+//! Automations: the rule editor (a form for one trigger, one condition and a list of
+//! actions; JSON for anything more), a dry run over recorded history, the rules with their
+//! last runs and traces, and notifications from rules and the hub.
+
+use leptos::ev::SubmitEvent;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use serde_json::{Value as Json, json};
+
+use crate::api::{self, DryRun, Notification, RuleView, Trace};
+use crate::app::Home;
+use crate::time::{ago, local, now_ms};
+
+#[component]
+pub fn AutomationsPage() -> impl IntoView {
+    let rules = RwSignal::new(Vec::<RuleView>::new());
+    let notes = RwSignal::new(Vec::<Notification>::new());
+    let error = RwSignal::new(None::<String>);
+    let reload = move || {
+        spawn_local(async move {
+            match (api::rules().await, api::notifications().await) {
+                (Ok(r), Ok(n)) => {
+                    rules.set(r);
+                    notes.set(n);
+                }
+                (Err(e), _) | (_, Err(e)) => error.set(Some(e.to_string())),
+            }
+        })
+    };
+    reload();
+    // Runs happen on the hub at any time: keep the page current while it is open.
+    if let Ok(handle) = set_interval_with_handle(reload, std::time::Duration::from_secs(2)) {
+        on_cleanup(move || handle.clear());
+    }
+    view! {
+        <h2>"Automations"</h2>
+        <p class="muted">"Rules run on your hub itself: they keep working when the internet or a cloud service is down."</p>
+        {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+        <section class="card" id="notifications">
+            <h3>"Notifications"</h3>
+            {move || notes.get().is_empty().then(|| view! { <p class="muted">"Nothing new."</p> })}
+            <ul>
+                {move || notes.get().into_iter().map(|n| {
+                    let id = n.id;
+                    view! {
+                        <li class="notification">
+                            <strong>{n.message}</strong> " "
+                            <span class="muted">{n.rule.map(|r| format!("{r} · ")).unwrap_or_default()} {local(n.created)}</span> " "
+                            <button class="secondary" on:click=move |_| spawn_local(async move {
+                                if api::dismiss_notification(id).await.is_ok() { reload() }
+                            })>"Dismiss"</button>
+                        </li>
+                    }
+                }).collect_view()}
+            </ul>
+        </section>
+        <RuleEditor on_saved=reload />
+        <div id="rules">
+            {move || rules.get().into_iter().map(|r| view! { <RuleCard rule=r on_change=reload error=error /> }).collect_view()}
+        </div>
+    }
+}
+
+/// A value typed in a field: on/off and true/false are switches, numbers are numbers,
+/// anything else is text.
+fn typed(s: &str) -> Json {
+    match s.trim() {
+        "on" | "true" => json!(true),
+        "off" | "false" => json!(false),
+        t => t.parse::<f64>().map_or_else(|_| json!(t), |n| json!(n)),
+    }
+}
+
+/// A command's value: sent to the device as typed (a number stays a number).
+fn as_typed(s: &str) -> Json {
+    let t = s.trim();
+    t.parse::<f64>().map_or_else(|_| json!(t), |n| json!(n))
+}
+
+fn number(what: &str, s: &str) -> Result<Option<f64>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse::<f64>().map(Some).map_err(|_| format!("{what}: {s:?} is not a number"))
+}
+
+/// The editor's fields.
+#[derive(Clone, Copy)]
+struct Form {
+    name: RwSignal<String>,
+    mode: RwSignal<String>,
+    trigger: RwSignal<String>,
+    t_device: RwSignal<String>,
+    t_metric: RwSignal<String>,
+    t_above: RwSignal<String>,
+    t_below: RwSignal<String>,
+    t_minutes: RwSignal<String>,
+    t_at: RwSignal<String>,
+    t_every: RwSignal<String>,
+    t_cron: RwSignal<String>,
+    condition: RwSignal<String>,
+    c_device: RwSignal<String>,
+    c_metric: RwSignal<String>,
+    c_op: RwSignal<String>,
+    c_value: RwSignal<String>,
+    c_after: RwSignal<String>,
+    c_before: RwSignal<String>,
+    actions: RwSignal<Vec<Json>>,
+}
+
+impl Form {
+    fn new() -> Self {
+        let s = |v: &str| RwSignal::new(v.to_owned());
+        Self {
+            name: s(""),
+            mode: s("single"),
+            trigger: s("change"),
+            t_device: s(""),
+            t_metric: s(""),
+            t_above: s(""),
+            t_below: s(""),
+            t_minutes: s(""),
+            t_at: s("07:00"),
+            t_every: s("60"),
+            t_cron: s(""),
+            condition: s("none"),
+            c_device: s(""),
+            c_metric: s(""),
+            c_op: s("<"),
+            c_value: s(""),
+            c_after: s("22:00"),
+            c_before: s("06:00"),
+            actions: RwSignal::new(Vec::new()),
+        }
+    }
+
+    /// The rule the form describes, or what is missing.
+    fn build(&self) -> Result<Json, String> {
+        let g = |s: RwSignal<String>| s.get_untracked().trim().to_owned();
+        let (device, metric) = (g(self.t_device), g(self.t_metric));
+        let minutes = number("minutes", &g(self.t_minutes))?;
+        let trigger = match g(self.trigger).as_str() {
+            "reading" | "change" => json!({ "type": g(self.trigger), "device": device, "metric": metric }),
+            "threshold" => {
+                let mut t = json!({ "type": "threshold", "device": device, "metric": metric });
+                if let Some(a) = number("above", &g(self.t_above))? {
+                    t["above"] = json!(a);
+                }
+                if let Some(b) = number("below", &g(self.t_below))? {
+                    t["below"] = json!(b);
+                }
+                if let Some(m) = minutes {
+                    t["for_s"] = json!((m * 60.0).round() as u64);
+                }
+                t
+            }
+            "silent" => {
+                json!({ "type": "silent", "device": device, "for_s": (minutes.unwrap_or(0.0) * 60.0).round() as u64 })
+            }
+            "time" => json!({ "type": "time", "at": g(self.t_at) }),
+            "interval" => {
+                json!({ "type": "interval", "every_s": number("seconds", &g(self.t_every))?.unwrap_or(0.0) as u64 })
+            }
+            "cron" => json!({ "type": "cron", "expr": g(self.t_cron) }),
+            other => json!({ "type": other }),
+        };
+        let conditions = match g(self.condition).as_str() {
+            "compare" => vec![json!({ "type": "compare", "device": g(self.c_device), "metric": g(self.c_metric),
+                "op": g(self.c_op), "value": typed(&g(self.c_value)) })],
+            "time" => vec![json!({ "type": "time", "after": g(self.c_after), "before": g(self.c_before) })],
+            _ => Vec::new(),
+        };
+        let actions = self.actions.get_untracked();
+        if actions.is_empty() {
+            return Err("add at least one action".into());
+        }
+        Ok(json!({ "name": g(self.name), "mode": g(self.mode), "triggers": [trigger],
+            "conditions": conditions, "actions": actions }))
+    }
+}
+
+/// Rule texts from the hub name devices by id; people know them by name.
+fn named(home: Home, text: &str) -> String {
+    home.devices.with_untracked(|devices| devices.iter().fold(text.to_owned(), |t, d| t.replace(&d.id, &d.name)))
+}
+
+/// A short description of an action, for the list in the editor.
+fn describe(a: &Json) -> String {
+    let s = |k: &str| a[k].as_str().map(str::to_owned).unwrap_or_else(|| a[k].to_string());
+    match a["type"].as_str().unwrap_or_default() {
+        "mqtt" => format!("send {} = {} to {}", s("metric"), s("value"), s("device")),
+        "notify" => format!("notify: {}", s("message")),
+        "delay" => format!("wait {} s", s("seconds")),
+        "set" => format!("set {} = {}", s("name"), s("value")),
+        other => other.to_owned(),
+    }
+}
+
+/// Options for a device `<select>`: the devices of this home.
+fn device_options(home: Home) -> impl IntoView {
+    move || {
+        home.devices
+            .get()
+            .into_iter()
+            .map(|d| view! { <option value=d.id.clone()>{d.name} " (" {d.id.clone()} ")"</option> })
+            .collect_view()
+    }
+}
+
+/// A `<select>` bound to a signal.
+fn choice(id: &'static str, sig: RwSignal<String>, options: &'static [(&'static str, &'static str)]) -> impl IntoView {
+    view! {
+        <select id=id prop:value=move || sig.get() on:change=move |ev| sig.set(event_target_value(&ev))>
+            {options.iter().map(|(v, label)| view! { <option value=*v>{*label}</option> }).collect_view()}
+        </select>
+    }
+}
+
+/// A text `<input>` bound to a signal.
+fn field(id: &'static str, sig: RwSignal<String>, placeholder: &'static str) -> impl IntoView {
+    view! { <input id=id placeholder=placeholder prop:value=move || sig.get() on:input=move |ev| sig.set(event_target_value(&ev)) /> }
+}
+
+#[component]
+fn RuleEditor(
+    /// Called after a rule was saved.
+    on_saved: impl Fn() + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
+    let f = Form::new();
+    // New action being composed.
+    let a_kind = RwSignal::new("mqtt".to_owned());
+    let a_device = RwSignal::new(String::new());
+    let a_metric = RwSignal::new(String::new());
+    let a_value = RwSignal::new(String::new());
+    let a_message = RwSignal::new(String::new());
+    let a_seconds = RwSignal::new("60".to_owned());
+    let a_name = RwSignal::new(String::new());
+    let json_mode = RwSignal::new(false);
+    let json_text = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let saved = RwSignal::new(None::<String>);
+    let dry = RwSignal::new(None::<DryRun>);
+    let dry_days = RwSignal::new("1".to_owned());
+    // Device selects start on the first device once the list is there.
+    Effect::new(move |_| {
+        if let Some(first) = home.devices.get().first() {
+            for sig in [f.t_device, f.c_device, a_device] {
+                if sig.get_untracked().is_empty() {
+                    sig.set(first.id.clone());
+                }
+            }
+        }
+    });
+
+    let add_action = move |_| {
+        let g = |s: RwSignal<String>| s.get_untracked().trim().to_owned();
+        let action = match g(a_kind).as_str() {
+            "mqtt" => {
+                json!({ "type": "mqtt", "device": g(a_device), "metric": g(a_metric), "value": as_typed(&g(a_value)) })
+            }
+            "notify" => json!({ "type": "notify", "message": g(a_message) }),
+            "delay" => json!({ "type": "delay", "seconds": g(a_seconds).parse::<u64>().unwrap_or(0) }),
+            _ => json!({ "type": "set", "name": g(a_name), "value": typed(&g(a_value)) }),
+        };
+        f.actions.update(|a| a.push(action));
+    };
+    let current = move || -> Result<Json, String> {
+        if json_mode.get_untracked() {
+            serde_json::from_str(&json_text.get_untracked()).map_err(|e| format!("the JSON is not valid: {e}"))
+        } else {
+            f.build()
+        }
+    };
+    let submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        let rule = match current() {
+            Ok(r) => r,
+            Err(e) => return error.set(Some(e)),
+        };
+        spawn_local(async move {
+            match api::create_rule(&rule).await {
+                Ok(r) => {
+                    error.set(None);
+                    saved.set(Some(format!("Saved \"{}\".", r.rule["name"].as_str().unwrap_or_default())));
+                    f.name.set(String::new());
+                    f.actions.set(Vec::new());
+                    json_mode.set(false);
+                    dry.set(None);
+                    on_saved();
+                }
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    };
+    let run_dry = move |_| {
+        let rule = match current() {
+            Ok(r) => r,
+            Err(e) => return error.set(Some(e)),
+        };
+        let days = dry_days.get_untracked().parse::<i64>().unwrap_or(1);
+        let to = now_ms();
+        spawn_local(async move {
+            match api::dry_run(&rule, to - days * 86_400_000, to).await {
+                Ok(d) => {
+                    error.set(None);
+                    dry.set(Some(d));
+                }
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    };
+    let to_json = move |_| match f.build() {
+        Ok(rule) => {
+            json_text.set(serde_json::to_string_pretty(&rule).unwrap_or_default());
+            json_mode.set(true);
+        }
+        Err(_) => {
+            json_text.set(
+                serde_json::to_string_pretty(&json!({ "name": f.name.get_untracked(), "triggers": [],
+                "conditions": [], "actions": [] }))
+                .unwrap_or_default(),
+            );
+            json_mode.set(true);
+        }
+    };
+    let t = f.trigger;
+    let c = f.condition;
+    view! {
+        <section class="card" id="rule-editor">
+            <h3>"New rule"</h3>
+            <form on:submit=submit class="wide">
+                <label>"Name" {field("rule-name", f.name, "Porch light at dusk")}</label>
+                {move || (!json_mode.get()).then(|| view! {
+                    <fieldset>
+                        <legend>"When"</legend>
+                        {choice("trigger-type", t, &[
+                            ("change", "a value changes"), ("reading", "a reading arrives"), ("threshold", "a value crosses a limit"),
+                            ("silent", "a device goes silent"), ("time", "at a time of day"), ("interval", "every few seconds"),
+                            ("cron", "on a schedule (cron)"), ("start", "the hub starts"),
+                        ])}
+                        {move || matches!(t.get().as_str(), "reading" | "change" | "threshold" | "silent").then(|| view! {
+                            <label>"Device" <select id="trigger-device" prop:value=move || f.t_device.get()
+                                on:change=move |ev| f.t_device.set(event_target_value(&ev))>{device_options(home)}</select></label>
+                        })}
+                        {move || matches!(t.get().as_str(), "reading" | "change" | "threshold").then(|| view! {
+                            <label>"Metric" {field("trigger-metric", f.t_metric, "temperature")}</label>
+                        })}
+                        {move || (t.get() == "threshold").then(|| view! {
+                            <div class="row">
+                                <label>"Above" {field("trigger-above", f.t_above, "")}</label>
+                                <label>"Below" {field("trigger-below", f.t_below, "")}</label>
+                            </div>
+                        })}
+                        {move || matches!(t.get().as_str(), "threshold" | "silent").then(|| view! {
+                            <label>"For (minutes)" {field("trigger-minutes", f.t_minutes, "optional for a limit")}</label>
+                        })}
+                        {move || (t.get() == "time").then(|| view! {
+                            <label>"At" <input id="trigger-at" type="time" prop:value=move || f.t_at.get()
+                                on:input=move |ev| f.t_at.set(event_target_value(&ev)) /></label>
+                        })}
+                        {move || (t.get() == "interval").then(|| view! { <label>"Every (seconds)" {field("trigger-every", f.t_every, "60")}</label> })}
+                        {move || (t.get() == "cron").then(|| view! { <label>"Cron expression" {field("trigger-cron", f.t_cron, "0 7 * * 1-5")}</label> })}
+                    </fieldset>
+                    <fieldset>
+                        <legend>"Only if"</legend>
+                        {choice("condition-type", c, &[("none", "always"), ("compare", "a value compares"), ("time", "within hours")])}
+                        {move || (c.get() == "compare").then(|| view! {
+                            <label>"Device" <select id="condition-device" prop:value=move || f.c_device.get()
+                                on:change=move |ev| f.c_device.set(event_target_value(&ev))>{device_options(home)}</select></label>
+                            <div class="row">
+                                {field("condition-metric", f.c_metric, "metric")}
+                                {choice("condition-op", f.c_op, &[("<", "<"), ("<=", "≤"), ("==", "="), ("!=", "≠"), (">=", "≥"), (">", ">")])}
+                                {field("condition-value", f.c_value, "value")}
+                            </div>
+                        })}
+                        {move || (c.get() == "time").then(|| view! {
+                            <div class="row">
+                                <label>"After" <input type="time" prop:value=move || f.c_after.get() on:input=move |ev| f.c_after.set(event_target_value(&ev)) /></label>
+                                <label>"Before" <input type="time" prop:value=move || f.c_before.get() on:input=move |ev| f.c_before.set(event_target_value(&ev)) /></label>
+                            </div>
+                        })}
+                    </fieldset>
+                    <fieldset>
+                        <legend>"Then"</legend>
+                        <ol id="rule-actions">
+                            {move || f.actions.get().into_iter().enumerate().map(|(i, a)| view! {
+                                <li>{named(home, &describe(&a))} " "
+                                    <button type="button" class="secondary" on:click=move |_| f.actions.update(|v| { v.remove(i); })>"Remove"</button>
+                                </li>
+                            }).collect_view()}
+                        </ol>
+                        {choice("action-type", a_kind, &[("mqtt", "send a command"), ("notify", "notify me"), ("delay", "wait"), ("set", "set a helper value")])}
+                        {move || (a_kind.get() == "mqtt").then(|| view! {
+                            <label>"To device" <select id="action-device" prop:value=move || a_device.get()
+                                on:change=move |ev| a_device.set(event_target_value(&ev))>{device_options(home)}</select></label>
+                            <div class="row">
+                                {field("action-metric", a_metric, "power")}
+                                {field("action-value", a_value, "on")}
+                            </div>
+                        })}
+                        {move || (a_kind.get() == "notify").then(|| view! { {field("action-message", a_message, "The door is open")} })}
+                        {move || (a_kind.get() == "delay").then(|| view! { <label>"Seconds" {field("action-seconds", a_seconds, "60")}</label> })}
+                        {move || (a_kind.get() == "set").then(|| view! {
+                            <div class="row">{field("action-name", a_name, "away")} {field("action-set-value", a_value, "on")}</div>
+                        })}
+                        <button type="button" class="secondary" id="action-add" on:click=add_action>"Add this action"</button>
+                    </fieldset>
+                    <label>"If it triggers again while running"
+                        {choice("rule-mode", f.mode, &[("single", "ignore it"), ("restart", "start over"), ("queued", "run after"), ("parallel", "run alongside")])}
+                    </label>
+                })}
+                {move || json_mode.get().then(|| view! {
+                    <label>"Rule as JSON (several triggers, nested conditions, cloud actions: see the README)"
+                        <textarea id="rule-json" rows="14" prop:value=move || json_text.get()
+                            on:input=move |ev| json_text.set(event_target_value(&ev))></textarea>
+                    </label>
+                })}
+                <div class="row">
+                    <button type="submit" id="rule-save">"Save rule"</button>
+                    {move || (!json_mode.get()).then(|| view! { <button type="button" class="secondary" on:click=to_json>"Edit as JSON"</button> })}
+                    {choice("dry-days", dry_days, &[("1", "last day"), ("7", "last week"), ("30", "last month")])}
+                    <button type="button" class="secondary" id="rule-dry-run" on:click=run_dry>"Try it on past data"</button>
+                </div>
+            </form>
+            {move || error.get().map(|e| view! { <p class="error" id="rule-error">{e}</p> })}
+            {move || saved.get().map(|s| view! { <p class="ok">{s}</p> })}
+            {move || dry.get().map(|d| view! {
+                <div id="dry-run">
+                    <p><strong>{format!("Would have fired {} time{}", d.fires.len(), if d.fires.len() == 1 { "" } else { "s" })}</strong>
+                        {format!(" over {} readings{}.", d.readings, if d.truncated { " (list cut short)" } else { "" })}</p>
+                    <ul>
+                        {d.fires.into_iter().map(|w| view! {
+                            <li>{local(w.at)} ": " {named(home, &w.trigger)} " → "
+                                {if w.run { w.actions.join("; ") } else { format!("not run: {}", w.checks.iter().filter(|c| !c.passed).map(|c| c.condition.clone()).collect::<Vec<_>>().join(", ")) }}
+                            </li>
+                        }).collect_view()}
+                    </ul>
+                </div>
+            })}
+        </section>
+    }
+    .into_any()
+}
+
+#[component]
+fn RuleCard(
+    /// The rule to show.
+    rule: RuleView,
+    /// Called after a change.
+    on_change: impl Fn() + Copy + Send + Sync + 'static,
+    /// Where errors go.
+    error: RwSignal<Option<String>>,
+) -> impl IntoView {
+    let id = rule.id;
+    let name = rule.rule["name"].as_str().unwrap_or_default().to_owned();
+    let enabled = rule.rule["enabled"].as_bool().unwrap_or(true);
+    let definition = rule.rule.clone();
+    let traces = RwSignal::new(None::<Vec<Trace>>);
+    let toggle = move |_| {
+        let mut def = definition.clone();
+        def["enabled"] = json!(!enabled);
+        spawn_local(async move {
+            match api::update_rule(id, &def).await {
+                Ok(_) => on_change(),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    };
+    let show_runs = move |_| {
+        if traces.get_untracked().is_some() {
+            return traces.set(None);
+        }
+        spawn_local(async move {
+            match api::rule_runs(id).await {
+                Ok(t) => traces.set(Some(t)),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    };
+    let remove = move |_| {
+        spawn_local(async move {
+            match api::delete_rule(id).await {
+                Ok(()) => on_change(),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    };
+    let json = serde_json::to_string_pretty(&rule.rule).unwrap_or_default();
+    let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
+    view! {
+        <article class="card rule" data-rule=id>
+            <div class="row">
+                <h3>{name}</h3>
+                <label class="inline"><input type="checkbox" class="rule-enabled" prop:checked=enabled on:change=toggle /> " on"</label>
+            </div>
+            <p class="last-run">{match rule.last_run {
+                None => "Not run yet.".to_owned(),
+                Some(t) => format!("Last: {} — {} ({})", t.status, named(home, &t.trigger.text), ago(t.started, now_ms())),
+            }}</p>
+            <div class="row">
+                <button class="secondary runs" on:click=show_runs>"Recent runs"</button>
+                <button class="secondary" on:click=remove>"Delete"</button>
+            </div>
+            <details><summary class="muted">"Definition"</summary><pre>{json}</pre></details>
+            {move || traces.get().map(|list| view! {
+                <ol class="traces">
+                    {list.into_iter().map(|t| view! {
+                        <li class="trace" data-status=t.status.clone()>
+                            <strong>{t.status.clone()}</strong> " · " {local(t.started)} " · " {named(home, &t.trigger.text)}
+                            {t.note.map(|n| view! { <p class="muted">{n}</p> })}
+                            <ul>
+                                {t.checks.into_iter().map(|c| view! { <li>{if c.passed { "✓ " } else { "✗ " }} {named(home, &c.condition)}</li> }).collect_view()}
+                                {t.steps.into_iter().map(|s| view! { <li>{if s.ok { "→ " } else { "✗ " }} {s.action} ": " {s.result}</li> }).collect_view()}
+                            </ul>
+                        </li>
+                    }).collect_view()}
+                </ol>
+            })}
+        </article>
+    }
+    .into_any()
+}
