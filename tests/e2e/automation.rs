@@ -477,3 +477,112 @@ async fn a_dry_run_over_history_matches_what_the_rule_did_live() -> anyhow::Resu
     hub.stop().await?;
     Ok(())
 }
+
+/// A webhook receiver: answers each POST with the next status of `script` (200 once it is
+/// used up) and reports (status, Idempotency-Key, body) for each.
+async fn webhook_receiver(
+    script: Vec<u16>,
+) -> anyhow::Result<(std::net::SocketAddr, mpsc::UnboundedReceiver<(u16, String, Value)>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut script = std::collections::VecDeque::from(script);
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Headers, then as many body bytes as Content-Length says.
+            let (head, body_start) = loop {
+                let Ok(n) = stream.read(&mut chunk).await else { break (String::new(), 0) };
+                if n == 0 {
+                    break (String::new(), 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break (String::from_utf8_lossy(&buf[..i]).to_lowercase(), i + 4);
+                }
+            };
+            let header = |name: &str| {
+                head.lines().find_map(|l| l.strip_prefix(&format!("{name}:")).map(|v| v.trim().to_owned()))
+            };
+            let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            while buf.len() < body_start + length {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let body = serde_json::from_slice(&buf[body_start.min(buf.len())..]).unwrap_or(Value::Null);
+            let status = script.pop_front().unwrap_or(200);
+            let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = stream.write_all(reply.as_bytes()).await;
+            let _ = tx.send((status, header("idempotency-key").unwrap_or_default(), body));
+        }
+    });
+    Ok((addr, rx))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_retried_refusals_dropped_and_a_full_outbox_drops_its_oldest() -> anyhow::Result<()> {
+    let (addr, mut received) = webhook_receiver(vec![503, 200, 422]).await?;
+    let closed = hearth_tests::free_port()?;
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::for_test(&dir.path().join("data"));
+    config.cloud = toml::from_str(&format!(
+        "retry_max_s = 1\nmax_queued = 3\n\
+         [[destinations]]\nname = 'hook'\nkind = 'webhook'\nurl = 'http://{addr}/hook'\n\
+         [[destinations]]\nname = 'down'\nkind = 'webhook'\nurl = 'http://127.0.0.1:{closed}/nobody'"
+    ))?;
+    let hub = TestHub::start_with(config).await?;
+    let owner = hub.owner().await?;
+    let (sensor, secret) = hub.add_device(&owner, "Sensor").await?;
+    let dev = (sensor.as_str(), secret.as_str());
+    for (metric, destination) in [("x", "hook"), ("y", "down")] {
+        create_rule(
+            &hub,
+            &owner,
+            json!({ "name": format!("to {destination}"), "mode": "queued",
+                "triggers": [{ "type": "reading", "device": sensor, "metric": metric }],
+                "actions": [{ "type": "cloud", "destination": destination, "payload": { "metric": metric } }] }),
+        )
+        .await?;
+    }
+
+    // Three messages: the first is refused with 503 once, then taken; the second is refused
+    // for good (422) and dropped; the third goes through. In order, each with its id.
+    for v in 1..=3 {
+        hub.publish(dev, &format!("hearth/{sensor}/x"), v.to_string()).await?;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let (status, key, body) = tokio::time::timeout(Duration::from_secs(15), received.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("only {seen:?} arrived"))?
+            .unwrap_or_default();
+        assert_eq!(key, body["id"].as_str().unwrap_or_default(), "the Idempotency-Key is the message id");
+        seen.push((status, key, body["message"]["trigger"]["value"].as_f64().unwrap_or_default()));
+    }
+    let statuses: Vec<(u16, f64)> = seen.iter().map(|(s, _, v)| (*s, *v)).collect();
+    assert_eq!(statuses, vec![(503, 1.0), (200, 1.0), (422, 2.0), (200, 3.0)]);
+    assert_eq!(seen[0].1, seen[1].1, "a retry carries the same id");
+    assert!(tokio::time::timeout(Duration::from_millis(1500), received.recv()).await.is_err(), "nothing is sent again");
+
+    // A destination that never answers: five messages, room for three; the oldest two go.
+    for v in 1..=5 {
+        hub.publish(dev, &format!("hearth/{sensor}/y"), v.to_string()).await?;
+    }
+    let status: Value = wait_until(Duration::from_secs(10), "five messages for the dead destination", || async {
+        let v: Value = owner.get(hub.url("/api/outbox")).send().await.ok()?.json().await.ok()?;
+        let down = v["destinations"].as_array()?.iter().find(|d| d["destination"] == "down")?.clone();
+        (down["dropped"] == 2).then_some(down)
+    })
+    .await?;
+    assert_eq!((status["queued"].as_i64(), status["full"].as_bool()), (Some(3), Some(true)), "{status}");
+    let notes: Value = owner.get(hub.url("/api/notifications")).send().await?.json().await?;
+    let texts: Vec<&str> = notes.as_array().into_iter().flatten().filter_map(|n| n["message"].as_str()).collect();
+    assert!(texts.iter().any(|t| t.contains("outbox for down is full")), "{texts:?}");
+    assert!(texts.iter().any(|t| t.contains("hook refused a message for good (HTTP 422")), "{texts:?}");
+    hub.stop().await?;
+    Ok(())
+}
