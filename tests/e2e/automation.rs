@@ -7,7 +7,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use hearth_tests::{Config, Listener, Mosquitto, Peer, TestHub, free_udp_port, run_tool, wait_until};
+use hearth_tests::{
+    Config, Listener, Mosquitto, MosquittoOptions, Peer, TestHub, TlsListener, free_udp_port, run_tool,
+    test_certificates, wait_until,
+};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -220,7 +223,8 @@ async fn the_cloud_is_cut_local_rules_keep_firing_and_the_outbox_drains_in_order
     let cloud_dir = dir.path().join("cloud");
     std::fs::create_dir_all(&cloud_dir)?;
     let users = [("home", "home-password"), ("watcher", "watcher-password")];
-    let cloud = Mosquitto::start_with(&cloud_dir, &users, "watcher", None, true)?;
+    let cloud =
+        Mosquitto::start_with(&cloud_dir, &users, "watcher", MosquittoOptions { persist: true, ..Default::default() })?;
     let port = cloud.port;
 
     // The watcher subscribes once; its session outlives the broker's restart.
@@ -305,7 +309,12 @@ async fn the_cloud_is_cut_local_rules_keep_firing_and_the_outbox_drains_in_order
     .await?;
 
     // The cloud comes back: the outbox drains, in order, each message once.
-    let cloud = Mosquitto::start_with(&cloud_dir, &users, "watcher", Some(port), true)?;
+    let cloud = Mosquitto::start_with(
+        &cloud_dir,
+        &users,
+        "watcher",
+        MosquittoOptions { port: Some(port), persist: true, ..Default::default() },
+    )?;
     let mut values = vec![1.0];
     let mut ids = BTreeSet::from([first["id"].as_str().unwrap_or_default().to_owned()]);
     while values.len() < 7 {
@@ -583,6 +592,74 @@ async fn webhooks_are_retried_refusals_dropped_and_a_full_outbox_drops_its_oldes
     let texts: Vec<&str> = notes.as_array().into_iter().flatten().filter_map(|n| n["message"].as_str()).collect();
     assert!(texts.iter().any(|t| t.contains("outbox for down is full")), "{texts:?}");
     assert!(texts.iter().any(|t| t.contains("hook refused a message for good (HTTP 422")), "{texts:?}");
+    hub.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_bridge_speaks_tls_and_checks_the_broker_certificate() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cloud_dir = dir.path().join("cloud");
+    std::fs::create_dir_all(&cloud_dir)?;
+    let (ca, cert, key) = test_certificates(&cloud_dir)?;
+    let tls_port = hearth_tests::free_port()?;
+    let users = [("home", "home-password"), ("watcher", "watcher-password")];
+    let options =
+        MosquittoOptions { tls: Some(TlsListener { port: tls_port, ca: ca.clone(), cert, key }), ..Default::default() };
+    let cloud = Mosquitto::start_with(&cloud_dir, &users, "watcher", options)?;
+    // The watcher reads on the plain listener (the test's client has no TLS).
+    let (watcher, mut watcher_events) = cloud_watcher(cloud.port);
+    watcher.subscribe("hearth/home/#", QoS::AtLeastOnce).await?;
+    let (seen_tx, mut seen) = mpsc::unbounded_channel::<Value>();
+    let watch = tokio::spawn(async move {
+        while let Ok(event) = watcher_events.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = event {
+                let _ = seen_tx.send(serde_json::from_slice(&p.payload).unwrap_or(Value::Null));
+            }
+        }
+    });
+
+    // One destination trusts the test's certificate authority; the other trusts only the
+    // system's, which do not know it, so its TLS handshake must fail.
+    let mut config = Config::for_test(&dir.path().join("data"));
+    let common = format!(
+        "kind = 'mqtt'\nurl = 'mqtts://localhost:{tls_port}'\nusername = 'home'\npassword = 'home-password'\ntopic_prefix = 'hearth/home/'"
+    );
+    config.cloud = toml::from_str(&format!(
+        "retry_max_s = 1\n[[destinations]]\nname = 'trusted'\nclient_id = 'hub-a'\n{common}\nca_file = '{}'\n\
+         [[destinations]]\nname = 'untrusted'\nclient_id = 'hub-b'\n{common}",
+        ca.display()
+    ))?;
+    let hub = TestHub::start_with(config).await?;
+    let owner = hub.owner().await?;
+    let (sensor, secret) = hub.add_device(&owner, "Sensor").await?;
+    create_rule(
+        &hub,
+        &owner,
+        json!({ "name": "up", "triggers": [{ "type": "reading", "device": sensor, "metric": "t" }],
+            "actions": [
+                { "type": "cloud", "destination": "trusted", "topic": "secure", "payload": {} },
+                { "type": "cloud", "destination": "untrusted", "topic": "insecure", "payload": {} }
+            ] }),
+    )
+    .await?;
+    hub.publish((&sensor, &secret), &format!("hearth/{sensor}/t"), "42".into()).await?;
+    let m = tokio::time::timeout(Duration::from_secs(15), seen.recv()).await?.unwrap_or_default();
+    assert_eq!(m["message"]["trigger"]["value"], 42.0);
+    let status = wait_until(Duration::from_secs(10), "the untrusted destination's error", || async {
+        let v: Value = owner.get(hub.url("/api/outbox")).send().await.ok()?.json().await.ok()?;
+        let d = v["destinations"].as_array()?.iter().find(|d| d["destination"] == "untrusted")?.clone();
+        d["last_error"].is_string().then_some(d)
+    })
+    .await?;
+    assert_eq!(status["queued"], 1, "{status}");
+    let error = status["last_error"].as_str().unwrap_or_default().to_lowercase();
+    assert!(error.contains("certificate") || error.contains("unknownissuer"), "{error}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), seen.recv()).await.is_err(),
+        "nothing over the unverified link"
+    );
+    watch.abort();
     hub.stop().await?;
     Ok(())
 }

@@ -365,18 +365,15 @@ impl Mosquitto {
     /// Starts `mosquitto` with a password file of `users` and the ACL Hearth documents:
     /// each user writes only under `hearth/<username>/`, and `reader` reads `hearth/#`.
     pub fn start(dir: &Path, users: &[(&str, &str)], reader: &str) -> anyhow::Result<Self> {
-        Self::start_with(dir, users, reader, None, false)
+        Self::start_with(dir, users, reader, MosquittoOptions::default())
     }
 
-    /// As [`Mosquitto::start`], on `port` (a free one if `None`); with `persist`, sessions
-    /// and queued messages are saved in `dir` when it stops (see [`Mosquitto::stop`]) and
-    /// restored when it starts again there.
+    /// As [`Mosquitto::start`], with `options`.
     pub fn start_with(
         dir: &Path,
         users: &[(&str, &str)],
         reader: &str,
-        port: Option<u16>,
-        persist: bool,
+        options: MosquittoOptions,
     ) -> anyhow::Result<Self> {
         let passwd = dir.join("mosquitto.passwd");
         std::fs::write(&passwd, "")?;
@@ -391,21 +388,31 @@ impl Mosquitto {
             &acl,
             format!("user {reader}\ntopic read hearth/#\n\npattern write hearth/%u/#\npattern write hearth/%u\n"),
         )?;
-        let port = match port {
+        let port = match options.port {
             Some(p) => p,
             None => free_port()?,
         };
-        let persistence = if persist {
+        let persistence = if options.persist {
             // As root, Mosquitto would switch to its own user, which cannot write here.
             format!("user root\npersistence true\npersistence_location {}/\n", path_str(dir)?)
         } else {
             "persistence false\n".to_owned()
         };
+        let tls = match &options.tls {
+            Some(t) => format!(
+                "user root\nlistener {} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                t.port,
+                path_str(&t.ca)?,
+                path_str(&t.cert)?,
+                path_str(&t.key)?
+            ),
+            None => String::new(),
+        };
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n{persistence}",
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n{persistence}{tls}",
                 path_str(&passwd)?,
                 path_str(&acl)?
             ),
@@ -440,6 +447,81 @@ impl Mosquitto {
         }
         Ok(())
     }
+}
+
+/// How to start Mosquitto beyond its defaults.
+#[derive(Debug, Default)]
+pub struct MosquittoOptions {
+    /// Listen here (a free port if `None`).
+    pub port: Option<u16>,
+    /// Save sessions and queued messages in its directory when it stops, restore them at start.
+    pub persist: bool,
+    /// A second listener, with TLS.
+    pub tls: Option<TlsListener>,
+}
+
+#[derive(Debug)]
+pub struct TlsListener {
+    pub port: u16,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A certificate authority and a certificate for `localhost`/127.0.0.1 signed by it, made
+/// with Debian's `openssl` in `dir`. Returns (CA certificate, server certificate, key).
+pub fn test_certificates(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
+    let p = |f: &str| dir.join(f);
+    std::fs::write(p("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n")?;
+    let steps: [Vec<String>; 3] = [
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Hearth test CA",
+            "-keyout",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([path_str(&p("ca.key"))?.to_owned(), "-out".into(), path_str(&p("ca.pem"))?.to_owned()])
+        .collect(),
+        ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost", "-keyout"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([path_str(&p("server.key"))?.to_owned(), "-out".into(), path_str(&p("server.csr"))?.to_owned()])
+            .collect(),
+        ["x509", "-req", "-days", "2", "-CAcreateserial", "-in"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(
+                [
+                    path_str(&p("server.csr"))?,
+                    "-CA",
+                    path_str(&p("ca.pem"))?,
+                    "-CAkey",
+                    path_str(&p("ca.key"))?,
+                    "-extfile",
+                    path_str(&p("ext.cnf"))?,
+                    "-out",
+                    path_str(&p("server.pem"))?,
+                ]
+                .map(str::to_owned),
+            )
+            .collect(),
+    ];
+    for args in steps {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, out) = run_tool("openssl", &args)?;
+        anyhow::ensure!(ok, "openssl {}: {out}", args.join(" "));
+    }
+    Ok((p("ca.pem"), p("server.pem"), p("server.key")))
 }
 
 /// A free loopback UDP port, for programs (libcoap's server) that cannot use port 0.
