@@ -613,3 +613,20 @@ pub async fn notifications() -> Result<Vec<Notification>, ApiError> {
 pub async fn dismiss_notification(id: i64) -> Result<(), ApiError> {
     send_empty("DELETE", &format!("/api/notifications/{id}")).await
 }
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Imported {
+    pub imported: usize,
+}
+
+/// Imports rules from a file's text: JSON if it starts like JSON, YAML otherwise.
+pub async fn import_rules(text: &str) -> Result<Imported, ApiError> {
+    let yaml = !text.trim_start().starts_with('{');
+    let content_type = if yaml { "application/yaml" } else { "application/json" };
+    let request = Request::post("/api/rules/import")
+        .header("content-type", content_type)
+        .body(text.to_owned())
+        .map_err(|e| ApiError::Network(e.to_string()))?;
+    let resp = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
+    parse(resp).await
+}

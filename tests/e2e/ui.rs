@@ -280,6 +280,15 @@ async fn a_rule_made_in_the_editor_switches_a_lamp() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     press("true").await?;
     assert!(lamp_in.quiet(Duration::from_millis(500)).await, "a disabled rule sends nothing");
+
+    // Rules from a file: paste YAML, and the rule is there.
+    let yaml = "rules:\n- name: Say hello at start\n  triggers:\n  - type: start\n  actions:\n  - type: notify\n    message: hello\n";
+    b.fill("#rules-import", yaml).await?;
+    b.click("#rules-import-submit").await?;
+    b.wait_for_text("Imported 1 rule(s).", t).await?;
+    b.wait_for_text("Say hello at start", t).await?;
+    let rules: Value = owner.get(hub.url("/api/rules")).send().await?.json().await?;
+    assert_eq!(rules.as_array().map(Vec::len), Some(2));
     browser.close().await?;
     hub.stop().await?;
     Ok(())

@@ -58,6 +58,46 @@ pub fn AutomationsPage() -> impl IntoView {
         <div id="rules">
             {move || rules.get().into_iter().map(|r| view! { <RuleCard rule=r on_change=reload error=error /> }).collect_view()}
         </div>
+        <ImportExport on_imported=reload />
+    }
+}
+
+/// Rules as a file: download them (JSON or YAML), or paste a file to add its rules.
+#[component]
+fn ImportExport(
+    /// Called after rules were imported.
+    on_imported: impl Fn() + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    let text = RwSignal::new(String::new());
+    let result = RwSignal::new(None::<Result<String, String>>);
+    let import = move |_| {
+        let body = text.get_untracked();
+        spawn_local(async move {
+            match api::import_rules(&body).await {
+                Ok(i) => {
+                    result.set(Some(Ok(format!("Imported {} rule(s).", i.imported))));
+                    text.set(String::new());
+                    on_imported();
+                }
+                Err(e) => result.set(Some(Err(e.to_string()))),
+            }
+        });
+    };
+    view! {
+        <section class="card" id="rules-file">
+            <h3>"Rules as a file"</h3>
+            <p>"Download your rules: "
+                <a href="/api/rules/export?format=yaml" download="hearth-rules.yaml">"YAML"</a> " · "
+                <a href="/api/rules/export?format=json" download="hearth-rules.json">"JSON"</a></p>
+            <label>"Add rules from a file (paste its text: JSON or YAML with a list under \"rules\")"
+                <textarea id="rules-import" rows="6" prop:value=move || text.get() on:input=move |ev| text.set(event_target_value(&ev))></textarea>
+            </label>
+            <button class="secondary" id="rules-import-submit" on:click=import>"Import"</button>
+            {move || result.get().map(|r| match r {
+                Ok(m) => view! { <p class="ok">{m}</p> }.into_any(),
+                Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+            })}
+        </section>
     }
 }
 
