@@ -663,3 +663,40 @@ async fn the_upstream_bridge_speaks_tls_and_checks_the_broker_certificate() -> a
     hub.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_made_after_a_restart_knows_the_values_from_before() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let config = hub.config.clone();
+    let owner = hub.owner().await?;
+    let (sensor, secret) = hub.add_device(&owner, "Sensor").await?;
+    let dev = (sensor.as_str(), secret.as_str());
+    hub.publish(dev, &format!("hearth/{sensor}/temperature"), "20".into()).await?;
+    hub.stop().await?;
+
+    let hub = TestHub::start_with(config).await?;
+    let owner = hub.login().await?;
+    // Another metric first, so the hub has heard from this home since it started.
+    hub.publish(dev, &format!("hearth/{sensor}/humidity"), "50".into()).await?;
+    let id = create_rule(
+        &hub,
+        &owner,
+        json!({ "name": "On change", "triggers": [{ "type": "change", "device": sensor, "metric": "temperature" }],
+            "actions": [{ "type": "notify", "message": "changed" }] }),
+    )
+    .await?;
+    // 20 again is no change: the rule knows 20 from before the restart.
+    hub.publish(dev, &format!("hearth/{sensor}/temperature"), "20".into()).await?;
+    hub.publish(dev, &format!("hearth/{sensor}/temperature"), "21".into()).await?;
+    let traces = wait_until(Duration::from_secs(5), "one run", || async {
+        runs(&hub, &owner, id).await.ok().filter(|r| !r.is_empty())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let traces = runs(&hub, &owner, id).await.unwrap_or(traces);
+    let texts: Vec<&str> = traces.iter().filter_map(|t| t["trigger"]["text"].as_str()).collect();
+    assert_eq!(texts, vec![format!("temperature of {sensor} changed from 20 to 21")], "{traces:?}");
+    hub.stop().await?;
+    Ok(())
+}

@@ -26,7 +26,7 @@ use crate::ingest::pipeline::Ingest;
 use crate::outbox::Outbox;
 use crate::reading::{Reading, Value};
 use crate::store::readings::Keys;
-use crate::store::{Role, Store, StoreError};
+use crate::store::{LatestValue, Role, Store, StoreError};
 
 /// Traces kept per rule.
 pub const TRACES_KEPT: i64 = 50;
@@ -157,6 +157,7 @@ pub async fn spawn(
         rules: HashMap::new(),
         meta: HashMap::new(),
         worlds: HashMap::new(),
+        loaded: Default::default(),
         runs: HashMap::new(),
         next_run,
         rate: HashMap::new(),
@@ -213,6 +214,8 @@ struct Runtime {
     rules: HashMap<Subject, Vec<Compiled>>,
     meta: HashMap<RuleId, RuleMeta>,
     worlds: HashMap<Subject, World>,
+    /// Subjects whose latest values were loaded from the store.
+    loaded: std::collections::HashSet<Subject>,
     runs: HashMap<RuleId, RuleRuns>,
     next_run: i64,
     rate: HashMap<RuleId, (i64, u32)>,
@@ -398,14 +401,15 @@ impl Runtime {
         for world in self.worlds.values_mut() {
             world.holds.retain(|(rule, _), _| meta.contains_key(rule));
         }
+        // What the store knows of each subject with rules, once; readings heard since
+        // start are newer and stay (`World::apply` keeps the newest).
         for subject in rules.keys() {
-            if !self.worlds.contains_key(subject) || self.worlds.get(subject).is_some_and(|w| w.latest.is_empty()) {
+            if self.loaded.insert(*subject) {
                 let keys = store.keys_of(*subject);
                 let world = self.worlds.entry(*subject).or_default();
                 for latest in store.latest_values(None, Keys::Only(&keys)).await? {
-                    let seen = world.last_seen.entry(latest.device.clone()).or_insert(latest.ts);
-                    *seen = (*seen).max(latest.ts);
-                    world.latest.insert((latest.device, latest.metric), (latest.value, latest.ts));
+                    let LatestValue { device, metric, unit, ts, value } = latest;
+                    world.apply(&Reading { device, metric, ts, value, unit });
                 }
             }
         }
