@@ -9,10 +9,16 @@ use hearth_tests::{Listener, OWNER_PASSWORD, TENANT_PASSWORD, TestHub, mqtt_conn
 use rumqttc::QoS;
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()> {
+/// The browser tests need the UI that Trunk builds into `dist/`.
+fn ui_is_built() -> anyhow::Result<()> {
     let index = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/index.html");
     anyhow::ensure!(index.exists(), "the UI is not built: run `trunk build --release --offline` (tests/run does)");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()> {
+    ui_is_built()?;
     let dir = tempfile::tempdir()?;
     let hub = TestHub::start(dir.path()).await?;
     let browser = Browser::start().await?;
@@ -88,8 +94,7 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
 /// the UI shows the reads and verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()> {
-    let index = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/index.html");
-    anyhow::ensure!(index.exists(), "the UI is not built: run `trunk build --release --offline` (tests/run does)");
+    ui_is_built()?;
     let dir = tempfile::tempdir()?;
     let hub = TestHub::start(dir.path()).await?;
     let owner = hub.owner().await?;
@@ -219,8 +224,7 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
 /// and a button press then switches the lamp; the page shows the run and its trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_made_in_the_editor_switches_a_lamp() -> anyhow::Result<()> {
-    let index = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/index.html");
-    anyhow::ensure!(index.exists(), "the UI is not built: run `trunk build --release --offline` (tests/run does)");
+    ui_is_built()?;
     let dir = tempfile::tempdir()?;
     let hub = TestHub::start(dir.path()).await?;
     let owner = hub.owner().await?;

@@ -59,6 +59,21 @@ impl Store {
         Ok(self.hub_key.open(sealed, context.as_bytes())?)
     }
 
+    /// Seals `body` bound to row `id` of `table` (context `prefix:id`) and stores it there:
+    /// the second half of inserting a sealed row, once its id is known.
+    async fn seal_into(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        (table, prefix): (&'static str, &str),
+        id: i64,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        let sealed = self.seal_row(&format!("{prefix}:{id}"), body)?;
+        let sql = sqlx::AssertSqlSafe(format!("UPDATE {table} SET body = ? WHERE id = ?"));
+        sqlx::query(sql).bind(sealed).bind(id).execute(&mut *tx).await?;
+        Ok(())
+    }
+
     pub async fn create_rule(&self, author: i64, body: &[u8], enabled: bool, now: i64) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
@@ -70,8 +85,7 @@ impl Store {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let sealed = self.seal_row(&format!("rule:{id}"), body)?;
-        sqlx::query("UPDATE rules SET body = ? WHERE id = ?").bind(sealed).bind(id).execute(&mut *tx).await?;
+        self.seal_into(&mut tx, ("rules", "rule"), id, body).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -190,12 +204,7 @@ impl Store {
         .bind(due)
         .fetch_one(&mut *tx)
         .await?;
-        let sealed = self.seal_row(&format!("timer:{id}"), body)?;
-        sqlx::query("UPDATE automation_timers SET body = ? WHERE id = ?")
-            .bind(sealed)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        self.seal_into(&mut tx, ("automation_timers", "timer"), id, body).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -271,8 +280,7 @@ impl Store {
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await?;
-        let sealed = self.seal_row(&format!("notification:{id}"), body)?;
-        sqlx::query("UPDATE notifications SET body = ? WHERE id = ?").bind(sealed).bind(id).execute(&mut *tx).await?;
+        self.seal_into(&mut tx, ("notifications", "notification"), id, body).await?;
         // A person's notifications are bounded: the newest 500 are kept.
         sqlx::query(
             "DELETE FROM notifications WHERE user_id = ?1 AND id NOT IN
