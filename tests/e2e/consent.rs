@@ -309,6 +309,14 @@ async fn a_class_change_applies_forward_and_building_data_stays_the_owners() -> 
         403
     );
 
+    // Rules: a building device is the owner's to automate, not the tenant's.
+    let rule = json!({ "name": "Boiler alarm", "triggers": [{ "type": "threshold", "device": boiler,
+        "metric": "pressure", "below": 1.0 }], "actions": [{ "type": "notify", "message": "Low pressure" }] });
+    let resp = tenant.post(hub.url("/api/rules")).json(&rule).send().await?;
+    assert_eq!(resp.status(), 422);
+    assert!(resp.json::<Value>().await?["error"].as_str().unwrap_or_default().contains("building device"));
+    assert_eq!(owner.post(hub.url("/api/rules")).json(&rule).send().await?.status(), 201);
+
     // A tenant's own device is theirs; the owner does not even see it.
     let (plug, _) = hub.add_device(&tenant, "Tom's plug").await?;
     assert!(

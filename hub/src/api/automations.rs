@@ -22,6 +22,7 @@ use crate::automation::runtime::TRACES_KEPT;
 use crate::automation::runtime::subject_key;
 use crate::automation::{Rule, Trace};
 use crate::clock::now_ms;
+use crate::consent::DeviceClass;
 use crate::error::AppError;
 use crate::reading::{Reading, Value};
 use crate::state::AppState;
@@ -83,8 +84,21 @@ async fn own_rules(state: &AppState, user: &Session) -> Result<Vec<RuleRow>, App
 async fn check(state: &AppState, user: &Session, rule: &Rule, others: &[(String, Rule)]) -> Result<(), AppError> {
     rule.validate(&state.outbox.destinations()).map_err(|e| AppError::field("rule", e.0))?;
     let scope = Scope::of(state, user).await?;
+    let ownership = state.store.ownership();
     for id in rule.devices() {
         match state.store.device(id).await? {
+            // A building device's readings are always the owner's, and so is the device:
+            // a tenant's rule could never hear it and must not command it.
+            Some(d)
+                if user.role == Role::Tenant
+                    && d.tenancy_id.is_none()
+                    && ownership.rule.current_class(&d.id) == DeviceClass::Building =>
+            {
+                return Err(AppError::field(
+                    "rule",
+                    format!("{id:?} is a building device: its readings and commands are the owner's"),
+                ));
+            }
             Some(d) if scope.sees(&d) => {}
             _ => return Err(AppError::field("rule", format!("no device {id:?} that you can use"))),
         }
