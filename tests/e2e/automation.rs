@@ -28,9 +28,11 @@ async fn runs(hub: &TestHub, client: &reqwest::Client, rule: i64) -> anyhow::Res
     Ok(v.as_array().cloned().unwrap_or_default())
 }
 
-async fn outbox(hub: &TestHub, owner: &reqwest::Client) -> anyhow::Result<Value> {
+/// The outbox status of one destination.
+async fn outbox(hub: &TestHub, owner: &reqwest::Client, destination: &str) -> anyhow::Result<Value> {
     let v: Value = owner.get(hub.url("/api/outbox")).send().await?.json().await?;
-    Ok(v["destinations"][0].clone())
+    let found = v["destinations"].as_array().and_then(|d| d.iter().find(|d| d["destination"] == destination));
+    found.cloned().ok_or_else(|| anyhow::anyhow!("no destination {destination} in {v}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,13 +210,30 @@ async fn a_rule_commands_a_coap_device() -> anyhow::Result<()> {
 }
 
 /// The receiving end of the cloud: a client of the upstream broker with a persistent
-/// session, so messages published while it is away (or the broker restarts) wait for it.
-fn cloud_watcher(port: u16) -> (AsyncClient, rumqttc::EventLoop) {
+/// session (so messages published while it is away, or the broker restarts, wait for it),
+/// subscribed to the home's topics. Yields each message's JSON; reconnects by itself.
+async fn cloud_watcher(
+    port: u16,
+) -> anyhow::Result<(AsyncClient, mpsc::UnboundedReceiver<Value>, tokio::task::JoinHandle<()>)> {
     let mut options = MqttOptions::new("watcher", "127.0.0.1", port);
     options.set_credentials("watcher", "watcher-password");
     options.set_clean_session(false);
     options.set_keep_alive(Duration::from_secs(5));
-    AsyncClient::new(options, 64)
+    let (client, mut events) = AsyncClient::new(options, 64);
+    client.subscribe("hearth/home/#", QoS::AtLeastOnce).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send(serde_json::from_slice(&p.payload).unwrap_or(Value::Null));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    Ok((client, rx, task))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,20 +247,7 @@ async fn the_cloud_is_cut_local_rules_keep_firing_and_the_outbox_drains_in_order
     let port = cloud.port;
 
     // The watcher subscribes once; its session outlives the broker's restart.
-    let (watcher, mut watcher_events) = cloud_watcher(port);
-    watcher.subscribe("hearth/home/#", QoS::AtLeastOnce).await?;
-    let (seen_tx, mut seen) = mpsc::unbounded_channel::<Value>();
-    let watch = tokio::spawn(async move {
-        loop {
-            match watcher_events.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = seen_tx.send(serde_json::from_slice(&p.payload).unwrap_or(Value::Null));
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
+    let (_watcher, mut seen, watch) = cloud_watcher(port).await?;
 
     let mut config = Config::for_test(&dir.path().join("data"));
     config.cloud = toml::from_str(&format!(
@@ -277,7 +283,7 @@ async fn the_cloud_is_cut_local_rules_keep_firing_and_the_outbox_drains_in_order
     let first = tokio::time::timeout(Duration::from_secs(10), seen.recv()).await?.unwrap_or_default();
     assert_eq!(first["message"]["trigger"]["value"], 1.0);
     wait_until(Duration::from_secs(5), "the outbox to be empty", || async {
-        outbox(&hub, &owner).await.ok().filter(|o| o["queued"] == 0 && o["delivered"] == 1)
+        outbox(&hub, &owner, "upstream").await.ok().filter(|o| o["queued"] == 0 && o["delivered"] == 1)
     })
     .await?;
 
@@ -288,7 +294,7 @@ async fn the_cloud_is_cut_local_rules_keep_firing_and_the_outbox_drains_in_order
         assert_eq!(relay_in.next().await?.1, "toggle", "reading {v}: the local command");
     }
     let status = wait_until(Duration::from_secs(5), "five queued messages", || async {
-        outbox(&hub, &owner).await.ok().filter(|o| o["queued"] == 5)
+        outbox(&hub, &owner, "upstream").await.ok().filter(|o| o["queued"] == 5)
     })
     .await?;
     assert!(status["last_error"].is_string(), "{status}");
@@ -298,13 +304,13 @@ async fn the_cloud_is_cut_local_rules_keep_firing_and_the_outbox_drains_in_order
     hub.stop().await?;
     let hub = TestHub::start_with(config).await?;
     let owner = hub.login().await?;
-    assert_eq!(outbox(&hub, &owner).await?["queued"], 5);
+    assert_eq!(outbox(&hub, &owner, "upstream").await?["queued"], 5);
     let mut relay_in =
         Listener::start(hub.mqtt.unwrap_or(hub.http), &relay, &relay_secret, &format!("hearth/{relay}/set/#")).await?;
     hub.publish(meter_dev, &topic, "7".into()).await?;
     assert_eq!(relay_in.next().await?.1, "toggle");
     wait_until(Duration::from_secs(5), "six queued", || async {
-        outbox(&hub, &owner).await.ok().filter(|o| o["queued"] == 6)
+        outbox(&hub, &owner, "upstream").await.ok().filter(|o| o["queued"] == 6)
     })
     .await?;
 
@@ -328,7 +334,7 @@ async fn the_cloud_is_cut_local_rules_keep_firing_and_the_outbox_drains_in_order
     assert_eq!(values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
     assert!(tokio::time::timeout(Duration::from_millis(500), seen.recv()).await.is_err(), "nothing more arrives");
     wait_until(Duration::from_secs(5), "an empty outbox", || async {
-        outbox(&hub, &owner).await.ok().filter(|o| o["queued"] == 0)
+        outbox(&hub, &owner, "upstream").await.ok().filter(|o| o["queued"] == 0)
     })
     .await?;
     watch.abort();
@@ -582,9 +588,7 @@ async fn webhooks_are_retried_refusals_dropped_and_a_full_outbox_drops_its_oldes
         hub.publish(dev, &format!("hearth/{sensor}/y"), v.to_string()).await?;
     }
     let status: Value = wait_until(Duration::from_secs(10), "five messages for the dead destination", || async {
-        let v: Value = owner.get(hub.url("/api/outbox")).send().await.ok()?.json().await.ok()?;
-        let down = v["destinations"].as_array()?.iter().find(|d| d["destination"] == "down")?.clone();
-        (down["dropped"] == 2).then_some(down)
+        outbox(&hub, &owner, "down").await.ok().filter(|d| d["dropped"] == 2)
     })
     .await?;
     assert_eq!((status["queued"].as_i64(), status["full"].as_bool()), (Some(3), Some(true)), "{status}");
@@ -608,16 +612,7 @@ async fn the_upstream_bridge_speaks_tls_and_checks_the_broker_certificate() -> a
         MosquittoOptions { tls: Some(TlsListener { port: tls_port, ca: ca.clone(), cert, key }), ..Default::default() };
     let cloud = Mosquitto::start_with(&cloud_dir, &users, "watcher", options)?;
     // The watcher reads on the plain listener (the test's client has no TLS).
-    let (watcher, mut watcher_events) = cloud_watcher(cloud.port);
-    watcher.subscribe("hearth/home/#", QoS::AtLeastOnce).await?;
-    let (seen_tx, mut seen) = mpsc::unbounded_channel::<Value>();
-    let watch = tokio::spawn(async move {
-        while let Ok(event) = watcher_events.poll().await {
-            if let Event::Incoming(Packet::Publish(p)) = event {
-                let _ = seen_tx.send(serde_json::from_slice(&p.payload).unwrap_or(Value::Null));
-            }
-        }
-    });
+    let (_watcher, mut seen, watch) = cloud_watcher(cloud.port).await?;
 
     // One destination trusts the test's certificate authority; the other trusts only the
     // system's, which do not know it, so its TLS handshake must fail.
@@ -647,9 +642,7 @@ async fn the_upstream_bridge_speaks_tls_and_checks_the_broker_certificate() -> a
     let m = tokio::time::timeout(Duration::from_secs(15), seen.recv()).await?.unwrap_or_default();
     assert_eq!(m["message"]["trigger"]["value"], 42.0);
     let status = wait_until(Duration::from_secs(10), "the untrusted destination's error", || async {
-        let v: Value = owner.get(hub.url("/api/outbox")).send().await.ok()?.json().await.ok()?;
-        let d = v["destinations"].as_array()?.iter().find(|d| d["destination"] == "untrusted")?.clone();
-        d["last_error"].is_string().then_some(d)
+        outbox(&hub, &owner, "untrusted").await.ok().filter(|d| d["last_error"].is_string())
     })
     .await?;
     assert_eq!(status["queued"], 1, "{status}");

@@ -32,8 +32,6 @@ pub struct TimerRow {
 pub struct OutboxRow {
     pub seq: i64,
     pub msg_id: String,
-    pub created: i64,
-    pub attempts: i64,
     pub body: Vec<u8>,
 }
 
@@ -367,21 +365,17 @@ impl Store {
 
     /// The oldest `limit` messages queued for `destination`, in order.
     pub async fn outbox_head(&self, destination: &str, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, msg_id, created_ms, attempts, body FROM outbox WHERE destination = ? ORDER BY seq LIMIT ?",
-        )
-        .bind(destination)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT seq, msg_id, body FROM outbox WHERE destination = ? ORDER BY seq LIMIT ?")
+            .bind(destination)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter()
             .map(|row| {
                 let msg_id: String = row.try_get("msg_id")?;
                 let sealed: Vec<u8> = row.try_get("body")?;
                 Ok(OutboxRow {
                     seq: row.try_get("seq")?,
-                    created: row.try_get("created_ms")?,
-                    attempts: row.try_get("attempts")?,
                     body: self.open_row(&format!("outbox:{destination}:{msg_id}"), &sealed)?,
                     msg_id,
                 })
