@@ -57,7 +57,7 @@ async fn run(triggers: usize, background: usize) -> anyhow::Result<()> {
     let listeners = hub::Listeners::bind(&config).await?;
     let addr = listeners.addresses()?.mqtt.ok_or_else(|| anyhow::anyhow!("no MQTT listener"))?;
     let shutdown = CancellationToken::new();
-    let hub = tokio::spawn(hub::run(config, listeners, shutdown.clone()));
+    let hub = tokio::spawn(hub::run(config, listeners, hub::clock::Clock::system(), shutdown.clone()));
 
     // The actuator listens for commands, the sensor for its own publishes (the baseline).
     let (act_client, act_rx) =

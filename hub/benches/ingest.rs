@@ -35,7 +35,7 @@ async fn run(readings: usize, clients: usize) -> anyhow::Result<()> {
     let listeners = hub::Listeners::bind(&config).await?;
     let addr = listeners.addresses()?.mqtt.ok_or_else(|| anyhow::anyhow!("no MQTT listener"))?;
     let shutdown = CancellationToken::new();
-    let hub = tokio::spawn(hub::run(config, listeners, shutdown.clone()));
+    let hub = tokio::spawn(hub::run(config, listeners, hub::clock::Clock::system(), shutdown.clone()));
 
     let per_client = readings / clients;
     println!(

@@ -27,8 +27,28 @@ pub enum AppError {
     Validation { message: String, fields: BTreeMap<&'static str, String> },
     #[error("too many attempts; try again later")]
     TooManyRequests,
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// Something went wrong inside the hub; the cause is logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+/// Any error, kept with its chain of causes.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An error and its causes in one line, outermost first: `a: b: c`.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        // Wrappers that print their source (`{0}`) would repeat it.
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl AppError {
@@ -43,14 +63,14 @@ impl AppError {
         Self::Validation { message: message.into(), fields: BTreeMap::new() }
     }
 
-    pub fn internal(e: impl std::fmt::Display) -> Self {
-        Self::Internal(e.to_string())
+    pub fn internal(e: impl Into<BoxError>) -> Self {
+        Self::Internal(e.into())
     }
 }
 
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
-        Self::Internal(e.to_string())
+        Self::Internal(Box::new(e))
     }
 }
 
@@ -80,8 +100,8 @@ impl IntoResponse for AppError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            Self::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error");
+            Self::Internal(cause) => {
+                tracing::error!(error = %chain(cause.as_ref()), "internal error");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
@@ -91,5 +111,32 @@ impl IntoResponse for AppError {
             other => json!({ "error": other.to_string() }),
         };
         (status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the rules")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn the_chain_names_every_cause_once() {
+        let io = std::io::Error::other("disk full");
+        assert_eq!(chain(&Outer(io)), "reading the rules: disk full");
+        let store = StoreError::Corrupt("bad row".into());
+        assert_eq!(chain(&store), "stored data is malformed: bad row");
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_answers_without_its_cause() {
+        let error = AppError::from(StoreError::Corrupt("SELECT secret FROM keys".into()));
+        assert!(std::error::Error::source(&error).is_some(), "the cause is kept for the log");
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap_or_default();
+        assert_eq!(&body[..], br#"{"error":"internal error"}"#);
     }
 }

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::{Config, MqttMode};
 use crate::ingest::coap::{CoapContext, CoapListeners, DtlsListener};
 use crate::ingest::mqtt::{MqttContext, MqttServer};
@@ -119,8 +120,14 @@ pub async fn open_store(config: &Config) -> anyhow::Result<store::Store> {
 }
 
 /// Runs the hub until `shutdown` is cancelled, then stops taking input, commits what was
-/// accepted, and returns.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// accepted, and returns. Every part reads the time from `clock`: [`Clock::system`] in a
+/// home, a [`clock::TestClock`]'s in tests that move time forward.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     // One TLS stack for the whole process (upstream MQTT and webhooks): rustls on ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let store = open_store(&config).await?;
@@ -129,7 +136,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     // accepted before they stop.
     let writer_stop = CancellationToken::new();
     let policy = BatchPolicy { commit_interval: config.commit_interval(), max_batch: config.store.max_batch };
-    let (ingest, writer) = pipeline::spawn_writer(store.clone(), series, policy, writer_stop.clone());
+    let (ingest, writer) = pipeline::spawn_writer(store.clone(), series, policy, clock.clone(), writer_stop.clone());
 
     let setup = if store.has_owner().await? {
         auth::Setup::default()
@@ -176,16 +183,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         let ctx = CoapContext { store: store.clone(), ingest: ingest.clone(), rejections: rejections.clone() };
         tasks.spawn(ingest::coap::serve(ctx, listeners.coap, shutdown.clone()));
     }
-    tasks.spawn(auth::prune_sessions_periodically(store.clone(), shutdown.clone()));
+    tasks.spawn(auth::prune_sessions_periodically(store.clone(), clock.clone(), shutdown.clone()));
     let signer = Arc::new(store.receipt_signer().await?);
     tasks.spawn(sharing::sweep_periodically(
         store.clone(),
         signer.clone(),
         config.consent.jurisdiction.clone(),
+        clock.clone(),
         shutdown.clone(),
     ));
 
-    let outbox = outbox::Outbox::new(store.clone(), &config.cloud);
+    let outbox = outbox::Outbox::new(store.clone(), &config.cloud, clock.clone());
     let retry_max = std::time::Duration::from_secs(u64::from(config.cloud.retry_max_s));
     outbox::spawn_deliverers(&outbox, &config.cloud, retry_max, &shutdown, &mut tasks);
     let automations = automation::runtime::spawn(
@@ -194,6 +202,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             ingest: ingest.clone(),
             commands,
             outbox: outbox.clone(),
+            clock: clock.clone(),
         },
         shutdown.clone(),
         &mut tasks,
@@ -203,6 +212,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let state = state::AppState {
         config: config.clone(),
         store: store.clone(),
+        clock,
         ingest: ingest.clone(),
         device_events,
         rejections,

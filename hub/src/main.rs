@@ -80,7 +80,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
             let listeners = hub::Listeners::bind(&config).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
-            hub::run(config, listeners, shutdown).await
+            hub::run(config, listeners, hub::clock::Clock::system(), shutdown).await
         }
         Command::Device { command } => device_command(&config, command).await,
         Command::VerifyLog => {
@@ -102,7 +102,7 @@ async fn device_command(config: &Config, command: DeviceCommand) -> anyhow::Resu
     let store = hub::open_store(config).await?;
     match command {
         DeviceCommand::Add { name } => {
-            let creds = hub::devices::add(&store, &name, hub::clock::now_ms()).await?;
+            let creds = hub::devices::add(&store, &name, hub::clock::Clock::system().now_ms()).await?;
             println!("device id: {}\nsecret:    {}", creds.id, creds.secret.as_str());
             println!("(the secret is shown once; regenerate it in the UI if it is lost)");
             println!(

@@ -14,7 +14,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::config::{CloudConfig, CloudDestination, CloudKind};
 use crate::store::{OutboxRow, Store, StoreError};
 
@@ -31,6 +31,7 @@ const ALERT_EVERY_MS: i64 = 3_600_000;
 #[derive(Clone)]
 pub struct Outbox {
     store: Store,
+    clock: Clock,
     max_queued: i64,
     wake: Arc<HashMap<String, Arc<Notify>>>,
     last_alert: Arc<Mutex<HashMap<String, i64>>>,
@@ -45,9 +46,15 @@ pub enum OutboxError {
 }
 
 impl Outbox {
-    pub fn new(store: Store, config: &CloudConfig) -> Self {
+    pub fn new(store: Store, config: &CloudConfig, clock: Clock) -> Self {
         let wake = config.destinations.iter().map(|d| (d.name.clone(), Arc::new(Notify::new()))).collect();
-        Self { store, max_queued: i64::from(config.max_queued), wake: Arc::new(wake), last_alert: Arc::default() }
+        Self {
+            store,
+            clock,
+            max_queued: i64::from(config.max_queued),
+            wake: Arc::new(wake),
+            last_alert: Arc::default(),
+        }
     }
 
     /// The configured destination names.
@@ -59,7 +66,7 @@ impl Outbox {
     pub async fn send(&self, destination: &str, topic: Option<&str>, message: Json) -> Result<String, OutboxError> {
         let wake = self.wake.get(destination).ok_or_else(|| OutboxError::Unknown(destination.to_owned()))?;
         let id = crate::sharing::new_id("m")?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let body = json!({ "id": id, "ts": now, "topic": topic.unwrap_or("events"), "message": message });
         let bytes = serde_json::to_vec(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let dropped = self.store.enqueue(destination, &id, &bytes, now, self.max_queued).await?;
@@ -113,14 +120,21 @@ pub fn spawn_deliverers(
 ) {
     for d in &config.destinations {
         let Some(wake) = outbox.wake.get(&d.name).cloned() else { continue };
-        let deliverer =
-            Deliverer { store: outbox.store.clone(), dest: d.clone(), wake, retry_max, shutdown: shutdown.clone() };
+        let deliverer = Deliverer {
+            store: outbox.store.clone(),
+            clock: outbox.clock.clone(),
+            dest: d.clone(),
+            wake,
+            retry_max,
+            shutdown: shutdown.clone(),
+        };
         tasks.spawn(deliverer.run());
     }
 }
 
 struct Deliverer {
     store: Store,
+    clock: Clock,
     dest: CloudDestination,
     wake: Arc<Notify>,
     retry_max: Duration,
@@ -170,7 +184,7 @@ impl Deliverer {
                     CloudKind::Mqtt => self.deliver_mqtt(&mut mqtt, &row).await,
                     CloudKind::Webhook => self.deliver_http(http.as_ref(), &row).await,
                 };
-                let now = now_ms();
+                let now = self.clock.now_ms();
                 let recorded = match attempt {
                     Ok(()) => {
                         backoff = FIRST_BACKOFF;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::consent::receipt::ReceiptSigner;
 use crate::consent::{DAY_MS, GrantRecord, Terms, categories_of};
 use crate::devices::random_string;
@@ -138,15 +138,17 @@ pub async fn sweep_periodically(
     store: Store,
     signer: Arc<ReceiptSigner>,
     jurisdiction: String,
+    clock: Clock,
     shutdown: CancellationToken,
 ) {
     loop {
-        if let Err(error) = sweep(&store, &signer, &jurisdiction, now_ms()).await {
-            tracing::warn!(%error, "consent sweep failed; will retry");
+        let now = clock.now_ms();
+        if let Err(error) = sweep(&store, &signer, &jurisdiction, now).await {
+            tracing::warn!(error = %crate::error::chain(&error), "consent sweep failed; will retry");
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(SWEEP_EVERY) => {}
+            () = clock.sleep_until(now + SWEEP_EVERY.as_millis() as i64) => {}
         }
     }
 }

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{LoginLimiter, PasswordHasherPool, Setup};
 use crate::automation::Automations;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::consent::receipt::ReceiptSigner;
 use crate::devices::DeviceEvent;
@@ -19,6 +20,8 @@ use crate::store::Store;
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
+    /// The hub's time.
+    pub clock: Clock,
     pub ingest: Ingest,
     pub device_events: broadcast::Sender<DeviceEvent>,
     pub rejections: Rejections,

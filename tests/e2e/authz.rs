@@ -47,10 +47,11 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
     let (boiler, _) = hub.add_device(&owner, "Boiler").await?;
     // The current tenant, and a future one (another tenant of the same home).
     let day = 24 * 3_600_000;
-    let (tenant, tenancy) = hub.tenant(&owner, "tessa", json!({ "end": hub::clock::now_ms() + 300 * day })).await?;
-    let next_year = hub::clock::now_ms() + 400 * day;
+    let (tenant, tenancy) = hub.tenant(&owner, "tessa", json!({ "end": hub.now_ms() + 300 * day })).await?;
+    let next_year = hub.now_ms() + 400 * day;
     let (other, other_tenancy) = hub.tenant(&owner, "otto", json!({ "start": next_year })).await?;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // The tenancy starts a moment after it is made.
+    hub.clock.advance(std::time::Duration::from_millis(1100));
     hub.publish((&meter, &secret), &format!("hearth/{meter}/energy"), "1.5".into()).await?;
     let (plug, _) = hub.add_device(&tenant, "Plug").await?;
     // A guest of the tenant, for the meter.

@@ -25,7 +25,7 @@ async fn create_rule(hub: &TestHub, client: &reqwest::Client, rule: Value) -> an
 
 async fn runs(hub: &TestHub, client: &reqwest::Client, rule: i64) -> anyhow::Result<Vec<Value>> {
     let v: Value = client.get(hub.url(&format!("/api/rules/{rule}/runs"))).send().await?.json().await?;
-    Ok(v.as_array().cloned().unwrap_or_default())
+    v.as_array().cloned().ok_or_else(|| anyhow::anyhow!("runs of rule {rule}: not a list: {v}"))
 }
 
 /// The outbox status of one destination.
@@ -372,28 +372,35 @@ async fn delays_and_missed_time_triggers_survive_a_restart() -> anyhow::Result<(
     let not_caught =
         create_rule(&hub, &owner, json!({ "name": "No catch up", "triggers": every_second, "actions": notify }))
             .await?;
-    // The rule's trigger fires, and the hub stops during its delay.
-    let triggered = std::time::Instant::now();
+    // The rule's trigger fires, and the hub stops during its delay, once both schedules
+    // have run.
+    let clock = hub.clock.clone();
+    let triggered = clock.now_ms();
     hub.publish((&door, &door_secret), &format!("hearth/{door}/open"), "true".into()).await?;
     wait_until(Duration::from_secs(5), "the run to be waiting", || async {
         runs(&hub, &owner, delayed).await.ok().filter(|r| r.first().is_some_and(|t| t["status"] == "waiting"))
     })
     .await?;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    clock.advance(Duration::from_millis(1200));
+    wait_until(Duration::from_secs(5), "both schedules to run", || async {
+        let (a, b) = (runs(&hub, &owner, caught).await.ok()?, runs(&hub, &owner, not_caught).await.ok()?);
+        (!a.is_empty() && !b.is_empty()).then_some(())
+    })
+    .await?;
     hub.stop().await?;
 
     // Down for a while: the time triggers of that span are missed.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    clock.advance(Duration::from_millis(1500));
     let before_caught = runs_count(dir.path(), caught).await?;
     let before_not = runs_count(dir.path(), not_caught).await?;
-    let hub = TestHub::start_with(config).await?;
+    let hub = TestHub::start_with_clock(config, clock.clone()).await?;
     let owner = hub.login().await?;
     let mut light_in =
         Listener::start(hub.mqtt.unwrap_or(hub.http), &light, &light_secret, &format!("hearth/{light}/set/#")).await?;
     // The delay goes on after the restart; when it ends, the rest of the run happens.
+    assert!(light_in.quiet(Duration::from_millis(200)).await, "the command came before the delay ended");
+    clock.advance_to(triggered + 6000);
     assert_eq!(light_in.next().await?, (format!("hearth/{light}/set/power"), "off".to_owned()));
-    let waited = triggered.elapsed();
-    assert!(waited >= Duration::from_secs(6), "the command came {waited:?} after the trigger, before the delay ended");
     let traces = wait_until(Duration::from_secs(5), "the resumed run to finish", || async {
         runs(&hub, &owner, delayed).await.ok().filter(|r| r.first().is_some_and(|t| t["status"] == "done"))
     })
@@ -682,14 +689,20 @@ async fn a_rule_made_after_a_restart_knows_the_values_from_before() -> anyhow::R
     // 20 again is no change: the rule knows 20 from before the restart.
     hub.publish(dev, &format!("hearth/{sensor}/temperature"), "20".into()).await?;
     hub.publish(dev, &format!("hearth/{sensor}/temperature"), "21".into()).await?;
-    let traces = wait_until(Duration::from_secs(5), "one run", || async {
-        runs(&hub, &owner, id).await.ok().filter(|r| !r.is_empty())
+    // A last change marks the end: once its run is traced, so is any run before it.
+    hub.publish(dev, &format!("hearth/{sensor}/temperature"), "22".into()).await?;
+    let expected = [
+        format!("temperature of {sensor} changed from 21 to 22"),
+        format!("temperature of {sensor} changed from 20 to 21"),
+    ];
+    let traces = wait_until(Duration::from_secs(5), "both runs to finish", || async {
+        let r = runs(&hub, &owner, id).await.ok()?;
+        let done = |text: &str| r.iter().any(|t| t["trigger"]["text"] == text && t["status"] == "done");
+        expected.iter().all(|e| done(e)).then_some(r)
     })
     .await?;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let traces = runs(&hub, &owner, id).await.unwrap_or(traces);
     let texts: Vec<&str> = traces.iter().filter_map(|t| t["trigger"]["text"].as_str()).collect();
-    assert_eq!(texts, vec![format!("temperature of {sensor} changed from 20 to 21")], "{traces:?}");
+    assert_eq!(texts, expected, "{traces:?}");
     hub.stop().await?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hearth_tests::{TestHub, run_tool};
+use hearth_tests::{TestHub, run_tool, wait_until};
 use serde_json::Value;
 
 fn coaps(hub: &TestHub, path: &str) -> anyhow::Result<String> {
@@ -106,15 +106,17 @@ async fn libcoap_and_aiocoap_observe_each_new_value() -> anyhow::Result<()> {
     let uri = coaps(&hub, &format!("/d/{id}/power"))?;
     coap_client(&["-m", "post", "-u", &id, "-k", &key, "-e", "100", &uri])?;
 
-    // Two observers: libcoap over DTLS, aiocoap over plain CoAP (key in the query).
-    let libcoap = Command::new("coap-client-openssl")
-        .args(["-s", "6", "-m", "get", "-u", &id, "-k", &key, &uri])
+    // Two observers: libcoap over DTLS, aiocoap over plain CoAP (key in the query). Their
+    // output is read as it comes (libcoap's unbuffered through stdbuf), so the test knows
+    // when each has seen a value instead of guessing how long that takes.
+    let mut libcoap = Command::new("stdbuf")
+        .args(["-o0", "coap-client-openssl", "-s", "6", "-m", "get", "-u", &id, "-k", &key, &uri])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/aiocoap_observe.py");
-    let aiocoap = Command::new("python3")
+    let mut aiocoap = Command::new("python3")
         .arg(&script)
         .arg(format!("coap://{plain}/d/{id}/power?k={key}"))
         .arg("5")
@@ -122,18 +124,23 @@ async fn libcoap_and_aiocoap_observe_each_new_value() -> anyhow::Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    // Let both register, then store two new values through CoAP and one through the API's
-    // other door, MQTT-free: every committed value is a notification.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    coap_client(&["-m", "post", "-u", &id, "-k", &key, "-e", "200", &uri])?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    coap_client(&["-m", "post", "-u", &id, "-k", &key, "-e", "300", &uri])?;
+    let lc = Output::watch(libcoap.stdout.take())?;
+    let ai = Output::watch(aiocoap.stdout.take())?;
+    // Once both have the first value they are registered; then two new values through
+    // CoAP, each seen by both before the next: every committed value is a notification.
+    for (value, seen) in [("200", "100"), ("300", "100200")] {
+        wait_until(Duration::from_secs(10), &format!("both observers to see {seen}"), || async {
+            (lc.text().ends_with(seen) && ai.text().contains(&format!("Content {}", &seen[seen.len() - 3..])))
+                .then_some(())
+        })
+        .await?;
+        coap_client(&["-m", "post", "-u", &id, "-k", &key, "-e", value, &uri])?;
+    }
 
     let libcoap = tokio::task::spawn_blocking(move || libcoap.wait_with_output()).await??;
     let aiocoap = tokio::task::spawn_blocking(move || aiocoap.wait_with_output()).await??;
-    let lc = String::from_utf8_lossy(&libcoap.stdout).to_string();
+    let (lc, ai) = (lc.finish(), ai.finish());
     assert_eq!(lc.trim_end(), "100200300", "libcoap saw: {lc} {}", String::from_utf8_lossy(&libcoap.stderr));
-    let ai = String::from_utf8_lossy(&aiocoap.stdout).to_string();
     let lines: Vec<&str> = ai.lines().collect();
     assert_eq!(
         lines,
@@ -147,4 +154,42 @@ async fn libcoap_and_aiocoap_observe_each_new_value() -> anyhow::Result<()> {
     assert!(out.contains("4.01"), "{out}");
     hub.stop().await?;
     Ok(())
+}
+
+/// A child's standard output, collected by a thread as it arrives.
+struct Output {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Output {
+    fn watch(stdout: Option<std::process::ChildStdout>) -> anyhow::Result<Self> {
+        use std::io::Read;
+        let mut stdout = stdout.ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut t) = sink.lock() {
+                    t.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        Ok(Self { text, reader })
+    }
+
+    fn text(&self) -> String {
+        self.text.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Everything, once the child has closed its output.
+    fn finish(self) -> String {
+        let Self { text, reader } = self;
+        let _ = reader.join();
+        text.lock().map(|t| t.clone()).unwrap_or_default()
+    }
 }

@@ -15,10 +15,6 @@ use sqlx::Row;
 
 const HOUR: i64 = 3_600_000;
 
-fn now_ms() -> i64 {
-    hub::clock::now_ms()
-}
-
 /// Checks a compact JWS receipt with `openssl pkeyutl` and the hub's published PEM key.
 fn openssl_verifies(dir: &std::path::Path, pem: &str, jws: &str) -> anyhow::Result<bool> {
     let (input, sig) = jws.rsplit_once('.').ok_or_else(|| anyhow::anyhow!("not a JWS"))?;
@@ -54,7 +50,7 @@ async fn a_tenant_shares_hourly_energy_revokes_and_shreds() -> anyhow::Result<()
     let topic = format!("hearth/{meter}/energy");
 
     // Two hours ago, before any tenancy: the owner's reading.
-    let before = now_ms() - 2 * HOUR;
+    let before = hub.now_ms() - 2 * HOUR;
     hub.publish(dev, &topic, json!({ "value": 999.0, "ts": before }).to_string()).await?;
 
     // The owner invites a tenant; the tenancy starts a moment from now.
@@ -62,7 +58,7 @@ async fn a_tenant_shares_hourly_energy_revokes_and_shreds() -> anyhow::Result<()
     let me: Value = get(&tenant, hub.url("/api/me")).await?;
     assert_eq!((me["role"].as_str(), me["tenancy"].as_i64()), (Some("tenant"), Some(tenancy)));
     let start = get(&owner, hub.url("/api/tenancies")).await?[0]["start"].as_i64().unwrap_or_default();
-    tokio::time::sleep(Duration::from_millis((start - now_ms() + 50).max(0) as u64)).await;
+    hub.clock.advance_to(start + 50);
 
     // The tenant's readings, stamped just after the start.
     let mine: Vec<(i64, f64)> = (0..6).map(|i| (start + 10 + i * 7, 1.0 + i as f64)).collect();
@@ -82,7 +78,7 @@ async fn a_tenant_shares_hourly_energy_revokes_and_shreds() -> anyhow::Result<()
     let recipient = reqwest::Client::new();
     let as_rc = |r: reqwest::RequestBuilder| r.basic_auth(&rid, Some(&rsecret));
     let request = json!({
-        "categories": ["energy"], "granularity": "hour", "window_from": now_ms() - 24 * HOUR,
+        "categories": ["energy"], "granularity": "hour", "window_from": hub.now_ms() - 24 * HOUR,
         "duration_days": 90, "purpose": "Suggest a cheaper tariff",
         "offer": { "text": "5 EUR off your bill each month", "amount": 5.0, "currency": "EUR", "period": "month" }
     });
@@ -200,7 +196,7 @@ async fn a_tenant_shares_hourly_energy_revokes_and_shreds() -> anyhow::Result<()
     let end = owner.post(hub.url(&format!("/api/tenancies/{tenancy}/end"))).json(&json!({})).send().await?;
     assert_eq!(end.status(), 200);
     let end_at = end.json::<Value>().await?["end"].as_i64().unwrap_or_default();
-    tokio::time::sleep(Duration::from_millis((end_at - now_ms() + 50).max(0) as u64)).await;
+    hub.clock.advance_to(end_at + 50);
 
     // Before shredding: the tenancy's chunks open with its key, unwrapped by the hub key.
     let hub_key = Key::load_or_create(&hub.data_dir.join("hub.key"))?.0;
@@ -260,7 +256,7 @@ async fn a_tenant_shares_hourly_energy_revokes_and_shreds() -> anyhow::Result<()
     assert_eq!(seen(hub.readings(&owner, &meter, "energy").await?), vec![999.0]);
 
     // After the tenancy, the meter's readings are the owner's again.
-    let after = now_ms();
+    let after = hub.now_ms();
     hub.publish(dev, &topic, json!({ "value": 7.0, "ts": after }).to_string()).await?;
     wait_until(Duration::from_secs(5), "the owner's new reading", || async {
         hub.readings(&owner, &meter, "energy").await.ok().filter(|r| r.len() == 2)
@@ -279,10 +275,11 @@ async fn a_class_change_applies_forward_and_building_data_stays_the_owners() -> 
     let dev = (boiler.as_str(), secret.as_str());
     let topic = format!("hearth/{boiler}/pressure");
     let (tenant, _) = hub.tenant(&owner, "tom", json!({})).await?;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The tenancy starts a moment after it is made.
+    hub.clock.advance(Duration::from_millis(1100));
 
     // Household (the default) during a tenancy: the tenant's.
-    hub.publish(dev, &topic, json!({ "value": 1.5, "ts": now_ms() }).to_string()).await?;
+    hub.publish(dev, &topic, json!({ "value": 1.5, "ts": hub.now_ms() }).to_string()).await?;
     // Classed as building: from then on the owner's; the earlier reading stays the tenant's.
     let resp = owner
         .put(hub.url(&format!("/api/devices/{boiler}/class")))
@@ -291,8 +288,8 @@ async fn a_class_change_applies_forward_and_building_data_stays_the_owners() -> 
         .await?;
     assert_eq!(resp.status(), 200);
     let from = resp.json::<Value>().await?["from"].as_i64().unwrap_or_default();
-    tokio::time::sleep(Duration::from_millis((from - now_ms() + 20).max(0) as u64)).await;
-    hub.publish(dev, &topic, json!({ "value": 1.8, "ts": now_ms() }).to_string()).await?;
+    hub.clock.advance_to(from + 20);
+    hub.publish(dev, &topic, json!({ "value": 1.8, "ts": hub.now_ms() }).to_string()).await?;
 
     let values = |r: Vec<Value>| r.iter().filter_map(|x| x["value"].as_f64()).collect::<Vec<f64>>();
     assert_eq!(values(hub.readings(&tenant, &boiler, "pressure").await?), vec![1.5]);

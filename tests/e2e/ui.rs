@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use hearth_tests::browser::Browser;
-use hearth_tests::{Listener, OWNER_PASSWORD, TENANT_PASSWORD, TestHub, mqtt_connect, wait_puback};
+use hearth_tests::{Listener, OWNER_PASSWORD, TENANT_PASSWORD, TestHub, mqtt_connect, wait_puback, wait_until};
 use rumqttc::QoS;
 use serde_json::{Value, json};
 
@@ -101,7 +101,7 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     let (meter, secret) = hub.add_device(&owner, "Meter").await?;
     let topic = format!("hearth/{meter}/energy");
     // The owner's reading, an hour before anything else.
-    let before = hub::clock::now_ms() - 3_600_000;
+    let before = hub.now_ms() - 3_600_000;
     hub.publish((&meter, &secret), &topic, json!({ "value": 999.0, "ts": before }).to_string()).await?;
 
     let browser = Browser::start().await?;
@@ -128,8 +128,9 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     b.click("#invite-submit").await?;
     b.wait_for_text("tessa (tenant)", t).await?;
     b.wait_for_text("household", t).await?;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let start = hub::clock::now_ms();
+    // The tenancy starts a moment after it is made.
+    hub.clock.advance(Duration::from_millis(1100));
+    let start = hub.now_ms();
     let mine = [(start, 2.0), (start + 5, 4.0), (start + 9, 9.0)];
     for (ts, v) in mine {
         hub.publish((&meter, &secret), &topic, json!({ "value": v, "ts": ts }).to_string()).await?;
@@ -281,7 +282,15 @@ async fn a_rule_made_in_the_editor_switches_a_lamp() -> anyhow::Result<()> {
 
     // Switched off in the UI, it no longer fires.
     b.click(".rule-enabled").await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rule = wait_until(t, "the rule to be off", || async {
+        let rules: Value = owner.get(hub.url("/api/rules")).send().await.ok()?.json().await.ok()?;
+        (rules[0]["rule"]["enabled"] == false).then(|| rules[0].clone())
+    })
+    .await?;
+    // Saving a rule answers once the runtime runs it: saved again as it is, the change the
+    // page made is in effect too.
+    let url = hub.url(&format!("/api/rules/{}", rule["id"]));
+    assert_eq!(owner.put(url).json(&rule["rule"]).send().await?.status(), 200);
     press("true").await?;
     assert!(lamp_in.quiet(Duration::from_millis(500)).await, "a disabled rule sends nothing");
 

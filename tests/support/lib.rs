@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use hub::clock::TestClock;
 pub use hub::config::Config;
 
 /// Polls `check` until it returns `Some`, or fails after `timeout`.
@@ -44,6 +45,9 @@ pub struct TestHub {
     pub coap_plain: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub config: Config,
+    /// The hub's clock: it runs with the system clock, and tests move it forward instead
+    /// of sleeping.
+    pub clock: TestClock,
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -55,6 +59,11 @@ impl TestHub {
     }
 
     pub async fn start_with(config: Config) -> anyhow::Result<Self> {
+        Self::start_with_clock(config, TestClock::new()).await
+    }
+
+    /// Starts a hub on `clock`: a restart keeps the time its tests moved on.
+    pub async fn start_with_clock(config: Config, clock: TestClock) -> anyhow::Result<Self> {
         // The hub's log in the test output: errors only, or as RUST_LOG says.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -63,7 +72,7 @@ impl TestHub {
         let listeners = hub::Listeners::bind(&config).await?;
         let addrs = listeners.addresses()?;
         let shutdown = CancellationToken::new();
-        let mut task = tokio::spawn(hub::run(config.clone(), listeners, shutdown.clone()));
+        let mut task = tokio::spawn(hub::run(config.clone(), listeners, clock.clock(), shutdown.clone()));
         let client = reqwest::Client::new();
         let url = format!("http://{}/api/health", addrs.http);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -88,10 +97,16 @@ impl TestHub {
             coap_plain: addrs.coap_plain,
             data_dir: config.data_dir.clone(),
             config,
+            clock,
             shutdown,
             task: Some(task),
         };
         Ok(hub)
+    }
+
+    /// The hub's time (ms).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -209,7 +224,11 @@ impl TestHub {
             .send()
             .await?;
         match resp.status().as_u16() {
-            200 => Ok(resp.json::<Value>().await?["readings"].as_array().cloned().unwrap_or_default()),
+            200 => {
+                let body = resp.json::<Value>().await?;
+                body["readings"].as_array().cloned().ok_or_else(|| anyhow::anyhow!("readings: no list in {body}"))
+            }
+            // What the caller may not see is not found: for it, there are no readings.
             404 => Ok(Vec::new()),
             s => bail!("readings: HTTP {s}"),
         }

@@ -11,7 +11,6 @@ use zeroize::Zeroizing;
 
 use super::ApiJson;
 use crate::auth::{self, CurrentUser, SetupCheck};
-use crate::clock::now_ms;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::Role;
@@ -87,7 +86,7 @@ async fn setup(State(state): State<AppState>, ApiJson(req): ApiJson<SetupRequest
         SetupCheck::NotNeeded => return Err(AppError::Conflict("the hub is already set up")),
     }
     let hash = state.passwords.hash(req.password).await?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let Some(user_id) = state.store.create_first_owner(&req.username, &hash, now).await? else {
         return Err(AppError::Conflict("the hub is already set up"));
     };
@@ -116,7 +115,7 @@ struct LoginRequest {
 }
 
 async fn login(State(state): State<AppState>, ApiJson(req): ApiJson<LoginRequest>) -> Result<Response, AppError> {
-    let now = now_ms();
+    let now = state.clock.now_ms();
     if !state.logins.allowed(&req.username, now) {
         return Err(AppError::TooManyRequests);
     }
@@ -181,6 +180,9 @@ async fn create_token(
         return Err(AppError::field("name", "use 1-64 printable characters"));
     }
     let token = auth::new_token()?;
-    let id = state.store.create_api_token(user.user_id, &req.name, &auth::token_digest(&token), now_ms()).await?;
+    let id = state
+        .store
+        .create_api_token(user.user_id, &req.name, &auth::token_digest(&token), state.clock.now_ms())
+        .await?;
     Ok((StatusCode::CREATED, ApiJson(NewToken { id, name: req.name, token })))
 }

@@ -18,10 +18,8 @@ use crate::auth::{CurrentUser, SUBJECTS};
 use crate::automation::dryrun::{Replay, replay};
 use crate::automation::engine::{Compiled, World};
 use crate::automation::model::{Condition, Trigger, find_virtual_loop};
-use crate::automation::runtime::TRACES_KEPT;
-use crate::automation::runtime::subject_key;
+use crate::automation::run::TRACES_KEPT;
 use crate::automation::{Rule, Trace};
-use crate::clock::now_ms;
 use crate::consent::DeviceClass;
 use crate::error::AppError;
 use crate::reading::{Reading, Value};
@@ -145,8 +143,8 @@ async fn create(
     }
     check(&state, &user, &rule, &others).await?;
     let body = serde_json::to_vec(&rule).map_err(AppError::internal)?;
-    let id = state.store.create_rule(user.user_id, &body, rule.enabled, now_ms()).await?;
-    state.automations.reload();
+    let id = state.store.create_rule(user.user_id, &body, rule.enabled, state.clock.now_ms()).await?;
+    state.automations.reload().await;
     let row = own_rule(&state, &user, id).await?;
     Ok((StatusCode::CREATED, ApiJson(view(&state, &row).await?)))
 }
@@ -172,10 +170,10 @@ async fn update(
     let others = others(&state, &user, Some(id)).await?;
     check(&state, &user, &rule, &others).await?;
     let body = serde_json::to_vec(&rule).map_err(AppError::internal)?;
-    if !state.store.update_rule(id, &body, rule.enabled, now_ms()).await? {
+    if !state.store.update_rule(id, &body, rule.enabled, state.clock.now_ms()).await? {
         return Err(AppError::NotFound);
     }
-    state.automations.reload();
+    state.automations.reload().await;
     let row = own_rule(&state, &user, id).await?;
     Ok(ApiJson(view(&state, &row).await?))
 }
@@ -184,7 +182,7 @@ async fn remove(State(state): State<AppState>, user: CurrentUser, Path(id): Path
     let user = user.require(SUBJECTS)?;
     own_rule(&state, &user, id).await?;
     state.store.delete_rule(id).await?;
-    state.automations.reload();
+    state.automations.reload().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -259,9 +257,9 @@ async fn import(
     let mut ids = Vec::new();
     for rule in &set.rules {
         let body = serde_json::to_vec(rule).map_err(AppError::internal)?;
-        ids.push(state.store.create_rule(user.user_id, &body, rule.enabled, now_ms()).await?);
+        ids.push(state.store.create_rule(user.user_id, &body, rule.enabled, state.clock.now_ms()).await?);
     }
-    state.automations.reload();
+    state.automations.reload().await;
     Ok((StatusCode::CREATED, ApiJson(json!({ "imported": ids.len(), "ids": ids }))))
 }
 
@@ -356,7 +354,7 @@ async fn dry_run(
     }
     readings.sort_by_key(|r| r.ts);
     if let Some(subject) = super::scope::subject_of(&user) {
-        let key = subject_key(subject);
+        let key = subject.to_string();
         for (s, name, body, _) in state.store.virtual_values().await? {
             if s == key
                 && let Ok(v) = serde_json::from_slice::<Value>(&body)

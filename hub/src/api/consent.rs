@@ -17,7 +17,6 @@ use tokio::sync::mpsc;
 use super::scope::{Scope, subject_of};
 use super::{ApiJson, ApiQuery};
 use crate::auth::{CurrentUser, SUBJECTS};
-use crate::clock::now_ms;
 use crate::consent::log::Entry;
 use crate::consent::{self, Accrual, CATEGORIES, GrantRecord, GrantStatus, Narrowing, Offer};
 use crate::error::AppError;
@@ -118,7 +117,7 @@ async fn grant(
         consent::narrow(&request.terms, &narrowing).map_err(|(field, problem)| AppError::field(field, problem))?;
     let recipient =
         state.store.recipient(&request.recipient_id).await?.ok_or(AppError::Conflict("that recipient was removed"))?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let g = GrantRecord {
         id: sharing::new_id("g")?,
         request_id: request.id,
@@ -145,7 +144,7 @@ async fn grant(
 async fn deny(State(state): State<AppState>, user: CurrentUser, Path(id): Path<i64>) -> Result<StatusCode, AppError> {
     let user = user.require(SUBJECTS)?;
     let request = my_request(&state, &user, id).await?;
-    if !state.store.deny_request(&request, now_ms()).await? {
+    if !state.store.deny_request(&request, state.clock.now_ms()).await? {
         return Err(AppError::Conflict("this request was already decided"));
     }
     Ok(StatusCode::NO_CONTENT)
@@ -153,7 +152,7 @@ async fn deny(State(state): State<AppState>, user: CurrentUser, Path(id): Path<i
 
 async fn grants(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<GrantView>>, AppError> {
     let user = user.require(SUBJECTS)?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let mut out = Vec::new();
     for g in state.store.grants(Some(user.user_id), None).await? {
         out.push(grant_view(&state, g, now).await?);
@@ -169,7 +168,7 @@ async fn revoke(
 ) -> Result<ApiJson<ReceiptRecord>, AppError> {
     let user = user.require(SUBJECTS)?;
     let g = my_grant(&state, &user, &id).await?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     if g.status(now) != GrantStatus::Active {
         return Err(AppError::Conflict("this grant has already ended"));
     }
@@ -253,7 +252,7 @@ struct LedgerLine {
 /// What each recipient offered, and what has accrued under each grant so far.
 async fn ledger(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<LedgerLine>>, AppError> {
     let user = user.require(SUBJECTS)?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let mut out = Vec::new();
     for g in state.store.grants(Some(user.user_id), None).await? {
         let recipient = state.store.recipient_any(&g.recipient_id).await?.map(|r| r.name).unwrap_or_default();
@@ -316,7 +315,7 @@ async fn export(
                 "{{\"subject\":{},\"role\":{},\"exported\":{},\"series\":[",
                 json!(username),
                 json!(subject.map(|s| format!("{s:?}"))),
-                now_ms()
+                state.clock.now_ms()
             )
         };
         if !send(head).await {

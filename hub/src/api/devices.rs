@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use super::scope::Scope;
 use super::{ApiJson, ApiQuery};
 use crate::auth::{CurrentUser, SUBJECTS};
-use crate::clock::now_ms;
 use crate::consent::DeviceClass;
 use crate::devices::{self, Credentials, DeviceError};
 use crate::error::AppError;
@@ -207,7 +206,7 @@ async fn add(
     ApiJson(req): ApiJson<AddDevice>,
 ) -> Result<(StatusCode, ApiJson<CredentialsView>), AppError> {
     let user = user.require(SUBJECTS)?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let tenancy = match user.tenancy_id {
         Some(id) => {
             let t = state.store.tenancy(id).await?.ok_or(AppError::Forbidden("your tenancy is gone"))?;
@@ -243,7 +242,7 @@ async fn regenerate(
     Path(id): Path<String>,
 ) -> Result<ApiJson<CredentialsView>, AppError> {
     managed_device(&state, user, &id).await?;
-    let creds = devices::regenerate(&state.store, &state.device_events, &id, now_ms()).await?;
+    let creds = devices::regenerate(&state.store, &state.device_events, &id, state.clock.now_ms()).await?;
     tracing::info!(device.id = %id, "device credentials regenerated");
     Ok(ApiJson(credentials_view(&state, &headers, creds)))
 }
@@ -254,7 +253,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     managed_device(&state, user, &id).await?;
-    devices::remove(&state.store, &state.device_events, &id, now_ms()).await?;
+    devices::remove(&state.store, &state.device_events, &id, state.clock.now_ms()).await?;
     tracing::info!(device.id = %id, "device removed");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -282,7 +281,7 @@ async fn set_class(
     if device.tenancy_id.is_some() {
         return Err(AppError::Forbidden("a tenant's own device is always household"));
     }
-    let from = now_ms() + CHANGE_DELAY_MS;
+    let from = state.clock.now_ms() + CHANGE_DELAY_MS;
     state.store.set_device_class(&id, req.class, from).await?;
     tracing::info!(device.id = %id, class = req.class.as_str(), "device class changed");
     Ok(ApiJson(serde_json::json!({ "class": req.class, "from": from })))
@@ -331,7 +330,7 @@ async fn readings(
         return Err(AppError::NotFound);
     }
     let (_, scope) = visible_device(&state, &user, &id).await?;
-    let to = q.to.unwrap_or_else(|| now_ms() + 1);
+    let to = q.to.unwrap_or_else(|| state.clock.now_ms() + 1);
     let from = q.from.unwrap_or(to.saturating_sub(24 * 3600 * 1000));
     if from >= to {
         return Err(AppError::field("from", "must be before `to`"));

@@ -15,7 +15,6 @@ use super::ApiJson;
 use super::account::{check_password, check_username, start_session};
 use super::scope::Scope;
 use crate::auth::{self, CurrentUser, SUBJECTS};
-use crate::clock::now_ms;
 use crate::consent::DAY_MS;
 use crate::error::AppError;
 use crate::reading::valid_device_id;
@@ -91,7 +90,7 @@ async fn create_tenancy(
     ApiJson(req): ApiJson<NewTenancy>,
 ) -> Result<(StatusCode, ApiJson<InviteView>), AppError> {
     let user = user.require(&[Role::Owner])?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     // At least a moment ahead, so that every reading made from the start is sealed for the
     // tenant: readings already stored stay the owner's.
     let start = req.start.unwrap_or(now).max(now + 1000);
@@ -123,7 +122,7 @@ async fn reinvite(
 ) -> Result<ApiJson<InviteView>, AppError> {
     let user = user.require(&[Role::Owner])?;
     let code = new_invite_code()?;
-    let expires = now_ms() + INVITE_TTL_MS;
+    let expires = state.clock.now_ms() + INVITE_TTL_MS;
     if !state.store.reinvite_tenant(id, (&code_digest(&code), user.user_id, expires)).await? {
         return Err(AppError::Conflict("that tenancy is unknown, shredded or already has its tenant"));
     }
@@ -144,7 +143,7 @@ async fn end_tenancy(
     ApiJson(req): ApiJson<EndTenancy>,
 ) -> Result<ApiJson<TenancyView>, AppError> {
     user.require(&[Role::Owner])?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let at = req.at.unwrap_or(now + 1000);
     if at < now {
         return Err(AppError::field("at", "a tenancy cannot be ended in the past"));
@@ -167,7 +166,7 @@ async fn shred(State(state): State<AppState>, user: CurrentUser, Path(id): Path<
     if user.tenancy_id != Some(id) {
         return Err(AppError::NotFound);
     }
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let t = state.store.tenancy(id).await?.ok_or(AppError::NotFound)?;
     if t.end.is_none_or(|end| end > now) {
         return Err(AppError::Conflict("the tenancy has not ended yet; export first, then shred once it ends"));
@@ -197,7 +196,7 @@ async fn accept(State(state): State<AppState>, ApiJson(req): ApiJson<Accept>) ->
     check_password(&req.password)?;
     // No attempt limit: a code has about 79 random bits and lives a week, so guessing is
     // hopeless, while a limit would let anyone lock real invitees out.
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let hash = state.passwords.hash(req.password).await?;
     let id = match state.store.accept_invite(&code_digest(&req.code), &req.username, &hash, now).await {
         Ok(id) => id,
@@ -247,7 +246,7 @@ async fn invite_guest(
         }
     }
     let code = new_invite_code()?;
-    let expires = now_ms() + INVITE_TTL_MS;
+    let expires = state.clock.now_ms() + INVITE_TTL_MS;
     state.store.create_guest_invite(&code_digest(&code), user.user_id, &req.devices, expires).await?;
     Ok((StatusCode::CREATED, ApiJson(GuestInvite { code, expires })))
 }
@@ -311,7 +310,7 @@ async fn register_recipient(
         name: req.name.clone(),
         kind: req.kind,
         registered_by: user.user_id,
-        created: now_ms(),
+        created: state.clock.now_ms(),
         secret_hash: auth::token_digest(&secret),
     };
     state.store.create_recipient(&record, record.created).await?;
@@ -334,7 +333,7 @@ async fn remove_recipient(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     let user = user.require(SUBJECTS)?;
-    if !state.store.remove_recipient(user.user_id, &id, now_ms()).await? {
+    if !state.store.remove_recipient(user.user_id, &id, state.clock.now_ms()).await? {
         return Err(AppError::NotFound);
     }
     Ok(StatusCode::NO_CONTENT)

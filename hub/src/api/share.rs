@@ -13,7 +13,6 @@ use super::consent::{GrantView, grant_view};
 use super::scope::subject_of;
 use super::{ApiJson, ApiQuery};
 use crate::auth::CurrentRecipient;
-use crate::clock::now_ms;
 use crate::consent::{Aggregate, GrantRecord, Permit, Refusal, Terms, aggregate};
 use crate::error::AppError;
 use crate::reading::Value;
@@ -49,7 +48,7 @@ async fn file_request(
     ApiJson(req): ApiJson<NewRequest>,
 ) -> Result<(StatusCode, ApiJson<RequestRecord>), AppError> {
     req.terms.validate().map_err(|(field, problem)| AppError::field(field, problem))?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let subject = match req.to.as_deref() {
         None => r.registered_by,
         Some("owner") => state.store.owner_id().await?.ok_or(AppError::Conflict("this hub has no owner yet"))?,
@@ -78,7 +77,7 @@ async fn grants(
     State(state): State<AppState>,
     CurrentRecipient(r): CurrentRecipient,
 ) -> Result<ApiJson<Vec<GrantView>>, AppError> {
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let mut out = Vec::new();
     for g in state.store.grants(None, Some(&r.id)).await? {
         out.push(grant_view(&state, g, now).await?);
@@ -147,7 +146,7 @@ async fn data(
     ApiQuery(q): ApiQuery<DataQuery>,
 ) -> Result<ApiJson<SharedData>, AppError> {
     let g = my_grant(&state, &r.id, &id).await?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let subject = state.store.user_session(g.subject_id).await?;
     let keys = subject.as_ref().and_then(subject_of).map(|s| state.store.keys_of(s)).unwrap_or_default();
     let permit = Permit::check(&g, &r.id, keys, now).map_err(|refusal| match refusal {

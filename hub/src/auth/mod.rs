@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
@@ -19,7 +18,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::devices::random_string;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -283,7 +282,12 @@ impl FromRequestParts<AppState> for CurrentUser {
                 .ok_or(AppError::Unauthorized);
         }
         let token = session_cookie(parts).ok_or(AppError::Unauthorized)?;
-        state.store.session(&token_digest(&token), now_ms()).await?.map(CurrentUser).ok_or(AppError::Unauthorized)
+        state
+            .store
+            .session(&token_digest(&token), state.clock.now_ms())
+            .await?
+            .map(CurrentUser)
+            .ok_or(AppError::Unauthorized)
     }
 }
 
@@ -336,13 +340,17 @@ pub fn session_clear_cookie() -> String {
 }
 
 /// Deletes expired sessions now and then.
-pub async fn prune_sessions_periodically(store: crate::store::Store, shutdown: tokio_util::sync::CancellationToken) {
+pub async fn prune_sessions_periodically(
+    store: crate::store::Store,
+    clock: Clock,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = clock.sleep_until(clock.now_ms() + 3_600_000) => {}
         }
-        if let Err(error) = store.prune_sessions(now_ms()).await {
+        if let Err(error) = store.prune_sessions(clock.now_ms()).await {
             tracing::warn!(%error, "could not prune sessions");
         }
     }

@@ -2,11 +2,17 @@
 //! a runtime that carries out its decisions. Nothing here needs the internet; cloud-bound
 //! actions only put a message in the outbox.
 
+mod actions;
 mod coap;
 pub mod dryrun;
 pub mod engine;
 pub mod model;
+mod persist;
+pub mod run;
 pub mod runtime;
+pub mod scheduler;
 
+pub use actions::Commands;
 pub use model::Rule;
-pub use runtime::{AutomationContext, Automations, Commands, Trace};
+pub use run::Trace;
+pub use runtime::{AutomationContext, Automations};

@@ -22,6 +22,48 @@ pub enum Subject {
     Tenancy(i64),
 }
 
+/// The subject's name where one is stored as text: `owner` or `tenancy:<id>`.
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Owner => f.write_str("owner"),
+            Subject::Tenancy(t) => write!(f, "tenancy:{t}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a data subject (owner or tenancy:<id>)")]
+pub struct BadSubject(String);
+
+impl std::str::FromStr for Subject {
+    type Err = BadSubject;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "owner" => Ok(Subject::Owner),
+            _ => s
+                .strip_prefix("tenancy:")
+                .and_then(|t| t.parse().ok())
+                .map(Subject::Tenancy)
+                .ok_or_else(|| BadSubject(s.to_owned())),
+        }
+    }
+}
+
+impl Serialize for Subject {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Subject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// What a device measures, as the owner classed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -496,6 +538,17 @@ mod tests {
     use super::*;
 
     const H: i64 = 3600 * 1000;
+
+    #[test]
+    fn a_subject_reads_back_from_its_name() {
+        for s in [Subject::Owner, Subject::Tenancy(42)] {
+            assert_eq!(s.to_string().parse::<Subject>().ok(), Some(s));
+        }
+        assert_eq!(Subject::Tenancy(7).to_string(), "tenancy:7");
+        for bad in ["", "Owner", "tenancy:", "tenancy:x", "tenant:1"] {
+            assert!(bad.parse::<Subject>().is_err(), "{bad:?}");
+        }
+    }
 
     fn home() -> Ownership {
         let mut o = Ownership {

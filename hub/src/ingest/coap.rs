@@ -29,7 +29,6 @@ use webrtc_util::conn::{Conn, Listener as _};
 use super::Rejections;
 use super::decode::{self, DecodeError};
 use super::pipeline::{Committed, Ingest};
-use crate::clock::now_ms;
 use crate::reading::{Reading, Value, valid_device_id};
 use crate::store::Store;
 use crate::store::readings::Keys;
@@ -427,11 +426,14 @@ impl Server {
         match (method, path.as_slice()) {
             (RequestType::Get, [".well-known", "core"]) => self.discovery(&identity).await,
             (RequestType::Post | RequestType::Put, ["d", device]) if *device == identity => {
-                self.store(&identity, decode::decode_object(device, &packet.payload, now_ms())).await
+                self.store(&identity, decode::decode_object(device, &packet.payload, self.ctx.ingest.now_ms())).await
             }
             (RequestType::Post | RequestType::Put, ["d", device, metric]) if *device == identity => {
-                self.store(&identity, decode::decode_metric(device, metric, &packet.payload, now_ms()).map(|r| vec![r]))
-                    .await
+                self.store(
+                    &identity,
+                    decode::decode_metric(device, metric, &packet.payload, self.ctx.ingest.now_ms()).map(|r| vec![r]),
+                )
+                .await
             }
             (RequestType::Get, ["d", device, metric]) if *device == identity => {
                 self.latest(packet, peer, responder, device, metric).await
@@ -441,7 +443,7 @@ impl Server {
                     &identity,
                     "coap",
                     &format!("tried to use the resources of device {device:?}"),
-                    now_ms(),
+                    self.ctx.ingest.now_ms(),
                 );
                 Reply::error(ResponseType::Forbidden, "a device may only use its own resources")
             }
@@ -457,7 +459,7 @@ impl Server {
         let readings = match decoded {
             Ok(readings) => readings,
             Err(error) => {
-                self.ctx.rejections.record(device, "coap", &error.to_string(), now_ms());
+                self.ctx.rejections.record(device, "coap", &error.to_string(), self.ctx.ingest.now_ms());
                 let code = if matches!(error, DecodeError::TooLarge(_)) {
                     ResponseType::RequestEntityTooLarge
                 } else {

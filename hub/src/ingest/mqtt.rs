@@ -32,7 +32,6 @@ use tokio_util::task::TaskTracker;
 use super::Rejections;
 use super::decode::{self, DecodeError};
 use super::pipeline::{CommitFailed, Ingest};
-use crate::clock::now_ms;
 use crate::devices::{self, DeviceEvent};
 use crate::reading::Reading;
 use crate::store::Store;
@@ -390,7 +389,7 @@ async fn on_publish(shared: &Shared, device: &str, publish: Publish) -> Result<A
         QoS::ExactlyOnce => Some(Packet::PubRec(PubRec::new(pkid))),
     };
     let reply = ack(publish.pkid);
-    let now = now_ms();
+    let now = ctx.ingest.now_ms();
     let readings = match readings_from_publish(device, &publish.topic, &publish.payload, now) {
         Ok(readings) => readings,
         Err(refusal) => {

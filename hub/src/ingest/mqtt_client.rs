@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use super::Rejections;
 use super::mqtt::readings_from_publish;
 use super::pipeline::Ingest;
-use crate::clock::now_ms;
 use crate::config::ExternalMqtt;
 use crate::store::Store;
 
@@ -61,7 +60,7 @@ pub async fn run(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let device = publish.topic.split('/').nth(1).unwrap_or_default().to_owned();
-                let now = now_ms();
+                let now = ingest.now_ms();
                 let known =
                     crate::reading::valid_device_id(&device) && store.device_exists(&device).await.unwrap_or(false);
                 let readings = if known {

@@ -10,6 +10,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::reading::Reading;
 use crate::store::{SeriesState, Store};
 
@@ -59,12 +60,18 @@ pub struct Committed {
 /// Handle for submitting readings. Cheap to clone.
 #[derive(Clone)]
 pub struct Ingest {
+    clock: Clock,
     tx: mpsc::Sender<Submission>,
     live: broadcast::Sender<Arc<[Committed]>>,
     accepted: broadcast::Sender<Arc<[Reading]>>,
 }
 
 impl Ingest {
+    /// The hub's time, which readings without a timestamp are stamped with.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// Queues readings that need no acknowledgement (MQTT QoS 0, CoAP NON).
     pub async fn submit(&self, readings: Vec<Reading>) -> Result<(), Closed> {
         self.announce(&readings);
@@ -106,14 +113,15 @@ pub fn spawn_writer(
     store: Store,
     state: SeriesState,
     policy: BatchPolicy,
+    clock: Clock,
     shutdown: CancellationToken,
 ) -> (Ingest, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (live, _) = broadcast::channel(256);
     let (accepted, _) = broadcast::channel(4096);
-    let writer = Writer { store, state, policy, live: live.clone() };
+    let writer = Writer { store, state, policy, live: live.clone(), clock: clock.clone() };
     let handle = tokio::spawn(writer.run(rx, shutdown));
-    (Ingest { tx, live, accepted }, handle)
+    (Ingest { clock, tx, live, accepted }, handle)
 }
 
 struct Writer {
@@ -121,6 +129,7 @@ struct Writer {
     state: SeriesState,
     policy: BatchPolicy,
     live: broadcast::Sender<Arc<[Committed]>>,
+    clock: Clock,
 }
 
 impl Writer {
@@ -163,7 +172,7 @@ impl Writer {
 
     /// Merges the small chunks of hours that have ended (see `Store::compact`).
     async fn compact_some(&mut self) {
-        let hour = crate::store::codec::hour_of(crate::clock::now_ms());
+        let hour = crate::store::codec::hour_of(self.clock.now_ms());
         for (series, hour) in self.state.due_for_compaction(hour, COMPACT_BATCH) {
             match self.store.compact(&mut self.state, series, hour).await {
                 Ok(removed) => tracing::trace!(series, hour, removed, "compacted"),

@@ -38,6 +38,8 @@ pub enum StoreError {
     Crypto(#[from] crypto::Error),
     #[error("stored data is malformed: {0}")]
     Corrupt(String),
+    #[error("stored data is malformed: {0}")]
+    Json(#[from] serde_json::Error),
     #[error("data key {0} is missing or destroyed")]
     NoKey(i64),
 }

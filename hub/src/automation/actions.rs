@@ -1,0 +1,96 @@
+//! The actions a run hands to the world outside the scheduler: MQTT and CoAP commands to
+//! devices, notifications in the app, messages for the cloud outbox. Each returns what
+//! happened in words for the run's trace, or an error that keeps its cause.
+
+use serde_json::json;
+
+use super::coap::CoapError;
+use super::model::{Action, RuleError, command_payload, parse_coap_uri};
+use super::scheduler::Job;
+use crate::ingest::mqtt::MqttServer;
+use crate::outbox::{Outbox, OutboxError};
+use crate::store::{Store, StoreError};
+
+/// Where MQTT commands to devices go.
+#[derive(Clone)]
+pub enum Commands {
+    /// The embedded server: to the device's subscriptions.
+    Embedded(MqttServer),
+    /// The external broker the hub is connected to.
+    External(rumqttc::AsyncClient),
+    /// No MQTT.
+    Off,
+}
+
+/// Why an action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("MQTT is off")]
+    MqttOff,
+    #[error(transparent)]
+    Broker(#[from] rumqttc::ClientError),
+    #[error(transparent)]
+    Uri(#[from] RuleError),
+    #[error(transparent)]
+    Coap(#[from] CoapError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error("the scheduler carries out {0} itself")]
+    NotMine(&'static str),
+}
+
+impl Commands {
+    /// Publishes a command; the topic is `hearth/<device>/set/<metric>`.
+    async fn send(&self, topic: &str, payload: Vec<u8>) -> Result<&'static str, ActionError> {
+        match self {
+            Commands::Embedded(server) => {
+                server.publish(topic, payload);
+                Ok("sent")
+            }
+            Commands::External(client) => {
+                client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await?;
+                Ok("sent to the broker")
+            }
+            Commands::Off => Err(ActionError::MqttOff),
+        }
+    }
+}
+
+/// What actions need from the rest of the hub.
+#[derive(Clone)]
+pub struct Effects {
+    pub store: Store,
+    pub commands: Commands,
+    pub outbox: Outbox,
+}
+
+impl Effects {
+    /// Carries out `job`'s action at `now`.
+    pub async fn perform(&self, job: &Job, now: i64) -> Result<String, ActionError> {
+        match &job.action {
+            Action::Mqtt { device, metric, value } => {
+                let topic = format!("hearth/{device}/set/{metric}");
+                Ok(self.commands.send(&topic, command_payload(value)).await?.to_owned())
+            }
+            Action::Coap { uri, method, payload } => {
+                let target = parse_coap_uri(uri)?;
+                Ok(super::coap::request(&target, *method, payload.as_bytes()).await?)
+            }
+            Action::Notify { message } => {
+                let body = json!({ "source": "rule", "rule": job.rule_name, "message": message,
+                    "trigger": job.trigger.text });
+                self.store.add_notification(job.author, body.to_string().as_bytes(), now).await?;
+                Ok("shown in the app".into())
+            }
+            Action::Cloud { destination, topic, payload } => {
+                let message = json!({ "rule": job.rule_name, "trigger": job.trigger, "payload": payload });
+                let id = self.outbox.send(destination, topic.as_deref(), message).await?;
+                Ok(format!("queued as {id}"))
+            }
+            Action::Delay { .. } => Err(ActionError::NotMine("delays")),
+            Action::Set { .. } => Err(ActionError::NotMine("virtual values")),
+        }
+    }
+}
