@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod automation;
+pub mod buckets;
 pub mod clock;
 pub mod config;
 pub mod consent;

@@ -64,6 +64,11 @@ async fn a_qos1_reading_is_stored_before_its_puback() -> anyhow::Result<()> {
     assert_eq!(history["buckets"][0]["min"], 21.5);
     assert_eq!(history["buckets"][0]["max"], 22.0);
     assert_eq!(history["buckets"][0]["avg"], 21.75);
+    // On/off: the share that was on and the last value, not an average of 0s and 1s.
+    let url = hub.url(&format!("/api/devices/{id}/metrics/motion/readings?from=0&to=99999999999999&points=1"));
+    let history: Value = owner.get(url).send().await?.json().await?;
+    let bucket = &history["buckets"][0];
+    assert_eq!((&bucket["on"], &bucket["last"], bucket.get("avg")), (&json!(1.0), &json!(true), None), "{history}");
     hub.stop().await?;
     Ok(())
 }

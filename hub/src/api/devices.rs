@@ -10,14 +10,15 @@ use serde::{Deserialize, Serialize};
 use super::scope::Scope;
 use super::{ApiJson, ApiQuery};
 use crate::auth::{CurrentUser, SUBJECTS};
+use crate::buckets::{Bucket, buckets, width_for};
 use crate::consent::DeviceClass;
 use crate::devices::{self, Credentials, DeviceError};
 use crate::error::AppError;
 use crate::ingest::Rejection;
 use crate::reading::{Value, valid_device_id, valid_metric};
 use crate::state::AppState;
-use crate::store::readings::{Keys, MAX_RAW_READINGS, downsample};
-use crate::store::{Bucket, DeviceRecord, LatestValue, Role, Session};
+use crate::store::readings::{Keys, MAX_RAW_READINGS};
+use crate::store::{DeviceRecord, LatestValue, Role, Session};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -346,7 +347,7 @@ async fn readings(
         .await?
         .ok_or(AppError::NotFound)?;
     let (readings, buckets) = match q.points {
-        Some(n) => (None, Some(downsample(&rows, from, to, n))),
+        Some(n) => (None, Some(buckets(&rows, width_for(from, to, n)))),
         None => (Some(rows.into_iter().map(|(ts, value)| Point { ts, value }).collect()), None),
     };
     Ok(ApiJson(ReadingsView { device: id, metric, from, to, readings, buckets, truncated }))

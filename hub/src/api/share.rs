@@ -13,7 +13,8 @@ use super::consent::{GrantView, grant_view};
 use super::scope::subject_of;
 use super::{ApiJson, ApiQuery};
 use crate::auth::CurrentRecipient;
-use crate::consent::{Aggregate, GrantRecord, Permit, Refusal, Terms, aggregate};
+use crate::buckets::{Bucket, buckets};
+use crate::consent::{GrantRecord, Permit, Refusal, Terms};
 use crate::error::AppError;
 use crate::reading::Value;
 use crate::state::AppState;
@@ -118,9 +119,10 @@ struct SharedSeries {
     /// For a raw grant.
     #[serde(skip_serializing_if = "Option::is_none")]
     readings: Option<Vec<(i64, Value)>>,
-    /// For an aggregated grant: one per bucket of the granted width.
+    /// For an aggregated grant: one per bucket of the granted width, without any single
+    /// reading (no `last`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    aggregates: Option<Vec<Aggregate>>,
+    aggregates: Option<Vec<Bucket>>,
 }
 
 #[derive(Serialize)]
@@ -168,7 +170,10 @@ async fn data(
             }
             let (raw, aggregates) = match permit.granularity().width_ms() {
                 None => (Some(readings), None),
-                Some(width) => (None, Some(aggregate(&readings, width))),
+                Some(width) => {
+                    let aggregates = buckets(&readings, width).into_iter().map(|b| Bucket { last: None, ..b });
+                    (None, Some(aggregates.collect()))
+                }
             };
             rows += raw.as_ref().map_or(0, Vec::len) + aggregates.as_ref().map_or(0, Vec::len);
             if rows > MAX_ROWS {

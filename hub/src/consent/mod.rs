@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::reading::{Value, valid_metric};
+use crate::reading::valid_metric;
 
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -173,49 +173,6 @@ impl Granularity {
             Self::Day => Some(DAY_MS),
         }
     }
-}
-
-/// One aggregate over `[start, start + width)`, aligned to UTC. Numbers give min/avg/max;
-/// on/off values give the share of time-samples that were on as `avg` (0-1); text gives
-/// only the count. No single raw value is ever part of it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Aggregate {
-    pub start: i64,
-    pub count: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub avg: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max: Option<f64>,
-}
-
-/// Aggregates time-sorted `readings` into buckets of `width` ms aligned to the epoch (so
-/// hours and days are UTC hours and days). Empty buckets are left out.
-pub fn aggregate(readings: &[(i64, Value)], width: i64) -> Vec<Aggregate> {
-    let mut out: Vec<Aggregate> = Vec::new();
-    let mut sum = 0.0;
-    let mut numeric = 0usize;
-    for (ts, value) in readings {
-        let start = ts - ts.rem_euclid(width);
-        if out.last().is_none_or(|b| b.start != start) {
-            out.push(Aggregate { start, count: 0, min: None, avg: None, max: None });
-            (sum, numeric) = (0.0, 0);
-        }
-        let Some(bucket) = out.last_mut() else { continue };
-        bucket.count += 1;
-        let x = match value {
-            Value::Number(x) => *x,
-            Value::Bool(b) => f64::from(u8::from(*b)),
-            Value::Text(_) => continue,
-        };
-        numeric += 1;
-        sum += x;
-        bucket.min = Some(bucket.min.map_or(x, |m| m.min(x)));
-        bucket.max = Some(bucket.max.map_or(x, |m| m.max(x)));
-        bucket.avg = Some(sum / numeric as f64);
-    }
-    out
 }
 
 /// Categories a recipient can ask for, and the metric names in each. A metric also
@@ -590,25 +547,6 @@ mod tests {
         assert_eq!(o.subject_at("plug", 11 * H), Some(Subject::Tenancy(1)));
         assert_eq!(o.subject_at("plug", 5 * H), None);
         assert_eq!(o.subject_at("plug", 31 * H), None, "not the next tenant's either");
-    }
-
-    #[test]
-    fn aggregates_are_aligned_and_hide_single_values() {
-        let n = |t: i64, x: f64| (t, Value::Number(x));
-        let readings = vec![n(H + 1, 1.0), n(H + 2, 3.0), n(2 * H, 10.0), n(3 * H - 1, 20.0), n(5 * H, 7.0)];
-        let hourly = aggregate(&readings, H);
-        assert_eq!(hourly.len(), 3);
-        assert_eq!(hourly[0], Aggregate { start: H, count: 2, min: Some(1.0), avg: Some(2.0), max: Some(3.0) });
-        assert_eq!(hourly[1], Aggregate { start: 2 * H, count: 2, min: Some(10.0), avg: Some(15.0), max: Some(20.0) });
-        assert_eq!(hourly[2].start, 5 * H);
-        let daily = aggregate(&readings, DAY_MS);
-        assert_eq!((daily.len(), daily[0].start, daily[0].count), (1, 0, 5));
-        assert_eq!(daily[0].avg, Some(41.0 / 5.0));
-        let flags =
-            vec![(0, Value::Bool(true)), (1, Value::Bool(false)), (2, Value::Bool(true)), (3, Value::Bool(true))];
-        assert_eq!(aggregate(&flags, H)[0].avg, Some(0.75));
-        let text = vec![(0, Value::Text("open".into()))];
-        assert_eq!(aggregate(&text, H)[0], Aggregate { start: 0, count: 1, min: None, avg: None, max: None });
     }
 
     fn terms() -> Terms {

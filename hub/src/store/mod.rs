@@ -22,7 +22,7 @@ pub use automations::{OutboxRow, OutboxStatus, RuleRow, TimerRow};
 pub use consent::{LogRow, NewLogEntry, ReceiptRecord, RecipientRecord, RequestRecord};
 pub use devices::DeviceRecord;
 pub use people::{AcceptError, GuestRecord, InviteKind, TenancyRecord};
-pub use readings::{Bucket, CommitBatch, LatestValue, SeriesInfo, SeriesState};
+pub use readings::{CommitBatch, LatestValue, SeriesInfo, SeriesState};
 
 use crate::consent::{Ownership, Subject};
 use crate::crypto::{self, Key};

@@ -82,22 +82,6 @@ pub struct LatestValue {
     pub value: Value,
 }
 
-/// One downsampled bucket `[start, start + width)`. Numbers give min/avg/max; other values
-/// give the last one seen.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Bucket {
-    pub start: i64,
-    pub count: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub avg: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last: Option<Value>,
-}
-
 /// Where a chunk lives, and the key it is sealed under (all bound into its associated data).
 #[derive(Clone, Copy)]
 struct ChunkKey {
@@ -436,40 +420,6 @@ impl Store {
     }
 }
 
-/// Splits `[from, to)` into `n` equal buckets and summarises the readings in each. Empty
-/// buckets are left out.
-pub fn downsample(readings: &[(i64, Value)], from: i64, to: i64, n: usize) -> Vec<Bucket> {
-    if n == 0 || from >= to {
-        return Vec::new();
-    }
-    let span = (to - from) as i128;
-    let width = ((span + n as i128 - 1) / n as i128).max(1) as i64;
-    let mut out: Vec<Bucket> = Vec::new();
-    let mut sums: Vec<f64> = Vec::new();
-    for (ts, value) in readings {
-        if !(from..to).contains(ts) {
-            continue;
-        }
-        let start = from + (ts - from) / width * width;
-        if out.last().is_none_or(|b| b.start != start) {
-            out.push(Bucket { start, count: 0, min: None, avg: None, max: None, last: None });
-            sums.push(0.0);
-        }
-        let (Some(bucket), Some(sum)) = (out.last_mut(), sums.last_mut()) else { continue };
-        bucket.count += 1;
-        match value {
-            Value::Number(x) => {
-                bucket.min = Some(bucket.min.map_or(*x, |m| m.min(*x)));
-                bucket.max = Some(bucket.max.map_or(*x, |m| m.max(*x)));
-                *sum += x;
-                bucket.avg = Some(*sum / bucket.count as f64);
-            }
-            other => bucket.last = Some(other.clone()),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,21 +495,5 @@ mod tests {
         let (got, truncated) = store.readings("dev1", "t", (0, i64::MAX), 100, Keys::All).await.unwrap().unwrap();
         assert_eq!((got.len(), truncated), (100, false));
         assert!(store.readings("dev1", "nope", (0, 10), 10, Keys::All).await.unwrap().is_none());
-    }
-
-    #[test]
-    fn downsample_min_avg_max_per_bucket() {
-        let readings: Vec<(i64, Value)> = [(0, 1.0), (5, 3.0), (10, 10.0), (19, 20.0), (35, 7.0)]
-            .iter()
-            .map(|&(t, v)| (t, Value::Number(v)))
-            .collect();
-        let b = downsample(&readings, 0, 40, 4);
-        assert_eq!(b.len(), 3, "the empty bucket [20,30) is left out");
-        assert_eq!((b[0].start, b[0].count, b[0].min, b[0].avg, b[0].max), (0, 2, Some(1.0), Some(2.0), Some(3.0)));
-        assert_eq!((b[1].start, b[1].count, b[1].min, b[1].avg, b[1].max), (10, 2, Some(10.0), Some(15.0), Some(20.0)));
-        assert_eq!((b[2].start, b[2].avg), (30, Some(7.0)));
-        let flags = vec![(1, Value::Bool(true)), (2, Value::Bool(false))];
-        assert_eq!(downsample(&flags, 0, 10, 1)[0].last, Some(Value::Bool(false)));
-        assert!(downsample(&readings, 10, 10, 4).is_empty());
     }
 }
