@@ -5,33 +5,13 @@ use gloo_net::http::{Request, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// A reading's value, as the hub sends it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum Value {
-    Bool(bool),
-    Number(f64),
-    Text(String),
-}
-
-impl Value {
-    /// For display: numbers without needless decimals, booleans as on/off.
-    pub fn show(&self) -> String {
-        match self {
-            Value::Bool(true) => "on".into(),
-            Value::Bool(false) => "off".into(),
-            Value::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => format!("{n:.0}"),
-            Value::Number(n) => format!("{}", (n * 1000.0).round() / 1000.0),
-            Value::Text(t) => t.clone(),
-        }
-    }
-}
+pub use hearth_model::rules::{DryRun, DryRunRequest, RuleView};
+pub use hearth_model::{Bucket, DeviceClass, ErrorBody, Role, Rule, Trace, Value};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Me {
     pub username: String,
-    /// `owner`, `tenant` or `guest`.
-    pub role: String,
+    pub role: Role,
     #[serde(default)]
     pub tenancy: Option<i64>,
 }
@@ -39,7 +19,7 @@ pub struct Me {
 impl Me {
     /// Owners and tenants have data of their own to share.
     pub fn is_subject(&self) -> bool {
-        self.role == "owner" || self.role == "tenant"
+        matches!(self.role, Role::Owner | Role::Tenant)
     }
 }
 
@@ -65,9 +45,7 @@ pub struct Device {
     pub created: i64,
     pub metrics: Vec<Metric>,
     pub rejected: Option<Rejection>,
-    /// `household` or `building`.
-    #[serde(default)]
-    pub class: String,
+    pub class: DeviceClass,
     /// `owner` or `tenant`.
     #[serde(default)]
     pub belongs_to: String,
@@ -100,15 +78,6 @@ pub struct Credentials {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Bucket {
-    pub start: i64,
-    pub count: usize,
-    pub min: Option<f64>,
-    pub avg: Option<f64>,
-    pub max: Option<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct History {
     pub from: i64,
     pub to: i64,
@@ -130,26 +99,31 @@ pub struct LiveReading {
 pub enum ApiError {
     /// Not logged in (or the session expired).
     Unauthorized,
-    /// The hub refused the request and said why.
-    Refused(String),
+    /// The hub refused the request and said why: in general, and for a form, field by
+    /// field (by the field's name in the request).
+    Refused { message: String, fields: std::collections::BTreeMap<String, String> },
     /// The hub could not be reached.
     Network(String),
+    /// The hub answered something this page cannot read (a hub and page of different
+    /// versions).
+    Unexpected(String),
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ApiError::Unauthorized => f.write_str("please log in"),
-            ApiError::Refused(m) => f.write_str(m),
-            ApiError::Network(m) => write!(f, "the hub cannot be reached ({m})"),
+            ApiError::Refused { message, .. } => f.write_str(message),
+            // The browser's own words ("TypeError: Failed to fetch") help nobody.
+            ApiError::Network(_) => {
+                f.write_str("Your hub cannot be reached: check that it is running and on your network.")
+            }
+            ApiError::Unexpected(m) => write!(f, "the hub's answer could not be read ({m}); reload the page"),
         }
     }
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-}
+impl std::error::Error for ApiError {}
 
 /// Turns a 401 or any other failure status into an [`ApiError`], with the hub's reason.
 async fn check(resp: Response) -> Result<Response, ApiError> {
@@ -158,14 +132,17 @@ async fn check(resp: Response) -> Result<Response, ApiError> {
     }
     if !resp.ok() {
         let status = resp.status();
-        let message = resp.json::<ErrorBody>().await.map(|b| b.error).unwrap_or_else(|_| format!("HTTP {status}"));
-        return Err(ApiError::Refused(message));
+        let body = resp
+            .json::<ErrorBody>()
+            .await
+            .unwrap_or_else(|_| ErrorBody { error: format!("HTTP {status}"), fields: Default::default() });
+        return Err(ApiError::Refused { message: body.error, fields: body.fields });
     }
     Ok(resp)
 }
 
 async fn parse<T: DeserializeOwned>(resp: Response) -> Result<T, ApiError> {
-    check(resp).await?.json::<T>().await.map_err(|e| ApiError::Network(e.to_string()))
+    check(resp).await?.json::<T>().await.map_err(|e| ApiError::Unexpected(e.to_string()))
 }
 
 async fn get<T: DeserializeOwned>(url: &str) -> Result<T, ApiError> {
@@ -218,7 +195,9 @@ struct LoginRequest<'a> {
 
 pub async fn login(username: &str, password: &str) -> Result<Me, ApiError> {
     match post("/api/login", Some(&LoginRequest { username, password })).await {
-        Err(ApiError::Unauthorized) => Err(ApiError::Refused("wrong user name or password".into())),
+        Err(ApiError::Unauthorized) => {
+            Err(ApiError::Refused { message: "wrong user name or password".into(), fields: Default::default() })
+        }
         other => other,
     }
 }
@@ -514,49 +493,6 @@ async fn put<B: Serialize, T: DeserializeOwned>(url: &str, body: &B) -> Result<T
     parse(resp).await
 }
 
-/// What started a run.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Cause {
-    pub text: String,
-    pub at: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Check {
-    pub condition: String,
-    pub passed: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Step {
-    pub action: String,
-    pub at: i64,
-    pub ok: bool,
-    pub result: String,
-}
-
-/// One run of a rule, as the hub traced it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Trace {
-    pub run: i64,
-    pub started: i64,
-    pub trigger: Cause,
-    pub checks: Vec<Check>,
-    pub status: String,
-    #[serde(default)]
-    pub note: Option<String>,
-    pub steps: Vec<Step>,
-}
-
-/// A rule: its definition is kept as JSON, the form and the JSON editor both write it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct RuleView {
-    pub id: i64,
-    pub updated: i64,
-    pub rule: serde_json::Value,
-    pub last_run: Option<Trace>,
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Notification {
     pub id: i64,
@@ -566,31 +502,15 @@ pub struct Notification {
     pub rule: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct WouldFire {
-    pub at: i64,
-    pub trigger: String,
-    pub checks: Vec<Check>,
-    pub run: bool,
-    pub actions: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct DryRun {
-    pub readings: usize,
-    pub fires: Vec<WouldFire>,
-    pub truncated: bool,
-}
-
 pub async fn rules() -> Result<Vec<RuleView>, ApiError> {
     get("/api/rules").await
 }
 
-pub async fn create_rule(rule: &serde_json::Value) -> Result<RuleView, ApiError> {
+pub async fn create_rule(rule: &Rule) -> Result<RuleView, ApiError> {
     post("/api/rules", Some(rule)).await
 }
 
-pub async fn update_rule(id: i64, rule: &serde_json::Value) -> Result<RuleView, ApiError> {
+pub async fn update_rule(id: i64, rule: &Rule) -> Result<RuleView, ApiError> {
     put(&format!("/api/rules/{id}"), rule).await
 }
 
@@ -602,8 +522,8 @@ pub async fn rule_runs(id: i64) -> Result<Vec<Trace>, ApiError> {
     get(&format!("/api/rules/{id}/runs")).await
 }
 
-pub async fn dry_run(rule: &serde_json::Value, from: i64, to: i64) -> Result<DryRun, ApiError> {
-    post("/api/rules/dry-run", Some(&serde_json::json!({ "rule": rule, "from": from, "to": to }))).await
+pub async fn dry_run(rule: &Rule, from: i64, to: i64) -> Result<DryRun, ApiError> {
+    post("/api/rules/dry-run", Some(&DryRunRequest { rule: rule.clone(), from, to })).await
 }
 
 pub async fn notifications() -> Result<Vec<Notification>, ApiError> {

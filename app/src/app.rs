@@ -31,6 +31,8 @@ pub enum Phase {
 #[derive(Clone, Copy)]
 pub struct Home {
     pub devices: RwSignal<Vec<Device>>,
+    /// The device list has been fetched at least once.
+    pub loaded: RwSignal<bool>,
     /// Whether the live stream is connected.
     pub live: RwSignal<bool>,
     /// Bumped every second, so "12 s ago" stays true.
@@ -47,6 +49,7 @@ impl Home {
             match api::devices().await {
                 Ok(devices) => {
                     self.devices.set(devices);
+                    self.loaded.set(true);
                     self.error.set(None);
                 }
                 Err(ApiError::Unauthorized) => reload_page(),
@@ -133,6 +136,7 @@ fn Shell(
 ) -> impl IntoView {
     let home = Home {
         devices: RwSignal::new(Vec::new()),
+        loaded: RwSignal::new(false),
         live: RwSignal::new(false),
         tick: RwSignal::new(crate::time::now_ms()),
         error: RwSignal::new(None),
@@ -149,7 +153,7 @@ fn Shell(
 
     let subject = me.is_subject();
     let people_me = me.clone();
-    let role = me.role.clone();
+    let role = me.role;
     let logout = move |_| {
         spawn_local(async move {
             let _ = api::logout().await;
@@ -168,10 +172,10 @@ fn Shell(
                     {subject.then(|| view! {
                         <A href="/automations">"Automations"</A>
                         <A href="/sharing">"Sharing"</A>
-                        <A href="/people">{if role == "owner" { "Tenancies" } else { "Tenancy" }}</A>
+                        <A href="/people">{if role == api::Role::Owner { "Tenancies" } else { "Tenancy" }}</A>
                     })}
                 </nav>
-                <span class="muted" id="whoami">{me.username} " (" {me.role.clone()} ")"</span>
+                <span class="muted" id="whoami">{me.username} " (" {me.role.as_str()} ")"</span>
                 <button class="secondary" on:click=logout>"Log out"</button>
             </header>
             <main>
@@ -204,6 +208,8 @@ fn connect_live(home: Home) {
         }
     });
     let on_lagged = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| home.reload());
+    // A device's message was refused: the list says why.
+    let on_rejected = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| home.reload());
     let on_open = Closure::<dyn FnMut()>::new(move || {
         if home.live.get_untracked() {
             return;
@@ -214,11 +220,13 @@ fn connect_live(home: Home) {
     let on_error = Closure::<dyn FnMut()>::new(move || home.live.set(false));
     let _ = source.add_event_listener_with_callback("readings", on_readings.as_ref().unchecked_ref());
     let _ = source.add_event_listener_with_callback("lagged", on_lagged.as_ref().unchecked_ref());
+    let _ = source.add_event_listener_with_callback("rejected", on_rejected.as_ref().unchecked_ref());
     source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
     source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     // The stream lives as long as the page: logging out reloads the page.
     on_readings.forget();
     on_lagged.forget();
+    on_rejected.forget();
     on_open.forget();
     on_error.forget();
 }

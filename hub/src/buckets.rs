@@ -6,30 +6,9 @@
 //! give min, mean and max; on/off values give the share of samples that were on and the
 //! last one; text gives the last one. Empty buckets are left out.
 
-use serde::Serialize;
-
 use crate::reading::Value;
 
-/// One bucket of a series.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Bucket {
-    /// Start of the bucket (ms), a multiple of its width.
-    pub start: i64,
-    /// Readings in the bucket, of any kind.
-    pub count: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub avg: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max: Option<f64>,
-    /// Of the on/off readings, the share that were on (0 to 1).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub on: Option<f64>,
-    /// The last on/off or text reading.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last: Option<Value>,
-}
+pub use hearth_model::Bucket;
 
 /// Summarises time-sorted `readings` in buckets `width` ms wide (at least 1).
 pub fn buckets(readings: &[(i64, Value)], width: i64) -> Vec<Bucket> {

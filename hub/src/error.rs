@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use hearth_model::ErrorBody;
 
 use crate::store::StoreError;
 
@@ -106,9 +106,12 @@ impl IntoResponse for AppError {
             }
         };
         let body = match self {
-            Self::Internal(_) => json!({ "error": "internal error" }),
-            Self::Validation { message, fields } => json!({ "error": message, "fields": fields }),
-            other => json!({ "error": other.to_string() }),
+            Self::Internal(_) => ErrorBody { error: "internal error".into(), fields: BTreeMap::new() },
+            Self::Validation { message, fields } => ErrorBody {
+                error: message,
+                fields: fields.into_iter().map(|(name, problem)| (name.to_owned(), problem)).collect(),
+            },
+            other => ErrorBody { error: other.to_string(), fields: BTreeMap::new() },
         };
         (status, Json(body)).into_response()
     }

@@ -8,14 +8,7 @@ pub const MAX_ID_LEN: usize = 32;
 pub const MAX_METRIC_LEN: usize = 64;
 pub const MAX_TEXT_LEN: usize = 256;
 
-/// A reading's value. Numbers are finite; text is short.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Value {
-    Bool(bool),
-    Number(f64),
-    Text(String),
-}
+pub use hearth_model::Value;
 
 /// One accepted reading, on its way to the store or out of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -261,7 +261,8 @@ async fn a_rule_made_in_the_editor_switches_a_lamp() -> anyhow::Result<()> {
     b.fill("#action-metric", "power").await?;
     b.fill("#action-value", "on").await?;
     b.click("#action-add").await?;
-    b.wait_for_text("send power = on to Lamp", t).await?;
+    // The editor lists the action in the words its runs will be traced in.
+    b.wait_for_text("MQTT hearth/Lamp/set/power = on", t).await?;
     // Tried on the last day's data, it would have fired once, for the earlier press.
     b.click("#rule-dry-run").await?;
     let text = b.wait_for_text("Would have fired 1 time", t).await?;
@@ -304,5 +305,83 @@ async fn a_rule_made_in_the_editor_switches_a_lamp() -> anyhow::Result<()> {
     assert_eq!(rules.as_array().map(Vec::len), Some(2));
     browser.close().await?;
     hub.stop().await?;
+    Ok(())
+}
+
+/// Tried as a new user would: what a page shows stays put while the hub refreshes it (a
+/// rule's runs, once opened, stay open and follow new runs), and pages say plainly what is
+/// wrong (an unknown device, a refused reading as it happens, a failed save without a stale
+/// "Saved" beside it, a hub that is down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_keep_what_is_open_and_say_what_is_wrong() -> anyhow::Result<()> {
+    ui_is_built()?;
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (button, secret) = hub.add_device(&owner, "Button").await?;
+    let dev = (button.as_str(), secret.as_str());
+    let topic = format!("hearth/{button}/pressed");
+    let rule = json!({ "name": "Count presses", "triggers": [{ "type": "reading", "device": button, "metric": "pressed" }],
+        "actions": [{ "type": "notify", "message": "pressed" }] });
+    let resp = owner.post(hub.url("/api/rules")).json(&rule).send().await?;
+    anyhow::ensure!(resp.status() == 201, "creating the rule: {}", resp.status());
+    let rule_id = resp.json::<Value>().await?["id"].as_i64().unwrap_or_default();
+    hub.publish(dev, &topic, "true".into()).await?;
+
+    let browser = Browser::start().await?;
+    let b = &browser;
+    let t = Duration::from_secs(10);
+    b.client.goto(&hub.url("/")).await?;
+    b.fill("#login-username", "owner").await?;
+    b.fill("#login-password", OWNER_PASSWORD).await?;
+    b.click("#login-submit").await?;
+    b.click("header nav a[href='/automations']").await?;
+    b.wait_for_text("Last: done", t).await?;
+
+    // The runs, once open, stay open through the page's refreshes and show the next run.
+    let card = b.find(&format!(".rule[data-rule='{rule_id}']")).await?;
+    b.click(".rule .runs").await?;
+    b.wait_for_text("notify: pressed: shown in the app", t).await?;
+    hub.publish(dev, &topic, "false".into()).await?;
+    wait_until(t, "the second run in the open list", || async {
+        let n = b.client.find_all(fantoccini::Locator::Css(".rule .traces li.trace")).await.ok()?.len();
+        (n == 2).then_some(())
+    })
+    .await?;
+    let text = card.text().await?;
+    assert!(text.contains("Count presses"), "the card was not rebuilt under the reader: {text}");
+    b.screenshot("rule-runs-stay-open").await?;
+
+    // A save that works, then one that fails: only the failure shows.
+    b.fill("#rule-name", "Another").await?;
+    b.choose("#trigger-type", "change").await?;
+    b.choose("#trigger-device", &button).await?;
+    b.fill("#trigger-metric", "pressed").await?;
+    b.choose("#action-type", "notify").await?;
+    b.fill("#action-message", "changed").await?;
+    b.click("#action-add").await?;
+    b.click("#rule-save").await?;
+    b.wait_for_text("Saved \"Another\"", t).await?;
+    b.click("#rule-save").await?;
+    let text = b.wait_for_text("add at least one action", t).await?;
+    assert!(!text.contains("Saved \"Another\""), "a stale success beside a fresh error: {text}");
+
+    // A device that is not there says so.
+    b.client.goto(&hub.url("/devices/no-such-device")).await?;
+    b.wait_for_text("No such device", t).await?;
+
+    // A refused reading shows on the dashboard as it happens, without a reload.
+    b.click("header h1 a").await?;
+    b.wait_for_text("Button", t).await?;
+    hub.publish(dev, &format!("hearth/{button}/pressed"), "{\"value\":".into()).await?;
+    b.wait_for_text("Refused 1", t).await?;
+
+    // The hub goes away: the page says so in words, not the browser's error.
+    b.click("header nav a[href='/automations']").await?;
+    b.wait_for_text("Count presses", t).await?;
+    hub.stop().await?;
+    let text = b.wait_for_text("Your hub cannot be reached", t).await?;
+    assert!(!text.contains("TypeError"), "{text}");
+    browser.close().await?;
     Ok(())
 }

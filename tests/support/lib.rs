@@ -407,9 +407,13 @@ impl Mosquitto {
             &acl,
             format!("user {reader}\ntopic read hearth/#\n\npattern write hearth/%u/#\npattern write hearth/%u\n"),
         )?;
+        let tls_port = options.tls.as_ref().map(|t| t.port);
         let port = match options.port {
             Some(p) => p,
-            None => free_port()?,
+            // Not the port just chosen for TLS, which the system may hand out again.
+            None => {
+                (0..10).map(|_| free_port()).find(|p| p.as_ref().ok() != tls_port.as_ref()).unwrap_or_else(free_port)?
+            }
         };
         let persistence = if options.persist {
             // As root, Mosquitto would switch to its own user, which cannot write here.
@@ -436,17 +440,23 @@ impl Mosquitto {
                 path_str(&acl)?
             ),
         )?;
-        let child = Command::new("/usr/sbin/mosquitto")
+        let log = dir.join("mosquitto.log");
+        let mut child = Command::new("/usr/sbin/mosquitto")
             .args(["-c", path_str(&conf)?])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting mosquitto (apt-get install mosquitto)")?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let said = || std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(status) = child.try_wait()? {
+                bail!("mosquitto stopped ({status}) before listening on {port}: {}", said());
+            }
             if Instant::now() > deadline {
-                bail!("mosquitto did not start listening on {port}");
+                let _ = child.kill();
+                bail!("mosquitto did not start listening on {port}: {}", said());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

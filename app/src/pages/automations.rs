@@ -2,64 +2,80 @@
 //! actions; JSON for anything more), a dry run over recorded history, the rules with their
 //! last runs and traces, and notifications from rules and the hub.
 
+use hearth_model::rules::{Action, Condition, Mode, Op, Rule, Trigger};
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use serde_json::{Value as Json, json};
+use serde::de::DeserializeOwned;
 
-use crate::api::{self, DryRun, Notification, RuleView, Trace};
+use crate::api::{self, DryRun, Notification, RuleView, Trace, Value};
 use crate::app::Home;
 use crate::time::{ago, local, now_ms};
 
 #[component]
 pub fn AutomationsPage() -> impl IntoView {
-    let rules = RwSignal::new(Vec::<RuleView>::new());
-    let notes = RwSignal::new(Vec::<Notification>::new());
-    let error = RwSignal::new(None::<String>);
+    let rules = LocalResource::new(api::rules);
+    let notes = LocalResource::new(api::notifications);
     let reload = move || {
-        spawn_local(async move {
-            match (api::rules().await, api::notifications().await) {
-                (Ok(r), Ok(n)) => {
-                    rules.set(r);
-                    notes.set(n);
-                }
-                (Err(e), _) | (_, Err(e)) => error.set(Some(e.to_string())),
-            }
-        })
+        rules.refetch();
+        notes.refetch();
     };
-    reload();
     // Runs happen on the hub at any time: keep the page current while it is open.
     if let Ok(handle) = set_interval_with_handle(reload, std::time::Duration::from_secs(2)) {
         on_cleanup(move || handle.clear());
     }
+    // What was last loaded. Lists are keyed, and each card reads its rule from here, so a
+    // refresh changes only what changed, in place: a list of runs that is open stays open.
+    let rule_list = Memo::new(move |prev: Option<&Vec<RuleView>>| match rules.get() {
+        Some(Ok(list)) => list,
+        _ => prev.cloned().unwrap_or_default(),
+    });
+    let note_list = Memo::new(move |prev: Option<&Vec<Notification>>| match notes.get() {
+        Some(Ok(list)) => list,
+        _ => prev.cloned().unwrap_or_default(),
+    });
+    let error = RwSignal::new(None::<String>);
     view! {
         <h2>"Automations"</h2>
         <p class="muted">"Rules run on your hub itself: they keep working when the internet or a cloud service is down."</p>
+        <Transition fallback=|| view! { <p class="muted">"Loading your rules…"</p> }>
+            <ErrorBoundary fallback=|errors| view! { <p class="error" id="load-error">{move || error_text(&errors.get())}</p> }>
+                {move || rules.get().map(|r| r.map(drop))}
+                {move || notes.get().map(|r| r.map(drop))}
+            </ErrorBoundary>
+        </Transition>
         {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
         <section class="card" id="notifications">
             <h3>"Notifications"</h3>
-            {move || notes.get().is_empty().then(|| view! { <p class="muted">"Nothing new."</p> })}
+            {move || note_list.with(Vec::is_empty).then(|| view! { <p class="muted">"Nothing new."</p> })}
             <ul>
-                {move || notes.get().into_iter().map(|n| {
-                    let id = n.id;
-                    view! {
-                        <li class="notification">
-                            <strong>{n.message}</strong> " "
-                            <span class="muted">{n.rule.map(|r| format!("{r} · ")).unwrap_or_default()} {local(n.created)}</span> " "
-                            <button class="secondary" on:click=move |_| spawn_local(async move {
-                                if api::dismiss_notification(id).await.is_ok() { reload() }
-                            })>"Dismiss"</button>
-                        </li>
-                    }
-                }).collect_view()}
+                <For each=move || note_list.get() key=|n| n.id let:n>
+                    <li class="notification">
+                        <strong>{n.message}</strong> " "
+                        <span class="muted">{n.rule.map(|r| format!("{r} · ")).unwrap_or_default()} {local(n.created)}</span> " "
+                        <button class="secondary" on:click=move |_| spawn_local(async move {
+                            match api::dismiss_notification(n.id).await {
+                                Ok(()) => notes.refetch(),
+                                Err(e) => error.set(Some(e.to_string())),
+                            }
+                        })>"Dismiss"</button>
+                    </li>
+                </For>
             </ul>
         </section>
         <RuleEditor on_saved=reload />
         <div id="rules">
-            {move || rules.get().into_iter().map(|r| view! { <RuleCard rule=r on_change=reload error=error /> }).collect_view()}
+            <For each=move || rule_list.get() key=|r| r.id let:r>
+                <RuleCard id=r.id rules=rule_list on_change=reload error=error />
+            </For>
         </div>
         <ImportExport on_imported=reload />
     }
+}
+
+/// What failed to load, in words.
+fn error_text(errors: &Errors) -> String {
+    errors.iter().map(|(_, e)| e.to_string()).collect::<Vec<_>>().join("; ")
 }
 
 /// Rules as a file: download them (JSON or YAML), or paste a file to add its rules.
@@ -103,18 +119,18 @@ fn ImportExport(
 
 /// A value typed in a field: on/off and true/false are switches, numbers are numbers,
 /// anything else is text.
-fn typed(s: &str) -> Json {
+fn typed(s: &str) -> Value {
     match s.trim() {
-        "on" | "true" => json!(true),
-        "off" | "false" => json!(false),
-        t => t.parse::<f64>().map_or_else(|_| json!(t), |n| json!(n)),
+        "on" | "true" => Value::Bool(true),
+        "off" | "false" => Value::Bool(false),
+        t => as_typed(t),
     }
 }
 
 /// A command's value: sent to the device as typed (a number stays a number).
-fn as_typed(s: &str) -> Json {
+fn as_typed(s: &str) -> Value {
     let t = s.trim();
-    t.parse::<f64>().map_or_else(|_| json!(t), |n| json!(n))
+    t.parse::<f64>().map_or_else(|_| Value::Text(t.to_owned()), Value::Number)
 }
 
 fn number(what: &str, s: &str) -> Result<Option<f64>, String> {
@@ -123,6 +139,17 @@ fn number(what: &str, s: &str) -> Result<Option<f64>, String> {
         return Ok(None);
     }
     s.parse::<f64>().map(Some).map_err(|_| format!("{what}: {s:?} is not a number"))
+}
+
+/// A choice from a `<select>`, by its name in the rule's JSON (`single`, `<=`, ...).
+fn by_name<T: DeserializeOwned>(what: &str, name: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned()))
+        .map_err(|_| format!("{what}: {name:?} is unknown"))
+}
+
+/// Whole seconds from a number of minutes.
+fn seconds(minutes: f64) -> u32 {
+    (minutes * 60.0).round().clamp(0.0, f64::from(u32::MAX)) as u32
 }
 
 /// The editor's fields.
@@ -146,7 +173,7 @@ struct Form {
     c_value: RwSignal<String>,
     c_after: RwSignal<String>,
     c_before: RwSignal<String>,
-    actions: RwSignal<Vec<Json>>,
+    actions: RwSignal<Vec<Action>>,
 }
 
 impl Form {
@@ -176,47 +203,53 @@ impl Form {
     }
 
     /// The rule the form describes, or what is missing.
-    fn build(&self) -> Result<Json, String> {
+    fn build(&self) -> Result<Rule, String> {
         let g = |s: RwSignal<String>| s.get_untracked().trim().to_owned();
         let (device, metric) = (g(self.t_device), g(self.t_metric));
         let minutes = number("minutes", &g(self.t_minutes))?;
         let trigger = match g(self.trigger).as_str() {
-            "reading" | "change" => json!({ "type": g(self.trigger), "device": device, "metric": metric }),
-            "threshold" => {
-                let mut t = json!({ "type": "threshold", "device": device, "metric": metric });
-                if let Some(a) = number("above", &g(self.t_above))? {
-                    t["above"] = json!(a);
-                }
-                if let Some(b) = number("below", &g(self.t_below))? {
-                    t["below"] = json!(b);
-                }
-                if let Some(m) = minutes {
-                    t["for_s"] = json!((m * 60.0).round() as u64);
-                }
-                t
-            }
-            "silent" => {
-                json!({ "type": "silent", "device": device, "for_s": (minutes.unwrap_or(0.0) * 60.0).round() as u64 })
-            }
-            "time" => json!({ "type": "time", "at": g(self.t_at) }),
-            "interval" => {
-                json!({ "type": "interval", "every_s": number("seconds", &g(self.t_every))?.unwrap_or(0.0) as u64 })
-            }
-            "cron" => json!({ "type": "cron", "expr": g(self.t_cron) }),
-            other => json!({ "type": other }),
+            "reading" => Trigger::Reading { device, metric },
+            "change" => Trigger::Change { device, metric },
+            "threshold" => Trigger::Threshold {
+                device,
+                metric,
+                above: number("above", &g(self.t_above))?,
+                below: number("below", &g(self.t_below))?,
+                for_s: minutes.map(seconds),
+            },
+            "silent" => Trigger::Silent { device, for_s: seconds(minutes.unwrap_or(0.0)) },
+            "time" => Trigger::Time { at: g(self.t_at), weekdays: Vec::new() },
+            "interval" => Trigger::Interval { every_s: number("seconds", &g(self.t_every))?.unwrap_or(0.0) as u32 },
+            "cron" => Trigger::Cron { expr: g(self.t_cron) },
+            "start" => Trigger::Start,
+            other => return Err(format!("unknown trigger {other:?}")),
         };
         let conditions = match g(self.condition).as_str() {
-            "compare" => vec![json!({ "type": "compare", "device": g(self.c_device), "metric": g(self.c_metric),
-                "op": g(self.c_op), "value": typed(&g(self.c_value)) })],
-            "time" => vec![json!({ "type": "time", "after": g(self.c_after), "before": g(self.c_before) })],
+            "compare" => vec![Condition::Compare {
+                device: g(self.c_device),
+                metric: g(self.c_metric),
+                op: by_name::<Op>("comparison", &g(self.c_op))?,
+                value: typed(&g(self.c_value)),
+            }],
+            "time" => {
+                vec![Condition::Time {
+                    after: Some(g(self.c_after)),
+                    before: Some(g(self.c_before)),
+                    weekdays: Vec::new(),
+                }]
+            }
             _ => Vec::new(),
         };
         let actions = self.actions.get_untracked();
         if actions.is_empty() {
             return Err("add at least one action".into());
         }
-        Ok(json!({ "name": g(self.name), "mode": g(self.mode), "triggers": [trigger],
-            "conditions": conditions, "actions": actions }))
+        let mut rule = blank(g(self.name));
+        rule.mode = by_name::<Mode>("mode", &g(self.mode))?;
+        rule.triggers = vec![trigger];
+        rule.conditions = conditions;
+        rule.actions = actions;
+        Ok(rule)
     }
 }
 
@@ -225,15 +258,17 @@ fn named(home: Home, text: &str) -> String {
     home.devices.with_untracked(|devices| devices.iter().fold(text.to_owned(), |t, d| t.replace(&d.id, &d.name)))
 }
 
-/// A short description of an action, for the list in the editor.
-fn describe(a: &Json) -> String {
-    let s = |k: &str| a[k].as_str().map(str::to_owned).unwrap_or_else(|| a[k].to_string());
-    match a["type"].as_str().unwrap_or_default() {
-        "mqtt" => format!("send {} = {} to {}", s("metric"), s("value"), s("device")),
-        "notify" => format!("notify: {}", s("message")),
-        "delay" => format!("wait {} s", s("seconds")),
-        "set" => format!("set {} = {}", s("name"), s("value")),
-        other => other.to_owned(),
+/// A rule with a name and nothing else yet, as the hub's defaults fill it in.
+fn blank(name: String) -> Rule {
+    Rule {
+        name,
+        enabled: true,
+        triggers: Vec::new(),
+        conditions: Vec::new(),
+        actions: Vec::new(),
+        mode: Mode::default(),
+        max_runs: 10,
+        catch_up: false,
     }
 }
 
@@ -297,16 +332,14 @@ fn RuleEditor(
     let add_action = move |_| {
         let g = |s: RwSignal<String>| s.get_untracked().trim().to_owned();
         let action = match g(a_kind).as_str() {
-            "mqtt" => {
-                json!({ "type": "mqtt", "device": g(a_device), "metric": g(a_metric), "value": as_typed(&g(a_value)) })
-            }
-            "notify" => json!({ "type": "notify", "message": g(a_message) }),
-            "delay" => json!({ "type": "delay", "seconds": g(a_seconds).parse::<u64>().unwrap_or(0) }),
-            _ => json!({ "type": "set", "name": g(a_name), "value": typed(&g(a_value)) }),
+            "mqtt" => Action::Mqtt { device: g(a_device), metric: g(a_metric), value: as_typed(&g(a_value)) },
+            "notify" => Action::Notify { message: g(a_message) },
+            "delay" => Action::Delay { seconds: g(a_seconds).parse().unwrap_or(0) },
+            _ => Action::Set { name: g(a_name), value: typed(&g(a_value)) },
         };
         f.actions.update(|a| a.push(action));
     };
-    let current = move || -> Result<Json, String> {
+    let current = move || -> Result<Rule, String> {
         if json_mode.get_untracked() {
             serde_json::from_str(&json_text.get_untracked()).map_err(|e| format!("the JSON is not valid: {e}"))
         } else {
@@ -315,6 +348,8 @@ fn RuleEditor(
     };
     let submit = move |ev: SubmitEvent| {
         ev.prevent_default();
+        // One message at a time: a new attempt clears what the last one said.
+        saved.set(None);
         let rule = match current() {
             Ok(r) => r,
             Err(e) => return error.set(Some(e)),
@@ -323,7 +358,7 @@ fn RuleEditor(
             match api::create_rule(&rule).await {
                 Ok(r) => {
                     error.set(None);
-                    saved.set(Some(format!("Saved \"{}\".", r.rule["name"].as_str().unwrap_or_default())));
+                    saved.set(Some(format!("Saved \"{}\".", r.rule.name)));
                     f.name.set(String::new());
                     f.actions.set(Vec::new());
                     json_mode.set(false);
@@ -335,6 +370,7 @@ fn RuleEditor(
         });
     };
     let run_dry = move |_| {
+        saved.set(None);
         let rule = match current() {
             Ok(r) => r,
             Err(e) => return error.set(Some(e)),
@@ -357,11 +393,7 @@ fn RuleEditor(
             json_mode.set(true);
         }
         Err(_) => {
-            json_text.set(
-                serde_json::to_string_pretty(&json!({ "name": f.name.get_untracked(), "triggers": [],
-                "conditions": [], "actions": [] }))
-                .unwrap_or_default(),
-            );
+            json_text.set(serde_json::to_string_pretty(&blank(f.name.get_untracked())).unwrap_or_default());
             json_mode.set(true);
         }
     };
@@ -426,7 +458,7 @@ fn RuleEditor(
                         <legend>"Then"</legend>
                         <ol id="rule-actions">
                             {move || f.actions.get().into_iter().enumerate().map(|(i, a)| view! {
-                                <li>{named(home, &describe(&a))} " "
+                                <li>{named(home, &a.describe())} " "
                                     <button type="button" class="secondary" on:click=move |_| f.actions.update(|v| { v.remove(i); })>"Remove"</button>
                                 </li>
                             }).collect_view()}
@@ -486,21 +518,36 @@ fn RuleEditor(
 
 #[component]
 fn RuleCard(
-    /// The rule to show.
-    rule: RuleView,
+    /// The rule's id.
+    id: i64,
+    /// The rules as last loaded; the card shows the one with `id`, as it changes.
+    rules: Memo<Vec<RuleView>>,
     /// Called after a change.
     on_change: impl Fn() + Copy + Send + Sync + 'static,
     /// Where errors go.
     error: RwSignal<Option<String>>,
 ) -> impl IntoView {
-    let id = rule.id;
-    let name = rule.rule["name"].as_str().unwrap_or_default().to_owned();
-    let enabled = rule.rule["enabled"].as_bool().unwrap_or(true);
-    let definition = rule.rule.clone();
+    let rule = Memo::new(move |_| rules.with(|list| list.iter().find(|r| r.id == id).cloned()));
+    let enabled = move || rule.with(|r| r.as_ref().is_some_and(|r| r.rule.enabled));
     let traces = RwSignal::new(None::<Vec<Trace>>);
+    let fetch_runs = move || {
+        spawn_local(async move {
+            match api::rule_runs(id).await {
+                Ok(t) => traces.set(Some(t)),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        })
+    };
+    // An open list of runs follows new runs.
+    Effect::new(move |_| {
+        rule.with(|r| r.as_ref().and_then(|r| r.last_run.as_ref().map(|t| (t.run, t.status))));
+        if traces.get_untracked().is_some() {
+            fetch_runs();
+        }
+    });
     let toggle = move |_| {
-        let mut def = definition.clone();
-        def["enabled"] = json!(!enabled);
+        let Some(mut def) = rule.get_untracked().map(|r| r.rule) else { return };
+        def.enabled = !def.enabled;
         spawn_local(async move {
             match api::update_rule(id, &def).await {
                 Ok(_) => on_change(),
@@ -512,12 +559,7 @@ fn RuleCard(
         if traces.get_untracked().is_some() {
             return traces.set(None);
         }
-        spawn_local(async move {
-            match api::rule_runs(id).await {
-                Ok(t) => traces.set(Some(t)),
-                Err(e) => error.set(Some(e.to_string())),
-            }
-        });
+        fetch_runs();
     };
     let remove = move |_| {
         spawn_local(async move {
@@ -527,18 +569,21 @@ fn RuleCard(
             }
         });
     };
-    let json = serde_json::to_string_pretty(&rule.rule).unwrap_or_default();
+    let json = move || rule.with(|r| r.as_ref().map(|r| serde_json::to_string_pretty(&r.rule).unwrap_or_default()));
     let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
+    let last_run = move || match rule.with(|r| r.as_ref().and_then(|r| r.last_run.clone())) {
+        None => "Not run yet.".to_owned(),
+        Some(t) => {
+            format!("Last: {} — {} ({})", t.status, named(home, &t.trigger.text), ago(t.started, home.tick.get()))
+        }
+    };
     view! {
         <article class="card rule" data-rule=id>
             <div class="row">
-                <h3>{name}</h3>
+                <h3>{move || rule.with(|r| r.as_ref().map(|r| r.rule.name.clone()))}</h3>
                 <label class="inline"><input type="checkbox" class="rule-enabled" prop:checked=enabled on:change=toggle /> " on"</label>
             </div>
-            <p class="last-run">{match rule.last_run {
-                None => "Not run yet.".to_owned(),
-                Some(t) => format!("Last: {} — {} ({})", t.status, named(home, &t.trigger.text), ago(t.started, now_ms())),
-            }}</p>
+            <p class="last-run">{last_run}</p>
             <div class="row">
                 <button class="secondary runs" on:click=show_runs>"Recent runs"</button>
                 <button class="secondary" on:click=remove>"Delete"</button>
@@ -547,8 +592,8 @@ fn RuleCard(
             {move || traces.get().map(|list| view! {
                 <ol class="traces">
                     {list.into_iter().map(|t| view! {
-                        <li class="trace" data-status=t.status.clone()>
-                            <strong>{t.status.clone()}</strong> " · " {local(t.started)} " · " {named(home, &t.trigger.text)}
+                        <li class="trace" data-status=t.status.as_str()>
+                            <strong>{t.status.as_str()}</strong> " · " {local(t.started)} " · " {named(home, &t.trigger.text)}
                             {t.note.map(|n| view! { <p class="muted">{n}</p> })}
                             <ul>
                                 {t.checks.into_iter().map(|c| view! { <li>{if c.passed { "✓ " } else { "✗ " }} {named(home, &c.condition)}</li> }).collect_view()}

@@ -19,7 +19,8 @@ pub fn Dashboard() -> impl IntoView {
             <p class="muted">"No devices yet. Add one above, then send it a reading."</p>
         </Show>
         <div class="grid" id="devices">
-            <For each=move || home.devices.get() key=|d| (d.id.clone(), d.metrics.len(), d.metrics.iter().map(|m| m.ts).max()) let:device>
+            // A card is drawn again when what it shows changes: a new value, or a refusal.
+            <For each=move || home.devices.get() key=|d| (d.id.clone(), d.metrics.len(), d.metrics.iter().map(|m| m.ts).max(), d.rejected.as_ref().map(|r| r.count)) let:device>
                 <DeviceCard device=device />
             </For>
         </div>
@@ -38,7 +39,7 @@ fn DeviceCard(
     view! {
         <article class="card device" data-device=device.id.clone()>
             <h2><A href=href>{device.name.clone()}</A></h2>
-            <p class="muted class">{if device.belongs_to == "tenant" { "tenant's device".to_owned() } else { device.class.clone() }}</p>
+            <p class="muted class">{if device.belongs_to == "tenant" { "tenant's device".to_owned() } else { device.class.to_string() }}</p>
             <ul class="metrics">
                 {metrics.into_iter().map(|m| {
                     let ts = m.ts;

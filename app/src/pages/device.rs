@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use leptos_router::components::A;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
 use crate::api::{self, Credentials};
@@ -73,6 +74,11 @@ pub fn DevicePage() -> impl IntoView {
 
     view! {
         {move || match device() {
+            None if home.loaded.get() => view! {
+                <h2>"No such device"</h2>
+                <p id="no-device">"There is no device " <code>{id()}</code> " here: it was removed, or it is not yours to see. "
+                    <A href="/">"All devices"</A></p>
+            }.into_any(),
             None => view! { <p class="muted">"Loading device…"</p> }.into_any(),
             Some(d) => view! {
                 <h2>{d.name.clone()}</h2>
@@ -135,16 +141,16 @@ fn ClassLine(
     on_error: RwSignal<Option<String>>,
 ) -> impl IntoView {
     let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
-    let words = match (device.belongs_to.as_str(), device.class.as_str()) {
+    let words = match (device.belongs_to.as_str(), device.class) {
         ("tenant", _) => "A tenant's own device: its readings are the tenant's.",
-        (_, "building") => "Building device: its readings are always the owner's.",
+        (_, api::DeviceClass::Building) => "Building device: its readings are always the owner's.",
         _ => "Household device: during a tenancy its readings are the tenant's, otherwise the owner's.",
     };
     let can_change = device.manageable && device.belongs_to == "owner";
     let id = device.id.clone();
-    let class = device.class.clone();
+    let class = device.class;
     view! {
-        <p class="muted" id="device-class" data-class=device.class.clone()>{words}</p>
+        <p class="muted" id="device-class" data-class=device.class.as_str()>{words}</p>
         {can_change.then(|| view! {
             <label>"Class (applies to readings from now on) "
                 <select id="class-select" on:change=move |ev| {
@@ -156,8 +162,9 @@ fn ClassLine(
                         }
                     });
                 }>
-                    <option value="household" selected=class == "household">"household"</option>
-                    <option value="building" selected=class == "building">"building"</option>
+                    {api::DeviceClass::ALL.iter().map(|c| view! {
+                        <option value=c.as_str() selected=*c == class>{c.as_str()}</option>
+                    }).collect_view()}
                 </select>
             </label>
         })}

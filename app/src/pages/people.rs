@@ -27,7 +27,7 @@ pub fn PeoplePage(
         })
     };
     reload();
-    let owner = me.role == "owner";
+    let owner = me.role == api::Role::Owner;
     view! {
         <h2>{if owner { "Tenancies" } else { "Your tenancy" }}</h2>
         {move || error.get().map(|e| view! { <p class="error">{e}</p> })}

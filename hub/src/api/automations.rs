@@ -15,7 +15,7 @@ use serde_json::{Value as Json, json};
 use super::scope::Scope;
 use super::{ApiJson, ApiQuery};
 use crate::auth::{CurrentUser, SUBJECTS};
-use crate::automation::dryrun::{Replay, replay};
+use crate::automation::dryrun::replay;
 use crate::automation::engine::{Compiled, World};
 use crate::automation::model::{Condition, Trigger, find_virtual_loop};
 use crate::automation::run::TRACES_KEPT;
@@ -26,6 +26,7 @@ use crate::reading::{Reading, Value};
 use crate::state::AppState;
 use crate::store::readings::Keys;
 use crate::store::{Role, RuleRow, Session};
+use hearth_model::rules::{DryRun, DryRunRequest, RuleView};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -42,16 +43,6 @@ pub fn routes() -> Router<AppState> {
 
 /// Most rules one person may have.
 const MAX_RULES: usize = 500;
-
-#[derive(Serialize)]
-struct RuleView {
-    id: i64,
-    created: i64,
-    updated: i64,
-    rule: Rule,
-    /// The newest run, if any.
-    last_run: Option<Trace>,
-}
 
 fn parse_rule(row: &RuleRow) -> Result<Rule, AppError> {
     serde_json::from_slice(&row.body).map_err(AppError::internal)
@@ -80,7 +71,7 @@ async fn own_rules(state: &AppState, user: &Session) -> Result<Vec<RuleRow>, App
 /// Everything a rule must pass beyond its own shape: the devices exist and the author sees
 /// them, and with the author's other rules it makes no loop through virtual values.
 async fn check(state: &AppState, user: &Session, rule: &Rule, others: &[(String, Rule)]) -> Result<(), AppError> {
-    rule.validate(&state.outbox.destinations()).map_err(|e| AppError::field("rule", e.0))?;
+    crate::automation::model::validate(rule, &state.outbox.destinations()).map_err(|e| AppError::field("rule", e.0))?;
     let scope = Scope::of(state, user).await?;
     let ownership = state.store.ownership();
     for id in rule.devices() {
@@ -270,30 +261,13 @@ const DRY_RUN_MAX_FIRES: usize = 1_000;
 /// What the replay knows before `from`: the readings of the day before.
 const DRY_RUN_LOOKBACK_MS: i64 = 24 * 3_600_000;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DryRunRequest {
-    rule: Rule,
-    from: i64,
-    to: i64,
-}
-
-#[derive(Serialize)]
-struct DryRunView {
-    from: i64,
-    to: i64,
-    readings: usize,
-    #[serde(flatten)]
-    replay: Replay,
-}
-
 /// Replays a rule (saved or not) over your recorded readings in `[from, to)` and lists when
 /// it would have fired and what it would have done. Nothing is acted on.
 async fn dry_run(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiJson(req): ApiJson<DryRunRequest>,
-) -> Result<ApiJson<DryRunView>, AppError> {
+) -> Result<ApiJson<DryRun>, AppError> {
     let user = user.require(SUBJECTS)?;
     if req.from >= req.to || req.to - req.from > DRY_RUN_MAX_MS {
         return Err(AppError::field("to", "the range must be after `from` and at most 31 days long"));
@@ -365,7 +339,13 @@ async fn dry_run(
     }
     let compiled = Compiled::new(0, req.rule);
     let result = replay(&compiled, world, &readings, (req.from, req.to), &chrono::Local, DRY_RUN_MAX_FIRES);
-    Ok(ApiJson(DryRunView { from: req.from, to: req.to, readings: readings.len(), replay: result }))
+    Ok(ApiJson(DryRun {
+        from: req.from,
+        to: req.to,
+        readings: readings.len(),
+        fires: result.fires,
+        truncated: result.truncated,
+    }))
 }
 
 #[derive(Serialize)]

@@ -1,6 +1,8 @@
 //! Live readings for the dashboard as Server-Sent Events: one `readings` event per commit,
-//! carrying that commit's readings. A browser that falls behind skips ahead (it is told with
-//! a `lagged` event and should refetch); it never slows ingest.
+//! carrying that commit's readings, and a `rejected` event naming a device whose message
+//! was just refused (the page refetches the device list for the reason). A browser that
+//! falls behind skips ahead (it is told with a `lagged` event and should refetch); it never
+//! slows ingest.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -33,13 +35,25 @@ async fn live(
     // limited to their devices. Devices added later show up without reconnecting.
     let scope = Scope::of(&state, &user).await?;
     let rx = state.ingest.subscribe();
+    let refused = state.rejections.subscribe();
     let filter = Arc::new(scope);
-    let stream = futures_util::stream::unfold((rx, state.shutdown.clone()), move |(mut rx, shutdown)| {
-        let filter = filter.clone();
+    let start = (rx, refused, state.shutdown.clone());
+    let store = state.store.clone();
+    let stream = futures_util::stream::unfold(start, move |(mut rx, mut refused, shutdown)| {
+        let (filter, store) = (filter.clone(), store.clone());
         async move {
             loop {
                 let event = tokio::select! {
                     () = shutdown.cancelled() => return None,
+                    device = refused.recv() => match device {
+                        // Only for a device the viewer sees, as the device list decides.
+                        Ok(device) => match store.device(&device).await {
+                            Ok(Some(record)) if filter.sees(&record) => Event::default().event("rejected").data(device),
+                            _ => continue,
+                        },
+                        Err(RecvError::Lagged(_)) => continue,
+                        Err(RecvError::Closed) => return None,
+                    },
                     received = rx.recv() => match received {
                         Ok(batch) => {
                             let scope = &*filter;
@@ -57,7 +71,7 @@ async fn live(
                         Err(RecvError::Closed) => return None,
                     },
                 };
-                return Some((Ok(event), (rx, shutdown)));
+                return Some((Ok(event), (rx, refused, shutdown)));
             }
         }
     });

@@ -6,19 +6,10 @@
 use chrono::TimeZone;
 use serde::Serialize;
 
-use super::engine::{Check, Compiled, Event, Outcome, World, evaluate};
+use super::engine::{Compiled, Event, Outcome, World, evaluate};
 use crate::reading::Reading;
 
-/// One moment the rule would have fired.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WouldFire {
-    pub at: i64,
-    pub trigger: String,
-    pub checks: Vec<Check>,
-    /// Whether the conditions held, so the actions would have run.
-    pub run: bool,
-    pub actions: Vec<String>,
-}
+pub use hearth_model::rules::WouldFire;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Replay {

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 
 use chrono::{Datelike, TimeZone, Timelike};
-use serde::Serialize;
 
 use super::model::{Condition, Op, Rule, Trigger, parse_cron, parse_time_of_day};
 use crate::reading::{Reading, Value};
@@ -101,26 +100,7 @@ pub enum Event<'a> {
     HoldDue { rule: RuleId, trigger: usize },
 }
 
-/// What started a run, for its trace and for the cloud message.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Cause {
-    /// In words, e.g. "temperature of dev1 went below 18".
-    pub text: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metric: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<Value>,
-    pub at: i64,
-}
-
-/// One condition as checked.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Check {
-    pub condition: String,
-    pub passed: bool,
-}
+pub use hearth_model::{Cause, Check};
 
 /// A trigger of a rule fired: the conditions were checked (in order, stopping at the first
 /// that failed), and `run` says whether the rule's actions should run.
@@ -445,7 +425,9 @@ fn check<Tz: TimeZone>(c: &Condition, world: &View<'_>, now: i64, tz: &Tz) -> (b
                     (None, Some(b)) => time < b,
                     (None, None) => true,
                 };
-                in_window && (weekdays.is_empty() || weekdays.contains(&t.weekday()))
+                in_window
+                    && (weekdays.is_empty()
+                        || weekdays.iter().any(|d| d.num_days_from_sunday() == t.weekday().num_days_from_sunday()))
             });
             let mut text = match (after, before) {
                 (Some(a), Some(b)) => format!("time between {a} and {b}"),

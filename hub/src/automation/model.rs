@@ -1,208 +1,22 @@
-//! What a rule is, as stored, edited in the UI, imported and exported: triggers, conditions
-//! and actions, with the checks a rule must pass before it is saved. Pure data; the names of
-//! devices are checked against the store by the API, not here.
+//! The rule model (its types are the contract's, in `hearth_model::rules`) and the checks a
+//! rule must pass before it is saved: time of day and cron parsing, CoAP targets, loops
+//! through virtual values. The names of devices are checked against the store by the API.
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
-use chrono::{NaiveTime, Weekday};
-use serde::{Deserialize, Serialize};
+use chrono::NaiveTime;
 
 use crate::reading::{MAX_TEXT_LEN, Value, valid_device_id, valid_metric};
 
-/// Limits that keep one rule small enough to evaluate on every reading.
-pub const MAX_TRIGGERS: usize = 16;
-pub const MAX_ACTIONS: usize = 32;
-pub const MAX_CONDITION_DEPTH: usize = 4;
-pub const MAX_CONDITIONS: usize = 32;
-/// Longest "for N" hold, silence, delay and interval: a week.
-pub const MAX_SECONDS: u32 = 7 * 24 * 3600;
-/// Most runs of one rule at once (queued or parallel).
-pub const MAX_RUNS: u16 = 100;
-
-/// A rule as its author wrote it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rule {
-    pub name: String,
-    /// A disabled rule is kept but never runs.
-    #[serde(default = "enabled_by_default")]
-    pub enabled: bool,
-    /// What starts a run; any one of them.
-    pub triggers: Vec<Trigger>,
-    /// All must hold when a trigger fires, or the run stops there (and says which failed).
-    #[serde(default)]
-    pub conditions: Vec<Condition>,
-    /// Done in order; a delay pauses the run (and survives a restart).
-    pub actions: Vec<Action>,
-    /// What happens when a trigger fires while a run is still going.
-    #[serde(default)]
-    pub mode: Mode,
-    /// Runs at once (parallel) or waiting (queued); ignored by single and restart.
-    #[serde(default = "default_max_runs")]
-    pub max_runs: u16,
-    /// Run once at start if a time trigger came due while the hub was down.
-    #[serde(default)]
-    pub catch_up: bool,
-}
-
-fn enabled_by_default() -> bool {
-    true
-}
-
-fn default_max_runs() -> u16 {
-    10
-}
-
-/// Home Assistant's run modes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// A trigger while a run is going is ignored (and traced as such).
-    #[default]
-    Single,
-    /// A trigger stops the run that is going and starts afresh.
-    Restart,
-    /// Runs wait their turn, at most `max_runs` waiting.
-    Queued,
-    /// Runs go side by side, at most `max_runs` at once.
-    Parallel,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Trigger {
-    /// Every reading of the metric.
-    Reading { device: String, metric: String },
-    /// A reading whose value differs from the previous one.
-    Change { device: String, metric: String },
-    /// The value enters the range (`above` < value < `below`; either bound may be left
-    /// out), and with `for_s` stays in it that long.
-    Threshold {
-        device: String,
-        metric: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        above: Option<f64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        below: Option<f64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        for_s: Option<u32>,
-    },
-    /// The device has sent nothing for `for_s` seconds.
-    Silent { device: String, for_s: u32 },
-    /// Every day (or the weekdays listed) at this local time, `HH:MM` or `HH:MM:SS`.
-    Time {
-        at: String,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        weekdays: Vec<Weekday>,
-    },
-    /// Every `every_s` seconds, aligned to the clock (every 60 s fires on the minute).
-    Interval { every_s: u32 },
-    /// A cron expression in local time (5 fields, or 6 with seconds first).
-    Cron { expr: String },
-    /// When the hub starts.
-    Start,
-    /// A virtual value (helper, mode) changes.
-    Virtual { name: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Op {
-    #[serde(rename = "==")]
-    Eq,
-    #[serde(rename = "!=")]
-    Ne,
-    #[serde(rename = "<")]
-    Lt,
-    #[serde(rename = "<=")]
-    Le,
-    #[serde(rename = ">")]
-    Gt,
-    #[serde(rename = ">=")]
-    Ge,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Condition {
-    /// The latest reading of a metric compared with a value. No reading yet: only `!=` holds.
-    Compare {
-        device: String,
-        metric: String,
-        op: Op,
-        value: Value,
-    },
-    /// A virtual value compared with a value. Never set: only `!=` holds.
-    Virtual {
-        name: String,
-        op: Op,
-        value: Value,
-    },
-    /// Local time of day within `[after, before)` (which may wrap midnight), on the
-    /// weekdays listed (all if none).
-    Time {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        after: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        before: Option<String>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        weekdays: Vec<Weekday>,
-    },
-    All {
-        conditions: Vec<Condition>,
-    },
-    Any {
-        conditions: Vec<Condition>,
-    },
-    Not {
-        condition: Box<Condition>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Action {
-    /// Publish `value` to `hearth/<device>/set/<metric>` (the device subscribes to it).
-    Mqtt { device: String, metric: String, value: Value },
-    /// A CoAP request (confirmable) to a URI the device serves, e.g. `coap://192.0.2.7/light`.
-    Coap {
-        uri: String,
-        #[serde(default)]
-        method: CoapMethod,
-        payload: String,
-    },
-    /// Set a virtual value.
-    Set { name: String, value: Value },
-    /// A message shown to the rule's author in the UI.
-    Notify { message: String },
-    /// Wait before the next action.
-    Delay { seconds: u32 },
-    /// Send to a configured cloud destination through the durable outbox. The message
-    /// carries `payload` and what triggered the run.
-    Cloud {
-        destination: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        topic: Option<String>,
-        #[serde(default)]
-        payload: serde_json::Value,
-    },
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CoapMethod {
-    #[default]
-    Put,
-    Post,
-}
+pub use hearth_model::rules::{
+    Action, CoapMethod, Condition, MAX_ACTIONS, MAX_CONDITION_DEPTH, MAX_CONDITIONS, MAX_RUNS, MAX_SECONDS,
+    MAX_TRIGGERS, Mode, Op, Rule, Trigger, Weekday,
+};
 
 /// A command's payload: numbers and text as they are, on/off as `true`/`false`.
 pub fn command_payload(value: &Value) -> Vec<u8> {
-    match value {
-        Value::Bool(b) => b.to_string().into_bytes(),
-        Value::Number(n) => n.to_string().into_bytes(),
-        Value::Text(t) => t.clone().into_bytes(),
-    }
+    value.payload_text().into_bytes()
 }
 
 /// Why a rule was refused: the first problem found, said so its author can fix it.
@@ -263,212 +77,135 @@ fn check_value(value: &Value) -> Result<(), RuleError> {
     }
 }
 
-impl Rule {
-    /// Checks everything that can be checked without the store. `destinations` are the
-    /// configured cloud destinations.
-    pub fn validate(&self, destinations: &BTreeSet<String>) -> Result<(), RuleError> {
-        check_name("the name", &self.name)?;
-        if self.triggers.is_empty() || self.triggers.len() > MAX_TRIGGERS {
-            return Err(bad(format!("a rule needs 1 to {MAX_TRIGGERS} triggers")));
-        }
-        if self.actions.is_empty() || self.actions.len() > MAX_ACTIONS {
-            return Err(bad(format!("a rule needs 1 to {MAX_ACTIONS} actions")));
-        }
-        if self.max_runs == 0 || self.max_runs > MAX_RUNS {
-            return Err(bad(format!("max_runs must be 1 to {MAX_RUNS}")));
-        }
-        for t in &self.triggers {
-            t.validate()?;
-        }
-        let mut count = 0;
-        for c in &self.conditions {
-            c.validate(1, &mut count)?;
-        }
-        for a in &self.actions {
-            a.validate(destinations)?;
-        }
-        Ok(())
+/// Checks everything that can be checked without the store. `destinations` are the
+/// configured cloud destinations.
+pub fn validate(rule: &Rule, destinations: &BTreeSet<String>) -> Result<(), RuleError> {
+    check_name("the name", &rule.name)?;
+    if rule.triggers.is_empty() || rule.triggers.len() > MAX_TRIGGERS {
+        return Err(bad(format!("a rule needs 1 to {MAX_TRIGGERS} triggers")));
     }
+    if rule.actions.is_empty() || rule.actions.len() > MAX_ACTIONS {
+        return Err(bad(format!("a rule needs 1 to {MAX_ACTIONS} actions")));
+    }
+    if rule.max_runs == 0 || rule.max_runs > MAX_RUNS {
+        return Err(bad(format!("max_runs must be 1 to {MAX_RUNS}")));
+    }
+    for t in &rule.triggers {
+        check_trigger(t)?;
+    }
+    let mut count = 0;
+    for c in &rule.conditions {
+        check_condition(c, 1, &mut count)?;
+    }
+    for a in &rule.actions {
+        check_action(a, destinations)?;
+    }
+    Ok(())
+}
 
-    /// Devices the rule reads or commands, for the API to check the author may use them.
-    pub fn devices(&self) -> BTreeSet<&str> {
-        let mut out = BTreeSet::new();
-        for t in &self.triggers {
-            match t {
-                Trigger::Reading { device, .. }
-                | Trigger::Change { device, .. }
-                | Trigger::Threshold { device, .. }
-                | Trigger::Silent { device, .. } => {
-                    out.insert(device.as_str());
-                }
+fn check_trigger(trigger: &Trigger) -> Result<(), RuleError> {
+    match trigger {
+        Trigger::Reading { device, metric } | Trigger::Change { device, metric } => {
+            check_device_metric(device, Some(metric))
+        }
+        Trigger::Threshold { device, metric, above, below, for_s } => {
+            check_device_metric(device, Some(metric))?;
+            match (above, below) {
+                (None, None) => return Err(bad("a threshold needs `above`, `below` or both")),
+                (Some(a), Some(b)) if a >= b => return Err(bad("`above` must be less than `below`")),
                 _ => {}
             }
-        }
-        fn walk<'a>(c: &'a Condition, out: &mut BTreeSet<&'a str>) {
-            match c {
-                Condition::Compare { device, .. } => {
-                    out.insert(device);
-                }
-                Condition::All { conditions } | Condition::Any { conditions } => {
-                    conditions.iter().for_each(|c| walk(c, out));
-                }
-                Condition::Not { condition } => walk(condition, out),
-                Condition::Virtual { .. } | Condition::Time { .. } => {}
+            if above.is_some_and(|v| !v.is_finite()) || below.is_some_and(|v| !v.is_finite()) {
+                return Err(bad("thresholds must be finite numbers"));
             }
+            for_s.map_or(Ok(()), |s| check_seconds("`for_s`", s, 1))
         }
-        self.conditions.iter().for_each(|c| walk(c, &mut out));
-        for a in &self.actions {
-            if let Action::Mqtt { device, .. } = a {
-                out.insert(device);
-            }
+        Trigger::Silent { device, for_s } => {
+            check_device_metric(device, None)?;
+            check_seconds("`for_s`", *for_s, 1)
         }
-        out
-    }
-
-    /// Virtual values whose change starts this rule.
-    pub fn virtual_triggers(&self) -> impl Iterator<Item = &str> {
-        self.triggers.iter().filter_map(|t| match t {
-            Trigger::Virtual { name } => Some(name.as_str()),
-            _ => None,
-        })
-    }
-
-    /// Virtual values this rule sets.
-    pub fn virtual_sets(&self) -> impl Iterator<Item = &str> {
-        self.actions.iter().filter_map(|a| match a {
-            Action::Set { name, .. } => Some(name.as_str()),
-            _ => None,
-        })
+        Trigger::Time { at, .. } => parse_time_of_day(at).map(|_| ()),
+        Trigger::Interval { every_s } => check_seconds("`every_s`", *every_s, 1),
+        Trigger::Cron { expr } => parse_cron(expr).map(|_| ()),
+        Trigger::Start => Ok(()),
+        Trigger::Virtual { name } => check_name("a virtual value's name", name),
     }
 }
 
-impl Trigger {
-    fn validate(&self) -> Result<(), RuleError> {
-        match self {
-            Trigger::Reading { device, metric } | Trigger::Change { device, metric } => {
-                check_device_metric(device, Some(metric))
-            }
-            Trigger::Threshold { device, metric, above, below, for_s } => {
-                check_device_metric(device, Some(metric))?;
-                match (above, below) {
-                    (None, None) => return Err(bad("a threshold needs `above`, `below` or both")),
-                    (Some(a), Some(b)) if a >= b => return Err(bad("`above` must be less than `below`")),
-                    _ => {}
-                }
-                if above.is_some_and(|v| !v.is_finite()) || below.is_some_and(|v| !v.is_finite()) {
-                    return Err(bad("thresholds must be finite numbers"));
-                }
-                for_s.map_or(Ok(()), |s| check_seconds("`for_s`", s, 1))
-            }
-            Trigger::Silent { device, for_s } => {
-                check_device_metric(device, None)?;
-                check_seconds("`for_s`", *for_s, 1)
-            }
-            Trigger::Time { at, .. } => parse_time_of_day(at).map(|_| ()),
-            Trigger::Interval { every_s } => check_seconds("`every_s`", *every_s, 1),
-            Trigger::Cron { expr } => parse_cron(expr).map(|_| ()),
-            Trigger::Start => Ok(()),
-            Trigger::Virtual { name } => check_name("a virtual value's name", name),
+fn check_condition(condition: &Condition, depth: usize, count: &mut usize) -> Result<(), RuleError> {
+    *count += 1;
+    if depth > MAX_CONDITION_DEPTH || *count > MAX_CONDITIONS {
+        return Err(bad(format!("conditions nest at most {MAX_CONDITION_DEPTH} deep, {MAX_CONDITIONS} in all")));
+    }
+    match condition {
+        Condition::Compare { device, metric, value, .. } => {
+            check_device_metric(device, Some(metric))?;
+            check_value(value)
         }
+        Condition::Virtual { name, value, .. } => {
+            check_name("a virtual value's name", name)?;
+            check_value(value)
+        }
+        Condition::Time { after, before, .. } => {
+            if after.is_none() && before.is_none() {
+                return Err(bad("a time condition needs `after`, `before` or both"));
+            }
+            for t in after.iter().chain(before) {
+                parse_time_of_day(t)?;
+            }
+            Ok(())
+        }
+        Condition::All { conditions } | Condition::Any { conditions } => {
+            if conditions.is_empty() {
+                return Err(bad("`all` and `any` need at least one condition"));
+            }
+            conditions.iter().try_for_each(|c| check_condition(c, depth + 1, count))
+        }
+        Condition::Not { condition } => check_condition(condition, depth + 1, count),
     }
 }
 
-impl Condition {
-    fn validate(&self, depth: usize, count: &mut usize) -> Result<(), RuleError> {
-        *count += 1;
-        if depth > MAX_CONDITION_DEPTH || *count > MAX_CONDITIONS {
-            return Err(bad(format!("conditions nest at most {MAX_CONDITION_DEPTH} deep, {MAX_CONDITIONS} in all")));
+fn check_action(action: &Action, destinations: &BTreeSet<String>) -> Result<(), RuleError> {
+    match action {
+        Action::Mqtt { device, metric, value } => {
+            check_device_metric(device, Some(metric))?;
+            check_value(value)
         }
-        match self {
-            Condition::Compare { device, metric, value, .. } => {
-                check_device_metric(device, Some(metric))?;
-                check_value(value)
+        Action::Coap { uri, payload, .. } => {
+            parse_coap_uri(uri)?;
+            if payload.len() > 1024 {
+                return Err(bad("a CoAP payload is at most 1024 bytes"));
             }
-            Condition::Virtual { name, value, .. } => {
-                check_name("a virtual value's name", name)?;
-                check_value(value)
-            }
-            Condition::Time { after, before, .. } => {
-                if after.is_none() && before.is_none() {
-                    return Err(bad("a time condition needs `after`, `before` or both"));
-                }
-                for t in after.iter().chain(before) {
-                    parse_time_of_day(t)?;
-                }
-                Ok(())
-            }
-            Condition::All { conditions } | Condition::Any { conditions } => {
-                if conditions.is_empty() {
-                    return Err(bad("`all` and `any` need at least one condition"));
-                }
-                conditions.iter().try_for_each(|c| c.validate(depth + 1, count))
-            }
-            Condition::Not { condition } => condition.validate(depth + 1, count),
+            Ok(())
         }
-    }
-}
-
-impl Action {
-    /// The action in words, as run traces and dry runs show it.
-    pub fn describe(&self) -> String {
-        match self {
-            Action::Mqtt { device, metric, value } => {
-                format!("MQTT hearth/{device}/set/{metric} = {}", String::from_utf8_lossy(&command_payload(value)))
-            }
-            Action::Coap { uri, method, .. } => {
-                format!("CoAP {} {uri}", if *method == CoapMethod::Put { "PUT" } else { "POST" })
-            }
-            Action::Set { name, value } => {
-                format!("set {name} = {}", String::from_utf8_lossy(&command_payload(value)))
-            }
-            Action::Notify { message } => format!("notify: {message}"),
-            Action::Delay { seconds } => format!("wait {seconds} s"),
-            Action::Cloud { destination, .. } => format!("cloud {destination}"),
+        Action::Set { name, value } => {
+            check_name("a virtual value's name", name)?;
+            check_value(value)
         }
-    }
-
-    fn validate(&self, destinations: &BTreeSet<String>) -> Result<(), RuleError> {
-        match self {
-            Action::Mqtt { device, metric, value } => {
-                check_device_metric(device, Some(metric))?;
-                check_value(value)
+        Action::Notify { message } => {
+            if message.trim().is_empty() || message.chars().count() > 500 {
+                return Err(bad("a notification is 1 to 500 characters"));
             }
-            Action::Coap { uri, payload, .. } => {
-                parse_coap_uri(uri)?;
-                if payload.len() > 1024 {
-                    return Err(bad("a CoAP payload is at most 1024 bytes"));
-                }
-                Ok(())
+            Ok(())
+        }
+        Action::Delay { seconds } => check_seconds("a delay", *seconds, 1),
+        Action::Cloud { destination, topic, payload } => {
+            if !destinations.contains(destination) {
+                let known: Vec<&str> = destinations.iter().map(String::as_str).collect();
+                return Err(bad(format!(
+                    "no cloud destination {destination:?} is configured (configured: {})",
+                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                )));
             }
-            Action::Set { name, value } => {
-                check_name("a virtual value's name", name)?;
-                check_value(value)
+            if let Some(topic) = topic
+                && (topic.is_empty() || topic.len() > 256 || topic.contains(['+', '#', '\0']))
+            {
+                return Err(bad("a cloud topic is 1 to 256 bytes without wildcards"));
             }
-            Action::Notify { message } => {
-                if message.trim().is_empty() || message.chars().count() > 500 {
-                    return Err(bad("a notification is 1 to 500 characters"));
-                }
-                Ok(())
+            if payload.to_string().len() > 16 * 1024 {
+                return Err(bad("a cloud payload is at most 16 KiB"));
             }
-            Action::Delay { seconds } => check_seconds("a delay", *seconds, 1),
-            Action::Cloud { destination, topic, payload } => {
-                if !destinations.contains(destination) {
-                    let known: Vec<&str> = destinations.iter().map(String::as_str).collect();
-                    return Err(bad(format!(
-                        "no cloud destination {destination:?} is configured (configured: {})",
-                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
-                    )));
-                }
-                if let Some(topic) = topic
-                    && (topic.is_empty() || topic.len() > 256 || topic.contains(['+', '#', '\0']))
-                {
-                    return Err(bad("a cloud topic is 1 to 256 bytes without wildcards"));
-                }
-                if payload.to_string().len() > 16 * 1024 {
-                    return Err(bad("a cloud payload is at most 16 KiB"));
-                }
-                Ok(())
-            }
+            Ok(())
         }
     }
 }
@@ -587,7 +324,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        r.validate(&dests()).unwrap();
+        validate(&r, &dests()).unwrap();
         let again: Rule = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(again, r);
         assert_eq!(r.devices().into_iter().collect::<Vec<_>>(), vec!["dev1", "dev2"]);
@@ -599,7 +336,7 @@ mod tests {
         let with = |k: &str, v: serde_json::Value| {
             let mut b = base.clone();
             b[k] = v;
-            rule(b).and_then(|r| r.validate(&dests()).map_err(|e| e.0))
+            rule(b).and_then(|r| validate(&r, &dests()).map_err(|e| e.0))
         };
         assert!(with("triggers", json!([{ "type": "cron", "expr": "61 * * * *" }])).unwrap_err().contains("cron"));
         assert!(with("triggers", json!([{ "type": "time", "at": "25:00" }])).unwrap_err().contains("time of day"));

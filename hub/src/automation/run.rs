@@ -4,60 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::{Cause, Check, RuleId};
 use super::model::Action;
 use crate::consent::Subject;
 
 /// Traces kept per rule.
 pub const TRACES_KEPT: i64 = 50;
 
-/// Where a run is, or how it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    /// Carrying out an action.
-    Running,
-    /// In a delay.
-    Waiting,
-    /// Every action done.
-    Done,
-    /// An action failed; the run stopped there.
-    Failed,
-    /// Stopped by a new trigger (mode: restart), a changed rule, or the hub stopping.
-    Stopped,
-    /// The hub stopped during a delay; the run resumes when it starts again.
-    Paused,
-    /// Not started: the run mode or the runs-per-second bound refused it.
-    Skipped,
-    /// Not started: a condition did not hold.
-    #[serde(rename = "conditions not met")]
-    ConditionsNotMet,
-}
-
-/// One step of a run, as traced.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Step {
-    pub action: String,
-    pub at: i64,
-    pub ok: bool,
-    pub result: String,
-}
-
-/// A run's trace: what started it, which conditions passed or failed, what it did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Trace {
-    pub run: i64,
-    pub rule: RuleId,
-    pub started: i64,
-    pub trigger: Cause,
-    pub checks: Vec<Check>,
-    pub status: RunStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-    pub steps: Vec<Step>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished: Option<i64>,
-}
+pub use hearth_model::{RunStatus, Step, Trace};
 
 /// A run paused in a delay, as kept in a `resume` timer: enough to go on after a restart
 /// even if the rule was edited meanwhile.
@@ -108,36 +61,6 @@ pub struct HoldBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statuses_keep_their_stored_names() {
-        let names: Vec<String> = [
-            RunStatus::Running,
-            RunStatus::Waiting,
-            RunStatus::Done,
-            RunStatus::Failed,
-            RunStatus::Stopped,
-            RunStatus::Paused,
-            RunStatus::Skipped,
-            RunStatus::ConditionsNotMet,
-        ]
-        .iter()
-        .map(|s| serde_json::to_string(s).unwrap_or_default())
-        .collect();
-        assert_eq!(
-            names,
-            [
-                "\"running\"",
-                "\"waiting\"",
-                "\"done\"",
-                "\"failed\"",
-                "\"stopped\"",
-                "\"paused\"",
-                "\"skipped\"",
-                "\"conditions not met\""
-            ]
-        );
-    }
 
     #[test]
     fn a_paused_run_stored_before_keeps_reading() {

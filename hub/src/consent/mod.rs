@@ -13,84 +13,7 @@ use crate::reading::valid_metric;
 
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
 
-/// Whose data a reading is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Subject {
-    /// The owner of the property (outside tenancies, and building devices always).
-    Owner,
-    /// The tenant of this tenancy.
-    Tenancy(i64),
-}
-
-/// The subject's name where one is stored as text: `owner` or `tenancy:<id>`.
-impl std::fmt::Display for Subject {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Subject::Owner => f.write_str("owner"),
-            Subject::Tenancy(t) => write!(f, "tenancy:{t}"),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0:?} is not a data subject (owner or tenancy:<id>)")]
-pub struct BadSubject(String);
-
-impl std::str::FromStr for Subject {
-    type Err = BadSubject;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "owner" => Ok(Subject::Owner),
-            _ => s
-                .strip_prefix("tenancy:")
-                .and_then(|t| t.parse().ok())
-                .map(Subject::Tenancy)
-                .ok_or_else(|| BadSubject(s.to_owned())),
-        }
-    }
-}
-
-impl Serialize for Subject {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Subject {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// What a device measures, as the owner classed it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceClass {
-    /// About the people living here (energy use, temperature, presence): the tenant's
-    /// during a tenancy, the owner's otherwise.
-    Household,
-    /// About the building (boiler pressure, a leak sensor): always the owner's.
-    Building,
-}
-
-impl DeviceClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Household => "household",
-            Self::Building => "building",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "household" => Some(Self::Household),
-            "building" => Some(Self::Building),
-            _ => None,
-        }
-    }
-}
+pub use hearth_model::{DeviceClass, Granularity, Period, Subject};
 
 /// A tenancy as the ownership rule needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,31 +73,6 @@ impl Ownership {
     }
 }
 
-/// How finely shared data is given out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Granularity {
-    #[serde(rename = "raw")]
-    Raw,
-    #[serde(rename = "15min")]
-    Min15,
-    #[serde(rename = "hour")]
-    Hour,
-    #[serde(rename = "day")]
-    Day,
-}
-
-impl Granularity {
-    /// Bucket width, `None` for raw readings.
-    pub fn width_ms(self) -> Option<i64> {
-        match self {
-            Self::Raw => None,
-            Self::Min15 => Some(15 * 60 * 1000),
-            Self::Hour => Some(3600 * 1000),
-            Self::Day => Some(DAY_MS),
-        }
-    }
-}
-
 /// Categories a recipient can ask for, and the metric names in each. A metric also
 /// matches a category when it starts with one of these names and an underscore
 /// (`energy_total` is energy).
@@ -208,14 +106,6 @@ pub struct Offer {
     /// How often `amount` accrues.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period: Option<Period>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Period {
-    Once,
-    Month,
-    Year,
 }
 
 /// The terms of a request, and (possibly narrowed) of a grant.
@@ -495,17 +385,6 @@ mod tests {
     use super::*;
 
     const H: i64 = 3600 * 1000;
-
-    #[test]
-    fn a_subject_reads_back_from_its_name() {
-        for s in [Subject::Owner, Subject::Tenancy(42)] {
-            assert_eq!(s.to_string().parse::<Subject>().ok(), Some(s));
-        }
-        assert_eq!(Subject::Tenancy(7).to_string(), "tenancy:7");
-        for bad in ["", "Owner", "tenancy:", "tenancy:x", "tenant:1"] {
-            assert!(bad.parse::<Subject>().is_err(), "{bad:?}");
-        }
-    }
 
     fn home() -> Ownership {
         let mut o = Ownership {

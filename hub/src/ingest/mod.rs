@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+use tokio::sync::broadcast;
 
 /// Why a device's message was refused, kept so the owner can see it in the UI and API.
 #[derive(Debug, Clone, Serialize)]
@@ -20,15 +21,25 @@ pub struct Rejection {
     pub last_at: i64,
 }
 
-/// Recent refusals per device (in memory: a diagnostic, not a record).
-#[derive(Debug, Clone, Default)]
-pub struct Rejections(Arc<Mutex<HashMap<String, Rejection>>>);
+/// Recent refusals per device (in memory: a diagnostic, not a record), and a signal to
+/// open pages that a device's refusals changed.
+#[derive(Debug, Clone)]
+pub struct Rejections {
+    map: Arc<Mutex<HashMap<String, Rejection>>>,
+    changed: broadcast::Sender<String>,
+}
+
+impl Default for Rejections {
+    fn default() -> Self {
+        Self { map: Arc::default(), changed: broadcast::channel(64).0 }
+    }
+}
 
 impl Rejections {
     /// Records and logs a refused message. The payload itself is never logged.
     pub fn record(&self, device: &str, protocol: &'static str, reason: &str, now: i64) {
         tracing::warn!(device.id = %device, protocol, reason, "message refused, not stored");
-        if let Ok(mut map) = self.0.lock() {
+        if let Ok(mut map) = self.map.lock() {
             let entry = map.entry(device.to_owned()).or_insert(Rejection {
                 count: 0,
                 last_reason: String::new(),
@@ -38,9 +49,16 @@ impl Rejections {
             entry.last_reason = reason.to_owned();
             entry.last_at = now;
         }
+        // Nobody listening is fine.
+        let _ = self.changed.send(device.to_owned());
+    }
+
+    /// Ids of devices as their messages are refused.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.changed.subscribe()
     }
 
     pub fn get(&self, device: &str) -> Option<Rejection> {
-        self.0.lock().ok().and_then(|map| map.get(device).cloned())
+        self.map.lock().ok().and_then(|map| map.get(device).cloned())
     }
 }

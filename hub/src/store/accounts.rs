@@ -14,28 +14,7 @@ pub struct User {
     pub role: String,
 }
 
-/// What a person is to this home.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Owns the property and administers the hub.
-    Owner,
-    /// Lives here during a tenancy.
-    Tenant,
-    /// Sees the devices an owner or tenant chose, read-only.
-    Guest,
-}
-
-impl Role {
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        match s {
-            "owner" => Ok(Self::Owner),
-            "tenant" => Ok(Self::Tenant),
-            "guest" => Ok(Self::Guest),
-            other => Err(StoreError::Corrupt(format!("unknown role {other:?}"))),
-        }
-    }
-}
+pub use hearth_model::Role;
 
 /// A live session or API token, resolved to its user.
 #[derive(Debug, Clone)]
@@ -66,7 +45,7 @@ fn session(r: sqlx::sqlite::SqliteRow) -> Result<Session, StoreError> {
     Ok(Session {
         user_id: r.try_get("id")?,
         username: r.try_get("username")?,
-        role: Role::parse(&r.try_get::<String, _>("role")?)?,
+        role: r.try_get::<String, _>("role")?.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?,
         tenancy_id: r.try_get("tenancy_id")?,
         invited_by: r.try_get("invited_by")?,
     })

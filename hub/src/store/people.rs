@@ -94,7 +94,7 @@ impl Store {
             .await?
         {
             let class: String = row.try_get("class")?;
-            let class = DeviceClass::parse(&class).ok_or_else(|| StoreError::Corrupt(format!("class {class:?}")))?;
+            let class: DeviceClass = class.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?;
             rule.classes.entry(row.try_get("device_id")?).or_default().push((row.try_get("from_ms")?, class));
         }
         for row in
