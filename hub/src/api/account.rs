@@ -1,28 +1,29 @@
 //! First-run setup, login and logout, the current user, API tokens.
 
-use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::SET_COOKIE;
 use axum::http::{StatusCode, request::Parts};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::on;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::ApiJson;
+use super::routes::{EVERYONE, Route, Who};
 use crate::auth::{self, CurrentUser, SetupCheck};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::Role;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/setup", get(setup_status).post(setup))
-        .route("/api/login", post(login))
-        .route("/api/logout", post(logout))
-        .route("/api/me", get(me))
-        .route("/api/tokens", post(create_token))
-}
+/// This domain's rows of the route table.
+pub(super) const ROUTES: &[Route] = &[
+    Route::new("GET", "/api/setup", Who::Anyone, |m| on(m, setup_status)),
+    Route::new("POST", "/api/setup", Who::Anyone, |m| on(m, setup)),
+    Route::new("POST", "/api/login", Who::Anyone, |m| on(m, login)),
+    Route::new("POST", "/api/logout", Who::Anyone, |m| on(m, logout)),
+    Route::new("GET", "/api/me", Who::People(EVERYONE), |m| on(m, me)),
+    Route::new("POST", "/api/tokens", Who::People(EVERYONE), |m| on(m, create_token)),
+];
 
 const MIN_PASSWORD: usize = 10;
 const MAX_PASSWORD: usize = 1024;

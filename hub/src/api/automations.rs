@@ -3,15 +3,15 @@
 //! and may use only devices its author sees; owners and tenants have rules, guests and
 //! recipients none.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::on;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
+use super::routes::{OWNER, Route, Who};
 use super::scope::Scope;
 use super::{ApiJson, ApiQuery};
 use crate::auth::{CurrentUser, SUBJECTS};
@@ -28,18 +28,21 @@ use crate::store::readings::Keys;
 use crate::store::{Role, RuleRow, Session};
 use hearth_model::rules::{DryRun, DryRunRequest, RuleView};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/rules", get(list).post(create))
-        .route("/api/rules/export", get(export))
-        .route("/api/rules/import", post(import))
-        .route("/api/rules/dry-run", post(dry_run))
-        .route("/api/rules/{id}", get(one).put(update).delete(remove))
-        .route("/api/rules/{id}/runs", get(runs))
-        .route("/api/notifications", get(notifications))
-        .route("/api/notifications/{id}", delete(dismiss))
-        .route("/api/outbox", get(outbox))
-}
+/// This domain's rows of the route table.
+pub(super) const ROUTES: &[Route] = &[
+    Route::new("GET", "/api/rules", Who::People(SUBJECTS), |m| on(m, list)),
+    Route::new("POST", "/api/rules", Who::People(SUBJECTS), |m| on(m, create)),
+    Route::new("GET", "/api/rules/export", Who::People(SUBJECTS), |m| on(m, export)),
+    Route::new("POST", "/api/rules/import", Who::People(SUBJECTS), |m| on(m, import)),
+    Route::new("POST", "/api/rules/dry-run", Who::People(SUBJECTS), |m| on(m, dry_run)),
+    Route::new("GET", "/api/rules/{id}", Who::People(SUBJECTS), |m| on(m, one)),
+    Route::new("PUT", "/api/rules/{id}", Who::People(SUBJECTS), |m| on(m, update)),
+    Route::new("DELETE", "/api/rules/{id}", Who::People(SUBJECTS), |m| on(m, remove)),
+    Route::new("GET", "/api/rules/{id}/runs", Who::People(SUBJECTS), |m| on(m, runs)),
+    Route::new("GET", "/api/notifications", Who::People(SUBJECTS), |m| on(m, notifications)),
+    Route::new("DELETE", "/api/notifications/{id}", Who::People(SUBJECTS), |m| on(m, dismiss)),
+    Route::new("GET", "/api/outbox", Who::People(OWNER), |m| on(m, outbox)),
+];
 
 /// Most rules one person may have.
 const MAX_RULES: usize = 500;
@@ -113,8 +116,10 @@ async fn others(state: &AppState, user: &Session, except: Option<i64>) -> Result
         .collect()
 }
 
-async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<RuleView>>, AppError> {
-    let user = user.require(SUBJECTS)?;
+async fn list(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<ApiJson<Vec<RuleView>>, AppError> {
     let mut out = Vec::new();
     for row in own_rules(&state, &user).await? {
         out.push(view(&state, &row).await?);
@@ -124,10 +129,9 @@ async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJso
 
 async fn create(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     ApiJson(rule): ApiJson<Rule>,
 ) -> Result<(StatusCode, ApiJson<RuleView>), AppError> {
-    let user = user.require(SUBJECTS)?;
     let others = others(&state, &user, None).await?;
     if others.len() >= MAX_RULES {
         return Err(AppError::invalid(format!("at most {MAX_RULES} rules")));
@@ -142,21 +146,19 @@ async fn create(
 
 async fn one(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     Path(id): Path<i64>,
 ) -> Result<ApiJson<RuleView>, AppError> {
-    let user = user.require(SUBJECTS)?;
     let row = own_rule(&state, &user, id).await?;
     Ok(ApiJson(view(&state, &row).await?))
 }
 
 async fn update(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     Path(id): Path<i64>,
     ApiJson(rule): ApiJson<Rule>,
 ) -> Result<ApiJson<RuleView>, AppError> {
-    let user = user.require(SUBJECTS)?;
     own_rule(&state, &user, id).await?;
     let others = others(&state, &user, Some(id)).await?;
     check(&state, &user, &rule, &others).await?;
@@ -169,8 +171,11 @@ async fn update(
     Ok(ApiJson(view(&state, &row).await?))
 }
 
-async fn remove(State(state): State<AppState>, user: CurrentUser, Path(id): Path<i64>) -> Result<StatusCode, AppError> {
-    let user = user.require(SUBJECTS)?;
+async fn remove(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, AppError> {
     own_rule(&state, &user, id).await?;
     state.store.delete_rule(id).await?;
     state.automations.reload().await;
@@ -179,10 +184,9 @@ async fn remove(State(state): State<AppState>, user: CurrentUser, Path(id): Path
 
 async fn runs(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     Path(id): Path<i64>,
 ) -> Result<ApiJson<Vec<Trace>>, AppError> {
-    let user = user.require(SUBJECTS)?;
     own_rule(&state, &user, id).await?;
     let runs = state.store.runs(id, TRACES_KEPT).await?;
     Ok(ApiJson(runs.into_iter().filter_map(|(_, _, body)| serde_json::from_slice(&body).ok()).collect()))
@@ -201,10 +205,9 @@ struct RuleSet {
 
 async fn export(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     ApiQuery(q): ApiQuery<ExportQuery>,
 ) -> Result<Response, AppError> {
-    let user = user.require(SUBJECTS)?;
     let rules = own_rules(&state, &user).await?.iter().map(parse_rule).collect::<Result<Vec<_>, _>>()?;
     let set = RuleSet { rules };
     match q.format.as_deref().unwrap_or("json") {
@@ -221,11 +224,10 @@ async fn export(
 /// All or nothing: one bad rule refuses the whole file, naming it.
 async fn import(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, ApiJson<Json>), AppError> {
-    let user = user.require(SUBJECTS)?;
     let yaml = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.contains("yaml"));
     let set: RuleSet = if yaml {
         serde_norway::from_slice(&body).map_err(|e| AppError::field("body", e.to_string()))?
@@ -265,10 +267,9 @@ const DRY_RUN_LOOKBACK_MS: i64 = 24 * 3_600_000;
 /// it would have fired and what it would have done. Nothing is acted on.
 async fn dry_run(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     ApiJson(req): ApiJson<DryRunRequest>,
 ) -> Result<ApiJson<DryRun>, AppError> {
-    let user = user.require(SUBJECTS)?;
     if req.from >= req.to || req.to - req.from > DRY_RUN_MAX_MS {
         return Err(AppError::field("to", "the range must be after `from` and at most 31 days long"));
     }
@@ -358,9 +359,8 @@ struct NotificationView {
 
 async fn notifications(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
 ) -> Result<ApiJson<Vec<NotificationView>>, AppError> {
-    let user = user.require(SUBJECTS)?;
     let rows = state.store.notifications(user.user_id, 100).await?;
     Ok(ApiJson(
         rows.into_iter()
@@ -375,10 +375,9 @@ async fn notifications(
 
 async fn dismiss(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, AppError> {
-    let user = user.require(SUBJECTS)?;
     if state.store.delete_notification(user.user_id, id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -386,8 +385,7 @@ async fn dismiss(
     }
 }
 
-async fn outbox(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Json>, AppError> {
-    user.require(&[Role::Owner])?;
+async fn outbox(State(state): State<AppState>) -> Result<ApiJson<Json>, AppError> {
     let names: Vec<String> = state.config.cloud.destinations.iter().map(|d| d.name.clone()).collect();
     let status = state.store.outbox_status(&names).await?;
     let max = state.config.cloud.max_queued;

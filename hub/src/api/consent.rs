@@ -4,16 +4,16 @@
 
 use std::convert::Infallible;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::on;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::routes::{Route, Who};
 use super::scope::{Scope, subject_of};
 use super::{ApiJson, ApiQuery};
 use crate::auth::{CurrentUser, SUBJECTS};
@@ -26,21 +26,21 @@ use crate::state::AppState;
 use crate::store::readings::Keys;
 use crate::store::{ReceiptRecord, RequestRecord, Session};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/consent/key", get(public_key))
-        .route("/api/consent/categories", get(categories))
-        .route("/api/consent/requests", get(requests))
-        .route("/api/consent/requests/{id}/grant", post(grant))
-        .route("/api/consent/requests/{id}/deny", post(deny))
-        .route("/api/consent/grants", get(grants))
-        .route("/api/consent/grants/{id}/revoke", post(revoke))
-        .route("/api/consent/grants/{id}/receipts", get(receipts))
-        .route("/api/consent/access-log", get(access_log))
-        .route("/api/consent/access-log/verify", get(verify_log))
-        .route("/api/consent/ledger", get(ledger))
-        .route("/api/export", get(export))
-}
+/// This domain's rows of the route table.
+pub(super) const ROUTES: &[Route] = &[
+    Route::new("GET", "/api/consent/key", Who::Anyone, |m| on(m, public_key)),
+    Route::new("GET", "/api/consent/categories", Who::Anyone, |m| on(m, categories)),
+    Route::new("GET", "/api/consent/requests", Who::People(SUBJECTS), |m| on(m, requests)),
+    Route::new("POST", "/api/consent/requests/{id}/grant", Who::People(SUBJECTS), |m| on(m, grant)),
+    Route::new("POST", "/api/consent/requests/{id}/deny", Who::People(SUBJECTS), |m| on(m, deny)),
+    Route::new("GET", "/api/consent/grants", Who::People(SUBJECTS), |m| on(m, grants)),
+    Route::new("POST", "/api/consent/grants/{id}/revoke", Who::People(SUBJECTS), |m| on(m, revoke)),
+    Route::new("GET", "/api/consent/grants/{id}/receipts", Who::People(SUBJECTS), |m| on(m, receipts)),
+    Route::new("GET", "/api/consent/access-log", Who::People(SUBJECTS), |m| on(m, access_log)),
+    Route::new("GET", "/api/consent/access-log/verify", Who::People(SUBJECTS), |m| on(m, verify_log)),
+    Route::new("GET", "/api/consent/ledger", Who::People(SUBJECTS), |m| on(m, ledger)),
+    Route::new("GET", "/api/export", Who::People(SUBJECTS), |m| on(m, export)),
+];
 
 /// The hub's receipt-signing public key (no login needed: recipients and anyone holding a
 /// receipt must be able to check it offline).
@@ -56,8 +56,10 @@ async fn categories() -> ApiJson<serde_json::Value> {
     ApiJson(json!(list))
 }
 
-async fn requests(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<RequestRecord>>, AppError> {
-    let user = user.require(SUBJECTS)?;
+async fn requests(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<ApiJson<Vec<RequestRecord>>, AppError> {
     Ok(ApiJson(state.store.requests(Some(user.user_id), None).await?))
 }
 
@@ -104,11 +106,10 @@ pub(super) async fn grant_view(state: &AppState, g: GrantRecord, now: i64) -> Re
 /// Grants the request, as asked or narrowed, and signs a receipt.
 async fn grant(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     Path(id): Path<i64>,
     ApiJson(narrowing): ApiJson<Narrowing>,
 ) -> Result<(StatusCode, ApiJson<GrantView>), AppError> {
-    let user = user.require(SUBJECTS)?;
     let request = my_request(&state, &user, id).await?;
     if request.status != "pending" {
         return Err(AppError::Conflict("this request was already decided"));
@@ -141,8 +142,11 @@ async fn grant(
     Ok((StatusCode::CREATED, ApiJson(grant_view(&state, g, now).await?)))
 }
 
-async fn deny(State(state): State<AppState>, user: CurrentUser, Path(id): Path<i64>) -> Result<StatusCode, AppError> {
-    let user = user.require(SUBJECTS)?;
+async fn deny(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, AppError> {
     let request = my_request(&state, &user, id).await?;
     if !state.store.deny_request(&request, state.clock.now_ms()).await? {
         return Err(AppError::Conflict("this request was already decided"));
@@ -150,8 +154,10 @@ async fn deny(State(state): State<AppState>, user: CurrentUser, Path(id): Path<i
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn grants(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<GrantView>>, AppError> {
-    let user = user.require(SUBJECTS)?;
+async fn grants(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<ApiJson<Vec<GrantView>>, AppError> {
     let now = state.clock.now_ms();
     let mut out = Vec::new();
     for g in state.store.grants(Some(user.user_id), None).await? {
@@ -163,10 +169,9 @@ async fn grants(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJ
 /// Revokes a grant: the recipient's next read is refused. Recorded with a signed receipt.
 async fn revoke(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
 ) -> Result<ApiJson<ReceiptRecord>, AppError> {
-    let user = user.require(SUBJECTS)?;
     let g = my_grant(&state, &user, &id).await?;
     let now = state.clock.now_ms();
     if g.status(now) != GrantStatus::Active {
@@ -189,10 +194,9 @@ async fn revoke(
 
 async fn receipts(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Vec<ReceiptRecord>>, AppError> {
-    let user = user.require(SUBJECTS)?;
     let g = my_grant(&state, &user, &id).await?;
     Ok(ApiJson(state.store.receipts_of(&g.id).await?))
 }
@@ -207,8 +211,10 @@ struct LogView {
 }
 
 /// The subject's part of the access log: every read of their data and every decision.
-async fn access_log(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<LogView>>, AppError> {
-    let user = user.require(SUBJECTS)?;
+async fn access_log(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<ApiJson<Vec<LogView>>, AppError> {
     let mut names = std::collections::HashMap::new();
     let mut out = Vec::new();
     for row in state.store.access_log(Some(user.user_id)).await? {
@@ -228,8 +234,7 @@ async fn access_log(State(state): State<AppState>, user: CurrentUser) -> Result<
 }
 
 /// Checks the whole chain (all subjects): tampering with any entry is found.
-async fn verify_log(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<serde_json::Value>, AppError> {
-    user.require(SUBJECTS)?;
+async fn verify_log(State(state): State<AppState>) -> Result<ApiJson<serde_json::Value>, AppError> {
     Ok(ApiJson(match state.store.verify_access_log().await? {
         Ok(n) => json!({ "ok": true, "entries": n }),
         Err(broken) => json!({ "ok": false, "error": broken.to_string(), "seq": broken.seq }),
@@ -250,8 +255,10 @@ struct LedgerLine {
 }
 
 /// What each recipient offered, and what has accrued under each grant so far.
-async fn ledger(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<LedgerLine>>, AppError> {
-    let user = user.require(SUBJECTS)?;
+async fn ledger(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<ApiJson<Vec<LedgerLine>>, AppError> {
     let now = state.clock.now_ms();
     let mut out = Vec::new();
     for g in state.store.grants(Some(user.user_id), None).await? {
@@ -286,10 +293,9 @@ const EXPORT_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
 /// or CSV. Guests have nothing of their own to export.
 async fn export(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     ApiQuery(q): ApiQuery<ExportQuery>,
 ) -> Result<Response, AppError> {
-    let user = user.require(SUBJECTS)?;
     let csv = match q.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,

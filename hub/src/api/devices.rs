@@ -1,12 +1,12 @@
 //! Devices: list with latest values, add (credentials shown once), regenerate credentials,
 //! remove, and the readings of one metric over a time range.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header::HOST};
-use axum::routing::{get, post, put};
+use axum::routing::on;
 use serde::{Deserialize, Serialize};
 
+use super::routes::{EVERYONE, OWNER, Route, Who};
 use super::scope::Scope;
 use super::{ApiJson, ApiQuery};
 use crate::auth::{CurrentUser, SUBJECTS};
@@ -20,14 +20,16 @@ use crate::state::AppState;
 use crate::store::readings::{Keys, MAX_RAW_READINGS};
 use crate::store::{DeviceRecord, LatestValue, Role, Session};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/devices", get(list).post(add))
-        .route("/api/devices/{id}", get(one).delete(remove))
-        .route("/api/devices/{id}/credentials", post(regenerate))
-        .route("/api/devices/{id}/class", put(set_class))
-        .route("/api/devices/{id}/metrics/{metric}/readings", get(readings))
-}
+/// This domain's rows of the route table.
+pub(super) const ROUTES: &[Route] = &[
+    Route::new("GET", "/api/devices", Who::People(EVERYONE), |m| on(m, list)),
+    Route::new("POST", "/api/devices", Who::People(SUBJECTS), |m| on(m, add)),
+    Route::new("GET", "/api/devices/{id}", Who::People(EVERYONE), |m| on(m, one)),
+    Route::new("DELETE", "/api/devices/{id}", Who::People(SUBJECTS), |m| on(m, remove)),
+    Route::new("POST", "/api/devices/{id}/credentials", Who::People(SUBJECTS), |m| on(m, regenerate)),
+    Route::new("PUT", "/api/devices/{id}/class", Who::People(OWNER), |m| on(m, set_class)),
+    Route::new("GET", "/api/devices/{id}/metrics/{metric}/readings", Who::People(EVERYONE), |m| on(m, readings)),
+];
 
 impl From<DeviceError> for AppError {
     fn from(e: DeviceError) -> Self {
@@ -202,11 +204,10 @@ fn credentials_view(state: &AppState, headers: &HeaderMap, creds: Credentials) -
 /// The owner adds the home's devices; a tenant adds their own, which are theirs alone.
 async fn add(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     headers: HeaderMap,
     ApiJson(req): ApiJson<AddDevice>,
 ) -> Result<(StatusCode, ApiJson<CredentialsView>), AppError> {
-    let user = user.require(SUBJECTS)?;
     let now = state.clock.now_ms();
     let tenancy = match user.tenancy_id {
         Some(id) => {
@@ -227,8 +228,7 @@ async fn add(
 }
 
 /// The device `id` if `user` may manage it: 404 if they do not see it, 403 if they only see it.
-async fn managed_device(state: &AppState, user: CurrentUser, id: &str) -> Result<DeviceRecord, AppError> {
-    let user = user.require(SUBJECTS)?;
+async fn managed_device(state: &AppState, user: Session, id: &str) -> Result<DeviceRecord, AppError> {
     let (device, _) = visible_device(state, &user, id).await?;
     if !manages(&user, &device) {
         return Err(AppError::Forbidden("only the device's owner may manage it"));
@@ -238,7 +238,7 @@ async fn managed_device(state: &AppState, user: CurrentUser, id: &str) -> Result
 
 async fn regenerate(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<ApiJson<CredentialsView>, AppError> {
@@ -250,7 +250,7 @@ async fn regenerate(
 
 async fn remove(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     managed_device(&state, user, &id).await?;
@@ -273,11 +273,10 @@ const CHANGE_DELAY_MS: i64 = 1000;
 /// on, never to past ones.
 async fn set_class(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<SetClass>,
 ) -> Result<ApiJson<serde_json::Value>, AppError> {
-    let user = user.require(&[Role::Owner])?;
     let (device, _) = visible_device(&state, &user, &id).await?;
     if device.tenancy_id.is_some() {
         return Err(AppError::Forbidden("a tenant's own device is always household"));

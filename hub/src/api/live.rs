@@ -8,22 +8,21 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
+use axum::routing::on;
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::routes::{EVERYONE, Route, Who};
 use super::scope::Scope;
 use crate::auth::CurrentUser;
 use crate::error::AppError;
 use crate::reading::Reading;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/live", get(live))
-}
+/// This domain's rows of the route table.
+pub(super) const ROUTES: &[Route] = &[Route::new("GET", "/api/live", Who::People(EVERYONE), |m| on(m, live))];
 
 /// Only readings the viewer may see are sent: theirs (by key), of devices they see.
 async fn live(

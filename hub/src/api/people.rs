@@ -2,17 +2,17 @@
 //! credentials). The owner runs tenancies; owners and tenants invite guests and register
 //! recipients of their own.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::header::SET_COOKIE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::on;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::ApiJson;
 use super::account::{check_password, check_username, start_session};
+use super::routes::{OWNER, Route, TENANT, Who};
 use super::scope::Scope;
 use crate::auth::{self, CurrentUser, SUBJECTS};
 use crate::consent::DAY_MS;
@@ -22,18 +22,21 @@ use crate::sharing::new_id;
 use crate::state::AppState;
 use crate::store::{AcceptError, GuestRecord, RecipientRecord, Role, TenancyRecord};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/tenancies", get(tenancies).post(create_tenancy))
-        .route("/api/tenancies/{id}/invite", post(reinvite))
-        .route("/api/tenancies/{id}/end", post(end_tenancy))
-        .route("/api/tenancies/{id}/shred", post(shred))
-        .route("/api/invites/accept", post(accept))
-        .route("/api/guests", get(guests).post(invite_guest))
-        .route("/api/guests/{id}", delete(remove_guest))
-        .route("/api/recipients", get(recipients).post(register_recipient))
-        .route("/api/recipients/{id}", delete(remove_recipient))
-}
+/// This domain's rows of the route table.
+pub(super) const ROUTES: &[Route] = &[
+    Route::new("GET", "/api/tenancies", Who::People(SUBJECTS), |m| on(m, tenancies)),
+    Route::new("POST", "/api/tenancies", Who::People(OWNER), |m| on(m, create_tenancy)),
+    Route::new("POST", "/api/tenancies/{id}/invite", Who::People(OWNER), |m| on(m, reinvite)),
+    Route::new("POST", "/api/tenancies/{id}/end", Who::People(OWNER), |m| on(m, end_tenancy)),
+    Route::new("POST", "/api/tenancies/{id}/shred", Who::People(TENANT), |m| on(m, shred)),
+    Route::new("POST", "/api/invites/accept", Who::Anyone, |m| on(m, accept)),
+    Route::new("GET", "/api/guests", Who::People(SUBJECTS), |m| on(m, guests)),
+    Route::new("POST", "/api/guests", Who::People(SUBJECTS), |m| on(m, invite_guest)),
+    Route::new("DELETE", "/api/guests/{id}", Who::People(SUBJECTS), |m| on(m, remove_guest)),
+    Route::new("GET", "/api/recipients", Who::People(SUBJECTS), |m| on(m, recipients)),
+    Route::new("POST", "/api/recipients", Who::People(SUBJECTS), |m| on(m, register_recipient)),
+    Route::new("DELETE", "/api/recipients/{id}", Who::People(SUBJECTS), |m| on(m, remove_recipient)),
+];
 
 /// How long an invite code stays usable.
 const INVITE_TTL_MS: i64 = 7 * DAY_MS;
@@ -58,8 +61,10 @@ struct TenancyView {
     shred_due: Option<i64>,
 }
 
-async fn tenancies(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<TenancyView>>, AppError> {
-    let user = user.require(SUBJECTS)?;
+async fn tenancies(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<ApiJson<Vec<TenancyView>>, AppError> {
     let all = state.store.tenancies().await?;
     let visible = all.into_iter().filter(|t| user.role == Role::Owner || user.tenancy_id == Some(t.id));
     Ok(ApiJson(visible.map(|t| TenancyView { shred_due: t.shred_due(), tenancy: t }).collect()))
@@ -86,10 +91,9 @@ struct InviteView {
 
 async fn create_tenancy(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     ApiJson(req): ApiJson<NewTenancy>,
 ) -> Result<(StatusCode, ApiJson<InviteView>), AppError> {
-    let user = user.require(&[Role::Owner])?;
     let now = state.clock.now_ms();
     // At least a moment ahead, so that every reading made from the start is sealed for the
     // tenant: readings already stored stay the owner's.
@@ -117,10 +121,9 @@ async fn create_tenancy(
 
 async fn reinvite(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     Path(id): Path<i64>,
 ) -> Result<ApiJson<InviteView>, AppError> {
-    let user = user.require(&[Role::Owner])?;
     let code = new_invite_code()?;
     let expires = state.clock.now_ms() + INVITE_TTL_MS;
     if !state.store.reinvite_tenant(id, (&code_digest(&code), user.user_id, expires)).await? {
@@ -138,11 +141,9 @@ struct EndTenancy {
 
 async fn end_tenancy(
     State(state): State<AppState>,
-    user: CurrentUser,
     Path(id): Path<i64>,
     ApiJson(req): ApiJson<EndTenancy>,
 ) -> Result<ApiJson<TenancyView>, AppError> {
-    user.require(&[Role::Owner])?;
     let now = state.clock.now_ms();
     let at = req.at.unwrap_or(now + 1000);
     if at < now {
@@ -161,8 +162,11 @@ async fn end_tenancy(
 }
 
 /// The tenant destroys their tenancy's data now (after it ended). Irreversible.
-async fn shred(State(state): State<AppState>, user: CurrentUser, Path(id): Path<i64>) -> Result<StatusCode, AppError> {
-    let user = user.require(&[Role::Tenant])?;
+async fn shred(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, AppError> {
     if user.tenancy_id != Some(id) {
         return Err(AppError::NotFound);
     }
@@ -211,8 +215,10 @@ async fn accept(State(state): State<AppState>, ApiJson(req): ApiJson<Accept>) ->
         .into_response())
 }
 
-async fn guests(State(state): State<AppState>, user: CurrentUser) -> Result<ApiJson<Vec<GuestRecord>>, AppError> {
-    let user = user.require(SUBJECTS)?;
+async fn guests(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<ApiJson<Vec<GuestRecord>>, AppError> {
     Ok(ApiJson(state.store.guests_of(user.user_id).await?))
 }
 
@@ -231,10 +237,9 @@ struct GuestInvite {
 
 async fn invite_guest(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     ApiJson(req): ApiJson<NewGuest>,
 ) -> Result<(StatusCode, ApiJson<GuestInvite>), AppError> {
-    let user = user.require(SUBJECTS)?;
     if req.devices.is_empty() || req.devices.len() > 256 {
         return Err(AppError::field("devices", "choose 1-256 devices"));
     }
@@ -253,10 +258,9 @@ async fn invite_guest(
 
 async fn remove_guest(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, AppError> {
-    let user = user.require(SUBJECTS)?;
     if !state.store.remove_guest(user.user_id, id).await? {
         return Err(AppError::NotFound);
     }
@@ -265,9 +269,8 @@ async fn remove_guest(
 
 async fn recipients(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
 ) -> Result<ApiJson<Vec<RecipientRecord>>, AppError> {
-    let user = user.require(SUBJECTS)?;
     Ok(ApiJson(state.store.recipients_of(user.user_id).await?))
 }
 
@@ -293,10 +296,9 @@ struct RecipientCredentials {
 
 async fn register_recipient(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     ApiJson(req): ApiJson<NewRecipient>,
 ) -> Result<(StatusCode, ApiJson<RecipientCredentials>), AppError> {
-    let user = user.require(SUBJECTS)?;
     if !crate::devices::valid_name(&req.name) {
         return Err(AppError::field("name", "use 1-64 printable characters"));
     }
@@ -329,10 +331,9 @@ async fn register_recipient(
 
 async fn remove_recipient(
     State(state): State<AppState>,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    let user = user.require(SUBJECTS)?;
     if !state.store.remove_recipient(user.user_id, &id, state.clock.now_ms()).await? {
         return Err(AppError::NotFound);
     }

@@ -2,14 +2,14 @@
 //! Basic): file data requests, see their fate, and read shared data. Every read goes
 //! through [`Permit::check`] and is written to the access log before data is returned.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::on;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::consent::{GrantView, grant_view};
+use super::routes::{Route, Who};
 use super::scope::subject_of;
 use super::{ApiJson, ApiQuery};
 use crate::auth::CurrentRecipient;
@@ -20,14 +20,15 @@ use crate::reading::Value;
 use crate::state::AppState;
 use crate::store::{NewLogEntry, ReceiptRecord, RequestRecord};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/share/me", get(me))
-        .route("/api/share/requests", get(requests).post(file_request))
-        .route("/api/share/grants", get(grants))
-        .route("/api/share/grants/{id}/data", get(data))
-        .route("/api/share/grants/{id}/receipts", get(receipts))
-}
+/// This domain's rows of the route table.
+pub(super) const ROUTES: &[Route] = &[
+    Route::new("GET", "/api/share/me", Who::Recipient, |m| on(m, me)),
+    Route::new("GET", "/api/share/requests", Who::Recipient, |m| on(m, requests)),
+    Route::new("POST", "/api/share/requests", Who::Recipient, |m| on(m, file_request)),
+    Route::new("GET", "/api/share/grants", Who::Recipient, |m| on(m, grants)),
+    Route::new("GET", "/api/share/grants/{id}/data", Who::Recipient, |m| on(m, data)),
+    Route::new("GET", "/api/share/grants/{id}/receipts", Who::Recipient, |m| on(m, receipts)),
+];
 
 async fn me(CurrentRecipient(r): CurrentRecipient) -> ApiJson<serde_json::Value> {
     ApiJson(json!({ "id": r.id, "name": r.name, "kind": r.kind }))

@@ -254,13 +254,6 @@ impl LoginLimiter {
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub Session);
 
-impl CurrentUser {
-    /// The user, if their role is one of `roles`; 403 otherwise.
-    pub fn require(self, roles: &[Role]) -> Result<Session, AppError> {
-        if roles.contains(&self.0.role) { Ok(self.0) } else { Err(AppError::Forbidden("your role may not do this")) }
-    }
-}
-
 /// Owners and tenants: the people whose data this is.
 pub const SUBJECTS: &[Role] = &[Role::Owner, Role::Tenant];
 
@@ -268,6 +261,10 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // The route's gate found them already.
+        if let Some(user) = parts.extensions.get::<CurrentUser>() {
+            return Ok(user.clone());
+        }
         if parts.headers.contains_key(AUTHORIZATION) && CurrentRecipient::from_request_parts(parts, state).await.is_ok()
         {
             return Err(AppError::Forbidden("recipients may use only /api/share"));
@@ -300,6 +297,9 @@ impl FromRequestParts<AppState> for CurrentRecipient {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(recipient) = parts.extensions.get::<CurrentRecipient>() {
+            return Ok(recipient.clone());
+        }
         let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(AppError::Unauthorized)?;
         let encoded = header.strip_prefix("Basic ").ok_or(AppError::Unauthorized)?;
         let decoded =
