@@ -126,6 +126,8 @@ pub struct MqttConfig {
     pub listen: SocketAddr,
     /// The broker to use when `mode = "external"`.
     pub external: Option<ExternalMqtt>,
+    /// Seconds a new connection has to send its CONNECT before it is closed (1-120).
+    pub connect_timeout_s: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +159,8 @@ pub struct CoapConfig {
     pub plain: bool,
     /// Address of the plain CoAP server.
     pub plain_listen: SocketAddr,
+    /// Seconds a DTLS handshake may take before the peer is dropped (1-120).
+    pub handshake_timeout_s: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,7 +228,12 @@ impl Default for HttpConfig {
 
 impl Default for MqttConfig {
     fn default() -> Self {
-        Self { mode: MqttMode::Embedded, listen: SocketAddr::from(([0, 0, 0, 0], 1883)), external: None }
+        Self {
+            mode: MqttMode::Embedded,
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            external: None,
+            connect_timeout_s: 10,
+        }
     }
 }
 
@@ -235,6 +244,7 @@ impl Default for CoapConfig {
             dtls_listen: SocketAddr::from(([0, 0, 0, 0], 5684)),
             plain: false,
             plain_listen: SocketAddr::from(([0, 0, 0, 0], 5683)),
+            handshake_timeout_s: 10,
         }
     }
 }
@@ -289,8 +299,14 @@ impl Config {
         Self {
             data_dir: data_dir.to_owned(),
             http: HttpConfig { listen: loopback },
-            mqtt: MqttConfig { listen: loopback, ..MqttConfig::default() },
-            coap: CoapConfig { dtls_listen: loopback, plain_listen: loopback, ..CoapConfig::default() },
+            // Short protocol deadlines, so tests of idle or half-open peers are quick.
+            mqtt: MqttConfig { listen: loopback, connect_timeout_s: 2, ..MqttConfig::default() },
+            coap: CoapConfig {
+                dtls_listen: loopback,
+                plain_listen: loopback,
+                handshake_timeout_s: 2,
+                ..CoapConfig::default()
+            },
             store: StoreConfig { commit_interval_ms: 50, ..StoreConfig::default() },
             consent: ConsentConfig::default(),
             cloud: CloudConfig::default(),
@@ -300,6 +316,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.store.commit_interval_ms > 1000 {
             return Err(ConfigError::Invalid("store.commit_interval_ms must be at most 1000".into()));
+        }
+        if !(1..=120).contains(&self.mqtt.connect_timeout_s) || !(1..=120).contains(&self.coap.handshake_timeout_s) {
+            return Err(ConfigError::Invalid(
+                "mqtt.connect_timeout_s and coap.handshake_timeout_s must be 1 to 120".into(),
+            ));
         }
         if self.store.max_batch == 0 {
             return Err(ConfigError::Invalid("store.max_batch must be at least 1".into()));

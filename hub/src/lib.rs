@@ -161,6 +161,7 @@ pub async fn run(
             ingest: ingest.clone(),
             device_events: device_events.clone(),
             rejections: rejections.clone(),
+            connect_timeout: std::time::Duration::from_secs(u64::from(config.mqtt.connect_timeout_s)),
         };
         let server = MqttServer::new(ctx);
         commands = automation::Commands::Embedded(server.clone());
@@ -181,7 +182,12 @@ pub async fn run(
         ));
     }
     if listeners.coap.dtls.is_some() || listeners.coap.plain.is_some() {
-        let ctx = CoapContext { store: store.clone(), ingest: ingest.clone(), rejections: rejections.clone() };
+        let ctx = CoapContext {
+            store: store.clone(),
+            ingest: ingest.clone(),
+            rejections: rejections.clone(),
+            handshake_timeout: std::time::Duration::from_secs(u64::from(config.coap.handshake_timeout_s)),
+        };
         tasks.spawn(ingest::coap::serve(ctx, listeners.coap, shutdown.clone()));
     }
     tasks.spawn(auth::prune_sessions_periodically(store.clone(), clock.clone(), shutdown.clone()));

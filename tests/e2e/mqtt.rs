@@ -187,7 +187,7 @@ async fn a_device_cannot_publish_as_another_and_bad_input_is_refused() -> anyhow
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(Duration::from_secs(5), garbage.read(&mut buf)).await??;
     assert_eq!(n, 0, "the server closes a connection that sends garbage");
-    let _silent = tokio::net::TcpStream::connect(addr).await?;
+    let mut silent = tokio::net::TcpStream::connect(addr).await?;
 
     client.publish(format!("hearth/{a}/temperature"), QoS::AtLeastOnce, false, "20.5").await?;
     wait_puback(&mut events, None).await?;
@@ -196,6 +196,11 @@ async fn a_device_cannot_publish_as_another_and_bad_input_is_refused() -> anyhow
     assert_eq!(stored[0]["value"], 20.5);
     let health = reqwest::get(hub.url("/api/health")).await?;
     assert_eq!(health.status(), 200);
+    // The silent one is closed once `mqtt.connect_timeout_s` (2 s in tests) has passed.
+    let waited = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf)).await??;
+    assert_eq!(n, 0, "a connection that never logs in is closed");
+    assert!(waited.elapsed() < Duration::from_secs(5), "closed after {:?}", waited.elapsed());
     hub.stop().await?;
     Ok(())
 }

@@ -35,7 +35,6 @@ use crate::store::readings::Keys;
 
 /// A DTLS handshake must finish within this, or the half-open session is dropped: a stray
 /// packet never holds up other devices.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a message id is remembered to answer retransmissions (RFC 7252 EXCHANGE_LIFETIME).
 const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
 /// Most observers at once, across all devices.
@@ -49,6 +48,8 @@ pub struct CoapContext {
     pub store: Store,
     pub ingest: Ingest,
     pub rejections: Rejections,
+    /// How long a DTLS handshake may take.
+    pub handshake_timeout: Duration,
 }
 
 /// The bound CoAP sockets.
@@ -90,7 +91,14 @@ pub async fn serve(ctx: CoapContext, listeners: CoapListeners, shutdown: Cancell
     let (plain_tx, mut plain_rx) = mpsc::unbounded_channel::<Incoming>();
     if let Some(listener) = listeners.dtls {
         tracing::info!(addr = %listener.addr, "CoAP over DTLS listening");
-        tokio::spawn(accept_dtls(listener, ctx.store.clone(), identities.clone(), dtls_tx, shutdown.clone()));
+        tokio::spawn(accept_dtls(
+            listener,
+            ctx.store.clone(),
+            ctx.handshake_timeout,
+            identities.clone(),
+            dtls_tx,
+            shutdown.clone(),
+        ));
     }
     if let Some(socket) = listeners.plain {
         if let Ok(addr) = socket.local_addr() {
@@ -139,6 +147,7 @@ fn rand_u16() -> u16 {
 async fn accept_dtls(
     listener: DtlsListener,
     store: Store,
+    handshake_timeout: Duration,
     identities: Arc<Mutex<HashMap<SocketAddr, String>>>,
     sender: mpsc::UnboundedSender<Incoming>,
     shutdown: CancellationToken,
@@ -160,7 +169,7 @@ async fn accept_dtls(
         let (config, identities, sender) = (config.clone(), identities.clone(), sender.clone());
         tokio::spawn(async move {
             let handshake =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, DTLSConn::new(conn.clone(), config, false, None)).await;
+                tokio::time::timeout(handshake_timeout, DTLSConn::new(conn.clone(), config, false, None)).await;
             let dtls = match handshake {
                 Ok(Ok(dtls)) => Arc::new(dtls),
                 Ok(Err(error)) => {

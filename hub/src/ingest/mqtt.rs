@@ -39,7 +39,6 @@ use crate::store::Store;
 /// Largest MQTT packet accepted or sent.
 const MAX_PACKET: usize = decode::MAX_PAYLOAD + 1024;
 /// Time a new connection has to send CONNECT.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// QoS 1/2 publishes awaiting their commit per connection; past this we stop reading.
 const MAX_INFLIGHT: usize = 256;
 /// Open connections at once.
@@ -54,13 +53,15 @@ pub struct MqttContext {
     pub ingest: Ingest,
     pub device_events: broadcast::Sender<DeviceEvent>,
     pub rejections: Rejections,
+    /// How long a new connection has to send its CONNECT.
+    pub connect_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
     #[error("MQTT protocol: {0}")]
     Protocol(String),
-    #[error("no CONNECT within {CONNECT_TIMEOUT:?}")]
+    #[error("no CONNECT in time")]
     ConnectTimeout,
     #[error("login refused")]
     Refused,
@@ -214,7 +215,7 @@ async fn connection(
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
     let mut framed = Framed::new(stream, Codec { max_incoming_size: MAX_PACKET, max_outgoing_size: MAX_PACKET });
-    let connect = match timeout(CONNECT_TIMEOUT, framed.next()).await {
+    let connect = match timeout(shared.ctx.connect_timeout, framed.next()).await {
         Err(_) => return Err(ConnError::ConnectTimeout),
         Ok(None) => return Ok(()),
         Ok(Some(Err(e))) => return Err(e.into()),
