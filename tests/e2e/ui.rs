@@ -31,6 +31,8 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
     b.fill("#setup-password", OWNER_PASSWORD).await?;
     b.click("#setup-submit").await?;
     b.wait_for_text("wrong setup code", Duration::from_secs(10)).await?;
+    // The problem is shown beside the field it is about.
+    assert_eq!(b.find("#setup-code + #code-problem").await?.text().await?, "wrong setup code");
     let code = b.find("#setup-code").await?;
     code.clear().await?;
     code.send_keys(&hub.setup_code()?).await?;

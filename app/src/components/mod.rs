@@ -2,3 +2,4 @@
 
 pub mod chart;
 pub mod credentials;
+pub mod form;

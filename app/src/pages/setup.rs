@@ -5,6 +5,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::api::{self, Me};
+use crate::components::form::FormError;
 
 #[component]
 pub fn Setup(
@@ -14,15 +15,16 @@ pub fn Setup(
     let code = RwSignal::new(String::new());
     let username = RwSignal::new(String::new());
     let password = RwSignal::new(String::new());
-    let error = RwSignal::new(None::<String>);
+    let error = FormError::new();
     let busy = RwSignal::new(false);
     let submit = move |ev: SubmitEvent| {
         ev.prevent_default();
         busy.set(true);
+        error.clear();
         spawn_local(async move {
             match api::setup(&code.get_untracked(), &username.get_untracked(), &password.get_untracked()).await {
                 Ok(me) => on_done(me),
-                Err(e) => error.set(Some(e.to_string())),
+                Err(e) => error.set(e),
             }
             busy.set(false);
         });
@@ -36,17 +38,20 @@ pub fn Setup(
                 <label>"Setup code"
                     <input id="setup-code" autocomplete="off" required
                         prop:value=code on:input=move |ev| code.set(event_target_value(&ev)) />
+                    {error.beside("code")}
                 </label>
                 <label>"Your name"
                     <input id="setup-username" autocomplete="username" required
                         prop:value=username on:input=move |ev| username.set(event_target_value(&ev)) />
+                    {error.beside("username")}
                 </label>
                 <label>"Password (at least 10 characters)"
                     <input id="setup-password" type="password" autocomplete="new-password" required minlength="10"
                         prop:value=password on:input=move |ev| password.set(event_target_value(&ev)) />
+                    {error.beside("password")}
                 </label>
                 <button id="setup-submit" type="submit" disabled=busy>"Create owner account"</button>
-                {move || error.get().map(|e| view! { <p class="error" id="setup-error">{e}</p> })}
+                {error.general()}
             </form>
         </main>
     }
