@@ -41,30 +41,23 @@ impl Clock {
     /// Waits until this clock reads `at` (ms) or later. A test clock that jumps past `at`
     /// wakes the waiter at once.
     pub async fn sleep_until(&self, at: i64) {
-        let mut moved = self.skip.as_ref().map(|s| s.moved.subscribe());
+        let nap = |left: i64| tokio::time::sleep(Duration::from_millis(left.max(0) as u64));
+        let Some(skip) = &self.skip else {
+            return nap(at - self.now_ms()).await;
+        };
+        // `skip` holds the sender, so `changed` never fails while this waits.
+        let mut moved = skip.moved.subscribe();
         loop {
             let left = at - self.now_ms();
             if left <= 0 {
                 return;
             }
-            let nap = tokio::time::sleep(Duration::from_millis(left as u64));
-            match moved.as_mut() {
-                None => return nap.await,
-                Some(moved) => {
-                    tokio::select! {
-                        () = nap => {}
-                        changed = moved.changed() => if changed.is_err() { return nap_rest(self, at).await },
-                    }
-                }
+            tokio::select! {
+                () = nap(left) => {}
+                _ = moved.changed() => {}
             }
         }
     }
-}
-
-/// The test clock is gone (cannot happen while `self` holds it); wait on the system clock.
-async fn nap_rest(clock: &Clock, at: i64) {
-    let left = (at - clock.now_ms()).max(0);
-    tokio::time::sleep(Duration::from_millis(left as u64)).await;
 }
 
 /// A clock that tests move forward: it runs with the system clock and jumps ahead on

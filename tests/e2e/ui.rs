@@ -16,6 +16,14 @@ fn ui_is_built() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the hub's page and logs in as the owner.
+async fn owner_logs_in(b: &Browser, hub: &TestHub) -> anyhow::Result<()> {
+    b.client.goto(&hub.url("/")).await?;
+    b.fill("#login-username", "owner").await?;
+    b.fill("#login-password", OWNER_PASSWORD).await?;
+    b.click("#login-submit").await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()> {
     ui_is_built()?;
@@ -111,10 +119,7 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     let t = Duration::from_secs(10);
 
     // The owner creates a tenancy in the UI and gets the invite code.
-    b.client.goto(&hub.url("/")).await?;
-    b.fill("#login-username", "owner").await?;
-    b.fill("#login-password", OWNER_PASSWORD).await?;
-    b.click("#login-submit").await?;
+    owner_logs_in(b, &hub).await?;
     b.click("header nav a[href='/people']").await?;
     b.click("#tenancy-create").await?;
     let code = b.find("#invite-code").await?.text().await?;
@@ -247,10 +252,7 @@ async fn a_rule_made_in_the_editor_switches_a_lamp() -> anyhow::Result<()> {
     let browser = Browser::start().await?;
     let b = &browser;
     let t = Duration::from_secs(10);
-    b.client.goto(&hub.url("/")).await?;
-    b.fill("#login-username", "owner").await?;
-    b.fill("#login-password", OWNER_PASSWORD).await?;
-    b.click("#login-submit").await?;
+    owner_logs_in(b, &hub).await?;
     b.click("header nav a[href='/automations']").await?;
     b.wait_for_text("Nothing new.", t).await?;
 
@@ -333,10 +335,7 @@ async fn pages_keep_what_is_open_and_say_what_is_wrong() -> anyhow::Result<()> {
     let browser = Browser::start().await?;
     let b = &browser;
     let t = Duration::from_secs(10);
-    b.client.goto(&hub.url("/")).await?;
-    b.fill("#login-username", "owner").await?;
-    b.fill("#login-password", OWNER_PASSWORD).await?;
-    b.click("#login-submit").await?;
+    owner_logs_in(b, &hub).await?;
     b.click("header nav a[href='/automations']").await?;
     b.wait_for_text("Last: done", t).await?;
 
