@@ -8,7 +8,10 @@ use leptos_router::path;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 
-use crate::api::{self, ApiError, Device, LiveReading, Me, Metric};
+use hearth_model::devices::{Device, Metric};
+use hearth_model::{Me, Reading, Role};
+
+use crate::api::{self, ApiError};
 use crate::pages::{
     automations::AutomationsPage, dashboard::Dashboard, device::DevicePage, invite::InvitePage, login::Login,
     people::PeoplePage, setup::Setup, sharing::SharingPage,
@@ -59,7 +62,7 @@ impl Home {
     }
 
     /// Applies readings from the live stream; an unknown device means the list is stale.
-    fn apply(self, batch: Vec<LiveReading>) {
+    fn apply(self, batch: Vec<Reading>) {
         let mut unknown = false;
         self.devices.update(|devices| {
             for r in batch {
@@ -172,7 +175,7 @@ fn Shell(
                     {subject.then(|| view! {
                         <A href="/automations">"Automations"</A>
                         <A href="/sharing">"Sharing"</A>
-                        <A href="/people">{if role == api::Role::Owner { "Tenancies" } else { "Tenancy" }}</A>
+                        <A href="/people">{if role == Role::Owner { "Tenancies" } else { "Tenancy" }}</A>
                     })}
                 </nav>
                 <span class="muted" id="whoami">{me.username} " (" {me.role.as_str()} ")"</span>
@@ -202,7 +205,7 @@ fn connect_live(home: Home) {
     };
     let on_readings = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
         if let Some(text) = event.data().as_string()
-            && let Ok(batch) = serde_json::from_str::<Vec<LiveReading>>(&text)
+            && let Ok(batch) = serde_json::from_str::<Vec<Reading>>(&text)
         {
             home.apply(batch);
         }

@@ -14,6 +14,8 @@ use serde_json::{Value as Json, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use hearth_model::automations::{Note, NotificationSource};
+
 use crate::clock::Clock;
 use crate::config::{CloudConfig, CloudDestination, CloudKind};
 use crate::store::{OutboxRow, Store, StoreError};
@@ -104,8 +106,8 @@ impl Outbox {
 /// Adds a notification for the owner, from the hub itself.
 pub async fn notify_owner(store: &Store, text: &str, now: i64) -> Result<(), StoreError> {
     if let Some(owner) = store.owner_id().await? {
-        let body = json!({ "source": "hub", "message": text });
-        store.add_notification(owner, body.to_string().as_bytes(), now).await?;
+        let note = Note { source: NotificationSource::Hub, message: text.to_owned(), rule: None, trigger: None };
+        store.add_notification(owner, &note, now).await?;
     }
     Ok(())
 }

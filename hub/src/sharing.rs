@@ -13,6 +13,7 @@ use crate::consent::receipt::ReceiptSigner;
 use crate::consent::{DAY_MS, GrantRecord, Terms, categories_of};
 use crate::devices::random_string;
 use crate::store::{ReceiptRecord, RecipientRecord, Store, StoreError};
+use hearth_model::consent::ReceiptEvent;
 
 /// How often the sweep runs.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -37,7 +38,7 @@ pub fn receipt_claims(
     ctx: &ReceiptContext<'_>,
     grant: &GrantRecord,
     receipt_id: &str,
-    event: &str,
+    event: ReceiptEvent,
     at: i64,
 ) -> Json {
     let t: &Terms = &grant.terms;
@@ -100,12 +101,12 @@ pub fn make_receipt(
     signer: &ReceiptSigner,
     ctx: &ReceiptContext<'_>,
     grant: &GrantRecord,
-    event: &str,
+    event: ReceiptEvent,
     at: i64,
 ) -> Result<ReceiptRecord, StoreError> {
     let id = new_id("rcpt")?;
     let jws = signer.sign(&receipt_claims(signer, ctx, grant, &id, event, at));
-    Ok(ReceiptRecord { id, grant_id: grant.id.clone(), event: event.to_owned(), created: at, jws })
+    Ok(ReceiptRecord { id, grant_id: grant.id.clone(), event, created: at, jws })
 }
 
 /// A grant's expiry time from its terms.
@@ -120,7 +121,7 @@ pub async fn sweep(store: &Store, signer: &ReceiptSigner, jurisdiction: &str, no
         let Some(recipient) = store.recipient_any(&grant.recipient_id).await? else { continue };
         let subject = store.user_name(grant.subject_id).await?.unwrap_or_default();
         let ctx = ReceiptContext { jurisdiction, subject_name: &subject, recipient: &recipient };
-        let receipt = make_receipt(signer, &ctx, &grant, "expired", grant.expires_ms)?;
+        let receipt = make_receipt(signer, &ctx, &grant, ReceiptEvent::Expired, grant.expires_ms)?;
         if store.end_grant(&grant, &receipt, grant.expires_ms).await? {
             tracing::info!(grant = %grant.id, "grant expired; receipt recorded");
         }
@@ -197,7 +198,7 @@ mod tests {
         };
         let signer = store.receipt_signer().await.unwrap();
         let ctx = ReceiptContext { jurisdiction: "EU", subject_name: "olga", recipient: &recipient };
-        let granted = make_receipt(&signer, &ctx, &grant, "granted", 1_000).unwrap();
+        let granted = make_receipt(&signer, &ctx, &grant, ReceiptEvent::Granted, 1_000).unwrap();
         assert!(store.create_grant(&grant, &granted).await.unwrap());
 
         // Before expiry the sweep records nothing; after it, one "expired" receipt.
@@ -206,7 +207,10 @@ mod tests {
         sweep(&store, &signer, "EU", grant.expires_ms + 5).await.unwrap();
         sweep(&store, &signer, "EU", grant.expires_ms + 10).await.unwrap();
         let receipts = store.receipts_of("g_1").await.unwrap();
-        assert_eq!(receipts.iter().map(|r| r.event.as_str()).collect::<Vec<_>>(), vec!["granted", "expired"]);
+        assert_eq!(
+            receipts.iter().map(|r| r.event).collect::<Vec<_>>(),
+            vec![ReceiptEvent::Granted, ReceiptEvent::Expired]
+        );
         let claims = receipt::verify(&receipts[1].jws, &signer.public_key()).unwrap();
         assert_eq!(claims["hearth"]["event"], "expired");
         assert_eq!(claims["jurisdiction"], "EU");

@@ -2,6 +2,7 @@
 
 use std::process::Command;
 
+use hearth_model::consent::LogKind;
 use hub::config::Config;
 use hub::store::NewLogEntry;
 
@@ -19,7 +20,7 @@ async fn verify_log_finds_an_edited_entry() -> anyhow::Result<()> {
     for rows in [3, 5] {
         let entry = NewLogEntry {
             ts: 1_000 + rows,
-            kind: "read",
+            kind: LogKind::Read,
             subject_id: 1,
             recipient_id: "rc_test",
             grant_id: Some("g_test"),

@@ -3,7 +3,8 @@
 
 use leptos::prelude::*;
 
-use crate::api::History;
+use hearth_model::devices::Readings;
+
 use crate::time::clock;
 
 const W: f64 = 600.0;
@@ -13,12 +14,12 @@ const PAD: f64 = 28.0;
 #[component]
 pub fn Chart(
     /// Downsampled readings to draw.
-    history: History,
+    history: Readings,
     /// Unit shown on the axis.
     unit: Option<String>,
 ) -> impl IntoView {
     let points: Vec<(i64, f64, f64, f64)> =
-        history.buckets.iter().filter_map(|b| Some((b.start, b.min?, b.avg?, b.max?))).collect();
+        history.buckets.iter().flatten().filter_map(|b| Some((b.start, b.min?, b.avg?, b.max?))).collect();
     if points.is_empty() {
         return view! { <p class="muted">"No numeric readings in this range."</p> }.into_any();
     }

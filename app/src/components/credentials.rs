@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use crate::api::Credentials;
+use hearth_model::devices::Credentials;
 
 #[component]
 pub fn CredentialsPanel(

@@ -8,8 +8,13 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde::de::DeserializeOwned;
 
-use crate::api::{self, DryRun, Notification, RuleView, Trace, Value};
+use hearth_model::automations::Notification;
+use hearth_model::rules::{DryRun, RuleView};
+use hearth_model::{Trace, Value};
+
+use crate::api;
 use crate::app::Home;
+use crate::components::load::{error_text, latest};
 use crate::time::{ago, local, now_ms};
 
 #[component]
@@ -26,14 +31,8 @@ pub fn AutomationsPage() -> impl IntoView {
     }
     // What was last loaded. Lists are keyed, and each card reads its rule from here, so a
     // refresh changes only what changed, in place: a list of runs that is open stays open.
-    let rule_list = Memo::new(move |prev: Option<&Vec<RuleView>>| match rules.get() {
-        Some(Ok(list)) => list,
-        _ => prev.cloned().unwrap_or_default(),
-    });
-    let note_list = Memo::new(move |prev: Option<&Vec<Notification>>| match notes.get() {
-        Some(Ok(list)) => list,
-        _ => prev.cloned().unwrap_or_default(),
-    });
+    let rule_list: Memo<Vec<RuleView>> = latest(rules);
+    let note_list: Memo<Vec<Notification>> = latest(notes);
     let error = RwSignal::new(None::<String>);
     view! {
         <h2>"Automations"</h2>
@@ -51,8 +50,8 @@ pub fn AutomationsPage() -> impl IntoView {
             <ul>
                 <For each=move || note_list.get() key=|n| n.id let:n>
                     <li class="notification">
-                        <strong>{n.message}</strong> " "
-                        <span class="muted">{n.rule.map(|r| format!("{r} · ")).unwrap_or_default()} {local(n.created)}</span> " "
+                        <strong>{n.note.message}</strong> " "
+                        <span class="muted">{n.note.rule.map(|r| format!("{r} · ")).unwrap_or_default()} {local(n.created)}</span> " "
                         <button class="secondary" on:click=move |_| spawn_local(async move {
                             match api::dismiss_notification(n.id).await {
                                 Ok(()) => notes.refetch(),
@@ -71,11 +70,6 @@ pub fn AutomationsPage() -> impl IntoView {
         </div>
         <ImportExport on_imported=reload />
     }
-}
-
-/// What failed to load, in words.
-fn error_text(errors: &Errors) -> String {
-    errors.iter().map(|(_, e)| e.to_string()).collect::<Vec<_>>().join("; ")
 }
 
 /// Rules as a file: download them (JSON or YAML), or paste a file to add its rules.

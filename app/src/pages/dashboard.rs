@@ -5,7 +5,9 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::components::A;
 
-use crate::api::{self, Credentials, Device};
+use hearth_model::devices::{BelongsTo, Credentials, Device};
+
+use crate::api;
 use crate::app::Home;
 use crate::components::credentials::CredentialsPanel;
 use crate::time::{ago, now_ms};
@@ -39,7 +41,7 @@ fn DeviceCard(
     view! {
         <article class="card device" data-device=device.id.clone()>
             <h2><A href=href>{device.name.clone()}</A></h2>
-            <p class="muted class">{if device.belongs_to == "tenant" { "tenant's device".to_owned() } else { device.class.to_string() }}</p>
+            <p class="muted class">{if device.belongs_to == BelongsTo::Tenant { "tenant's device".to_owned() } else { device.class.to_string() }}</p>
             <ul class="metrics">
                 {metrics.into_iter().map(|m| {
                     let ts = m.ts;

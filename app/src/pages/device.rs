@@ -6,7 +6,10 @@ use leptos::task::spawn_local;
 use leptos_router::components::A;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
-use crate::api::{self, Credentials};
+use hearth_model::DeviceClass;
+use hearth_model::devices::{BelongsTo, Credentials, Device};
+
+use crate::api;
 use crate::app::Home;
 use crate::components::chart::Chart;
 use crate::components::credentials::CredentialsPanel;
@@ -136,17 +139,17 @@ pub fn DevicePage() -> impl IntoView {
 #[component]
 fn ClassLine(
     /// The device.
-    device: api::Device,
+    device: Device,
     /// Where errors go.
     on_error: RwSignal<Option<String>>,
 ) -> impl IntoView {
     let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
-    let words = match (device.belongs_to.as_str(), device.class) {
-        ("tenant", _) => "A tenant's own device: its readings are the tenant's.",
-        (_, api::DeviceClass::Building) => "Building device: its readings are always the owner's.",
+    let words = match (device.belongs_to, device.class) {
+        (BelongsTo::Tenant, _) => "A tenant's own device: its readings are the tenant's.",
+        (_, DeviceClass::Building) => "Building device: its readings are always the owner's.",
         _ => "Household device: during a tenancy its readings are the tenant's, otherwise the owner's.",
     };
-    let can_change = device.manageable && device.belongs_to == "owner";
+    let can_change = device.manageable && device.belongs_to == BelongsTo::Owner;
     let id = device.id.clone();
     let class = device.class;
     view! {
@@ -154,15 +157,16 @@ fn ClassLine(
         {can_change.then(|| view! {
             <label>"Class (applies to readings from now on) "
                 <select id="class-select" on:change=move |ev| {
-                    let (id, class) = (id.clone(), event_target_value(&ev));
+                    let Ok(class) = event_target_value(&ev).parse::<DeviceClass>() else { return };
+                    let id = id.clone();
                     spawn_local(async move {
-                        match api::set_class(&id, &class).await {
+                        match api::set_class(&id, class).await {
                             Ok(()) => home.reload(),
                             Err(e) => on_error.set(Some(e.to_string())),
                         }
                     });
                 }>
-                    {api::DeviceClass::ALL.iter().map(|c| view! {
+                    {DeviceClass::ALL.iter().map(|c| view! {
                         <option value=c.as_str() selected=*c == class>{c.as_str()}</option>
                     }).collect_view()}
                 </select>

@@ -4,7 +4,9 @@ use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::api::{self, Me};
+use hearth_model::Me;
+
+use crate::api;
 
 #[component]
 pub fn Login(

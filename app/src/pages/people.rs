@@ -5,8 +5,13 @@ use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::api::{self, Invite, Me, Tenancy};
+use hearth_model::people::{Guest, Invite, Tenancy};
+use hearth_model::{Me, Role};
+
+use crate::api;
 use crate::app::Home;
+use crate::components::form::FormError;
+use crate::components::load::{Loading, latest};
 use crate::time::{local, now_ms};
 
 const DAY_MS: i64 = 86_400_000;
@@ -16,24 +21,23 @@ pub fn PeoplePage(
     /// The logged-in user.
     me: Me,
 ) -> impl IntoView {
-    let tenancies = RwSignal::new(Vec::<Tenancy>::new());
+    let resource = LocalResource::new(api::tenancies);
+    let tenancies: Memo<Vec<Tenancy>> = latest(resource);
     let error = RwSignal::new(None::<String>);
     let reload = move || {
-        spawn_local(async move {
-            match api::tenancies().await {
-                Ok(t) => tenancies.set(t),
-                Err(e) => error.set(Some(e.to_string())),
-            }
-        })
+        error.set(None);
+        resource.refetch();
     };
-    reload();
-    let owner = me.role == api::Role::Owner;
+    let owner = me.role == Role::Owner;
     view! {
         <h2>{if owner { "Tenancies" } else { "Your tenancy" }}</h2>
+        <Loading resource waiting="Loading tenancies…" />
         {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
         {owner.then(|| view! { <InviteTenant on_done=reload /> })}
         <div id="tenancies">
-            {move || tenancies.get().into_iter().map(|t| view! { <TenancyCard tenancy=t owner=owner on_change=reload error=error /> }).collect_view()}
+            <For each=move || tenancies.get() key=|t| (t.id, t.end, t.shredded, t.tenant.clone()) let:t>
+                <TenancyCard tenancy=t owner=owner on_change=reload error=error />
+            </For>
         </div>
         <Guests />
     }
@@ -43,27 +47,18 @@ pub fn PeoplePage(
 #[component]
 fn Guests() -> impl IntoView {
     let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
-    let guests = RwSignal::new(Vec::<api::Guest>::new());
+    let resource = LocalResource::new(api::guests);
+    let guests: Memo<Vec<Guest>> = latest(resource);
     let chosen = RwSignal::new(Vec::<String>::new());
     let invite = RwSignal::new(None::<Invite>);
-    let error = RwSignal::new(None::<String>);
-    let reload = move || {
-        spawn_local(async move {
-            if let Ok(g) = api::guests().await {
-                guests.set(g);
-            }
-        })
-    };
-    reload();
+    let error = FormError::new();
     let submit = move |ev: SubmitEvent| {
         ev.prevent_default();
+        error.clear();
         spawn_local(async move {
             match api::invite_guest(&chosen.get_untracked()).await {
-                Ok(i) => {
-                    invite.set(Some(i));
-                    error.set(None);
-                }
-                Err(e) => error.set(Some(e.to_string())),
+                Ok(i) => invite.set(Some(i)),
+                Err(e) => error.set(e),
             }
         });
     };
@@ -71,20 +66,18 @@ fn Guests() -> impl IntoView {
         <section class="card" id="guests">
             <h3>"Guests"</h3>
             <p class="muted">"A guest sees the devices you choose, read-only, and only your readings of them."</p>
+            <Loading resource waiting="Loading guests…" />
             <ul>
-                {move || guests.get().into_iter().map(|g| {
-                    let id = g.id;
-                    view! {
-                        <li>{g.username} " — " {g.devices.join(", ")} " "
-                            <button class="secondary" on:click=move |_| spawn_local(async move {
-                                match api::remove_guest(id).await {
-                                    Ok(()) => reload(),
-                                    Err(e) => error.set(Some(e.to_string())),
-                                }
-                            })>"Remove"</button>
-                        </li>
-                    }
-                }).collect_view()}
+                <For each=move || guests.get() key=|g| (g.id, g.devices.clone()) let:g>
+                    <li>{g.username} " — " {g.devices.join(", ")} " "
+                        <button class="secondary" on:click=move |_| spawn_local(async move {
+                            match api::remove_guest(g.id).await {
+                                Ok(()) => resource.refetch(),
+                                Err(e) => error.set(e),
+                            }
+                        })>"Remove"</button>
+                    </li>
+                </For>
             </ul>
             <form on:submit=submit>
                 {move || home.devices.get().into_iter().map(|d| {
@@ -97,9 +90,10 @@ fn Guests() -> impl IntoView {
                         } /> " " {d.name}</label>
                     }
                 }).collect_view()}
+                {error.beside("devices")}
                 <button type="submit" id="guest-invite">"Invite a guest"</button>
+                {error.general()}
             </form>
-            {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
             {move || invite.get().map(|i| view! {
                 <p>"Give the guest this code (valid until " {local(i.expires)} "), to enter at " <code>"/invite"</code> ":"</p>
                 <p><code id="guest-code">{i.code}</code></p>
@@ -170,19 +164,19 @@ fn InviteTenant(
     let months = RwSignal::new(String::new());
     let retention = RwSignal::new(String::new());
     let invite = RwSignal::new(None::<Invite>);
-    let error = RwSignal::new(None::<String>);
+    let error = FormError::new();
     let submit = move |ev: SubmitEvent| {
         ev.prevent_default();
+        error.clear();
         let end = months.get_untracked().trim().parse::<i64>().ok().map(|m| now_ms() + m * 30 * DAY_MS);
         let retention = retention.get_untracked().trim().parse::<u32>().ok();
         spawn_local(async move {
             match api::create_tenancy(end, retention).await {
                 Ok(i) => {
                     invite.set(Some(i));
-                    error.set(None);
                     on_done();
                 }
-                Err(e) => error.set(Some(e.to_string())),
+                Err(e) => error.set(e),
             }
         });
     };
@@ -192,12 +186,14 @@ fn InviteTenant(
             <p class="muted">"The tenancy starts now. During it, household devices' readings are the tenant's: you will not see them unless they share them with you."</p>
             <form on:submit=submit>
                 <label>"Length in months (empty: open-ended)"
-                    <input id="tenancy-months" inputmode="numeric" prop:value=months on:input=move |ev| months.set(event_target_value(&ev)) /></label>
+                    <input id="tenancy-months" inputmode="numeric" prop:value=months on:input=move |ev| months.set(event_target_value(&ev)) />
+                    {error.beside("end")}</label>
                 <label>"Keep the data this many days after it ends (empty: the hub's default)"
-                    <input id="tenancy-retention" inputmode="numeric" prop:value=retention on:input=move |ev| retention.set(event_target_value(&ev)) /></label>
+                    <input id="tenancy-retention" inputmode="numeric" prop:value=retention on:input=move |ev| retention.set(event_target_value(&ev)) />
+                    {error.beside("retention_days")}</label>
                 <button type="submit" id="tenancy-create">"Create the tenancy"</button>
+                {error.general()}
             </form>
-            {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
             {move || invite.get().map(|i| view! {
                 <p>"Give the tenant this code (valid until " {local(i.expires)} "), to enter at "
                    <code>"/invite"</code> " on this hub:"</p>

@@ -6,11 +6,19 @@ use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::api::{self, DataRequest, Grant, LedgerLine, LogEntry, Offer, RecipientCredentials, Terms, Verification};
+use hearth_model::consent::{
+    DataRequest, Grant, GrantStatus, LedgerLine, LogEntry, LogKind, Offer, RequestStatus, Terms, Verification,
+};
+use hearth_model::people::{Recipient, RecipientCredentials};
+use hearth_model::{Granularity, Period};
+
+use crate::api;
+use crate::components::form::FormError;
+use crate::components::load::{Loading, latest};
 use crate::time::local;
 
 /// Everything on the page, fetched together.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq)]
 struct Data {
     requests: Vec<DataRequest>,
     grants: Vec<Grant>,
@@ -27,13 +35,12 @@ async fn fetch() -> Result<Data, api::ApiError> {
     })
 }
 
-fn granularity_words(g: &str) -> &'static str {
+fn granularity_words(g: Granularity) -> &'static str {
     match g {
-        "raw" => "every single reading",
-        "15min" => "15-minute summaries",
-        "hour" => "hourly summaries",
-        "day" => "daily summaries",
-        _ => "summaries",
+        Granularity::Raw => "every single reading",
+        Granularity::Min15 => "15-minute summaries",
+        Granularity::Hour => "hourly summaries",
+        Granularity::Day => "daily summaries",
     }
 }
 
@@ -44,8 +51,8 @@ fn what(t: &Terms) -> String {
 }
 
 fn offer_words(o: &Offer) -> String {
-    match (&o.amount, &o.currency, o.period.as_deref()) {
-        (Some(a), Some(c), Some("once")) => format!("{} ({a} {c}, once)", o.text),
+    match (&o.amount, &o.currency, o.period) {
+        (Some(a), Some(c), Some(Period::Once)) => format!("{} ({a} {c}, once)", o.text),
         (Some(a), Some(c), Some(p)) => format!("{} ({a} {c} per {p})", o.text),
         _ => o.text.clone(),
     }
@@ -61,7 +68,7 @@ pub fn describe(r: &DataRequest) -> String {
         r.recipient,
         r.recipient_kind,
         what(t),
-        granularity_words(&t.granularity),
+        granularity_words(t.granularity),
         local(t.window_from),
         t.duration_days,
         t.purpose,
@@ -69,26 +76,17 @@ pub fn describe(r: &DataRequest) -> String {
     )
 }
 
-const GRANULARITIES: [&str; 4] = ["raw", "15min", "hour", "day"];
-
 #[component]
 pub fn SharingPage() -> impl IntoView {
-    let data = RwSignal::new(Data::default());
+    let resource = LocalResource::new(fetch);
+    let data = latest(resource);
+    // The last action's error; a successful one clears it.
     let error = RwSignal::new(None::<String>);
-    let reload = move || {
-        spawn_local(async move {
-            match fetch().await {
-                Ok(d) => {
-                    data.set(d);
-                    error.set(None);
-                }
-                Err(e) => error.set(Some(e.to_string())),
-            }
-        })
-    };
-    reload();
     let act = move |result: Result<(), api::ApiError>| match result {
-        Ok(()) => reload(),
+        Ok(()) => {
+            error.set(None);
+            resource.refetch();
+        }
         Err(e) => error.set(Some(e.to_string())),
     };
     let verification = RwSignal::new(None::<Verification>);
@@ -103,80 +101,34 @@ pub fn SharingPage() -> impl IntoView {
 
     view! {
         <h2>"Sharing your data"</h2>
+        <Loading resource waiting="Loading what you share…" />
         {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
 
         <section class="card" id="inbox">
             <h3>"Requests"</h3>
-            {move || {
-                let pending: Vec<DataRequest> = data.with(|d| d.requests.iter().filter(|r| r.status == "pending").cloned().collect());
-                if pending.is_empty() {
-                    return view! { <p class="muted">"No requests waiting for you."</p> }.into_any();
-                }
-                pending.into_iter().map(|r| {
-                    let id = r.id;
-                    let asked = r.terms.granularity.clone();
-                    let chosen = RwSignal::new(asked.clone());
-                    let choices: Vec<&str> = GRANULARITIES.iter().copied().skip_while(|g| *g != asked).collect();
-                    view! {
-                        <div class="request" id=format!("request-{id}")>
-                            <p class="plain">{describe(&r)}</p>
-                            <label>"Share as "
-                                <select class="granularity" on:change=move |ev| chosen.set(event_target_value(&ev))>
-                                    {choices.into_iter().map(|g| view! {
-                                        <option value=g selected=g == asked>{granularity_words(g)}</option>
-                                    }).collect_view()}
-                                </select>
-                            </label>
-                            <button class="grant" on:click=move |_| {
-                                let g = chosen.get_untracked();
-                                spawn_local(async move { act(api::grant(id, Some(&g)).await.map(drop)) });
-                            }>"Grant"</button>
-                            " "
-                            <button class="secondary deny" on:click=move |_| {
-                                spawn_local(async move { act(api::deny(id).await) });
-                            }>"Deny"</button>
-                        </div>
-                    }
-                }).collect_view().into_any()
-            }}
+            {move || data.with(|d| !d.requests.iter().any(|r| r.status == RequestStatus::Pending))
+                .then(|| view! { <p class="muted">"No requests waiting for you."</p> })}
+            <For
+                each=move || data.with(|d| d.requests.iter().filter(|r| r.status == RequestStatus::Pending).cloned().collect::<Vec<_>>())
+                key=|r| r.id
+                let:r
+            >
+                <RequestItem r act />
+            </For>
         </section>
 
         <section class="card" id="grants">
             <h3>"What you share"</h3>
-            {move || {
-                let grants = data.get().grants;
-                if grants.is_empty() {
-                    return view! { <p class="muted">"You share nothing with anyone."</p> }.into_any();
-                }
-                grants.into_iter().map(|g| {
-                    let id = g.id.clone();
-                    let active = g.status == "active";
-                    view! {
-                        <div class="grant-item" data-grant=g.id.clone() data-status=g.status.clone()>
-                            <p>
-                                <strong>{g.recipient.clone()}</strong> ": " {what(&g.terms)} ", " {granularity_words(&g.terms.granularity)}
-                                ". " <span class="status">{g.status.clone()}</span>
-                                {active.then(|| format!(" until {}", local(g.expires)))}
-                            </p>
-                            <p class="muted">
-                                {g.receipts.iter().map(|r| view! {
-                                    <a class="receipt" download=format!("hearth-receipt-{}-{}.jws", r.event, r.id)
-                                        href=format!("data:application/jwt;charset=utf-8,{}", r.jws)>
-                                        "Receipt (" {r.event.clone()} ", " {local(r.created)} ")"
-                                    </a>
-                                    " "
-                                }).collect_view()}
-                            </p>
-                            {active.then(|| view! {
-                                <button class="secondary revoke" on:click=move |_| {
-                                    let id = id.clone();
-                                    spawn_local(async move { act(api::revoke(&id).await.map(drop)) });
-                                }>"Revoke"</button>
-                            })}
-                        </div>
-                    }
-                }).collect_view().into_any()
-            }}
+            {move || data.with(|d| d.grants.is_empty())
+                .then(|| view! { <p class="muted">"You share nothing with anyone."</p> })}
+            // Keyed by what a grant shows, so a grant that changed is redrawn and no other.
+            <For
+                each=move || data.get().grants
+                key=|g| (g.id.clone(), g.status, g.receipts.len())
+                let:g
+            >
+                <GrantItem g act />
+            </For>
         </section>
 
         <section class="card" id="access-log">
@@ -191,13 +143,13 @@ pub fn SharingPage() -> impl IntoView {
                 <thead><tr><th>"When"</th><th>"Who"</th><th>"What"</th></tr></thead>
                 <tbody>
                     {move || data.get().log.into_iter().rev().map(|e| {
-                        let what = match e.kind.as_str() {
-                            "read" => format!(
+                        let what = match e.kind {
+                            LogKind::Read => format!(
                                 "read {} ({} rows)",
                                 e.detail_json["metrics"].as_array().map(|m| m.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
                                 e.detail_json["rows"]
                             ),
-                            other => other.to_owned(),
+                            other => other.to_string(),
                         };
                         view! { <tr class=format!("log-{}", e.kind)><td>{local(e.ts)}</td><td>{e.recipient}</td><td>{what}</td></tr> }
                     }).collect_view()}
@@ -209,7 +161,7 @@ pub fn SharingPage() -> impl IntoView {
             <h3>"What you get for it"</h3>
             {move || data.get().ledger.into_iter().map(|l| view! {
                 <p>
-                    <strong>{l.recipient}</strong> ": " {offer_words(&l.offer)} " — " {l.status} ". "
+                    <strong>{l.recipient}</strong> ": " {offer_words(&l.offer)} " — " {l.status.as_str()} ". "
                     {match (l.accrued.amount, l.offer.currency) {
                         (Some(a), Some(c)) => format!("Accrued so far: {a} {c}."),
                         _ => String::new(),
@@ -230,46 +182,114 @@ pub fn SharingPage() -> impl IntoView {
     }
 }
 
+/// A pending request in plain words, with the choice of how finely to share.
+#[component]
+fn RequestItem(
+    r: DataRequest,
+    act: impl Fn(Result<(), api::ApiError>) + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    let id = r.id;
+    let asked = r.terms.granularity;
+    let chosen = RwSignal::new(asked);
+    // Only as finely as asked, or coarser.
+    let choices: Vec<Granularity> = Granularity::ALL.iter().copied().filter(|g| *g >= asked).collect();
+    view! {
+        <div class="request" id=format!("request-{id}")>
+            <p class="plain">{describe(&r)}</p>
+            <label>"Share as "
+                <select class="granularity" on:change=move |ev| {
+                    if let Ok(g) = event_target_value(&ev).parse() {
+                        chosen.set(g);
+                    }
+                }>
+                    {choices.into_iter().map(|g| view! {
+                        <option value=g.as_str() selected=g == asked>{granularity_words(g)}</option>
+                    }).collect_view()}
+                </select>
+            </label>
+            <button class="grant" on:click=move |_| {
+                let g = chosen.get_untracked();
+                spawn_local(async move { act(api::grant(id, Some(g)).await.map(drop)) });
+            }>"Grant"</button>
+            " "
+            <button class="secondary deny" on:click=move |_| {
+                spawn_local(async move { act(api::deny(id).await) });
+            }>"Deny"</button>
+        </div>
+    }
+}
+
+/// A grant, its receipts, and revocation while it is active.
+#[component]
+fn GrantItem(g: Grant, act: impl Fn(Result<(), api::ApiError>) + Copy + Send + Sync + 'static) -> impl IntoView {
+    let id = g.id.clone();
+    let active = g.status == GrantStatus::Active;
+    view! {
+        <div class="grant-item" data-grant=g.id.clone() data-status=g.status.as_str()>
+            <p>
+                <strong>{g.recipient.clone()}</strong> ": " {what(&g.terms)} ", " {granularity_words(g.terms.granularity)}
+                ". " <span class="status">{g.status.as_str()}</span>
+                {active.then(|| format!(" until {}", local(g.expires)))}
+            </p>
+            <p class="muted">
+                {g.receipts.iter().map(|r| view! {
+                    <a class="receipt" download=format!("hearth-receipt-{}-{}.jws", r.event, r.id)
+                        href=format!("data:application/jwt;charset=utf-8,{}", r.jws)>
+                        "Receipt (" {r.event.as_str()} ", " {local(r.created)} ")"
+                    </a>
+                    " "
+                }).collect_view()}
+            </p>
+            {active.then(|| view! {
+                <button class="secondary revoke" on:click=move |_| {
+                    let id = id.clone();
+                    spawn_local(async move { act(api::revoke(&id).await.map(drop)) });
+                }>"Revoke"</button>
+            })}
+        </div>
+    }
+}
+
 /// Registering companies that may ask for data; their credentials are shown once.
 #[component]
 fn Recipients() -> impl IntoView {
-    let list = RwSignal::new(Vec::<api::Recipient>::new());
+    let resource = LocalResource::new(api::recipients);
+    let list: Memo<Vec<Recipient>> = latest(resource);
     let issued = RwSignal::new(None::<RecipientCredentials>);
-    let error = RwSignal::new(None::<String>);
+    let error = FormError::new();
     let name = RwSignal::new(String::new());
     let kind = RwSignal::new(String::new());
-    let reload = move || {
-        spawn_local(async move {
-            if let Ok(r) = api::recipients().await {
-                list.set(r);
-            }
-        })
-    };
-    reload();
     let submit = move |ev: SubmitEvent| {
         ev.prevent_default();
+        error.clear();
         spawn_local(async move {
             match api::register_recipient(&name.get_untracked(), &kind.get_untracked()).await {
                 Ok(c) => {
                     issued.set(Some(c));
-                    error.set(None);
-                    reload();
+                    resource.refetch();
                 }
-                Err(e) => error.set(Some(e.to_string())),
+                Err(e) => error.set(e),
             }
         });
     };
     view! {
         <section class="card" id="recipients">
             <h3>"Companies you deal with"</h3>
-            <ul>{move || list.get().into_iter().map(|r| view! { <li>{r.name} " (" {r.kind} ")"</li> }).collect_view()}</ul>
+            <Loading resource waiting="Loading companies…" />
+            <ul>
+                <For each=move || list.get() key=|r| r.id.clone() let:r>
+                    <li>{r.name} " (" {r.kind} ")"</li>
+                </For>
+            </ul>
             <form on:submit=submit>
-                <label>"Name" <input id="recipient-name" required prop:value=name on:input=move |ev| name.set(event_target_value(&ev)) /></label>
+                <label>"Name" <input id="recipient-name" required prop:value=name on:input=move |ev| name.set(event_target_value(&ev)) />
+                    {error.beside("name")}</label>
                 <label>"Kind" <input id="recipient-kind" placeholder="power company, insurer…" required
-                    prop:value=kind on:input=move |ev| kind.set(event_target_value(&ev)) /></label>
+                    prop:value=kind on:input=move |ev| kind.set(event_target_value(&ev)) />
+                    {error.beside("kind")}</label>
                 <button type="submit">"Register"</button>
+                {error.general()}
             </form>
-            {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
             {move || issued.get().map(|c| view! {
                 <p>"Give these to the company (shown once). It authenticates with HTTP Basic on /api/share."</p>
                 <p>"Client id: " <code id="client-id">{c.client_id}</code></p>

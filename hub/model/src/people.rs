@@ -5,63 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// A name that is not one of the names a type knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownName {
-    what: &'static str,
-    name: String,
-}
-
-impl fmt::Display for UnknownName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} is not a {}", self.name, self.what)
-    }
-}
-
-impl std::error::Error for UnknownName {}
-
-impl UnknownName {
-    pub(crate) fn new(what: &'static str, name: &str) -> Self {
-        Self { what, name: name.to_owned() }
-    }
-}
-
-fn unknown(what: &'static str, name: &str) -> UnknownName {
-    UnknownName::new(what, name)
-}
-
-/// Implements `as_str`, `Display` and `FromStr` from one table of names, the names serde
-/// uses too.
-macro_rules! names {
-    ($type:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl $type {
-            pub const ALL: &'static [$type] = &[$($type::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($type::$variant => $name),+
-                }
-            }
-        }
-
-        impl fmt::Display for $type {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $type {
-            type Err = UnknownName;
-
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($name => Ok($type::$variant),)+
-                    _ => Err(unknown($what, s)),
-                }
-            }
-        }
-    };
-}
+use crate::names::unknown;
 
 /// What a person is to this home.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -97,7 +41,7 @@ impl fmt::Display for Subject {
 }
 
 impl FromStr for Subject {
-    type Err = UnknownName;
+    type Err = crate::names::UnknownName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
@@ -175,6 +119,116 @@ pub enum Period {
 }
 
 names!(Period, "period", { Once => "once", Month => "month", Year => "year" });
+
+/// A tenancy, with its tenant once the invite was accepted: `GET /api/tenancies`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenancy {
+    pub id: i64,
+    pub start: i64,
+    /// Exclusive; `None`: open-ended.
+    pub end: Option<i64>,
+    /// Days its data is kept after the end.
+    pub retention_days: i64,
+    pub created: i64,
+    pub shredded: Option<i64>,
+    pub tenant_id: Option<i64>,
+    pub tenant: Option<String>,
+    /// When its data will be destroyed unless the tenant asks sooner.
+    pub shred_due: Option<i64>,
+}
+
+/// `POST /api/tenancies`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenancy {
+    /// Start, ms since the epoch; default now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<i64>,
+    /// End (exclusive); default open-ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<i64>,
+    /// Days the data is kept after the end; default from the hub's configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+}
+
+/// `POST /api/tenancies/{id}/end`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndTenancy {
+    /// When it ends; default now. Never in the past: past readings stay whose they were.
+    pub at: Option<i64>,
+}
+
+/// An invite code, shown once: for a tenancy's tenant or for a guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invite {
+    /// The tenancy, for a tenant's invite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenancy: Option<i64>,
+    pub code: String,
+    pub expires: i64,
+}
+
+/// `POST /api/invites/accept`: becomes a tenant or guest, logged in (the answer is [`Me`](crate::Me)).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptInvite {
+    pub code: String,
+    pub username: String,
+    pub password: zeroize::Zeroizing<String>,
+}
+
+/// A guest, as their inviter sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guest {
+    pub id: i64,
+    pub username: String,
+    /// The devices they may see.
+    pub devices: Vec<String>,
+}
+
+/// `POST /api/guests`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewGuest {
+    /// The devices the guest may see (the inviter must see them).
+    pub devices: Vec<String>,
+}
+
+/// A third party registered to ask for data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub id: String,
+    pub name: String,
+    /// In the registering person's words ("power company", "insurer"): a label shown on
+    /// requests and receipts, not a state the hub acts on.
+    pub kind: String,
+    pub registered_by: i64,
+    pub created: i64,
+}
+
+/// `POST /api/recipients`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRecipient {
+    /// e.g. "Northwind Energy".
+    pub name: String,
+    /// e.g. "power company", "insurer", "landlord".
+    pub kind: String,
+}
+
+/// A recipient's client credentials, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientCredentials {
+    pub id: String,
+    pub name: String,
+    pub client_id: String,
+    /// Only its digest is stored.
+    pub client_secret: String,
+    /// How the recipient authenticates.
+    pub usage: String,
+}
 
 #[cfg(test)]
 mod tests {

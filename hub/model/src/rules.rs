@@ -302,7 +302,7 @@ impl fmt::Display for Weekday {
 }
 
 impl FromStr for Weekday {
-    type Err = crate::people::UnknownName;
+    type Err = crate::names::UnknownName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         const FULL: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
@@ -312,7 +312,7 @@ impl FromStr for Weekday {
             .zip(FULL)
             .find(|(d, full)| lower == d.as_str().to_ascii_lowercase() || lower == *full)
             .map(|(d, _)| d)
-            .ok_or_else(|| crate::people::UnknownName::new("weekday", s))
+            .ok_or_else(|| crate::names::UnknownName::new("weekday", s))
     }
 }
 

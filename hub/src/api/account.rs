@@ -5,8 +5,8 @@ use axum::http::header::SET_COOKIE;
 use axum::http::{StatusCode, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::on;
-use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
+use hearth_model::Me;
+use hearth_model::account::{Login, NewToken, Setup, SetupStatus, Token};
 
 use super::ApiJson;
 use super::routes::{EVERYONE, Route, Who};
@@ -28,29 +28,8 @@ pub(super) const ROUTES: &[Route] = &[
 const MIN_PASSWORD: usize = 10;
 const MAX_PASSWORD: usize = 1024;
 
-#[derive(Serialize)]
-struct SetupStatus {
-    setup_required: bool,
-}
-
 async fn setup_status(State(state): State<AppState>) -> ApiJson<SetupStatus> {
     ApiJson(SetupStatus { setup_required: state.setup.needed() })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetupRequest {
-    code: String,
-    username: String,
-    password: Zeroizing<String>,
-}
-
-#[derive(Serialize)]
-struct Me {
-    username: String,
-    role: Role,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tenancy: Option<i64>,
 }
 
 pub(super) fn check_username(name: &str) -> Result<(), AppError> {
@@ -72,7 +51,7 @@ pub(super) fn check_password(password: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-async fn setup(State(state): State<AppState>, ApiJson(req): ApiJson<SetupRequest>) -> Result<Response, AppError> {
+async fn setup(State(state): State<AppState>, ApiJson(req): ApiJson<Setup>) -> Result<Response, AppError> {
     check_username(&req.username)?;
     check_password(&req.password)?;
     match state.setup.check(&req.code, &state.config.data_dir) {
@@ -108,14 +87,7 @@ pub(super) async fn start_session(state: &AppState, user_id: i64, now: i64) -> R
     Ok(auth::session_set_cookie(&token))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginRequest {
-    username: String,
-    password: Zeroizing<String>,
-}
-
-async fn login(State(state): State<AppState>, ApiJson(req): ApiJson<LoginRequest>) -> Result<Response, AppError> {
+async fn login(State(state): State<AppState>, ApiJson(req): ApiJson<Login>) -> Result<Response, AppError> {
     let now = state.clock.now_ms();
     if !state.logins.allowed(&req.username, now) {
         return Err(AppError::TooManyRequests);
@@ -158,25 +130,11 @@ async fn me(CurrentUser(user): CurrentUser) -> ApiJson<Me> {
     ApiJson(Me { username: user.username, role: user.role, tenancy: user.tenancy_id })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenRequest {
-    name: String,
-}
-
-#[derive(Serialize)]
-struct NewToken {
-    id: i64,
-    name: String,
-    /// Shown once; only its digest is stored.
-    token: String,
-}
-
 async fn create_token(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-    ApiJson(req): ApiJson<TokenRequest>,
-) -> Result<(StatusCode, ApiJson<NewToken>), AppError> {
+    ApiJson(req): ApiJson<NewToken>,
+) -> Result<(StatusCode, ApiJson<Token>), AppError> {
     if !crate::devices::valid_name(&req.name) {
         return Err(AppError::field("name", "use 1-64 printable characters"));
     }
@@ -185,5 +143,5 @@ async fn create_token(
         .store
         .create_api_token(user.user_id, &req.name, &auth::token_digest(&token), state.clock.now_ms())
         .await?;
-    Ok((StatusCode::CREATED, ApiJson(NewToken { id, name: req.name, token })))
+    Ok((StatusCode::CREATED, ApiJson(Token { id, name: req.name, token })))
 }

@@ -8,8 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::on;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value as Json, json};
+use hearth_model::automations::{DestinationStatus, ExportQuery, Imported, Notification, Outbox, RuleSet};
 
 use super::routes::{OWNER, Route, Who};
 use super::scope::Scope;
@@ -192,17 +191,6 @@ async fn runs(
     Ok(ApiJson(runs.into_iter().filter_map(|(_, _, body)| serde_json::from_slice(&body).ok()).collect()))
 }
 
-#[derive(Deserialize)]
-struct ExportQuery {
-    format: Option<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleSet {
-    rules: Vec<Rule>,
-}
-
 async fn export(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -227,7 +215,7 @@ async fn import(
     CurrentUser(user): CurrentUser,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, ApiJson<Json>), AppError> {
+) -> Result<(StatusCode, ApiJson<Imported>), AppError> {
     let yaml = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.contains("yaml"));
     let set: RuleSet = if yaml {
         serde_norway::from_slice(&body).map_err(|e| AppError::field("body", e.to_string()))?
@@ -253,7 +241,7 @@ async fn import(
         ids.push(state.store.create_rule(user.user_id, &body, rule.enabled, state.clock.now_ms()).await?);
     }
     state.automations.reload().await;
-    Ok((StatusCode::CREATED, ApiJson(json!({ "imported": ids.len(), "ids": ids }))))
+    Ok((StatusCode::CREATED, ApiJson(Imported { imported: ids.len(), ids })))
 }
 
 /// Longest range a dry run replays, and most readings and firings it handles.
@@ -349,28 +337,12 @@ async fn dry_run(
     }))
 }
 
-#[derive(Serialize)]
-struct NotificationView {
-    id: i64,
-    created: i64,
-    #[serde(flatten)]
-    body: Json,
-}
-
 async fn notifications(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> Result<ApiJson<Vec<NotificationView>>, AppError> {
+) -> Result<ApiJson<Vec<Notification>>, AppError> {
     let rows = state.store.notifications(user.user_id, 100).await?;
-    Ok(ApiJson(
-        rows.into_iter()
-            .map(|(id, created, body)| NotificationView {
-                id,
-                created,
-                body: serde_json::from_slice(&body).unwrap_or(Json::Null),
-            })
-            .collect(),
-    ))
+    Ok(ApiJson(rows.into_iter().map(|(id, created, note)| Notification { id, created, note }).collect()))
 }
 
 async fn dismiss(
@@ -385,13 +357,20 @@ async fn dismiss(
     }
 }
 
-async fn outbox(State(state): State<AppState>) -> Result<ApiJson<Json>, AppError> {
+async fn outbox(State(state): State<AppState>) -> Result<ApiJson<Outbox>, AppError> {
     let names: Vec<String> = state.config.cloud.destinations.iter().map(|d| d.name.clone()).collect();
     let status = state.store.outbox_status(&names).await?;
     let max = state.config.cloud.max_queued;
-    Ok(ApiJson(json!({ "max_queued": max, "destinations": status.iter().map(|s| {
-        let mut v = serde_json::to_value(s).unwrap_or(Json::Null);
-        v["full"] = json!(s.queued >= i64::from(max));
-        v
-    }).collect::<Vec<_>>() })))
+    let destinations = status.into_iter().map(|s| DestinationStatus {
+        full: s.queued >= i64::from(max),
+        destination: s.destination,
+        queued: s.queued,
+        oldest: s.oldest,
+        delivered: s.delivered,
+        dropped: s.dropped,
+        last_error: s.last_error,
+        last_attempt: s.last_attempt,
+        last_success: s.last_success,
+    });
+    Ok(ApiJson(Outbox { max_queued: max, destinations: destinations.collect() }))
 }

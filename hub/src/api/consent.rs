@@ -9,7 +9,10 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::on;
-use serde::{Deserialize, Serialize};
+use hearth_model::consent::{
+    Category, DataRequest, Grant, LedgerLine, LogEntry, LogKind, Receipt, ReceiptEvent, RequestStatus, Verification,
+};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -17,14 +20,13 @@ use super::routes::{Route, Who};
 use super::scope::{Scope, subject_of};
 use super::{ApiJson, ApiQuery};
 use crate::auth::{CurrentUser, SUBJECTS};
-use crate::consent::log::Entry;
-use crate::consent::{self, Accrual, CATEGORIES, GrantRecord, GrantStatus, Narrowing, Offer};
+use crate::consent::{self, CATEGORIES, GrantRecord, GrantStatus, Narrowing};
 use crate::error::AppError;
 use crate::reading::Value;
 use crate::sharing::{self, ReceiptContext};
 use crate::state::AppState;
 use crate::store::readings::Keys;
-use crate::store::{ReceiptRecord, RequestRecord, Session};
+use crate::store::{LogRow, ReceiptRecord, RequestRecord, Session};
 
 /// This domain's rows of the route table.
 pub(super) const ROUTES: &[Route] = &[
@@ -48,19 +50,48 @@ async fn public_key(State(state): State<AppState>) -> ApiJson<serde_json::Value>
     ApiJson(state.signer.published())
 }
 
-async fn categories() -> ApiJson<serde_json::Value> {
-    let list: Vec<_> = CATEGORIES
-        .iter()
-        .map(|(name, label, metrics)| json!({ "name": name, "label": label, "metrics": metrics }))
-        .collect();
-    ApiJson(json!(list))
+async fn categories() -> ApiJson<Vec<Category>> {
+    let list = CATEGORIES.iter().map(|(name, label, metrics)| Category {
+        name: (*name).to_owned(),
+        label: (*label).to_owned(),
+        metrics: metrics.iter().map(|m| (*m).to_owned()).collect(),
+    });
+    ApiJson(list.collect())
+}
+
+impl From<RequestRecord> for DataRequest {
+    fn from(r: RequestRecord) -> Self {
+        DataRequest {
+            id: r.id,
+            recipient_id: r.recipient_id,
+            recipient: r.recipient,
+            recipient_kind: r.recipient_kind,
+            subject_id: r.subject_id,
+            terms: r.terms,
+            created: r.created,
+            status: r.status,
+            decided: r.decided,
+        }
+    }
+}
+
+impl From<ReceiptRecord> for Receipt {
+    fn from(r: ReceiptRecord) -> Self {
+        Receipt { id: r.id, grant_id: r.grant_id, event: r.event, created: r.created, jws: r.jws }
+    }
+}
+
+/// A grant's receipts, as sent.
+pub(super) async fn receipts_of(state: &AppState, grant: &str) -> Result<Vec<Receipt>, AppError> {
+    Ok(state.store.receipts_of(grant).await?.into_iter().map(Receipt::from).collect())
 }
 
 async fn requests(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> Result<ApiJson<Vec<RequestRecord>>, AppError> {
-    Ok(ApiJson(state.store.requests(Some(user.user_id), None).await?))
+) -> Result<ApiJson<Vec<DataRequest>>, AppError> {
+    let requests = state.store.requests(Some(user.user_id), None).await?;
+    Ok(ApiJson(requests.into_iter().map(DataRequest::from).collect()))
 }
 
 /// The request `id` if it is addressed to `user` (404 otherwise).
@@ -73,25 +104,11 @@ async fn my_grant(state: &AppState, user: &Session, id: &str) -> Result<GrantRec
     state.store.grant(id).await?.filter(|g| g.subject_id == user.user_id).ok_or(AppError::NotFound)
 }
 
-#[derive(Serialize)]
-pub(super) struct GrantView {
-    id: String,
-    request_id: i64,
-    recipient_id: String,
-    recipient: String,
-    terms: consent::Terms,
-    created: i64,
-    expires: i64,
-    revoked: Option<i64>,
-    status: GrantStatus,
-    receipts: Vec<ReceiptRecord>,
-}
-
-pub(super) async fn grant_view(state: &AppState, g: GrantRecord, now: i64) -> Result<GrantView, AppError> {
+pub(super) async fn grant_view(state: &AppState, g: GrantRecord, now: i64) -> Result<Grant, AppError> {
     let recipient = state.store.recipient_any(&g.recipient_id).await?.map(|r| r.name).unwrap_or_default();
-    Ok(GrantView {
+    Ok(Grant {
         status: g.status(now),
-        receipts: state.store.receipts_of(&g.id).await?,
+        receipts: receipts_of(state, &g.id).await?,
         id: g.id,
         request_id: g.request_id,
         recipient_id: g.recipient_id,
@@ -109,9 +126,9 @@ async fn grant(
     CurrentUser(user): CurrentUser,
     Path(id): Path<i64>,
     ApiJson(narrowing): ApiJson<Narrowing>,
-) -> Result<(StatusCode, ApiJson<GrantView>), AppError> {
+) -> Result<(StatusCode, ApiJson<Grant>), AppError> {
     let request = my_request(&state, &user, id).await?;
-    if request.status != "pending" {
+    if request.status != RequestStatus::Pending {
         return Err(AppError::Conflict("this request was already decided"));
     }
     let terms =
@@ -134,7 +151,7 @@ async fn grant(
         subject_name: &user.username,
         recipient: &recipient,
     };
-    let receipt = sharing::make_receipt(&state.signer, &ctx, &g, "granted", now)?;
+    let receipt = sharing::make_receipt(&state.signer, &ctx, &g, ReceiptEvent::Granted, now)?;
     if !state.store.create_grant(&g, &receipt).await? {
         return Err(AppError::Conflict("this request was already decided"));
     }
@@ -157,7 +174,7 @@ async fn deny(
 async fn grants(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> Result<ApiJson<Vec<GrantView>>, AppError> {
+) -> Result<ApiJson<Vec<Grant>>, AppError> {
     let now = state.clock.now_ms();
     let mut out = Vec::new();
     for g in state.store.grants(Some(user.user_id), None).await? {
@@ -171,7 +188,7 @@ async fn revoke(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
-) -> Result<ApiJson<ReceiptRecord>, AppError> {
+) -> Result<ApiJson<Receipt>, AppError> {
     let g = my_grant(&state, &user, &id).await?;
     let now = state.clock.now_ms();
     if g.status(now) != GrantStatus::Active {
@@ -184,37 +201,47 @@ async fn revoke(
         recipient: &recipient,
     };
     let ended = GrantRecord { revoked_ms: Some(now), ..g.clone() };
-    let receipt = sharing::make_receipt(&state.signer, &ctx, &ended, "revoked", now)?;
+    let receipt = sharing::make_receipt(&state.signer, &ctx, &ended, ReceiptEvent::Revoked, now)?;
     if !state.store.end_grant(&g, &receipt, now).await? {
         return Err(AppError::Conflict("this grant has already ended"));
     }
     tracing::info!(grant = %g.id, "grant revoked");
-    Ok(ApiJson(receipt))
+    Ok(ApiJson(receipt.into()))
 }
 
 async fn receipts(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
-) -> Result<ApiJson<Vec<ReceiptRecord>>, AppError> {
+) -> Result<ApiJson<Vec<Receipt>>, AppError> {
     let g = my_grant(&state, &user, &id).await?;
-    Ok(ApiJson(state.store.receipts_of(&g.id).await?))
+    Ok(ApiJson(receipts_of(&state, &g.id).await?))
 }
 
-#[derive(Serialize)]
-struct LogView {
-    #[serde(flatten)]
-    entry: Entry,
-    recipient: String,
-    detail_json: serde_json::Value,
-    hash: String,
+/// An access log row as its subject sees it. A kind the hub does not know means the row
+/// was changed behind its back: that is an error here, and `verify` says where.
+fn log_entry(row: LogRow, recipient: String) -> Result<LogEntry, AppError> {
+    let e = row.entry;
+    let kind: LogKind = e.kind.parse().map_err(AppError::internal)?;
+    Ok(LogEntry {
+        detail_json: serde_json::from_str(&e.detail).unwrap_or_default(),
+        hash: row.hash.iter().map(|b| format!("{b:02x}")).collect(),
+        seq: e.seq,
+        ts: e.ts,
+        kind,
+        subject_id: e.subject_id,
+        recipient_id: e.recipient_id,
+        recipient,
+        grant_id: e.grant_id,
+        detail: e.detail,
+    })
 }
 
 /// The subject's part of the access log: every read of their data and every decision.
 async fn access_log(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> Result<ApiJson<Vec<LogView>>, AppError> {
+) -> Result<ApiJson<Vec<LogEntry>>, AppError> {
     let mut names = std::collections::HashMap::new();
     let mut out = Vec::new();
     for row in state.store.access_log(Some(user.user_id)).await? {
@@ -223,35 +250,19 @@ async fn access_log(
             let name = state.store.recipient_any(&id).await?.map(|r| r.name).unwrap_or_default();
             names.insert(id.clone(), name);
         }
-        out.push(LogView {
-            recipient: names.get(&id).cloned().unwrap_or_default(),
-            detail_json: serde_json::from_str(&row.entry.detail).unwrap_or_default(),
-            hash: row.hash.iter().map(|b| format!("{b:02x}")).collect(),
-            entry: row.entry,
-        });
+        out.push(log_entry(row, names.get(&id).cloned().unwrap_or_default())?);
     }
     Ok(ApiJson(out))
 }
 
 /// Checks the whole chain (all subjects): tampering with any entry is found.
-async fn verify_log(State(state): State<AppState>) -> Result<ApiJson<serde_json::Value>, AppError> {
+async fn verify_log(State(state): State<AppState>) -> Result<ApiJson<Verification>, AppError> {
     Ok(ApiJson(match state.store.verify_access_log().await? {
-        Ok(n) => json!({ "ok": true, "entries": n }),
-        Err(broken) => json!({ "ok": false, "error": broken.to_string(), "seq": broken.seq }),
+        Ok(n) => Verification { ok: true, entries: Some(n as u64), error: None, seq: None },
+        Err(broken) => {
+            Verification { ok: false, entries: None, error: Some(broken.to_string()), seq: Some(broken.seq) }
+        }
     }))
-}
-
-#[derive(Serialize)]
-struct LedgerLine {
-    grant_id: String,
-    recipient_id: String,
-    recipient: String,
-    purpose: String,
-    offer: Offer,
-    status: GrantStatus,
-    granted: i64,
-    ended: Option<i64>,
-    accrued: Accrual,
 }
 
 /// What each recipient offered, and what has accrued under each grant so far.

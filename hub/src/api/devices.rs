@@ -4,18 +4,19 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header::HOST};
 use axum::routing::on;
-use serde::{Deserialize, Serialize};
+use hearth_model::devices::{
+    BelongsTo, ClassChanged, CoapExample, Credentials as CredentialsView, Device, Metric, MqttExample, NewDevice,
+    Point, RangeQuery, Readings, SetClass,
+};
 
 use super::routes::{EVERYONE, OWNER, Route, Who};
 use super::scope::Scope;
 use super::{ApiJson, ApiQuery};
 use crate::auth::{CurrentUser, SUBJECTS};
-use crate::buckets::{Bucket, buckets, width_for};
-use crate::consent::DeviceClass;
+use crate::buckets::{buckets, width_for};
 use crate::devices::{self, Credentials, DeviceError};
 use crate::error::AppError;
-use crate::ingest::Rejection;
-use crate::reading::{Value, valid_device_id, valid_metric};
+use crate::reading::{valid_device_id, valid_metric};
 use crate::state::AppState;
 use crate::store::readings::{Keys, MAX_RAW_READINGS};
 use crate::store::{DeviceRecord, LatestValue, Role, Session};
@@ -41,33 +42,6 @@ impl From<DeviceError> for AppError {
     }
 }
 
-#[derive(Serialize)]
-struct MetricView {
-    metric: String,
-    unit: Option<String>,
-    ts: i64,
-    value: Value,
-}
-
-#[derive(Serialize)]
-struct DeviceView {
-    id: String,
-    name: String,
-    created: i64,
-    credentials_changed: i64,
-    /// `household` or `building`, as the owner classed it (a tenant's own devices are
-    /// always household).
-    class: DeviceClass,
-    /// Whose device it is: `owner` or `tenant`.
-    belongs_to: &'static str,
-    /// Whether the viewer may change its credentials or remove it.
-    manageable: bool,
-    metrics: Vec<MetricView>,
-    /// The last refused message, if any, with the reason.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rejected: Option<Rejection>,
-}
-
 /// Who may change a device's credentials or remove it: the owner for the home's devices,
 /// a tenant for their own.
 fn manages(user: &Session, device: &DeviceRecord) -> bool {
@@ -88,7 +62,7 @@ async fn visible_device(state: &AppState, user: &Session, id: &str) -> Result<(D
     Ok((device, scope))
 }
 
-async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<Vec<DeviceView>, AppError> {
+async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<Vec<Device>, AppError> {
     let scope = Scope::of(state, user).await?;
     let mut latest: Vec<LatestValue> = state.store.latest_values(only, Keys::Only(&scope.keys)).await?;
     let ownership = state.store.ownership();
@@ -99,13 +73,13 @@ async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<V
         }
         let metrics = latest
             .extract_if(.., |l| l.device == d.id)
-            .map(|l| MetricView { metric: l.metric, unit: l.unit, ts: l.ts, value: l.value })
+            .map(|l| Metric { metric: l.metric, unit: l.unit, ts: l.ts, value: l.value })
             .collect();
         let manageable = manages(user, &d);
-        out.push(DeviceView {
+        out.push(Device {
             rejected: if manageable { state.rejections.get(&d.id) } else { None },
             class: ownership.rule.current_class(&d.id),
-            belongs_to: if d.tenancy_id.is_some() { "tenant" } else { "owner" },
+            belongs_to: if d.tenancy_id.is_some() { BelongsTo::Tenant } else { BelongsTo::Owner },
             manageable,
             id: d.id,
             name: d.name,
@@ -117,10 +91,7 @@ async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<V
     Ok(out)
 }
 
-async fn list(
-    State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
-) -> Result<ApiJson<Vec<DeviceView>>, AppError> {
+async fn list(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Result<ApiJson<Vec<Device>>, AppError> {
     Ok(ApiJson(views(&state, &user, None).await?))
 }
 
@@ -128,42 +99,11 @@ async fn one(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
-) -> Result<ApiJson<DeviceView>, AppError> {
+) -> Result<ApiJson<Device>, AppError> {
     if !valid_device_id(&id) {
         return Err(AppError::NotFound);
     }
     views(&state, &user, Some(&id)).await?.pop().map(ApiJson).ok_or(AppError::NotFound)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddDevice {
-    name: String,
-}
-
-/// Credentials, shown once, with commands to paste.
-#[derive(Serialize)]
-struct CredentialsView {
-    id: String,
-    secret: String,
-    mqtt: Option<MqttExample>,
-    coap: Option<CoapExample>,
-}
-
-#[derive(Serialize)]
-struct CoapExample {
-    uri: String,
-    coap_client: String,
-}
-
-#[derive(Serialize)]
-struct MqttExample {
-    host: String,
-    port: u16,
-    username: String,
-    topic: String,
-    mosquitto_pub: String,
-    mosquitto_pub_json: String,
 }
 
 fn credentials_view(state: &AppState, headers: &HeaderMap, creds: Credentials) -> CredentialsView {
@@ -206,7 +146,7 @@ async fn add(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<AddDevice>,
+    ApiJson(req): ApiJson<NewDevice>,
 ) -> Result<(StatusCode, ApiJson<CredentialsView>), AppError> {
     let now = state.clock.now_ms();
     let tenancy = match user.tenancy_id {
@@ -259,12 +199,6 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetClass {
-    class: DeviceClass,
-}
-
 /// A change of class takes effect this long after it is made, so that every reading made
 /// from then on is sealed by the new rule (the writer picks the change up well within it).
 const CHANGE_DELAY_MS: i64 = 1000;
@@ -276,7 +210,7 @@ async fn set_class(
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<SetClass>,
-) -> Result<ApiJson<serde_json::Value>, AppError> {
+) -> Result<ApiJson<ClassChanged>, AppError> {
     let (device, _) = visible_device(&state, &user, &id).await?;
     if device.tenancy_id.is_some() {
         return Err(AppError::Forbidden("a tenant's own device is always household"));
@@ -284,38 +218,7 @@ async fn set_class(
     let from = state.clock.now_ms() + CHANGE_DELAY_MS;
     state.store.set_device_class(&id, req.class, from).await?;
     tracing::info!(device.id = %id, class = req.class.as_str(), "device class changed");
-    Ok(ApiJson(serde_json::json!({ "class": req.class, "from": from })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RangeQuery {
-    /// Start, ms since the epoch (inclusive). Default: 24 h before `to`.
-    from: Option<i64>,
-    /// End, ms since the epoch (exclusive). Default: now.
-    to: Option<i64>,
-    /// Downsample to at most this many buckets with min/avg/max.
-    points: Option<usize>,
-}
-
-#[derive(Serialize)]
-struct Point {
-    ts: i64,
-    value: Value,
-}
-
-#[derive(Serialize)]
-struct ReadingsView {
-    device: String,
-    metric: String,
-    from: i64,
-    to: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    readings: Option<Vec<Point>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    buckets: Option<Vec<Bucket>>,
-    /// True if the range held more than the hub returns raw; ask for `points`.
-    truncated: bool,
+    Ok(ApiJson(ClassChanged { class: req.class, from }))
 }
 
 const MAX_POINTS: usize = 10_000;
@@ -325,7 +228,7 @@ async fn readings(
     CurrentUser(user): CurrentUser,
     Path((id, metric)): Path<(String, String)>,
     ApiQuery(q): ApiQuery<RangeQuery>,
-) -> Result<ApiJson<ReadingsView>, AppError> {
+) -> Result<ApiJson<Readings>, AppError> {
     if !valid_device_id(&id) || !valid_metric(&metric) {
         return Err(AppError::NotFound);
     }
@@ -349,5 +252,5 @@ async fn readings(
         Some(n) => (None, Some(buckets(&rows, width_for(from, to, n)))),
         None => (Some(rows.into_iter().map(|(ts, value)| Point { ts, value }).collect()), None),
     };
-    Ok(ApiJson(ReadingsView { device: id, metric, from, to, readings, buckets, truncated }))
+    Ok(ApiJson(Readings { device: id, metric, from, to, readings, buckets, truncated }))
 }

@@ -7,8 +7,11 @@ use axum::http::StatusCode;
 use axum::http::header::SET_COOKIE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::on;
-use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
+use hearth_model::Me;
+use hearth_model::people::{
+    AcceptInvite, EndTenancy, Guest, Invite, NewGuest, NewRecipient, NewTenancy, Recipient, RecipientCredentials,
+    Tenancy,
+};
 
 use super::ApiJson;
 use super::account::{check_password, check_username, start_session};
@@ -53,47 +56,48 @@ fn code_digest(code: &str) -> Vec<u8> {
     auth::token_digest(&auth::normalize_code(code))
 }
 
-#[derive(Serialize)]
-struct TenancyView {
-    #[serde(flatten)]
-    tenancy: TenancyRecord,
-    /// When its data will be destroyed unless the tenant asks sooner.
-    shred_due: Option<i64>,
+impl From<TenancyRecord> for Tenancy {
+    fn from(t: TenancyRecord) -> Self {
+        Tenancy {
+            shred_due: t.shred_due(),
+            id: t.id,
+            start: t.start,
+            end: t.end,
+            retention_days: t.retention_days,
+            created: t.created,
+            shredded: t.shredded,
+            tenant_id: t.tenant_id,
+            tenant: t.tenant,
+        }
+    }
+}
+
+impl From<GuestRecord> for Guest {
+    fn from(g: GuestRecord) -> Self {
+        Guest { id: g.id, username: g.username, devices: g.devices }
+    }
+}
+
+impl From<RecipientRecord> for Recipient {
+    fn from(r: RecipientRecord) -> Self {
+        Recipient { id: r.id, name: r.name, kind: r.kind, registered_by: r.registered_by, created: r.created }
+    }
 }
 
 async fn tenancies(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> Result<ApiJson<Vec<TenancyView>>, AppError> {
+) -> Result<ApiJson<Vec<Tenancy>>, AppError> {
     let all = state.store.tenancies().await?;
     let visible = all.into_iter().filter(|t| user.role == Role::Owner || user.tenancy_id == Some(t.id));
-    Ok(ApiJson(visible.map(|t| TenancyView { shred_due: t.shred_due(), tenancy: t }).collect()))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewTenancy {
-    /// Start, ms since the epoch; default now.
-    start: Option<i64>,
-    /// End (exclusive); default open-ended.
-    end: Option<i64>,
-    /// Days the data is kept after the end; default from the configuration.
-    retention_days: Option<u32>,
-}
-
-#[derive(Serialize)]
-struct InviteView {
-    tenancy: i64,
-    /// Shown once: give it to the tenant.
-    code: String,
-    expires: i64,
+    Ok(ApiJson(visible.map(Tenancy::from).collect()))
 }
 
 async fn create_tenancy(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ApiJson(req): ApiJson<NewTenancy>,
-) -> Result<(StatusCode, ApiJson<InviteView>), AppError> {
+) -> Result<(StatusCode, ApiJson<Invite>), AppError> {
     let now = state.clock.now_ms();
     // At least a moment ahead, so that every reading made from the start is sealed for the
     // tenant: readings already stored stay the owner's.
@@ -116,34 +120,27 @@ async fn create_tenancy(
         .await?
         .ok_or(AppError::Conflict("that period overlaps another tenancy"))?;
     tracing::info!(tenancy = id, "tenancy created");
-    Ok((StatusCode::CREATED, ApiJson(InviteView { tenancy: id, code, expires })))
+    Ok((StatusCode::CREATED, ApiJson(Invite { tenancy: Some(id), code, expires })))
 }
 
 async fn reinvite(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<i64>,
-) -> Result<ApiJson<InviteView>, AppError> {
+) -> Result<ApiJson<Invite>, AppError> {
     let code = new_invite_code()?;
     let expires = state.clock.now_ms() + INVITE_TTL_MS;
     if !state.store.reinvite_tenant(id, (&code_digest(&code), user.user_id, expires)).await? {
         return Err(AppError::Conflict("that tenancy is unknown, shredded or already has its tenant"));
     }
-    Ok(ApiJson(InviteView { tenancy: id, code, expires }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EndTenancy {
-    /// When it ends; default now. Never in the past: past readings stay whose they were.
-    at: Option<i64>,
+    Ok(ApiJson(Invite { tenancy: Some(id), code, expires }))
 }
 
 async fn end_tenancy(
     State(state): State<AppState>,
     Path(id): Path<i64>,
     ApiJson(req): ApiJson<EndTenancy>,
-) -> Result<ApiJson<TenancyView>, AppError> {
+) -> Result<ApiJson<Tenancy>, AppError> {
     let now = state.clock.now_ms();
     let at = req.at.unwrap_or(now + 1000);
     if at < now {
@@ -158,7 +155,7 @@ async fn end_tenancy(
     }
     let t = state.store.tenancy(id).await?.ok_or(AppError::NotFound)?;
     tracing::info!(tenancy = id, end = at, "tenancy end set");
-    Ok(ApiJson(TenancyView { shred_due: t.shred_due(), tenancy: t }))
+    Ok(ApiJson(t.into()))
 }
 
 /// The tenant destroys their tenancy's data now (after it ended). Irreversible.
@@ -180,22 +177,8 @@ async fn shred(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Accept {
-    code: String,
-    username: String,
-    password: Zeroizing<String>,
-}
-
-#[derive(Serialize)]
-struct Accepted {
-    username: String,
-    role: Role,
-}
-
 /// Anyone with an invite code becomes a tenant or guest and is logged in.
-async fn accept(State(state): State<AppState>, ApiJson(req): ApiJson<Accept>) -> Result<Response, AppError> {
+async fn accept(State(state): State<AppState>, ApiJson(req): ApiJson<AcceptInvite>) -> Result<Response, AppError> {
     check_username(&req.username)?;
     check_password(&req.password)?;
     // No attempt limit: a code has about 79 random bits and lives a week, so guessing is
@@ -211,35 +194,26 @@ async fn accept(State(state): State<AppState>, ApiJson(req): ApiJson<Accept>) ->
     let session = state.store.user_session(id).await?.ok_or_else(|| AppError::internal("new user vanished"))?;
     tracing::info!(user = %req.username, role = ?session.role, "invite accepted");
     let cookie = start_session(&state, id, now).await?;
-    Ok((StatusCode::CREATED, [(SET_COOKIE, cookie)], ApiJson(Accepted { username: req.username, role: session.role }))
+    Ok((
+        StatusCode::CREATED,
+        [(SET_COOKIE, cookie)],
+        ApiJson(Me { username: req.username, role: session.role, tenancy: session.tenancy_id }),
+    )
         .into_response())
 }
 
 async fn guests(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> Result<ApiJson<Vec<GuestRecord>>, AppError> {
-    Ok(ApiJson(state.store.guests_of(user.user_id).await?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewGuest {
-    /// The devices the guest may see (the inviter must see them).
-    devices: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct GuestInvite {
-    code: String,
-    expires: i64,
+) -> Result<ApiJson<Vec<Guest>>, AppError> {
+    Ok(ApiJson(state.store.guests_of(user.user_id).await?.into_iter().map(Guest::from).collect()))
 }
 
 async fn invite_guest(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ApiJson(req): ApiJson<NewGuest>,
-) -> Result<(StatusCode, ApiJson<GuestInvite>), AppError> {
+) -> Result<(StatusCode, ApiJson<Invite>), AppError> {
     if req.devices.is_empty() || req.devices.len() > 256 {
         return Err(AppError::field("devices", "choose 1-256 devices"));
     }
@@ -253,7 +227,7 @@ async fn invite_guest(
     let code = new_invite_code()?;
     let expires = state.clock.now_ms() + INVITE_TTL_MS;
     state.store.create_guest_invite(&code_digest(&code), user.user_id, &req.devices, expires).await?;
-    Ok((StatusCode::CREATED, ApiJson(GuestInvite { code, expires })))
+    Ok((StatusCode::CREATED, ApiJson(Invite { tenancy: None, code, expires })))
 }
 
 async fn remove_guest(
@@ -270,28 +244,8 @@ async fn remove_guest(
 async fn recipients(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> Result<ApiJson<Vec<RecipientRecord>>, AppError> {
-    Ok(ApiJson(state.store.recipients_of(user.user_id).await?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewRecipient {
-    /// e.g. "Northwind Energy".
-    name: String,
-    /// e.g. "power company", "insurer", "landlord".
-    kind: String,
-}
-
-#[derive(Serialize)]
-struct RecipientCredentials {
-    id: String,
-    name: String,
-    client_id: String,
-    /// Shown once; only its digest is stored.
-    client_secret: String,
-    /// How the recipient authenticates.
-    usage: String,
+) -> Result<ApiJson<Vec<Recipient>>, AppError> {
+    Ok(ApiJson(state.store.recipients_of(user.user_id).await?.into_iter().map(Recipient::from).collect()))
 }
 
 async fn register_recipient(

@@ -5,20 +5,21 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::on;
-use serde::{Deserialize, Serialize};
+use hearth_model::consent::{
+    Addressee, DataQuery, DataRequest, Grant, LogKind, NewRequest, Receipt, RecipientIdentity, SharedData, SharedSeries,
+};
 use serde_json::json;
 
-use super::consent::{GrantView, grant_view};
+use super::consent::{grant_view, receipts_of};
 use super::routes::{Route, Who};
 use super::scope::subject_of;
 use super::{ApiJson, ApiQuery};
 use crate::auth::CurrentRecipient;
 use crate::buckets::{Bucket, buckets};
-use crate::consent::{GrantRecord, Permit, Refusal, Terms};
+use crate::consent::{GrantRecord, Permit, Refusal, check_terms};
 use crate::error::AppError;
-use crate::reading::Value;
 use crate::state::AppState;
-use crate::store::{NewLogEntry, ReceiptRecord, RequestRecord};
+use crate::store::NewLogEntry;
 
 /// This domain's rows of the route table.
 pub(super) const ROUTES: &[Route] = &[
@@ -30,55 +31,47 @@ pub(super) const ROUTES: &[Route] = &[
     Route::new("GET", "/api/share/grants/{id}/receipts", Who::Recipient, |m| on(m, receipts)),
 ];
 
-async fn me(CurrentRecipient(r): CurrentRecipient) -> ApiJson<serde_json::Value> {
-    ApiJson(json!({ "id": r.id, "name": r.name, "kind": r.kind }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewRequest {
-    /// Whose data: `owner` or `tenant` (the current tenant). Default: whoever registered
-    /// this recipient.
-    to: Option<String>,
-    #[serde(flatten)]
-    terms: Terms,
+async fn me(CurrentRecipient(r): CurrentRecipient) -> ApiJson<RecipientIdentity> {
+    ApiJson(RecipientIdentity { id: r.id, name: r.name, kind: r.kind })
 }
 
 async fn file_request(
     State(state): State<AppState>,
     CurrentRecipient(r): CurrentRecipient,
     ApiJson(req): ApiJson<NewRequest>,
-) -> Result<(StatusCode, ApiJson<RequestRecord>), AppError> {
-    req.terms.validate().map_err(|(field, problem)| AppError::field(field, problem))?;
+) -> Result<(StatusCode, ApiJson<DataRequest>), AppError> {
+    check_terms(&req.terms).map_err(|(field, problem)| AppError::field(field, problem))?;
     let now = state.clock.now_ms();
-    let subject = match req.to.as_deref() {
+    let subject = match req.to {
         None => r.registered_by,
-        Some("owner") => state.store.owner_id().await?.ok_or(AppError::Conflict("this hub has no owner yet"))?,
-        Some("tenant") => {
+        Some(Addressee::Owner) => {
+            state.store.owner_id().await?.ok_or(AppError::Conflict("this hub has no owner yet"))?
+        }
+        Some(Addressee::Tenant) => {
             let current = state.store.tenancies().await?.into_iter().find(|t| {
                 t.shredded.is_none() && t.start <= now && t.end.is_none_or(|end| end > now) && t.tenant_id.is_some()
             });
             current.and_then(|t| t.tenant_id).ok_or(AppError::Conflict("there is no current tenant"))?
         }
-        Some(_) => return Err(AppError::field("to", "owner or tenant")),
     };
     let id = state.store.create_request(&r.id, subject, &req.terms, now).await?;
     tracing::info!(request = id, recipient = %r.id, "data request filed");
     let stored = state.store.request(id).await?.ok_or_else(|| AppError::internal("request vanished"))?;
-    Ok((StatusCode::CREATED, ApiJson(stored)))
+    Ok((StatusCode::CREATED, ApiJson(stored.into())))
 }
 
 async fn requests(
     State(state): State<AppState>,
     CurrentRecipient(r): CurrentRecipient,
-) -> Result<ApiJson<Vec<RequestRecord>>, AppError> {
-    Ok(ApiJson(state.store.requests(None, Some(&r.id)).await?))
+) -> Result<ApiJson<Vec<DataRequest>>, AppError> {
+    let requests = state.store.requests(None, Some(&r.id)).await?;
+    Ok(ApiJson(requests.into_iter().map(DataRequest::from).collect()))
 }
 
 async fn grants(
     State(state): State<AppState>,
     CurrentRecipient(r): CurrentRecipient,
-) -> Result<ApiJson<Vec<GrantView>>, AppError> {
+) -> Result<ApiJson<Vec<Grant>>, AppError> {
     let now = state.clock.now_ms();
     let mut out = Vec::new();
     for g in state.store.grants(None, Some(&r.id)).await? {
@@ -96,44 +89,9 @@ async fn receipts(
     State(state): State<AppState>,
     CurrentRecipient(r): CurrentRecipient,
     Path(id): Path<String>,
-) -> Result<ApiJson<Vec<ReceiptRecord>>, AppError> {
+) -> Result<ApiJson<Vec<Receipt>>, AppError> {
     let g = my_grant(&state, &r.id, &id).await?;
-    Ok(ApiJson(state.store.receipts_of(&g.id).await?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DataQuery {
-    /// Start (ms since the epoch); default the start of the granted window.
-    from: Option<i64>,
-    /// End (exclusive); default now or the end of the granted window.
-    to: Option<i64>,
-    /// Only this metric.
-    metric: Option<String>,
-}
-
-#[derive(Serialize)]
-struct SharedSeries {
-    device: String,
-    metric: String,
-    unit: Option<String>,
-    /// For a raw grant.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    readings: Option<Vec<(i64, Value)>>,
-    /// For an aggregated grant: one per bucket of the granted width, without any single
-    /// reading (no `last`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    aggregates: Option<Vec<Bucket>>,
-}
-
-#[derive(Serialize)]
-struct SharedData {
-    grant: String,
-    granularity: crate::consent::Granularity,
-    from: i64,
-    to: i64,
-    series: Vec<SharedSeries>,
-    rows: usize,
+    Ok(ApiJson(receipts_of(&state, &g.id).await?))
 }
 
 /// Most rows one read may return; ask for a shorter range beyond it.
@@ -186,7 +144,7 @@ async fn data(
     let metrics: Vec<&str> = series.iter().map(|s| s.metric.as_str()).collect();
     let entry = NewLogEntry {
         ts: now,
-        kind: "read",
+        kind: LogKind::Read,
         subject_id: permit.subject_id(),
         recipient_id: permit.recipient_id(),
         grant_id: Some(permit.grant_id()),

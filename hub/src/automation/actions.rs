@@ -4,6 +4,8 @@
 
 use serde_json::json;
 
+use hearth_model::automations::{Note, NotificationSource};
+
 use super::coap::CoapError;
 use super::model::{Action, RuleError, command_payload, parse_coap_uri};
 use super::scheduler::Job;
@@ -79,9 +81,13 @@ impl Effects {
                 Ok(super::coap::request(&target, *method, payload.as_bytes()).await?)
             }
             Action::Notify { message } => {
-                let body = json!({ "source": "rule", "rule": job.rule_name, "message": message,
-                    "trigger": job.trigger.text });
-                self.store.add_notification(job.author, body.to_string().as_bytes(), now).await?;
+                let note = Note {
+                    source: NotificationSource::Rule,
+                    message: message.clone(),
+                    rule: Some(job.rule_name.clone()),
+                    trigger: Some(job.trigger.text.clone()),
+                };
+                self.store.add_notification(job.author, &note, now).await?;
                 Ok("shown in the app".into())
             }
             Action::Cloud { destination, topic, payload } => {

@@ -2,18 +2,18 @@
 //! and this entry's fields, length-prefixed so no two different entries hash alike. Editing,
 //! removing or reordering any entry breaks every hash after it.
 
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// The hash before the first entry.
 pub const GENESIS: [u8; 32] = [0; 32];
 
 /// One access log entry, as hashed and as shown.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub seq: i64,
     pub ts: i64,
-    /// `read`, `granted`, `revoked`, `expired`, `denied`.
+    /// A [`LogKind`](hearth_model::consent::LogKind)'s name, kept as stored: a row whose
+    /// kind was tampered with must still reach [`verify`], which reports it.
     pub kind: String,
     pub subject_id: i64,
     pub recipient_id: String,
@@ -43,7 +43,7 @@ pub fn chain(prev: &[u8], entry: &Entry) -> [u8; 32] {
 }
 
 /// Where a chain breaks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the access log is broken at entry {seq}: {problem}")]
 pub struct Broken {
     pub seq: i64,

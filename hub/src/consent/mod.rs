@@ -7,12 +7,11 @@ pub mod receipt;
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde::{Deserialize, Serialize};
-
 use crate::reading::valid_metric;
 
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
 
+pub use hearth_model::consent::{Accrual, GrantStatus, Narrowing, Offer, Terms};
 pub use hearth_model::{DeviceClass, Granularity, Period, Subject};
 
 /// A tenancy as the ownership rule needs it.
@@ -92,107 +91,54 @@ fn metric_is(metric: &str, name: &str) -> bool {
     metric == name || metric.strip_prefix(name).is_some_and(|rest| rest.starts_with('_'))
 }
 
-/// What is offered in return for the data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Offer {
-    /// In the recipient's words, e.g. "5 EUR off your bill each month".
-    pub text: String,
-    /// An amount, if the offer is money or money's worth.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub amount: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub currency: Option<String>,
-    /// How often `amount` accrues.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub period: Option<Period>,
-}
-
-/// The terms of a request, and (possibly narrowed) of a grant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Terms {
-    /// Whole categories (see [`CATEGORIES`]).
-    #[serde(default)]
-    pub categories: BTreeSet<String>,
-    /// Single metrics by name.
-    #[serde(default)]
-    pub metrics: BTreeSet<String>,
-    pub granularity: Granularity,
-    /// Readings made from this time (ms since the epoch; may be in the past)...
-    pub window_from: i64,
-    /// ...until this time (exclusive); `None`: as long as the grant lasts.
-    #[serde(default)]
-    pub window_to: Option<i64>,
-    /// How long access lasts once granted, in days.
-    pub duration_days: u32,
-    pub purpose: String,
-    pub offer: Offer,
-}
-
 /// Longest a grant can last.
 pub const MAX_DURATION_DAYS: u32 = 5 * 366;
 
-impl Terms {
-    /// Checks a request's terms; `Err` names the field and the problem.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.categories.is_empty() && self.metrics.is_empty() {
-            return Err(("categories", "ask for at least one category or metric".into()));
-        }
-        if let Some(bad) = self.categories.iter().find(|c| !CATEGORIES.iter().any(|(name, _, _)| name == c)) {
-            let known: Vec<&str> = CATEGORIES.iter().map(|(c, _, _)| *c).collect();
-            return Err(("categories", format!("unknown category {bad:?}; known: {}", known.join(", "))));
-        }
-        if let Some(bad) = self.metrics.iter().find(|m| !valid_metric(m)) {
-            return Err(("metrics", format!("{bad:?} is not a metric name")));
-        }
-        if self.categories.len() + self.metrics.len() > 64 {
-            return Err(("metrics", "at most 64 categories and metrics".into()));
-        }
-        if self.window_to.is_some_and(|to| to <= self.window_from) {
-            return Err(("window_to", "must be after window_from".into()));
-        }
-        if self.duration_days == 0 || self.duration_days > MAX_DURATION_DAYS {
-            return Err(("duration_days", format!("must be 1-{MAX_DURATION_DAYS}")));
-        }
-        let text_ok =
-            |s: &str, max| !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control);
-        if !text_ok(&self.purpose, 500) {
-            return Err(("purpose", "say why, in 1-500 characters".into()));
-        }
-        if !text_ok(&self.offer.text, 500) {
-            return Err(("offer", "describe the offer in 1-500 characters".into()));
-        }
-        if self.offer.amount.is_some_and(|a| !a.is_finite() || !(0.0..=1e9).contains(&a)) {
-            return Err(("offer", "amount must be between 0 and 1e9".into()));
-        }
-        if self.offer.amount.is_some() != self.offer.currency.is_some()
-            || self.offer.amount.is_some() != self.offer.period.is_some()
-        {
-            return Err(("offer", "an amount needs a currency and a period, and they need an amount".into()));
-        }
-        if self.offer.currency.as_deref().is_some_and(|c| c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase())) {
-            return Err(("offer", "currency must be a 3-letter code such as EUR".into()));
-        }
-        Ok(())
+/// Checks a request's terms; `Err` names the field and the problem.
+pub fn check_terms(terms: &Terms) -> Result<(), (&'static str, String)> {
+    if terms.categories.is_empty() && terms.metrics.is_empty() {
+        return Err(("categories", "ask for at least one category or metric".into()));
     }
-
-    /// Whether `metric` is covered.
-    pub fn covers(&self, metric: &str) -> bool {
-        self.metrics.contains(metric) || categories_of(metric).any(|c| self.categories.contains(c))
+    if let Some(bad) = terms.categories.iter().find(|c| !CATEGORIES.iter().any(|(name, _, _)| name == c)) {
+        let known: Vec<&str> = CATEGORIES.iter().map(|(c, _, _)| *c).collect();
+        return Err(("categories", format!("unknown category {bad:?}; known: {}", known.join(", "))));
     }
+    if let Some(bad) = terms.metrics.iter().find(|m| !valid_metric(m)) {
+        return Err(("metrics", format!("{bad:?} is not a metric name")));
+    }
+    if terms.categories.len() + terms.metrics.len() > 64 {
+        return Err(("metrics", "at most 64 categories and metrics".into()));
+    }
+    if terms.window_to.is_some_and(|to| to <= terms.window_from) {
+        return Err(("window_to", "must be after window_from".into()));
+    }
+    if terms.duration_days == 0 || terms.duration_days > MAX_DURATION_DAYS {
+        return Err(("duration_days", format!("must be 1-{MAX_DURATION_DAYS}")));
+    }
+    let text_ok = |s: &str, max| !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control);
+    if !text_ok(&terms.purpose, 500) {
+        return Err(("purpose", "say why, in 1-500 characters".into()));
+    }
+    if !text_ok(&terms.offer.text, 500) {
+        return Err(("offer", "describe the offer in 1-500 characters".into()));
+    }
+    if terms.offer.amount.is_some_and(|a| !a.is_finite() || !(0.0..=1e9).contains(&a)) {
+        return Err(("offer", "amount must be between 0 and 1e9".into()));
+    }
+    if terms.offer.amount.is_some() != terms.offer.currency.is_some()
+        || terms.offer.amount.is_some() != terms.offer.period.is_some()
+    {
+        return Err(("offer", "an amount needs a currency and a period, and they need an amount".into()));
+    }
+    if terms.offer.currency.as_deref().is_some_and(|c| c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase())) {
+        return Err(("offer", "currency must be a 3-letter code such as EUR".into()));
+    }
+    Ok(())
 }
 
-/// How a subject may narrow a request when granting it. Anything left out stays as asked.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Narrowing {
-    pub categories: Option<BTreeSet<String>>,
-    pub metrics: Option<BTreeSet<String>>,
-    pub granularity: Option<Granularity>,
-    pub window_from: Option<i64>,
-    pub window_to: Option<i64>,
-    pub duration_days: Option<u32>,
+/// Whether `terms` cover `metric`.
+pub fn covers(terms: &Terms, metric: &str) -> bool {
+    terms.metrics.contains(metric) || categories_of(metric).any(|c| terms.categories.contains(c))
 }
 
 /// The terms of a grant: the request's, narrowed. Widening anything is refused.
@@ -234,7 +180,7 @@ pub fn narrow(asked: &Terms, by: &Narrowing) -> Result<Terms, (&'static str, Str
         }
         t.duration_days = days;
     }
-    t.validate()?;
+    check_terms(&t)?;
     Ok(t)
 }
 
@@ -249,14 +195,6 @@ pub struct GrantRecord {
     pub created_ms: i64,
     pub expires_ms: i64,
     pub revoked_ms: Option<i64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GrantStatus {
-    Active,
-    Revoked,
-    Expired,
 }
 
 impl GrantRecord {
@@ -347,7 +285,7 @@ impl Permit {
         &self.keys
     }
     pub fn covers(&self, metric: &str) -> bool {
-        self.terms.covers(metric)
+        covers(&self.terms, metric)
     }
     /// `[from, to)` narrowed to what the grant allows; `None` if nothing is left.
     pub fn clamp(&self, from: Option<i64>, to: Option<i64>) -> Option<(i64, i64)> {
@@ -355,15 +293,6 @@ impl Permit {
         let to = to.map_or(self.to, |t| t.min(self.to));
         (from < to).then_some((from, to))
     }
-}
-
-/// One line of the value ledger: what a grant has earned so far.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Accrual {
-    /// Whole periods completed while the grant was active (1 for a one-off offer).
-    pub periods: u32,
-    /// `periods` x amount, if the offer has an amount.
-    pub amount: Option<f64>,
 }
 
 /// Months are counted as 30 days and years as 365: the ledger is an estimate for the
@@ -449,8 +378,8 @@ mod tests {
     #[test]
     fn categories_cover_their_metrics() {
         let t = terms();
-        assert!(t.covers("power") && t.covers("energy_total") && t.covers("temperature"));
-        assert!(!t.covers("humidity") && !t.covers("powerful") && !t.covers("motion"));
+        assert!(covers(&t, "power") && covers(&t, "energy_total") && covers(&t, "temperature"));
+        assert!(!covers(&t, "humidity") && !covers(&t, "powerful") && !covers(&t, "motion"));
     }
 
     #[test]
@@ -481,16 +410,16 @@ mod tests {
 
     #[test]
     fn requests_are_validated() {
-        assert!(terms().validate().is_ok());
+        assert!(check_terms(&terms()).is_ok());
         let mut t = terms();
         t.categories.insert("dreams".into());
-        assert_eq!(t.validate().unwrap_err().0, "categories");
+        assert_eq!(check_terms(&t).unwrap_err().0, "categories");
         let mut t = terms();
         t.offer.currency = None;
-        assert_eq!(t.validate().unwrap_err().0, "offer");
+        assert_eq!(check_terms(&t).unwrap_err().0, "offer");
         let mut t = terms();
         t.window_to = Some(50);
-        assert_eq!(t.validate().unwrap_err().0, "window_to");
+        assert_eq!(check_terms(&t).unwrap_err().0, "window_to");
     }
 
     fn grant(now: i64) -> GrantRecord {

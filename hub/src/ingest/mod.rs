@@ -10,16 +10,10 @@ pub mod pipeline;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
 use tokio::sync::broadcast;
 
 /// Why a device's message was refused, kept so the owner can see it in the UI and API.
-#[derive(Debug, Clone, Serialize)]
-pub struct Rejection {
-    pub count: u64,
-    pub last_reason: String,
-    pub last_at: i64,
-}
+pub use hearth_model::devices::Rejection;
 
 /// Recent refusals per device (in memory: a diagnostic, not a record), and a signal to
 /// open pages that a device's refusals changed.

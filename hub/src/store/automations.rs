@@ -2,6 +2,7 @@
 //! outbox and the hub's own small state. Every body is sealed with the hub key and bound to
 //! its row, so a body cannot be moved to another row or read off a stolen card.
 
+use hearth_model::automations::Note;
 use sqlx::Row;
 
 use super::{Store, StoreError};
@@ -36,7 +37,7 @@ pub struct OutboxRow {
 }
 
 /// How one destination is doing.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct OutboxStatus {
     pub destination: String,
     pub queued: i64,
@@ -270,7 +271,8 @@ impl Store {
             .collect()
     }
 
-    pub async fn add_notification(&self, user: i64, body: &[u8], now: i64) -> Result<i64, StoreError> {
+    pub async fn add_notification(&self, user: i64, note: &Note, now: i64) -> Result<i64, StoreError> {
+        let body = serde_json::to_vec(note).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
         let id: i64 =
             sqlx::query_scalar("INSERT INTO notifications (user_id, created_ms, body) VALUES (?, ?, x'') RETURNING id")
@@ -278,7 +280,7 @@ impl Store {
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await?;
-        self.seal_into(&mut tx, ("notifications", "notification"), id, body).await?;
+        self.seal_into(&mut tx, ("notifications", "notification"), id, &body).await?;
         // A person's notifications are bounded: the newest 500 are kept.
         sqlx::query(
             "DELETE FROM notifications WHERE user_id = ?1 AND id NOT IN
@@ -292,7 +294,8 @@ impl Store {
     }
 
     /// A person's notifications, newest first: (id, created, opened body).
-    pub async fn notifications(&self, user: i64, limit: i64) -> Result<Vec<(i64, i64, Vec<u8>)>, StoreError> {
+    /// A person's newest notifications: `(id, created, note)`.
+    pub async fn notifications(&self, user: i64, limit: i64) -> Result<Vec<(i64, i64, Note)>, StoreError> {
         let rows =
             sqlx::query("SELECT id, created_ms, body FROM notifications WHERE user_id = ? ORDER BY id DESC LIMIT ?")
                 .bind(user)
@@ -303,7 +306,9 @@ impl Store {
             .map(|row| {
                 let id: i64 = row.try_get("id")?;
                 let sealed: Vec<u8> = row.try_get("body")?;
-                Ok((id, row.try_get("created_ms")?, self.open_row(&format!("notification:{id}"), &sealed)?))
+                let body = self.open_row(&format!("notification:{id}"), &sealed)?;
+                let note = serde_json::from_slice(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok((id, row.try_get("created_ms")?, note))
             })
             .collect()
     }

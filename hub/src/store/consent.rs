@@ -13,21 +13,21 @@ use crate::consent::receipt::ReceiptSigner;
 use crate::consent::{GrantRecord, Permit, Terms};
 use crate::crypto;
 use crate::reading::Value;
+use hearth_model::consent::{LogKind, ReceiptEvent, RequestStatus};
 
 /// A third party registered to ask for data.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct RecipientRecord {
     pub id: String,
     pub name: String,
     pub kind: String,
     pub registered_by: i64,
     pub created: i64,
-    #[serde(skip)]
     pub secret_hash: Vec<u8>,
 }
 
 /// A data request as stored.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct RequestRecord {
     pub id: i64,
     pub recipient_id: String,
@@ -36,16 +36,16 @@ pub struct RequestRecord {
     pub subject_id: i64,
     pub terms: Terms,
     pub created: i64,
-    pub status: String,
+    pub status: RequestStatus,
     pub decided: Option<i64>,
 }
 
 /// A signed receipt.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct ReceiptRecord {
     pub id: String,
     pub grant_id: String,
-    pub event: String,
+    pub event: ReceiptEvent,
     pub created: i64,
     pub jws: String,
 }
@@ -62,7 +62,7 @@ pub struct LogRow {
 #[derive(Debug, Clone)]
 pub struct NewLogEntry<'a> {
     pub ts: i64,
-    pub kind: &'a str,
+    pub kind: LogKind,
     pub subject_id: i64,
     pub recipient_id: &'a str,
     pub grant_id: Option<&'a str>,
@@ -93,7 +93,7 @@ fn request(row: sqlx::sqlite::SqliteRow) -> Result<RequestRecord, StoreError> {
         subject_id: row.try_get("subject_id")?,
         terms: serde_json::from_str(&row.try_get::<String, _>("terms")?).map_err(corrupt)?,
         created: row.try_get("created_ms")?,
-        status: row.try_get("status")?,
+        status: row.try_get::<String, _>("status")?.parse().map_err(corrupt)?,
         decided: row.try_get("decided_ms")?,
     })
 }
@@ -115,7 +115,7 @@ fn receipt(row: sqlx::sqlite::SqliteRow) -> Result<ReceiptRecord, StoreError> {
     Ok(ReceiptRecord {
         id: row.try_get("id")?,
         grant_id: row.try_get("grant_id")?,
-        event: row.try_get("event")?,
+        event: row.try_get::<String, _>("event")?.parse().map_err(corrupt)?,
         created: row.try_get("created_ms")?,
         jws: row.try_get("jws")?,
     })
@@ -278,7 +278,7 @@ impl Store {
         }
         let entry = NewLogEntry {
             ts: now,
-            kind: "denied",
+            kind: LogKind::Denied,
             subject_id: req.subject_id,
             recipient_id: &req.recipient_id,
             grant_id: None,
@@ -320,7 +320,7 @@ impl Store {
         insert_receipt(&mut tx, receipt).await?;
         let entry = NewLogEntry {
             ts: g.created_ms,
-            kind: "granted",
+            kind: LogKind::Granted,
             subject_id: g.subject_id,
             recipient_id: &g.recipient_id,
             grant_id: Some(&g.id),
@@ -331,12 +331,12 @@ impl Store {
         Ok(true)
     }
 
-    /// Ends a grant by revocation (`event = "revoked"`, at `at`) or records that it expired
-    /// (`"expired"`), with its receipt and log entry. `false` if already recorded.
+    /// Ends a grant by revocation (a `Revoked` receipt, at `at`) or records that it expired
+    /// (an `Expired` one), with its receipt and log entry. `false` if already recorded.
     pub async fn end_grant(&self, g: &GrantRecord, receipt: &ReceiptRecord, at: i64) -> Result<bool, StoreError> {
         let _chain = self.log_lock.lock().await;
         let mut tx = self.pool.begin().await?;
-        let done = if receipt.event == "revoked" {
+        let done = if receipt.event == ReceiptEvent::Revoked {
             sqlx::query("UPDATE grants SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL AND expires_ms > ?")
                 .bind(at)
                 .bind(&g.id)
@@ -357,7 +357,7 @@ impl Store {
         insert_receipt(&mut tx, receipt).await?;
         let entry = NewLogEntry {
             ts: at,
-            kind: &receipt.event,
+            kind: receipt.event.into(),
             subject_id: g.subject_id,
             recipient_id: &g.recipient_id,
             grant_id: Some(&g.id),
@@ -496,7 +496,7 @@ async fn insert_receipt(tx: &mut sqlx::SqliteConnection, r: &ReceiptRecord) -> R
     sqlx::query("INSERT INTO receipts (id, grant_id, event, created_ms, jws) VALUES (?, ?, ?, ?, ?)")
         .bind(&r.id)
         .bind(&r.grant_id)
-        .bind(&r.event)
+        .bind(r.event.as_str())
         .bind(r.created)
         .bind(&r.jws)
         .execute(&mut *tx)
@@ -515,7 +515,7 @@ async fn append_log(tx: &mut sqlx::SqliteConnection, e: &NewLogEntry<'_>) -> Res
     let entry = Entry {
         seq: prev_seq + 1,
         ts: e.ts,
-        kind: e.kind.to_owned(),
+        kind: e.kind.as_str().to_owned(),
         subject_id: e.subject_id,
         recipient_id: e.recipient_id.to_owned(),
         grant_id: e.grant_id.map(str::to_owned),

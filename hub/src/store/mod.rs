@@ -44,9 +44,6 @@ pub enum StoreError {
     NoKey(i64),
 }
 
-/// The data-key subject of the owner's readings.
-const OWNER_SUBJECT: &str = "owner";
-
 /// Who owns which reading, with the key each subject's readings are sealed under. The
 /// writer takes one snapshot per commit; changes swap in a new one.
 #[derive(Debug, Default)]
@@ -135,12 +132,13 @@ impl Store {
                 let subject: String = row.try_get("subject")?;
                 let wrapped: Vec<u8> = row.try_get("wrapped")?;
                 keys.insert(id, self.hub_key.unwrap_key(&wrapped, &data_key_context(id))?);
-                has_owner_key |= subject == OWNER_SUBJECT;
+                has_owner_key |= subject.parse() == Ok(Subject::Owner);
             }
         }
         if !has_owner_key {
             let mut tx = self.pool.begin().await?;
-            let (id, key) = self.create_data_key(&mut tx, OWNER_SUBJECT).await?;
+            // Opening the store happens before anything runs on the hub's clock.
+            let (id, key) = self.create_data_key(&mut tx, Subject::Owner, crate::clock::now_ms()).await?;
             tx.commit().await?;
             self.cache_key(id, key)?;
         }
@@ -148,10 +146,15 @@ impl Store {
     }
 
     /// Creates and wraps a data key inside `tx`. Cache it with `cache_key` once committed.
-    async fn create_data_key(&self, tx: &mut sqlx::SqliteConnection, subject: &str) -> Result<(i64, Key), StoreError> {
+    async fn create_data_key(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        subject: Subject,
+        now: i64,
+    ) -> Result<(i64, Key), StoreError> {
         let id: i64 = sqlx::query_scalar("INSERT INTO data_keys (subject, created_ms) VALUES (?, ?) RETURNING id")
-            .bind(subject)
-            .bind(crate::clock::now_ms())
+            .bind(subject.to_string())
+            .bind(now)
             .fetch_one(&mut *tx)
             .await?;
         let key = Key::generate()?;

@@ -5,11 +5,11 @@ use std::collections::{BTreeSet, HashMap};
 
 use sqlx::Row;
 
-use super::{OwnershipSnapshot, Store, StoreError};
+use super::{OwnershipSnapshot, Role, Store, StoreError};
 use crate::consent::{DeviceClass, Ownership, Span, Subject};
 
 /// A tenancy, with its tenant once the invite was accepted.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct TenancyRecord {
     pub id: i64,
     pub start: i64,
@@ -47,7 +47,7 @@ pub enum AcceptError {
 }
 
 /// A guest, as their inviter sees them.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct GuestRecord {
     pub id: i64,
     pub username: String,
@@ -138,7 +138,7 @@ impl Store {
         }
         let next: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM tenancies").fetch_one(&mut *tx).await?;
-        let (key_id, key) = self.create_data_key(&mut tx, &format!("tenancy:{next}")).await?;
+        let (key_id, key) = self.create_data_key(&mut tx, Subject::Tenancy(next), now).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO tenancies (id, start_ms, end_ms, retention_days, key_id, created_ms)
              VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
@@ -248,10 +248,13 @@ impl Store {
         for sql in [
             "DELETE FROM rules WHERE author_id IN (SELECT id FROM users WHERE tenancy_id = ?)",
             "DELETE FROM notifications WHERE user_id IN (SELECT id FROM users WHERE tenancy_id = ?)",
-            "DELETE FROM virtual_values WHERE subject = 'tenancy:' || ?",
         ] {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
+        sqlx::query("DELETE FROM virtual_values WHERE subject = ?")
+            .bind(Subject::Tenancy(id).to_string())
+            .execute(&mut *tx)
+            .await?;
         // The tenant's own devices go with the tenancy.
         sqlx::query(
             "UPDATE devices SET secret_sealed = NULL, removed_ms = ? WHERE tenancy_id = ? AND removed_ms IS NULL",
@@ -331,7 +334,11 @@ impl Store {
         .await
         .map_err(StoreError::from)?
         .ok_or(AcceptError::BadCode)?;
-        let role: String = row.try_get("role").map_err(StoreError::from)?;
+        let role: Role = row
+            .try_get::<String, _>("role")
+            .map_err(StoreError::from)?
+            .parse()
+            .map_err(|e: hearth_model::UnknownName| StoreError::Corrupt(e.to_string()))?;
         let tenancy: Option<i64> = row.try_get("tenancy_id").map_err(StoreError::from)?;
         let invited_by: i64 = row.try_get("invited_by").map_err(StoreError::from)?;
         let devices: Option<String> = row.try_get("devices").map_err(StoreError::from)?;
@@ -349,10 +356,10 @@ impl Store {
         )
         .bind(username)
         .bind(password_hash)
-        .bind(&role)
+        .bind(role.as_str())
         .bind(now)
         .bind(tenancy)
-        .bind((role == "guest").then_some(invited_by))
+        .bind((role == Role::Guest).then_some(invited_by))
         .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::from)?;

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
 use sqlx::Row;
 
 use super::codec::{self, hour_of};
@@ -65,7 +64,7 @@ impl Keys<'_> {
 }
 
 /// A series (device, metric) with its unit.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct SeriesInfo {
     pub device: String,
     pub metric: String,
@@ -73,7 +72,7 @@ pub struct SeriesInfo {
 }
 
 /// The latest value of one series.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct LatestValue {
     pub device: String,
     pub metric: String,

@@ -1,0 +1,63 @@
+//! Setting the hub up, logging in and out, who is logged in, and API tokens.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::Role;
+
+/// `GET /api/setup`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupStatus {
+    pub setup_required: bool,
+}
+
+/// `POST /api/setup`: the one-time setup code (printed on the hub's console) and the
+/// owner's account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Setup {
+    pub code: String,
+    pub username: String,
+    pub password: Zeroizing<String>,
+}
+
+/// `POST /api/login`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub username: String,
+    pub password: Zeroizing<String>,
+}
+
+/// Who is logged in: the answer to setup, login, accepting an invite and `GET /api/me`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me {
+    pub username: String,
+    pub role: Role,
+    /// A tenant's tenancy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenancy: Option<i64>,
+}
+
+impl Me {
+    /// Owners and tenants have data of their own to share.
+    pub fn is_subject(&self) -> bool {
+        matches!(self.role, Role::Owner | Role::Tenant)
+    }
+}
+
+/// `POST /api/tokens`: a bearer token for scripts, named so it can be told apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: String,
+}
+
+/// A new API token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub id: i64,
+    pub name: String,
+    /// Shown once; only its digest is stored.
+    pub token: String,
+}

@@ -1,0 +1,162 @@
+//! Devices, their credentials, their readings and the live stream.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Bucket, DeviceClass, Value};
+
+/// One accepted reading: on the live stream (`readings` events, a list per commit), and on
+/// its way into the store or out of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    pub device: String,
+    pub metric: String,
+    /// Milliseconds since the Unix epoch.
+    pub ts: i64,
+    pub value: Value,
+    /// Unit as the device reported it, kept per series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+/// The latest value of one of a device's metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    pub metric: String,
+    pub unit: Option<String>,
+    pub ts: i64,
+    pub value: Value,
+}
+
+/// Why a device's messages were last refused, and how often they were.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub count: u64,
+    pub last_reason: String,
+    pub last_at: i64,
+}
+
+/// Whose device it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BelongsTo {
+    /// The home's, run by the owner.
+    Owner,
+    /// A tenant's own, which is theirs alone.
+    Tenant,
+}
+
+names!(BelongsTo, "device holder (owner or tenant)", { Owner => "owner", Tenant => "tenant" });
+
+/// A device as its viewer sees it: `GET /api/devices` and `GET /api/devices/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: String,
+    pub name: String,
+    pub created: i64,
+    /// When its credentials were last issued.
+    pub credentials_changed: i64,
+    /// As the owner classed it (a tenant's own devices are always household).
+    pub class: DeviceClass,
+    pub belongs_to: BelongsTo,
+    /// Whether the viewer may change its credentials or remove it.
+    pub manageable: bool,
+    pub metrics: Vec<Metric>,
+    /// The last refused message, if any, with the reason (only for those who manage it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<Rejection>,
+}
+
+/// `POST /api/devices`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDevice {
+    pub name: String,
+}
+
+/// A device's new credentials, shown once, with commands to paste.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub id: String,
+    pub secret: String,
+    /// Present when the hub takes MQTT.
+    pub mqtt: Option<MqttExample>,
+    /// Present when the hub takes CoAP over DTLS.
+    pub coap: Option<CoapExample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MqttExample {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub topic: String,
+    pub mosquitto_pub: String,
+    pub mosquitto_pub_json: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoapExample {
+    pub uri: String,
+    pub coap_client: String,
+}
+
+/// `PUT /api/devices/{id}/class`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetClass {
+    pub class: DeviceClass,
+}
+
+/// A class change, and the moment from which it applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassChanged {
+    pub class: DeviceClass,
+    pub from: i64,
+}
+
+/// The query of `GET /api/devices/{id}/metrics/{metric}/readings`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeQuery {
+    /// Start, ms since the epoch (inclusive). Default: 24 h before `to`.
+    pub from: Option<i64>,
+    /// End, ms since the epoch (exclusive). Default: now.
+    pub to: Option<i64>,
+    /// Summarise into at most this many buckets.
+    pub points: Option<usize>,
+}
+
+/// One raw reading of a series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub ts: i64,
+    pub value: Value,
+}
+
+/// A metric's readings over `[from, to)`: raw, or in buckets when `points` was asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Readings {
+    pub device: String,
+    pub metric: String,
+    pub from: i64,
+    pub to: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readings: Option<Vec<Point>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<Vec<Bucket>>,
+    /// True if the range held more than the hub returns raw; ask for `points`.
+    pub truncated: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_wire_names() -> Result<(), serde_json::Error> {
+        for b in BelongsTo::ALL {
+            assert_eq!(serde_json::to_string(b)?, format!("\"{b}\""));
+        }
+        Ok(())
+    }
+}
