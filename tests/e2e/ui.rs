@@ -40,7 +40,7 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
     b.click("#setup-submit").await?;
     b.wait_for_text("wrong setup code", Duration::from_secs(10)).await?;
     // The problem is shown beside the field it is about.
-    assert_eq!(b.find("#setup-code + #code-problem").await?.text().await?, "wrong setup code");
+    assert_eq!(b.text("#setup-code + #code-problem").await?, "wrong setup code");
     let code = b.find("#setup-code").await?;
     code.clear().await?;
     code.send_keys(&hub.setup_code()?).await?;
@@ -50,8 +50,8 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
     // Add a device in the UI; its credentials are shown once.
     b.fill("#device-name", "Kitchen sensor").await?;
     b.click("#device-add").await?;
-    let id = b.find("#cred-id").await?.text().await?;
-    let secret = b.find("#cred-secret").await?.text().await?;
+    let id = b.text("#cred-id").await?;
+    let secret = b.text("#cred-secret").await?;
     b.wait_for_text("mosquitto_pub", Duration::from_secs(5)).await?;
     b.wait_for_text("coap-client-openssl", Duration::from_secs(5)).await?;
     b.screenshot("credentials").await?;
@@ -122,7 +122,7 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     owner_logs_in(b, &hub).await?;
     b.click("header nav a[href='/people']").await?;
     b.click("#tenancy-create").await?;
-    let code = b.find("#invite-code").await?.text().await?;
+    let code = b.text("#invite-code").await?;
     b.screenshot("tenancy-invite").await?;
     b.click("header button").await?;
 
@@ -148,8 +148,8 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     b.fill("#recipient-name", "Northwind Energy").await?;
     b.fill("#recipient-kind", "power company").await?;
     b.click("#recipients button[type='submit']").await?;
-    let client_id = b.find("#client-id").await?.text().await?;
-    let client_secret = b.find("#client-secret").await?.text().await?;
+    let client_id = b.text("#client-id").await?;
+    let client_secret = b.text("#client-secret").await?;
     let company = reqwest::Client::new();
     let ask = json!({ "categories": ["energy"], "granularity": "hour", "window_from": before - 1000,
         "duration_days": 90, "purpose": "Suggest a cheaper tariff",
@@ -209,7 +209,7 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     b.client.goto(&hub.url("/people")).await?;
     b.click(".guest-device").await?;
     b.click("#guest-invite").await?;
-    let guest_code = b.find("#guest-code").await?.text().await?;
+    let guest_code = b.text("#guest-code").await?;
     b.click("header button").await?;
     b.find("#login-username").await?;
     b.client.goto(&hub.url("/invite")).await?;
@@ -218,7 +218,7 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     b.fill("#invite-password", TENANT_PASSWORD).await?;
     b.click("#invite-submit").await?;
     b.wait_for_text("gus (guest)", t).await?;
-    let value = b.find(&format!("article[data-device='{meter}'] .value")).await?.text().await?;
+    let value = b.text(&format!("article[data-device='{meter}'] .value")).await?;
     assert_eq!(value, "9", "the guest sees the tenant's latest reading");
     assert!(b.client.find(fantoccini::Locator::Css("#device-name")).await.is_err(), "guests cannot add devices");
     assert!(b.client.find(fantoccini::Locator::Css("header nav a")).await.is_err(), "nor share anything");

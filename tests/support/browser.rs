@@ -116,11 +116,30 @@ impl Browser {
         bail!("{css} kept going stale")
     }
 
-    /// Waits until the page's text contains `needle`; returns that text.
+    /// The text of the element matching `css`, found again if the page re-rendered it in
+    /// between (as `click` does).
+    pub async fn text(&self, css: &str) -> anyhow::Result<String> {
+        for _ in 0..20 {
+            match self.find(css).await?.text().await {
+                Err(e) if e.to_string().contains("stale element") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other.with_context(|| format!("reading {css}")),
+            }
+        }
+        bail!("{css} kept going stale")
+    }
+
+    /// Waits until the page's text contains `needle`; returns that text. A page that is
+    /// being replaced (a navigation, a reload after logging in) can make the body stale
+    /// between finding and reading it: that is "not yet", not a failure.
     pub async fn wait_for_text(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let text = self.client.find(Locator::Css("body")).await?.text().await?;
+            let text = match self.client.find(Locator::Css("body")).await?.text().await {
+                Err(e) if e.to_string().contains("stale element") => String::new(),
+                other => other?,
+            };
             if text.contains(needle) {
                 return Ok(text);
             }
