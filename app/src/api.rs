@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use hearth_model::account::{Login, Setup, SetupStatus};
 use hearth_model::automations::{Imported, Notification};
 use hearth_model::consent::{DataRequest, Grant, LedgerLine, LogEntry, Narrowing, Receipt, Verification};
-use hearth_model::devices::{Credentials, Device, NewDevice, Readings, SetClass};
+use hearth_model::devices::{ClassChanged, ClassProposal, Credentials, Device, NewDevice, Readings, SetClass};
 use hearth_model::people::{
     AcceptInvite, EndTenancy, Guest, Invite, NewGuest, NewRecipient, NewTenancy, Recipient, RecipientCredentials,
     Tenancy,
@@ -144,12 +144,20 @@ pub async fn history(id: &str, metric: &str, from: i64, to: i64, points: usize) 
     get(&format!("/api/devices/{id}/metrics/{metric}/readings?from={from}&to={to}&points={points}")).await
 }
 
-pub async fn set_class(id: &str, class: DeviceClass) -> Result<(), ApiError> {
-    let request = Request::put(&format!("/api/devices/{id}/class"))
-        .json(&SetClass { class })
-        .map_err(|e| ApiError::Network(e.to_string()))?;
-    let resp = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
-    check(resp).await.map(drop)
+/// Reclassifies a device; during a tenancy the answer may be a proposal for the tenant.
+pub async fn set_class(id: &str, class: DeviceClass) -> Result<ClassChanged, ApiError> {
+    put(&format!("/api/devices/{id}/class"), &SetClass { class }).await
+}
+
+/// Proposed class changes: the owner's all, a tenant's of their tenancy.
+pub async fn class_proposals() -> Result<Vec<ClassProposal>, ApiError> {
+    get("/api/class-proposals").await
+}
+
+/// The tenant agrees to a proposed class change (or, with `false`, declines it).
+pub async fn decide_class(id: i64, agree: bool) -> Result<ClassProposal, ApiError> {
+    let answer = if agree { "accept" } else { "decline" };
+    post::<(), _>(&format!("/api/class-proposals/{id}/{answer}"), None).await
 }
 
 pub async fn tenancies() -> Result<Vec<Tenancy>, ApiError> {

@@ -156,6 +156,7 @@ fn Shell(
 
     let subject = me.is_subject();
     let people_me = me.clone();
+    let sharing_me = me.clone();
     let role = me.role;
     let logout = move |_| {
         spawn_local(async move {
@@ -187,7 +188,7 @@ fn Shell(
                     <Route path=path!("/") view=Dashboard />
                     <Route path=path!("/devices/:id") view=DevicePage />
                     <Route path=path!("/automations") view=AutomationsPage />
-                    <Route path=path!("/sharing") view=SharingPage />
+                    <Route path=path!("/sharing") view=move || view! { <SharingPage me=sharing_me.clone() /> } />
                     <Route path=path!("/people") view=move || view! { <PeoplePage me=people_me.clone() /> } />
                     <Route path=path!("/invite") view=Dashboard />
                 </Routes>

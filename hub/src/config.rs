@@ -79,6 +79,9 @@ pub struct CloudDestination {
     pub topic_prefix: String,
     /// PEM file of the certificate authorities to trust for TLS; the system's by default.
     pub ca_file: Option<PathBuf>,
+    /// Whether tenants' rules may send here too. By default a destination is the owner's.
+    #[serde(default)]
+    pub tenants: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -187,6 +187,7 @@ pub async fn run(
             ingest: ingest.clone(),
             rejections: rejections.clone(),
             handshake_timeout: std::time::Duration::from_secs(u64::from(config.coap.handshake_timeout_s)),
+            device_events: device_events.clone(),
         };
         tasks.spawn(ingest::coap::serve(ctx, listeners.coap, shutdown.clone()));
     }
@@ -232,6 +233,7 @@ pub async fn run(
         automations,
         outbox,
         shutdown: shutdown.clone(),
+        access: auth::AccessChanges::default(),
     };
     tracing::info!(addr = %listeners.http.local_addr()?, "web UI and API listening");
     let http =

@@ -18,6 +18,7 @@ use hearth_model::automations::{Note, NotificationSource};
 
 use crate::clock::Clock;
 use crate::config::{CloudConfig, CloudDestination, CloudKind};
+use crate::consent::Subject;
 use crate::store::{OutboxRow, Store, StoreError};
 
 /// How long one delivery attempt may take (connect, or publish and ack).
@@ -36,6 +37,8 @@ pub struct Outbox {
     clock: Clock,
     max_queued: i64,
     wake: Arc<HashMap<String, Arc<Notify>>>,
+    /// Destinations the owner opened to tenants' rules.
+    for_tenants: Arc<BTreeSet<String>>,
     last_alert: Arc<Mutex<HashMap<String, i64>>>,
 }
 
@@ -43,6 +46,8 @@ pub struct Outbox {
 pub enum OutboxError {
     #[error("no cloud destination {0:?} is configured")]
     Unknown(String),
+    #[error("the cloud destination {0:?} is the owner's; tenants' rules may not use it")]
+    NotForTenants(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -55,23 +60,39 @@ impl Outbox {
             clock,
             max_queued: i64::from(config.max_queued),
             wake: Arc::new(wake),
+            for_tenants: Arc::new(config.destinations.iter().filter(|d| d.tenants).map(|d| d.name.clone()).collect()),
             last_alert: Arc::default(),
         }
     }
 
-    /// The configured destination names.
-    pub fn destinations(&self) -> BTreeSet<String> {
-        self.wake.keys().cloned().collect()
+    /// The destinations `subject`'s rules may name: all of them for the owner, those the
+    /// owner opened to tenants for a tenancy.
+    pub fn destinations(&self, subject: Subject) -> BTreeSet<String> {
+        match subject {
+            Subject::Owner => self.wake.keys().cloned().collect(),
+            Subject::Tenancy(_) => (*self.for_tenants).clone(),
+        }
     }
 
-    /// Stores a message for `destination` and wakes its deliverer. Returns the message id.
-    pub async fn send(&self, destination: &str, topic: Option<&str>, message: Json) -> Result<String, OutboxError> {
+    /// Stores a message of `subject`'s rules for `destination` and wakes its deliverer.
+    /// Each subject has its own share of the queue (`cloud.max_queued` messages): past it,
+    /// the subject's own oldest message is dropped. Returns the message id.
+    pub async fn send(
+        &self,
+        subject: Subject,
+        destination: &str,
+        topic: Option<&str>,
+        message: Json,
+    ) -> Result<String, OutboxError> {
         let wake = self.wake.get(destination).ok_or_else(|| OutboxError::Unknown(destination.to_owned()))?;
+        if !self.destinations(subject).contains(destination) {
+            return Err(OutboxError::NotForTenants(destination.to_owned()));
+        }
         let id = crate::sharing::new_id("m")?;
         let now = self.clock.now_ms();
         let body = json!({ "id": id, "ts": now, "topic": topic.unwrap_or("events"), "message": message });
         let bytes = serde_json::to_vec(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let dropped = self.store.enqueue(destination, &id, &bytes, now, self.max_queued).await?;
+        let dropped = self.store.enqueue((destination, subject), &id, &bytes, now, self.max_queued).await?;
         if dropped > 0 {
             self.alert_dropped(destination, dropped, now).await;
         }

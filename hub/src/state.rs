@@ -40,4 +40,6 @@ pub struct AppState {
     pub outbox: Outbox,
     /// Ends long-lived responses (live streams) when the hub stops.
     pub shutdown: CancellationToken,
+    /// Makes long-lived responses check their caller again.
+    pub access: crate::auth::AccessChanges,
 }

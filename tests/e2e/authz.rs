@@ -123,6 +123,9 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
         row("PUT", "/api/devices/{id}/class", [A, 404, F, F, F, F])
             .with("id", &plug)
             .body(json!({ "class": "building" })),
+        row("GET", "/api/class-proposals", [A, 200, 200, 200, F, F]),
+        row("POST", "/api/class-proposals/{id}/accept", [A, F, 404, 404, F, F]).with("id", "999999"),
+        row("POST", "/api/class-proposals/{id}/decline", [A, F, 404, 404, F, F]).with("id", "999999"),
         row("GET", "/api/devices/{id}/metrics/{metric}/readings", [A, 200, 200, 200, 200, F])
             .with("id", &meter)
             .with("metric", "energy"),

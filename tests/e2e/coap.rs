@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hearth_tests::{TestHub, run_tool, wait_until};
+use hearth_tests::{Output, TestHub, run_tool, wait_until};
 use serde_json::Value;
 
 fn coaps(hub: &TestHub, path: &str) -> anyhow::Result<String> {
@@ -154,42 +154,4 @@ async fn libcoap_and_aiocoap_observe_each_new_value() -> anyhow::Result<()> {
     assert!(out.contains("4.01"), "{out}");
     hub.stop().await?;
     Ok(())
-}
-
-/// A child's standard output, collected by a thread as it arrives.
-struct Output {
-    text: std::sync::Arc<std::sync::Mutex<String>>,
-    reader: std::thread::JoinHandle<()>,
-}
-
-impl Output {
-    fn watch(stdout: Option<std::process::ChildStdout>) -> anyhow::Result<Self> {
-        use std::io::Read;
-        let mut stdout = stdout.ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = text.clone();
-        let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 512];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                if let Ok(mut t) = sink.lock() {
-                    t.push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            }
-        });
-        Ok(Self { text, reader })
-    }
-
-    fn text(&self) -> String {
-        self.text.lock().map(|t| t.clone()).unwrap_or_default()
-    }
-
-    /// Everything, once the child has closed its output.
-    fn finish(self) -> String {
-        let Self { text, reader } = self;
-        let _ = reader.join();
-        text.lock().map(|t| t.clone()).unwrap_or_default()
-    }
 }

@@ -44,6 +44,8 @@ async fn get(client: &reqwest::Client, url: String) -> anyhow::Result<Value> {
 async fn a_tenant_shares_hourly_energy_revokes_and_shreds() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let hub = TestHub::start(dir.path()).await?;
+    // A minute past an hour, so that the tenant's readings below share one hour.
+    hub.clock.advance_to(hub.now_ms() - hub.now_ms().rem_euclid(HOUR) + HOUR + 60_000);
     let owner = hub.owner().await?;
     let (meter, secret) = hub.add_device(&owner, "Meter").await?;
     let dev = (meter.as_str(), secret.as_str());
@@ -123,7 +125,11 @@ async fn a_tenant_shares_hourly_energy_revokes_and_shreds() -> anyhow::Result<()
 
     // The recipient reads hourly aggregates of the tenant's period only: no raw values, and
     // not the owner's reading from before the tenancy although the window covers it.
+    // An hour is served once it is over: the one in progress is not.
     let data_url = hub.url(&format!("/api/share/grants/{grant_id}/data"));
+    let early: Value = as_rc(recipient.get(&data_url)).send().await?.json().await?;
+    assert_eq!(early["series"], json!([]), "{early}");
+    hub.clock.advance_to(start - start.rem_euclid(HOUR) + HOUR + 1000);
     let data: Value = as_rc(recipient.get(&data_url)).send().await?.json().await?;
     assert_eq!(data["granularity"], "hour");
     let series = data["series"].as_array().cloned().unwrap_or_default();
@@ -161,12 +167,12 @@ async fn a_tenant_shares_hourly_energy_revokes_and_shreds() -> anyhow::Result<()
     // The access log shows the grant, both reads (with rows served) and the revocation.
     let log = get(&tenant, hub.url("/api/consent/access-log")).await?;
     let kinds: Vec<&str> = log.as_array().into_iter().flatten().filter_map(|e| e["kind"].as_str()).collect();
-    assert_eq!(kinds, vec!["granted", "read", "read", "revoked"]);
-    assert_eq!(log[1]["detail_json"]["rows"], data["rows"]);
+    assert_eq!(kinds, vec!["granted", "read", "read", "read", "revoked"]);
+    assert_eq!(log[2]["detail_json"]["rows"], data["rows"]);
     assert_eq!(log[1]["recipient"], "Northwind Energy");
     assert_eq!(get(&owner, hub.url("/api/consent/access-log")).await?, json!([]), "the owner's log is empty");
     let verified = get(&tenant, hub.url("/api/consent/access-log/verify")).await?;
-    assert_eq!((verified["ok"].as_bool(), verified["entries"].as_u64()), (Some(true), Some(4)));
+    assert_eq!((verified["ok"].as_bool(), verified["entries"].as_u64()), (Some(true), Some(5)));
 
     // The ledger shows the offer; revoked within the first month, nothing accrued.
     let ledger = get(&tenant, hub.url("/api/consent/ledger")).await?;
@@ -280,15 +286,18 @@ async fn a_class_change_applies_forward_and_building_data_stays_the_owners() -> 
 
     // Household (the default) during a tenancy: the tenant's.
     hub.publish(dev, &topic, json!({ "value": 1.5, "ts": hub.now_ms() }).to_string()).await?;
-    // Classed as building: from then on the owner's; the earlier reading stays the tenant's.
+    // Classed as building, once the tenant agrees: from then on the owner's; the earlier
+    // reading stays the tenant's.
     let resp = owner
         .put(hub.url(&format!("/api/devices/{boiler}/class")))
         .json(&json!({ "class": "building" }))
         .send()
         .await?;
-    assert_eq!(resp.status(), 200);
-    let from = resp.json::<Value>().await?["from"].as_i64().unwrap_or_default();
-    hub.clock.advance_to(from + 20);
+    assert_eq!(resp.status(), 202, "during a tenancy it waits for the tenant");
+    let proposal = resp.json::<Value>().await?["proposal"].as_i64().unwrap_or_default();
+    let agreed = tenant.post(hub.url(&format!("/api/class-proposals/{proposal}/accept"))).send().await?;
+    assert_eq!(agreed.status(), 200);
+    hub.clock.advance(Duration::from_millis(1100));
     hub.publish(dev, &topic, json!({ "value": 1.8, "ts": hub.now_ms() }).to_string()).await?;
 
     let values = |r: Vec<Value>| r.iter().filter_map(|x| x["value"].as_f64()).collect::<Vec<f64>>();

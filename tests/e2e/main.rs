@@ -7,5 +7,6 @@ mod automation;
 mod coap;
 mod consent;
 mod mqtt;
+mod promise;
 mod store;
 mod ui;

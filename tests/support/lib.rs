@@ -591,3 +591,41 @@ impl Drop for Mosquitto {
 pub fn path_str(p: &Path) -> anyhow::Result<&str> {
     p.to_str().context("non-UTF-8 temp path")
 }
+
+/// A child's standard output, collected by a thread as it arrives.
+pub struct Output {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Output {
+    pub fn watch(stdout: Option<std::process::ChildStdout>) -> anyhow::Result<Self> {
+        use std::io::Read;
+        let mut stdout = stdout.ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut t) = sink.lock() {
+                    t.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        Ok(Self { text, reader })
+    }
+
+    pub fn text(&self) -> String {
+        self.text.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Everything, once the child has closed its output.
+    pub fn finish(self) -> String {
+        let Self { text, reader } = self;
+        let _ = reader.join();
+        text.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+}

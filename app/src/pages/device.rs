@@ -152,8 +152,12 @@ fn ClassLine(
     let can_change = device.manageable && device.belongs_to == BelongsTo::Owner;
     let id = device.id.clone();
     let class = device.class;
+    let waiting = RwSignal::new(false);
     view! {
         <p class="muted" id="device-class" data-class=device.class.as_str()>{words}</p>
+        {move || waiting.get().then(|| view! {
+            <p class="ok" id="class-waiting">"A tenant lives here: the change waits for their agreement (they were asked)."</p>
+        })}
         {can_change.then(|| view! {
             <label>"Class (applies to readings from now on) "
                 <select id="class-select" on:change=move |ev| {
@@ -161,7 +165,8 @@ fn ClassLine(
                     let id = id.clone();
                     spawn_local(async move {
                         match api::set_class(&id, class).await {
-                            Ok(()) => home.reload(),
+                            Ok(changed) if changed.proposal.is_some() => waiting.set(true),
+                            Ok(_) => home.reload(),
                             Err(e) => on_error.set(Some(e.to_string())),
                         }
                     });

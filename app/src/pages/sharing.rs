@@ -9,8 +9,9 @@ use leptos::task::spawn_local;
 use hearth_model::consent::{
     DataRequest, Grant, GrantStatus, LedgerLine, LogEntry, LogKind, Offer, RequestStatus, Terms, Verification,
 };
+use hearth_model::devices::{ClassProposal, ProposalStatus};
 use hearth_model::people::{Recipient, RecipientCredentials};
-use hearth_model::{Granularity, Period};
+use hearth_model::{Granularity, Me, Period, Role};
 
 use crate::api;
 use crate::components::form::FormError;
@@ -21,6 +22,8 @@ use crate::time::local;
 #[derive(Clone, Default, PartialEq)]
 struct Data {
     requests: Vec<DataRequest>,
+    /// The owner's proposals to reclassify a device (a tenant's to answer).
+    proposals: Vec<ClassProposal>,
     grants: Vec<Grant>,
     log: Vec<LogEntry>,
     ledger: Vec<LedgerLine>,
@@ -29,6 +32,7 @@ struct Data {
 async fn fetch() -> Result<Data, api::ApiError> {
     Ok(Data {
         requests: api::consent_requests().await?,
+        proposals: api::class_proposals().await?,
         grants: api::grants().await?,
         log: api::access_log().await?,
         ledger: api::ledger().await?,
@@ -77,7 +81,11 @@ pub fn describe(r: &DataRequest) -> String {
 }
 
 #[component]
-pub fn SharingPage() -> impl IntoView {
+pub fn SharingPage(
+    /// The logged-in user: a tenant answers the owner's questions here.
+    me: Me,
+) -> impl IntoView {
+    let tenant = me.role == Role::Tenant;
     let resource = LocalResource::new(fetch);
     let data = latest(resource);
     // The last action's error; a successful one clears it.
@@ -114,6 +122,25 @@ pub fn SharingPage() -> impl IntoView {
                 let:r
             >
                 <RequestItem r act />
+            </For>
+        </section>
+
+        <section class="card" id="class-proposals"
+            style:display=move || if tenant && data.with(|d| d.proposals.iter().any(waiting)) { "" } else { "none" }>
+            <h3>"Questions from the owner"</h3>
+            <For each=move || data.with(|d| d.proposals.iter().filter(|p| waiting(p)).cloned().collect::<Vec<_>>())
+                key=|p| p.id let:p>
+                <div class="proposal" id=format!("proposal-{}", p.id)>
+                    <p>"The owner asks to make “" {p.device_name.clone()} "” a " {p.class.as_str()}
+                       " device. Its readings would then be the owner's, from when you agree; those made before stay yours."</p>
+                    <button class="accept-class" on:click=move |_| {
+                        spawn_local(async move { act(api::decide_class(p.id, true).await.map(drop)) });
+                    }>"Agree"</button>
+                    " "
+                    <button class="secondary decline-class" on:click=move |_| {
+                        spawn_local(async move { act(api::decide_class(p.id, false).await.map(drop)) });
+                    }>"Decline"</button>
+                </div>
             </For>
         </section>
 
@@ -180,6 +207,11 @@ pub fn SharingPage() -> impl IntoView {
 
         <Recipients />
     }
+}
+
+/// A proposed class change still waiting for an answer.
+fn waiting(p: &ClassProposal) -> bool {
+    p.status == ProposalStatus::Pending
 }
 
 /// A pending request in plain words, with the choice of how finely to share.

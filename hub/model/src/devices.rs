@@ -107,11 +107,40 @@ pub struct SetClass {
     pub class: DeviceClass,
 }
 
-/// A class change, and the moment from which it applies.
+/// A class change: the moment from which it applies, or, while a tenancy runs and the
+/// change would take the tenant's readings, the proposal that waits for their agreement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClassChanged {
     pub class: DeviceClass,
-    pub from: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<i64>,
+}
+
+/// Where a proposed class change stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProposalStatus {
+    Pending,
+    Accepted,
+    Declined,
+}
+
+names!(ProposalStatus, "proposal status", { Pending => "pending", Accepted => "accepted", Declined => "declined" });
+
+/// The owner asks the tenant to let a household device become a building device (its
+/// readings then the owner's, from when the tenant agrees): `GET /api/class-proposals`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassProposal {
+    pub id: i64,
+    pub device: String,
+    pub device_name: String,
+    pub class: DeviceClass,
+    pub tenancy: i64,
+    pub created: i64,
+    pub status: ProposalStatus,
+    pub decided: Option<i64>,
 }
 
 /// The query of `GET /api/devices/{id}/metrics/{metric}/readings`.
@@ -156,6 +185,9 @@ mod tests {
     fn names_are_the_wire_names() -> Result<(), serde_json::Error> {
         for b in BelongsTo::ALL {
             assert_eq!(serde_json::to_string(b)?, format!("\"{b}\""));
+        }
+        for p in ProposalStatus::ALL {
+            assert_eq!(serde_json::to_string(p)?, format!("\"{p}\""));
         }
         Ok(())
     }

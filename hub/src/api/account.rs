@@ -122,6 +122,7 @@ impl FromRequestParts<AppState> for Cookie {
 async fn logout(State(state): State<AppState>, Cookie(token): Cookie) -> Result<Response, AppError> {
     if let Some(token) = token {
         state.store.delete_session(&auth::token_digest(&token)).await?;
+        state.access.changed();
     }
     Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, auth::session_clear_cookie())]).into_response())
 }

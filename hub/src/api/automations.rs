@@ -73,7 +73,10 @@ async fn own_rules(state: &AppState, user: &Session) -> Result<Vec<RuleRow>, App
 /// Everything a rule must pass beyond its own shape: the devices exist and the author sees
 /// them, and with the author's other rules it makes no loop through virtual values.
 async fn check(state: &AppState, user: &Session, rule: &Rule, others: &[(String, Rule)]) -> Result<(), AppError> {
-    crate::automation::model::validate(rule, &state.outbox.destinations()).map_err(|e| AppError::field("rule", e.0))?;
+    super::scope::may_act(state, user, state.clock.now_ms())?;
+    let subject = super::scope::subject_of(user).ok_or(AppError::Forbidden("only owners and tenants have rules"))?;
+    crate::automation::model::validate(rule, &state.outbox.destinations(subject))
+        .map_err(|e| AppError::field("rule", e.0))?;
     let scope = Scope::of(state, user).await?;
     let ownership = state.store.ownership();
     for id in rule.devices() {

@@ -4,12 +4,14 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header::HOST};
 use axum::routing::on;
+use hearth_model::DeviceClass;
+use hearth_model::automations::{Note, NotificationSource};
 use hearth_model::devices::{
-    BelongsTo, ClassChanged, CoapExample, Credentials as CredentialsView, Device, Metric, MqttExample, NewDevice,
-    Point, RangeQuery, Readings, SetClass,
+    BelongsTo, ClassChanged, ClassProposal, CoapExample, Credentials as CredentialsView, Device, Metric, MqttExample,
+    NewDevice, Point, RangeQuery, Readings, SetClass,
 };
 
-use super::routes::{EVERYONE, OWNER, Route, Who};
+use super::routes::{EVERYONE, OWNER, Route, TENANT, Who};
 use super::scope::Scope;
 use super::{ApiJson, ApiQuery};
 use crate::auth::{CurrentUser, SUBJECTS};
@@ -19,7 +21,7 @@ use crate::error::AppError;
 use crate::reading::{valid_device_id, valid_metric};
 use crate::state::AppState;
 use crate::store::readings::{Keys, MAX_RAW_READINGS};
-use crate::store::{DeviceRecord, LatestValue, Role, Session};
+use crate::store::{ClassProposalRecord, DeviceRecord, LatestValue, Role, Session};
 
 /// This domain's rows of the route table.
 pub(super) const ROUTES: &[Route] = &[
@@ -29,6 +31,9 @@ pub(super) const ROUTES: &[Route] = &[
     Route::new("DELETE", "/api/devices/{id}", Who::People(SUBJECTS), |m| on(m, remove)),
     Route::new("POST", "/api/devices/{id}/credentials", Who::People(SUBJECTS), |m| on(m, regenerate)),
     Route::new("PUT", "/api/devices/{id}/class", Who::People(OWNER), |m| on(m, set_class)),
+    Route::new("GET", "/api/class-proposals", Who::People(SUBJECTS), |m| on(m, proposals)),
+    Route::new("POST", "/api/class-proposals/{id}/accept", Who::People(TENANT), |m| on(m, accept_class)),
+    Route::new("POST", "/api/class-proposals/{id}/decline", Who::People(TENANT), |m| on(m, decline_class)),
     Route::new("GET", "/api/devices/{id}/metrics/{metric}/readings", Who::People(EVERYONE), |m| on(m, readings)),
 ];
 
@@ -149,16 +154,8 @@ async fn add(
     ApiJson(req): ApiJson<NewDevice>,
 ) -> Result<(StatusCode, ApiJson<CredentialsView>), AppError> {
     let now = state.clock.now_ms();
-    let tenancy = match user.tenancy_id {
-        Some(id) => {
-            let t = state.store.tenancy(id).await?.ok_or(AppError::Forbidden("your tenancy is gone"))?;
-            if t.end.is_some_and(|end| end <= now) {
-                return Err(AppError::Forbidden("your tenancy has ended"));
-            }
-            Some(id)
-        }
-        None => None,
-    };
+    super::scope::may_act(&state, &user, now)?;
+    let tenancy = user.tenancy_id;
     let creds = devices::add(&state.store, &req.name, now).await?;
     if let Some(tenancy) = tenancy {
         state.store.set_device_tenancy(&creds.id, tenancy).await?;
@@ -204,21 +201,131 @@ async fn remove(
 const CHANGE_DELAY_MS: i64 = 1000;
 
 /// The owner classes the home's devices. The new class applies to readings made from now
-/// on, never to past ones.
+/// on, never to past ones. While a tenancy runs, making a household device a building one
+/// would take the tenant's readings from then on: that waits for the tenant's agreement
+/// (202, a proposal in their inbox). The other way round gives the tenant readings, and
+/// they are told.
 async fn set_class(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<SetClass>,
-) -> Result<ApiJson<ClassChanged>, AppError> {
+) -> Result<(StatusCode, ApiJson<ClassChanged>), AppError> {
     let (device, _) = visible_device(&state, &user, &id).await?;
     if device.tenancy_id.is_some() {
         return Err(AppError::Forbidden("a tenant's own device is always household"));
     }
-    let from = state.clock.now_ms() + CHANGE_DELAY_MS;
+    let now = state.clock.now_ms();
+    let ownership = state.store.ownership();
+    let current = ownership.rule.current_class(&id);
+    let running = ownership.rule.tenancies.iter().find(|s| s.contains(now)).map(|s| s.tenancy);
+    let tenant = match running {
+        Some(t) => state.store.tenancy(t).await?.and_then(|t| t.tenant_id),
+        None => None,
+    };
+    if let (Some(tenancy), DeviceClass::Household, DeviceClass::Building) = (running, current, req.class) {
+        let proposal = state
+            .store
+            .propose_class(&id, req.class, tenancy, now)
+            .await?
+            .ok_or(AppError::Conflict("a change of this device's class already waits for the tenant"))?;
+        if let Some(tenant) = tenant {
+            let message = format!(
+                "The owner asks to make \"{}\" a building device: its readings would be the owner's from \
+                 when you agree. Answer on the Sharing page.",
+                device.name
+            );
+            tell(&state, tenant, message, now).await?;
+        }
+        tracing::info!(device.id = %id, proposal, "device class change waits for the tenant");
+        return Ok((
+            StatusCode::ACCEPTED,
+            ApiJson(ClassChanged { class: req.class, from: None, proposal: Some(proposal) }),
+        ));
+    }
+    let from = now + CHANGE_DELAY_MS;
     state.store.set_device_class(&id, req.class, from).await?;
+    if let Some(tenant) = tenant.filter(|_| current != req.class) {
+        let message = format!("\"{}\" is now a {} device.", device.name, req.class);
+        tell(&state, tenant, message, now).await?;
+    }
     tracing::info!(device.id = %id, class = req.class.as_str(), "device class changed");
-    Ok(ApiJson(ClassChanged { class: req.class, from }))
+    Ok((StatusCode::OK, ApiJson(ClassChanged { class: req.class, from: Some(from), proposal: None })))
+}
+
+/// Leaves `user` a notification from the hub.
+async fn tell(state: &AppState, user: i64, message: String, now: i64) -> Result<(), AppError> {
+    let note = Note { source: NotificationSource::Hub, message, rule: None, trigger: None };
+    state.store.add_notification(user, &note, now).await?;
+    Ok(())
+}
+
+/// A proposal as sent, with its device's name (names are sealed in the store).
+async fn proposal_view(state: &AppState, p: ClassProposalRecord) -> Result<ClassProposal, AppError> {
+    let device_name = state.store.device(&p.device).await?.map(|d| d.name).unwrap_or_default();
+    Ok(ClassProposal {
+        id: p.id,
+        device: p.device,
+        device_name,
+        class: p.class,
+        tenancy: p.tenancy,
+        created: p.created,
+        status: p.status,
+        decided: p.decided,
+    })
+}
+
+/// The owner sees every proposal; a tenant those of their tenancy.
+async fn proposals(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<ApiJson<Vec<ClassProposal>>, AppError> {
+    let only = if user.role == Role::Owner { None } else { Some(user.tenancy_id.ok_or(AppError::NotFound)?) };
+    let mut out = Vec::new();
+    for p in state.store.class_proposals(only).await? {
+        out.push(proposal_view(&state, p).await?);
+    }
+    Ok(ApiJson(out))
+}
+
+async fn accept_class(
+    state: State<AppState>,
+    user: CurrentUser,
+    id: Path<i64>,
+) -> Result<ApiJson<ClassProposal>, AppError> {
+    decide_class(state, user, id, true).await
+}
+
+async fn decline_class(
+    state: State<AppState>,
+    user: CurrentUser,
+    id: Path<i64>,
+) -> Result<ApiJson<ClassProposal>, AppError> {
+    decide_class(state, user, id, false).await
+}
+
+/// The tenant agrees (the class changes from a moment from now) or declines; the owner is told.
+async fn decide_class(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+    accept: bool,
+) -> Result<ApiJson<ClassProposal>, AppError> {
+    let proposal = state.store.class_proposal(id).await?.filter(|p| Some(p.tenancy) == user.tenancy_id);
+    let proposal = proposal.ok_or(AppError::NotFound)?;
+    let now = state.clock.now_ms();
+    if !state.store.decide_class(id, accept, now, now + CHANGE_DELAY_MS).await? {
+        return Err(AppError::Conflict("this proposal was already answered"));
+    }
+    if let Some(owner) = state.store.owner_id().await? {
+        let answer = if accept { "agreed" } else { "declined" };
+        let name = state.store.device(&proposal.device).await?.map(|d| d.name).unwrap_or_default();
+        let message = format!("The tenant {answer} to make \"{name}\" a {} device.", proposal.class);
+        tell(&state, owner, message, now).await?;
+    }
+    tracing::info!(proposal = id, accept, "device class proposal answered");
+    let decided = state.store.class_proposal(id).await?.ok_or(AppError::NotFound)?;
+    Ok(ApiJson(proposal_view(&state, decided).await?))
 }
 
 const MAX_POINTS: usize = 10_000;

@@ -153,6 +153,7 @@ async fn end_tenancy(
     if !state.store.end_tenancy(id, at).await? {
         return Err(AppError::Conflict("the end must be after the start and before the next tenancy"));
     }
+    state.access.changed();
     let t = state.store.tenancy(id).await?.ok_or(AppError::NotFound)?;
     tracing::info!(tenancy = id, end = at, "tenancy end set");
     Ok(ApiJson(t.into()))
@@ -173,6 +174,7 @@ async fn shred(
         return Err(AppError::Conflict("the tenancy has not ended yet; export first, then shred once it ends"));
     }
     state.store.shred_tenancy(id, now).await?;
+    state.access.changed();
     tracing::warn!(tenancy = id, "tenancy shredded at the tenant's request");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -238,6 +240,7 @@ async fn remove_guest(
     if !state.store.remove_guest(user.user_id, id).await? {
         return Err(AppError::NotFound);
     }
+    state.access.changed();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -17,6 +17,19 @@ pub fn subject_of(user: &Session) -> Option<Subject> {
     }
 }
 
+/// Refuses a tenant whose tenancy has ended (or was shredded): they keep reading and
+/// exporting what is theirs, but no longer act in the home (add devices, make rules). The
+/// consent core decides; a tenancy not started yet may prepare.
+pub fn may_act(state: &AppState, user: &Session, now: i64) -> Result<(), AppError> {
+    let Some(Subject::Tenancy(t)) = subject_of(user) else { return Ok(()) };
+    let ownership = state.store.ownership();
+    let span = ownership.rule.tenancies.iter().find(|s| s.tenancy == t);
+    match span {
+        Some(s) if now < s.start || ownership.rule.acts_at(Subject::Tenancy(t), now) => Ok(()),
+        _ => Err(AppError::Forbidden("your tenancy has ended")),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Scope {
     /// Readings sealed under these keys are theirs to see.

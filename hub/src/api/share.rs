@@ -16,7 +16,7 @@ use super::scope::subject_of;
 use super::{ApiJson, ApiQuery};
 use crate::auth::CurrentRecipient;
 use crate::buckets::{Bucket, buckets};
-use crate::consent::{GrantRecord, Permit, Refusal, check_terms};
+use crate::consent::{GrantRecord, MIN_SHARED_READINGS, Permit, Refusal, check_terms};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::NewLogEntry;
@@ -130,10 +130,16 @@ async fn data(
             let (raw, aggregates) = match permit.granularity().width_ms() {
                 None => (Some(readings), None),
                 Some(width) => {
-                    let aggregates = buckets(&readings, width).into_iter().map(|b| Bucket { last: None, ..b });
-                    (None, Some(aggregates.collect()))
+                    let aggregates = buckets(&readings, width)
+                        .into_iter()
+                        .filter(|b| b.count >= MIN_SHARED_READINGS)
+                        .map(|b| Bucket { last: None, ..b });
+                    (None, Some(aggregates.collect::<Vec<_>>()))
                 }
             };
+            if aggregates.as_ref().is_some_and(Vec::is_empty) {
+                continue; // only sparse buckets: as if there were none
+            }
             rows += raw.as_ref().map_or(0, Vec::len) + aggregates.as_ref().map_or(0, Vec::len);
             if rows > MAX_ROWS {
                 return Err(AppError::field("to", format!("more than {MAX_ROWS} rows; ask for a shorter range")));

@@ -15,7 +15,7 @@ use axum::http::request::Parts;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use zeroize::Zeroizing;
 
 use crate::clock::Clock;
@@ -285,6 +285,36 @@ impl FromRequestParts<AppState> for CurrentUser {
             .await?
             .map(CurrentUser)
             .ok_or(AppError::Unauthorized)
+    }
+}
+
+/// Checks a caller again, as their request was checked: for long-lived responses, which
+/// must not outlive the rights they were opened with. `None` if the credentials no longer
+/// hold (logged out, expired, removed).
+pub async fn recheck(state: &AppState, headers: &axum::http::HeaderMap) -> Option<Session> {
+    let (mut parts, ()) = axum::http::Request::new(()).into_parts();
+    parts.headers = headers.clone();
+    CurrentUser::from_request_parts(&mut parts, state).await.ok().map(|CurrentUser(user)| user)
+}
+
+/// Told whenever anyone's access may have changed (a logout, a guest removed, a tenancy
+/// ended or shredded), so that long-lived responses check their caller again at once.
+#[derive(Clone)]
+pub struct AccessChanges(Arc<watch::Sender<u64>>);
+
+impl Default for AccessChanges {
+    fn default() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+}
+
+impl AccessChanges {
+    pub fn changed(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
     }
 }
 

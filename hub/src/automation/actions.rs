@@ -41,6 +41,8 @@ pub enum ActionError {
     Outbox(#[from] OutboxError),
     #[error("the scheduler carries out {0} itself")]
     NotMine(&'static str),
+    #[error("refused: the rule's author may not act in the home now (their tenancy is not running)")]
+    OutOfTenancy,
 }
 
 impl Commands {
@@ -71,6 +73,11 @@ pub struct Effects {
 impl Effects {
     /// Carries out `job`'s action at `now`.
     pub async fn perform(&self, job: &Job, now: i64) -> Result<String, ActionError> {
+        // Checked at every action, not only when the rule was saved: a tenancy ends while
+        // its rules are loaded.
+        if !self.store.ownership().rule.acts_at(job.subject, now) {
+            return Err(ActionError::OutOfTenancy);
+        }
         match &job.action {
             Action::Mqtt { device, metric, value } => {
                 let topic = format!("hearth/{device}/set/{metric}");
@@ -92,7 +99,7 @@ impl Effects {
             }
             Action::Cloud { destination, topic, payload } => {
                 let message = json!({ "rule": job.rule_name, "trigger": job.trigger, "payload": payload });
-                let id = self.outbox.send(destination, topic.as_deref(), message).await?;
+                let id = self.outbox.send(job.subject, destination, topic.as_deref(), message).await?;
                 Ok(format!("queued as {id}"))
             }
             Action::Delay { .. } => Err(ActionError::NotMine("delays")),

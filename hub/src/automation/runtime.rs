@@ -90,6 +90,7 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     let AutomationContext { store, ingest: _, commands, outbox, clock } = ctx;
+    let mut shredded = store.subscribe_shredded();
     let mut scheduler = Scheduler::new(chrono::Local, last_run);
     let (saves, saves_rx) = mpsc::channel(SAVES_QUEUED);
     let (traces, traces_rx) = mpsc::channel(TRACES_QUEUED);
@@ -152,7 +153,7 @@ async fn run(
                 Err(_) => continue,
             },
             Some(applied) = control.recv() => {
-                match load_rules(&store, &scheduler).await {
+                match load_rules(&store, &scheduler, clock.now_ms()).await {
                     Ok(input) => {
                         let commands = scheduler.step(clock.now_ms(), input);
                         edge.dispatch(commands).await;
@@ -162,6 +163,7 @@ async fn run(
                 let _ = applied.send(());
                 continue;
             }
+            Ok(tenancy) = shredded.recv() => scheduler.step(clock.now_ms(), Input::Forget(Subject::Tenancy(tenancy))),
             () = wake => scheduler.step(clock.now_ms(), Input::Time),
         };
         edge.dispatch(commands).await;
@@ -183,7 +185,7 @@ async fn run(
 
 /// Loads rules and what was saved before the hub stopped.
 async fn start(store: &Store, scheduler: &mut Scheduler<chrono::Local>, edge: &mut Edge) -> Result<Saved, StoreError> {
-    let rules = load_rules(store, scheduler).await?;
+    let rules = load_rules(store, scheduler, edge.clock.now_ms()).await?;
     let loaded = scheduler.step(edge.clock.now_ms(), rules);
     edge.dispatch(loaded).await;
     persist::load(store).await
@@ -194,7 +196,9 @@ async fn start(store: &Store, scheduler: &mut Scheduler<chrono::Local>, edge: &m
 async fn load_rules<Tz: chrono::TimeZone>(
     store: &Store,
     scheduler: &Scheduler<Tz>,
+    now: i64,
 ) -> Result<Input<'static>, StoreError> {
+    let ownership = store.ownership();
     let mut rules = Vec::new();
     for row in store.rules().await? {
         if !row.enabled {
@@ -213,6 +217,13 @@ async fn load_rules<Tz: chrono::TimeZone>(
             (Role::Tenant, Some(t)) => Subject::Tenancy(t),
             _ => continue,
         };
+        // A tenancy that has ended runs no rules (one not started yet may: its rules wait,
+        // and every action is checked again when it runs).
+        if let Subject::Tenancy(t) = subject
+            && ownership.rule.tenancies.iter().any(|s| s.tenancy == t && s.end.is_some_and(|end| end <= now))
+        {
+            continue;
+        }
         rules.push(LoadedRule { id: row.id, author: row.author_id, subject, rule });
     }
     let mut known = Vec::new();

@@ -55,6 +55,24 @@ impl Ownership {
         self.classes.get(device).and_then(|c| c.last()).map_or(DeviceClass::Household, |(_, class)| *class)
     }
 
+    /// Who holds `device`'s credentials, and so whose readings they may read back: the
+    /// tenant for a tenant's own device, the owner for the home's devices. During a
+    /// tenancy a household device's readings are the tenant's, so the owner's credentials
+    /// for it read none of them.
+    pub fn holder(&self, device: &str) -> Subject {
+        self.tenant_devices.get(device).map_or(Subject::Owner, |&t| Subject::Tenancy(t))
+    }
+
+    /// Whether `subject` may act in the home at `now` (a rule of theirs run, a command of
+    /// theirs sent): the owner always; a tenancy's tenant from its start until its end, and
+    /// not before or after (a tenancy is shredded only after it ended).
+    pub fn acts_at(&self, subject: Subject, now: i64) -> bool {
+        match subject {
+            Subject::Owner => true,
+            Subject::Tenancy(t) => self.tenancies.iter().any(|s| s.tenancy == t && s.contains(now)),
+        }
+    }
+
     /// Who owns a reading of `device` made at `ts`; `None` if nobody may (a tenant's own
     /// device outside its tenancy), and then the reading is not stored.
     pub fn subject_at(&self, device: &str, ts: i64) -> Option<Subject> {
@@ -287,13 +305,27 @@ impl Permit {
     pub fn covers(&self, metric: &str) -> bool {
         covers(&self.terms, metric)
     }
-    /// `[from, to)` narrowed to what the grant allows; `None` if nothing is left.
+    /// `[from, to)` narrowed to what the grant allows; `None` if nothing is left. For an
+    /// aggregate grant the range is whole buckets of the granted width (UTC-aligned): a
+    /// partial bucket at either end, including the one in progress, is left out, so no
+    /// range, however narrow, reaches inside a bucket.
     pub fn clamp(&self, from: Option<i64>, to: Option<i64>) -> Option<(i64, i64)> {
-        let from = from.map_or(self.from, |f| f.max(self.from));
-        let to = to.map_or(self.to, |t| t.min(self.to));
+        let mut from = from.map_or(self.from, |f| f.max(self.from));
+        let mut to = to.map_or(self.to, |t| t.min(self.to));
+        if let Some(width) = self.terms.granularity.width_ms() {
+            from = from.div_euclid(width).saturating_add(i64::from(from.rem_euclid(width) != 0)).saturating_mul(width);
+            to = to.div_euclid(width).saturating_mul(width);
+        }
         (from < to).then_some((from, to))
     }
 }
+
+/// Fewest readings a shared bucket may summarise. With its min, mean and max, a bucket of
+/// one reading is that reading, and one of two or three gives each of its readings back
+/// (the third is three means less the other two); from four on, only the extremes are
+/// known. Sparser buckets are left out, exactly as empty ones are, so a recipient cannot
+/// tell the two apart.
+pub const MIN_SHARED_READINGS: usize = 4;
 
 /// Months are counted as 30 days and years as 365: the ledger is an estimate for the
 /// household to compare offers, not an invoice.
@@ -337,6 +369,17 @@ mod tests {
         assert_eq!(o.subject_at("meter", 20 * H - 1), Some(Subject::Tenancy(1)));
         assert_eq!(o.subject_at("meter", 20 * H), Some(Subject::Owner), "end is exclusive");
         assert_eq!(o.subject_at("meter", 1000 * H), Some(Subject::Tenancy(2)), "open-ended");
+    }
+
+    #[test]
+    fn a_tenant_acts_during_their_tenancy_only() {
+        let o = home();
+        assert!(o.acts_at(Subject::Owner, 0) && o.acts_at(Subject::Owner, 25 * H));
+        assert!(!o.acts_at(Subject::Tenancy(1), 10 * H - 1), "not before it starts");
+        assert!(o.acts_at(Subject::Tenancy(1), 10 * H) && o.acts_at(Subject::Tenancy(1), 20 * H - 1));
+        assert!(!o.acts_at(Subject::Tenancy(1), 20 * H), "not once it has ended");
+        assert!(o.acts_at(Subject::Tenancy(2), 1000 * H), "open-ended");
+        assert!(!o.acts_at(Subject::Tenancy(3), 15 * H), "an unknown tenancy never");
     }
 
     #[test]
@@ -436,10 +479,26 @@ mod tests {
     }
 
     #[test]
+    fn an_aggregate_grant_serves_whole_buckets_only() {
+        const Q: i64 = 15 * 60 * 1000;
+        let g = GrantRecord {
+            terms: Terms { window_from: 10 * Q + 7, window_to: None, ..terms() },
+            expires_ms: i64::MAX,
+            ..grant(0)
+        };
+        let p = Permit::check(&g, "r1", [3].into(), 20 * Q + 5).unwrap();
+        assert_eq!(p.clamp(None, None), Some((11 * Q, 20 * Q)), "the partial first and current buckets are left out");
+        assert_eq!(p.clamp(Some(12 * Q + 1), Some(12 * Q + 2)), None, "a range inside one bucket gets nothing");
+        assert_eq!(p.clamp(Some(12 * Q - 1), Some(14 * Q + 1)), Some((12 * Q, 14 * Q)));
+        assert_eq!(p.clamp(Some(12 * Q), Some(13 * Q)), Some((12 * Q, 13 * Q)), "a whole bucket is served");
+    }
+
+    #[test]
     fn permits_end_with_revocation_and_expiry() {
         let g = grant(0);
         let keys: BTreeSet<i64> = [3].into();
-        let p = Permit::check(&g, "r1", keys.clone(), 400).unwrap();
+        let raw = GrantRecord { terms: Terms { granularity: Granularity::Raw, ..terms() }, ..grant(0) };
+        let p = Permit::check(&raw, "r1", keys.clone(), 400).unwrap();
         assert_eq!(p.clamp(None, None), Some((100, 401)), "the window is cut at now");
         assert_eq!(p.clamp(Some(0), Some(150)), Some((100, 150)));
         assert_eq!(p.clamp(Some(500), None), None);

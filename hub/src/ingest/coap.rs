@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use coap::server::{Listener, Responder, UdpCoapListener};
 use coap_lite::{CoapOption, ContentFormat, MessageClass, MessageType, Packet, RequestType, ResponseType};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use webrtc_dtls::cipher_suite::CipherSuiteId;
 use webrtc_dtls::config::{Config as DtlsConfig, ExtendedMasterSecretType};
@@ -29,6 +29,7 @@ use webrtc_util::conn::{Conn, Listener as _};
 use super::Rejections;
 use super::decode::{self, DecodeError};
 use super::pipeline::{Committed, Ingest};
+use crate::devices::DeviceEvent;
 use crate::reading::{Reading, Value, valid_device_id};
 use crate::store::Store;
 use crate::store::readings::Keys;
@@ -50,6 +51,8 @@ pub struct CoapContext {
     pub rejections: Rejections,
     /// How long a DTLS handshake may take.
     pub handshake_timeout: Duration,
+    /// Credentials changed or devices removed: their sessions and observations end.
+    pub device_events: broadcast::Sender<DeviceEvent>,
 }
 
 /// The bound CoAP sockets.
@@ -84,9 +87,13 @@ enum Transport {
 
 type Incoming = (Vec<u8>, Arc<dyn Responder>);
 
+/// Open DTLS sessions: the device each peer proved it is, and what ends the session.
+type Sessions = Arc<Mutex<HashMap<SocketAddr, (String, CancellationToken)>>>;
+
 /// Runs the CoAP server until `shutdown`.
 pub async fn serve(ctx: CoapContext, listeners: CoapListeners, shutdown: CancellationToken) {
-    let identities: Arc<Mutex<HashMap<SocketAddr, String>>> = Arc::default();
+    let identities: Sessions = Arc::default();
+    let mut device_events = ctx.device_events.subscribe();
     let (dtls_tx, mut dtls_rx) = mpsc::unbounded_channel::<Incoming>();
     let (plain_tx, mut plain_rx) = mpsc::unbounded_channel::<Incoming>();
     if let Some(listener) = listeners.dtls {
@@ -131,6 +138,7 @@ pub async fn serve(ctx: CoapContext, listeners: CoapListeners, shutdown: Cancell
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
+            Ok(event) = device_events.recv() => server.end_device(event.device()),
         }
     }
 }
@@ -148,7 +156,7 @@ async fn accept_dtls(
     listener: DtlsListener,
     store: Store,
     handshake_timeout: Duration,
-    identities: Arc<Mutex<HashMap<SocketAddr, String>>>,
+    identities: Sessions,
     sender: mpsc::UnboundedSender<Incoming>,
     shutdown: CancellationToken,
 ) {
@@ -185,11 +193,15 @@ async fn accept_dtls(
             };
             let identity = String::from_utf8_lossy(&dtls.connection_state().await.identity_hint).into_owned();
             tracing::info!(device.id = %identity, %peer, "CoAP device connected over DTLS");
+            let ended = CancellationToken::new();
             if let Ok(mut map) = identities.lock() {
-                map.insert(peer, identity);
+                map.insert(peer, (identity, ended.clone()));
             }
             let conn_for_pump: Arc<dyn Conn + Send + Sync> = dtls.clone();
-            coap::dtls::spawn_webrtc_conn(conn_for_pump, peer, sender).await;
+            tokio::select! {
+                () = coap::dtls::spawn_webrtc_conn(conn_for_pump, peer, sender) => {}
+                () = ended.cancelled() => tracing::info!(%peer, "DTLS session ended: the device's credentials changed"),
+            }
             if let Ok(mut map) = identities.lock() {
                 map.remove(&peer);
             }
@@ -249,7 +261,7 @@ enum Exchange {
 
 struct Server {
     ctx: CoapContext,
-    identities: Arc<Mutex<HashMap<SocketAddr, String>>>,
+    identities: Sessions,
     observers: Mutex<Vec<Observer>>,
     exchanges: Mutex<HashMap<(SocketAddr, u16), Exchange>>,
     next_mid: AtomicU16,
@@ -388,7 +400,7 @@ impl Server {
         claimed: Option<&str>,
     ) -> Option<String> {
         match transport {
-            Transport::Dtls => self.identities.lock().ok().and_then(|m| m.get(&peer).cloned()),
+            Transport::Dtls => self.identities.lock().ok().and_then(|m| m.get(&peer).map(|(id, _)| id.clone())),
             Transport::Plain => {
                 let device = claimed?;
                 let key =
@@ -504,7 +516,9 @@ impl Server {
         device: &str,
         metric: &str,
     ) -> Reply {
-        let latest = match self.ctx.store.latest_values(Some(device), Keys::All).await {
+        // Only readings the credentials' holder owns: not a tenant's, to the owner's key.
+        let keys = self.ctx.store.device_keys(device);
+        let latest = match self.ctx.store.latest_values(Some(device), Keys::Only(&keys)).await {
             Ok(values) => values.into_iter().find(|v| v.metric == metric),
             Err(error) => {
                 tracing::error!(%error, "reading the latest value failed");
@@ -556,12 +570,36 @@ impl Server {
         }
     }
 
+    /// Ends `device`'s DTLS sessions and observations (its credentials changed, or it was
+    /// removed): what was opened with the old credentials stops at once.
+    fn end_device(&self, device: &str) {
+        if let Ok(mut sessions) = self.identities.lock() {
+            sessions.retain(|_, (id, ended)| {
+                let keep = id != device;
+                if !keep {
+                    ended.cancel();
+                }
+                keep
+            });
+        }
+        if let Ok(mut observers) = self.observers.lock() {
+            observers.retain(|o| o.device != device);
+        }
+    }
+
     /// Sends each observer of a committed reading a notification (NON, 2.05, fresh Observe
     /// sequence number, the registration's token).
     async fn notify(&self, batch: &[Committed]) {
         let mut sends = Vec::new();
         if let Ok(mut observers) = self.observers.lock() {
-            for Committed { reading, .. } in batch {
+            for Committed { reading, key } in batch {
+                if !observers.iter().any(|o| o.device == reading.device) {
+                    continue;
+                }
+                // As for GET: only readings the device's credentials may read back.
+                if !self.ctx.store.device_keys(&reading.device).contains(key) {
+                    continue;
+                }
                 for o in observers.iter_mut().filter(|o| o.device == reading.device && o.metric == reading.metric) {
                     let mut p = Packet::new();
                     p.header.set_type(MessageType::NonConfirmable);

@@ -6,7 +6,8 @@
 //!
 //! Not a general broker: no retained messages, no persistent sessions (every CONNACK says
 //! session-present = false), outgoing messages at QoS 0, and a device may subscribe only
-//! inside `hearth/<its id>/`. See docs/decisions/0001-embedded-mqtt-server.md.
+//! inside `hearth/<its id>/`, where it receives the commands addressed to it and nothing
+//! else. See docs/decisions/0001-embedded-mqtt-server.md.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -79,8 +80,9 @@ impl From<rumqttc::mqttbytes::Error> for ConnError {
     }
 }
 
-/// Routes messages to subscribed sessions. Used for commands to devices, and to echo a
-/// device's own accepted publishes to its own subscriptions.
+/// Routes commands to the sessions of the device they are for. A device's readings are
+/// never routed back to subscribers: during a tenancy they are the tenant's, and the
+/// device's credentials may be the owner's.
 #[derive(Default)]
 struct Router {
     subs: RwLock<Vec<(u64, String, mpsc::Sender<Publish>)>>,
@@ -398,7 +400,6 @@ async fn on_publish(shared: &Shared, device: &str, publish: Publish) -> Result<A
             return Ok(Box::pin(std::future::ready(Ok(reply))));
         }
     };
-    shared.router.route(&publish.topic, &publish.payload);
     if reply.is_none() {
         ctx.ingest.submit(readings).await.map_err(|_| ConnError::Closed)?;
         return Ok(Box::pin(std::future::ready(Ok(None))));

@@ -2,6 +2,7 @@
 //! outbox and the hub's own small state. Every body is sealed with the hub key and bound to
 //! its row, so a body cannot be moved to another row or read off a stolen card.
 
+use hearth_model::Subject;
 use hearth_model::automations::Note;
 use sqlx::Row;
 
@@ -326,7 +327,7 @@ impl Store {
     /// oldest are dropped (and counted); returns how many were dropped.
     pub async fn enqueue(
         &self,
-        destination: &str,
+        (destination, subject): (&str, Subject),
         msg_id: &str,
         body: &[u8],
         now: i64,
@@ -334,24 +335,28 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let sealed = self.seal_row(&format!("outbox:{destination}:{msg_id}"), body)?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO outbox (destination, msg_id, created_ms, body) VALUES (?, ?, ?, ?)")
+        let subject = subject.to_string();
+        sqlx::query("INSERT INTO outbox (destination, subject, msg_id, created_ms, body) VALUES (?, ?, ?, ?, ?)")
             .bind(destination)
+            .bind(&subject)
             .bind(msg_id)
             .bind(now)
             .bind(sealed)
             .execute(&mut *tx)
             .await?;
-        let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE destination = ?")
+        let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE destination = ? AND subject = ?")
             .bind(destination)
+            .bind(&subject)
             .fetch_one(&mut *tx)
             .await?;
         let excess = (queued - max).max(0);
         if excess > 0 {
             sqlx::query(
                 "DELETE FROM outbox WHERE seq IN
-                 (SELECT seq FROM outbox WHERE destination = ? ORDER BY seq LIMIT ?)",
+                 (SELECT seq FROM outbox WHERE destination = ? AND subject = ? ORDER BY seq LIMIT ?)",
             )
             .bind(destination)
+            .bind(&subject)
             .bind(excess)
             .execute(&mut *tx)
             .await?;

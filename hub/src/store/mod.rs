@@ -21,7 +21,7 @@ pub use accounts::{Role, Session, User};
 pub use automations::{OutboxRow, OutboxStatus, RuleRow, TimerRow};
 pub use consent::{LogRow, NewLogEntry, ReceiptRecord, RecipientRecord, RequestRecord};
 pub use devices::DeviceRecord;
-pub use people::{AcceptError, GuestRecord, InviteKind, TenancyRecord};
+pub use people::{AcceptError, ClassProposalRecord, GuestRecord, InviteKind, TenancyRecord};
 pub use readings::{CommitBatch, LatestValue, SeriesInfo, SeriesState};
 
 use crate::consent::{Ownership, Subject};
@@ -72,6 +72,8 @@ pub struct Store {
     ownership: Arc<RwLock<Arc<OwnershipSnapshot>>>,
     /// Serialises appends to the hash-chained access log.
     log_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Told each tenancy that was shredded, so that nothing in memory outlives its data.
+    shredded: tokio::sync::broadcast::Sender<i64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -104,6 +106,7 @@ impl Store {
             data_keys: Arc::new(RwLock::new(HashMap::new())),
             ownership: Arc::default(),
             log_lock: Arc::default(),
+            shredded: tokio::sync::broadcast::channel(16).0,
         };
         store.load_data_keys().await?;
         store.reload_ownership().await?;
@@ -174,8 +177,20 @@ impl Store {
     }
 
     /// The keys whose readings belong to `subject`.
+    /// Tenancies shredded from now on (by the tenant, or when their retention ran out).
+    pub fn subscribe_shredded(&self) -> tokio::sync::broadcast::Receiver<i64> {
+        self.shredded.subscribe()
+    }
+
     pub fn keys_of(&self, subject: Subject) -> BTreeSet<i64> {
         self.ownership().keys.get(&subject).cloned().unwrap_or_default()
+    }
+
+    /// The keys of the readings `device`'s own credentials may read back (see
+    /// [`Ownership::holder`]).
+    pub fn device_keys(&self, device: &str) -> BTreeSet<i64> {
+        let ownership = self.ownership();
+        ownership.keys.get(&ownership.rule.holder(device)).cloned().unwrap_or_default()
     }
 
     /// Runs `f` with data key `id`.

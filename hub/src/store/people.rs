@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use hearth_model::devices::ProposalStatus;
 use sqlx::Row;
 
 use super::{OwnershipSnapshot, Role, Store, StoreError};
@@ -52,6 +53,31 @@ pub struct GuestRecord {
     pub id: i64,
     pub username: String,
     pub devices: Vec<String>,
+}
+
+/// An owner's proposal to reclassify a device during a tenancy.
+#[derive(Debug, Clone)]
+pub struct ClassProposalRecord {
+    pub id: i64,
+    pub device: String,
+    pub class: DeviceClass,
+    pub tenancy: i64,
+    pub created: i64,
+    pub status: ProposalStatus,
+    pub decided: Option<i64>,
+}
+
+fn class_proposal(row: sqlx::sqlite::SqliteRow) -> Result<ClassProposalRecord, StoreError> {
+    let corrupt = |e: hearth_model::UnknownName| StoreError::Corrupt(e.to_string());
+    Ok(ClassProposalRecord {
+        id: row.try_get("id")?,
+        device: row.try_get("device_id")?,
+        class: row.try_get::<String, _>("class")?.parse().map_err(corrupt)?,
+        tenancy: row.try_get("tenancy_id")?,
+        created: row.try_get("created_ms")?,
+        status: row.try_get::<String, _>("status")?.parse().map_err(corrupt)?,
+        decided: row.try_get("decided_ms")?,
+    })
 }
 
 fn tenancy(row: sqlx::sqlite::SqliteRow) -> Result<TenancyRecord, StoreError> {
@@ -208,8 +234,11 @@ impl Store {
     /// Sets when a tenancy ends. The caller has checked `end` is not in the past.
     pub async fn end_tenancy(&self, id: i64, end: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
+            // `tenancies.start_ms` is the row being ended: unqualified, `start_ms` inside the
+            // subquery would be the other tenancy's own, and every earlier tenancy would block.
             "UPDATE tenancies SET end_ms = ?1 WHERE id = ?2 AND shredded_ms IS NULL AND start_ms < ?1
-             AND NOT EXISTS (SELECT 1 FROM tenancies o WHERE o.id != ?2 AND o.start_ms >= start_ms AND o.start_ms < ?1)",
+             AND NOT EXISTS (SELECT 1 FROM tenancies o
+                             WHERE o.id != ?2 AND o.start_ms >= tenancies.start_ms AND o.start_ms < ?1)",
         )
         .bind(end)
         .bind(id)
@@ -251,10 +280,10 @@ impl Store {
         ] {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
-        sqlx::query("DELETE FROM virtual_values WHERE subject = ?")
-            .bind(Subject::Tenancy(id).to_string())
-            .execute(&mut *tx)
-            .await?;
+        // And so do the cloud-bound messages its rules made and that were not sent yet.
+        for sql in ["DELETE FROM virtual_values WHERE subject = ?", "DELETE FROM outbox WHERE subject = ?"] {
+            sqlx::query(sql).bind(Subject::Tenancy(id).to_string()).execute(&mut *tx).await?;
+        }
         // The tenant's own devices go with the tenancy.
         sqlx::query(
             "UPDATE devices SET secret_sealed = NULL, removed_ms = ? WHERE tenancy_id = ? AND removed_ms IS NULL",
@@ -267,6 +296,8 @@ impl Store {
         self.data_keys.write().map_err(|_| StoreError::Corrupt("key cache poisoned".into()))?.remove(&key);
         self.reload_ownership().await?;
         self.checkpoint_wal().await?;
+        // Nobody listening (no automation runtime) is fine.
+        let _ = self.shredded.send(id);
         Ok(true)
     }
 
@@ -430,6 +461,92 @@ impl Store {
         .execute(&self.pool)
         .await?;
         self.reload_ownership().await
+    }
+
+    /// Records the owner's proposal to reclassify `device` during `tenancy`; `None` if one
+    /// for that device is already waiting.
+    pub async fn propose_class(
+        &self,
+        device: &str,
+        class: DeviceClass,
+        tenancy: i64,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM class_proposals WHERE device_id = ? AND tenancy_id = ? AND status = 'pending'",
+        )
+        .bind(device)
+        .bind(tenancy)
+        .fetch_one(&mut *tx)
+        .await?;
+        if waiting > 0 {
+            return Ok(None);
+        }
+        let id = sqlx::query_scalar(
+            "INSERT INTO class_proposals (device_id, class, tenancy_id, created_ms) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(device)
+        .bind(class.as_str())
+        .bind(tenancy)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+
+    /// Proposals, of one tenancy or all, newest first.
+    pub async fn class_proposals(&self, tenancy: Option<i64>) -> Result<Vec<ClassProposalRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, device_id, class, tenancy_id, created_ms, status, decided_ms FROM class_proposals
+             WHERE ?1 IS NULL OR tenancy_id = ?1 ORDER BY id DESC",
+        )
+        .bind(tenancy)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(class_proposal).collect()
+    }
+
+    pub async fn class_proposal(&self, id: i64) -> Result<Option<ClassProposalRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, device_id, class, tenancy_id, created_ms, status, decided_ms FROM class_proposals WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(class_proposal).transpose()
+    }
+
+    /// The tenant decides a waiting proposal; accepted, the class changes from `from`.
+    /// `false` if it was no longer waiting.
+    pub async fn decide_class(&self, id: i64, accept: bool, now: i64, from: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let status = if accept { ProposalStatus::Accepted } else { ProposalStatus::Declined };
+        let decided: Option<(String, String)> = sqlx::query_as(
+            "UPDATE class_proposals SET status = ?, decided_ms = ? WHERE id = ? AND status = 'pending'
+             RETURNING device_id, class",
+        )
+        .bind(status.as_str())
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((device, class)) = decided else { return Ok(false) };
+        if accept {
+            sqlx::query(
+                "INSERT INTO device_classes (device_id, from_ms, class) VALUES (?, ?, ?)
+                 ON CONFLICT (device_id, from_ms) DO UPDATE SET class = excluded.class",
+            )
+            .bind(&device)
+            .bind(from)
+            .bind(&class)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.reload_ownership().await?;
+        Ok(true)
     }
 
     /// Marks a new device as a tenant's own.

@@ -50,6 +50,8 @@ pub enum Input<'a> {
     Done { run: i64, result: Result<String, String> },
     /// Time moved on (to `now`).
     Time,
+    /// `subject`'s data was destroyed (a tenancy shredded): forget everything of it.
+    Forget(Subject),
     /// The hub is stopping.
     Shutdown,
 }
@@ -186,10 +188,28 @@ impl<Tz: TimeZone> Scheduler<Tz> {
             }
             Input::Done { run, result } => self.done(run, result, now),
             Input::Time => self.time(now),
+            Input::Forget(subject) => self.forget(subject, now),
             Input::Shutdown => self.shutdown(),
         }
         self.apply_sets(now);
         std::mem::take(&mut self.out)
+    }
+
+    /// Drops `subject`'s rules, runs, latest values, virtual values and holds: derived
+    /// from readings that no longer exist, none may outlive them.
+    fn forget(&mut self, subject: Subject, now: i64) {
+        let theirs: Vec<RuleId> = self.meta.iter().filter(|(_, m)| m.subject == subject).map(|(id, _)| *id).collect();
+        let runs: Vec<i64> = self.runs.iter().filter(|(_, r)| theirs.contains(&r.rule)).map(|(id, _)| *id).collect();
+        for run in runs {
+            self.stop(run, now);
+        }
+        for rule in &theirs {
+            self.meta.remove(rule);
+            self.per_rule.remove(rule);
+        }
+        self.rules.remove(&subject);
+        self.worlds.remove(&subject);
+        self.loaded.remove(&subject);
     }
 
     fn load(&mut self, loaded: Vec<LoadedRule>, known: Vec<(Subject, Vec<Reading>)>, now: i64) {

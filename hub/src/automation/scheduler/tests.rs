@@ -305,3 +305,24 @@ fn a_failed_action_ends_the_run_with_its_reason() {
     );
     assert_eq!(trace.steps[0].at, T0, "a step is stamped when it started");
 }
+
+#[test]
+fn a_shredded_tenancy_leaves_nothing_in_memory() {
+    const TENANCY: Subject = Subject::Tenancy(3);
+    let theirs = LoadedRule { subject: TENANCY, ..on_press(2, "single", 1) };
+    let (mut s, _) = started(vec![on_press(1, "single", 1), theirs], fresh(), T0);
+    s.step(T0, Input::Reading { subject: TENANCY, reading: &reading("meter", "power", 42.0, T0) });
+    let run = jobs(&s.step(T0, Input::Reading { subject: TENANCY, reading: &press(T0) }))[0];
+    assert!(s.worlds.contains_key(&TENANCY));
+
+    let out = s.step(T0 + 1, Input::Forget(TENANCY));
+    assert!(out.contains(&Command::Abort { run }), "its run stops");
+    assert!(!s.worlds.contains_key(&TENANCY) && !s.loaded.contains(&TENANCY), "its values are gone");
+    assert!(!s.meta.contains_key(&2) && !s.rules.contains_key(&TENANCY), "its rules are gone");
+    assert!(jobs(&s.step(T0 + 2, Input::Reading { subject: TENANCY, reading: &press(T0 + 2) })).is_empty());
+    assert_eq!(
+        jobs(&s.step(T0 + 3, Input::Reading { subject: OWNER, reading: &press(T0 + 3) })).len(),
+        1,
+        "the owner's"
+    );
+}
