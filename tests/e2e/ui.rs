@@ -138,7 +138,8 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     // The tenancy starts a moment after it is made.
     hub.clock.advance(Duration::from_millis(1100));
     let start = hub.now_ms();
-    let mine = [(start, 2.0), (start + 5, 4.0), (start + 9, 9.0)];
+    // Four readings in one hour: an hourly summary of fewer would give readings away.
+    let mine = [(start, 2.0), (start + 5, 4.0), (start + 9, 5.0), (start + 12, 9.0)];
     for (ts, v) in mine {
         hub.publish((&meter, &secret), &topic, json!({ "value": v, "ts": ts }).to_string()).await?;
     }
@@ -180,12 +181,13 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
         .await?;
     let grant = grants[0]["id"].as_str().unwrap_or_default().to_owned();
 
-    // The company reads hourly aggregates of the tenant's readings only.
+    // Once the hour is over, the company reads hourly aggregates of the tenant's readings only.
+    hub.clock.advance_to(start - start.rem_euclid(3_600_000) + 3_600_000 + 1000);
     let data_url = hub.url(&format!("/api/share/grants/{grant}/data"));
     let data: Value = company.get(&data_url).basic_auth(&client_id, Some(&client_secret)).send().await?.json().await?;
     let aggregates = data["series"][0]["aggregates"].as_array().cloned().unwrap_or_default();
     let count: u64 = aggregates.iter().filter_map(|a| a["count"].as_u64()).sum();
-    assert_eq!(count, 3, "only the tenant's three readings, not the owner's: {data}");
+    assert_eq!(count, 4, "only the tenant's four readings, not the owner's: {data}");
     assert!(aggregates.iter().all(|a| a["max"].as_f64().is_some_and(|m| m < 999.0)), "{data}");
     assert!(data["series"][0].get("readings").is_none());
 
