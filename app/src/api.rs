@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use hearth_model::account::{Login, Setup, SetupStatus};
 use hearth_model::automations::{Imported, Notification};
-use hearth_model::consent::{DataRequest, Grant, LedgerLine, LogEntry, Narrowing, Receipt, Verification};
+use hearth_model::consent::{Checkpoint, DataRequest, Grant, LedgerLine, LogEntry, Narrowing, Receipt, Verification};
 use hearth_model::devices::{ClassChanged, ClassProposal, Credentials, Device, NewDevice, Readings, SetClass};
 use hearth_model::people::{
     AcceptInvite, EndTenancy, Guest, Invite, NewGuest, NewRecipient, NewTenancy, Recipient, RecipientCredentials,
@@ -214,8 +214,19 @@ pub async fn access_log() -> Result<Vec<LogEntry>, ApiError> {
     get("/api/consent/access-log").await
 }
 
-pub async fn verify_log() -> Result<Verification, ApiError> {
-    get("/api/consent/access-log/verify").await
+/// Checks the log; given a checkpoint kept earlier (its JWS), also that the log still
+/// holds what it held then.
+pub async fn verify_log(checkpoint: Option<&str>) -> Result<Verification, ApiError> {
+    match checkpoint {
+        // A compact JWS is base64url and dots: nothing to escape in a query.
+        Some(jws) => get(&format!("/api/consent/access-log/verify?checkpoint={jws}")).await,
+        None => get("/api/consent/access-log/verify").await,
+    }
+}
+
+/// The log's head, signed, to keep.
+pub async fn checkpoint() -> Result<Checkpoint, ApiError> {
+    get("/api/consent/access-log/checkpoint").await
 }
 
 pub async fn ledger() -> Result<Vec<LedgerLine>, ApiError> {

@@ -35,7 +35,12 @@ enum Command {
     },
     /// Check that the consent access log's hash chain is intact (exit 1 if not). Works
     /// while the hub runs.
-    VerifyLog,
+    VerifyLog {
+        /// Also hold the log to a checkpoint a data subject kept (the file downloaded from
+        /// the Sharing page, or its `jws` alone): a log rewritten since no longer matches.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -83,17 +88,33 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
             hub::run(config, listeners, hub::clock::Clock::system(), shutdown).await
         }
         Command::Device { command } => device_command(&config, command).await,
-        Command::VerifyLog => {
+        Command::VerifyLog { checkpoint } => {
             let store = hub::open_store(&config).await?;
             let outcome = store.verify_access_log().await?;
-            store.close().await;
-            match outcome {
-                Ok(n) => {
-                    println!("access log intact: {n} entries verified");
-                    Ok(())
+            let held = match checkpoint {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)?;
+                    // The file as downloaded (JSON with `jws`), or the JWS alone.
+                    let jws = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v["jws"].as_str().map(str::to_owned))
+                        .unwrap_or(text);
+                    let public = store.receipt_signer().await?.public_key();
+                    let rows = store.access_log(None).await?;
+                    let checkpoint = hub::consent::log::Checkpoint::read(&jws, &public)?;
+                    Some(checkpoint.holds(rows.iter().map(|r| (&r.entry, r.hash.as_slice()))).map(|()| checkpoint.seq))
                 }
-                Err(broken) => anyhow::bail!("{broken}"),
+                None => None,
+            };
+            store.close().await;
+            let n = outcome?;
+            println!("access log intact: {n} entries verified");
+            match held {
+                Some(Ok(seq)) => println!("and it matches the checkpoint (entry {seq})"),
+                Some(Err(problem)) => anyhow::bail!("{problem}"),
+                None => {}
             }
+            Ok(())
         }
     }
 }

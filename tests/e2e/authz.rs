@@ -1,6 +1,7 @@
 //! The authorization matrix: every `/api` route of the hub's route table (which the router
 //! is built from) against every kind of caller, with the exact status each must get; and
-//! each row agrees with who the table says may call the route. Bodies are well-formed but semantically wrong where a call would
+//! each row agrees with who the table says may call the route; and no answer holds a row
+//! of another subject's. Bodies are well-formed but semantically wrong where a call would
 //! change something, so an allowed caller gets 404/409/422 from the handler while a refused
 //! one gets 401/403 before it; calls that do succeed and change things run last in their row.
 
@@ -153,6 +154,7 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
         row("GET", "/api/consent/grants/{id}/receipts", [A, 404, 200, 404, F, F]).with("id", &grant),
         row("GET", "/api/consent/access-log", [A, 200, 200, 200, F, F]),
         row("GET", "/api/consent/access-log/verify", [A, 200, 200, 200, F, F]),
+        row("GET", "/api/consent/access-log/checkpoint", [A, 200, 200, 200, F, F]),
         row("GET", "/api/consent/ledger", [A, 200, 200, 200, F, F]),
         row("GET", "/api/export", [A, 200, 200, 200, F, F]),
         row("GET", "/api/share/me", [A, A, A, A, A, 200]),
@@ -185,6 +187,13 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
         row("POST", "/api/logout", [204, 204, 204, 204, 204, 204]),
     ];
 
+    // Things only some callers may ever see (by index in WHO): the tenant's own device, the
+    // recipient the tenant registered, the tenant's guest.
+    let private: [(String, &str, &[usize]); 3] = [
+        (plug.clone(), "the tenant's own device", &[2]),
+        ("Northwind".to_owned(), "the tenant's recipient", &[2, 5]),
+        ("\"gus\"".to_owned(), "the tenant's guest", &[2, 4]),
+    ];
     let anon = reqwest::Client::new();
     let clients = [&anon, &owner, &tenant, &other, &guest, &rc];
     let mut failures = Vec::new();
@@ -201,9 +210,19 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
             if let Some(body) = &r.body {
                 req = req.json(body);
             }
-            let status = req.send().await?.status().as_u16();
+            let resp = req.send().await?;
+            let status = resp.status().as_u16();
             if status != r.expect[i] {
                 failures.push(format!("{} {path} as {}: got {status}, want {}", r.method, WHO[i], r.expect[i]));
+            }
+            // What the answer holds: nothing of another subject's (the live stream never ends).
+            if r.method == "GET" && status == 200 && r.route != "/api/live" {
+                let body = resp.text().await?;
+                for (marker, what, allowed) in &private {
+                    if !allowed.contains(&i) && body.contains(marker.as_str()) {
+                        failures.push(format!("GET {path} as {}: the answer holds {what}", WHO[i]));
+                    }
+                }
             }
         }
     }

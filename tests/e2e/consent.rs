@@ -173,6 +173,18 @@ async fn a_tenant_shares_hourly_energy_revokes_and_shreds() -> anyhow::Result<()
     assert_eq!(get(&owner, hub.url("/api/consent/access-log")).await?, json!([]), "the owner's log is empty");
     let verified = get(&tenant, hub.url("/api/consent/access-log/verify")).await?;
     assert_eq!((verified["ok"].as_bool(), verified["entries"].as_u64()), (Some(true), Some(5)));
+    // A checkpoint the tenant keeps, given back, holds.
+    let checkpoint = get(&tenant, hub.url("/api/consent/access-log/checkpoint")).await?;
+    assert_eq!(checkpoint["seq"].as_i64(), Some(5), "{checkpoint}");
+    let jws = checkpoint["jws"].as_str().unwrap_or_default();
+    let held = get(&tenant, hub.url(&format!("/api/consent/access-log/verify?checkpoint={jws}"))).await?;
+    assert_eq!((held["ok"].as_bool(), held["checkpoint"].as_bool()), (Some(true), Some(true)), "{held}");
+    // Its signature with one character changed.
+    let (signed, signature) = jws.rsplit_once('.').unwrap_or_default();
+    let flipped = if signature.starts_with('A') { "B" } else { "A" };
+    let forged = format!("{signed}.{flipped}{}", &signature[1..]);
+    let refused = tenant.get(hub.url(&format!("/api/consent/access-log/verify?checkpoint={forged}"))).send().await?;
+    assert_eq!(refused.status(), 422, "a checkpoint the hub did not sign is refused");
 
     // The ledger shows the offer; revoked within the first month, nothing accrued.
     let ledger = get(&tenant, hub.url("/api/consent/ledger")).await?;

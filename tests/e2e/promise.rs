@@ -511,3 +511,24 @@ async fn reclassifying_during_a_tenancy_waits_for_the_tenant() -> anyhow::Result
     hub.stop().await?;
     Ok(())
 }
+
+/// A CoAP action names an address, not a device: a tenant's rule could reach anything on
+/// the home network (the owner's building devices, the router, the hub itself). Until CoAP
+/// actions name registered devices, they are the owner's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_rule_cannot_send_coap_to_any_address() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (tenant, _) = hub.tenant(&owner, "tessa", json!({})).await?;
+    hub.clock.advance(Duration::from_secs(2));
+    let probe = json!({ "name": "Probe", "triggers": [{ "type": "interval", "every_s": 5 }],
+        "actions": [{ "type": "coap", "uri": "coap://127.0.0.1:5683/anything", "method": "post", "payload": "x" }] });
+    let refused = tenant.post(hub.url("/api/rules")).json(&probe).send().await?;
+    assert_eq!(refused.status(), 422);
+    let said = refused.json::<Value>().await?["error"].as_str().unwrap_or_default().to_owned();
+    assert!(said.contains("only the owner's rules"), "{said}");
+    assert_eq!(owner.post(hub.url("/api/rules")).json(&probe).send().await?.status(), 201, "the owner's may");
+    hub.stop().await?;
+    Ok(())
+}

@@ -7,7 +7,8 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use hearth_model::consent::{
-    DataRequest, Grant, GrantStatus, LedgerLine, LogEntry, LogKind, Offer, RequestStatus, Terms, Verification,
+    Checkpoint, DataRequest, Grant, GrantStatus, LedgerLine, LogEntry, LogKind, Offer, RequestStatus, Terms,
+    Verification,
 };
 use hearth_model::devices::{ClassProposal, ProposalStatus};
 use hearth_model::people::{Recipient, RecipientCredentials};
@@ -98,14 +99,30 @@ pub fn SharingPage(
         Err(e) => error.set(Some(e.to_string())),
     };
     let verification = RwSignal::new(None::<Verification>);
-    let verify = move |_| {
+    let kept = RwSignal::new(kept_checkpoint(&me.username));
+    let username = me.username.clone();
+    // Checks the log, against the checkpoint this browser kept if any; then, if all is
+    // well, keeps a fresh one. A checkpoint that no longer matches is kept as evidence.
+    let verify = move || {
+        let username = username.clone();
         spawn_local(async move {
-            match api::verify_log().await {
-                Ok(v) => verification.set(Some(v)),
+            let held = kept.get_untracked().map(|c: Checkpoint| c.jws);
+            match api::verify_log(held.as_deref()).await {
+                Ok(v) => {
+                    let ok = v.ok;
+                    verification.set(Some(v));
+                    if ok && let Ok(fresh) = api::checkpoint().await {
+                        keep_checkpoint(&username, &fresh);
+                        kept.set(Some(fresh));
+                    }
+                }
                 Err(e) => error.set(Some(e.to_string())),
             }
         })
     };
+    if tenant || me.role == Role::Owner {
+        verify();
+    }
 
     view! {
         <h2>"Sharing your data"</h2>
@@ -160,9 +177,19 @@ pub fn SharingPage(
 
         <section class="card" id="access-log">
             <h3>"Who read your data"</h3>
-            <button class="secondary" id="verify-log" on:click=verify>"Verify the log"</button>
+            <button class="secondary" id="verify-log" on:click=move |_| verify()>"Verify the log"</button>
+            {move || kept.get().map(|c| view! {
+                " "
+                <a id="checkpoint-download" download="hearth-log-checkpoint.json"
+                    href=format!("data:application/json;charset=utf-8,{}", serde_json::to_string(&c).unwrap_or_default())>
+                    "Download a checkpoint"
+                </a>
+                <span class="muted">" (entry " {c.seq} ", " {local(c.at)} "; "
+                    <code>"hub verify-log --checkpoint FILE"</code> " holds the hub to it)"</span>
+            })}
             {move || verification.get().map(|v| if v.ok {
-                view! { <p class="ok" id="verify-result">"Intact: " {v.entries.unwrap_or(0)} " entries verified, none changed or removed."</p> }.into_any()
+                let held = if v.checkpoint == Some(true) { " It still holds everything it held at your last checkpoint." } else { "" };
+                view! { <p class="ok" id="verify-result">"Intact: " {v.entries.unwrap_or(0)} " entries verified, none changed or removed." {held}</p> }.into_any()
             } else {
                 view! { <p class="error" id="verify-result">"Tampering detected: " {v.error.unwrap_or_default()}</p> }.into_any()
             })}
@@ -206,6 +233,27 @@ pub fn SharingPage(
         </section>
 
         <Recipients />
+    }
+}
+
+/// Where this browser keeps a person's last checkpoint of the access log.
+fn checkpoint_slot(username: &str) -> String {
+    format!("hearth-log-checkpoint:{username}")
+}
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window().and_then(|w| w.local_storage().ok().flatten())
+}
+
+/// The checkpoint this browser kept for `username`, if any.
+fn kept_checkpoint(username: &str) -> Option<Checkpoint> {
+    let text = storage()?.get_item(&checkpoint_slot(username)).ok()??;
+    serde_json::from_str(&text).ok()
+}
+
+fn keep_checkpoint(username: &str, checkpoint: &Checkpoint) {
+    if let (Some(storage), Ok(text)) = (storage(), serde_json::to_string(checkpoint)) {
+        let _ = storage.set_item(&checkpoint_slot(username), &text);
     }
 }
 

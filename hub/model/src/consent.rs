@@ -188,10 +188,14 @@ pub struct LogEntry {
     pub hash: String,
 }
 
-/// The access log's check: whole, or where it breaks.
+/// The access log's check: whole, or where it breaks; and, given a checkpoint the subject
+/// kept, whether the log still holds what it held then.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verification {
     pub ok: bool,
+    /// Whether the log matches the checkpoint given (none given: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<bool>,
     /// Entries checked, when whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries: Option<u64>,
@@ -200,6 +204,26 @@ pub struct Verification {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<i64>,
+}
+
+/// The query of `GET /api/consent/access-log/verify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyQuery {
+    /// A checkpoint the subject kept (its `jws`).
+    pub checkpoint: Option<String>,
+}
+
+/// `GET /api/consent/access-log/checkpoint`: the log's head, signed with the receipt key,
+/// for the subject to keep. A later rewrite of the log up to it no longer matches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: i64,
+    /// The head entry's chain hash, hex.
+    pub hash: String,
+    pub at: i64,
+    /// All of the above, signed: what to keep, and to give back to be checked.
+    pub jws: String,
 }
 
 /// What a grant has earned so far.

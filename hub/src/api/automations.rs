@@ -16,10 +16,10 @@ use super::{ApiJson, ApiQuery};
 use crate::auth::{CurrentUser, SUBJECTS};
 use crate::automation::dryrun::replay;
 use crate::automation::engine::{Compiled, World};
-use crate::automation::model::{Condition, Trigger, find_virtual_loop};
+use crate::automation::model::{Action, Condition, Trigger, find_virtual_loop};
 use crate::automation::run::TRACES_KEPT;
 use crate::automation::{Rule, Trace};
-use crate::consent::DeviceClass;
+use crate::consent::{DeviceClass, Subject};
 use crate::error::AppError;
 use crate::reading::{Reading, Value};
 use crate::state::AppState;
@@ -77,6 +77,12 @@ async fn check(state: &AppState, user: &Session, rule: &Rule, others: &[(String,
     let subject = super::scope::subject_of(user).ok_or(AppError::Forbidden("only owners and tenants have rules"))?;
     crate::automation::model::validate(rule, &state.outbox.destinations(subject))
         .map_err(|e| AppError::field("rule", e.0))?;
+    if subject != Subject::Owner && rule.actions.iter().any(|a| matches!(a, Action::Coap { .. })) {
+        return Err(AppError::field(
+            "rule",
+            "CoAP actions reach any address on the network: only the owner's rules may use them",
+        ));
+    }
     let scope = Scope::of(state, user).await?;
     let ownership = state.store.ownership();
     for id in rule.devices() {

@@ -9,6 +9,7 @@ use hearth_model::automations::{Note, NotificationSource};
 use super::coap::CoapError;
 use super::model::{Action, RuleError, command_payload, parse_coap_uri};
 use super::scheduler::Job;
+use crate::consent::Subject;
 use crate::ingest::mqtt::MqttServer;
 use crate::outbox::{Outbox, OutboxError};
 use crate::store::{Store, StoreError};
@@ -43,6 +44,10 @@ pub enum ActionError {
     NotMine(&'static str),
     #[error("refused: the rule's author may not act in the home now (their tenancy is not running)")]
     OutOfTenancy,
+    #[error("refused: the rule's author may not command {0:?} now (a building device, or not theirs)")]
+    NotYourDevice(String),
+    #[error("refused: CoAP actions reach any address on the network, so only the owner's rules may use them")]
+    CoapIsTheOwners,
 }
 
 impl Commands {
@@ -80,10 +85,18 @@ impl Effects {
         }
         match &job.action {
             Action::Mqtt { device, metric, value } => {
+                // And the device: its class may have changed since the rule was saved.
+                if !self.store.ownership().rule.may_command(job.subject, device, now) {
+                    return Err(ActionError::NotYourDevice(device.clone()));
+                }
                 let topic = format!("hearth/{device}/set/{metric}");
                 Ok(self.commands.send(&topic, command_payload(value)).await?.to_owned())
             }
             Action::Coap { uri, method, payload } => {
+                // A CoAP action names an address, not a device: the owner's alone.
+                if job.subject != Subject::Owner {
+                    return Err(ActionError::CoapIsTheOwners);
+                }
                 let target = parse_coap_uri(uri)?;
                 Ok(super::coap::request(&target, *method, payload.as_bytes()).await?)
             }

@@ -2,7 +2,11 @@
 //! and this entry's fields, length-prefixed so no two different entries hash alike. Editing,
 //! removing or reordering any entry breaks every hash after it.
 
+use ed25519_dalek::VerifyingKey;
+use serde_json::json;
 use sha2::{Digest, Sha256};
+
+use super::receipt::{self, ReceiptSigner, VerifyError};
 
 /// The hash before the first entry.
 pub const GENESIS: [u8; 32] = [0; 32];
@@ -72,6 +76,65 @@ pub fn verify<'a>(rows: impl IntoIterator<Item = (&'a Entry, &'a [u8], &'a [u8])
     Ok(n)
 }
 
+/// A signed statement of the chain's head (its last entry's number and hash, when), made
+/// with the receipt key. A data subject keeps it: a later rewrite of any entry up to that
+/// one changes that entry's hash, and a rewritten chain no longer matches the checkpoint,
+/// even if it was re-hashed from end to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: Vec<u8>,
+    pub at: i64,
+}
+
+/// Why a checkpoint could not be held against the log.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("the checkpoint is not signed by this hub's key: {0}")]
+    Signature(#[from] VerifyError),
+    #[error("the checkpoint is not one this hub made")]
+    Shape,
+    #[error("the access log was rewritten: entry {0} is not what the checkpoint says")]
+    Rewritten(i64),
+    #[error("the access log lost entries: the checkpoint names entry {0}, which is gone")]
+    Truncated(i64),
+}
+
+impl Checkpoint {
+    /// Signs it as a compact JWS.
+    pub fn sign(&self, signer: &ReceiptSigner) -> String {
+        let hash: String = self.hash.iter().map(|b| format!("{b:02x}")).collect();
+        signer.sign(&json!({ "hearth": { "checkpoint": { "seq": self.seq, "hash": hash, "at": self.at } } }))
+    }
+
+    /// Reads a signed checkpoint, checking the signature with `public`.
+    pub fn read(jws: &str, public: &VerifyingKey) -> Result<Self, CheckpointError> {
+        let claims = receipt::verify(jws.trim(), public)?;
+        let c = &claims["hearth"]["checkpoint"];
+        let (Some(seq), Some(hash), Some(at)) = (c["seq"].as_i64(), c["hash"].as_str(), c["at"].as_i64()) else {
+            return Err(CheckpointError::Shape);
+        };
+        let hash = (0..hash.len())
+            .step_by(2)
+            .map(|i| hash.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or(CheckpointError::Shape)?;
+        Ok(Self { seq, hash, at })
+    }
+
+    /// Holds the stored `(entry, hash)` rows to this checkpoint.
+    pub fn holds<'a>(&self, mut rows: impl Iterator<Item = (&'a Entry, &'a [u8])>) -> Result<(), CheckpointError> {
+        if self.seq == 0 {
+            return Ok(()); // made when the log was empty
+        }
+        match rows.find(|(e, _)| e.seq == self.seq) {
+            Some((_, hash)) if hash == self.hash.as_slice() => Ok(()),
+            Some(_) => Err(CheckpointError::Rewritten(self.seq)),
+            None => Err(CheckpointError::Truncated(self.seq)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +162,38 @@ mod tests {
 
     fn check(rows: &[(Entry, Vec<u8>, Vec<u8>)]) -> Result<usize, Broken> {
         verify(rows.iter().map(|(e, p, h)| (e, p.as_slice(), h.as_slice())))
+    }
+
+    fn pairs(rows: &[(Entry, Vec<u8>, Vec<u8>)]) -> Vec<(&Entry, &[u8])> {
+        rows.iter().map(|(e, _, h)| (e, h.as_slice())).collect()
+    }
+
+    #[test]
+    fn a_checkpoint_finds_a_chain_rehashed_from_end_to_end() {
+        let signer = ReceiptSigner::from_seed(&[9; 32]);
+        let rows = entries(4);
+        let (head, _, hash) = &rows[2];
+        let jws = Checkpoint { seq: head.seq, hash: hash.clone(), at: 5 }.sign(&signer);
+        let cp = Checkpoint::read(&jws, &signer.public_key()).unwrap();
+        assert_eq!((cp.seq, cp.at), (3, 5));
+        assert_eq!(cp.holds(pairs(&rows).into_iter()), Ok(()));
+
+        // Whoever has the file edits entry 2 and recomputes every hash after it: the chain
+        // verifies again, but not against the checkpoint.
+        let mut forged = rows.clone();
+        forged[1].0.detail = "{\"rows\":0}".into();
+        let mut prev = GENESIS.to_vec();
+        for (e, p, h) in &mut forged {
+            *p = prev.clone();
+            *h = chain(&prev, e).to_vec();
+            prev = h.clone();
+        }
+        assert_eq!(check(&forged), Ok(4), "a re-hashed chain passes the chain check alone");
+        assert_eq!(cp.holds(pairs(&forged).into_iter()), Err(CheckpointError::Rewritten(3)));
+        assert_eq!(cp.holds(pairs(&forged[..2]).into_iter()), Err(CheckpointError::Truncated(3)));
+
+        let other = ReceiptSigner::from_seed(&[1; 32]);
+        assert!(matches!(Checkpoint::read(&jws, &other.public_key()), Err(CheckpointError::Signature(_))));
     }
 
     #[test]

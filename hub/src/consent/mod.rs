@@ -73,6 +73,23 @@ impl Ownership {
         }
     }
 
+    /// Whether `subject` may command `device` at `now`: the owner the home's devices (not
+    /// a tenant's own); a tenant, during their tenancy, their own devices and the home's
+    /// household devices (a building device is the owner's to command).
+    pub fn may_command(&self, subject: Subject, device: &str, now: i64) -> bool {
+        let own = self.tenant_devices.get(device).copied();
+        match subject {
+            Subject::Owner => own.is_none(),
+            Subject::Tenancy(t) => {
+                self.acts_at(subject, now)
+                    && match own {
+                        Some(holder) => holder == t,
+                        None => self.current_class(device) == DeviceClass::Household,
+                    }
+            }
+        }
+    }
+
     /// Who owns a reading of `device` made at `ts`; `None` if nobody may (a tenant's own
     /// device outside its tenancy), and then the reading is not stored.
     pub fn subject_at(&self, device: &str, ts: i64) -> Option<Subject> {
@@ -380,6 +397,18 @@ mod tests {
         assert!(!o.acts_at(Subject::Tenancy(1), 20 * H), "not once it has ended");
         assert!(o.acts_at(Subject::Tenancy(2), 1000 * H), "open-ended");
         assert!(!o.acts_at(Subject::Tenancy(3), 15 * H), "an unknown tenancy never");
+    }
+
+    #[test]
+    fn a_tenant_commands_household_devices_and_their_own_only() {
+        let o = home();
+        let during = 12 * H;
+        assert!(o.may_command(Subject::Tenancy(1), "meter", during), "household");
+        assert!(o.may_command(Subject::Tenancy(1), "plug", during), "their own");
+        assert!(!o.may_command(Subject::Tenancy(1), "boiler", during), "building, since hour 15: now");
+        assert!(!o.may_command(Subject::Tenancy(1), "meter", 25 * H), "not after the tenancy");
+        assert!(!o.may_command(Subject::Tenancy(2), "plug", 1000 * H), "not another tenancy's own device");
+        assert!(o.may_command(Subject::Owner, "boiler", during) && !o.may_command(Subject::Owner, "plug", during));
     }
 
     #[test]

@@ -447,6 +447,13 @@ impl Store {
     }
 
     /// Checks the whole chain. `Ok(Ok(n))`: n entries verified.
+    /// The chain's head: its last entry's number and hash (`None` while the log is empty).
+    pub async fn access_log_head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        Ok(sqlx::query_as("SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     pub async fn verify_access_log(&self) -> Result<Result<usize, log::Broken>, StoreError> {
         let rows = self.access_log(None).await?;
         Ok(log::verify(rows.iter().map(|r| (&r.entry, r.prev_hash.as_slice(), r.hash.as_slice()))))
