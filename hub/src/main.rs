@@ -90,8 +90,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         Command::Device { command } => device_command(&config, command).await,
         Command::VerifyLog { checkpoint } => {
             let store = hub::open_store(&config).await?;
-            let outcome = store.verify_access_log().await?;
-            let held = match checkpoint {
+            let checkpoint = match checkpoint {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)?;
                     // The file as downloaded (JSON with `jws`), or the JWS alone.
@@ -100,19 +99,17 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
                         .and_then(|v| v["jws"].as_str().map(str::to_owned))
                         .unwrap_or(text);
                     let public = store.receipt_signer().await?.public_key();
-                    let rows = store.access_log(None).await?;
-                    let checkpoint = hub::consent::log::Checkpoint::read(&jws, &public)?;
-                    Some(checkpoint.holds(rows.iter().map(|r| (&r.entry, r.hash.as_slice()))).map(|()| checkpoint.seq))
+                    Some(hub::consent::log::Checkpoint::read(&jws, &public)?)
                 }
                 None => None,
             };
+            let check = store.verify_access_log(checkpoint.as_ref()).await?;
             store.close().await;
-            let n = outcome?;
+            let n = check.chain?;
             println!("access log intact: {n} entries verified");
-            match held {
-                Some(Ok(seq)) => println!("and it matches the checkpoint (entry {seq})"),
-                Some(Err(problem)) => anyhow::bail!("{problem}"),
-                None => {}
+            if let (Some(held), Some(checkpoint)) = (check.checkpoint, &checkpoint) {
+                held?;
+                println!("and it matches the checkpoint (entry {})", checkpoint.seq);
             }
             Ok(())
         }

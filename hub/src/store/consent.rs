@@ -50,6 +50,14 @@ pub struct ReceiptRecord {
     pub jws: String,
 }
 
+/// What checking the access log found: the chain (entries verified, or where it breaks),
+/// and, when one was given, whether the log still matches a checkpoint.
+#[derive(Debug)]
+pub struct LogCheck {
+    pub chain: Result<usize, log::Broken>,
+    pub checkpoint: Option<Result<(), log::CheckpointError>>,
+}
+
 /// One access log row with its chain hashes.
 #[derive(Debug, Clone)]
 pub struct LogRow {
@@ -454,9 +462,14 @@ impl Store {
             .await?)
     }
 
-    pub async fn verify_access_log(&self) -> Result<Result<usize, log::Broken>, StoreError> {
+    /// Checks the whole chain and, given a checkpoint, holds the log to it, reading the
+    /// log once.
+    pub async fn verify_access_log(&self, checkpoint: Option<&log::Checkpoint>) -> Result<LogCheck, StoreError> {
         let rows = self.access_log(None).await?;
-        Ok(log::verify(rows.iter().map(|r| (&r.entry, r.prev_hash.as_slice(), r.hash.as_slice()))))
+        Ok(LogCheck {
+            chain: log::verify(rows.iter().map(|r| (&r.entry, r.prev_hash.as_slice(), r.hash.as_slice()))),
+            checkpoint: checkpoint.map(|c| c.holds(rows.iter().map(|r| (&r.entry, r.hash.as_slice())))),
+        })
     }
 
     /// The readings of one series that `permit` lets its recipient see, within `range`.
