@@ -7,30 +7,12 @@ wrapped key, an invite code's digest), and secrets shown once are shown only onc
 
     python3 tests/attack/answers.py target/release/hub
 """
-import atexit, base64, os, socket, subprocess, sys, tempfile, time, requests
+import base64, sys, time, requests
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+from hubproc import start
 
 binary = sys.argv[1]
-work = tempfile.mkdtemp()
-http = free_port()
-conf = os.path.join(work, "hub.toml")
-open(conf, "w").write(f"""data_dir = "{work}/data"
-[http]
-listen = "127.0.0.1:{http}"
-[mqtt]
-listen = "127.0.0.1:0"
-[coap]
-dtls_listen = "127.0.0.1:0"
-""")
-hub = subprocess.Popen([binary, "--config", conf], stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "log"), "w"))
-atexit.register(lambda: hub.poll() is None and (hub.terminate(), hub.wait(timeout=30)))
-base = f"http://127.0.0.1:{http}"
-for _ in range(200):
-    try:
-        if requests.get(base + "/api/health", timeout=1).ok: break
-    except Exception: time.sleep(0.05)
+base, data = start(binary)
 
 results = []
 def check(what, ok):
@@ -41,7 +23,7 @@ def ok(r):
     assert r.status_code in (200, 201, 204), f"{r.request.method} {r.url}: {r.status_code} {r.text}"
     return r.json() if r.text else None
 
-code = open(f"{work}/data/setup-code").read().strip()
+code = open(f"{data}/setup-code").read().strip()
 owner = requests.Session()
 ok(owner.post(base + "/api/setup", json={"code": code, "username": "owner", "password": "a long owner password"}))
 device = ok(owner.post(base + "/api/devices", json={"name": "Meter"}))
@@ -93,6 +75,5 @@ for who, path in reads:
     shown = [s for s in once if s in r.text]
     check(f"GET {path} repeats no secret shown once", not shown)
 
-hub.terminate(); hub.wait(timeout=30)
 print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
 sys.exit(0 if all(results) else 1)

@@ -4,30 +4,13 @@ then tries what was found to break it. Uses mosquitto_sub/mosquitto_pub.
 
     python3 tests/attack/promise.py target/release/hub
 """
-import atexit, base64, json, os, socket, subprocess, sys, tempfile, threading, time, requests
+import json, subprocess, sys, threading, time, requests
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+from hubproc import free_port, start
 
 binary = sys.argv[1]
-work = tempfile.mkdtemp()
-http, mqtt = free_port(), free_port()
-conf = os.path.join(work, "hub.toml")
-open(conf, "w").write(f"""data_dir = "{work}/data"
-[http]
-listen = "127.0.0.1:{http}"
-[mqtt]
-listen = "127.0.0.1:{mqtt}"
-[coap]
-dtls_listen = "127.0.0.1:0"
-""")
-hub = subprocess.Popen([binary, "--config", conf], stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "log"), "w"))
-atexit.register(lambda: hub.poll() is None and (hub.terminate(), hub.wait(timeout=30)))
-base = f"http://127.0.0.1:{http}"
-for _ in range(200):
-    try:
-        if requests.get(base + "/api/health", timeout=1).ok: break
-    except Exception: time.sleep(0.05)
+mqtt = free_port()
+base, data = start(binary, mqtt)
 
 results = []
 def check(what, ok, detail=""):
@@ -38,7 +21,7 @@ def must(r, *codes):
     assert r.status_code in codes, f"{r.request.method} {r.url}: {r.status_code} {r.text}"
     return r.json() if r.text else None
 
-code = open(f"{work}/data/setup-code").read().strip()
+code = open(f"{data}/setup-code").read().strip()
 owner = requests.Session()
 must(owner.post(base + "/api/setup", json={"code": code, "username": "owner", "password": "a long owner password"}), 201)
 meter = must(owner.post(base + "/api/devices", json={"name": "Meter"}), 201)
@@ -127,6 +110,5 @@ gid = must(owner.get(base + "/api/guests"), 200)[0]["id"]
 must(owner.delete(base + f"/api/guests/{gid}"), 204)
 check("6. the removed guest's live stream ends", ended.wait(5))
 
-hub.terminate(); hub.wait(timeout=30)
 print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
 sys.exit(0 if all(results) else 1)

@@ -5,30 +5,13 @@ recipient, guest) on routes it may and may not use.
 
     python3 tests/attack/routes.py target/release/hub
 """
-import base64, json, socket, subprocess, sys, tempfile, time, os, requests
+import base64, sys, requests
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+from hubproc import start
 
 binary = sys.argv[1]
-work = tempfile.mkdtemp()
-http = free_port()
-conf = os.path.join(work, "hub.toml")
-open(conf, "w").write(f"""data_dir = "{work}/data"
-[http]
-listen = "127.0.0.1:{http}"
-[mqtt]
-listen = "127.0.0.1:0"
-[coap]
-dtls_listen = "127.0.0.1:0"
-""")
-hub = subprocess.Popen([binary, "--config", conf], stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "log"), "w"))
-base = f"http://127.0.0.1:{http}"
-for _ in range(200):
-    try:
-        if requests.get(base + "/api/health", timeout=1).ok: break
-    except Exception: time.sleep(0.05)
-code = open(f"{work}/data/setup-code").read().strip()
+base, data = start(binary)
+code = open(f"{data}/setup-code").read().strip()
 owner = requests.Session()
 r = owner.post(base + "/api/setup", json={"code": code, "username": "owner", "password": "a long owner password"})
 assert r.status_code in (200, 201), r.text
@@ -72,6 +55,5 @@ check("owner encoded traversal /api/devices/..%2Foutbox", owner.get(base + "/api
 r = guest.get(base + "//api/outbox")
 print("   //api/outbox ->", r.status_code, r.headers.get("content-type"), r.text[:80].replace("\n", " "))
 check("guest via double slash //api/outbox gets no outbox data", "destinations" in r.text, False)
-hub.terminate(); hub.wait(timeout=30)
 print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
 sys.exit(0 if all(results) else 1)

@@ -1,0 +1,31 @@
+"""Starts a hub binary for the black-box checks: loopback only, a fresh data directory,
+stopped when the script exits."""
+import atexit, os, socket, subprocess, tempfile, time, requests
+
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+def start(binary, mqtt_port=0):
+    """Runs `binary` until the script ends; returns (base URL, data directory)."""
+    work = tempfile.mkdtemp()
+    http = free_port()
+    conf = os.path.join(work, "hub.toml")
+    open(conf, "w").write(f"""data_dir = "{work}/data"
+[http]
+listen = "127.0.0.1:{http}"
+[mqtt]
+listen = "127.0.0.1:{mqtt_port}"
+[coap]
+dtls_listen = "127.0.0.1:0"
+""")
+    hub = subprocess.Popen([binary, "--config", conf], stdout=subprocess.DEVNULL,
+                           stderr=open(os.path.join(work, "log"), "w"))
+    atexit.register(lambda: hub.poll() is None and (hub.terminate(), hub.wait(timeout=30)))
+    base = f"http://127.0.0.1:{http}"
+    for _ in range(200):
+        try:
+            if requests.get(base + "/api/health", timeout=1).ok: break
+        except Exception: time.sleep(0.05)
+    return base, os.path.join(work, "data")
