@@ -11,7 +11,9 @@ use zeroize::Zeroizing;
 use hearth_model::account::{Login, Setup, SetupStatus};
 use hearth_model::automations::{Imported, Notification};
 use hearth_model::consent::{Checkpoint, DataRequest, Grant, LedgerLine, LogEntry, Narrowing, Receipt, Verification};
-use hearth_model::devices::{ClassChanged, ClassProposal, Credentials, Device, NewDevice, Readings, SetClass};
+use hearth_model::devices::{
+    ClassChanged, ClassProposal, Credentials, Device, NewDevice, Readings, SetClass, SetCoapAddress,
+};
 use hearth_model::people::{
     AcceptInvite, EndTenancy, Guest, Invite, NewGuest, NewRecipient, NewTenancy, Recipient, RecipientCredentials,
     Tenancy,
@@ -147,6 +149,11 @@ pub async fn history(id: &str, metric: &str, from: i64, to: i64, points: usize) 
 /// Reclassifies a device; during a tenancy the answer may be a proposal for the tenant.
 pub async fn set_class(id: &str, class: DeviceClass) -> Result<ClassChanged, ApiError> {
     put(&format!("/api/devices/{id}/class"), &SetClass { class }).await
+}
+
+/// Says where a device serves CoAP for rules' commands (`None` takes it away).
+pub async fn set_coap_address(id: &str, address: Option<String>) -> Result<Device, ApiError> {
+    put(&format!("/api/devices/{id}/coap-address"), &SetCoapAddress { address }).await
 }
 
 /// Proposed class changes: the owner's all, a tenant's of their tenancy.

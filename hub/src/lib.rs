@@ -204,6 +204,7 @@ pub async fn run(
     let outbox = outbox::Outbox::new(store.clone(), &config.cloud, clock.clone());
     let retry_max = std::time::Duration::from_secs(u64::from(config.cloud.retry_max_s));
     outbox::spawn_deliverers(&outbox, &config.cloud, retry_max, &shutdown, &mut tasks);
+    automation::upgrade::coap_actions_name_devices(&store, clock.now_ms()).await?;
     let automations = automation::runtime::spawn(
         automation::AutomationContext {
             store: store.clone(),

@@ -124,6 +124,12 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
         row("PUT", "/api/devices/{id}/class", [A, 404, F, F, F, F])
             .with("id", &plug)
             .body(json!({ "class": "building" })),
+        row("PUT", "/api/devices/{id}/coap-address", [A, 200, F, F, F, F])
+            .with("id", &meter)
+            .body(json!({ "address": "127.0.0.1:5683" })),
+        row("PUT", "/api/devices/{id}/coap-address", [A, 404, F, F, F, F])
+            .with("id", &plug)
+            .body(json!({ "address": null })),
         row("GET", "/api/class-proposals", [A, 200, 200, 200, F, F]),
         row("POST", "/api/class-proposals/{id}/accept", [A, F, 404, 404, F, F]).with("id", "999999"),
         row("POST", "/api/class-proposals/{id}/decline", [A, F, 404, 404, F, F]).with("id", "999999"),

@@ -183,16 +183,23 @@ async fn a_rule_commands_a_coap_device() -> anyhow::Result<()> {
     let hub = TestHub::start(dir.path()).await?;
     let owner = hub.owner().await?;
     let (button, secret) = hub.add_device(&owner, "Button").await?;
-    let rule = create_rule(
-        &hub,
-        &owner,
-        json!({
-            "name": "Lamp on",
-            "triggers": [{ "type": "change", "device": button, "metric": "pressed" }],
-            "actions": [{ "type": "coap", "uri": uri, "method": "put", "payload": "lamp-on" }]
-        }),
-    )
-    .await?;
+    let (lamp, _) = hub.add_device(&owner, "Lamp").await?;
+    let lamp_on = json!({
+        "name": "Lamp on",
+        "triggers": [{ "type": "change", "device": button, "metric": "pressed" }],
+        "actions": [{ "type": "coap", "device": lamp, "path": "example_data", "method": "put", "payload": "lamp-on" }]
+    });
+    let refused = owner.post(hub.url("/api/rules")).json(&lamp_on).send().await?;
+    assert_eq!(refused.status(), 422, "the lamp has no CoAP address yet");
+    assert!(refused.text().await?.contains("no CoAP address"));
+    let address = owner
+        .put(hub.url(&format!("/api/devices/{lamp}/coap-address")))
+        .json(&json!({ "address": format!("127.0.0.1:{port}") }))
+        .send()
+        .await?;
+    assert_eq!(address.status(), 200);
+    assert_eq!(address.json::<Value>().await?["coap_address"], format!("127.0.0.1:{port}"));
+    let rule = create_rule(&hub, &owner, lamp_on).await?;
     hub.publish((&button, &secret), &format!("hearth/{button}/pressed"), "true".into()).await?;
     wait_until(Duration::from_secs(10), "the lamp to hold what the rule PUT", || async {
         get().ok().filter(|(_, out)| out.trim() == "lamp-on")
@@ -203,7 +210,7 @@ async fn a_rule_commands_a_coap_device() -> anyhow::Result<()> {
     })
     .await?;
     let step = &traces[0]["steps"][0];
-    assert_eq!(step["action"], format!("CoAP PUT {uri}"));
+    assert_eq!(step["action"], format!("CoAP PUT {lamp}/example_data"));
     assert!(step["result"].as_str().is_some_and(|r| r.starts_with("2.0")), "{step}");
     hub.stop().await?;
     Ok(())

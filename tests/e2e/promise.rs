@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hearth_tests::{Listener, Output, TestHub, run_tool, wait_until};
+use hearth_tests::{Listener, Output, Peer, TestHub, free_udp_port, run_tool, wait_until};
 use serde_json::{Value, json};
 
 async fn get(client: &reqwest::Client, url: String) -> anyhow::Result<Value> {
@@ -512,23 +512,62 @@ async fn reclassifying_during_a_tenancy_waits_for_the_tenant() -> anyhow::Result
     Ok(())
 }
 
-/// A CoAP action names an address, not a device: a tenant's rule could reach anything on
-/// the home network (the owner's building devices, the router, the hub itself). Until CoAP
-/// actions name registered devices, they are the owner's alone.
+/// A tenant's rule once sent CoAP to any address it named: the owner's building devices,
+/// the router, the hub itself. Now a CoAP action names a registered device and a path; the
+/// owner alone says where a device is, and a tenant's rule may command only what the tenant
+/// may command (the home's household devices, during the tenancy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenants_rule_cannot_send_coap_to_any_address() -> anyhow::Result<()> {
+async fn a_tenants_coap_commands_reach_only_registered_devices() -> anyhow::Result<()> {
+    let port = free_udp_port()?;
+    let _server = Peer::spawn("coap-server-notls", &["-A", "127.0.0.1", "-p", &port.to_string()])?;
+    let uri = format!("coap://127.0.0.1:{port}/example_data");
+    let get = || run_tool("coap-client-notls", &["-m", "get", "-B", "2", &uri]);
+    wait_until(Duration::from_secs(10), "libcoap's server", || async { get().ok().filter(|(ok, _)| *ok) }).await?;
+
     let dir = tempfile::tempdir()?;
     let hub = TestHub::start(dir.path()).await?;
     let owner = hub.owner().await?;
+    let (button, secret) = hub.add_device(&owner, "Button").await?;
+    let (lamp, _) = hub.add_device(&owner, "Lamp").await?;
+    let (boiler, _) = hub.add_device(&owner, "Boiler").await?;
+    let class = owner.put(hub.url(&format!("/api/devices/{boiler}/class"))).json(&json!({ "class": "building" }));
+    assert_eq!(class.send().await?.status(), 200);
     let (tenant, _) = hub.tenant(&owner, "tessa", json!({})).await?;
     hub.clock.advance(Duration::from_secs(2));
-    let probe = json!({ "name": "Probe", "triggers": [{ "type": "interval", "every_s": 5 }],
-        "actions": [{ "type": "coap", "uri": "coap://127.0.0.1:5683/anything", "method": "post", "payload": "x" }] });
-    let refused = tenant.post(hub.url("/api/rules")).json(&probe).send().await?;
-    assert_eq!(refused.status(), 422);
-    let said = refused.json::<Value>().await?["error"].as_str().unwrap_or_default().to_owned();
-    assert!(said.contains("only the owner's rules"), "{said}");
-    assert_eq!(owner.post(hub.url("/api/rules")).json(&probe).send().await?.status(), 201, "the owner's may");
+    let rule = |action: Value| {
+        json!({ "name": "Lamp", "triggers": [{ "type": "change", "device": button, "metric": "pressed" }],
+            "actions": [action] })
+    };
+    let save = |rule: Value| tenant.post(hub.url("/api/rules")).json(&rule).send();
+    let refused = |status: u16, said: &'static str| {
+        move |resp: reqwest::Response| async move {
+            assert_eq!(resp.status(), status);
+            let text = resp.text().await?;
+            assert!(text.contains(said), "{said:?} not in {text}");
+            anyhow::Ok(())
+        }
+    };
+
+    let probe = json!({ "type": "coap", "uri": "coap://127.0.0.1:5683/anything", "method": "post", "payload": "x" });
+    refused(422, "unknown field `uri`")(save(rule(probe)).await?).await?;
+    let to = |device: &str| json!({ "type": "coap", "device": device, "path": "example_data", "payload": "tenant-on" });
+    refused(422, "no CoAP address")(save(rule(to(&lamp))).await?).await?;
+    let address = json!({ "address": format!("127.0.0.1:{port}") });
+    let set_address = |by: &reqwest::Client, device: &str| {
+        by.put(hub.url(&format!("/api/devices/{device}/coap-address"))).json(&address).send()
+    };
+    assert_eq!(set_address(&tenant, &lamp).await?.status(), 403, "only the owner says where devices are");
+    for device in [&lamp, &boiler] {
+        assert_eq!(set_address(&owner, device).await?.status(), 200);
+    }
+    refused(422, "building device")(save(rule(to(&boiler))).await?).await?;
+    assert_eq!(save(rule(to(&lamp))).await?.status(), 201);
+
+    hub.publish((&button, &secret), &format!("hearth/{button}/pressed"), "true".into()).await?;
+    wait_until(Duration::from_secs(10), "the lamp to hold what the tenant's rule PUT", || async {
+        get().ok().filter(|(_, out)| out.trim() == "tenant-on")
+    })
+    .await?;
     hub.stop().await?;
     Ok(())
 }

@@ -87,6 +87,7 @@ pub fn DevicePage() -> impl IntoView {
                 <h2>{d.name.clone()}</h2>
                 <p class="muted">"id " <code>{d.id.clone()}</code> " · added " {local(d.created)}</p>
                 <ClassLine device=d.clone() on_error=error />
+                <CoapLine device=d.clone() on_error=error />
                 <div class="row">
                     {d.metrics.iter().map(|m| {
                         let name = m.metric.clone();
@@ -176,6 +177,54 @@ fn ClassLine(
                     }).collect_view()}
                 </select>
             </label>
+        })}
+    }
+    .into_any()
+}
+
+/// Where rules send this device CoAP commands. The owner sets it for the home's devices;
+/// rules name the device, never an address.
+#[component]
+fn CoapLine(
+    /// The device.
+    device: Device,
+    /// Where errors go.
+    on_error: RwSignal<Option<String>>,
+) -> impl IntoView {
+    let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
+    let can_change = device.manageable && device.belongs_to == BelongsTo::Owner;
+    let current = device.coap_address.clone();
+    let typed = RwSignal::new(current.clone().unwrap_or_default());
+    let id = StoredValue::new(device.id.clone());
+    let save = move |address: Option<String>| {
+        spawn_local(async move {
+            match api::set_coap_address(&id.get_value(), address).await {
+                Ok(_) => {
+                    on_error.set(None);
+                    home.reload();
+                }
+                Err(e) => on_error.set(Some(e.to_string())),
+            }
+        });
+    };
+    let shown = match &current {
+        Some(a) => format!("Rules send CoAP commands to {a}."),
+        None => "No CoAP address: rules command it over MQTT only.".to_owned(),
+    };
+    view! {
+        <p class="muted" id="device-coap">{shown}</p>
+        {can_change.then(|| view! {
+            <form class="row" on:submit=move |ev| {
+                ev.prevent_default();
+                let text = typed.get_untracked();
+                save((!text.trim().is_empty()).then(|| text.trim().to_owned()));
+            }>
+                <label>"CoAP address (IP, optional port) "
+                    <input id="coap-address" placeholder="192.0.2.7:5683" prop:value=move || typed.get()
+                        on:input=move |ev| typed.set(event_target_value(&ev)) />
+                </label>
+                <button type="submit" class="secondary">"Save address"</button>
+            </form>
         })}
     }
     .into_any()

@@ -60,6 +60,10 @@ pub struct Device {
     pub belongs_to: BelongsTo,
     /// Whether the viewer may change its credentials or remove it.
     pub manageable: bool,
+    /// Where rules send this device CoAP commands (`192.0.2.7` or `192.0.2.7:5683`), as
+    /// the owner set it; shown to the owner and tenants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coap_address: Option<String>,
     pub metrics: Vec<Metric>,
     /// The last refused message, if any, with the reason (only for those who manage it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,6 +102,14 @@ pub struct MqttExample {
 pub struct CoapExample {
     pub uri: String,
     pub coap_client: String,
+}
+
+/// `PUT /api/devices/{id}/coap-address`: where the device serves CoAP, an IP address with
+/// an optional port (5683 if none); `null` takes it away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetCoapAddress {
+    pub address: Option<String>,
 }
 
 /// `PUT /api/devices/{id}/class`.

@@ -164,9 +164,11 @@ pub enum Condition {
 pub enum Action {
     /// Publish `value` to `hearth/<device>/set/<metric>` (the device subscribes to it).
     Mqtt { device: String, metric: String, value: Value },
-    /// A CoAP request (confirmable) to a URI the device serves, e.g. `coap://192.0.2.7/light`.
+    /// A CoAP request (confirmable) to `path` on a registered device, at the CoAP address
+    /// the owner gave it (`PUT /api/devices/{id}/coap-address`), e.g. `light`.
     Coap {
-        uri: String,
+        device: String,
+        path: String,
         #[serde(default)]
         method: CoapMethod,
         payload: String,
@@ -225,7 +227,7 @@ impl Rule {
         }
         self.conditions.iter().for_each(|c| walk(c, &mut out));
         for a in &self.actions {
-            if let Action::Mqtt { device, .. } = a {
+            if let Action::Mqtt { device, .. } | Action::Coap { device, .. } = a {
                 out.insert(device);
             }
         }
@@ -256,8 +258,8 @@ impl Action {
             Action::Mqtt { device, metric, value } => {
                 format!("MQTT hearth/{device}/set/{metric} = {}", value.payload_text())
             }
-            Action::Coap { uri, method, .. } => {
-                format!("CoAP {} {uri}", if *method == CoapMethod::Put { "PUT" } else { "POST" })
+            Action::Coap { device, path, method, .. } => {
+                format!("CoAP {} {device}/{path}", if *method == CoapMethod::Put { "PUT" } else { "POST" })
             }
             Action::Set { name, value } => {
                 format!("set {name} = {}", value.payload_text())

@@ -19,7 +19,7 @@ use crate::automation::engine::{Compiled, World};
 use crate::automation::model::{Action, Condition, Trigger, find_virtual_loop};
 use crate::automation::run::TRACES_KEPT;
 use crate::automation::{Rule, Trace};
-use crate::consent::{DeviceClass, Subject};
+use crate::consent::DeviceClass;
 use crate::error::AppError;
 use crate::reading::{Reading, Value};
 use crate::state::AppState;
@@ -77,12 +77,6 @@ async fn check(state: &AppState, user: &Session, rule: &Rule, others: &[(String,
     let subject = super::scope::subject_of(user).ok_or(AppError::Forbidden("only owners and tenants have rules"))?;
     crate::automation::model::validate(rule, &state.outbox.destinations(subject))
         .map_err(|e| AppError::field("rule", e.0))?;
-    if subject != Subject::Owner && rule.actions.iter().any(|a| matches!(a, Action::Coap { .. })) {
-        return Err(AppError::field(
-            "rule",
-            "CoAP actions reach any address on the network: only the owner's rules may use them",
-        ));
-    }
     let scope = Scope::of(state, user).await?;
     let ownership = state.store.ownership();
     for id in rule.devices() {
@@ -101,6 +95,16 @@ async fn check(state: &AppState, user: &Session, rule: &Rule, others: &[(String,
             }
             Some(d) if scope.sees(&d) => {}
             _ => return Err(AppError::field("rule", format!("no device {id:?} that you can use"))),
+        }
+    }
+    for action in &rule.actions {
+        if let Action::Coap { device, .. } = action
+            && state.store.device(device).await?.and_then(|d| d.coap_address).is_none()
+        {
+            return Err(AppError::field(
+                "rule",
+                format!("{device:?} has no CoAP address yet: the owner sets it on the device's page"),
+            ));
         }
     }
     let mut all: Vec<(&str, &Rule)> = others.iter().map(|(n, r)| (n.as_str(), r)).collect();

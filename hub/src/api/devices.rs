@@ -8,7 +8,7 @@ use hearth_model::DeviceClass;
 use hearth_model::automations::{Note, NotificationSource};
 use hearth_model::devices::{
     BelongsTo, ClassChanged, ClassProposal, CoapExample, Credentials as CredentialsView, Device, Metric, MqttExample,
-    NewDevice, Point, RangeQuery, Readings, SetClass,
+    NewDevice, Point, RangeQuery, Readings, SetClass, SetCoapAddress,
 };
 
 use super::routes::{EVERYONE, OWNER, Route, TENANT, Who};
@@ -31,6 +31,7 @@ pub(super) const ROUTES: &[Route] = &[
     Route::new("DELETE", "/api/devices/{id}", Who::People(SUBJECTS), |m| on(m, remove)),
     Route::new("POST", "/api/devices/{id}/credentials", Who::People(SUBJECTS), |m| on(m, regenerate)),
     Route::new("PUT", "/api/devices/{id}/class", Who::People(OWNER), |m| on(m, set_class)),
+    Route::new("PUT", "/api/devices/{id}/coap-address", Who::People(OWNER), |m| on(m, set_coap_address)),
     Route::new("GET", "/api/class-proposals", Who::People(SUBJECTS), |m| on(m, proposals)),
     Route::new("POST", "/api/class-proposals/{id}/accept", Who::People(TENANT), |m| on(m, accept_class)),
     Route::new("POST", "/api/class-proposals/{id}/decline", Who::People(TENANT), |m| on(m, decline_class)),
@@ -86,6 +87,8 @@ async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<V
             class: ownership.rule.current_class(&d.id),
             belongs_to: if d.tenancy_id.is_some() { BelongsTo::Tenant } else { BelongsTo::Owner },
             manageable,
+            // Guests see readings, not where devices are on the network.
+            coap_address: d.coap_address.filter(|_| user.role != Role::Guest),
             id: d.id,
             name: d.name,
             created: d.created_ms,
@@ -251,6 +254,32 @@ async fn set_class(
     }
     tracing::info!(device.id = %id, class = req.class.as_str(), "device class changed");
     Ok((StatusCode::OK, ApiJson(ClassChanged { class: req.class, from: Some(from), proposal: None })))
+}
+
+/// The owner says where one of the home's devices serves CoAP, for rules' CoAP actions (a
+/// tenant's own devices, which the owner does not see, take MQTT commands only: letting
+/// tenants write addresses would let their rules reach anything on the network). Rules name
+/// the device; the address is looked up when each action runs.
+async fn set_coap_address(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SetCoapAddress>,
+) -> Result<ApiJson<Device>, AppError> {
+    visible_device(&state, &user, &id).await?;
+    let address = match req.address.as_deref().map(str::trim) {
+        Some(text) => {
+            let addr =
+                crate::automation::model::parse_coap_address(text).map_err(|e| AppError::field("address", e.0))?;
+            Some(addr.to_string())
+        }
+        None => None,
+    };
+    if !state.store.set_device_coap(&id, address.as_deref()).await? {
+        return Err(AppError::NotFound);
+    }
+    tracing::info!(device.id = %id, address = address.as_deref().unwrap_or("none"), "device CoAP address set");
+    views(&state, &user, Some(&id)).await?.pop().map(ApiJson).ok_or(AppError::NotFound)
 }
 
 /// Leaves `user` a notification from the hub.

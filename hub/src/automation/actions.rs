@@ -7,9 +7,8 @@ use serde_json::json;
 use hearth_model::automations::{Note, NotificationSource};
 
 use super::coap::CoapError;
-use super::model::{Action, RuleError, command_payload, parse_coap_uri};
+use super::model::{Action, CoapTarget, RuleError, command_payload, parse_coap_address};
 use super::scheduler::Job;
-use crate::consent::Subject;
 use crate::ingest::mqtt::MqttServer;
 use crate::outbox::{Outbox, OutboxError};
 use crate::store::{Store, StoreError};
@@ -46,8 +45,8 @@ pub enum ActionError {
     OutOfTenancy,
     #[error("refused: the rule's author may not command {0:?} now (a building device, or not theirs)")]
     NotYourDevice(String),
-    #[error("refused: CoAP actions reach any address on the network, so only the owner's rules may use them")]
-    CoapIsTheOwners,
+    #[error("{0:?} has no CoAP address (the owner sets it on the device's page)")]
+    NoCoapAddress(String),
 }
 
 impl Commands {
@@ -76,6 +75,16 @@ pub struct Effects {
 }
 
 impl Effects {
+    /// The device, too, is checked at every command: its class may have changed since the
+    /// rule was saved.
+    fn may_command(&self, job: &Job, device: &str, now: i64) -> Result<(), ActionError> {
+        if self.store.ownership().rule.may_command(job.subject, device, now) {
+            Ok(())
+        } else {
+            Err(ActionError::NotYourDevice(device.to_owned()))
+        }
+    }
+
     /// Carries out `job`'s action at `now`.
     pub async fn perform(&self, job: &Job, now: i64) -> Result<String, ActionError> {
         // Checked at every action, not only when the rule was saved: a tenancy ends while
@@ -85,19 +94,16 @@ impl Effects {
         }
         match &job.action {
             Action::Mqtt { device, metric, value } => {
-                // And the device: its class may have changed since the rule was saved.
-                if !self.store.ownership().rule.may_command(job.subject, device, now) {
-                    return Err(ActionError::NotYourDevice(device.clone()));
-                }
+                self.may_command(job, device, now)?;
                 let topic = format!("hearth/{device}/set/{metric}");
                 Ok(self.commands.send(&topic, command_payload(value)).await?.to_owned())
             }
-            Action::Coap { uri, method, payload } => {
-                // A CoAP action names an address, not a device: the owner's alone.
-                if job.subject != Subject::Owner {
-                    return Err(ActionError::CoapIsTheOwners);
-                }
-                let target = parse_coap_uri(uri)?;
+            Action::Coap { device, path, method, payload } => {
+                self.may_command(job, device, now)?;
+                // The address as the owner set it now, not as it was when the rule was saved.
+                let address = self.store.device(device).await?.and_then(|d| d.coap_address);
+                let address = address.ok_or_else(|| ActionError::NoCoapAddress(device.clone()))?;
+                let target = CoapTarget { addr: parse_coap_address(&address)?, path: path.clone() };
                 Ok(super::coap::request(&target, *method, payload.as_bytes()).await?)
             }
             Action::Notify { message } => {

@@ -11,6 +11,7 @@ mod persist;
 pub mod run;
 pub mod runtime;
 pub mod scheduler;
+pub mod upgrade;
 
 pub use actions::Commands;
 pub use model::Rule;

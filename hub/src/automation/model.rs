@@ -171,8 +171,9 @@ fn check_action(action: &Action, destinations: &BTreeSet<String>) -> Result<(), 
             check_device_metric(device, Some(metric))?;
             check_value(value)
         }
-        Action::Coap { uri, payload, .. } => {
-            parse_coap_uri(uri)?;
+        Action::Coap { device, path, payload, .. } => {
+            check_device_metric(device, None)?;
+            check_coap_path(path)?;
             if payload.len() > 1024 {
                 return Err(bad("a CoAP payload is at most 1024 bytes"));
             }
@@ -210,29 +211,46 @@ fn check_action(action: &Action, destinations: &BTreeSet<String>) -> Result<(), 
     }
 }
 
-/// A CoAP action's target: `coap://HOST[:PORT]/path`, HOST an IP address (devices on the
-/// home network; no name lookup on the automation path).
+/// Where a CoAP action goes: the device's address (as the owner set it) and the action's
+/// path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoapTarget {
     pub addr: std::net::SocketAddr,
     pub path: String,
 }
 
-pub fn parse_coap_uri(uri: &str) -> Result<CoapTarget, RuleError> {
-    let rest = uri.strip_prefix("coap://").ok_or_else(|| bad("a CoAP URI starts with coap://"))?;
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let addr = if let Ok(addr) = authority.parse::<std::net::SocketAddr>() {
+/// A device's CoAP address: an IP address with an optional port (5683 if none), such as
+/// `192.0.2.7`, `192.0.2.7:5690` or `[fe80::1]:5683`. No names: nothing on the automation
+/// path looks a name up, so what a rule reaches is what the owner wrote.
+pub fn parse_coap_address(text: &str) -> Result<std::net::SocketAddr, RuleError> {
+    let addr = if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
         addr
     } else {
-        let host = authority.trim_start_matches('[').trim_end_matches(']');
+        let host = text.trim_start_matches('[').trim_end_matches(']');
         let ip: std::net::IpAddr =
-            host.parse().map_err(|_| bad(format!("{authority:?} is not an IP address (with an optional port)")))?;
+            host.parse().map_err(|_| bad(format!("{text:?} is not an IP address (with an optional port)")))?;
         std::net::SocketAddr::new(ip, 5683)
     };
-    if path.len() > 255 || path.chars().any(|c| c.is_control() || c == '?' || c == '#') {
-        return Err(bad("the CoAP path is at most 255 characters, without a query"));
+    let ip = addr.ip();
+    let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    if ip.is_unspecified() || ip.is_multicast() || broadcast || addr.port() == 0 {
+        return Err(bad(format!("{text:?} is not one device's address")));
     }
-    Ok(CoapTarget { addr, path: path.to_owned() })
+    Ok(addr)
+}
+
+/// A CoAP action's path on its device: up to 8 segments of letters, digits and `-._~`,
+/// without a query (`light`, `lights/1/on`).
+fn check_coap_path(path: &str) -> Result<(), RuleError> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let fine =
+        |s: &&str| (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    if segments.len() > 8 || !segments.iter().all(fine) {
+        return Err(bad(format!(
+            "{path:?} is not a CoAP path: 1 to 8 segments of letters, digits and -._~, without a query"
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses a set of rules in which setting a virtual value starts a chain of rules that
@@ -348,7 +366,12 @@ mod tests {
             with("actions", json!([{ "type": "cloud", "destination": "nowhere" }])).unwrap_err().contains("nowhere")
         );
         assert!(with("actions", json!([{ "type": "mqtt", "device": "Bad Id", "metric": "t", "value": 1 }])).is_err());
-        assert!(with("actions", json!([{ "type": "coap", "uri": "coap://lamp.local/x", "payload": "on" }])).is_err());
+        assert!(with("actions", json!([{ "type": "coap", "uri": "coap://127.0.0.1/x", "payload": "on" }])).is_err());
+        let coap = |path: &str| json!([{ "type": "coap", "device": "lamp", "path": path, "payload": "on" }]);
+        assert!(with("actions", coap("lights/1")).is_ok());
+        assert!(with("actions", coap("x?y=1")).unwrap_err().contains("CoAP path"));
+        assert!(with("actions", coap("../../x y")).is_err());
+        assert!(with("actions", coap("")).is_err());
         assert!(with("actions", json!([{ "type": "delay", "seconds": 999999999 }])).is_err());
         let deep = json!([{ "type": "not", "condition": { "type": "not", "condition": { "type": "not", "condition":
             { "type": "not", "condition": { "type": "time", "after": "01:00" } } } } }]);
@@ -358,12 +381,23 @@ mod tests {
     }
 
     #[test]
-    fn coap_uris_name_an_address() {
-        let t = parse_coap_uri("coap://127.0.0.1:5690/lights/1").unwrap();
-        assert_eq!((t.addr.port(), t.path.as_str()), (5690, "lights/1"));
-        assert_eq!(parse_coap_uri("coap://[::1]/x").unwrap().addr.port(), 5683);
-        assert!(parse_coap_uri("coaps://127.0.0.1/x").is_err());
-        assert!(parse_coap_uri("coap://127.0.0.1/x?y=1").is_err());
+    fn coap_addresses_are_one_ip_address() {
+        assert_eq!(parse_coap_address("127.0.0.1:5690").unwrap().port(), 5690);
+        assert_eq!(parse_coap_address("192.0.2.7").unwrap().port(), 5683);
+        assert_eq!(parse_coap_address("[::1]").unwrap().port(), 5683);
+        assert_eq!(parse_coap_address("::1").unwrap().port(), 5683);
+        for bad in [
+            "lamp.local",
+            "coap://127.0.0.1/x",
+            "0.0.0.0",
+            "224.0.1.187",
+            "255.255.255.255",
+            "[ff02::fd]:5683",
+            "127.0.0.1:0",
+            "",
+        ] {
+            assert!(parse_coap_address(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -15,10 +15,16 @@ pub struct DeviceRecord {
     pub credentials_ms: i64,
     /// Set for a tenant's own device.
     pub tenancy_id: Option<i64>,
+    /// Where rules send it CoAP commands, as the owner set it.
+    pub coap_address: Option<String>,
 }
 
 fn name_aad(id: &str) -> Vec<u8> {
     format!("device-name:{id}").into_bytes()
+}
+
+fn coap_aad(id: &str) -> Vec<u8> {
+    format!("device-coap:{id}").into_bytes()
 }
 
 fn secret_aad(id: &str, credentials_ms: i64) -> Vec<u8> {
@@ -61,11 +67,23 @@ impl Store {
     /// household's history is not lost with a broken sensor. `Ok(false)` if unknown.
     pub async fn remove_device(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         let done =
-            sqlx::query("UPDATE devices SET secret_sealed = NULL, removed_ms = ? WHERE id = ? AND removed_ms IS NULL")
+            sqlx::query("UPDATE devices SET secret_sealed = NULL, coap_sealed = NULL, removed_ms = ? WHERE id = ? AND removed_ms IS NULL")
                 .bind(now)
                 .bind(id)
                 .execute(&self.pool)
                 .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Sets (or, with `None`, takes away) where rules send an active device CoAP commands.
+    /// `Ok(false)` if there is no such device.
+    pub async fn set_device_coap(&self, id: &str, address: Option<&str>) -> Result<bool, StoreError> {
+        let sealed = address.map(|a| self.hub_key.seal(a.as_bytes(), &coap_aad(id))).transpose()?;
+        let done = sqlx::query("UPDATE devices SET coap_sealed = ? WHERE id = ? AND removed_ms IS NULL")
+            .bind(sealed)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -77,7 +95,7 @@ impl Store {
     /// One active device, name opened.
     pub async fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, name_sealed, created_ms, credentials_ms, tenancy_id FROM devices WHERE id = ? AND removed_ms IS NULL",
+            "SELECT id, name_sealed, coap_sealed, created_ms, credentials_ms, tenancy_id FROM devices WHERE id = ? AND removed_ms IS NULL",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -92,7 +110,7 @@ impl Store {
 
     async fn devices_where(&self, removed_too: bool) -> Result<Vec<DeviceRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name_sealed, created_ms, credentials_ms, tenancy_id FROM devices WHERE ? OR removed_ms IS NULL
+            "SELECT id, name_sealed, coap_sealed, created_ms, credentials_ms, tenancy_id FROM devices WHERE ? OR removed_ms IS NULL
              ORDER BY created_ms, id",
         )
         .bind(removed_too)
@@ -107,9 +125,17 @@ impl Store {
         let sealed: Vec<u8> = row.try_get("name_sealed")?;
         let name = String::from_utf8(self.hub_key.open(&sealed, &name_aad(&id))?)
             .map_err(|_| StoreError::Corrupt(format!("device {id} name")))?;
+        let coap: Option<Vec<u8>> = row.try_get("coap_sealed")?;
+        let coap_address = coap
+            .map(|sealed| {
+                String::from_utf8(self.hub_key.open(&sealed, &coap_aad(&id))?)
+                    .map_err(|_| StoreError::Corrupt(format!("device {id} CoAP address")))
+            })
+            .transpose()?;
         Ok(DeviceRecord {
             id,
             name,
+            coap_address,
             created_ms: row.try_get("created_ms")?,
             credentials_ms: row.try_get("credentials_ms")?,
             tenancy_id: row.try_get("tenancy_id")?,
