@@ -7,6 +7,7 @@ mod automation;
 mod coap;
 mod consent;
 mod mqtt;
+mod ownership;
 mod promise;
 mod store;
 mod ui;
