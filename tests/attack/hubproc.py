@@ -7,8 +7,9 @@ def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 
 
-def start(binary, mqtt_port=0):
-    """Runs `binary` until the script ends; returns (base URL, data directory)."""
+def start(binary, mqtt_port=0, extra=""):
+    """Runs `binary` until the script ends, with `extra` appended to its configuration;
+    returns (base URL, data directory)."""
     work = tempfile.mkdtemp()
     http = free_port()
     conf = os.path.join(work, "hub.toml")
@@ -19,7 +20,7 @@ listen = "127.0.0.1:{http}"
 listen = "127.0.0.1:{mqtt_port}"
 [coap]
 dtls_listen = "127.0.0.1:0"
-""")
+""" + extra)
     hub = subprocess.Popen([binary, "--config", conf], stdout=subprocess.DEVNULL,
                            stderr=open(os.path.join(work, "log"), "w"))
     atexit.register(lambda: hub.poll() is None and (hub.terminate(), hub.wait(timeout=30)))

@@ -4,13 +4,26 @@ then tries what was found to break it. Uses mosquitto_sub/mosquitto_pub.
 
     python3 tests/attack/promise.py target/release/hub
 """
-import json, subprocess, sys, threading, time, requests
+import json, sqlite3, subprocess, sys, threading, time, requests
 
 from hubproc import free_port, start
 
 binary = sys.argv[1]
 mqtt = free_port()
-base, data = start(binary, mqtt)
+closed = free_port()  # cloud destinations nobody answers: their messages wait in the outbox
+base, data = start(binary, mqtt, f"""[cloud]
+max_queued = 3
+retry_max_s = 60
+[[cloud.destinations]]
+name = "mine"
+kind = "webhook"
+url = "http://127.0.0.1:{closed}/a"
+[[cloud.destinations]]
+name = "shared"
+kind = "webhook"
+url = "http://127.0.0.1:{closed}/b"
+tenants = true
+""")
 
 results = []
 def check(what, ok, detail=""):
@@ -90,6 +103,19 @@ check("5. reclassifying during a tenancy waits for the tenant", r.status_code ==
 cls = must(owner.get(base + f"/api/devices/{meter['id']}"), 200)["class"]
 check("5. the class is unchanged until they agree", cls == "household", cls)
 
+# 7. The current tenant's rule tries CoAP to an address of its own choosing, then to a device
+# the owner gave no CoAP address, then sets one itself.
+tenant = tenants[2][0]
+probe = {"name": "Probe", "triggers": [{"type": "interval", "every_s": 5}],
+         "actions": [{"type": "coap", "uri": "coap://127.0.0.1:5683/x", "method": "post", "payload": "x"}]}
+r = tenant.post(base + "/api/rules", json=probe)
+check("7. a tenant's rule cannot name a CoAP address", r.status_code == 422, r.status_code)
+probe["actions"] = [{"type": "coap", "device": meter["id"], "path": "x", "payload": "x"}]
+r = tenant.post(base + "/api/rules", json=probe)
+check("7. nor a device the owner gave no CoAP address", r.status_code == 422 and "no CoAP address" in r.text, r.text)
+r = tenant.put(base + f"/api/devices/{meter['id']}/coap-address", json={"address": "127.0.0.1:5683"})
+check("7. nor give a device an address itself", r.status_code == 403, r.status_code)
+
 # 6. A guest's open live stream ends when the guest is removed.
 inv = must(owner.post(base + "/api/guests", json={"devices": [meter["id"]]}), 201)
 guest = requests.Session()
@@ -109,6 +135,34 @@ time.sleep(0.5)
 gid = must(owner.get(base + "/api/guests"), 200)[0]["id"]
 must(owner.delete(base + f"/api/guests/{gid}"), 204)
 check("6. the removed guest's live stream ends", ended.wait(5))
+
+# 7. The tenant's rule floods a cloud destination: only the one the owner opened to tenants,
+# and it drops only the tenant's own oldest messages.
+def queued():
+    db = sqlite3.connect(f"file:{data}/hearth.db?mode=ro", uri=True)
+    rows = dict(db.execute("SELECT subject, COUNT(*) FROM outbox GROUP BY subject").fetchall())
+    db.close()
+    return rows
+every_s = lambda name, to: {"name": name, "triggers": [{"type": "interval", "every_s": 1}],
+                            "actions": [{"type": "cloud", "destination": to, "payload": {"from": name}}]}
+mine = must(owner.post(base + "/api/rules", json=every_s("owner's", "shared")), 201)
+time.sleep(2.5)
+must(owner.delete(base + f"/api/rules/{mine['id']}"), 204)
+owners = queued().get("owner", 0)
+r = tenant.post(base + "/api/rules", json=every_s("tenant's", "mine"))
+check("7. a tenant's rule cannot use the owner's own destination", r.status_code == 422, r.status_code)
+must(tenant.post(base + "/api/rules", json=every_s("tenant's", "shared")), 201)
+time.sleep(6)
+q = queued()
+tenancy_key = f"tenancy:{tenants[2][1]}"
+check("7. the tenant's flood keeps to its share", q.get(tenancy_key) == 3 and q.get("owner") == owners and owners > 0, q)
+
+# 8. The tenancy ends and is shredded: what its rules queued goes with it.
+end = must(owner.post(base + f"/api/tenancies/{tenants[2][1]}/end", json={}), 200)
+time.sleep(max(0, end["end"] / 1000 - time.time()) + 0.2)
+must(tenant.post(base + f"/api/tenancies/{tenants[2][1]}/shred"), 204)
+q = queued()
+check("8. shredding deletes the tenancy's queued cloud messages", tenancy_key not in q and q.get("owner") == owners, q)
 
 print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
 sys.exit(0 if all(results) else 1)
