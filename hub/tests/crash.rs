@@ -25,7 +25,8 @@ fn hub_command(data: &std::path::Path) -> Command {
 
 /// Starts the hub and reads its log until it says where MQTT listens.
 fn start(data: &std::path::Path) -> anyhow::Result<(Child, std::net::SocketAddr)> {
-    let mut child = hub_command(data).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    // Its errors (why it stopped, if it does) show in the test output.
+    let mut child = hub_command(data).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
     let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -161,30 +161,55 @@ impl Store {
         user_id: i64,
         name: &str,
         token_hash: &[u8],
-        now: i64,
+        (now, expires): (i64, i64),
     ) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "INSERT INTO api_tokens (user_id, name, token_hash, created_ms) VALUES (?, ?, ?, ?) RETURNING id",
+            "INSERT INTO api_tokens (user_id, name, token_hash, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)
+             RETURNING id",
         )
         .bind(user_id)
         .bind(name)
         .bind(token_hash)
         .bind(now)
+        .bind(expires)
         .fetch_one(&self.pool)
         .await?)
     }
 
-    /// The user behind an API token digest.
-    pub async fn api_token(&self, token_hash: &[u8]) -> Result<Option<Session>, StoreError> {
+    /// The user behind an API token digest, if the token has not expired at `now`.
+    pub async fn api_token(&self, token_hash: &[u8], now: i64) -> Result<Option<Session>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             session_columns!(),
-            " FROM api_tokens k JOIN users u ON u.id = k.user_id WHERE k.token_hash = ? AND ",
+            " FROM api_tokens k JOIN users u ON u.id = k.user_id WHERE k.token_hash = ? AND k.expires_ms > ? AND ",
             live_user!()
         ))
         .bind(token_hash)
+        .bind(now)
         .fetch_optional(&self.pool)
         .await?;
         row.map(session).transpose()
+    }
+
+    /// A user's API tokens that have not expired: (id, name, created, expires), newest first.
+    pub async fn api_tokens(&self, user_id: i64, now: i64) -> Result<Vec<(i64, String, i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, name, created_ms, expires_ms FROM api_tokens WHERE user_id = ? AND expires_ms > ?
+             ORDER BY id DESC",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Revokes one of a user's tokens. `false` if they have no such token.
+    pub async fn delete_api_token(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM api_tokens WHERE id = ? AND user_id = ?")
+            .bind(id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 }

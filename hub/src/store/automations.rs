@@ -75,7 +75,7 @@ impl Store {
     }
 
     pub async fn create_rule(&self, author: i64, body: &[u8], enabled: bool, now: i64) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO rules (author_id, enabled, body, created_ms, updated_ms) VALUES (?, ?, x'', ?, ?) RETURNING id",
         )
@@ -146,7 +146,7 @@ impl Store {
     /// Writes (or rewrites) run traces in one transaction, keeping the newest `keep` runs of
     /// each rule touched.
     pub async fn save_runs(&self, runs: &[(i64, i64, i64, Vec<u8>)], keep: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let mut rules = std::collections::BTreeSet::new();
         for (id, rule, started, body) in runs {
             let sealed = self.seal_row(&format!("run:{id}"), body)?;
@@ -195,7 +195,7 @@ impl Store {
     }
 
     pub async fn add_timer(&self, rule: i64, kind: &str, due: i64, body: &[u8]) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO automation_timers (rule_id, kind, due_ms, body) VALUES (?, ?, ?, x'') RETURNING id",
         )
@@ -274,7 +274,7 @@ impl Store {
 
     pub async fn add_notification(&self, user: i64, note: &Note, now: i64) -> Result<i64, StoreError> {
         let body = serde_json::to_vec(note).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let id: i64 =
             sqlx::query_scalar("INSERT INTO notifications (user_id, created_ms, body) VALUES (?, ?, x'') RETURNING id")
                 .bind(user)
@@ -334,7 +334,7 @@ impl Store {
         max: i64,
     ) -> Result<i64, StoreError> {
         let sealed = self.seal_row(&format!("outbox:{destination}:{msg_id}"), body)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let subject = subject.to_string();
         sqlx::query("INSERT INTO outbox (destination, subject, msg_id, created_ms, body) VALUES (?, ?, ?, ?, ?)")
             .bind(destination)
@@ -395,7 +395,7 @@ impl Store {
 
     /// The destination acknowledged message `seq`: it leaves the outbox.
     pub async fn outbox_delivered(&self, destination: &str, seq: i64, now: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query("DELETE FROM outbox WHERE seq = ?").bind(seq).execute(&mut *tx).await?;
         sqlx::query(
             "INSERT INTO outbox_stats (destination, delivered, last_attempt_ms, last_success_ms, last_error)
@@ -413,7 +413,7 @@ impl Store {
 
     /// A delivery attempt failed; the message stays queued.
     pub async fn outbox_failed(&self, destination: &str, seq: i64, error: &str, now: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?").bind(seq).execute(&mut *tx).await?;
         sqlx::query(
             "INSERT INTO outbox_stats (destination, last_attempt_ms, last_error) VALUES (?1, ?2, ?3)

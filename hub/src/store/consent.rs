@@ -150,7 +150,7 @@ impl Store {
         let mut seed = Zeroizing::new([0u8; 32]);
         crypto::random_bytes(seed.as_mut())?;
         let signer = ReceiptSigner::from_seed(&seed);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let id: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM signing_keys").fetch_one(&mut *tx).await?;
         let sealed = self.hub_key.seal(seed.as_ref(), format!("signing-key:{id}").as_bytes())?;
@@ -273,7 +273,7 @@ impl Store {
     /// Denies a pending request and logs it. `false` if it was not pending.
     pub async fn deny_request(&self, req: &RequestRecord, now: i64) -> Result<bool, StoreError> {
         let _chain = self.log_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let done = sqlx::query(
             "UPDATE data_requests SET status = 'denied', decided_ms = ? WHERE id = ? AND status = 'pending'",
         )
@@ -301,7 +301,7 @@ impl Store {
     /// transaction. `false` if the request was no longer pending.
     pub async fn create_grant(&self, g: &GrantRecord, receipt: &ReceiptRecord) -> Result<bool, StoreError> {
         let _chain = self.log_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let done = sqlx::query(
             "UPDATE data_requests SET status = 'granted', decided_ms = ? WHERE id = ? AND status = 'pending'",
         )
@@ -343,7 +343,7 @@ impl Store {
     /// (an `Expired` one), with its receipt and log entry. `false` if already recorded.
     pub async fn end_grant(&self, g: &GrantRecord, receipt: &ReceiptRecord, at: i64) -> Result<bool, StoreError> {
         let _chain = self.log_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let done = if receipt.event == ReceiptEvent::Revoked {
             sqlx::query("UPDATE grants SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL AND expires_ms > ?")
                 .bind(at)
@@ -420,7 +420,7 @@ impl Store {
     /// Appends one entry to the access log.
     pub async fn log_access(&self, entry: &NewLogEntry<'_>) -> Result<(), StoreError> {
         let _chain = self.log_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         append_log(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(())

@@ -83,6 +83,14 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// A write transaction, begun IMMEDIATE: it takes the write lock at once (waiting up to
+    /// the busy timeout), so one that reads before it writes cannot fail with
+    /// SQLITE_BUSY_SNAPSHOT because another connection committed in between (as the hub's
+    /// first start once did when a device was already publishing).
+    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     /// Opens (creating if needed) the database at `path`, applies migrations, and loads or
     /// creates the data keys.
     ///
@@ -139,7 +147,7 @@ impl Store {
             }
         }
         if !has_owner_key {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write().await?;
             // Opening the store happens before anything runs on the hub's clock.
             let (id, key) = self.create_data_key(&mut tx, Subject::Owner, crate::clock::now_ms()).await?;
             tx.commit().await?;

@@ -151,7 +151,7 @@ impl Store {
         now: i64,
     ) -> Result<Option<i64>, StoreError> {
         let (code_hash, invited_by, invite_expires) = invite;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let overlapping: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM tenancies WHERE (end_ms IS NULL OR end_ms > ?1) AND (?2 IS NULL OR start_ms < ?2)",
         )
@@ -206,7 +206,7 @@ impl Store {
     /// tenancy already has its tenant or is unknown.
     pub async fn reinvite_tenant(&self, tenancy: i64, invite: (&[u8], i64, i64)) -> Result<bool, StoreError> {
         let (code_hash, invited_by, expires) = invite;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let open: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM tenancies t WHERE t.id = ? AND t.shredded_ms IS NULL
              AND NOT EXISTS (SELECT 1 FROM users u WHERE u.tenancy_id = t.id)",
@@ -253,7 +253,7 @@ impl Store {
     /// chunks and latest values are deleted too (overwritten: `secure_delete` is on), and
     /// the write-ahead log is truncated so no old copy of the wrapped key lingers there.
     pub async fn shred_tenancy(&self, id: i64, now: i64) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let key: Option<i64> = sqlx::query_scalar("SELECT key_id FROM tenancies WHERE id = ? AND shredded_ms IS NULL")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -347,6 +347,16 @@ impl Store {
         Ok(())
     }
 
+    /// Whether an unused, unexpired invite has this code (it is used up only on acceptance).
+    pub async fn invite_is_open(&self, code_hash: &[u8], now: i64) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM invites WHERE code_hash = ? AND expires_ms > ?")
+            .bind(code_hash)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
     /// Uses up an invite and creates its user, in one transaction. Returns the new user id.
     pub async fn accept_invite(
         &self,
@@ -355,7 +365,7 @@ impl Store {
         password_hash: &str,
         now: i64,
     ) -> Result<i64, AcceptError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let mut tx = self.write().await.map_err(StoreError::from)?;
         let row = sqlx::query(
             "DELETE FROM invites WHERE code_hash = ? AND expires_ms > ? RETURNING role, tenancy_id, invited_by, devices",
         )
@@ -472,7 +482,7 @@ impl Store {
         tenancy: i64,
         now: i64,
     ) -> Result<Option<i64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let waiting: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM class_proposals WHERE device_id = ? AND tenancy_id = ? AND status = 'pending'",
         )
@@ -521,7 +531,7 @@ impl Store {
     /// The tenant decides a waiting proposal; accepted, the class changes from `from`.
     /// `false` if it was no longer waiting.
     pub async fn decide_class(&self, id: i64, accept: bool, now: i64, from: i64) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let status = if accept { ProposalStatus::Accepted } else { ProposalStatus::Declined };
         let decided: Option<(String, String)> = sqlx::query_as(
             "UPDATE class_proposals SET status = ?, decided_ms = ? WHERE id = ? AND status = 'pending'

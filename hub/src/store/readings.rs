@@ -141,7 +141,7 @@ impl Store {
         if readings.len() < all.len() {
             tracing::debug!(dropped = all.len() - readings.len(), "readings nobody may own were not stored");
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let mut new_series: HashMap<(String, String), (i64, Option<String>)> = HashMap::new();
         let mut ids = Vec::with_capacity(readings.len());
         for (r, _) in &readings {
@@ -229,7 +229,7 @@ impl Store {
     /// chunk, in one transaction. Returns how many chunks were removed. Only the writer
     /// calls this (it owns `state`), so it never races a commit.
     pub async fn compact(&self, state: &mut SeriesState, series: i64, hour: i64) -> Result<usize, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let rows = sqlx::query("SELECT seq, key_id, body FROM chunks WHERE series_id = ? AND hour = ? ORDER BY seq")
             .bind(series)
             .bind(hour)
