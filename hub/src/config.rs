@@ -131,6 +131,9 @@ pub struct MqttConfig {
     pub external: Option<ExternalMqtt>,
     /// Seconds a new connection has to send its CONNECT before it is closed (1-120).
     pub connect_timeout_s: u32,
+    /// The longest keep-alive a device may ask for, in seconds (1-3600): a session that
+    /// asks for none (0) or for more gets this, and is closed after 1.5 times it in silence.
+    pub max_keep_alive_s: u16,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -236,6 +239,7 @@ impl Default for MqttConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             external: None,
             connect_timeout_s: 10,
+            max_keep_alive_s: 300,
         }
     }
 }
@@ -324,6 +328,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "mqtt.connect_timeout_s and coap.handshake_timeout_s must be 1 to 120".into(),
             ));
+        }
+        if !(1..=3600).contains(&self.mqtt.max_keep_alive_s) {
+            return Err(ConfigError::Invalid("mqtt.max_keep_alive_s must be 1 to 3600".into()));
         }
         if self.store.max_batch == 0 {
             return Err(ConfigError::Invalid("store.max_batch must be at least 1".into()));

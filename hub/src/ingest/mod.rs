@@ -32,7 +32,10 @@ impl Default for Rejections {
 impl Rejections {
     /// Records and logs a refused message. The payload itself is never logged.
     pub fn record(&self, device: &str, protocol: &'static str, reason: &str, now: i64) {
-        tracing::warn!(device.id = %device, protocol, reason, "message refused, not stored");
+        static REFUSED: crate::repeated::Repeated = crate::repeated::Repeated::new("message refused");
+        if REFUSED.log_this(device) {
+            tracing::warn!(device.id = %device, protocol, reason, "message refused, not stored");
+        }
         if let Ok(mut map) = self.map.lock() {
             let entry = map.entry(device.to_owned()).or_insert(Rejection {
                 count: 0,

@@ -35,17 +35,33 @@ use super::decode::{self, DecodeError};
 use super::pipeline::{CommitFailed, Ingest};
 use crate::devices::{self, DeviceEvent};
 use crate::reading::Reading;
+use crate::repeated::Repeated;
 use crate::store::Store;
 
 /// Largest MQTT packet accepted or sent.
 const MAX_PACKET: usize = decode::MAX_PAYLOAD + 1024;
-/// Time a new connection has to send CONNECT.
 /// QoS 1/2 publishes awaiting their commit per connection; past this we stop reading.
 const MAX_INFLIGHT: usize = 256;
-/// Open connections at once.
-const MAX_CONNECTIONS: usize = 512;
+/// Logged-in sessions at once.
+const MAX_SESSIONS: usize = 512;
+/// Sessions of one device at once (a device with several client ids, or one reconnecting
+/// before its old session timed out).
+const MAX_SESSIONS_PER_DEVICE: usize = 4;
+/// Connections that have not logged in yet, at once, and from one source address: a budget
+/// of their own, so that sockets that never log in cannot take devices' places.
+const MAX_WAITING: usize = 64;
+const MAX_WAITING_PER_ADDRESS: usize = 8;
+/// Filters one session may hold.
+const MAX_SUBSCRIPTIONS: usize = 32;
 /// Messages queued to one subscriber before newer ones are dropped.
 const OUTBOX: usize = 64;
+/// How long one packet may take to leave; a reader that stops reading is closed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Floods' events, counted rather than logged one by one.
+static REFUSED_LOGINS: Repeated = Repeated::new("MQTT login refused");
+static CLOSED: Repeated = Repeated::new("MQTT connection closed");
+static GAVE_WAY: Repeated = Repeated::new("MQTT connection closed before login to make room");
 
 /// What the server needs from the rest of the hub.
 #[derive(Clone)]
@@ -56,6 +72,8 @@ pub struct MqttContext {
     pub rejections: Rejections,
     /// How long a new connection has to send its CONNECT.
     pub connect_timeout: Duration,
+    /// The longest keep-alive a session gets (also for those that ask for none).
+    pub max_keep_alive: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +88,10 @@ enum ConnError {
     KeepAlive,
     #[error("a commit failed; closing so the device sends its readings again")]
     CommitFailed,
+    #[error("the device stopped reading")]
+    WriteTimeout,
+    #[error("closed before login to make room for others")]
+    GaveWay,
     #[error("the hub is shutting down")]
     Closed,
 }
@@ -82,16 +104,22 @@ impl From<rumqttc::mqttbytes::Error> for ConnError {
 
 /// Routes commands to the sessions of the device they are for. A device's readings are
 /// never routed back to subscribers: during a tenancy they are the tenant's, and the
-/// device's credentials may be the owner's.
+/// device's credentials may be the owner's. Filters are kept per device, so a command is
+/// matched only against its own device's few filters, never against every session's.
 #[derive(Default)]
 struct Router {
-    subs: RwLock<Vec<(u64, String, mpsc::Sender<Publish>)>>,
+    /// Device id -> its sessions' filters.
+    subs: RwLock<HashMap<String, Vec<Subscription>>>,
 }
+
+/// A session's filter: (connection, filter, where its messages go).
+type Subscription = (u64, String, mpsc::Sender<Publish>);
 
 impl Router {
     fn route(&self, topic: &str, payload: &bytes::Bytes) {
+        let Some(device) = topic.split('/').nth(1) else { return };
         let Ok(subs) = self.subs.read() else { return };
-        for (_, filter, tx) in subs.iter().filter(|(_, f, _)| matches(topic, f)) {
+        for (_, filter, tx) in subs.get(device).into_iter().flatten().filter(|(_, f, _)| matches(topic, f)) {
             let mut p = Publish::new(topic, QoS::AtMostOnce, Vec::new());
             p.payload = payload.clone();
             if tx.try_send(p).is_err() {
@@ -100,16 +128,65 @@ impl Router {
         }
     }
 
-    fn add(&self, conn: u64, filter: String, tx: mpsc::Sender<Publish>) {
+    fn add(&self, device: &str, conn: u64, filter: String, tx: mpsc::Sender<Publish>) {
         if let Ok(mut subs) = self.subs.write() {
-            subs.retain(|(c, f, _)| !(*c == conn && *f == filter));
-            subs.push((conn, filter, tx));
+            let list = subs.entry(device.to_owned()).or_default();
+            list.retain(|(c, f, _)| !(*c == conn && *f == filter));
+            list.push((conn, filter, tx));
         }
     }
 
-    fn remove(&self, conn: u64, filter: Option<&str>) {
-        if let Ok(mut subs) = self.subs.write() {
-            subs.retain(|(c, f, _)| !(*c == conn && filter.is_none_or(|x| x == f)));
+    fn remove(&self, device: &str, conn: u64, filter: Option<&str>) {
+        if let Ok(mut subs) = self.subs.write()
+            && let Some(list) = subs.get_mut(device)
+        {
+            list.retain(|(c, f, _)| !(*c == conn && filter.is_none_or(|x| x == f)));
+            if list.is_empty() {
+                subs.remove(device);
+            }
+        }
+    }
+}
+
+/// Connections that have not logged in yet. When the budget is full, the oldest waiting
+/// connection of the source address holding the most gives way: a flood from one address
+/// pushes out its own sockets, never a device's that is logging in from elsewhere.
+#[derive(Default)]
+struct Waiting {
+    by_address: Mutex<HashMap<std::net::IpAddr, std::collections::VecDeque<(u64, CancellationToken)>>>,
+}
+
+impl Waiting {
+    /// Enters connection `conn` from `addr`; the token is cancelled if it must give way.
+    fn enter(&self, addr: std::net::IpAddr, conn: u64) -> CancellationToken {
+        let token = CancellationToken::new();
+        let Ok(mut map) = self.by_address.lock() else { return token };
+        let total: usize = map.values().map(std::collections::VecDeque::len).sum();
+        let crowded = if map.get(&addr).is_some_and(|q| q.len() >= MAX_WAITING_PER_ADDRESS) {
+            Some(addr)
+        } else if total >= MAX_WAITING {
+            map.iter().max_by_key(|(_, q)| q.len()).map(|(a, _)| *a)
+        } else {
+            None
+        };
+        if let Some(crowded) = crowded
+            && let Some(queue) = map.get_mut(&crowded)
+            && let Some((_, oldest)) = queue.pop_front()
+        {
+            oldest.cancel();
+        }
+        map.entry(addr).or_default().push_back((conn, token.clone()));
+        token
+    }
+
+    fn leave(&self, addr: std::net::IpAddr, conn: u64) {
+        if let Ok(mut map) = self.by_address.lock()
+            && let Some(queue) = map.get_mut(&addr)
+        {
+            queue.retain(|(c, _)| *c != conn);
+            if queue.is_empty() {
+                map.remove(&addr);
+            }
         }
     }
 }
@@ -117,9 +194,12 @@ impl Router {
 struct Shared {
     ctx: MqttContext,
     router: Router,
-    /// client id -> (connection number, token that ends it): a second CONNECT with the
-    /// same client id takes the session over, as MQTT requires.
-    sessions: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    /// (device, client id) -> (connection number, token that ends it): a second CONNECT
+    /// with the same client id takes the session over, as MQTT requires, but only the same
+    /// device's: a client id belongs to the device that uses it.
+    sessions: Mutex<HashMap<(String, String), (u64, CancellationToken)>>,
+    waiting: Waiting,
+    logged_in: Arc<Semaphore>,
     next_conn: AtomicU64,
 }
 
@@ -136,6 +216,8 @@ impl MqttServer {
                 ctx,
                 router: Router::default(),
                 sessions: Mutex::new(HashMap::new()),
+                waiting: Waiting::default(),
+                logged_in: Arc::new(Semaphore::new(MAX_SESSIONS)),
                 next_conn: AtomicU64::new(1),
             }),
         }
@@ -149,7 +231,6 @@ impl MqttServer {
     /// Accepts connections until `shutdown`; then lets open connections send the acks of
     /// what they have already received, and returns.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
-        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let tracker = TaskTracker::new();
         loop {
             let accepted = tokio::select! {
@@ -165,18 +246,21 @@ impl MqttServer {
                     continue;
                 }
             };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "MQTT connection refused: too many connections");
-                continue;
-            };
             let shared = self.shared.clone();
             let shutdown = shutdown.clone();
             tracker.spawn(async move {
-                let _permit = permit;
                 match connection(&shared, stream, peer, shutdown).await {
-                    Ok(()) => {}
-                    Err(ConnError::Refused) => {}
-                    Err(error) => tracing::info!(%peer, %error, "MQTT connection closed"),
+                    Ok(()) | Err(ConnError::Refused) => {}
+                    Err(ConnError::GaveWay) => {
+                        if GAVE_WAY.log_this(peer.ip()) {
+                            tracing::warn!(%peer, "MQTT connection closed before login to make room for others");
+                        }
+                    }
+                    Err(error) => {
+                        if CLOSED.log_this(peer.ip()) {
+                            tracing::info!(%peer, %error, "MQTT connection closed");
+                        }
+                    }
                 }
             });
         }
@@ -195,17 +279,38 @@ fn ready(packet: Packet) -> Ack {
 struct Registration<'a> {
     shared: &'a Shared,
     conn: u64,
-    client_id: String,
+    key: (String, String),
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.shared.router.remove(self.conn, None);
+        self.shared.router.remove(&self.key.0, self.conn, None);
         if let Ok(mut sessions) = self.shared.sessions.lock()
-            && sessions.get(&self.client_id).is_some_and(|(c, _)| *c == self.conn)
+            && sessions.get(&self.key).is_some_and(|(c, _)| *c == self.conn)
         {
-            sessions.remove(&self.client_id);
+            sessions.remove(&self.key);
         }
+    }
+}
+
+/// Leaves the waiting room however the login ends.
+struct Waited<'a> {
+    shared: &'a Shared,
+    addr: std::net::IpAddr,
+    conn: u64,
+}
+
+impl Drop for Waited<'_> {
+    fn drop(&mut self) {
+        self.shared.waiting.leave(self.addr, self.conn);
+    }
+}
+
+/// Sends one packet, or gives up on a reader that has stopped reading.
+async fn send(framed: &mut Framed<TcpStream, Codec>, packet: Packet) -> Result<(), ConnError> {
+    match timeout(WRITE_TIMEOUT, framed.send(packet)).await {
+        Ok(sent) => Ok(sent?),
+        Err(_) => Err(ConnError::WriteTimeout),
     }
 }
 
@@ -216,35 +321,67 @@ async fn connection(
     shutdown: CancellationToken,
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let gives_way = shared.waiting.enter(peer.ip(), conn);
+    let waited = Waited { shared, addr: peer.ip(), conn };
     let mut framed = Framed::new(stream, Codec { max_incoming_size: MAX_PACKET, max_outgoing_size: MAX_PACKET });
-    let connect = match timeout(shared.ctx.connect_timeout, framed.next()).await {
+    let first = tokio::select! {
+        () = gives_way.cancelled() => return Err(ConnError::GaveWay),
+        first = timeout(shared.ctx.connect_timeout, framed.next()) => first,
+    };
+    let connect = match first {
         Err(_) => return Err(ConnError::ConnectTimeout),
         Ok(None) => return Ok(()),
         Ok(Some(Err(e))) => return Err(e.into()),
         Ok(Some(Ok(Packet::Connect(c)))) => c,
         Ok(Some(Ok(_))) => return Err(ConnError::Protocol("first packet was not CONNECT".into())),
     };
-    let device = match authenticate(&shared.ctx.store, &connect).await {
+    let checked = tokio::select! {
+        () = gives_way.cancelled() => return Err(ConnError::GaveWay),
+        checked = authenticate(&shared.ctx.store, &connect) => checked,
+    };
+    drop(waited);
+    let device = match checked {
         Ok(device) => device,
         Err(code) => {
-            tracing::warn!(%peer, user = connect.login.as_ref().map(|l| l.username.as_str()).unwrap_or(""), reason = ?code, "MQTT login refused");
-            let _ = framed.send(Packet::ConnAck(ConnAck::new(code, false))).await;
+            if REFUSED_LOGINS.log_this(peer.ip()) {
+                let user = connect.login.as_ref().map(|l| l.username.as_str()).unwrap_or("");
+                tracing::warn!(%peer, user, reason = ?code, "MQTT login refused");
+            }
+            let _ = send(&mut framed, Packet::ConnAck(ConnAck::new(code, false))).await;
             return Err(ConnError::Refused);
         }
     };
-    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let client_id = if connect.client_id.is_empty() { format!("{device}#{conn}") } else { connect.client_id.clone() };
+    let key = (device.clone(), client_id);
     let session = CancellationToken::new();
-    if let Ok(mut sessions) = shared.sessions.lock()
-        && let Some((_, old)) = sessions.insert(client_id.clone(), (conn, session.clone()))
-    {
-        old.cancel();
-    }
-    let _registration = Registration { shared, conn, client_id };
-    framed.send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await?;
+    let admitted = shared.sessions.lock().ok().and_then(|mut sessions| {
+        let replaces = sessions.contains_key(&key);
+        let of_device = sessions.keys().filter(|(d, _)| *d == device).count();
+        if !replaces && of_device >= MAX_SESSIONS_PER_DEVICE {
+            return None;
+        }
+        if let Some((_, old)) = sessions.insert(key.clone(), (conn, session.clone())) {
+            old.cancel();
+        }
+        Some(())
+    });
+    let permit = shared.logged_in.clone().try_acquire_owned().ok();
+    let _registration = Registration { shared, conn, key };
+    let (Some(()), Some(_permit)) = (admitted, permit) else {
+        tracing::warn!(device.id = %device, %peer, "MQTT session refused: too many sessions");
+        let _ = send(&mut framed, Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false))).await;
+        return Err(ConnError::Refused);
+    };
+    send(&mut framed, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await?;
     tracing::info!(device.id = %device, %peer, "MQTT device connected");
 
-    let keep_alive = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    // The device's keep-alive, at most the hub's maximum (which also applies to a device
+    // that asks for none); silence for 1.5 times that ends the session.
+    let asked = Duration::from_secs(u64::from(connect.keep_alive));
+    let keep_alive = if asked.is_zero() { shared.ctx.max_keep_alive } else { asked.min(shared.ctx.max_keep_alive) };
+    let keep_alive = keep_alive.mul_f32(1.5);
+    let mut subscriptions: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut last_heard = Instant::now();
     let mut pending: FuturesOrdered<Ack> = FuturesOrdered::new();
     let (out_tx, mut out_rx) = mpsc::channel::<Publish>(OUTBOX);
@@ -255,16 +392,11 @@ async fn connection(
         if draining && pending.is_empty() {
             return Ok(());
         }
-        let idle = async {
-            match keep_alive {
-                Some(d) => sleep_until(last_heard + d).await,
-                None => std::future::pending().await,
-            }
-        };
+        let idle = sleep_until(last_heard + keep_alive);
         tokio::select! {
             biased;
             Some(ack) = pending.next(), if !pending.is_empty() => match ack {
-                Ok(Some(packet)) => framed.send(packet).await?,
+                Ok(Some(packet)) => send(&mut framed, packet).await?,
                 Ok(None) => {}
                 Err(CommitFailed) => return Err(ConnError::CommitFailed),
             },
@@ -278,7 +410,7 @@ async fn connection(
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return Err(ConnError::Closed),
             },
-            Some(publish) = out_rx.recv() => framed.send(Packet::Publish(publish)).await?,
+            Some(publish) = out_rx.recv() => send(&mut framed, Packet::Publish(publish)).await?,
             packet = framed.next(), if !draining && pending.len() < MAX_INFLIGHT => {
                 last_heard = Instant::now();
                 let packet = match packet {
@@ -294,19 +426,24 @@ async fn connection(
                     Packet::PubRel(rel) => pending.push_back(ready(Packet::PubComp(PubComp::new(rel.pkid)))),
                     Packet::Subscribe(sub) => {
                         let codes = sub.filters.iter().map(|f| {
-                            if may_subscribe(&device, &f.path) {
-                                shared.router.add(conn, f.path.clone(), out_tx.clone());
-                                SubscribeReasonCode::Success(QoS::AtMostOnce)
-                            } else {
+                            if !may_subscribe(&device, &f.path) {
                                 tracing::warn!(device.id = %device, filter = %f.path, "subscription refused: outside the device's topics");
                                 SubscribeReasonCode::Failure
+                            } else if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains(&f.path) {
+                                tracing::debug!(device.id = %device, filter = %f.path, "subscription refused: too many");
+                                SubscribeReasonCode::Failure
+                            } else {
+                                subscriptions.insert(f.path.clone());
+                                shared.router.add(&device, conn, f.path.clone(), out_tx.clone());
+                                SubscribeReasonCode::Success(QoS::AtMostOnce)
                             }
                         }).collect();
                         pending.push_back(ready(Packet::SubAck(SubAck::new(sub.pkid, codes))));
                     }
                     Packet::Unsubscribe(unsub) => {
                         for filter in &unsub.topics {
-                            shared.router.remove(conn, Some(filter));
+                            subscriptions.remove(filter);
+                            shared.router.remove(&device, conn, Some(filter));
                         }
                         pending.push_back(ready(Packet::UnsubAck(UnsubAck::new(unsub.pkid))));
                     }
