@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
-use hearth_model::account::{Login, Setup, SetupStatus};
+use hearth_model::account::{Login, NewToken, Setup, SetupStatus, Token, TokenInfo};
 use hearth_model::automations::{Imported, Notification};
 use hearth_model::consent::{Checkpoint, DataRequest, Grant, LedgerLine, LogEntry, Narrowing, Receipt, Verification};
 use hearth_model::devices::{
@@ -238,6 +238,20 @@ pub async fn checkpoint() -> Result<Checkpoint, ApiError> {
 
 pub async fn ledger() -> Result<Vec<LedgerLine>, ApiError> {
     get("/api/consent/ledger").await
+}
+
+/// The caller's API tokens (never the tokens themselves).
+pub async fn tokens() -> Result<Vec<TokenInfo>, ApiError> {
+    get("/api/tokens").await
+}
+
+/// A new API token, shown once.
+pub async fn create_token(name: &str, days: Option<u16>) -> Result<Token, ApiError> {
+    post("/api/tokens", Some(&NewToken { name: name.to_owned(), days })).await
+}
+
+pub async fn revoke_token(id: i64) -> Result<(), ApiError> {
+    send_empty("DELETE", &format!("/api/tokens/{id}")).await
 }
 
 pub async fn guests() -> Result<Vec<Guest>, ApiError> {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod ingest;
 pub mod outbox;
 pub mod reading;
+pub mod repeated;
 pub mod sharing;
 pub mod state;
 pub mod store;
@@ -162,6 +163,7 @@ pub async fn run(
             device_events: device_events.clone(),
             rejections: rejections.clone(),
             connect_timeout: std::time::Duration::from_secs(u64::from(config.mqtt.connect_timeout_s)),
+            max_keep_alive: std::time::Duration::from_secs(u64::from(config.mqtt.max_keep_alive_s)),
         };
         let server = MqttServer::new(ctx);
         commands = automation::Commands::Embedded(server.clone());
@@ -238,7 +240,8 @@ pub async fn run(
     };
     tracing::info!(addr = %listeners.http.local_addr()?, "web UI and API listening");
     let http =
-        axum::serve(listeners.http, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        axum::serve(listeners.http, api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let http_result = http.await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}

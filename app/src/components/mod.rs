@@ -4,3 +4,4 @@ pub mod chart;
 pub mod credentials;
 pub mod form;
 pub mod load;
+pub mod tokens;

@@ -12,6 +12,7 @@ use crate::api;
 use crate::app::Home;
 use crate::components::form::FormError;
 use crate::components::load::{Loading, latest};
+use crate::components::tokens::Tokens;
 use crate::time::{local, now_ms};
 
 const DAY_MS: i64 = 86_400_000;
@@ -40,6 +41,7 @@ pub fn PeoplePage(
             </For>
         </div>
         <Guests />
+        <Tokens />
     }
 }
 

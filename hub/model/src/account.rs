@@ -51,6 +51,9 @@ impl Me {
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     pub name: String,
+    /// Days until it expires, 1 to 365; default 90.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u16>,
 }
 
 /// A new API token.
@@ -60,4 +63,15 @@ pub struct Token {
     pub name: String,
     /// Shown once; only its digest is stored.
     pub token: String,
+    /// When it stops working (ms since the epoch).
+    pub expires: i64,
+}
+
+/// One of the caller's API tokens, as `GET /api/tokens` lists them (never the token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub created: i64,
+    pub expires: i64,
 }

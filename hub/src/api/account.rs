@@ -6,12 +6,13 @@ use axum::http::{StatusCode, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::on;
 use hearth_model::Me;
-use hearth_model::account::{Login, NewToken, Setup, SetupStatus, Token};
+use hearth_model::account::{Login, NewToken, Setup, SetupStatus, Token, TokenInfo};
 
 use super::ApiJson;
 use super::routes::{EVERYONE, Route, Who};
-use crate::auth::{self, CurrentUser, SetupCheck};
+use crate::auth::{self, ClientAddr, CurrentUser, SetupCheck};
 use crate::error::AppError;
+use crate::repeated::Repeated;
 use crate::state::AppState;
 use crate::store::Role;
 
@@ -22,8 +23,15 @@ pub(super) const ROUTES: &[Route] = &[
     Route::new("POST", "/api/login", Who::Anyone, |m| on(m, login)),
     Route::new("POST", "/api/logout", Who::Anyone, |m| on(m, logout)),
     Route::new("GET", "/api/me", Who::People(EVERYONE), |m| on(m, me)),
+    Route::new("GET", "/api/tokens", Who::People(EVERYONE), |m| on(m, tokens)),
     Route::new("POST", "/api/tokens", Who::People(EVERYONE), |m| on(m, create_token)),
+    Route::new("DELETE", "/api/tokens/{id}", Who::People(EVERYONE), |m| on(m, revoke_token)),
 ];
+
+/// How long an API token lasts unless asked otherwise, and at most.
+const TOKEN_DAYS: u16 = 90;
+const MAX_TOKEN_DAYS: u16 = 365;
+const DAY_MS: i64 = 24 * 3600 * 1000;
 
 const MIN_PASSWORD: usize = 10;
 const MAX_PASSWORD: usize = 1024;
@@ -87,19 +95,27 @@ pub(super) async fn start_session(state: &AppState, user_id: i64, now: i64) -> R
     Ok(auth::session_set_cookie(&token))
 }
 
-async fn login(State(state): State<AppState>, ApiJson(req): ApiJson<Login>) -> Result<Response, AppError> {
+/// Failed logins, counted rather than logged one by one.
+static FAILED_LOGINS: Repeated = Repeated::new("login failed");
+
+async fn login(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    ApiJson(req): ApiJson<Login>,
+) -> Result<Response, AppError> {
     let now = state.clock.now_ms();
-    if !state.logins.allowed(&req.username, now) {
-        return Err(AppError::TooManyRequests);
-    }
+    // Counted before the hash is computed: a burst sent at once is mostly refused unjudged.
+    let attempt = state.logins.begin(&req.username, addr, now).map_err(|_| AppError::TooManyRequests)?;
     let user = state.store.user_by_name(&req.username).await?;
-    let ok = state.passwords.verify(req.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let ok = state.passwords.verify(req.password, hash, attempt.lane).await?;
     let Some(user) = user.filter(|_| ok) else {
-        state.logins.failed(&req.username, now);
-        tracing::warn!(user = %req.username, "login failed");
+        if FAILED_LOGINS.log_this(addr) {
+            tracing::warn!(user = %req.username, %addr, "login failed");
+        }
         return Err(AppError::Unauthorized);
     };
-    state.logins.succeeded(&req.username);
+    state.logins.succeeded(&attempt);
     let cookie = start_session(&state, user.id, now).await?;
     let session = state.store.user_session(user.id).await?.ok_or(AppError::Unauthorized)?;
     Ok((
@@ -139,10 +155,37 @@ async fn create_token(
     if !crate::devices::valid_name(&req.name) {
         return Err(AppError::field("name", "use 1-64 printable characters"));
     }
+    let days = req.days.unwrap_or(TOKEN_DAYS);
+    if !(1..=MAX_TOKEN_DAYS).contains(&days) {
+        return Err(AppError::field("days", format!("a token lasts 1 to {MAX_TOKEN_DAYS} days")));
+    }
     let token = auth::new_token()?;
-    let id = state
-        .store
-        .create_api_token(user.user_id, &req.name, &auth::token_digest(&token), state.clock.now_ms())
-        .await?;
-    Ok((StatusCode::CREATED, ApiJson(Token { id, name: req.name, token })))
+    let now = state.clock.now_ms();
+    let expires = now + i64::from(days) * DAY_MS;
+    let id = state.store.create_api_token(user.user_id, &req.name, &auth::token_digest(&token), (now, expires)).await?;
+    tracing::info!(user = %user.username, token = id, "API token created");
+    Ok((StatusCode::CREATED, ApiJson(Token { id, name: req.name, token, expires })))
+}
+
+/// The caller's tokens that still work (never the tokens themselves).
+async fn tokens(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<ApiJson<Vec<TokenInfo>>, AppError> {
+    let rows = state.store.api_tokens(user.user_id, state.clock.now_ms()).await?;
+    Ok(ApiJson(rows.into_iter().map(|(id, name, created, expires)| TokenInfo { id, name, created, expires }).collect()))
+}
+
+/// Revokes one of the caller's tokens; what it opened (a live stream) ends with it.
+async fn revoke_token(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Result<StatusCode, AppError> {
+    if !state.store.delete_api_token(user.user_id, id).await? {
+        return Err(AppError::NotFound);
+    }
+    state.access.changed();
+    tracing::info!(user = %user.username, token = id, "API token revoked");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -98,6 +98,7 @@ async fn create_tenancy(
     CurrentUser(user): CurrentUser,
     ApiJson(req): ApiJson<NewTenancy>,
 ) -> Result<(StatusCode, ApiJson<Invite>), AppError> {
+    AppError::times(&[("start", req.start), ("end", req.end)])?;
     let now = state.clock.now_ms();
     // At least a moment ahead, so that every reading made from the start is sealed for the
     // tenant: readings already stored stay the owner's.
@@ -141,6 +142,7 @@ async fn end_tenancy(
     Path(id): Path<i64>,
     ApiJson(req): ApiJson<EndTenancy>,
 ) -> Result<ApiJson<Tenancy>, AppError> {
+    AppError::times(&[("at", req.at)])?;
     let now = state.clock.now_ms();
     let at = req.at.unwrap_or(now + 1000);
     if at < now {
@@ -184,8 +186,12 @@ async fn accept(State(state): State<AppState>, ApiJson(req): ApiJson<AcceptInvit
     check_username(&req.username)?;
     check_password(&req.password)?;
     // No attempt limit: a code has about 79 random bits and lives a week, so guessing is
-    // hopeless, while a limit would let anyone lock real invitees out.
+    // hopeless, while a limit would let anyone lock real invitees out. The code is checked
+    // before the password is hashed, so a flood of made-up codes costs a lookup each.
     let now = state.clock.now_ms();
+    if !state.store.invite_is_open(&code_digest(&req.code), now).await? {
+        return Err(AppError::field("code", "this invite code is wrong, used or expired"));
+    }
     let hash = state.passwords.hash(req.password).await?;
     let id = match state.store.accept_invite(&code_digest(&req.code), &req.username, &hash, now).await {
         Ok(id) => id,

@@ -3,6 +3,7 @@
 //! decide what a user may see beyond "logged in or not" (that is each route's business).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -29,11 +30,14 @@ pub const SESSION_COOKIE: &str = "hearth_session";
 pub const SESSION_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
 /// Wrong setup codes tolerated before the code is replaced with a new one.
 const SETUP_ATTEMPTS: u32 = 10;
-/// Failed logins per user name tolerated per window.
-const LOGIN_FAILURES: u32 = 5;
+/// Login attempts free of delay per (user name, source address), and per source address
+/// across user names; each one past these waits twice as long as the one before.
+const FREE_PER_NAME: u32 = 5;
+const FREE_PER_ADDRESS: u32 = 20;
+/// The longest wait, and how long after its last attempt a name or address is forgotten.
 const LOGIN_WINDOW_MS: i64 = 15 * 60 * 1000;
-/// User names with recent failures kept before expired ones are dropped.
-const MAX_TRACKED_NAMES: usize = 10_000;
+/// (Name, address) pairs and addresses tracked before forgotten ones are dropped.
+const MAX_TRACKED: usize = 10_000;
 /// Setup codes avoid look-alike characters; people type them from a terminal.
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 
@@ -59,22 +63,40 @@ pub fn normalize_code(code: &str) -> String {
     code.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_uppercase()).collect()
 }
 
-/// Hashes passwords off the async threads, a few at a time: Argon2id takes tens of MiB and
-/// most of a core for a moment, which a Pi must not be made to do a hundred times at once.
+/// Which queue a password check waits in. A source address that has not been failing
+/// has its own, so the owner's login is never queued behind a flood of guesses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Clean,
+    Suspect,
+}
+
+/// Hashes passwords off the async threads, one at a time per lane: Argon2id takes tens of
+/// MiB and most of a core for a moment, which a Pi must not be made to do a hundred times
+/// at once, and at most two run together.
 #[derive(Clone)]
 pub struct PasswordHasherPool {
-    permits: Arc<Semaphore>,
+    clean: Arc<Semaphore>,
+    suspect: Arc<Semaphore>,
 }
 
 impl Default for PasswordHasherPool {
     fn default() -> Self {
-        Self { permits: Arc::new(Semaphore::new(2)) }
+        Self { clean: Arc::new(Semaphore::new(1)), suspect: Arc::new(Semaphore::new(1)) }
     }
 }
 
 impl PasswordHasherPool {
+    fn lane(&self, lane: Lane) -> &Arc<Semaphore> {
+        match lane {
+            Lane::Clean => &self.clean,
+            Lane::Suspect => &self.suspect,
+        }
+    }
+
+    /// Hashes a new password (setup, invites: only once their code has been checked).
     pub async fn hash(&self, password: Zeroizing<String>) -> Result<String, AppError> {
-        let _permit = self.permits.acquire().await.map_err(AppError::internal)?;
+        let _permit = self.clean.acquire().await.map_err(AppError::internal)?;
         tokio::task::spawn_blocking(move || {
             let salt = SaltString::generate(&mut OsRng);
             Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
@@ -86,8 +108,13 @@ impl PasswordHasherPool {
 
     /// Verifies `password` against `hash`, or against a dummy hash when the user does not
     /// exist, so that timing does not tell which user names exist.
-    pub async fn verify(&self, password: Zeroizing<String>, hash: Option<String>) -> Result<bool, AppError> {
-        let _permit = self.permits.acquire().await.map_err(AppError::internal)?;
+    pub async fn verify(
+        &self,
+        password: Zeroizing<String>,
+        hash: Option<String>,
+        lane: Lane,
+    ) -> Result<bool, AppError> {
+        let _permit = self.lane(lane).acquire().await.map_err(AppError::internal)?;
         tokio::task::spawn_blocking(move || {
             let (hash, real) = match hash {
                 Some(h) => (h, true),
@@ -217,35 +244,107 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Failed logins per user name, to slow down password guessing.
+/// Login attempts, counted when they start (before the password is hashed), per (user
+/// name, source address) and per source address. A few are free; each one after that must
+/// wait twice as long as the one before (1 s, 2 s, 4 s, ... up to 15 minutes), and an
+/// attempt made too soon is refused without being judged. A success clears its pair. So a
+/// burst of guesses sent at once gets a handful judged, and someone guessing elsewhere on
+/// the network never locks a user out of their own device.
 #[derive(Clone, Default)]
-pub struct LoginLimiter(Arc<Mutex<HashMap<String, (u32, i64)>>>);
+pub struct LoginLimiter(Arc<Mutex<Limits>>);
+
+#[derive(Default)]
+struct Limits {
+    pairs: HashMap<(String, IpAddr), Strikes>,
+    addresses: HashMap<IpAddr, Strikes>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Strikes {
+    count: u32,
+    last: i64,
+    next_allowed: i64,
+}
+
+impl Strikes {
+    fn forgotten(&self, now: i64) -> bool {
+        now - self.last > LOGIN_WINDOW_MS && now >= self.next_allowed
+    }
+
+    fn strike(&mut self, now: i64, free: u32) {
+        if self.forgotten(now) {
+            *self = Strikes::default();
+        }
+        self.count += 1;
+        self.last = now;
+        if self.count >= free {
+            let doublings = (self.count - free).min(20);
+            self.next_allowed = now + (1000_i64 << doublings).min(LOGIN_WINDOW_MS);
+        }
+    }
+
+    fn wait(&self, now: i64) -> i64 {
+        if self.forgotten(now) { 0 } else { (self.next_allowed - now).max(0) }
+    }
+}
+
+/// A login attempt that has been counted: judge it in its lane, and report a success.
+#[derive(Debug)]
+pub struct Attempt {
+    key: (String, IpAddr),
+    pub lane: Lane,
+}
 
 impl LoginLimiter {
-    pub fn allowed(&self, username: &str, now: i64) -> bool {
-        self.0.lock().is_ok_and(|m| {
-            m.get(username).is_none_or(|&(n, since)| n < LOGIN_FAILURES || now - since > LOGIN_WINDOW_MS)
-        })
+    /// Counts an attempt to log in as `username` from `addr`, or says how many ms to wait.
+    pub fn begin(&self, username: &str, addr: IpAddr, now: i64) -> Result<Attempt, i64> {
+        let Ok(mut limits) = self.0.lock() else { return Err(1000) };
+        if limits.pairs.len() >= MAX_TRACKED || limits.addresses.len() >= MAX_TRACKED {
+            limits.pairs.retain(|_, s| !s.forgotten(now));
+            limits.addresses.retain(|_, s| !s.forgotten(now));
+        }
+        let key = (username.to_owned(), addr);
+        let pair = limits.pairs.get(&key).copied().unwrap_or_default();
+        let address = limits.addresses.get(&addr).copied().unwrap_or_default();
+        let wait = pair.wait(now).max(address.wait(now));
+        if wait > 0 {
+            return Err(wait);
+        }
+        if limits.pairs.len() >= MAX_TRACKED && !limits.pairs.contains_key(&key) {
+            // Spread over more names and addresses than can be tracked: under attack.
+            return Err(1000);
+        }
+        let lane = if address.count == 0 || address.forgotten(now) { Lane::Clean } else { Lane::Suspect };
+        limits.pairs.entry(key.clone()).or_default().strike(now, FREE_PER_NAME);
+        limits.addresses.entry(addr).or_default().strike(now, FREE_PER_ADDRESS);
+        Ok(Attempt { key, lane })
     }
 
-    pub fn failed(&self, username: &str, now: i64) {
-        if let Ok(mut m) = self.0.lock() {
-            // Guessing with ever new user names must not grow memory without end.
-            if m.len() >= MAX_TRACKED_NAMES {
-                m.retain(|_, (_, since)| now - *since <= LOGIN_WINDOW_MS);
+    /// The attempt was right: its name is cleared for that address, and it no longer counts
+    /// against the address.
+    pub fn succeeded(&self, attempt: &Attempt) {
+        if let Ok(mut limits) = self.0.lock() {
+            limits.pairs.remove(&attempt.key);
+            if let Some(address) = limits.addresses.get_mut(&attempt.key.1) {
+                address.count = address.count.saturating_sub(1);
+                if address.count < FREE_PER_ADDRESS {
+                    address.next_allowed = 0;
+                }
             }
-            let e = m.entry(username.to_owned()).or_insert((0, now));
-            if now - e.1 > LOGIN_WINDOW_MS {
-                *e = (0, now);
-            }
-            e.0 += 1;
         }
     }
+}
 
-    pub fn succeeded(&self, username: &str) {
-        if let Ok(mut m) = self.0.lock() {
-            m.remove(username);
-        }
+/// The address a request came from (unspecified where the server does not say, as in unit
+/// tests that call the router directly).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        Ok(ClientAddr(addr.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))))
     }
 }
 
@@ -273,7 +372,7 @@ impl FromRequestParts<AppState> for CurrentUser {
             let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or(AppError::Unauthorized)?;
             return state
                 .store
-                .api_token(&token_digest(token.trim()))
+                .api_token(&token_digest(token.trim()), state.clock.now_ms())
                 .await?
                 .map(CurrentUser)
                 .ok_or(AppError::Unauthorized);
@@ -409,30 +508,54 @@ mod tests {
         assert!(matches!(setup.check(&text, dir.path()), SetupCheck::NotNeeded));
     }
 
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 1, 20));
+    const STRANGER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 1, 66));
+
     #[test]
-    fn limiter_blocks_after_failures_and_forgives_later() {
+    fn attempts_are_counted_when_they_start_and_wait_ever_longer() {
         let l = LoginLimiter::default();
-        for _ in 0..LOGIN_FAILURES {
-            assert!(l.allowed("a", 0));
-            l.failed("a", 0);
-        }
-        assert!(!l.allowed("a", 1));
-        assert!(l.allowed("b", 1));
-        assert!(l.allowed("a", LOGIN_WINDOW_MS + 1));
+        // A burst at one instant: the free ones start, the rest are refused unjudged.
+        let started = (0..100).filter(|_| l.begin("owner", STRANGER, 0).is_ok()).count();
+        assert_eq!(started, FREE_PER_NAME as usize);
+        assert_eq!(l.begin("owner", STRANGER, 999).err(), Some(1));
+        assert!(l.begin("owner", STRANGER, 1000).is_ok(), "after a second, one more");
+        assert_eq!(l.begin("owner", STRANGER, 1001).err(), Some(1999), "then two seconds");
+        assert!(l.begin("owner", HOME, 1001).is_ok(), "the owner at home is not held up");
+        assert!(l.begin("owner", STRANGER, 1000 + LOGIN_WINDOW_MS + 1).is_ok(), "forgotten after a quiet window");
     }
 
     #[test]
-    fn limiter_forgets_expired_names_instead_of_growing() {
+    fn spraying_names_from_one_address_is_slowed_too() {
         let l = LoginLimiter::default();
-        for i in 0..MAX_TRACKED_NAMES {
-            l.failed(&format!("guess{i}"), 0);
+        let started = (0..100).filter(|n| l.begin(&format!("user{n}"), STRANGER, 0).is_ok()).count();
+        assert_eq!(started, FREE_PER_ADDRESS as usize);
+        let first = l.begin("owner", HOME, 0).unwrap();
+        assert_eq!(first.lane, Lane::Clean);
+        assert_eq!(l.begin("x", STRANGER, 0).err(), Some(1000));
+    }
+
+    #[test]
+    fn a_success_clears_its_name_and_a_failing_address_queues_apart() {
+        let l = LoginLimiter::default();
+        let first = l.begin("owner", HOME, 0).unwrap();
+        assert_eq!(first.lane, Lane::Clean);
+        let second = l.begin("owner", HOME, 0).unwrap();
+        assert_eq!(second.lane, Lane::Suspect, "an address that has attempts under way is judged apart");
+        l.succeeded(&second);
+        l.succeeded(&first);
+        for _ in 0..FREE_PER_NAME - 1 {
+            assert!(l.begin("owner", HOME, 1).is_ok());
         }
-        l.failed("late", LOGIN_WINDOW_MS + 1);
-        assert_eq!(l.0.lock().unwrap().len(), 1, "expired names are dropped once the map is full");
-        for _ in 0..LOGIN_FAILURES {
-            l.failed("late", LOGIN_WINDOW_MS + 2);
+    }
+
+    #[test]
+    fn the_limiter_forgets_instead_of_growing() {
+        let l = LoginLimiter::default();
+        for i in 0..MAX_TRACKED as u32 {
+            let _ = l.begin("x", IpAddr::V4(std::net::Ipv4Addr::from(i)), 0);
         }
-        assert!(!l.allowed("late", LOGIN_WINDOW_MS + 3), "a live lock-out survives the clean-up");
+        assert!(l.begin("late", HOME, LOGIN_WINDOW_MS + 10).is_ok());
+        assert_eq!(l.0.lock().unwrap().pairs.len(), 1, "forgotten pairs are dropped once the map is full");
     }
 
     #[tokio::test]
@@ -440,8 +563,8 @@ mod tests {
         let pool = PasswordHasherPool::default();
         let hash = pool.hash(Zeroizing::new("correct horse".into())).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(pool.verify(Zeroizing::new("correct horse".into()), Some(hash.clone())).await.unwrap());
-        assert!(!pool.verify(Zeroizing::new("wrong".into()), Some(hash)).await.unwrap());
-        assert!(!pool.verify(Zeroizing::new("not a password".into()), None).await.unwrap());
+        assert!(pool.verify(Zeroizing::new("correct horse".into()), Some(hash.clone()), Lane::Clean).await.unwrap());
+        assert!(!pool.verify(Zeroizing::new("wrong".into()), Some(hash), Lane::Suspect).await.unwrap());
+        assert!(!pool.verify(Zeroizing::new("not a password".into()), None, Lane::Clean).await.unwrap());
     }
 }

@@ -1,0 +1,72 @@
+//! API tokens for scripts: made with a name and a lifetime, shown once, listed by name and
+//! expiry, revoked with a button.
+
+use leptos::ev::SubmitEvent;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use hearth_model::account::{Token, TokenInfo};
+
+use crate::api;
+use crate::components::form::FormError;
+use crate::components::load::{Loading, latest};
+use crate::time::local;
+
+#[component]
+pub fn Tokens() -> impl IntoView {
+    let resource = LocalResource::new(api::tokens);
+    let tokens: Memo<Vec<TokenInfo>> = latest(resource);
+    let name = RwSignal::new(String::new());
+    let days = RwSignal::new(String::from("90"));
+    let made = RwSignal::new(None::<Token>);
+    let error = FormError::new();
+    let submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        error.clear();
+        let days = days.get_untracked().trim().parse::<u16>().ok();
+        spawn_local(async move {
+            match api::create_token(&name.get_untracked(), days).await {
+                Ok(t) => {
+                    made.set(Some(t));
+                    name.set(String::new());
+                    resource.refetch();
+                }
+                Err(e) => error.set(e),
+            }
+        });
+    };
+    view! {
+        <section class="card" id="tokens">
+            <h3>"API tokens"</h3>
+            <p class="muted">"For scripts: send " <code>"Authorization: Bearer <token>"</code>
+                ". A token acts as you until it expires or you revoke it."</p>
+            <Loading resource waiting="Loading tokens…" />
+            <ul>
+                <For each=move || tokens.get() key=|t| t.id let:t>
+                    <li>{t.name} " — expires " {local(t.expires)} " "
+                        <button class="secondary" on:click=move |_| spawn_local(async move {
+                            match api::revoke_token(t.id).await {
+                                Ok(()) => resource.refetch(),
+                                Err(e) => error.set(e),
+                            }
+                        })>"Revoke"</button>
+                    </li>
+                </For>
+            </ul>
+            <form on:submit=submit class="row">
+                <label>"Name " <input id="token-name" prop:value=move || name.get()
+                    on:input=move |ev| name.set(event_target_value(&ev)) /></label>
+                {error.beside("name")}
+                <label>"Days " <input id="token-days" type="number" min="1" max="365" prop:value=move || days.get()
+                    on:input=move |ev| days.set(event_target_value(&ev)) /></label>
+                {error.beside("days")}
+                <button type="submit">"Make a token"</button>
+            </form>
+            {error.general()}
+            {move || made.get().map(|t| view! {
+                <p>"Your new token (shown only now; it expires " {local(t.expires)} "):"</p>
+                <p><code id="new-token">{t.token}</code></p>
+            })}
+        </section>
+    }
+}
