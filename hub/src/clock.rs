@@ -9,6 +9,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
+/// The last moment a time given from outside may name: 9999-12-31T23:59:59.999Z. Every
+/// time a request or a device gives is checked to lie in `[0, LATEST_MS]`, so sums and
+/// differences of times (and of times and bounded durations) cannot overflow.
+pub const LATEST_MS: i64 = 253_402_300_799_999;
+
+/// Whether `ms` is a time the hub accepts from outside.
+pub fn valid_ms(ms: i64) -> bool {
+    (0..=LATEST_MS).contains(&ms)
+}
+
 /// Milliseconds since the Unix epoch, from the system clock. Prefer a [`Clock`].
 #[allow(clippy::disallowed_methods)]
 pub fn now_ms() -> i64 {

@@ -58,6 +58,14 @@ impl AppError {
         Self::Validation { message: format!("{name}: {problem}"), fields: BTreeMap::from([(name, problem)]) }
     }
 
+    /// Checks the times a request gives (see [`crate::clock::LATEST_MS`]).
+    pub fn times(times: &[(&'static str, Option<i64>)]) -> Result<(), Self> {
+        match times.iter().find(|(_, t)| t.is_some_and(|t| !crate::clock::valid_ms(t))) {
+            Some((name, _)) => Err(Self::field(name, "must be a time from 1970 to 9999, in ms since the epoch")),
+            None => Ok(()),
+        }
+    }
+
     /// A validation error about the request as a whole.
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::Validation { message: message.into(), fields: BTreeMap::new() }

@@ -111,6 +111,8 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
         row("POST", "/api/login", [422, 422, 422, 422, 422, 422]).body(json!({})),
         row("GET", "/api/me", [A, 200, 200, 200, 200, F]),
         row("POST", "/api/tokens", [A, 422, 422, 422, 422, F]).body(json!({ "name": "" })),
+        row("GET", "/api/tokens", [A, 200, 200, 200, 200, F]),
+        row("DELETE", "/api/tokens/{id}", [A, 404, 404, 404, 404, F]).with("id", "999999"),
         row("GET", "/api/devices", [A, 200, 200, 200, 200, F]),
         row("POST", "/api/devices", [A, 422, 422, 422, F, F]).body(json!({ "name": "" })),
         row("GET", "/api/devices/{id}", [A, 200, 200, 200, 200, F]).with("id", &meter),

@@ -271,6 +271,7 @@ async fn dry_run(
     CurrentUser(user): CurrentUser,
     ApiJson(req): ApiJson<DryRunRequest>,
 ) -> Result<ApiJson<DryRun>, AppError> {
+    AppError::times(&[("from", Some(req.from)), ("to", Some(req.to))])?;
     if req.from >= req.to || req.to - req.from > DRY_RUN_MAX_MS {
         return Err(AppError::field("to", "the range must be after `from` and at most 31 days long"));
     }

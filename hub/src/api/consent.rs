@@ -405,7 +405,7 @@ async fn export(
                         let v = match &value {
                             Value::Number(x) => x.to_string(),
                             Value::Bool(b) => b.to_string(),
-                            Value::Text(t) => format!("\"{}\"", t.replace('"', "\"\"")),
+                            Value::Text(t) => csv_field(t),
                         };
                         let unit = s.unit.as_deref().unwrap_or("");
                         chunk.push_str(&format!(
@@ -449,6 +449,9 @@ async fn export(
         .into_response())
 }
 
+/// A text cell: quoted where CSV needs it, and neutralised where a spreadsheet would run
+/// it as a formula (a leading `=`, `+`, `-`, `@`, tab or carriage return gets a `'`).
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_owned() };
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
 }

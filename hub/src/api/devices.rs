@@ -368,6 +368,7 @@ async fn readings(
     if !valid_device_id(&id) || !valid_metric(&metric) {
         return Err(AppError::NotFound);
     }
+    AppError::times(&[("from", q.from), ("to", q.to)])?;
     let (_, scope) = visible_device(&state, &user, &id).await?;
     let to = q.to.unwrap_or_else(|| state.clock.now_ms() + 1);
     let from = q.from.unwrap_or(to.saturating_sub(24 * 3600 * 1000));

@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
         .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, ui::content_security_policy()))
         .with_state(state)
 }
 
@@ -86,6 +87,6 @@ mod tests {
             assert!(["GET", "POST", "PUT", "DELETE"].contains(&r.method), "{} {}", r.method, r.path);
             assert!(seen.insert((r.method, r.path)), "{} {} twice", r.method, r.path);
         }
-        assert_eq!(seen.len(), 62);
+        assert_eq!(seen.len(), 64);
     }
 }

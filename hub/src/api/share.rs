@@ -106,6 +106,7 @@ async fn data(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<DataQuery>,
 ) -> Result<ApiJson<SharedData>, AppError> {
+    AppError::times(&[("from", q.from), ("to", q.to)])?;
     let g = my_grant(&state, &r.id, &id).await?;
     let now = state.clock.now_ms();
     let subject = state.store.user_session(g.subject_id).await?;

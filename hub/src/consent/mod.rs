@@ -144,6 +144,11 @@ pub fn check_terms(terms: &Terms) -> Result<(), (&'static str, String)> {
     if terms.categories.len() + terms.metrics.len() > 64 {
         return Err(("metrics", "at most 64 categories and metrics".into()));
     }
+    for (name, time) in [("window_from", Some(terms.window_from)), ("window_to", terms.window_to)] {
+        if time.is_some_and(|t| !crate::clock::valid_ms(t)) {
+            return Err((name, "must be a time from 1970 to 9999, in ms since the epoch".into()));
+        }
+    }
     if terms.window_to.is_some_and(|to| to <= terms.window_from) {
         return Err(("window_to", "must be after window_from".into()));
     }
@@ -196,6 +201,11 @@ pub fn narrow(asked: &Terms, by: &Narrowing) -> Result<Terms, (&'static str, Str
             return Err(("granularity", "can only be made coarser".into()));
         }
         t.granularity = g;
+    }
+    for (name, time) in [("window_from", by.window_from), ("window_to", by.window_to)] {
+        if time.is_some_and(|t| !crate::clock::valid_ms(t)) {
+            return Err((name, "must be a time from 1970 to 9999, in ms since the epoch".into()));
+        }
     }
     if let Some(from) = by.window_from {
         if from < asked.window_from {

@@ -1,0 +1,347 @@
+//! A hostile home network: what someone on it tried, each as a test. Actors get their own
+//! loopback source addresses (127.0.0.2, 127.0.0.3, ...), so per-address limits are really
+//! exercised: the attacker, the owner and the device are told apart as they would be on a
+//! home network. Every loop is bounded in count and time.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use hearth_tests::{Config, OWNER_PASSWORD, TestHub, mqtt_connect, wait_closed, wait_puback};
+use rumqttc::{Event, Packet, QoS, SubscribeFilter};
+use serde_json::{Value, json};
+
+/// A client whose connections come from `127.0.0.<n>`.
+fn from(n: u8) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))).cookie_store(true).build()?)
+}
+
+async fn login(hub: &TestHub, client: &reqwest::Client, password: &str) -> anyhow::Result<u16> {
+    let body = json!({ "username": "owner", "password": password });
+    Ok(client.post(hub.url("/api/login")).json(&body).send().await?.status().as_u16())
+}
+
+/// Connecting with another device's client id once took that device's session over (client
+/// ids were global, and automatic ones sequential). Now a client id is the device's own: the
+/// first device stays connected and keeps publishing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_take_over_another_devices_session() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (a, a_secret) = hub.add_device(&owner, "Thermostat").await?;
+    let (b, b_secret) = hub.add_device(&owner, "Cheap plug").await?;
+    let addr = hub.mqtt.ok_or_else(|| anyhow::anyhow!("no MQTT"))?;
+    let (victim, mut victim_events) = mqtt_connect(addr, "living-room", &a, &a_secret).await?;
+    let (_attacker, _attacker_events) = mqtt_connect(addr, "living-room", &b, &b_secret).await?;
+    victim.publish(format!("hearth/{a}/temperature"), QoS::AtLeastOnce, false, "21.5").await?;
+    wait_puback(&mut victim_events, None).await.map_err(|e| anyhow::anyhow!("the first device was cut off: {e}"))?;
+    hub.stop().await?;
+    Ok(())
+}
+
+/// A hundred wrong guesses sent at once were all hashed and judged, because the limit was
+/// checked before the hash and counted after it. Now each attempt is counted before its
+/// hash: a burst gets a handful of answers and the rest are told to wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_guesses_is_counted_before_it_is_hashed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    hub.owner().await?;
+    let attacker = from(2)?;
+    let guesses = (0..100).map(|n| {
+        let (hub, attacker) = (&hub, &attacker);
+        async move { login(hub, attacker, &format!("guess number {n}")).await }
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+    let judged = answers.iter().filter(|a| matches!(a, Ok(401))).count();
+    let refused = answers.iter().filter(|a| matches!(a, Ok(429))).count();
+    assert_eq!(judged + refused, 100, "every guess is answered 401 or 429: {answers:?}");
+    assert!(judged <= 5, "{judged} of 100 guesses sent at once were judged");
+    hub.stop().await?;
+    Ok(())
+}
+
+/// Five wrong guesses once locked the owner out for 15 minutes, wherever they came from. The
+/// limits are per user name and source address now: the owner, elsewhere on the network,
+/// still logs in while a stranger is being slowed down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_cannot_lock_the_owner_out() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    hub.owner().await?;
+    let stranger = from(2)?;
+    let mut answers = Vec::new();
+    for n in 0..10 {
+        answers.push(login(&hub, &stranger, &format!("wrong {n}")).await?);
+    }
+    assert!(answers.contains(&429), "the stranger is slowed down: {answers:?}");
+    assert_eq!(login(&hub, &from(3)?, OWNER_PASSWORD).await?, 200, "the owner, elsewhere, logs in");
+    hub.stop().await?;
+    Ok(())
+}
+
+/// Accepting an invite hashed the new password before looking at the code, so a flood of
+/// made-up codes kept the hub's cores busy hashing and real logins waited behind it. Codes
+/// are checked first now: the flood costs a lookup each, and the owner's login takes about
+/// as long as it does on a quiet hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_made_up_invite_codes_does_not_hold_up_logins() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    hub.owner().await?;
+    let owner = from(3)?;
+    let quiet = Instant::now();
+    assert_eq!(login(&hub, &owner, OWNER_PASSWORD).await?, 200);
+    let quiet = quiet.elapsed();
+
+    let attacker = from(2)?;
+    let flood = futures_util::future::join_all((0..300).map(|n| {
+        let body = json!({ "code": format!("MADE-UP-{n:04}"), "username": format!("intruder{n}"),
+            "password": "a long enough password" });
+        let request = attacker.post(hub.url("/api/invites/accept")).json(&body);
+        async move { request.send().await.map(|r| r.status().as_u16()) }
+    }));
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let busy = Instant::now();
+        let status = login(&hub, &owner, OWNER_PASSWORD).await;
+        (status, busy.elapsed())
+    };
+    let (answers, (status, busy)) =
+        tokio::time::timeout(Duration::from_secs(120), async { tokio::join!(flood, probe) }).await?;
+    assert_eq!(status?, 200);
+    assert!(answers.iter().all(|a| matches!(a, Ok(422 | 429))), "made-up codes are refused: {answers:?}");
+    println!("owner login: {quiet:?} on a quiet hub, {busy:?} during the flood");
+    assert!(busy < quiet * 10 + Duration::from_millis(500), "the owner's login waited behind the flood: {busy:?}");
+    hub.stop().await?;
+    Ok(())
+}
+
+/// A device could subscribe to any number of filters (and every command was matched against
+/// all of them). A session holds a bounded number now; the rest are refused in the SUBACK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_holds_only_so_many_subscriptions() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (id, secret) = hub.add_device(&owner, "Greedy").await?;
+    let addr = hub.mqtt.ok_or_else(|| anyhow::anyhow!("no MQTT"))?;
+    let (client, mut events) = mqtt_connect(addr, "greedy", &id, &secret).await?;
+    let (mut granted, mut refused) = (0, 0);
+    for batch in 0..10 {
+        let filters = (0..100).map(|n| SubscribeFilter::new(format!("hearth/{id}/set/f{batch}-{n}"), QoS::AtMostOnce));
+        client.subscribe_many(filters).await?;
+        let codes = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => return Ok(ack.return_codes),
+                    Ok(_) => {}
+                    Err(e) => return Err(anyhow::anyhow!("{e}")),
+                }
+            }
+        })
+        .await??;
+        for code in codes {
+            match code {
+                rumqttc::SubscribeReasonCode::Success(_) => granted += 1,
+                rumqttc::SubscribeReasonCode::Failure => refused += 1,
+            }
+        }
+    }
+    println!("{granted} of 1000 subscriptions granted, {refused} refused");
+    assert!(granted > 0 && granted <= 100, "{granted} subscriptions granted to one session");
+    assert_eq!(granted + refused, 1000);
+    hub.stop().await?;
+    Ok(())
+}
+
+/// Keep-alive 0 once meant a session that never timed out. The hub has a maximum: a
+/// session that asks for none, or for more, is closed once idle for longer than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_keep_alive_still_ends_when_idle() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::for_test(&dir.path().join("data"));
+    config.mqtt.max_keep_alive_s = 1;
+    let hub = TestHub::start_with(config).await?;
+    let owner = hub.owner().await?;
+    let (id, secret) = hub.add_device(&owner, "Sleepy").await?;
+    let addr = hub.mqtt.ok_or_else(|| anyhow::anyhow!("no MQTT"))?;
+    let mut options = rumqttc::MqttOptions::new("sleepy", addr.ip().to_string(), addr.port());
+    options.set_credentials(&id, &secret);
+    options.set_keep_alive(Duration::ZERO);
+    let (_client, mut events) = rumqttc::AsyncClient::new(options, 10);
+    let opened = Instant::now();
+    loop {
+        if let Event::Incoming(Packet::ConnAck(_)) =
+            tokio::time::timeout(Duration::from_secs(5), events.poll()).await??
+        {
+            break;
+        }
+    }
+    wait_closed(&mut events).await?;
+    println!("an idle session without keep-alive closed after {:?}", opened.elapsed());
+    hub.stop().await?;
+    Ok(())
+}
+
+/// Six hundred idle TCP connections to the MQTT port (re-opened whenever the hub closed
+/// them) kept every real device out: connections that had not logged in shared the slots
+/// of devices. Now they have a small budget of their own, per source address too: a device
+/// connects and publishes through the flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_hundred_idle_sockets_do_not_keep_a_device_out() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (id, secret) = hub.add_device(&owner, "Door sensor").await?;
+    let addr = hub.mqtt.ok_or_else(|| anyhow::anyhow!("no MQTT"))?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let flood = tokio::spawn(idle_flood(addr, 600, stop.clone()));
+    // Let the flood fill what it can.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = Instant::now();
+    let (client, mut events) = mqtt_connect(addr, "door", &id, &secret).await?;
+    client.publish(format!("hearth/{id}/open"), QoS::AtLeastOnce, false, "true").await?;
+    wait_puback(&mut events, None).await?;
+    let took = started.elapsed();
+    stop.cancel();
+    let opened = flood.await??;
+    println!("a device connected and published in {took:?} while {opened} idle sockets were opened at it");
+    hub.stop().await?;
+    Ok(())
+}
+
+/// Keeps `count` idle connections open to `addr` from 127.0.0.2, re-opening those the hub
+/// closes, until `stop` (at most 20 s, at most 20,000 connections); returns how many it
+/// opened.
+async fn idle_flood(
+    addr: std::net::SocketAddr,
+    count: usize,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut open: Vec<tokio::net::TcpStream> = Vec::new();
+    let mut opened = 0;
+    while !stop.is_cancelled() && Instant::now() < deadline && opened < 20_000 {
+        // Drop the ones the hub closed.
+        open.retain(|s| {
+            let mut byte = [0u8; 1];
+            match s.try_read(&mut byte) {
+                Ok(0) => false,
+                Ok(_) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            }
+        });
+        while open.len() < count && opened < 20_000 {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind((Ipv4Addr::new(127, 0, 0, 2), 0).into())?;
+            match tokio::time::timeout(Duration::from_millis(500), socket.connect(addr)).await {
+                Ok(Ok(stream)) => open.push(stream),
+                _ => break,
+            }
+            opened += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(opened)
+}
+
+/// Range parameters near the limits of a 64-bit number wrapped past the caps. They are
+/// refused now, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_that_would_overflow_are_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (id, secret) = hub.add_device(&owner, "Meter").await?;
+    hub.publish((&id, &secret), &format!("hearth/{id}/power"), "5".into()).await?;
+    for query in [
+        "from=-9000000000000000000&to=9000000000000000000&points=1",
+        "from=-9223372036854775808&to=9223372036854775807",
+        "from=0&to=9223372036854775807&points=18446744073709551615",
+        "from=9223372036854775807&to=-9223372036854775808",
+    ] {
+        let url = hub.url(&format!("/api/devices/{id}/metrics/power/readings?{query}"));
+        let resp = owner.get(url).send().await?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await?;
+        assert_eq!(status, 422, "{query}: {body}");
+    }
+    hub.stop().await?;
+    Ok(())
+}
+
+/// A device named like a spreadsheet formula went into the CSV export as it was, and a
+/// spreadsheet would run it. Such cells are neutralised now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_export_does_not_carry_formulas() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let name = "=HYPERLINK(\"http://192.0.2.1/x\";\"open\")";
+    let (id, secret) = hub.add_device(&owner, name).await?;
+    hub.publish((&id, &secret), &format!("hearth/{id}/power"), "-5".into()).await?;
+    // A device's text reading is a cell too.
+    hub.publish((&id, &secret), &format!("hearth/{id}/mode"), "\"@SUM(1+1)*cmd|' /C calc'!A0\"".into()).await?;
+    let csv = owner.get(hub.url("/api/export?format=csv")).send().await?.text().await?;
+    let rows: Vec<&str> = csv.lines().filter(|l| l.contains(&id)).collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    for row in &rows {
+        for cell in row.split(',') {
+            let text = cell.trim_start_matches('"');
+            assert!(!text.starts_with(['=', '+', '-', '@', '\t', '\r']) || text.parse::<f64>().is_ok(), "{row}");
+        }
+        assert!(row.contains("HYPERLINK"), "the name is still there, as text: {row}");
+    }
+    assert!(csv.contains("-5\r\n"), "a negative number stays a number: {csv}");
+    assert!(csv.contains("'@SUM"), "the text reading is kept, neutralised: {csv}");
+    hub.stop().await?;
+    Ok(())
+}
+
+/// There was no Content-Security-Policy. Every answer carries a strict one now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carry_a_strict_content_security_policy() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    for path in ["/", "/api/health", "/devices/x"] {
+        let resp = reqwest::get(hub.url(path)).await?;
+        let csp = resp.headers().get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        for directive in ["default-src 'self'", "frame-ancestors 'none'", "object-src 'none'"] {
+            assert!(csp.contains(directive), "{path}: {directive:?} not in {csp:?}");
+        }
+        assert!(!csp.contains("'unsafe-inline'") && !csp.contains("'unsafe-eval'"), "{path}: {csp}");
+    }
+    hub.stop().await?;
+    Ok(())
+}
+
+/// Bearer tokens never expired and could be neither listed nor revoked. They expire now
+/// (90 days unless asked otherwise), and their holder sees and revokes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_expire_and_can_be_listed_and_revoked() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let mut tokens = Vec::new();
+    for name in ["dashboard", "script"] {
+        let made: Value =
+            owner.post(hub.url("/api/tokens")).json(&json!({ "name": name })).send().await?.json().await?;
+        tokens.push((made["id"].as_i64().unwrap_or_default(), made["token"].as_str().unwrap_or_default().to_owned()));
+    }
+    let with = |token: &str| reqwest::Client::new().get(hub.url("/api/me")).bearer_auth(token.to_owned()).send();
+    assert_eq!(with(&tokens[0].1).await?.status(), 200);
+    let listed = owner.get(hub.url("/api/tokens")).send().await?;
+    assert_eq!(listed.status(), 200);
+    let listed = listed.text().await?;
+    assert!(listed.contains("dashboard") && listed.contains("expires"), "{listed}");
+    assert!(!listed.contains(&tokens[0].1), "a token is shown once, never listed: {listed}");
+    let revoked = owner.delete(hub.url(&format!("/api/tokens/{}", tokens[0].0))).send().await?;
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(with(&tokens[0].1).await?.status(), 401, "a revoked token no longer works");
+    assert_eq!(with(&tokens[1].1).await?.status(), 200);
+    hub.clock.advance(Duration::from_secs(91 * 24 * 3600));
+    assert_eq!(with(&tokens[1].1).await?.status(), 401, "after 90 days a token has expired");
+    hub.stop().await?;
+    Ok(())
+}
