@@ -107,6 +107,9 @@ pub struct HttpConfig {
     /// Address of the web UI and API. All interfaces by default: phones on the home
     /// network must reach it.
     pub listen: SocketAddr,
+    /// Seconds a request's headers have to arrive, which is also how long a keep-alive
+    /// connection may sit idle (1-300).
+    pub header_timeout_s: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -228,7 +231,7 @@ impl Default for Config {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8080)) }
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8080)), header_timeout_s: 15 }
     }
 }
 
@@ -305,7 +308,7 @@ impl Config {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         Self {
             data_dir: data_dir.to_owned(),
-            http: HttpConfig { listen: loopback },
+            http: HttpConfig { listen: loopback, ..HttpConfig::default() },
             // Short protocol deadlines, so tests of idle or half-open peers are quick.
             mqtt: MqttConfig { listen: loopback, connect_timeout_s: 2, ..MqttConfig::default() },
             coap: CoapConfig {
@@ -328,6 +331,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "mqtt.connect_timeout_s and coap.handshake_timeout_s must be 1 to 120".into(),
             ));
+        }
+        if !(1..=300).contains(&self.http.header_timeout_s) {
+            return Err(ConfigError::Invalid("http.header_timeout_s must be 1 to 300".into()));
         }
         if !(1..=3600).contains(&self.mqtt.max_keep_alive_s) {
             return Err(ConfigError::Invalid("mqtt.max_keep_alive_s must be 1 to 3600".into()));

@@ -11,6 +11,7 @@ pub mod consent;
 pub mod crypto;
 pub mod devices;
 pub mod error;
+pub mod http;
 pub mod ingest;
 pub mod outbox;
 pub mod reading;
@@ -239,10 +240,9 @@ pub async fn run(
         access: auth::AccessChanges::default(),
     };
     tracing::info!(addr = %listeners.http.local_addr()?, "web UI and API listening");
-    let http =
-        axum::serve(listeners.http, api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let http_result = http.await;
+    let limits =
+        http::Limits { header_timeout: std::time::Duration::from_secs(u64::from(config.http.header_timeout_s)) };
+    http::serve(listeners.http, api::router(state), limits, shutdown.clone()).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     drop(ingest);
@@ -250,5 +250,5 @@ pub async fn run(
     writer.await.context("the writer task failed")?;
     store.close().await;
     tracing::info!("hub stopped");
-    http_result.context("HTTP server failed")
+    Ok(())
 }

@@ -38,8 +38,10 @@ use crate::store::readings::Keys;
 /// packet never holds up other devices.
 /// How long a message id is remembered to answer retransmissions (RFC 7252 EXCHANGE_LIFETIME).
 const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
-/// Most observers at once, across all devices.
+/// Most observers at once, across all devices, and of one device's resources: one device
+/// (or whoever holds its key) cannot take every slot.
 const MAX_OBSERVERS: usize = 256;
+const MAX_OBSERVERS_PER_DEVICE: usize = 16;
 /// Most remembered exchanges before the oldest are dropped.
 const MAX_EXCHANGES: usize = 4096;
 
@@ -161,6 +163,8 @@ async fn accept_dtls(
     shutdown: CancellationToken,
 ) {
     let config = dtls_config(store);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let per_address: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -174,19 +178,43 @@ async fn accept_dtls(
                 continue;
             }
         };
-        let (config, identities, sender) = (config.clone(), identities.clone(), sender.clone());
+        // Handshakes at once, and from one address, are bounded: a flood of new source
+        // addresses (or one address) cannot make the hub run handshakes without end.
+        let slot = per_address.lock().ok().and_then(|mut map| {
+            let n = map.entry(peer.ip()).or_default();
+            (*n < MAX_HANDSHAKES_PER_ADDRESS).then(|| *n += 1)
+        });
+        let permit = handshakes.clone().try_acquire_owned().ok();
+        let (Some(()), Some(permit)) = (slot, permit) else {
+            if slot.is_some() {
+                release(&per_address, peer.ip());
+            }
+            if BUSY.log_this(peer.ip()) {
+                tracing::warn!(%peer, "DTLS handshake refused: too many at once");
+            }
+            let _ = conn.close().await;
+            continue;
+        };
+        let (config, identities, sender, per_address) =
+            (config.clone(), identities.clone(), sender.clone(), per_address.clone());
         tokio::spawn(async move {
             let handshake =
                 tokio::time::timeout(handshake_timeout, DTLSConn::new(conn.clone(), config, false, None)).await;
+            drop(permit);
+            release(&per_address, peer.ip());
             let dtls = match handshake {
                 Ok(Ok(dtls)) => Arc::new(dtls),
                 Ok(Err(error)) => {
-                    tracing::warn!(%peer, %error, "DTLS handshake refused");
+                    if FAILED.log_this(peer.ip()) {
+                        tracing::warn!(%peer, %error, "DTLS handshake refused");
+                    }
                     let _ = conn.close().await;
                     return;
                 }
                 Err(_) => {
-                    tracing::info!(%peer, "DTLS handshake timed out");
+                    if FAILED.log_this(peer.ip()) {
+                        tracing::info!(%peer, "DTLS handshake timed out");
+                    }
                     let _ = conn.close().await;
                     return;
                 }
@@ -209,6 +237,24 @@ async fn accept_dtls(
         });
     }
     let _ = listener.inner.close().await;
+}
+
+/// Handshakes under way at once, and from one source address.
+const MAX_HANDSHAKES: usize = 32;
+const MAX_HANDSHAKES_PER_ADDRESS: usize = 4;
+
+static BUSY: crate::repeated::Repeated = crate::repeated::Repeated::new("DTLS handshake refused: too many");
+static FAILED: crate::repeated::Repeated = crate::repeated::Repeated::new("DTLS handshake failed");
+
+fn release(per_address: &std::sync::Mutex<HashMap<std::net::IpAddr, usize>>, addr: std::net::IpAddr) {
+    if let Ok(mut map) = per_address.lock()
+        && let Some(n) = map.get_mut(&addr)
+    {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&addr);
+        }
+    }
 }
 
 /// DTLS with pre-shared keys: the device id is the PSK identity, its secret the key. The
@@ -241,6 +287,8 @@ fn dtls_config(store: Store) -> DtlsConfig {
         ..Default::default()
     }
 }
+
+static FULL: crate::repeated::Repeated = crate::repeated::Repeated::new("CoAP observer refused: too many");
 
 /// A client observing one metric of one device.
 struct Observer {
@@ -556,8 +604,11 @@ impl Server {
     fn add_observer(&self, observer: Observer) -> bool {
         let Ok(mut observers) = self.observers.lock() else { return false };
         observers.retain(|o| !(o.peer == observer.peer && o.token == observer.token));
-        if observers.len() >= MAX_OBSERVERS {
-            tracing::warn!(peer = %observer.peer, "too many CoAP observers; registration ignored");
+        let of_device = observers.iter().filter(|o| o.device == observer.device).count();
+        if observers.len() >= MAX_OBSERVERS || of_device >= MAX_OBSERVERS_PER_DEVICE {
+            if FULL.log_this(observer.peer.ip()) {
+                tracing::warn!(peer = %observer.peer, device.id = %observer.device, "too many CoAP observers; registration ignored");
+            }
             return false;
         }
         observers.push(observer);
