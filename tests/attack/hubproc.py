@@ -21,7 +21,8 @@ listen = "127.0.0.1:{mqtt_port}"
 [coap]
 dtls_listen = "127.0.0.1:0"
 """ + extra)
-    hub = subprocess.Popen([binary, "--config", conf], stdout=subprocess.DEVNULL,
+    # Its log (stdout) and its errors (stderr), for scripts that look at them.
+    hub = subprocess.Popen([binary, "--config", conf], stdout=open(os.path.join(work, "out"), "w"),
                            stderr=open(os.path.join(work, "log"), "w"))
     atexit.register(lambda: hub.poll() is None and (hub.terminate(), hub.wait(timeout=30)))
     base = f"http://127.0.0.1:{http}"

@@ -1,0 +1,187 @@
+"""Black-box tries at the hub from a hostile home network: starts the given hub binary (a
+release build) on loopback with a fresh data directory and real time, then tries what was
+found to break it. Each actor has its own loopback address: the attacker 127.0.0.2 (and
+.3), the owner 127.0.0.4, devices 127.0.0.1. MQTT is spoken with a few lines of raw
+packets; HTTP with the standard library, bound to the actor's address.
+
+    python3 tests/attack/hostile.py target/release/hub
+"""
+import http.client, json, os, socket, struct, subprocess, sys, threading, time
+
+from hubproc import free_port, start
+
+binary = sys.argv[1]
+mqtt_port = free_port()
+base, data = start(binary, mqtt_port)
+host, http_port = "127.0.0.1", int(base.rsplit(":", 1)[1])
+log = os.path.join(os.path.dirname(data), "out")
+
+results = []
+def check(what, ok, detail=""):
+    results.append(bool(ok))
+    print(f"{'ok ' if ok else 'BAD'} {what}{': ' + str(detail) if detail and not ok else ''}")
+
+def call(method, path, body=None, source="127.0.0.4", cookie=None, bearer=None, timeout=30):
+    conn = http.client.HTTPConnection(host, http_port, timeout=timeout, source_address=(source, 0))
+    headers = {"content-type": "application/json"}
+    if cookie: headers["cookie"] = cookie
+    if bearer: headers["authorization"] = f"Bearer {bearer}"
+    try:
+        conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+        r = conn.getresponse()
+        text = r.read().decode(errors="replace")
+        return r.status, text, r.getheader("set-cookie"), {k.lower(): v for k, v in r.getheaders()}
+    except OSError as e:
+        return 0, str(e), None, {}
+    finally:
+        conn.close()
+
+code = open(f"{data}/setup-code").read().strip()
+status, _, set_cookie, _ = call("POST", "/api/setup", {"code": code, "username": "owner", "password": "a long owner password"})
+assert status == 201, status
+cookie = set_cookie.split(";")[0]
+def device(name):
+    status, text, _, _ = call("POST", "/api/devices", {"name": name}, cookie=cookie)
+    assert status == 201, text
+    d = json.loads(text)
+    return d["id"], d["secret"]
+
+# --- Raw MQTT 3.1.1 ---
+def remaining(n):
+    out = bytearray()
+    while True:
+        b, n = n % 128, n // 128
+        out.append(b | (0x80 if n else 0))
+        if not n: return bytes(out)
+def utf8(s):
+    b = s.encode(); return struct.pack(">H", len(b)) + b
+def mqtt_connect(client_id, user, password, keep_alive=30, source="127.0.0.1"):
+    s = socket.create_connection(("127.0.0.1", mqtt_port), timeout=5, source_address=(source, 0))
+    var = utf8("MQTT") + bytes([4, 0xC2]) + struct.pack(">H", keep_alive)
+    payload = utf8(client_id) + utf8(user) + utf8(password)
+    s.sendall(bytes([0x10]) + remaining(len(var) + len(payload)) + var + payload)
+    ack = s.recv(4)
+    assert ack[:1] == b"\x20" and ack[3:4] == b"\x00", ack
+    return s
+def alive(s):
+    try:
+        s.sendall(b"\xc0\x00")  # PINGREQ
+        return s.recv(2) == b"\xd0\x00"
+    except OSError:
+        return False
+
+# 1. Taking over another device's session by its client id.
+a, a_key = device("Thermostat")
+b, b_key = device("Cheap plug")
+victim = mqtt_connect("living-room", a, a_key)
+attacker = mqtt_connect("living-room", b, b_key, source="127.0.0.2")
+check("1. a device's client id cannot knock another device off", alive(victim))
+victim.close(); attacker.close()
+
+# 5. A subscription flood: 1000 filters, in SUBSCRIBEs of 100.
+s = mqtt_connect("greedy", b, b_key, source="127.0.0.2")
+granted = 0
+for batch in range(10):
+    filters = b"".join(utf8(f"hearth/{b}/set/f{batch}-{n}") + b"\x00" for n in range(100))
+    s.sendall(bytes([0x82]) + remaining(2 + len(filters)) + struct.pack(">H", batch + 1) + filters)
+    suback, deadline = b"", time.time() + 5
+    while len(suback) < 104 and time.time() < deadline:
+        suback += s.recv(4096)
+    granted += sum(1 for c in suback[-100:] if c == 0)
+check("5. one session holds a bounded number of subscriptions", 0 < granted <= 100, granted)
+print(f"   {granted} of 1000 subscriptions granted")
+s.close()
+
+# 2. Six hundred idle sockets (re-opened when closed), and 100 concurrent bad logins; a
+# device still connects and publishes, the owner still logs in, and the log stays small.
+log_before = os.path.getsize(log)
+stop = threading.Event()
+flooded = []
+def idle_flood():
+    held, opened = [], 0
+    while not stop.is_set() and opened < 20000:
+        held = [s for s in held if s.fileno() != -1]
+        while len(held) < 600 and opened < 20000 and not stop.is_set():
+            try:
+                held.append(socket.create_connection(("127.0.0.1", mqtt_port), timeout=1, source_address=("127.0.0.2", 0)))
+            except OSError:
+                break
+            opened += 1
+        # Drop the ones the hub closed.
+        for s in held:
+            s.setblocking(False)
+            try:
+                if s.recv(1) == b"": s.close()
+            except BlockingIOError:
+                pass
+            except OSError:
+                s.close()
+        time.sleep(0.05)
+    for s in held: s.close()
+    flooded.append(opened)
+flood = threading.Thread(target=idle_flood, daemon=True); flood.start()
+guesses = [threading.Thread(target=call, args=("POST", "/api/login", {"username": "owner", "password": f"guess {n}"}, "127.0.0.3"), daemon=True) for n in range(100)]
+time.sleep(1.5)
+for g in guesses: g.start()
+t = time.time()
+pub = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt_port), "-u", a, "-P", a_key, "-q", "1",
+                      "-t", f"hearth/{a}/temperature", "-m", "21.5"], capture_output=True, timeout=30)
+device_took = time.time() - t
+t = time.time()
+owner_status = call("POST", "/api/login", {"username": "owner", "password": "a long owner password"})[0]
+owner_took = time.time() - t
+time.sleep(8)
+stop.set(); flood.join(10)
+for g in guesses: g.join(30)
+check("2. through 600 idle sockets and 100 bad logins a device publishes within 2 s",
+      pub.returncode == 0 and device_took < 2, f"rc={pub.returncode} in {device_took:.2f} s")
+check("2. and the owner logs in within 2 s", owner_status == 200 and owner_took < 2, f"{owner_status} in {owner_took:.2f} s")
+grew = os.path.getsize(log) - log_before
+check("2. the flood's log stays small (under 100 kB)", grew < 100_000, f"{grew} bytes")
+print(f"   device {device_took:.2f} s, owner {owner_took:.2f} s, log +{grew} bytes, {flooded} idle sockets opened")
+
+# 3. A burst of 100 wrong guesses from one address: counted before they are hashed.
+answers = []
+def guess(n):
+    answers.append(call("POST", "/api/login", {"username": "owner", "password": f"burst {n}"}, "127.0.0.2")[0])
+burst = [threading.Thread(target=guess, args=(n,)) for n in range(100)]
+for g in burst: g.start()
+for g in burst: g.join(60)
+judged = answers.count(401)
+check("3. of 100 guesses sent at once, at most 5 are judged", judged <= 5, f"{judged} judged: {sorted(set(answers))}")
+check("3. the owner, elsewhere, still logs in", call("POST", "/api/login", {"username": "owner", "password": "a long owner password"})[0] == 200)
+
+# 4. 300 made-up invite codes at once: the owner's login is not held up behind them.
+t = time.time(); call("POST", "/api/login", {"username": "owner", "password": "a long owner password"}); quiet = time.time() - t
+invites = [threading.Thread(target=call, args=("POST", "/api/invites/accept", {"code": f"MADE-UP-{n:04}", "username": f"x{n}",
+           "password": "a long enough password"}, "127.0.0.3"), daemon=True) for n in range(300)]
+for i in invites: i.start()
+time.sleep(0.1)
+t = time.time(); status = call("POST", "/api/login", {"username": "owner", "password": "a long owner password"})[0]; busy = time.time() - t
+for i in invites: i.join(60)
+check("4. an invite flood does not hold up the owner's login", status == 200 and busy < quiet * 10 + 0.5,
+      f"{busy:.2f} s during, {quiet:.2f} s quiet")
+
+# 6. Loose ends.
+status, text, _, _ = call("GET", f"/api/devices/{a}/metrics/temperature/readings?from=-9000000000000000000&to=9000000000000000000&points=1", cookie=cookie)
+check("6. overflowing ranges are refused", status == 422, f"{status} {text[:100]}")
+x, x_key = device('=HYPERLINK("http://192.0.2.1/";"open")')
+subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt_port), "-u", x, "-P", x_key, "-q", "1",
+                "-t", f"hearth/{x}/mode", "-m", '"@SUM(1+1)"'], check=True, timeout=10)
+_, csv, _, _ = call("GET", "/api/export?format=csv", cookie=cookie)
+rows = [r for r in csv.splitlines() if x in r]
+bad = [c for r in rows for c in r.split(",") if c.lstrip('"')[:1] in ("=", "+", "@", "\t") ]
+check("6. CSV export neutralises formulas", rows and not bad, bad or csv[:200])
+_, _, _, headers = call("GET", "/")
+csp = headers.get("content-security-policy", "")
+check("6. a strict Content-Security-Policy", "default-src 'self'" in csp and "'unsafe-inline'" not in csp, csp)
+status, text, _, _ = call("POST", "/api/tokens", {"name": "script", "days": 1}, cookie=cookie)
+token = json.loads(text)
+listed = call("GET", "/api/tokens", cookie=cookie)[1]
+check("6. tokens are listed (never shown again) with their expiry",
+      "script" in listed and "expires" in listed and token["token"] not in listed, listed)
+call("DELETE", f"/api/tokens/{token['id']}", cookie=cookie)
+check("6. a revoked token stops working", call("GET", "/api/me", bearer=token["token"])[0] == 401)
+
+print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
+sys.exit(0 if all(results) else 1)
