@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
-use hearth_model::account::{Login, NewToken, Setup, SetupStatus, Token, TokenInfo};
+use hearth_model::account::{Login, NewToken, SecurityEvent, Setup, SetupStatus, Token, TokenInfo};
 use hearth_model::automations::{Imported, Notification};
 use hearth_model::consent::{Checkpoint, DataRequest, Grant, LedgerLine, LogEntry, Narrowing, Receipt, Verification};
 use hearth_model::devices::{
@@ -238,6 +238,11 @@ pub async fn checkpoint() -> Result<Checkpoint, ApiError> {
 
 pub async fn ledger() -> Result<Vec<LedgerLine>, ApiError> {
     get("/api/consent/ledger").await
+}
+
+/// The caller's security log (the owner's includes the hub's own), newest first.
+pub async fn security_log() -> Result<Vec<SecurityEvent>, ApiError> {
+    get("/api/security-log").await
 }
 
 /// The caller's API tokens (never the tokens themselves).

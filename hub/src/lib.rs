@@ -2,6 +2,7 @@
 //! binary and the end-to-end tests start the hub the same way.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod automation;
 pub mod buckets;
@@ -155,6 +156,8 @@ pub async fn run(
     let config = Arc::new(config);
 
     let mut tasks = tokio::task::JoinSet::new();
+    let audit = audit::Audit::new(store.clone(), clock.clone());
+    tasks.spawn(audit::flush_periodically(audit.clone(), shutdown.clone()));
     let mut commands = automation::Commands::Off;
     if let Some(listener) = listeners.mqtt {
         tracing::info!(addr = %listener.local_addr()?, "embedded MQTT server listening");
@@ -165,6 +168,7 @@ pub async fn run(
             rejections: rejections.clone(),
             connect_timeout: std::time::Duration::from_secs(u64::from(config.mqtt.connect_timeout_s)),
             max_keep_alive: std::time::Duration::from_secs(u64::from(config.mqtt.max_keep_alive_s)),
+            audit: audit.clone(),
         };
         let server = MqttServer::new(ctx);
         commands = automation::Commands::Embedded(server.clone());
@@ -238,6 +242,7 @@ pub async fn run(
         outbox,
         shutdown: shutdown.clone(),
         access: auth::AccessChanges::default(),
+        audit,
     };
     tracing::info!(addr = %listeners.http.local_addr()?, "web UI and API listening");
     let limits =

@@ -42,4 +42,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Makes long-lived responses check their caller again.
     pub access: crate::auth::AccessChanges,
+    /// The security log.
+    pub audit: crate::audit::Audit,
 }

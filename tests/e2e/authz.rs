@@ -112,6 +112,7 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
         row("GET", "/api/me", [A, 200, 200, 200, 200, F]),
         row("POST", "/api/tokens", [A, 422, 422, 422, 422, F]).body(json!({ "name": "" })),
         row("GET", "/api/tokens", [A, 200, 200, 200, 200, F]),
+        row("GET", "/api/security-log", [A, 200, 200, 200, F, F]),
         row("DELETE", "/api/tokens/{id}", [A, 404, 404, 404, 404, F]).with("id", "999999"),
         row("GET", "/api/devices", [A, 200, 200, 200, 200, F]),
         row("POST", "/api/devices", [A, 422, 422, 422, F, F]).body(json!({ "name": "" })),

@@ -454,3 +454,57 @@ async fn observe(socket: &tokio::net::UdpSocket, device: &str, key: &str, n: u16
         }
     }
 }
+
+/// The security log: each household reads what happened to it, with source addresses;
+/// a flood of failures is one entry with its count; nothing in it is a reading; a tenant's
+/// logins are the tenant's, not the owner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_security_log_tells_each_household_what_happened_and_from_where() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    hub.owner().await?;
+    let stranger = from(2)?;
+    for n in 0..3 {
+        assert_eq!(login(&hub, &stranger, &format!("wrong {n}")).await?, 401);
+    }
+    let owner = from(4)?;
+    assert_eq!(login(&hub, &owner, OWNER_PASSWORD).await?, 200);
+    let token: Value =
+        owner.post(hub.url("/api/tokens")).json(&json!({ "name": "script" })).send().await?.json().await?;
+    let revoked = owner.delete(hub.url(&format!("/api/tokens/{}", token["id"]))).send().await?;
+    assert_eq!(revoked.status(), 204);
+    let (meter, secret) = hub.add_device(&owner, "Meter").await?;
+    let regenerated = owner.post(hub.url(&format!("/api/devices/{meter}/credentials"))).send().await?;
+    assert_eq!(regenerated.status(), 200);
+    let secret = regenerated.json::<Value>().await?["secret"].as_str().unwrap_or(&secret).to_owned();
+    hub.publish((&meter, &secret), &format!("hearth/{meter}/power"), "987654.5".into()).await?;
+    let (tenant, _) = hub.tenant(&owner, "tessa", json!({})).await?;
+
+    let read = |client: &reqwest::Client| {
+        let request = client.get(hub.url("/api/security-log"));
+        async move {
+            let resp = request.send().await?;
+            anyhow::ensure!(resp.status() == 200, "security log: HTTP {}", resp.status());
+            anyhow::Ok(resp.text().await?)
+        }
+    };
+    let text = read(&owner).await?;
+    let log: Value = serde_json::from_str(&text)?;
+    let entries = log.as_array().cloned().unwrap_or_default();
+    let has = |kind: &str, f: &dyn Fn(&Value) -> bool| entries.iter().any(|e| e["kind"] == kind && f(e));
+    assert!(has("setup", &|_| true), "{text}");
+    assert!(
+        has("login failed", &|e| e["source"] == "127.0.0.2" && e["count"] == 3),
+        "three failures, one entry: {text}"
+    );
+    assert!(has("login", &|e| e["source"] == "127.0.0.4" && e["actor"] == "owner"), "{text}");
+    assert!(has("token", &|e| e["detail"].as_str().is_some_and(|d| d.contains("revoked"))), "{text}");
+    assert!(has("device", &|e| e["detail"].as_str().is_some_and(|d| d.contains("new credentials"))), "{text}");
+    assert!(has("tenancy", &|_| true), "{text}");
+    assert!(!text.contains("987654"), "no reading in the log: {text}");
+    assert!(!text.contains("tessa"), "the tenant's joining is theirs, not the owner's: {text}");
+    let theirs = read(&tenant).await?;
+    assert!(theirs.contains("joined as a tenant") && !theirs.contains("setup"), "{theirs}");
+    hub.stop().await?;
+    Ok(())
+}

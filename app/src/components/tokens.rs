@@ -1,11 +1,11 @@
-//! API tokens for scripts: made with a name and a lifetime, shown once, listed by name and
-//! expiry, revoked with a button.
+//! API tokens for scripts (made with a name and a lifetime, shown once, listed by name and
+//! expiry, revoked with a button), and the security log.
 
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use hearth_model::account::{Token, TokenInfo};
+use hearth_model::account::{SecurityEvent, Token, TokenInfo};
 
 use crate::api;
 use crate::components::form::FormError;
@@ -67,6 +67,36 @@ pub fn Tokens() -> impl IntoView {
                 <p>"Your new token (shown only now; it expires " {local(t.expires)} "):"</p>
                 <p><code id="new-token">{t.token}</code></p>
             })}
+        </section>
+    }
+}
+
+/// What happened to the household's accounts, devices and grants, and from where: logins
+/// and failures (repeated failures counted in one line), credentials, tokens, classes,
+/// tenancies, guests, grants.
+#[component]
+pub fn SecurityLog() -> impl IntoView {
+    let resource = LocalResource::new(api::security_log);
+    let events: Memo<Vec<SecurityEvent>> = latest(resource);
+    view! {
+        <section class="card" id="security-log">
+            <h3>"Security log"</h3>
+            <Loading resource waiting="Loading the security log…" />
+            <button class="secondary" on:click=move |_| resource.refetch()>"Refresh"</button>
+            <table>
+                <thead><tr><th>"When"</th><th>"What"</th><th>"Who"</th><th>"From"</th><th>"Times"</th></tr></thead>
+                <tbody>
+                    <For each=move || events.get() key=|e| e.id let:e>
+                        <tr class="security-event" data-kind=e.kind.clone()>
+                            <td>{local(e.at)}</td>
+                            <td>{format!("{}: {}", e.kind, e.detail)}</td>
+                            <td>{e.actor.unwrap_or_default()}</td>
+                            <td>{e.source.unwrap_or_default()}</td>
+                            <td>{e.count}</td>
+                        </tr>
+                    </For>
+                </tbody>
+            </table>
         </section>
     }
 }

@@ -12,7 +12,7 @@ use crate::api;
 use crate::app::Home;
 use crate::components::form::FormError;
 use crate::components::load::{Loading, latest};
-use crate::components::tokens::Tokens;
+use crate::components::tokens::{SecurityLog, Tokens};
 use crate::time::{local, now_ms};
 
 const DAY_MS: i64 = 86_400_000;
@@ -42,6 +42,7 @@ pub fn PeoplePage(
         </div>
         <Guests />
         <Tokens />
+        <SecurityLog />
     }
 }
 

@@ -75,3 +75,20 @@ pub struct TokenInfo {
     pub created: i64,
     pub expires: i64,
 }
+
+/// One entry of the security log the owner reads (`GET /api/security-log`): what happened,
+/// who did it (a user name or a device id) and from where. Never a reading value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityEvent {
+    pub id: i64,
+    pub at: i64,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The source address, where there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub detail: String,
+    /// How many times it happened, for repeated failures counted over a minute.
+    pub count: u64,
+}

@@ -6,11 +6,12 @@ use axum::http::{StatusCode, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::on;
 use hearth_model::Me;
-use hearth_model::account::{Login, NewToken, Setup, SetupStatus, Token, TokenInfo};
+use hearth_model::account::{Login, NewToken, SecurityEvent, Setup, SetupStatus, Token, TokenInfo};
 
 use super::ApiJson;
 use super::routes::{EVERYONE, Route, Who};
-use crate::auth::{self, ClientAddr, CurrentUser, SetupCheck};
+use crate::auth::{self, ClientAddr, CurrentUser, SUBJECTS, SetupCheck};
+use crate::consent::Subject;
 use crate::error::AppError;
 use crate::repeated::Repeated;
 use crate::state::AppState;
@@ -26,6 +27,7 @@ pub(super) const ROUTES: &[Route] = &[
     Route::new("GET", "/api/tokens", Who::People(EVERYONE), |m| on(m, tokens)),
     Route::new("POST", "/api/tokens", Who::People(EVERYONE), |m| on(m, create_token)),
     Route::new("DELETE", "/api/tokens/{id}", Who::People(EVERYONE), |m| on(m, revoke_token)),
+    Route::new("GET", "/api/security-log", Who::People(SUBJECTS), |m| on(m, security_log)),
 ];
 
 /// How long an API token lasts unless asked otherwise, and at most.
@@ -59,7 +61,11 @@ pub(super) fn check_password(password: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-async fn setup(State(state): State<AppState>, ApiJson(req): ApiJson<Setup>) -> Result<Response, AppError> {
+async fn setup(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    ApiJson(req): ApiJson<Setup>,
+) -> Result<Response, AppError> {
     check_username(&req.username)?;
     check_password(&req.password)?;
     match state.setup.check(&req.code, &state.config.data_dir) {
@@ -80,6 +86,8 @@ async fn setup(State(state): State<AppState>, ApiJson(req): ApiJson<Setup>) -> R
     };
     state.setup.finish();
     tracing::info!(user = %req.username, "owner account created; setup code retired");
+    let who = (Some(req.username.as_str()), Some(addr));
+    state.audit.record("setup", Some(Subject::Owner), who, "the owner account was created".into()).await;
     let cookie = start_session(&state, user_id, now).await?;
     Ok((
         StatusCode::CREATED,
@@ -105,17 +113,26 @@ async fn login(
 ) -> Result<Response, AppError> {
     let now = state.clock.now_ms();
     // Counted before the hash is computed: a burst sent at once is mostly refused unjudged.
-    let attempt = state.logins.begin(&req.username, addr, now).map_err(|_| AppError::TooManyRequests)?;
     let user = state.store.user_by_name(&req.username).await?;
+    let subject = match &user {
+        Some(u) => super::scope::audit_subject_of(&state, u.id).await,
+        None => None,
+    };
+    let attempt = state.logins.begin(&req.username, addr, now).map_err(|_| {
+        state.audit.failure("login refused", subject, (&req.username, addr), "too many attempts: told to wait");
+        AppError::TooManyRequests
+    })?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let ok = state.passwords.verify(req.password, hash, attempt.lane).await?;
     let Some(user) = user.filter(|_| ok) else {
+        state.audit.failure("login failed", subject, (&req.username, addr), "wrong user name or password");
         if FAILED_LOGINS.log_this(addr) {
             tracing::warn!(user = %req.username, %addr, "login failed");
         }
         return Err(AppError::Unauthorized);
     };
     state.logins.succeeded(&attempt);
+    state.audit.record("login", subject, (Some(&user.username), Some(addr)), "logged in".into()).await;
     let cookie = start_session(&state, user.id, now).await?;
     let session = state.store.user_session(user.id).await?.ok_or(AppError::Unauthorized)?;
     Ok((
@@ -150,6 +167,7 @@ async fn me(CurrentUser(user): CurrentUser) -> ApiJson<Me> {
 async fn create_token(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<NewToken>,
 ) -> Result<(StatusCode, ApiJson<Token>), AppError> {
     if !crate::devices::valid_name(&req.name) {
@@ -164,6 +182,9 @@ async fn create_token(
     let expires = now + i64::from(days) * DAY_MS;
     let id = state.store.create_api_token(user.user_id, &req.name, &auth::token_digest(&token), (now, expires)).await?;
     tracing::info!(user = %user.username, token = id, "API token created");
+    let detail = format!("API token {id} ({:?}) created, for {days} days", req.name);
+    let subject = super::scope::audit_subject(&state, &user).await;
+    state.audit.record("token", subject, (Some(&user.username), Some(addr)), detail).await;
     Ok((StatusCode::CREATED, ApiJson(Token { id, name: req.name, token, expires })))
 }
 
@@ -180,6 +201,7 @@ async fn tokens(
 async fn revoke_token(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
     axum::extract::Path(id): axum::extract::Path<i64>,
 ) -> Result<StatusCode, AppError> {
     if !state.store.delete_api_token(user.user_id, id).await? {
@@ -187,5 +209,17 @@ async fn revoke_token(
     }
     state.access.changed();
     tracing::info!(user = %user.username, token = id, "API token revoked");
+    let subject = super::scope::audit_subject(&state, &user).await;
+    state.audit.record("token", subject, (Some(&user.username), Some(addr)), format!("API token {id} revoked")).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's security log, newest first: the owner's (with the hub's own), or a
+/// tenant's for their tenancy.
+async fn security_log(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<ApiJson<Vec<SecurityEvent>>, AppError> {
+    let subject = super::scope::subject_of(&user).ok_or(AppError::Forbidden("only owners and tenants have one"))?;
+    Ok(ApiJson(state.audit.read(subject, 500).await?))
 }

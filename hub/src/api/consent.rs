@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::routes::{Route, Who};
 use super::scope::{Scope, subject_of};
 use super::{ApiJson, ApiQuery};
-use crate::auth::{CurrentUser, SUBJECTS};
+use crate::auth::{ClientAddr, CurrentUser, SUBJECTS};
 use crate::consent::{self, CATEGORIES, GrantRecord, GrantStatus, Narrowing, log};
 use crate::error::AppError;
 use crate::reading::Value;
@@ -126,6 +126,7 @@ pub(super) async fn grant_view(state: &AppState, g: GrantRecord, now: i64) -> Re
 async fn grant(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
     Path(id): Path<i64>,
     ApiJson(narrowing): ApiJson<Narrowing>,
 ) -> Result<(StatusCode, ApiJson<Grant>), AppError> {
@@ -158,6 +159,17 @@ async fn grant(
         return Err(AppError::Conflict("this request was already decided"));
     }
     tracing::info!(grant = %g.id, recipient = %g.recipient_id, "data request granted");
+    let subject = super::scope::audit_subject(&state, &user).await;
+    state
+        .audit
+        .record(
+            "grant",
+            subject,
+            (Some(&user.username), Some(addr)),
+            format!("grant {} to recipient {}", g.id, g.recipient_id),
+        )
+        .await;
+
     Ok((StatusCode::CREATED, ApiJson(grant_view(&state, g, now).await?)))
 }
 
@@ -189,6 +201,7 @@ async fn grants(
 async fn revoke(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Receipt>, AppError> {
     let g = my_grant(&state, &user, &id).await?;
@@ -208,6 +221,9 @@ async fn revoke(
         return Err(AppError::Conflict("this grant has already ended"));
     }
     tracing::info!(grant = %g.id, "grant revoked");
+    let subject = super::scope::audit_subject(&state, &user).await;
+    state.audit.record("grant", subject, (Some(&user.username), Some(addr)), format!("grant {} revoked", g.id)).await;
+
     Ok(ApiJson(receipt.into()))
 }
 

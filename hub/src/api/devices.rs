@@ -14,7 +14,7 @@ use hearth_model::devices::{
 use super::routes::{EVERYONE, OWNER, Route, TENANT, Who};
 use super::scope::Scope;
 use super::{ApiJson, ApiQuery};
-use crate::auth::{CurrentUser, SUBJECTS};
+use crate::auth::{ClientAddr, CurrentUser, SUBJECTS};
 use crate::buckets::{buckets, width_for};
 use crate::devices::{self, Credentials, DeviceError};
 use crate::error::AppError;
@@ -153,6 +153,7 @@ fn credentials_view(state: &AppState, headers: &HeaderMap, creds: Credentials) -
 async fn add(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     ApiJson(req): ApiJson<NewDevice>,
 ) -> Result<(StatusCode, ApiJson<CredentialsView>), AppError> {
@@ -164,6 +165,12 @@ async fn add(
         state.store.set_device_tenancy(&creds.id, tenancy).await?;
     }
     tracing::info!(device.id = %creds.id, tenant = tenancy.is_some(), "device added");
+    let subject = super::scope::audit_subject(&state, &user).await;
+    state
+        .audit
+        .record("device", subject, (Some(&user.username), Some(addr)), format!("device {} added", creds.id))
+        .await;
+
     Ok((StatusCode::CREATED, ApiJson(credentials_view(&state, &headers, creds))))
 }
 
@@ -179,23 +186,39 @@ async fn managed_device(state: &AppState, user: Session, id: &str) -> Result<Dev
 async fn regenerate(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<ApiJson<CredentialsView>, AppError> {
-    managed_device(&state, user, &id).await?;
+    managed_device(&state, user.clone(), &id).await?;
     let creds = devices::regenerate(&state.store, &state.device_events, &id, state.clock.now_ms()).await?;
     tracing::info!(device.id = %id, "device credentials regenerated");
+    let subject = super::scope::audit_subject(&state, &user).await;
+    state
+        .audit
+        .record(
+            "device",
+            subject,
+            (Some(&user.username), Some(addr)),
+            format!("device {id}: new credentials; the old ones stopped working"),
+        )
+        .await;
+
     Ok(ApiJson(credentials_view(&state, &headers, creds)))
 }
 
 async fn remove(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    managed_device(&state, user, &id).await?;
+    managed_device(&state, user.clone(), &id).await?;
     devices::remove(&state.store, &state.device_events, &id, state.clock.now_ms()).await?;
     tracing::info!(device.id = %id, "device removed");
+    let subject = super::scope::audit_subject(&state, &user).await;
+    state.audit.record("device", subject, (Some(&user.username), Some(addr)), format!("device {id} removed")).await;
+
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -211,6 +234,7 @@ const CHANGE_DELAY_MS: i64 = 1000;
 async fn set_class(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<SetClass>,
 ) -> Result<(StatusCode, ApiJson<ClassChanged>), AppError> {
@@ -241,6 +265,11 @@ async fn set_class(
             tell(&state, tenant, message, now).await?;
         }
         tracing::info!(device.id = %id, proposal, "device class change waits for the tenant");
+        let detail = format!("device {id}: asked the tenant to agree to class {}", req.class);
+        state
+            .audit
+            .record("class", Some(crate::consent::Subject::Owner), (Some(&user.username), Some(addr)), detail)
+            .await;
         return Ok((
             StatusCode::ACCEPTED,
             ApiJson(ClassChanged { class: req.class, from: None, proposal: Some(proposal) }),
@@ -253,6 +282,8 @@ async fn set_class(
         tell(&state, tenant, message, now).await?;
     }
     tracing::info!(device.id = %id, class = req.class.as_str(), "device class changed");
+    let detail = format!("device {id}: class {} from {from}", req.class);
+    state.audit.record("class", Some(crate::consent::Subject::Owner), (Some(&user.username), Some(addr)), detail).await;
     Ok((StatusCode::OK, ApiJson(ClassChanged { class: req.class, from: Some(from), proposal: None })))
 }
 
@@ -263,6 +294,7 @@ async fn set_class(
 async fn set_coap_address(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<SetCoapAddress>,
 ) -> Result<ApiJson<Device>, AppError> {
@@ -279,6 +311,11 @@ async fn set_coap_address(
         return Err(AppError::NotFound);
     }
     tracing::info!(device.id = %id, address = address.as_deref().unwrap_or("none"), "device CoAP address set");
+    let detail = format!("device {id}: CoAP address {}", address.as_deref().unwrap_or("removed"));
+    state
+        .audit
+        .record("device", Some(crate::consent::Subject::Owner), (Some(&user.username), Some(addr)), detail)
+        .await;
     views(&state, &user, Some(&id)).await?.pop().map(ApiJson).ok_or(AppError::NotFound)
 }
 

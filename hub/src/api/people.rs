@@ -17,7 +17,7 @@ use super::ApiJson;
 use super::account::{check_password, check_username, start_session};
 use super::routes::{OWNER, Route, TENANT, Who};
 use super::scope::Scope;
-use crate::auth::{self, CurrentUser, SUBJECTS};
+use crate::auth::{self, ClientAddr, CurrentUser, SUBJECTS};
 use crate::consent::DAY_MS;
 use crate::error::AppError;
 use crate::reading::valid_device_id;
@@ -96,6 +96,7 @@ async fn tenancies(
 async fn create_tenancy(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<NewTenancy>,
 ) -> Result<(StatusCode, ApiJson<Invite>), AppError> {
     AppError::times(&[("start", req.start), ("end", req.end)])?;
@@ -121,6 +122,9 @@ async fn create_tenancy(
         .await?
         .ok_or(AppError::Conflict("that period overlaps another tenancy"))?;
     tracing::info!(tenancy = id, "tenancy created");
+    let subject = super::scope::audit_subject(&state, &user).await;
+    state.audit.record("tenancy", subject, (Some(&user.username), Some(addr)), format!("tenancy {id} created")).await;
+
     Ok((StatusCode::CREATED, ApiJson(Invite { tenancy: Some(id), code, expires })))
 }
 
@@ -139,6 +143,8 @@ async fn reinvite(
 
 async fn end_tenancy(
     State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
     Path(id): Path<i64>,
     ApiJson(req): ApiJson<EndTenancy>,
 ) -> Result<ApiJson<Tenancy>, AppError> {
@@ -158,6 +164,12 @@ async fn end_tenancy(
     state.access.changed();
     let t = state.store.tenancy(id).await?.ok_or(AppError::NotFound)?;
     tracing::info!(tenancy = id, end = at, "tenancy end set");
+    let subject = super::scope::audit_subject(&state, &user).await;
+    state
+        .audit
+        .record("tenancy", subject, (Some(&user.username), Some(addr)), format!("tenancy {id} ends at {at}"))
+        .await;
+
     Ok(ApiJson(t.into()))
 }
 
@@ -165,6 +177,7 @@ async fn end_tenancy(
 async fn shred(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, AppError> {
     if user.tenancy_id != Some(id) {
@@ -178,11 +191,22 @@ async fn shred(
     state.store.shred_tenancy(id, now).await?;
     state.access.changed();
     tracing::warn!(tenancy = id, "tenancy shredded at the tenant's request");
+    // In the hub's log (the tenancy's own went with it): that it happened, nothing of it.
+    let subject = None;
+    state
+        .audit
+        .record("tenancy", subject, (Some(&user.username), Some(addr)), format!("tenancy {id} shredded by its tenant"))
+        .await;
+
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Anyone with an invite code becomes a tenant or guest and is logged in.
-async fn accept(State(state): State<AppState>, ApiJson(req): ApiJson<AcceptInvite>) -> Result<Response, AppError> {
+async fn accept(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    ApiJson(req): ApiJson<AcceptInvite>,
+) -> Result<Response, AppError> {
     check_username(&req.username)?;
     check_password(&req.password)?;
     // No attempt limit: a code has about 79 random bits and lives a week, so guessing is
@@ -201,6 +225,10 @@ async fn accept(State(state): State<AppState>, ApiJson(req): ApiJson<AcceptInvit
     };
     let session = state.store.user_session(id).await?.ok_or_else(|| AppError::internal("new user vanished"))?;
     tracing::info!(user = %req.username, role = ?session.role, "invite accepted");
+    let detail = format!("joined as a {} with an invite", session.role.as_str());
+    let subject = super::scope::audit_subject(&state, &session).await;
+    state.audit.record("account", subject, (Some(&session.username), Some(addr)), detail).await;
+
     let cookie = start_session(&state, id, now).await?;
     Ok((
         StatusCode::CREATED,
@@ -220,6 +248,7 @@ async fn guests(
 async fn invite_guest(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<NewGuest>,
 ) -> Result<(StatusCode, ApiJson<Invite>), AppError> {
     if req.devices.is_empty() || req.devices.len() > 256 {
@@ -235,18 +264,33 @@ async fn invite_guest(
     let code = new_invite_code()?;
     let expires = state.clock.now_ms() + INVITE_TTL_MS;
     state.store.create_guest_invite(&code_digest(&code), user.user_id, &req.devices, expires).await?;
+    let subject = super::scope::audit_subject(&state, &user).await;
+    state
+        .audit
+        .record(
+            "guest",
+            subject,
+            (Some(&user.username), Some(addr)),
+            format!("a guest invited, for {} device(s)", req.devices.len()),
+        )
+        .await;
+
     Ok((StatusCode::CREATED, ApiJson(Invite { tenancy: None, code, expires })))
 }
 
 async fn remove_guest(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, AppError> {
     if !state.store.remove_guest(user.user_id, id).await? {
         return Err(AppError::NotFound);
     }
     state.access.changed();
+    let subject = super::scope::audit_subject(&state, &user).await;
+    state.audit.record("guest", subject, (Some(&user.username), Some(addr)), format!("guest {id} removed")).await;
+
     Ok(StatusCode::NO_CONTENT)
 }
 

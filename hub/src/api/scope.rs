@@ -17,6 +17,22 @@ pub fn subject_of(user: &Session) -> Option<Subject> {
     }
 }
 
+/// Whose security log an event of `user`'s goes to: their own subject's, or for a guest,
+/// their host's. `None` (the hub's own, read by the owner) if there is none.
+pub async fn audit_subject(state: &AppState, user: &Session) -> Option<Subject> {
+    if let Some(subject) = subject_of(user) {
+        return Some(subject);
+    }
+    let host = state.store.user_session(user.invited_by?).await.ok()??;
+    subject_of(&host)
+}
+
+/// The same, for a user known by id (a login, before there is a session).
+pub async fn audit_subject_of(state: &AppState, user_id: i64) -> Option<Subject> {
+    let user = state.store.user_session(user_id).await.ok()??;
+    audit_subject(state, &user).await
+}
+
 /// Refuses a tenant whose tenancy has ended (or was shredded): they keep reading and
 /// exporting what is theirs, but no longer act in the home (add devices, make rules). The
 /// consent core decides; a tenancy not started yet may prepare.

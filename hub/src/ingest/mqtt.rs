@@ -74,6 +74,8 @@ pub struct MqttContext {
     pub connect_timeout: Duration,
     /// The longest keep-alive a session gets (also for those that ask for none).
     pub max_keep_alive: Duration,
+    /// The security log (refused device logins are counted there).
+    pub audit: crate::audit::Audit,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -344,6 +346,12 @@ async fn connection(
     let device = match checked {
         Ok(device) => device,
         Err(code) => {
+            if code == ConnectReturnCode::BadUserNamePassword {
+                let user = connect.login.as_ref().map(|l| l.username.as_str()).unwrap_or("");
+                // The hub's own entry: a made-up device id belongs to no one.
+                let who = (user, peer.ip());
+                shared.ctx.audit.failure("device login refused", None, who, "MQTT: wrong device id or secret");
+            }
             if REFUSED_LOGINS.log_this(peer.ip()) {
                 let user = connect.login.as_ref().map(|l| l.username.as_str()).unwrap_or("");
                 tracing::warn!(%peer, user, reason = ?code, "MQTT login refused");

@@ -473,3 +473,62 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Adds an entry to the security log (its body sealed, bound to the row), and keeps the
+    /// log within `max_rows` rows and `max_age_ms`.
+    pub async fn add_security_event(
+        &self,
+        (now, subject): (i64, Option<Subject>),
+        kind: &str,
+        body: &[u8],
+        (max_rows, max_age_ms): (i64, i64),
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO security_log (ts_ms, subject, kind, body) VALUES (?, ?, ?, x'') RETURNING id",
+        )
+        .bind(now)
+        .bind(subject.map(|s| s.to_string()))
+        .bind(kind)
+        .fetch_one(&mut *tx)
+        .await?;
+        self.seal_into(&mut tx, ("security_log", "security-log"), id, body).await?;
+        sqlx::query("DELETE FROM security_log WHERE id <= ? OR ts_ms < ?")
+            .bind(id - max_rows)
+            .bind(now - max_age_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The newest `limit` entries of `subject`'s security log (the owner's includes the
+    /// hub's own): (id, ts, kind, opened body).
+    pub async fn security_events(
+        &self,
+        subject: Subject,
+        limit: i64,
+    ) -> Result<Vec<(i64, i64, String, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, ts_ms, kind, body FROM security_log WHERE subject = ?1 OR (?1 = 'owner' AND subject IS NULL)
+             ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(subject.to_string())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let id: i64 = row.try_get("id")?;
+                let sealed: Vec<u8> = row.try_get("body")?;
+                Ok((
+                    id,
+                    row.try_get("ts_ms")?,
+                    row.try_get("kind")?,
+                    self.open_row(&format!("security-log:{id}"), &sealed)?,
+                ))
+            })
+            .collect()
+    }
+}

@@ -281,7 +281,11 @@ impl Store {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
         // And so do the cloud-bound messages its rules made and that were not sent yet.
-        for sql in ["DELETE FROM virtual_values WHERE subject = ?", "DELETE FROM outbox WHERE subject = ?"] {
+        for sql in [
+            "DELETE FROM virtual_values WHERE subject = ?",
+            "DELETE FROM outbox WHERE subject = ?",
+            "DELETE FROM security_log WHERE subject = ?",
+        ] {
             sqlx::query(sql).bind(Subject::Tenancy(id).to_string()).execute(&mut *tx).await?;
         }
         // The tenant's own devices go with the tenancy.
