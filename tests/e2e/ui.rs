@@ -124,6 +124,16 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     b.click("#tenancy-create").await?;
     let code = b.text("#invite-code").await?;
     b.screenshot("tenancy-invite").await?;
+    // On the same page: an API token, shown once, that works; and the security log.
+    b.fill("#token-name", "dashboard").await?;
+    b.click("#tokens button[type=submit]").await?;
+    let token = b.text("#new-token").await?;
+    let me = reqwest::Client::new().get(hub.url("/api/me")).bearer_auth(token.trim()).send().await?;
+    assert_eq!(me.status(), 200, "the token from the UI works");
+    b.click("#security-log button").await?;
+    b.wait_for_text("tenancy: tenancy", t).await?;
+    b.wait_for_text("(\"dashboard\") created", t).await?;
+    b.screenshot("security-log").await?;
     b.click("header button").await?;
 
     // The tenant joins with it and chooses their own password.
