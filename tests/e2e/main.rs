@@ -6,6 +6,7 @@ mod authz;
 mod automation;
 mod coap;
 mod consent;
+mod fuzz;
 mod hostile;
 mod mqtt;
 mod ownership;

@@ -231,7 +231,7 @@ async fn import(
 ) -> Result<(StatusCode, ApiJson<Imported>), AppError> {
     let yaml = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.contains("yaml"));
     let set: RuleSet = if yaml {
-        serde_norway::from_slice(&body).map_err(|e| AppError::field("body", e.to_string()))?
+        crate::automation::model::parse_rule_set_yaml(&body).map_err(|e| AppError::field("body", e))?
     } else {
         serde_json::from_slice(&body).map_err(|e| AppError::field("body", e.to_string()))?
     };

@@ -211,6 +211,12 @@ fn check_action(action: &Action, destinations: &BTreeSet<String>) -> Result<(), 
     }
 }
 
+/// Reads a rule set written in YAML (rule import). The parser refuses documents whose
+/// aliases would expand past its limits, so a few lines cannot grow into gigabytes.
+pub fn parse_rule_set_yaml(body: &[u8]) -> Result<hearth_model::automations::RuleSet, String> {
+    serde_norway::from_slice(body).map_err(|e| e.to_string())
+}
+
 /// Where a CoAP action goes: the device's address (as the owner set it) and the action's
 /// path.
 #[derive(Debug, Clone, PartialEq, Eq)]
