@@ -3,9 +3,10 @@
 //! and grants. Bounded in size and age; it never holds a reading value (entries are made
 //! only from the fixed words below, names and addresses).
 //!
-//! Failures come in floods, so they are counted in memory per (kind, who, source) and
-//! written as one entry with its count once a minute (and whenever the log is read):
-//! a flood costs one row per source a minute, not one per attempt.
+//! Failures come in floods, so they are counted in memory per (kind, whose, source address)
+//! and written as one entry with its count (and the first name tried) once a minute, and
+//! whenever the log is read: a flood costs one row per source a minute, not one per
+//! attempt or per name tried.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -23,7 +24,7 @@ use crate::store::{Store, StoreError};
 /// Entries kept at most, and for how long.
 const MAX_ROWS: i64 = 10_000;
 const MAX_AGE_MS: i64 = 180 * 24 * 3600 * 1000;
-/// Distinct (kind, who, source) failures counted between writes; past this, further new
+/// Distinct (kind, whose, source) failures counted between writes; past this, further new
 /// ones are counted under "others".
 const MAX_PENDING: usize = 1024;
 
@@ -37,7 +38,8 @@ struct Body {
     count: u64,
 }
 
-type Pending = HashMap<(&'static str, Option<Subject>, String, String), (u64, &'static str)>;
+/// Counted failures, by (kind, whose, source): the first name tried, the count, the words.
+type Pending = HashMap<(&'static str, Option<Subject>, String), (String, u64, &'static str)>;
 
 /// Writes the security log.
 #[derive(Clone)]
@@ -74,21 +76,31 @@ impl Audit {
         detail: &'static str,
     ) {
         let Ok(mut pending) = self.pending.lock() else { return };
-        let mut key = (kind, subject, actor.to_owned(), source.to_string());
+        let mut key = (kind, subject, source.to_string());
         if pending.len() >= MAX_PENDING && !pending.contains_key(&key) {
-            key = (kind, None, String::new(), "others".to_owned());
+            // Past this, the hub's own entry counts them, with no name or address.
+            key = (kind, None, "others".to_owned());
         }
-        pending.entry(key).or_insert((0, detail)).0 += 1;
+        let actor: String = actor.chars().take(64).collect();
+        pending.entry(key).or_insert((actor, 0, detail)).1 += 1;
     }
 
-    /// Writes the counted failures.
+    /// Writes the counted failures, in a task of its own: a reader that goes away midway
+    /// does not lose them.
     pub async fn flush(&self) {
         let pending = self.pending.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
-        for ((kind, subject, actor, source), (count, detail)) in pending {
-            let actor = (!actor.is_empty()).then_some(actor);
-            let body = Body { actor, source: Some(source), detail: detail.to_owned(), count };
-            self.write(kind, subject, &body).await;
+        if pending.is_empty() {
+            return;
         }
+        let audit = self.clone();
+        let _ = tokio::spawn(async move {
+            for ((kind, subject, source), (actor, count, detail)) in pending {
+                let actor = (!actor.is_empty()).then_some(actor);
+                let body = Body { actor, source: Some(source), detail: detail.to_owned(), count };
+                audit.write(kind, subject, &body).await;
+            }
+        })
+        .await;
     }
 
     async fn write(&self, kind: &'static str, subject: Option<Subject>, body: &Body) {

@@ -242,7 +242,7 @@ impl Default for MqttConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             external: None,
             connect_timeout_s: 10,
-            max_keep_alive_s: 300,
+            max_keep_alive_s: 3600,
         }
     }
 }

@@ -1,36 +1,41 @@
 //! The HTTP server under the API and UI. Unlike a bare `axum::serve`, it bounds what a
-//! stranger on the network can hold: connections at once, and from one source address;
-//! a request's headers must arrive within the header timeout, which also closes a
-//! keep-alive connection left idle that long. Refused connections are counted, not logged
-//! one by one.
+//! stranger on the network can hold: connections at once, and from one source address
+//! (past either, the oldest connection of the address holding the most gives way, see
+//! [`Crowd`]); a request's headers must arrive within the header timeout, which also closes
+//! a keep-alive connection left idle that long; a connection on which no byte moves either
+//! way for a minute is closed. Request bodies have their own time limit (in the router).
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::add_extension::AddExtension;
 
+use crate::crowd::Crowd;
 use crate::repeated::Repeated;
 
 /// Connections at once, and from one source address (a browser opens about six, a live
 /// stream holds one).
 const MAX_CONNECTIONS: usize = 256;
 const MAX_PER_ADDRESS: usize = 32;
-/// Refusals being told at once (past these, a connection is just closed).
-const MAX_REFUSALS: usize = 64;
+/// A connection on which nothing moves for this long is closed (live streams send a
+/// keep-alive more often).
+const STALLED: Duration = Duration::from_secs(60);
 /// How long open connections get to finish once the hub stops.
 const DRAIN: Duration = Duration::from_secs(5);
 
-static REFUSED: Repeated = Repeated::new("HTTP connection refused: too many");
+static GAVE_WAY: Repeated = Repeated::new("HTTP connection closed to make room");
 
 /// Limits of the HTTP server.
 #[derive(Debug, Clone, Copy)]
@@ -39,46 +44,64 @@ pub struct Limits {
     pub header_timeout: Duration,
 }
 
-/// Counts connections per source address; a connection's slot is freed when it drops.
-#[derive(Clone, Default)]
-struct PerAddress(Arc<Mutex<HashMap<IpAddr, usize>>>);
-
-struct Slot {
-    map: PerAddress,
-    addr: IpAddr,
+/// A connection that notes when a byte last moved, either way.
+struct Watched {
+    inner: TcpStream,
+    started: Instant,
+    moved: Arc<AtomicU64>,
 }
 
-impl PerAddress {
-    fn take(&self, addr: IpAddr) -> Option<Slot> {
-        let mut map = self.0.lock().ok()?;
-        let n = map.entry(addr).or_default();
-        if *n >= MAX_PER_ADDRESS {
-            return None;
-        }
-        *n += 1;
-        Some(Slot { map: self.clone(), addr })
+impl Watched {
+    fn note(&self) {
+        self.moved.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Ok(mut map) = self.map.0.lock()
-            && let Some(n) = map.get_mut(&self.addr)
-        {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.addr);
-            }
+impl AsyncRead for Watched {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.note();
         }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.note();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Resolves once nothing has moved on the connection for [`STALLED`].
+async fn stalled(started: Instant, moved: Arc<AtomicU64>) {
+    loop {
+        let last = Duration::from_millis(moved.load(Ordering::Relaxed));
+        let quiet = started.elapsed().saturating_sub(last);
+        if quiet >= STALLED {
+            return;
+        }
+        tokio::time::sleep(STALLED - quiet).await;
     }
 }
 
 /// Serves `app` on `listener` until `shutdown`, then lets open requests finish (for a
 /// short while: live streams end by themselves on shutdown).
 pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: CancellationToken) {
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
-    let per_address = PerAddress::default();
+    let crowd = Crowd::new(MAX_CONNECTIONS, MAX_PER_ADDRESS);
     let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -94,26 +117,28 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
                 continue;
             }
         };
-        let (Ok(permit), Some(slot)) = (connections.clone().try_acquire_owned(), per_address.take(peer.ip())) else {
-            if REFUSED.log_this(peer.ip()) {
-                tracing::warn!(%peer, "HTTP connection refused: too many connections");
-            }
-            if let Ok(permit) = refusals.clone().try_acquire_owned() {
-                tokio::spawn(refuse(stream, permit));
-            }
-            continue;
-        };
+        let place = crowd.enter(peer.ip());
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(AddExtension::new(app.clone(), ConnectInfo(peer)));
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let _held = (permit, slot);
+            let gives_way = place.gives_way.clone();
+            let _place = place;
+            let started = Instant::now();
+            let moved = Arc::new(AtomicU64::new(0));
+            let io = Watched { inner: stream, started, moved: moved.clone() };
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(64 * 1024);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 result = conn.as_mut() => log_end(peer, result),
+                () = gives_way.cancelled() => {
+                    if GAVE_WAY.log_this(peer.ip()) {
+                        tracing::warn!(%peer, "HTTP connection closed to make room for others");
+                    }
+                }
+                () = stalled(started, moved) => tracing::debug!(%peer, "HTTP connection stalled; closed"),
                 () = shutdown.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     if let Ok(result) = tokio::time::timeout(DRAIN, conn).await {
@@ -125,38 +150,6 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
     }
     tracker.close();
     let _ = tokio::time::timeout(DRAIN, tracker.wait()).await;
-}
-
-/// Tells a connection over the limits to come back later (503), rather than resetting it:
-/// a browser that opened one too many retries. It reads the request's head first (clients
-/// take an answer before their request as a broken connection). Bounded in time, size and
-/// number.
-async fn refuse(mut stream: tokio::net::TcpStream, _permit: tokio::sync::OwnedSemaphorePermit) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const BUSY: &[u8] =
-        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let mut head = Vec::with_capacity(1024);
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8 * 1024 {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        stream.write_all(BUSY).await?;
-        stream.shutdown().await?;
-        // Read the rest (a body), so closing does not reset the connection before the
-        // client has read the answer.
-        for _ in 0..16 {
-            if stream.read(&mut buf).await? == 0 {
-                break;
-            }
-        }
-        std::io::Result::Ok(())
-    })
-    .await;
 }
 
 fn log_end(peer: SocketAddr, result: Result<(), hyper::Error>) {

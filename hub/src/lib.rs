@@ -9,6 +9,7 @@ pub mod buckets;
 pub mod clock;
 pub mod config;
 pub mod consent;
+pub mod crowd;
 pub mod crypto;
 pub mod devices;
 pub mod error;

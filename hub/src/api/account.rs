@@ -111,33 +111,44 @@ async fn login(
     ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<Login>,
 ) -> Result<Response, AppError> {
+    // Only names that could exist are looked at, counted or logged: bounded, and no
+    // password typed into the name field lands anywhere.
+    check_username(&req.username).map_err(|_| AppError::Unauthorized)?;
     let now = state.clock.now_ms();
-    // Counted before the hash is computed: a burst sent at once is mostly refused unjudged.
     let user = state.store.user_by_name(&req.username).await?;
-    let subject = match &user {
-        Some(u) => super::scope::audit_subject_of(&state, u.id).await,
-        None => None,
+    // Whose log the attempt goes to: the user's household (a guest's host's); a name nobody
+    // has, the hub's own, without the name; `None` if that cannot be told.
+    let whose = match &user {
+        Some(u) => super::scope::audit_subject_of(&state, u.id).await.map(|s| (Some(s), u.username.as_str())),
+        None => Some((None, "")),
     };
+    let fail = |kind: &'static str, detail: &'static str| {
+        if let Some((subject, name)) = whose {
+            state.audit.failure(kind, subject, (name, addr), detail);
+        }
+    };
+    // Counted before the hash is computed: a burst sent at once is mostly refused unjudged.
     let attempt = state.logins.begin(&req.username, addr, now).map_err(|_| {
-        state.audit.failure("login refused", subject, (&req.username, addr), "too many attempts: told to wait");
+        fail("login refused", "too many attempts: told to wait");
         AppError::TooManyRequests
     })?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let ok = state.passwords.verify(req.password, hash, attempt.lane).await?;
-    let Some(user) = user.filter(|_| ok) else {
-        state.audit.failure("login failed", subject, (&req.username, addr), "wrong user name or password");
+    if !ok {
+        fail("login failed", "wrong user name or password");
         if FAILED_LOGINS.log_this(addr) {
             tracing::warn!(user = %req.username, %addr, "login failed");
         }
         return Err(AppError::Unauthorized);
-    };
-    state.logins.succeeded(&attempt);
+    }
+    let (Some(user), Some((subject, _))) = (user.as_ref(), whose) else { return Err(AppError::Unauthorized) };
+    state.logins.succeeded(&attempt, now);
     state.audit.record("login", subject, (Some(&user.username), Some(addr)), "logged in".into()).await;
     let cookie = start_session(&state, user.id, now).await?;
     let session = state.store.user_session(user.id).await?.ok_or(AppError::Unauthorized)?;
     Ok((
         [(SET_COOKIE, cookie)],
-        ApiJson(Me { username: user.username, role: session.role, tenancy: session.tenancy_id }),
+        ApiJson(Me { username: user.username.clone(), role: session.role, tenancy: session.tenancy_id }),
     )
         .into_response())
 }
@@ -183,8 +194,7 @@ async fn create_token(
     let id = state.store.create_api_token(user.user_id, &req.name, &auth::token_digest(&token), (now, expires)).await?;
     tracing::info!(user = %user.username, token = id, "API token created");
     let detail = format!("API token {id} ({:?}) created, for {days} days", req.name);
-    let subject = super::scope::audit_subject(&state, &user).await;
-    state.audit.record("token", subject, (Some(&user.username), Some(addr)), detail).await;
+    super::scope::audit(&state, &user, "token", addr, detail).await;
     Ok((StatusCode::CREATED, ApiJson(Token { id, name: req.name, token, expires })))
 }
 
@@ -209,8 +219,7 @@ async fn revoke_token(
     }
     state.access.changed();
     tracing::info!(user = %user.username, token = id, "API token revoked");
-    let subject = super::scope::audit_subject(&state, &user).await;
-    state.audit.record("token", subject, (Some(&user.username), Some(addr)), format!("API token {id} revoked")).await;
+    super::scope::audit(&state, &user, "token", addr, format!("API token {id} revoked")).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

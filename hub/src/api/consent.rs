@@ -159,16 +159,7 @@ async fn grant(
         return Err(AppError::Conflict("this request was already decided"));
     }
     tracing::info!(grant = %g.id, recipient = %g.recipient_id, "data request granted");
-    let subject = super::scope::audit_subject(&state, &user).await;
-    state
-        .audit
-        .record(
-            "grant",
-            subject,
-            (Some(&user.username), Some(addr)),
-            format!("grant {} to recipient {}", g.id, g.recipient_id),
-        )
-        .await;
+    super::scope::audit(&state, &user, "grant", addr, format!("grant {} to recipient {}", g.id, g.recipient_id)).await;
 
     Ok((StatusCode::CREATED, ApiJson(grant_view(&state, g, now).await?)))
 }
@@ -221,8 +212,7 @@ async fn revoke(
         return Err(AppError::Conflict("this grant has already ended"));
     }
     tracing::info!(grant = %g.id, "grant revoked");
-    let subject = super::scope::audit_subject(&state, &user).await;
-    state.audit.record("grant", subject, (Some(&user.username), Some(addr)), format!("grant {} revoked", g.id)).await;
+    super::scope::audit(&state, &user, "grant", addr, format!("grant {} revoked", g.id)).await;
 
     Ok(ApiJson(receipt.into()))
 }

@@ -165,11 +165,7 @@ async fn add(
         state.store.set_device_tenancy(&creds.id, tenancy).await?;
     }
     tracing::info!(device.id = %creds.id, tenant = tenancy.is_some(), "device added");
-    let subject = super::scope::audit_subject(&state, &user).await;
-    state
-        .audit
-        .record("device", subject, (Some(&user.username), Some(addr)), format!("device {} added", creds.id))
-        .await;
+    super::scope::audit(&state, &user, "device", addr, format!("device {} added", creds.id)).await;
 
     Ok((StatusCode::CREATED, ApiJson(credentials_view(&state, &headers, creds))))
 }
@@ -193,16 +189,14 @@ async fn regenerate(
     managed_device(&state, user.clone(), &id).await?;
     let creds = devices::regenerate(&state.store, &state.device_events, &id, state.clock.now_ms()).await?;
     tracing::info!(device.id = %id, "device credentials regenerated");
-    let subject = super::scope::audit_subject(&state, &user).await;
-    state
-        .audit
-        .record(
-            "device",
-            subject,
-            (Some(&user.username), Some(addr)),
-            format!("device {id}: new credentials; the old ones stopped working"),
-        )
-        .await;
+    super::scope::audit(
+        &state,
+        &user,
+        "device",
+        addr,
+        format!("device {id}: new credentials; the old ones stopped working"),
+    )
+    .await;
 
     Ok(ApiJson(credentials_view(&state, &headers, creds)))
 }
@@ -216,8 +210,7 @@ async fn remove(
     managed_device(&state, user.clone(), &id).await?;
     devices::remove(&state.store, &state.device_events, &id, state.clock.now_ms()).await?;
     tracing::info!(device.id = %id, "device removed");
-    let subject = super::scope::audit_subject(&state, &user).await;
-    state.audit.record("device", subject, (Some(&user.username), Some(addr)), format!("device {id} removed")).await;
+    super::scope::audit(&state, &user, "device", addr, format!("device {id} removed")).await;
 
     Ok(StatusCode::NO_CONTENT)
 }

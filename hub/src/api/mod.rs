@@ -59,6 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/{*rest}", get(not_found).post(not_found).put(not_found).delete(not_found))
         .fallback(ui::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // A body trickled in a byte at a time must still arrive in time.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_secs(30)))
         .layer(CompressionLayer::new())
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))

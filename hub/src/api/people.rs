@@ -122,8 +122,7 @@ async fn create_tenancy(
         .await?
         .ok_or(AppError::Conflict("that period overlaps another tenancy"))?;
     tracing::info!(tenancy = id, "tenancy created");
-    let subject = super::scope::audit_subject(&state, &user).await;
-    state.audit.record("tenancy", subject, (Some(&user.username), Some(addr)), format!("tenancy {id} created")).await;
+    super::scope::audit(&state, &user, "tenancy", addr, format!("tenancy {id} created")).await;
 
     Ok((StatusCode::CREATED, ApiJson(Invite { tenancy: Some(id), code, expires })))
 }
@@ -164,11 +163,7 @@ async fn end_tenancy(
     state.access.changed();
     let t = state.store.tenancy(id).await?.ok_or(AppError::NotFound)?;
     tracing::info!(tenancy = id, end = at, "tenancy end set");
-    let subject = super::scope::audit_subject(&state, &user).await;
-    state
-        .audit
-        .record("tenancy", subject, (Some(&user.username), Some(addr)), format!("tenancy {id} ends at {at}"))
-        .await;
+    super::scope::audit(&state, &user, "tenancy", addr, format!("tenancy {id} ends at {at}")).await;
 
     Ok(ApiJson(t.into()))
 }
@@ -177,7 +172,6 @@ async fn end_tenancy(
 async fn shred(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-    ClientAddr(addr): ClientAddr,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, AppError> {
     if user.tenancy_id != Some(id) {
@@ -192,11 +186,7 @@ async fn shred(
     state.access.changed();
     tracing::warn!(tenancy = id, "tenancy shredded at the tenant's request");
     // In the hub's log (the tenancy's own went with it): that it happened, nothing of it.
-    let subject = None;
-    state
-        .audit
-        .record("tenancy", subject, (Some(&user.username), Some(addr)), format!("tenancy {id} shredded by its tenant"))
-        .await;
+    state.audit.record("tenancy", None, (None, None), format!("tenancy {id} shredded by its tenant")).await;
 
     Ok(StatusCode::NO_CONTENT)
 }
@@ -226,8 +216,7 @@ async fn accept(
     let session = state.store.user_session(id).await?.ok_or_else(|| AppError::internal("new user vanished"))?;
     tracing::info!(user = %req.username, role = ?session.role, "invite accepted");
     let detail = format!("joined as a {} with an invite", session.role.as_str());
-    let subject = super::scope::audit_subject(&state, &session).await;
-    state.audit.record("account", subject, (Some(&session.username), Some(addr)), detail).await;
+    super::scope::audit(&state, &session, "account", addr, detail).await;
 
     let cookie = start_session(&state, id, now).await?;
     Ok((
@@ -264,15 +253,7 @@ async fn invite_guest(
     let code = new_invite_code()?;
     let expires = state.clock.now_ms() + INVITE_TTL_MS;
     state.store.create_guest_invite(&code_digest(&code), user.user_id, &req.devices, expires).await?;
-    let subject = super::scope::audit_subject(&state, &user).await;
-    state
-        .audit
-        .record(
-            "guest",
-            subject,
-            (Some(&user.username), Some(addr)),
-            format!("a guest invited, for {} device(s)", req.devices.len()),
-        )
+    super::scope::audit(&state, &user, "guest", addr, format!("a guest invited, for {} device(s)", req.devices.len()))
         .await;
 
     Ok((StatusCode::CREATED, ApiJson(Invite { tenancy: None, code, expires })))
@@ -288,8 +269,7 @@ async fn remove_guest(
         return Err(AppError::NotFound);
     }
     state.access.changed();
-    let subject = super::scope::audit_subject(&state, &user).await;
-    state.audit.record("guest", subject, (Some(&user.username), Some(addr)), format!("guest {id} removed")).await;
+    super::scope::audit(&state, &user, "guest", addr, format!("guest {id} removed")).await;
 
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,7 +18,8 @@ pub fn subject_of(user: &Session) -> Option<Subject> {
 }
 
 /// Whose security log an event of `user`'s goes to: their own subject's, or for a guest,
-/// their host's. `None` (the hub's own, read by the owner) if there is none.
+/// their host's. `None` if that cannot be told (a guest whose host is gone, a failed
+/// lookup): then the event is not written anywhere, rather than in someone else's log.
 pub async fn audit_subject(state: &AppState, user: &Session) -> Option<Subject> {
     if let Some(subject) = subject_of(user) {
         return Some(subject);
@@ -31,6 +32,14 @@ pub async fn audit_subject(state: &AppState, user: &Session) -> Option<Subject> 
 pub async fn audit_subject_of(state: &AppState, user_id: i64) -> Option<Subject> {
     let user = state.store.user_session(user_id).await.ok()??;
     audit_subject(state, &user).await
+}
+
+/// Writes an event of `user`'s, from `addr`, to their household's security log (or
+/// nowhere, if it cannot be told whose it is).
+pub async fn audit(state: &AppState, user: &Session, kind: &'static str, addr: std::net::IpAddr, detail: String) {
+    if let Some(subject) = audit_subject(state, user).await {
+        state.audit.record(kind, Some(subject), (Some(&user.username), Some(addr)), detail).await;
+    }
 }
 
 /// Refuses a tenant whose tenancy has ended (or was shredded): they keep reading and

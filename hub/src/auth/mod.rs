@@ -34,6 +34,13 @@ const SETUP_ATTEMPTS: u32 = 10;
 /// across user names; each one past these waits twice as long as the one before.
 const FREE_PER_NAME: u32 = 5;
 const FREE_PER_ADDRESS: u32 = 20;
+/// Attempts at one user name from addresses it has not logged in from, wherever they come
+/// from: many addresses guessing one password are slowed down too, while its owner, from
+/// an address they logged in from before, is not.
+const FREE_PER_NAME_ANYWHERE: u32 = 50;
+/// How long an address where a login succeeded counts as known, and how many are kept.
+const TRUST_MS: i64 = 90 * 24 * 3600 * 1000;
+const MAX_TRUSTED: usize = 1024;
 /// The longest wait, and how long after its last attempt a name or address is forgotten.
 const LOGIN_WINDOW_MS: i64 = 15 * 60 * 1000;
 /// (Name, address) pairs and addresses tracked before forgotten ones are dropped.
@@ -63,8 +70,8 @@ pub fn normalize_code(code: &str) -> String {
     code.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_uppercase()).collect()
 }
 
-/// Which queue a password check waits in. A source address that has not been failing
-/// has its own, so the owner's login is never queued behind a flood of guesses.
+/// Which queue a password check waits in. An address a login succeeded from before has its
+/// own, so the owner's login is never queued behind a flood of guesses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     Clean,
@@ -257,6 +264,9 @@ pub struct LoginLimiter(Arc<Mutex<Limits>>);
 struct Limits {
     pairs: HashMap<(String, IpAddr), Strikes>,
     addresses: HashMap<IpAddr, Strikes>,
+    names: HashMap<String, Strikes>,
+    /// Addresses a login succeeded from, and when.
+    known: HashMap<IpAddr, i64>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -299,32 +309,51 @@ impl LoginLimiter {
     /// Counts an attempt to log in as `username` from `addr`, or says how many ms to wait.
     pub fn begin(&self, username: &str, addr: IpAddr, now: i64) -> Result<Attempt, i64> {
         let Ok(mut limits) = self.0.lock() else { return Err(1000) };
-        if limits.pairs.len() >= MAX_TRACKED || limits.addresses.len() >= MAX_TRACKED {
+        if limits.pairs.len() >= MAX_TRACKED
+            || limits.addresses.len() >= MAX_TRACKED
+            || limits.names.len() >= MAX_TRACKED
+        {
             limits.pairs.retain(|_, s| !s.forgotten(now));
             limits.addresses.retain(|_, s| !s.forgotten(now));
+            limits.names.retain(|_, s| !s.forgotten(now));
         }
+        let known = limits.known.get(&addr).is_some_and(|t| now - t < TRUST_MS);
         let key = (username.to_owned(), addr);
         let pair = limits.pairs.get(&key).copied().unwrap_or_default();
         let address = limits.addresses.get(&addr).copied().unwrap_or_default();
-        let wait = pair.wait(now).max(address.wait(now));
+        let name = if known { Strikes::default() } else { limits.names.get(username).copied().unwrap_or_default() };
+        let wait = pair.wait(now).max(address.wait(now)).max(name.wait(now));
         if wait > 0 {
             return Err(wait);
         }
-        if limits.pairs.len() >= MAX_TRACKED && !limits.pairs.contains_key(&key) {
-            // Spread over more names and addresses than can be tracked: under attack.
+        // Spread over more names and addresses than can be tracked: under attack. Only a
+        // known address, or a clean one while there is room, still gets through.
+        let full = limits.pairs.len() >= MAX_TRACKED || limits.addresses.len() >= MAX_TRACKED;
+        if full && !known && (address.count > 0 || !limits.addresses.contains_key(&addr)) {
             return Err(1000);
         }
-        let lane = if address.count == 0 || address.forgotten(now) { Lane::Clean } else { Lane::Suspect };
+        let lane = if known { Lane::Clean } else { Lane::Suspect };
         limits.pairs.entry(key.clone()).or_default().strike(now, FREE_PER_NAME);
         limits.addresses.entry(addr).or_default().strike(now, FREE_PER_ADDRESS);
+        if !known {
+            limits.names.entry(username.to_owned()).or_default().strike(now, FREE_PER_NAME_ANYWHERE);
+        }
         Ok(Attempt { key, lane })
     }
 
-    /// The attempt was right: its name is cleared for that address, and it no longer counts
-    /// against the address.
-    pub fn succeeded(&self, attempt: &Attempt) {
+    /// The attempt was right: its name is cleared for that address, it no longer counts
+    /// against the address, and the address is known from now on (its logins are judged in
+    /// their own queue and never wait on others' guesses at the name).
+    pub fn succeeded(&self, attempt: &Attempt, now: i64) {
         if let Ok(mut limits) = self.0.lock() {
             limits.pairs.remove(&attempt.key);
+            if limits.known.len() >= MAX_TRUSTED && !limits.known.contains_key(&attempt.key.1) {
+                let oldest = limits.known.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a);
+                if let Some(oldest) = oldest {
+                    limits.known.remove(&oldest);
+                }
+            }
+            limits.known.insert(attempt.key.1, now);
             if let Some(address) = limits.addresses.get_mut(&attempt.key.1) {
                 address.count = address.count.saturating_sub(1);
                 if address.count < FREE_PER_ADDRESS {
@@ -529,30 +558,41 @@ mod tests {
         let l = LoginLimiter::default();
         let started = (0..100).filter(|n| l.begin(&format!("user{n}"), STRANGER, 0).is_ok()).count();
         assert_eq!(started, FREE_PER_ADDRESS as usize);
-        let first = l.begin("owner", HOME, 0).unwrap();
-        assert_eq!(first.lane, Lane::Clean);
+        assert!(l.begin("owner", HOME, 0).is_ok());
         assert_eq!(l.begin("x", STRANGER, 0).err(), Some(1000));
     }
 
     #[test]
-    fn a_success_clears_its_name_and_a_failing_address_queues_apart() {
+    fn a_success_clears_its_name_and_makes_the_address_known() {
         let l = LoginLimiter::default();
         let first = l.begin("owner", HOME, 0).unwrap();
-        assert_eq!(first.lane, Lane::Clean);
-        let second = l.begin("owner", HOME, 0).unwrap();
-        assert_eq!(second.lane, Lane::Suspect, "an address that has attempts under way is judged apart");
-        l.succeeded(&second);
-        l.succeeded(&first);
-        for _ in 0..FREE_PER_NAME - 1 {
+        assert_eq!(first.lane, Lane::Suspect, "an address never logged in from waits with the rest");
+        l.succeeded(&first, 0);
+        let again = l.begin("owner", HOME, 1).unwrap();
+        assert_eq!(again.lane, Lane::Clean, "a known address has its own queue");
+        for _ in 0..FREE_PER_NAME - 2 {
             assert!(l.begin("owner", HOME, 1).is_ok());
         }
+    }
+
+    #[test]
+    fn many_addresses_guessing_one_name_are_slowed_but_not_its_owner_at_home() {
+        let l = LoginLimiter::default();
+        let home = l.begin("owner", HOME, 0).unwrap();
+        l.succeeded(&home, 0);
+        let started = (0..200u32)
+            .filter(|n| l.begin("owner", IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n)), 1).is_ok())
+            .count();
+        // The owner's own first login, before home was known, counted as one of them.
+        assert_eq!(started, FREE_PER_NAME_ANYWHERE as usize - 1);
+        assert!(l.begin("owner", HOME, 1).is_ok(), "the owner, from home, is not held up");
     }
 
     #[test]
     fn the_limiter_forgets_instead_of_growing() {
         let l = LoginLimiter::default();
         for i in 0..MAX_TRACKED as u32 {
-            let _ = l.begin("x", IpAddr::V4(std::net::Ipv4Addr::from(i)), 0);
+            let _ = l.begin(&format!("x{i}"), IpAddr::V4(std::net::Ipv4Addr::from(i)), 0);
         }
         assert!(l.begin("late", HOME, LOGIN_WINDOW_MS + 10).is_ok());
         assert_eq!(l.0.lock().unwrap().pairs.len(), 1, "forgotten pairs are dropped once the map is full");

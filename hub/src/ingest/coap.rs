@@ -39,7 +39,8 @@ use crate::store::readings::Keys;
 /// How long a message id is remembered to answer retransmissions (RFC 7252 EXCHANGE_LIFETIME).
 const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
 /// Most observers at once, across all devices, and of one device's resources: one device
-/// (or whoever holds its key) cannot take every slot.
+/// (or whoever holds its key) cannot take every slot; past its share, its oldest
+/// observation gives way.
 const MAX_OBSERVERS: usize = 256;
 const MAX_OBSERVERS_PER_DEVICE: usize = 16;
 /// Most remembered exchanges before the oldest are dropped.
@@ -163,8 +164,7 @@ async fn accept_dtls(
     shutdown: CancellationToken,
 ) {
     let config = dtls_config(store);
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    let per_address: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
+    let handshakes = crate::crowd::Crowd::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_ADDRESS);
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -178,30 +178,24 @@ async fn accept_dtls(
                 continue;
             }
         };
-        // Handshakes at once, and from one address, are bounded: a flood of new source
-        // addresses (or one address) cannot make the hub run handshakes without end.
-        let slot = per_address.lock().ok().and_then(|mut map| {
-            let n = map.entry(peer.ip()).or_default();
-            (*n < MAX_HANDSHAKES_PER_ADDRESS).then(|| *n += 1)
-        });
-        let permit = handshakes.clone().try_acquire_owned().ok();
-        let (Some(()), Some(permit)) = (slot, permit) else {
-            if slot.is_some() {
-                release(&per_address, peer.ip());
-            }
-            if BUSY.log_this(peer.ip()) {
-                tracing::warn!(%peer, "DTLS handshake refused: too many at once");
-            }
-            let _ = conn.close().await;
-            continue;
-        };
-        let (config, identities, sender, per_address) =
-            (config.clone(), identities.clone(), sender.clone(), per_address.clone());
+        // Handshakes at once, and from one address, are bounded; past either, the oldest
+        // handshake of the address holding the most gives way (forged sources push out
+        // their own, not a device's that has just begun).
+        let place = handshakes.enter(peer.ip());
+        let (config, identities, sender) = (config.clone(), identities.clone(), sender.clone());
         tokio::spawn(async move {
-            let handshake =
-                tokio::time::timeout(handshake_timeout, DTLSConn::new(conn.clone(), config, false, None)).await;
-            drop(permit);
-            release(&per_address, peer.ip());
+            let gives_way = place.gives_way.clone();
+            let handshake = tokio::select! {
+                handshake = tokio::time::timeout(handshake_timeout, DTLSConn::new(conn.clone(), config, false, None)) => handshake,
+                () = gives_way.cancelled() => {
+                    if BUSY.log_this(peer.ip()) {
+                        tracing::warn!(%peer, "DTLS handshake ended to make room for others");
+                    }
+                    let _ = conn.close().await;
+                    return;
+                }
+            };
+            drop(place);
             let dtls = match handshake {
                 Ok(Ok(dtls)) => Arc::new(dtls),
                 Ok(Err(error)) => {
@@ -243,19 +237,8 @@ async fn accept_dtls(
 const MAX_HANDSHAKES: usize = 32;
 const MAX_HANDSHAKES_PER_ADDRESS: usize = 4;
 
-static BUSY: crate::repeated::Repeated = crate::repeated::Repeated::new("DTLS handshake refused: too many");
+static BUSY: crate::repeated::Repeated = crate::repeated::Repeated::new("DTLS handshake ended to make room");
 static FAILED: crate::repeated::Repeated = crate::repeated::Repeated::new("DTLS handshake failed");
-
-fn release(per_address: &std::sync::Mutex<HashMap<std::net::IpAddr, usize>>, addr: std::net::IpAddr) {
-    if let Ok(mut map) = per_address.lock()
-        && let Some(n) = map.get_mut(&addr)
-    {
-        *n -= 1;
-        if *n == 0 {
-            map.remove(&addr);
-        }
-    }
-}
 
 /// DTLS with pre-shared keys: the device id is the PSK identity, its secret the key. The
 /// suites are the ones CoAP devices implement (RFC 7252 makes CCM_8 mandatory).
@@ -604,8 +587,15 @@ impl Server {
     fn add_observer(&self, observer: Observer) -> bool {
         let Ok(mut observers) = self.observers.lock() else { return false };
         observers.retain(|o| !(o.peer == observer.peer && o.token == observer.token));
+        // A device at its share (observations left behind by sessions that ended, say):
+        // its oldest observation gives way. The hub at its limit: refused.
         let of_device = observers.iter().filter(|o| o.device == observer.device).count();
-        if observers.len() >= MAX_OBSERVERS || of_device >= MAX_OBSERVERS_PER_DEVICE {
+        if of_device >= MAX_OBSERVERS_PER_DEVICE
+            && let Some(oldest) = observers.iter().position(|o| o.device == observer.device)
+        {
+            observers.remove(oldest);
+        }
+        if observers.len() >= MAX_OBSERVERS {
             if FULL.log_this(observer.peer.ip()) {
                 tracing::warn!(peer = %observer.peer, device.id = %observer.device, "too many CoAP observers; registration ignored");
             }

@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use super::Rejections;
 use super::decode::{self, DecodeError};
 use super::pipeline::{CommitFailed, Ingest};
+use crate::crowd::Crowd;
 use crate::devices::{self, DeviceEvent};
 use crate::reading::Reading;
 use crate::repeated::Repeated;
@@ -45,7 +46,7 @@ const MAX_INFLIGHT: usize = 256;
 /// Logged-in sessions at once.
 const MAX_SESSIONS: usize = 512;
 /// Sessions of one device at once (a device with several client ids, or one reconnecting
-/// before its old session timed out).
+/// before its old session timed out); past this, its oldest session gives way.
 const MAX_SESSIONS_PER_DEVICE: usize = 4;
 /// Connections that have not logged in yet, at once, and from one source address: a budget
 /// of their own, so that sockets that never log in cannot take devices' places.
@@ -150,49 +151,6 @@ impl Router {
     }
 }
 
-/// Connections that have not logged in yet. When the budget is full, the oldest waiting
-/// connection of the source address holding the most gives way: a flood from one address
-/// pushes out its own sockets, never a device's that is logging in from elsewhere.
-#[derive(Default)]
-struct Waiting {
-    by_address: Mutex<HashMap<std::net::IpAddr, std::collections::VecDeque<(u64, CancellationToken)>>>,
-}
-
-impl Waiting {
-    /// Enters connection `conn` from `addr`; the token is cancelled if it must give way.
-    fn enter(&self, addr: std::net::IpAddr, conn: u64) -> CancellationToken {
-        let token = CancellationToken::new();
-        let Ok(mut map) = self.by_address.lock() else { return token };
-        let total: usize = map.values().map(std::collections::VecDeque::len).sum();
-        let crowded = if map.get(&addr).is_some_and(|q| q.len() >= MAX_WAITING_PER_ADDRESS) {
-            Some(addr)
-        } else if total >= MAX_WAITING {
-            map.iter().max_by_key(|(_, q)| q.len()).map(|(a, _)| *a)
-        } else {
-            None
-        };
-        if let Some(crowded) = crowded
-            && let Some(queue) = map.get_mut(&crowded)
-            && let Some((_, oldest)) = queue.pop_front()
-        {
-            oldest.cancel();
-        }
-        map.entry(addr).or_default().push_back((conn, token.clone()));
-        token
-    }
-
-    fn leave(&self, addr: std::net::IpAddr, conn: u64) {
-        if let Ok(mut map) = self.by_address.lock()
-            && let Some(queue) = map.get_mut(&addr)
-        {
-            queue.retain(|(c, _)| *c != conn);
-            if queue.is_empty() {
-                map.remove(&addr);
-            }
-        }
-    }
-}
-
 struct Shared {
     ctx: MqttContext,
     router: Router,
@@ -200,7 +158,8 @@ struct Shared {
     /// with the same client id takes the session over, as MQTT requires, but only the same
     /// device's: a client id belongs to the device that uses it.
     sessions: Mutex<HashMap<(String, String), (u64, CancellationToken)>>,
-    waiting: Waiting,
+    /// Connections that have not logged in yet (see [`Crowd`]).
+    waiting: Arc<Crowd>,
     logged_in: Arc<Semaphore>,
     next_conn: AtomicU64,
 }
@@ -218,7 +177,7 @@ impl MqttServer {
                 ctx,
                 router: Router::default(),
                 sessions: Mutex::new(HashMap::new()),
-                waiting: Waiting::default(),
+                waiting: Crowd::new(MAX_WAITING, MAX_WAITING_PER_ADDRESS),
                 logged_in: Arc::new(Semaphore::new(MAX_SESSIONS)),
                 next_conn: AtomicU64::new(1),
             }),
@@ -295,19 +254,6 @@ impl Drop for Registration<'_> {
     }
 }
 
-/// Leaves the waiting room however the login ends.
-struct Waited<'a> {
-    shared: &'a Shared,
-    addr: std::net::IpAddr,
-    conn: u64,
-}
-
-impl Drop for Waited<'_> {
-    fn drop(&mut self) {
-        self.shared.waiting.leave(self.addr, self.conn);
-    }
-}
-
 /// Sends one packet, or gives up on a reader that has stopped reading.
 async fn send(framed: &mut Framed<TcpStream, Codec>, packet: Packet) -> Result<(), ConnError> {
     match timeout(WRITE_TIMEOUT, framed.send(packet)).await {
@@ -324,8 +270,8 @@ async fn connection(
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let gives_way = shared.waiting.enter(peer.ip(), conn);
-    let waited = Waited { shared, addr: peer.ip(), conn };
+    let waiting = shared.waiting.enter(peer.ip());
+    let gives_way = waiting.gives_way.clone();
     let mut framed = Framed::new(stream, Codec { max_incoming_size: MAX_PACKET, max_outgoing_size: MAX_PACKET });
     let first = tokio::select! {
         () = gives_way.cancelled() => return Err(ConnError::GaveWay),
@@ -342,15 +288,32 @@ async fn connection(
         () = gives_way.cancelled() => return Err(ConnError::GaveWay),
         checked = authenticate(&shared.ctx.store, &connect) => checked,
     };
-    drop(waited);
+    drop(waiting);
     let device = match checked {
         Ok(device) => device,
         Err(code) => {
             if code == ConnectReturnCode::BadUserNamePassword {
                 let user = connect.login.as_ref().map(|l| l.username.as_str()).unwrap_or("");
-                // The hub's own entry: a made-up device id belongs to no one.
-                let who = (user, peer.ip());
-                shared.ctx.audit.failure("device login refused", None, who, "MQTT: wrong device id or secret");
+                // A tenant's own device's failures are the tenancy's; a made-up id's, the
+                // hub's own, without the id (it may be anything typed).
+                let device = if crate::reading::valid_device_id(user) {
+                    shared.ctx.store.device(user).await.ok().flatten()
+                } else {
+                    None
+                };
+                let (subject, name) = match &device {
+                    Some(d) => (
+                        d.tenancy_id.map(crate::consent::Subject::Tenancy).or(Some(crate::consent::Subject::Owner)),
+                        d.id.as_str(),
+                    ),
+                    None => (None, ""),
+                };
+                shared.ctx.audit.failure(
+                    "device login refused",
+                    subject,
+                    (name, peer.ip()),
+                    "MQTT: wrong device id or secret",
+                );
             }
             if REFUSED_LOGINS.log_this(peer.ip()) {
                 let user = connect.login.as_ref().map(|l| l.username.as_str()).unwrap_or("");
@@ -363,24 +326,27 @@ async fn connection(
     let client_id = if connect.client_id.is_empty() { format!("{device}#{conn}") } else { connect.client_id.clone() };
     let key = (device.clone(), client_id);
     let session = CancellationToken::new();
-    let admitted = shared.sessions.lock().ok().and_then(|mut sessions| {
-        let replaces = sessions.contains_key(&key);
-        let of_device = sessions.keys().filter(|(d, _)| *d == device).count();
-        if !replaces && of_device >= MAX_SESSIONS_PER_DEVICE {
-            return None;
-        }
-        if let Some((_, old)) = sessions.insert(key.clone(), (conn, session.clone())) {
-            old.cancel();
-        }
-        Some(())
-    });
-    let permit = shared.logged_in.clone().try_acquire_owned().ok();
-    let _registration = Registration { shared, conn, key };
-    let (Some(()), Some(_permit)) = (admitted, permit) else {
+    let Ok(_permit) = shared.logged_in.clone().try_acquire_owned() else {
         tracing::warn!(device.id = %device, %peer, "MQTT session refused: too many sessions");
         let _ = send(&mut framed, Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false))).await;
         return Err(ConnError::Refused);
     };
+    if let Ok(mut sessions) = shared.sessions.lock() {
+        let of_device: Vec<&(String, String)> = sessions.keys().filter(|(d, _)| *d == device).collect();
+        if !sessions.contains_key(&key) && of_device.len() >= MAX_SESSIONS_PER_DEVICE {
+            // A device at its limit (half-open sessions left by a dropped Wi-Fi, say): its
+            // oldest session gives way to the new one.
+            let oldest =
+                sessions.iter().filter(|((d, _), _)| *d == device).min_by_key(|(_, (c, _))| *c).map(|(k, _)| k.clone());
+            if let Some((_, old)) = oldest.and_then(|k| sessions.remove(&k)) {
+                old.cancel();
+            }
+        }
+        if let Some((_, old)) = sessions.insert(key.clone(), (conn, session.clone())) {
+            old.cancel();
+        }
+    }
+    let _registration = Registration { shared, conn, key };
     send(&mut framed, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await?;
     tracing::info!(device.id = %device, %peer, "MQTT device connected");
 
