@@ -78,9 +78,29 @@ impl Browser {
         Ok(Self { client, driver, _profile: profile })
     }
 
-    /// Waits for an element by CSS selector.
+    /// Waits for an element by CSS selector. A wait cut short by the page navigating (a
+    /// logout reloads it) is waited again, within the same 15 s.
     pub async fn find(&self, css: &str) -> anyhow::Result<fantoccini::elements::Element> {
-        match self.client.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css(css)).await {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let found = self.client.wait().at_most(left).for_element(Locator::Css(css)).await;
+            match found {
+                Err(e) if e.to_string().contains("aborted by navigation") && !left.is_zero() => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                other => return self.found(css, other).await,
+            }
+        }
+    }
+
+    async fn found(
+        &self,
+        css: &str,
+        found: Result<fantoccini::elements::Element, fantoccini::error::CmdError>,
+    ) -> anyhow::Result<fantoccini::elements::Element> {
+        match found {
             Ok(element) => Ok(element),
             Err(e) => {
                 // Say what the page showed instead: that is what a person would look at.
