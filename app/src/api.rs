@@ -12,7 +12,8 @@ use hearth_model::account::{Login, NewToken, SecurityEvent, Setup, SetupStatus, 
 use hearth_model::automations::{Imported, Notification};
 use hearth_model::consent::{Checkpoint, DataRequest, Grant, LedgerLine, LogEntry, Narrowing, Receipt, Verification};
 use hearth_model::devices::{
-    ClassChanged, ClassProposal, Credentials, Device, NewDevice, Readings, SetClass, SetCoapAddress,
+    ClassChanged, ClassProposal, Credentials, Device, NewDevice, Readings, SetClass, SetCoapAddress, SetPlaintext,
+    TlsInfo,
 };
 use hearth_model::people::{
     AcceptInvite, EndTenancy, Guest, Invite, NewGuest, NewRecipient, NewTenancy, Recipient, RecipientCredentials,
@@ -154,6 +155,16 @@ pub async fn set_class(id: &str, class: DeviceClass) -> Result<ClassChanged, Api
 /// Says where a device serves CoAP for rules' commands (`None` takes it away).
 pub async fn set_coap_address(id: &str, address: Option<String>) -> Result<Device, ApiError> {
     put(&format!("/api/devices/{id}/coap-address"), &SetCoapAddress { address }).await
+}
+
+/// Marks whether a device may use plain MQTT (for devices that cannot do TLS).
+pub async fn set_plaintext(id: &str, plaintext: bool) -> Result<Device, ApiError> {
+    put(&format!("/api/devices/{id}/plaintext"), &SetPlaintext { plaintext }).await
+}
+
+/// How the hub is trusted: its CA's fingerprint.
+pub async fn tls_info() -> Result<TlsInfo, ApiError> {
+    get("/api/tls").await
 }
 
 /// Proposed class changes: the owner's all, a tenant's of their tenancy.

@@ -27,6 +27,21 @@ pub struct Config {
     pub consent: ConsentConfig,
     /// Where automations may send messages beyond the home, through the outbox.
     pub cloud: CloudConfig,
+    /// Certificates for HTTPS and MQTT over TLS.
+    pub tls: TlsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Names or addresses the hub's certificate should cover besides the host name,
+    /// `<hostname>.local`, `localhost` and the machine's own addresses (a DNS name you gave
+    /// the hub, say).
+    pub names: Vec<String>,
+    /// Your own certificate chain (PEM), instead of one from the hub's CA. With `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,8 +119,15 @@ impl Default for ConsentConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Address of the web UI and API. All interfaces by default: phones on the home
-    /// network must reach it.
+    /// Address of the web UI and API over HTTPS. All interfaces by default: phones on the
+    /// home network must reach it.
+    pub tls_listen: SocketAddr,
+    /// Whether to serve HTTPS on `tls_listen` (the default). With `tls = false`, `listen`
+    /// serves the UI and API in clear: only for a TLS proxy on the same machine.
+    pub tls: bool,
+    /// Plain HTTP. With TLS on, it only redirects to HTTPS, serves the hub's CA certificate
+    /// (`/hearth-ca.pem`, `/hearth-ca.crt`), `/api/health` and the page on trusting the hub
+    /// (`/trust`).
     pub listen: SocketAddr,
     /// Seconds a request's headers have to arrive, which is also how long a keep-alive
     /// connection may sit idle (1-300).
@@ -128,8 +150,16 @@ pub enum MqttMode {
 pub struct MqttConfig {
     /// `embedded`, `external` or `off`.
     pub mode: MqttMode,
-    /// Address of the embedded server.
+    /// Address of the embedded server over TLS (MQTTS), the way devices connect by default.
+    pub tls_listen: SocketAddr,
+    /// Whether to serve MQTT over TLS on `tls_listen` (the default).
+    pub tls: bool,
+    /// Address of the embedded server in clear, for devices the owner marked as unable to
+    /// do TLS and for clients on the hub itself (loopback).
     pub listen: SocketAddr,
+    /// Whether clients on the hub itself (loopback addresses) may use plain MQTT whatever
+    /// their device's mark (a bridge running beside the hub). On by default.
+    pub plain_from_loopback: bool,
     /// The broker to use when `mode = "external"`.
     pub external: Option<ExternalMqtt>,
     /// Seconds a new connection has to send its CONNECT before it is closed (1-120).
@@ -225,13 +255,19 @@ impl Default for Config {
             store: StoreConfig::default(),
             consent: ConsentConfig::default(),
             cloud: CloudConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8080)), header_timeout_s: 15 }
+        Self {
+            tls_listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            tls: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            header_timeout_s: 15,
+        }
     }
 }
 
@@ -239,7 +275,10 @@ impl Default for MqttConfig {
     fn default() -> Self {
         Self {
             mode: MqttMode::Embedded,
+            tls_listen: SocketAddr::from(([0, 0, 0, 0], 8883)),
+            tls: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            plain_from_loopback: true,
             external: None,
             connect_timeout_s: 10,
             max_keep_alive_s: 3600,
@@ -279,7 +318,7 @@ pub enum ConfigError {
 
 impl Config {
     /// Defaults, then `file` if given, then `HUB_DATA_DIR`, `HUB_HTTP_LISTEN`,
-    /// `HUB_MQTT_LISTEN`.
+    /// `HUB_HTTPS_LISTEN`, `HUB_MQTT_LISTEN`, `HUB_MQTTS_LISTEN`.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut config = match file {
             None => Self::default(),
@@ -296,8 +335,14 @@ impl Config {
         if let Some(addr) = env_addr("HUB_HTTP_LISTEN")? {
             config.http.listen = addr;
         }
+        if let Some(addr) = env_addr("HUB_HTTPS_LISTEN")? {
+            config.http.tls_listen = addr;
+        }
         if let Some(addr) = env_addr("HUB_MQTT_LISTEN")? {
             config.mqtt.listen = addr;
+        }
+        if let Some(addr) = env_addr("HUB_MQTTS_LISTEN")? {
+            config.mqtt.tls_listen = addr;
         }
         config.validate()?;
         Ok(config)
@@ -308,9 +353,10 @@ impl Config {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         Self {
             data_dir: data_dir.to_owned(),
-            http: HttpConfig { listen: loopback, ..HttpConfig::default() },
+            // Most tests speak plain HTTP to the API; those of TLS turn it on.
+            http: HttpConfig { listen: loopback, tls_listen: loopback, tls: false, ..HttpConfig::default() },
             // Short protocol deadlines, so tests of idle or half-open peers are quick.
-            mqtt: MqttConfig { listen: loopback, connect_timeout_s: 2, ..MqttConfig::default() },
+            mqtt: MqttConfig { listen: loopback, tls_listen: loopback, connect_timeout_s: 2, ..MqttConfig::default() },
             coap: CoapConfig {
                 dtls_listen: loopback,
                 plain_listen: loopback,
@@ -320,7 +366,13 @@ impl Config {
             store: StoreConfig { commit_interval_ms: 50, ..StoreConfig::default() },
             consent: ConsentConfig::default(),
             cloud: CloudConfig::default(),
+            tls: TlsConfig::default(),
         }
+    }
+
+    /// Whether anything is served over TLS.
+    pub fn tls_wanted(&self) -> bool {
+        self.http.tls || (self.mqtt.tls && self.mqtt.mode == MqttMode::Embedded)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -337,6 +389,9 @@ impl Config {
         }
         if !(1..=3600).contains(&self.mqtt.max_keep_alive_s) {
             return Err(ConfigError::Invalid("mqtt.max_keep_alive_s must be 1 to 3600".into()));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(ConfigError::Invalid("tls.cert_file and tls.key_file go together".into()));
         }
         if self.store.max_batch == 0 {
             return Err(ConfigError::Invalid("store.max_batch must be at least 1".into()));

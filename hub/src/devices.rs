@@ -16,12 +16,14 @@ pub const MAX_NAME_LEN: usize = 64;
 pub enum DeviceEvent {
     CredentialsChanged(String),
     Removed(String),
+    /// It may no longer use plain MQTT: its sessions in clear end.
+    PlaintextRevoked(String),
 }
 
 impl DeviceEvent {
     pub fn device(&self) -> &str {
         match self {
-            Self::CredentialsChanged(id) | Self::Removed(id) => id,
+            Self::CredentialsChanged(id) | Self::Removed(id) | Self::PlaintextRevoked(id) => id,
         }
     }
 }

@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::add_extension::AddExtension;
@@ -36,6 +37,7 @@ const STALLED: Duration = Duration::from_secs(60);
 const DRAIN: Duration = Duration::from_secs(5);
 
 static GAVE_WAY: Repeated = Repeated::new("HTTP connection closed to make room");
+static HANDSHAKE_FAILED: Repeated = Repeated::new("TLS handshake failed");
 
 /// Limits of the HTTP server.
 #[derive(Debug, Clone, Copy)]
@@ -99,8 +101,15 @@ async fn stalled(started: Instant, moved: Arc<AtomicU64>) {
 }
 
 /// Serves `app` on `listener` until `shutdown`, then lets open requests finish (for a
-/// short while: live streams end by themselves on shutdown).
-pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: CancellationToken) {
+/// short while: live streams end by themselves on shutdown). With `tls`, each connection
+/// first completes a TLS handshake, within the header timeout.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
     let crowd = Crowd::new(MAX_CONNECTIONS, MAX_PER_ADDRESS);
     let tracker = TaskTracker::new();
     loop {
@@ -121,35 +130,73 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(AddExtension::new(app.clone(), ConnectInfo(peer)));
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
             let gives_way = place.gives_way.clone();
             let _place = place;
             let started = Instant::now();
             let moved = Arc::new(AtomicU64::new(0));
             let io = Watched { inner: stream, started, moved: moved.clone() };
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(64 * 1024);
-            let conn = builder.serve_connection(TokioIo::new(io), service);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => log_end(peer, result),
-                () = gives_way.cancelled() => {
-                    if GAVE_WAY.log_this(peer.ip()) {
-                        tracing::warn!(%peer, "HTTP connection closed to make room for others");
+            let Some(tls) = tls else {
+                return connection(io, service, peer, limits, (started, moved), gives_way, shutdown).await;
+            };
+            let handshake = tokio::select! {
+                handshake = tokio::time::timeout(limits.header_timeout, tls.accept(io)) => handshake,
+                () = gives_way.cancelled() => return,
+                () = shutdown.cancelled() => return,
+            };
+            match handshake {
+                Ok(Ok(io)) => connection(io, service, peer, limits, (started, moved), gives_way, shutdown).await,
+                Ok(Err(error)) => {
+                    if HANDSHAKE_FAILED.log_this(peer.ip()) {
+                        tracing::info!(%peer, %error, "TLS handshake failed");
                     }
                 }
-                () = stalled(started, moved) => tracing::debug!(%peer, "HTTP connection stalled; closed"),
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    if let Ok(result) = tokio::time::timeout(DRAIN, conn).await {
-                        log_end(peer, result);
-                    }
-                }
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
     tracker.close();
     let _ = tokio::time::timeout(DRAIN, tracker.wait()).await;
+}
+
+/// Serves HTTP/1 on one connection until it ends, gives way, stalls or the hub stops.
+async fn connection<I, S>(
+    io: I,
+    service: S,
+    peer: SocketAddr,
+    limits: Limits,
+    (started, moved): (Instant, Arc<AtomicU64>),
+    gives_way: CancellationToken,
+    shutdown: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(64 * 1024);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => log_end(peer, result),
+        () = gives_way.cancelled() => {
+            if GAVE_WAY.log_this(peer.ip()) {
+                tracing::warn!(%peer, "HTTP connection closed to make room for others");
+            }
+        }
+        () = stalled(started, moved) => tracing::debug!(%peer, "HTTP connection stalled; closed"),
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            if let Ok(result) = tokio::time::timeout(DRAIN, conn).await {
+                log_end(peer, result);
+            }
+        }
+    }
 }
 
 fn log_end(peer: SocketAddr, result: Result<(), hyper::Error>) {

@@ -21,6 +21,7 @@ pub mod repeated;
 pub mod sharing;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,9 +39,14 @@ use crate::ingest::pipeline::{self, BatchPolicy};
 
 /// The sockets the hub serves on, bound before `run` (port 0 in tests).
 pub struct Listeners {
+    /// Plain HTTP: with HTTPS on, only redirects and the CA certificate.
     pub http: TcpListener,
-    /// The embedded MQTT server's socket; `None` unless `mqtt.mode = "embedded"`.
+    /// HTTPS (the UI and API), unless `http.tls = false`.
+    pub https: Option<TcpListener>,
+    /// The embedded MQTT server's plain socket; `None` unless `mqtt.mode = "embedded"`.
     pub mqtt: Option<TcpListener>,
+    /// The embedded MQTT server over TLS, unless `mqtt.tls = false`.
+    pub mqtts: Option<TcpListener>,
     /// The CoAP sockets that are enabled.
     pub coap: CoapListeners,
 }
@@ -49,7 +55,9 @@ pub struct Listeners {
 #[derive(Debug, Clone, Copy)]
 pub struct Addresses {
     pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
     pub mqtt: Option<SocketAddr>,
+    pub mqtts: Option<SocketAddr>,
     pub coap_dtls: Option<SocketAddr>,
     pub coap_plain: Option<SocketAddr>,
 }
@@ -60,6 +68,14 @@ impl Listeners {
         let http = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("binding HTTP to {}", config.http.listen))?;
+        let https = match config.http.tls {
+            true => Some(
+                TcpListener::bind(config.http.tls_listen)
+                    .await
+                    .with_context(|| format!("binding HTTPS to {}", config.http.tls_listen))?,
+            ),
+            false => None,
+        };
         let mqtt = match config.mqtt.mode {
             MqttMode::Embedded => Some(
                 TcpListener::bind(config.mqtt.listen)
@@ -67,6 +83,14 @@ impl Listeners {
                     .with_context(|| format!("binding MQTT to {}", config.mqtt.listen))?,
             ),
             MqttMode::External | MqttMode::Off => None,
+        };
+        let mqtts = match config.mqtt.mode == MqttMode::Embedded && config.mqtt.tls {
+            true => Some(
+                TcpListener::bind(config.mqtt.tls_listen)
+                    .await
+                    .with_context(|| format!("binding MQTT over TLS to {}", config.mqtt.tls_listen))?,
+            ),
+            false => None,
         };
         let coap = CoapListeners {
             dtls: match config.coap.dtls {
@@ -86,14 +110,16 @@ impl Listeners {
                 false => None,
             },
         };
-        Ok(Self { http, mqtt, coap })
+        Ok(Self { http, https, mqtt, mqtts, coap })
     }
 
     /// The addresses actually bound (ports chosen by the system when asked for port 0).
     pub fn addresses(&self) -> std::io::Result<Addresses> {
         Ok(Addresses {
             http: self.http.local_addr()?,
+            https: self.https.as_ref().map(TcpListener::local_addr).transpose()?,
             mqtt: self.mqtt.as_ref().map(TcpListener::local_addr).transpose()?,
+            mqtts: self.mqtts.as_ref().map(TcpListener::local_addr).transpose()?,
             coap_dtls: self.coap.dtls.as_ref().map(DtlsListener::local_addr),
             coap_plain: self.coap.plain.as_ref().map(tokio::net::UdpSocket::local_addr).transpose()?,
         })
@@ -143,20 +169,32 @@ pub async fn run(
     let policy = BatchPolicy { commit_interval: config.commit_interval(), max_batch: config.store.max_batch };
     let (ingest, writer) = pipeline::spawn_writer(store.clone(), series, policy, clock.clone(), writer_stop.clone());
 
+    let tls = match config.tls_wanted() {
+        true => Some(Arc::new(tls::Tls::load(&config.tls, &config.data_dir).context("preparing TLS")?)),
+        false => None,
+    };
+    let fingerprint = tls.as_ref().map(|tls| tls.ca().fingerprint.clone());
+    if let Some(fingerprint) = &fingerprint {
+        tracing::info!(%fingerprint, "clients trust the hub by this CA certificate (SHA-256)");
+    }
     let setup = if store.has_owner().await? {
         auth::Setup::default()
     } else {
         let code = auth::SetupCode::create(&config.data_dir).context("writing the setup code")?;
-        auth::announce(&code);
+        auth::announce(&code, fingerprint.as_deref());
         auth::Setup::new(Some(code))
     };
     let (device_events, _) = broadcast::channel(64);
     let rejections = ingest::Rejections::default();
     let addresses = listeners.addresses()?;
     let (mqtt_port, coaps_port) = (addresses.mqtt.map(|a| a.port()), addresses.coap_dtls.map(|a| a.port()));
+    let mqtts_port = addresses.mqtts.map(|a| a.port());
     let config = Arc::new(config);
 
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(tls) = &tls {
+        tasks.spawn(tls::refresh_periodically(tls.clone(), shutdown.clone()));
+    }
     let audit = audit::Audit::new(store.clone(), clock.clone());
     tasks.spawn(audit::flush_periodically(audit.clone(), shutdown.clone()));
     let mut commands = automation::Commands::Off;
@@ -169,11 +207,18 @@ pub async fn run(
             rejections: rejections.clone(),
             connect_timeout: std::time::Duration::from_secs(u64::from(config.mqtt.connect_timeout_s)),
             max_keep_alive: std::time::Duration::from_secs(u64::from(config.mqtt.max_keep_alive_s)),
+            plain_from_loopback: config.mqtt.plain_from_loopback,
             audit: audit.clone(),
+            clock: clock.clone(),
         };
         let server = MqttServer::new(ctx);
         commands = automation::Commands::Embedded(server.clone());
-        tasks.spawn(server.serve(listener, shutdown.clone()));
+        if let (Some(listener), Some(tls)) = (listeners.mqtts, &tls) {
+            tracing::info!(addr = %listener.local_addr()?, "embedded MQTT server listening over TLS");
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.mqtt.clone());
+            tasks.spawn(server.clone().serve(listener, Some(acceptor), shutdown.clone()));
+        }
+        tasks.spawn(server.serve(listener, None, shutdown.clone()));
     }
     if config.mqtt.mode == MqttMode::External
         && let Some(external) = config.mqtt.external.clone()
@@ -237,6 +282,8 @@ pub async fn run(
         passwords: auth::PasswordHasherPool::default(),
         logins: auth::LoginLimiter::default(),
         mqtt_port,
+        mqtts_port,
+        tls: tls.clone(),
         coaps_port,
         signer,
         automations,
@@ -245,10 +292,23 @@ pub async fn run(
         access: auth::AccessChanges::default(),
         audit,
     };
-    tracing::info!(addr = %listeners.http.local_addr()?, "web UI and API listening");
     let limits =
         http::Limits { header_timeout: std::time::Duration::from_secs(u64::from(config.http.header_timeout_s)) };
-    http::serve(listeners.http, api::router(state), limits, shutdown.clone()).await;
+    match (listeners.https, &tls) {
+        (Some(https), Some(tls)) => {
+            let port = https.local_addr()?.port();
+            tracing::info!(addr = %https.local_addr()?, "web UI and API listening over HTTPS");
+            tracing::info!(addr = %listeners.http.local_addr()?, "plain HTTP listening: redirects, CA certificate, /trust");
+            let plain = api::trust::plain_router(tls.ca().clone(), port);
+            tasks.spawn(http::serve(listeners.http, plain, limits, None, shutdown.clone()));
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.https.clone());
+            http::serve(https, api::router(state), limits, Some(acceptor), shutdown.clone()).await;
+        }
+        _ => {
+            tracing::warn!(addr = %listeners.http.local_addr()?, "web UI and API listening in clear (http.tls = false): use only behind a TLS proxy on this machine");
+            http::serve(listeners.http, api::router(state), limits, None, shutdown.clone()).await;
+        }
+    }
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     drop(ingest);

@@ -123,9 +123,15 @@ async fn device_command(config: &Config, command: DeviceCommand) -> anyhow::Resu
             let creds = hub::devices::add(&store, &name, hub::clock::Clock::system().now_ms()).await?;
             println!("device id: {}\nsecret:    {}", creds.id, creds.secret.as_str());
             println!("(the secret is shown once; regenerate it in the UI if it is lost)");
+            let (port, cafile) = match config.mqtt.tls {
+                true => (
+                    config.mqtt.tls_listen.port(),
+                    format!(" --cafile {}", config.data_dir.join("tls/ca.pem").display()),
+                ),
+                false => (config.mqtt.listen.port(), String::new()),
+            };
             println!(
-                "try: mosquitto_pub -h HUB_ADDRESS -p {} -u {} -P '{}' -q 1 -t hearth/{}/temperature -m 21.5",
-                config.mqtt.listen.port(),
+                "try: mosquitto_pub -h HUB_ADDRESS -p {port}{cafile} -u {} -P '{}' -q 1 -t hearth/{}/temperature -m 21.5",
                 creds.id,
                 creds.secret.as_str(),
                 creds.id

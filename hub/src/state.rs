@@ -28,8 +28,12 @@ pub struct AppState {
     pub setup: Setup,
     pub passwords: PasswordHasherPool,
     pub logins: LoginLimiter,
-    /// Port of the embedded MQTT server, for the examples shown with new credentials.
+    /// Port of the embedded MQTT server in clear, for the examples shown with new credentials.
     pub mqtt_port: Option<u16>,
+    /// Port of the embedded MQTT server over TLS, likewise.
+    pub mqtts_port: Option<u16>,
+    /// The hub's TLS certificates, when it serves TLS.
+    pub tls: Option<Arc<crate::tls::Tls>>,
     /// Port of the CoAP/DTLS server, likewise.
     pub coaps_port: Option<u16>,
     /// Signs consent receipts.

@@ -16,7 +16,9 @@ fn hub_command(data: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hub"));
     cmd.env("HUB_DATA_DIR", data)
         .env("HUB_HTTP_LISTEN", "127.0.0.1:0")
+        .env("HUB_HTTPS_LISTEN", "127.0.0.1:0")
         .env("HUB_MQTT_LISTEN", "127.0.0.1:0")
+        .env("HUB_MQTTS_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
@@ -32,6 +34,7 @@ fn start(data: &std::path::Path) -> anyhow::Result<(Child, std::net::SocketAddr)
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if line.contains("embedded MQTT server listening")
+                && !line.contains("over TLS")
                 && let Some(addr) = line.split("addr=").nth(1).and_then(|a| a.split_whitespace().next()?.parse().ok())
             {
                 let _ = tx.send(addr);

@@ -7,17 +7,22 @@ def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 
 
-def start(binary, mqtt_port=0, extra=""):
+def start(binary, mqtt_port=0, extra="", tls=False, mqtts_port=0):
     """Runs `binary` until the script ends, with `extra` appended to its configuration;
-    returns (base URL, data directory)."""
+    returns (base URL, data directory). Without `tls`, the UI and API are in clear (the
+    checks written before TLS); with it, as in a home: HTTPS, and `requests` trusts the
+    hub's CA (and nothing else)."""
     work = tempfile.mkdtemp()
-    http = free_port()
+    http, https = free_port(), free_port()
     conf = os.path.join(work, "hub.toml")
     open(conf, "w").write(f"""data_dir = "{work}/data"
 [http]
 listen = "127.0.0.1:{http}"
+tls_listen = "127.0.0.1:{https}"
+tls = {str(tls).lower()}
 [mqtt]
 listen = "127.0.0.1:{mqtt_port}"
+tls_listen = "127.0.0.1:{mqtts_port}"
 [coap]
 dtls_listen = "127.0.0.1:0"
 """ + extra)
@@ -25,9 +30,12 @@ dtls_listen = "127.0.0.1:0"
     hub = subprocess.Popen([binary, "--config", conf], stdout=open(os.path.join(work, "out"), "w"),
                            stderr=open(os.path.join(work, "log"), "w"))
     atexit.register(lambda: hub.poll() is None and (hub.terminate(), hub.wait(timeout=30)))
-    base = f"http://127.0.0.1:{http}"
     for _ in range(200):
         try:
-            if requests.get(base + "/api/health", timeout=1).ok: break
+            if requests.get(f"http://127.0.0.1:{http}/api/health", timeout=1).ok: break
         except Exception: time.sleep(0.05)
-    return base, os.path.join(work, "data")
+    data = os.path.join(work, "data")
+    if not tls:
+        return f"http://127.0.0.1:{http}", data
+    os.environ["REQUESTS_CA_BUNDLE"] = os.path.join(data, "tls", "ca.pem")
+    return f"https://localhost:{https}", data

@@ -107,6 +107,7 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
         //                                                 anon owner tenant other guest recipient
         row("GET", "/api/health", [200, 200, 200, 200, 200, 200]),
         row("GET", "/api/setup", [200, 200, 200, 200, 200, 200]),
+        row("GET", "/api/tls", [200, 200, 200, 200, 200, 200]),
         row("POST", "/api/setup", [422, 422, 422, 422, 422, 422]).body(json!({})),
         row("POST", "/api/login", [422, 422, 422, 422, 422, 422]).body(json!({})),
         row("GET", "/api/me", [A, 200, 200, 200, 200, F]),
@@ -133,6 +134,12 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
         row("PUT", "/api/devices/{id}/coap-address", [A, 404, F, F, F, F])
             .with("id", &plug)
             .body(json!({ "address": null })),
+        row("PUT", "/api/devices/{id}/plaintext", [A, 200, F, F, F, F])
+            .with("id", &meter)
+            .body(json!({ "plaintext": false })),
+        row("PUT", "/api/devices/{id}/plaintext", [A, 404, 200, 404, F, F])
+            .with("id", &plug)
+            .body(json!({ "plaintext": false })),
         row("GET", "/api/class-proposals", [A, 200, 200, 200, F, F]),
         row("POST", "/api/class-proposals/{id}/accept", [A, F, 404, 404, F, F]).with("id", "999999"),
         row("POST", "/api/class-proposals/{id}/decline", [A, F, 404, 404, F, F]).with("id", "999999"),

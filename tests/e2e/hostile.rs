@@ -218,7 +218,7 @@ async fn six_hundred_idle_sockets_do_not_keep_a_device_out() -> anyhow::Result<(
 /// Keeps `count` idle connections open to `addr` from 127.0.0.2, re-opening those the hub
 /// closes, until `stop` (at most 20 s, at most 20,000 connections); returns how many it
 /// opened.
-async fn idle_flood(
+pub(crate) async fn idle_flood(
     addr: std::net::SocketAddr,
     count: usize,
     stop: tokio_util::sync::CancellationToken,

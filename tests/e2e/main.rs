@@ -12,4 +12,5 @@ mod mqtt;
 mod ownership;
 mod promise;
 mod store;
+mod tls;
 mod ui;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use hearth_tests::browser::Browser;
-use hearth_tests::{Listener, OWNER_PASSWORD, TENANT_PASSWORD, TestHub, mqtt_connect, wait_puback, wait_until};
+use hearth_tests::{Listener, OWNER_PASSWORD, TENANT_PASSWORD, TestHub, wait_puback, wait_until};
 use rumqttc::QoS;
 use serde_json::{Value, json};
 
@@ -24,12 +24,31 @@ async fn owner_logs_in(b: &Browser, hub: &TestHub) -> anyhow::Result<()> {
     b.click("#login-submit").await
 }
 
+/// The SHA-256 (base64) of the public key of the hub's CA, as OpenSSL computes it.
+fn ca_pin(hub: &TestHub) -> anyhow::Result<String> {
+    let ca = hub.ca_file();
+    let script = format!(
+        "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
+        hearth_tests::path_str(&ca)?
+    );
+    let (ok, out) = hearth_tests::run_tool("sh", &["-c", &script])?;
+    anyhow::ensure!(ok, "computing the pin: {out}");
+    Ok(out.trim().to_owned())
+}
+
+/// Onboarding over HTTPS, as in a home: Chromium trusts the hub by its CA's key (pinned),
+/// and the whole journey (setup, a device over MQTT with TLS, the live dashboard, logout and
+/// login) runs under the Content-Security-Policy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()> {
     ui_is_built()?;
     let dir = tempfile::tempdir()?;
-    let hub = TestHub::start(dir.path()).await?;
-    let browser = Browser::start().await?;
+    let mut config = hearth_tests::Config::for_test(&dir.path().join("data"));
+    config.http.tls = true;
+    config.mqtt.plain_from_loopback = false;
+    let hub = TestHub::start_with(config).await?;
+    anyhow::ensure!(hub.url("/").starts_with("https://"), "the UI must be on HTTPS here");
+    let browser = Browser::start_pinning(Some(&ca_pin(&hub)?)).await?;
     let b = &browser;
 
     // First run: the setup page asks for the code the hub printed.
@@ -53,15 +72,16 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
     let id = b.text("#cred-id").await?;
     let secret = b.text("#cred-secret").await?;
     b.wait_for_text("mosquitto_pub", Duration::from_secs(5)).await?;
+    b.wait_for_text("--cafile hearth-ca.pem", Duration::from_secs(5)).await?;
     b.wait_for_text("coap-client-openssl", Duration::from_secs(5)).await?;
     b.screenshot("credentials").await?;
     b.click("#credentials button").await?;
     b.wait_for_text("Kitchen sensor", Duration::from_secs(10)).await?;
     b.wait_for_text("No readings yet", Duration::from_secs(10)).await?;
 
-    // A device publishes with those credentials: the value appears without a reload.
-    let (client, mut events) =
-        mqtt_connect(hub.mqtt.ok_or_else(|| anyhow::anyhow!("no MQTT"))?, "kitchen", &id, &secret).await?;
+    // A device publishes with those credentials, over TLS: the value appears without a reload.
+    let mqtts = hub.mqtts.ok_or_else(|| anyhow::anyhow!("no MQTT over TLS"))?;
+    let (client, mut events) = hearth_tests::mqtt_connect_tls(mqtts, &hub.ca_pem()?, "kitchen", &id, &secret).await?;
     client
         .publish(format!("hearth/{id}/temperature"), QoS::AtLeastOnce, false, r#"{"value":21.5,"unit":"°C"}"#)
         .await?;
@@ -84,6 +104,12 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
     b.click(&format!("article[data-device='{id}'] h2 a")).await?;
     b.find("svg.chart polyline").await?;
     b.screenshot("device").await?;
+
+    // The People page shows the CA's fingerprint, to compare with what the hub printed.
+    let tls: Value = hub.client_builder()?.build()?.get(hub.url("/api/tls")).send().await?.json().await?;
+    let fingerprint = tls["fingerprint"].as_str().ok_or_else(|| anyhow::anyhow!("no fingerprint"))?;
+    b.client.goto(&hub.url("/people")).await?;
+    b.wait_for_text(fingerprint, Duration::from_secs(10)).await?;
 
     // Log out, log back in: still there.
     b.client.goto(&hub.url("/")).await?;

@@ -19,6 +19,12 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_pinning(None).await
+    }
+
+    /// Starts Chromium trusting, besides the usual, certificates whose chain holds the
+    /// public key with this SHA-256 (base64), as a hub's CA is pinned.
+    pub async fn start_pinning(spki_sha256: Option<&str>) -> anyhow::Result<Self> {
         let mut driver = Command::new("chromedriver")
             .arg("--port=0")
             .stdin(Stdio::null())
@@ -61,6 +67,9 @@ impl Browser {
         ];
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         args.push(format!("--user-data-dir={}", profile.path().display()));
+        if let Some(pin) = spki_sha256 {
+            args.push(format!("--ignore-certificate-errors-spki-list={pin}"));
+        }
         let caps = json!({
             "pageLoadStrategy": "eager",
             "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }

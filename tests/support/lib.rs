@@ -39,8 +39,14 @@ where
 
 /// A hub running in this process.
 pub struct TestHub {
+    /// Plain HTTP: the UI and API, or with HTTPS on, only redirects and the CA certificate.
     pub http: SocketAddr,
+    /// HTTPS, when `http.tls` is on.
+    pub https: Option<SocketAddr>,
+    /// Plain MQTT.
     pub mqtt: Option<SocketAddr>,
+    /// MQTT over TLS.
+    pub mqtts: Option<SocketAddr>,
     pub coap_dtls: Option<SocketAddr>,
     pub coap_plain: Option<SocketAddr>,
     pub data_dir: PathBuf,
@@ -92,7 +98,9 @@ impl TestHub {
         }
         let hub = Self {
             http: addrs.http,
+            https: addrs.https,
             mqtt: addrs.mqtt,
+            mqtts: addrs.mqtts,
             coap_dtls: addrs.coap_dtls,
             coap_plain: addrs.coap_plain,
             data_dir: config.data_dir.clone(),
@@ -109,8 +117,32 @@ impl TestHub {
         self.clock.now_ms()
     }
 
+    /// Where the API answers: over HTTPS when it is on.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
+        match self.https {
+            Some(https) => format!("https://{https}{path}"),
+            None => format!("http://{}{path}", self.http),
+        }
+    }
+
+    /// The hub's CA certificate (PEM), as it keeps it in its data directory.
+    pub fn ca_pem(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(self.ca_file())?)
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir.join("tls").join("ca.pem")
+    }
+
+    /// A client with a cookie store that trusts the hub's CA (and nothing else) when the
+    /// hub serves HTTPS.
+    pub fn client_builder(&self) -> anyhow::Result<reqwest::ClientBuilder> {
+        let mut builder = reqwest::Client::builder().cookie_store(true);
+        if self.https.is_some() {
+            let ca = reqwest::Certificate::from_pem(self.ca_pem()?.as_bytes())?;
+            builder = builder.tls_built_in_root_certs(false).add_root_certificate(ca).https_only(true);
+        }
+        Ok(builder)
     }
 
     /// Stops the hub as SIGTERM would, and waits until it has committed and closed.
@@ -129,7 +161,7 @@ impl TestHub {
 
     /// Completes first-run setup as `owner` and returns a client holding the session cookie.
     pub async fn owner(&self) -> anyhow::Result<reqwest::Client> {
-        let client = reqwest::Client::builder().cookie_store(true).build()?;
+        let client = self.client_builder()?.build()?;
         let resp = client
             .post(self.url("/api/setup"))
             .json(&json!({ "code": self.setup_code()?, "username": "owner", "password": OWNER_PASSWORD }))
@@ -143,7 +175,7 @@ impl TestHub {
 
     /// Logs in as the owner created by [`TestHub::owner`] (after a restart, say).
     pub async fn login(&self) -> anyhow::Result<reqwest::Client> {
-        let client = reqwest::Client::builder().cookie_store(true).build()?;
+        let client = self.client_builder()?.build()?;
         let resp = client
             .post(self.url("/api/login"))
             .json(&json!({ "username": "owner", "password": OWNER_PASSWORD }))
@@ -186,7 +218,7 @@ impl TestHub {
 
     /// Accepts an invite as `username` with [`TENANT_PASSWORD`]; returns the logged-in client.
     pub async fn accept_invite(&self, code: &str, username: &str) -> anyhow::Result<reqwest::Client> {
-        let client = reqwest::Client::builder().cookie_store(true).build()?;
+        let client = self.client_builder()?.build()?;
         let body = json!({ "code": code, "username": username, "password": TENANT_PASSWORD });
         let resp = client.post(self.url("/api/invites/accept")).json(&body).send().await?;
         if resp.status() != 201 {
@@ -255,6 +287,38 @@ pub async fn mqtt_connect(
     options.set_credentials(user, secret);
     options.set_keep_alive(Duration::from_secs(5));
     options.set_max_packet_size(1 << 20, 1 << 20);
+    connected(options).await
+}
+
+/// Connects an MQTT client over TLS, trusting only `ca_pem`, and waits for the CONNACK.
+pub async fn mqtt_connect_tls(
+    addr: SocketAddr,
+    ca_pem: &str,
+    client_id: &str,
+    user: &str,
+    secret: &str,
+) -> anyhow::Result<(AsyncClient, EventLoop)> {
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    options.set_credentials(user, secret);
+    options.set_keep_alive(Duration::from_secs(5));
+    options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(
+        tls,
+    ))));
+    connected(options).await
+}
+
+/// Waits for the CONNACK of a client with `options`. Errs if refused.
+async fn connected(options: MqttOptions) -> anyhow::Result<(AsyncClient, EventLoop)> {
     let (client, mut events) = AsyncClient::new(options, 64);
     let connack = tokio::time::timeout(Duration::from_secs(10), async {
         loop {

@@ -20,8 +20,17 @@ pub fn CredentialsPanel(
             <p>"Device id: " <code id="cred-id">{credentials.id.clone()}</code></p>
             <p>"Secret: " <code id="cred-secret">{credentials.secret.clone()}</code></p>
             {mqtt.map(|m| view! {
-                <p>"MQTT: host " <code>{m.host}</code> ", port " <code>{m.port}</code>
+                <p>"MQTT" {if m.tls { " over TLS" } else { "" }} ": host " <code>{m.host}</code> ", port " <code>{m.port}</code>
                    ", username = device id, password = secret, topic " <code>{m.topic}</code></p>
+                {m.ca_url.map(|url| view! {
+                    <p>"The device trusts the hub by its certificate authority: "
+                       <a href=url.clone() download="hearth-ca.pem">"hearth-ca.pem"</a>
+                       " (" <code>"--cafile"</code> " below)."</p>
+                })}
+                {m.plain_port.map(|port| view! {
+                    <p class="muted">"A device that cannot do TLS: mark it so on its page, then use port "
+                       <code>{port}</code> " without " <code>"--cafile"</code> " (its password then crosses the network in clear)."</p>
+                })}
                 <pre>{m.mosquitto_pub}</pre>
                 <pre>{m.mosquitto_pub_json}</pre>
             })}

@@ -6,6 +6,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use hearth_model::account::{SecurityEvent, Token, TokenInfo};
+use hearth_model::devices::TlsInfo;
 
 use crate::api;
 use crate::components::form::FormError;
@@ -76,11 +77,17 @@ pub fn Tokens() -> impl IntoView {
 /// tenancies, guests, grants.
 #[component]
 pub fn SecurityLog() -> impl IntoView {
+    let tls = LocalResource::new(api::tls_info);
+    let info: Memo<Option<TlsInfo>> = Memo::new(move |_| tls.get().and_then(Result::ok));
     let resource = LocalResource::new(api::security_log);
     let events: Memo<Vec<SecurityEvent>> = latest(resource);
     view! {
         <section class="card" id="security-log">
             <h3>"Security log"</h3>
+            {move || info.get().and_then(|i| i.fingerprint).map(|f| view! {
+                <p id="ca-fingerprint">"The hub's certificate authority (SHA-256): " <code>{f}</code>
+                   " · " <a href="/hearth-ca.pem" download="hearth-ca.pem">"hearth-ca.pem"</a></p>
+            })}
             <Loading resource waiting="Loading the security log…" />
             <button class="secondary" on:click=move |_| resource.refetch()>"Refresh"</button>
             <table>

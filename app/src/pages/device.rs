@@ -88,6 +88,7 @@ pub fn DevicePage() -> impl IntoView {
                 <p class="muted">"id " <code>{d.id.clone()}</code> " · added " {local(d.created)}</p>
                 <ClassLine device=d.clone() on_error=error />
                 <CoapLine device=d.clone() on_error=error />
+                <PlaintextLine device=d.clone() on_error=error />
                 <div class="row">
                     {d.metrics.iter().map(|m| {
                         let name = m.metric.clone();
@@ -177,6 +178,44 @@ fn ClassLine(
                     }).collect_view()}
                 </select>
             </label>
+        })}
+    }
+    .into_any()
+}
+
+/// Whether the device may use plain MQTT, and when it last did. Its manager changes it.
+#[component]
+fn PlaintextLine(
+    /// The device.
+    device: Device,
+    /// Where errors go.
+    on_error: RwSignal<Option<String>>,
+) -> impl IntoView {
+    let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
+    let id = StoredValue::new(device.id.clone());
+    let marked = device.plaintext;
+    let set = move |plaintext: bool| {
+        spawn_local(async move {
+            match api::set_plaintext(&id.get_value(), plaintext).await {
+                Ok(_) => {
+                    on_error.set(None);
+                    home.reload();
+                }
+                Err(e) => on_error.set(Some(e.to_string())),
+            }
+        });
+    };
+    let shown = match (marked, device.clear_seen) {
+        (true, Some(at)) => format!("Sends in clear: plain MQTT allowed (last in clear {}).", local(at)),
+        (true, None) => "Plain MQTT allowed (marked as unable to do TLS).".to_owned(),
+        (false, _) => "MQTT over TLS only.".to_owned(),
+    };
+    view! {
+        <p class=if marked { "warning" } else { "muted" } id="device-plaintext">{shown}</p>
+        {device.manageable.then(|| view! {
+            <button class="secondary" id="toggle-plaintext" on:click=move |_| set(!marked)>
+                {if marked { "Require TLS" } else { "Allow plain MQTT (device cannot do TLS)" }}
+            </button>
         })}
     }
     .into_any()

@@ -64,6 +64,12 @@ pub struct Device {
     /// the owner set it; shown to the owner and tenants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coap_address: Option<String>,
+    /// Whether the owner allows it plain MQTT (for devices that cannot do TLS).
+    #[serde(default)]
+    pub plaintext: bool,
+    /// When it last connected over plain MQTT from elsewhere than the hub itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clear_seen: Option<i64>,
     pub metrics: Vec<Metric>,
     /// The last refused message, if any, with the reason (only for those who manage it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,6 +98,14 @@ pub struct Credentials {
 pub struct MqttExample {
     pub host: String,
     pub port: u16,
+    /// Whether `port` takes TLS; the device then needs the hub's CA certificate.
+    pub tls: bool,
+    /// Where to download the CA certificate (`--cafile`), when `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_url: Option<String>,
+    /// The plain MQTT port, for a device the owner marks as unable to do TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_port: Option<u16>,
     pub username: String,
     pub topic: String,
     pub mosquitto_pub: String,
@@ -110,6 +124,26 @@ pub struct CoapExample {
 #[serde(deny_unknown_fields)]
 pub struct SetCoapAddress {
     pub address: Option<String>,
+}
+
+/// `PUT /api/devices/{id}/plaintext`: whether the device may use plain MQTT, for devices
+/// that cannot do TLS. Only its manager sets it; it is in the security log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPlaintext {
+    pub plaintext: bool,
+}
+
+/// `GET /api/tls`: how the hub is reached securely.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsInfo {
+    /// SHA-256 fingerprint of the certificate authority to trust (`AB:CD:...`), as the hub
+    /// prints it at start; `None` when the hub serves no TLS.
+    pub fingerprint: Option<String>,
+    /// Whether the certificate is the owner's own rather than from the hub's CA.
+    pub own_certificate: bool,
+    /// The MQTT over TLS port, if the embedded server takes it.
+    pub mqtts_port: Option<u16>,
 }
 
 /// `PUT /api/devices/{id}/class`.

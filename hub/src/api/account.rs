@@ -100,7 +100,7 @@ async fn setup(
 pub(super) async fn start_session(state: &AppState, user_id: i64, now: i64) -> Result<String, AppError> {
     let token = auth::new_token()?;
     state.store.create_session(&auth::token_digest(&token), user_id, now + auth::SESSION_TTL_MS).await?;
-    Ok(auth::session_set_cookie(&token))
+    Ok(auth::session_set_cookie(&token, state.config.http.tls))
 }
 
 /// Failed logins, counted rather than logged one by one.
@@ -168,7 +168,7 @@ async fn logout(State(state): State<AppState>, Cookie(token): Cookie) -> Result<
         state.store.delete_session(&auth::token_digest(&token)).await?;
         state.access.changed();
     }
-    Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, auth::session_clear_cookie())]).into_response())
+    Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, auth::session_clear_cookie(state.config.http.tls))]).into_response())
 }
 
 async fn me(CurrentUser(user): CurrentUser) -> ApiJson<Me> {

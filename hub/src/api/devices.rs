@@ -8,7 +8,7 @@ use hearth_model::DeviceClass;
 use hearth_model::automations::{Note, NotificationSource};
 use hearth_model::devices::{
     BelongsTo, ClassChanged, ClassProposal, CoapExample, Credentials as CredentialsView, Device, Metric, MqttExample,
-    NewDevice, Point, RangeQuery, Readings, SetClass, SetCoapAddress,
+    NewDevice, Point, RangeQuery, Readings, SetClass, SetCoapAddress, SetPlaintext,
 };
 
 use super::routes::{EVERYONE, OWNER, Route, TENANT, Who};
@@ -32,6 +32,7 @@ pub(super) const ROUTES: &[Route] = &[
     Route::new("POST", "/api/devices/{id}/credentials", Who::People(SUBJECTS), |m| on(m, regenerate)),
     Route::new("PUT", "/api/devices/{id}/class", Who::People(OWNER), |m| on(m, set_class)),
     Route::new("PUT", "/api/devices/{id}/coap-address", Who::People(OWNER), |m| on(m, set_coap_address)),
+    Route::new("PUT", "/api/devices/{id}/plaintext", Who::People(SUBJECTS), |m| on(m, set_plaintext)),
     Route::new("GET", "/api/class-proposals", Who::People(SUBJECTS), |m| on(m, proposals)),
     Route::new("POST", "/api/class-proposals/{id}/accept", Who::People(TENANT), |m| on(m, accept_class)),
     Route::new("POST", "/api/class-proposals/{id}/decline", Who::People(TENANT), |m| on(m, decline_class)),
@@ -89,6 +90,8 @@ async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<V
             manageable,
             // Guests see readings, not where devices are on the network.
             coap_address: d.coap_address.filter(|_| user.role != Role::Guest),
+            plaintext: d.plaintext,
+            clear_seen: d.clear_seen_ms.filter(|_| manageable),
             id: d.id,
             name: d.name,
             created: d.created_ms,
@@ -123,14 +126,23 @@ fn credentials_view(state: &AppState, headers: &HeaderMap, creds: Credentials) -
         .filter(|h| !h.is_empty())
         .unwrap_or("HUB_ADDRESS")
         .to_owned();
-    let mqtt = state.mqtt_port.map(|port| {
+    // Devices connect over TLS, given the hub's CA certificate; plain MQTT is for devices
+    // marked as unable to.
+    let tls_port = state.mqtts_port;
+    let mqtt = tls_port.or(state.mqtt_port).map(|port| {
         let topic = format!("hearth/{}/temperature", creds.id);
-        let base = format!("mosquitto_pub -h {host} -p {port} -u {} -P '{}' -q 1", creds.id, creds.secret.as_str());
+        let tls = tls_port.is_some();
+        let cafile = if tls { " --cafile hearth-ca.pem" } else { "" };
+        let base =
+            format!("mosquitto_pub -h {host} -p {port}{cafile} -u {} -P '{}' -q 1", creds.id, creds.secret.as_str());
         MqttExample {
             mosquitto_pub: format!("{base} -t {topic} -m 21.5"),
             mosquitto_pub_json: format!("{base} -t hearth/{} -m '{{\"temperature\":21.5,\"humidity\":40}}'", creds.id),
             host: host.clone(),
             port,
+            tls,
+            ca_url: tls.then(|| "/hearth-ca.pem".to_owned()),
+            plain_port: state.mqtt_port.filter(|_| tls),
             username: creds.id.clone(),
             topic,
         }
@@ -309,6 +321,31 @@ async fn set_coap_address(
         .audit
         .record("device", Some(crate::consent::Subject::Owner), (Some(&user.username), Some(addr)), detail)
         .await;
+    views(&state, &user, Some(&id)).await?.pop().map(ApiJson).ok_or(AppError::NotFound)
+}
+
+/// Marks whether a device may use plain MQTT. Taking the mark away ends its sessions in
+/// clear at once.
+async fn set_plaintext(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SetPlaintext>,
+) -> Result<ApiJson<Device>, AppError> {
+    managed_device(&state, user.clone(), &id).await?;
+    if !state.store.set_device_plaintext(&id, req.plaintext).await? {
+        return Err(AppError::NotFound);
+    }
+    if !req.plaintext {
+        let _ = state.device_events.send(devices::DeviceEvent::PlaintextRevoked(id.clone()));
+    }
+    tracing::info!(device.id = %id, plaintext = req.plaintext, "device plain MQTT mark set");
+    let detail = match req.plaintext {
+        true => format!("device {id}: marked as unable to do TLS; plain MQTT allowed"),
+        false => format!("device {id}: plain MQTT no longer allowed"),
+    };
+    super::scope::audit(&state, &user, "device", addr, detail).await;
     views(&state, &user, Some(&id)).await?.pop().map(ApiJson).ok_or(AppError::NotFound)
 }
 

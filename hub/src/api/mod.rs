@@ -10,6 +10,7 @@ mod people;
 pub mod routes;
 mod scope;
 mod share;
+pub mod trust;
 mod ui;
 
 use axum::Router;
@@ -48,7 +49,10 @@ pub fn routes() -> impl Iterator<Item = &'static Route> {
         .flatten()
 }
 
-const HEALTH: &[Route] = &[Route::new("GET", "/api/health", Who::Anyone, |m| on(m, health))];
+const HEALTH: &[Route] = &[
+    Route::new("GET", "/api/health", Who::Anyone, |m| on(m, health)),
+    Route::new("GET", "/api/tls", Who::Anyone, |m| on(m, tls_info)),
+];
 
 /// Request bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
@@ -57,6 +61,7 @@ pub fn router(state: AppState) -> Router {
     let api = routes().fold(Router::new(), |api, r| api.route(r.path, r.method_router(&state)));
     api.route("/api", get(not_found))
         .route("/api/{*rest}", get(not_found).post(not_found).put(not_found).delete(not_found))
+        .route("/hearth-ca.pem", get(ca_pem))
         .fallback(ui::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         // A body trickled in a byte at a time must still arrive in time.
@@ -69,8 +74,26 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn health() -> ApiJson<serde_json::Value> {
+pub(crate) async fn health() -> ApiJson<serde_json::Value> {
     ApiJson(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// How to trust the hub: not a secret, and needed before anyone logs in.
+async fn tls_info(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> ApiJson<hearth_model::devices::TlsInfo> {
+    ApiJson(hearth_model::devices::TlsInfo {
+        fingerprint: state.tls.as_ref().map(|tls| tls.ca().fingerprint.clone()),
+        own_certificate: state.tls.as_ref().is_some_and(|tls| tls.owners()),
+        mqtts_port: state.mqtts_port,
+    })
+}
+
+async fn ca_pem(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
+    match &state.tls {
+        Some(tls) => trust::ca_pem_response(tls.ca()),
+        None => axum::response::IntoResponse::into_response(AppError::NotFound),
+    }
 }
 
 async fn not_found() -> AppError {
@@ -89,6 +112,6 @@ mod tests {
             assert!(["GET", "POST", "PUT", "DELETE"].contains(&r.method), "{} {}", r.method, r.path);
             assert!(seen.insert((r.method, r.path)), "{} {} twice", r.method, r.path);
         }
-        assert_eq!(seen.len(), 65);
+        assert_eq!(seen.len(), 67);
     }
 }

@@ -213,7 +213,7 @@ impl Setup {
         }
         match SetupCode::create(data_dir) {
             Ok(new) => {
-                announce(&new);
+                announce(&new, None);
                 *code = new;
             }
             Err(error) => tracing::error!(%error, "could not write a new setup code"),
@@ -232,9 +232,15 @@ impl Setup {
 }
 
 /// Prints the setup code where the person installing the hub will see it.
-pub fn announce(code: &SetupCode) {
+/// Prints the setup code, and beside it the fingerprint of the hub's CA, which the owner
+/// compares with what their browser shows before trusting it.
+pub fn announce(code: &SetupCode, fingerprint: Option<&str>) {
     tracing::warn!(file = %code.file().display(), "no owner yet: open the web UI and enter the setup code");
-    println!("\n  Hearth setup code: {}\n  (also in {})\n", code.code(), code.file().display());
+    println!("\n  Hearth setup code: {}\n  (also in {})", code.code(), code.file().display());
+    if let Some(fingerprint) = fingerprint {
+        println!("  Hub CA fingerprint (SHA-256), to compare before trusting it:\n  {fingerprint}");
+    }
+    println!();
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -487,14 +493,17 @@ pub fn session_cookie(parts: &Parts) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// `Set-Cookie` for a new session. HttpOnly (no script reads it) and SameSite=Strict (no
-/// other site's page can make the browser send it).
-pub fn session_set_cookie(token: &str) -> String {
-    format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_TTL_MS / 1000)
+/// `Set-Cookie` for a new session. HttpOnly (no script reads it), SameSite=Strict (no
+/// other site's page can make the browser send it) and, when the hub serves HTTPS, Secure
+/// (never sent in clear).
+pub fn session_set_cookie(token: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}; Max-Age={}", SESSION_TTL_MS / 1000)
 }
 
-pub fn session_clear_cookie() -> String {
-    format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+pub fn session_clear_cookie(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict{secure}; Max-Age=0")
 }
 
 /// Deletes expired sessions now and then.

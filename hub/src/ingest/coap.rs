@@ -141,7 +141,11 @@ pub async fn serve(ctx: CoapContext, listeners: CoapListeners, shutdown: Cancell
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
-            Ok(event) = device_events.recv() => server.end_device(event.device()),
+            Ok(event) = device_events.recv() => {
+                if !matches!(event, DeviceEvent::PlaintextRevoked(_)) {
+                    server.end_device(event.device());
+                }
+            }
         }
     }
 }

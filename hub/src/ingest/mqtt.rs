@@ -23,9 +23,11 @@ use rumqttc::{
     Codec, ConnAck, Connect, ConnectReturnCode, Packet, Protocol, PubAck, PubComp, PubRec, Publish, QoS, SubAck,
     SubscribeReasonCode, UnsubAck,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::time::{Instant, sleep_until, timeout};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -62,6 +64,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Floods' events, counted rather than logged one by one.
 static REFUSED_LOGINS: Repeated = Repeated::new("MQTT login refused");
 static CLOSED: Repeated = Repeated::new("MQTT connection closed");
+static IN_CLEAR: Repeated = Repeated::new("plain MQTT refused");
 static GAVE_WAY: Repeated = Repeated::new("MQTT connection closed before login to make room");
 
 /// What the server needs from the rest of the hub.
@@ -75,8 +78,12 @@ pub struct MqttContext {
     pub connect_timeout: Duration,
     /// The longest keep-alive a session gets (also for those that ask for none).
     pub max_keep_alive: Duration,
+    /// Whether clients on the hub itself may use plain MQTT whatever their device's mark.
+    pub plain_from_loopback: bool,
     /// The security log (refused device logins are counted there).
     pub audit: crate::audit::Audit,
+    /// The hub's time.
+    pub clock: crate::clock::Clock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +104,8 @@ enum ConnError {
     GaveWay,
     #[error("the hub is shutting down")]
     Closed,
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl From<rumqttc::mqttbytes::Error> for ConnError {
@@ -191,7 +200,10 @@ impl MqttServer {
 
     /// Accepts connections until `shutdown`; then lets open connections send the acks of
     /// what they have already received, and returns.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+    /// With `tls`, each connection first completes a TLS handshake, within the CONNECT
+    /// deadline; without, it is plain MQTT, which only devices marked as unable to do TLS
+    /// (and clients on the hub itself, unless configured otherwise) may use.
+    pub async fn serve(self, listener: TcpListener, tls: Option<TlsAcceptor>, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         loop {
             let accepted = tokio::select! {
@@ -209,8 +221,9 @@ impl MqttServer {
             };
             let shared = self.shared.clone();
             let shutdown = shutdown.clone();
+            let tls = tls.clone();
             tracker.spawn(async move {
-                match connection(&shared, stream, peer, shutdown).await {
+                match accept(&shared, stream, peer, tls, shutdown).await {
                     Ok(()) | Err(ConnError::Refused) => {}
                     Err(ConnError::GaveWay) => {
                         if GAVE_WAY.log_this(peer.ip()) {
@@ -255,27 +268,78 @@ impl Drop for Registration<'_> {
 }
 
 /// Sends one packet, or gives up on a reader that has stopped reading.
-async fn send(framed: &mut Framed<TcpStream, Codec>, packet: Packet) -> Result<(), ConnError> {
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<S, Codec>,
+    packet: Packet,
+) -> Result<(), ConnError> {
     match timeout(WRITE_TIMEOUT, framed.send(packet)).await {
         Ok(sent) => Ok(sent?),
         Err(_) => Err(ConnError::WriteTimeout),
     }
 }
 
-async fn connection(
+/// Takes a new connection: its place among those not logged in yet, then its TLS
+/// handshake (if any) and its CONNECT, both within the CONNECT deadline.
+async fn accept(
     shared: &Shared,
     stream: TcpStream,
     peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
-    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let waiting = shared.waiting.enter(peer.ip());
+    let Some(tls) = tls else {
+        let transport = match peer.ip().to_canonical().is_loopback() && shared.ctx.plain_from_loopback {
+            true => Transport::Local,
+            false => Transport::Clear,
+        };
+        return connection(shared, stream, peer, transport, waiting, shutdown).await;
+    };
+    let started = Instant::now();
+    let handshake = tokio::select! {
+        () = waiting.gives_way.cancelled() => return Err(ConnError::GaveWay),
+        handshake = timeout(shared.ctx.connect_timeout, tls.accept(stream)) => handshake,
+    };
+    match handshake {
+        Err(_) => Err(ConnError::ConnectTimeout),
+        Ok(Err(error)) => Err(ConnError::Tls(error.to_string())),
+        Ok(Ok(stream)) => {
+            let left = shared.ctx.connect_timeout.saturating_sub(started.elapsed());
+            connection(shared, stream, peer, Transport::Tls(left), waiting, shutdown).await
+        }
+    }
+}
+
+/// How a connection reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// Over TLS, with this much of the CONNECT deadline left.
+    Tls(Duration),
+    /// In clear, from the hub itself (allowed by configuration).
+    Local,
+    /// In clear, from elsewhere: only for devices marked as unable to do TLS.
+    Clear,
+}
+
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    stream: S,
+    peer: SocketAddr,
+    transport: Transport,
+    waiting: crate::crowd::Place,
+    shutdown: CancellationToken,
+) -> Result<(), ConnError> {
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let gives_way = waiting.gives_way.clone();
+    let connect_timeout = match transport {
+        Transport::Tls(left) => left,
+        Transport::Local | Transport::Clear => shared.ctx.connect_timeout,
+    };
     let mut framed = Framed::new(stream, Codec { max_incoming_size: MAX_PACKET, max_outgoing_size: MAX_PACKET });
     let first = tokio::select! {
         () = gives_way.cancelled() => return Err(ConnError::GaveWay),
-        first = timeout(shared.ctx.connect_timeout, framed.next()) => first,
+        first = timeout(connect_timeout, framed.next()) => first,
     };
     let connect = match first {
         Err(_) => return Err(ConnError::ConnectTimeout),
@@ -323,6 +387,35 @@ async fn connection(
             return Err(ConnError::Refused);
         }
     };
+    if transport == Transport::Clear {
+        match shared.ctx.store.device(&device).await {
+            Ok(Some(record)) if record.plaintext => {
+                if let Err(error) = shared.ctx.store.note_device_in_clear(&device, shared.ctx.clock.now_ms()).await {
+                    tracing::warn!(%error, "could not note a plain MQTT connection");
+                }
+            }
+            Ok(_) => {
+                if IN_CLEAR.log_this(&device) {
+                    tracing::warn!(device.id = %device, %peer, "plain MQTT refused: the device is not marked as unable to do TLS (use port 8883 with the hub's CA certificate)");
+                }
+                let subject = Some(crate::consent::Subject::Owner);
+                shared.ctx.audit.failure(
+                    "plain MQTT refused",
+                    subject,
+                    (device.as_str(), peer.ip()),
+                    "MQTT in clear from a device not marked as unable to do TLS",
+                );
+                let _ = send(&mut framed, Packet::ConnAck(ConnAck::new(ConnectReturnCode::NotAuthorized, false))).await;
+                return Err(ConnError::Refused);
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not read a device");
+                let _ = send(&mut framed, Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false)))
+                    .await;
+                return Err(ConnError::Refused);
+            }
+        }
+    }
     let client_id = if connect.client_id.is_empty() { format!("{device}#{conn}") } else { connect.client_id.clone() };
     let key = (device.clone(), client_id);
     let session = CancellationToken::new();
@@ -377,6 +470,7 @@ async fn connection(
             () = shutdown.cancelled(), if !draining => draining = true,
             () = session.cancelled() => return Ok(()),
             event = events.recv() => match event {
+                Ok(DeviceEvent::PlaintextRevoked(id)) if id == device && transport != Transport::Clear => {}
                 Ok(event) if event.device() == device => {
                     tracing::info!(device.id = %device, ?event, "closing MQTT session: credentials changed");
                     return Ok(());

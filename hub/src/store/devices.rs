@@ -17,6 +17,10 @@ pub struct DeviceRecord {
     pub tenancy_id: Option<i64>,
     /// Where rules send it CoAP commands, as the owner set it.
     pub coap_address: Option<String>,
+    /// Whether it may use plain MQTT (marked by its manager: it cannot do TLS).
+    pub plaintext: bool,
+    /// When it last connected over plain MQTT from another machine.
+    pub clear_seen_ms: Option<i64>,
 }
 
 fn name_aad(id: &str) -> Vec<u8> {
@@ -87,6 +91,22 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Marks whether an active device may use plain MQTT. `Ok(false)` if there is no such device.
+    pub async fn set_device_plaintext(&self, id: &str, plaintext: bool) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE devices SET plaintext = ? WHERE id = ? AND removed_ms IS NULL")
+            .bind(plaintext)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Notes that a device connected over plain MQTT from another machine.
+    pub async fn note_device_in_clear(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE devices SET clear_seen_ms = ? WHERE id = ?").bind(now).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Active devices, names opened.
     pub async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
         self.devices_where(false).await
@@ -95,7 +115,8 @@ impl Store {
     /// One active device, name opened.
     pub async fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, name_sealed, coap_sealed, created_ms, credentials_ms, tenancy_id FROM devices WHERE id = ? AND removed_ms IS NULL",
+            "SELECT id, name_sealed, coap_sealed, created_ms, credentials_ms, tenancy_id, plaintext, clear_seen_ms
+             FROM devices WHERE id = ? AND removed_ms IS NULL",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -110,7 +131,8 @@ impl Store {
 
     async fn devices_where(&self, removed_too: bool) -> Result<Vec<DeviceRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name_sealed, coap_sealed, created_ms, credentials_ms, tenancy_id FROM devices WHERE ? OR removed_ms IS NULL
+            "SELECT id, name_sealed, coap_sealed, created_ms, credentials_ms, tenancy_id, plaintext, clear_seen_ms
+             FROM devices WHERE ? OR removed_ms IS NULL
              ORDER BY created_ms, id",
         )
         .bind(removed_too)
@@ -139,6 +161,8 @@ impl Store {
             created_ms: row.try_get("created_ms")?,
             credentials_ms: row.try_get("credentials_ms")?,
             tenancy_id: row.try_get("tenancy_id")?,
+            plaintext: row.try_get("plaintext")?,
+            clear_seen_ms: row.try_get("clear_seen_ms")?,
         })
     }
 }
@@ -164,5 +188,42 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Key;
+
+    /// Before MQTT had TLS, every device used plain MQTT (or CoAP; which is not recorded):
+    /// the upgrade marks every device present as unable to do TLS, so that none drops off.
+    #[tokio::test]
+    async fn devices_present_at_the_upgrade_to_tls_keep_plain_mqtt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            let mut before = sqlx::migrate!("../migrations");
+            before.migrations =
+                std::borrow::Cow::Owned(before.migrations.iter().filter(|m| m.version < 9).cloned().collect());
+            before.run(&pool).await.unwrap();
+            for (id, removed) in [("oldmeter", None), ("gone", Some(5_i64))] {
+                sqlx::query("INSERT INTO devices (id, name_sealed, created_ms, credentials_ms, removed_ms) VALUES (?, x'00', 1, 1, ?)")
+                    .bind(id)
+                    .bind(removed)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+        }
+        let store = Store::open(&path, Key::generate().unwrap()).await.unwrap();
+        assert!(store.create_device("newplug", "Plug", "secret", 10).await.unwrap());
+        let marks: Vec<(String, bool)> =
+            sqlx::query_as("SELECT id, plaintext FROM devices ORDER BY id").fetch_all(store.pool()).await.unwrap();
+        let expected = [("gone", false), ("newplug", false), ("oldmeter", true)].map(|(id, p)| (id.to_owned(), p));
+        assert_eq!(marks, expected);
     }
 }

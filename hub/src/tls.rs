@@ -1,0 +1,456 @@
+//! TLS for the web UI, the API and MQTT, with the hub as its own certificate authority (as
+//! a Hue bridge or a Matter controller is for its devices).
+//!
+//! At first start the hub makes a CA (ten years) and a server certificate (397 days) signed
+//! by it, covering the host name, `<hostname>.local`, `localhost` and the machine's
+//! addresses, and keeps them in `<data_dir>/tls/`. It makes a new server certificate when
+//! less than 30 days are left or when the names it should cover change (a new LAN address):
+//! at start and twice a day, swapped in without a restart. Browsers and devices trust the
+//! CA once (its SHA-256 fingerprint is printed at start, and shown in the UI, to compare).
+//!
+//! An owner may give their own certificate chain and key instead (`tls.cert_file` and
+//! `tls.key_file`); the hub then re-reads them twice a day and makes nothing itself.
+//!
+//! Certificates are judged by other machines' clocks, so validity here is from the system
+//! clock, not the hub's injected one.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::TlsConfig;
+
+const CA_DAYS: i64 = 3650;
+/// Under the 398 days browsers accept from public CAs, in case a platform applies it to
+/// every CA.
+const SERVER_DAYS: i64 = 397;
+const RENEW_BEFORE_DAYS: i64 = 30;
+const CHECK_EVERY: Duration = Duration::from_secs(12 * 3600);
+const DAY_S: i64 = 86_400;
+
+/// The hub's certificates, and the server configurations that present them.
+pub struct Tls {
+    current: Arc<Current>,
+    /// For HTTPS (ALPN `http/1.1`).
+    pub https: Arc<ServerConfig>,
+    /// For MQTT over TLS.
+    pub mqtt: Arc<ServerConfig>,
+    source: Source,
+    ca: Ca,
+}
+
+/// The certificate devices and browsers are asked to trust.
+#[derive(Clone)]
+pub struct Ca {
+    pub pem: String,
+    pub der: Vec<u8>,
+    /// SHA-256 of the certificate, as `AB:CD:...` (what browsers and `openssl x509
+    /// -fingerprint -sha256` show).
+    pub fingerprint: String,
+}
+
+enum Source {
+    /// The hub's own CA, in this directory, issuing for these names.
+    Hub { dir: PathBuf, extra_names: Vec<String> },
+    /// The owner's certificate chain and key files.
+    Owner { cert: PathBuf, key: PathBuf },
+}
+
+/// The server certificate currently presented; replaced when renewed.
+#[derive(Debug)]
+struct Current(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.read().ok().map(|key| key.clone())
+    }
+}
+
+/// What the hub's server certificate says about itself, read back from its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Issued {
+    not_after_s: i64,
+    names: Vec<String>,
+}
+
+impl Tls {
+    /// Loads the certificates (making the hub's own where there are none yet, or renewing
+    /// them) and builds the server configurations.
+    pub fn load(config: &TlsConfig, data_dir: &Path) -> anyhow::Result<Self> {
+        let source = match (&config.cert_file, &config.key_file) {
+            (Some(cert), Some(key)) => Source::Owner { cert: cert.clone(), key: key.clone() },
+            (None, None) => Source::Hub { dir: data_dir.join("tls"), extra_names: config.names.clone() },
+            _ => bail!("tls.cert_file and tls.key_file go together"),
+        };
+        let (chain, key, ca) = source.certificates(now_s())?;
+        let current = Arc::new(Current(RwLock::new(certified(chain, key)?)));
+        let build = |alpn: &[&[u8]]| -> anyhow::Result<Arc<ServerConfig>> {
+            let mut config = ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .context("TLS versions")?
+                .with_no_client_auth()
+                .with_cert_resolver(current.clone());
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Ok(Arc::new(config))
+        };
+        Ok(Self { https: build(&[b"http/1.1"])?, mqtt: build(&[])?, current, source, ca })
+    }
+
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// Whether the certificates are the owner's rather than the hub's own.
+    pub fn owners(&self) -> bool {
+        matches!(self.source, Source::Owner { .. })
+    }
+
+    /// Renews (or re-reads) the server certificate if it is due; returns whether it changed.
+    pub fn refresh(&self) -> anyhow::Result<bool> {
+        let (chain, key, _) = self.source.certificates(now_s())?;
+        let fresh = certified(chain, key)?;
+        let mut current = self.current.0.write().map_err(|_| anyhow::anyhow!("certificate lock poisoned"))?;
+        if current.cert == fresh.cert {
+            return Ok(false);
+        }
+        *current = fresh;
+        Ok(true)
+    }
+}
+
+/// Checks the certificates twice a day until `shutdown`.
+pub async fn refresh_periodically(tls: Arc<Tls>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(CHECK_EVERY) => {}
+        }
+        let tls = tls.clone();
+        match tokio::task::spawn_blocking(move || tls.refresh()).await {
+            Ok(Ok(true)) => tracing::info!("TLS server certificate renewed"),
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => tracing::error!(error = format!("{error:#}"), "could not renew the TLS certificate"),
+            Err(error) => tracing::error!(%error, "TLS renewal task failed"),
+        }
+    }
+}
+
+impl Source {
+    /// The chain to present, its key, and the CA to show.
+    fn certificates(&self, now: i64) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, Ca)> {
+        match self {
+            Self::Owner { cert, key } => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .with_context(|| format!("reading {}", cert.display()))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .with_context(|| format!("reading {}", cert.display()))?;
+                let Some(top) = chain.last() else { bail!("{} holds no certificate", cert.display()) };
+                let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+                let ca = Ca::from_der(top.to_vec());
+                Ok((chain, key, ca))
+            }
+            Self::Hub { dir, extra_names } => {
+                let names = names(extra_names);
+                hub_certificates(dir, &names, now)
+            }
+        }
+    }
+}
+
+impl Ca {
+    fn from_der(der: Vec<u8>) -> Self {
+        let pem = pem_encode("CERTIFICATE", &der);
+        let fingerprint = Sha256::digest(&der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
+        Self { pem, der, fingerprint }
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certified(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> anyhow::Result<Arc<CertifiedKey>> {
+    let key = provider().key_provider.load_private_key(key).context("loading the TLS private key")?;
+    Ok(Arc::new(CertifiedKey::new(chain, key)))
+}
+
+fn now_s() -> i64 {
+    crate::clock::now_ms() / 1000
+}
+
+/// The names and addresses the server certificate covers: the host name, its `.local`
+/// name (mDNS), `localhost`, the loopback addresses, every address of the machine's
+/// interfaces, and what the owner added. Sorted, so a change is noticed whatever the order.
+fn names(extra: &[String]) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    if let Some(host) = host_name() {
+        names.push(format!("{host}.local"));
+        names.push(host);
+    }
+    if let Ok(interfaces) = local_ip_address::list_afinet_netifas() {
+        for (_, ip) in interfaces {
+            let link_local = match ip {
+                IpAddr::V4(v4) => v4.is_link_local(),
+                IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+            };
+            if !link_local && !ip.is_unspecified() {
+                names.push(ip.to_string());
+            }
+        }
+    }
+    names.extend(extra.iter().map(|n| n.trim().to_ascii_lowercase()));
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The machine's host name, if it is a usable DNS label.
+fn host_name() -> Option<String> {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()?;
+    let host = raw.trim().split('.').next()?.to_ascii_lowercase();
+    let valid = !host.is_empty()
+        && host.len() <= 63
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !host.starts_with('-')
+        && !host.ends_with('-');
+    valid.then_some(host)
+}
+
+/// Whether a server certificate must be made anew.
+fn due(issued: Option<&Issued>, names: &[String], now: i64) -> bool {
+    match issued {
+        None => true,
+        Some(issued) => issued.not_after_s - now < RENEW_BEFORE_DAYS * DAY_S || issued.names != names,
+    }
+}
+
+fn hub_certificates(
+    dir: &Path,
+    names: &[String],
+    now: i64,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, Ca)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (ca_file, ca_key_file) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let (server_file, server_key_file) = (dir.join("server.pem"), dir.join("server.key"));
+    let (ca_params, ca_key, ca_der) = match (std::fs::read_to_string(&ca_file), std::fs::read_to_string(&ca_key_file)) {
+        (Ok(pem), Ok(key)) => {
+            let der = CertificateDer::from_pem_slice(pem.as_bytes()).context("reading the hub's CA certificate")?;
+            let key = KeyPair::from_pem(&key).context("reading the hub's CA key")?;
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).context("parsing the hub's CA certificate")?;
+            let cn = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap_or("Hearth hub");
+            (ca_params(cn, now), key, der.to_vec())
+        }
+        _ => {
+            let suffix = crate::devices::random_string(b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789", 6)?;
+            let params = ca_params(&format!("Hearth hub {suffix}"), now);
+            let key = KeyPair::generate().context("making the CA key")?;
+            let cert = params.self_signed(&key).context("making the CA certificate")?;
+            write_private(&ca_key_file, key.serialize_pem().as_bytes())?;
+            write_public(&ca_file, cert.pem().as_bytes())?;
+            // A new CA invalidates any server certificate signed by an old one.
+            let _ = std::fs::remove_file(&server_file);
+            tracing::info!(path = %ca_file.display(), "made the hub's certificate authority");
+            (params, key, cert.der().to_vec())
+        }
+    };
+    let existing = std::fs::read(&server_file).ok().zip(std::fs::read(&server_key_file).ok()).and_then(|(pem, key)| {
+        let der = CertificateDer::from_pem_slice(&pem).ok()?;
+        let key = PrivateKeyDer::from_pem_slice(&key).ok()?;
+        Some((issued(&der)?, der, key))
+    });
+    let (server_der, server_key) = match existing {
+        Some((issued, der, key)) if !due(Some(&issued), names, now) => (der, key),
+        _ => {
+            let key = KeyPair::generate().context("making the server key")?;
+            let mut params = CertificateParams::new(names.to_vec()).context("server certificate names")?;
+            params.distinguished_name = DistinguishedName::new();
+            params.distinguished_name.push(
+                DnType::CommonName,
+                names.iter().find(|n| n.ends_with(".local")).map_or("localhost", String::as_str),
+            );
+            params.not_before = at(now - DAY_S);
+            params.not_after = at(now + SERVER_DAYS * DAY_S);
+            params.is_ca = IsCa::ExplicitNoCa;
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            params.use_authority_key_identifier_extension = true;
+            let issuer = Issuer::from_params(&ca_params, &ca_key);
+            let cert = params.signed_by(&key, &issuer).context("signing the server certificate")?;
+            write_private(&server_key_file, key.serialize_pem().as_bytes())?;
+            write_public(&server_file, cert.pem().as_bytes())?;
+            tracing::info!(names = names.join(" "), "made a TLS server certificate");
+            (cert.der().clone(), PrivateKeyDer::try_from(key.serialize_der()).map_err(anyhow::Error::msg)?)
+        }
+    };
+    let chain = vec![server_der, CertificateDer::from(ca_der.clone())];
+    Ok((chain, server_key, Ca::from_der(ca_der)))
+}
+
+fn ca_params(common_name: &str, now: i64) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::OrganizationName, "Hearth");
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.not_before = at(now - DAY_S);
+    params.not_after = at(now + CA_DAYS * DAY_S);
+    params
+}
+
+/// Validity and names of a server certificate.
+fn issued(der: &[u8]) -> Option<Issued> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let not_after_s = cert.validity().not_after.timestamp();
+    let san = cert.subject_alternative_name().ok()??;
+    let mut names: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes).ok().map(|b| IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*bytes).ok().map(|b| IpAddr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    Some(Issued { not_after_s, names })
+}
+
+fn at(seconds: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
+}
+
+/// Writes a key: readable by the hub's user only, replaced whole (a power cut leaves the
+/// old file or the new one).
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_atomically(path, bytes, 0o600)
+}
+
+fn write_public(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_atomically(path, bytes, 0o644)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = opts.open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
+    }
+
+    #[test]
+    fn a_server_certificate_is_renewed_a_month_before_expiry_or_when_names_change() {
+        let names = vec!["a.local".to_owned(), "192.0.2.1".to_owned()];
+        let issued = Issued { not_after_s: 100 * DAY_S, names: names.clone() };
+        assert!(due(None, &names, 0));
+        assert!(!due(Some(&issued), &names, 69 * DAY_S));
+        assert!(due(Some(&issued), &names, 71 * DAY_S));
+        assert!(due(Some(&issued), &["a.local".to_owned(), "192.0.2.2".to_owned()], 0));
+    }
+
+    #[test]
+    fn the_ca_is_made_once_and_the_server_certificate_renewed_under_it() -> anyhow::Result<()> {
+        let dir = dir();
+        let names = vec!["127.0.0.1".to_owned(), "hub.local".to_owned()];
+        let now = 1_800_000_000;
+        let (chain, _, ca) = hub_certificates(dir.path(), &names, now)?;
+        let first = issued(&chain[0]).ok_or_else(|| anyhow::anyhow!("unreadable certificate"))?;
+        assert_eq!(first.names, names);
+        assert_eq!(first.not_after_s, now + SERVER_DAYS * DAY_S);
+        assert_eq!(chain[1].as_ref(), ca.der.as_slice());
+
+        // The next start keeps both.
+        let (again, _, ca_again) = hub_certificates(dir.path(), &names, now + DAY_S)?;
+        assert_eq!(again[0], chain[0]);
+        assert_eq!(ca_again.fingerprint, ca.fingerprint);
+
+        // Near expiry, or with a new address, a new server certificate from the same CA.
+        let late = now + (SERVER_DAYS - 10) * DAY_S;
+        let (renewed, _, ca_late) = hub_certificates(dir.path(), &names, late)?;
+        assert_ne!(renewed[0], chain[0]);
+        assert_eq!(ca_late.fingerprint, ca.fingerprint);
+        let moved = vec!["192.0.2.9".to_owned(), "hub.local".to_owned()];
+        let (readdressed, _, _) = hub_certificates(dir.path(), &moved, late)?;
+        assert_eq!(issued(&readdressed[0]).map(|i| i.names), Some(moved));
+
+        // The renewed certificate verifies under the CA.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(ca.der.clone()))?;
+        use rustls::client::danger::ServerCertVerifier;
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
+        let host = rustls::pki_types::ServerName::try_from("hub.local")?;
+        let at = rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(late as u64 + 60));
+        verifier.verify_server_cert(&renewed[0], &renewed[1..], &host, &[], at)?;
+        Ok(())
+    }
+
+    #[test]
+    fn keys_are_readable_by_the_hub_only() -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = dir();
+        hub_certificates(dir.path(), &["localhost".to_owned()], 1_800_000_000)?;
+        for key in ["ca.key", "server.key"] {
+            let mode = std::fs::metadata(dir.path().join(key))?.permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{key} is {mode:o}");
+        }
+        Ok(())
+    }
+}
