@@ -7,7 +7,7 @@ def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 
 
-def start(binary, mqtt_port=0, extra="", tls=False, mqtts_port=0):
+def start(binary, mqtt_port=0, extra="", tls=False, mqtts_port=0, plain_from_loopback=True):
     """Runs `binary` until the script ends, with `extra` appended to its configuration;
     returns (base URL, data directory). Without `tls`, the UI and API are in clear (the
     checks written before TLS); with it, as in a home: HTTPS, and `requests` trusts the
@@ -23,6 +23,7 @@ tls = {str(tls).lower()}
 [mqtt]
 listen = "127.0.0.1:{mqtt_port}"
 tls_listen = "127.0.0.1:{mqtts_port}"
+plain_from_loopback = {str(plain_from_loopback).lower()}
 [coap]
 dtls_listen = "127.0.0.1:0"
 """ + extra)
