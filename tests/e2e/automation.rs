@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use hearth_tests::{
-    Config, Listener, Mosquitto, MosquittoOptions, Peer, TestHub, TlsListener, free_udp_port, run_tool,
+    Config, Listener, Mosquitto, MosquittoOptions, Peer, TestHub, TlsListener, free_udp_port, path_str, run_tool,
     test_certificates, wait_until,
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -171,19 +171,29 @@ async fn a_reading_fires_a_rule_and_the_device_gets_its_command() -> anyhow::Res
     Ok(())
 }
 
+/// A rule commands a CoAP device over DTLS with the device's own key: libcoap's
+/// `coap-server-openssl` accepts only the lamp's identity and key on its DTLS port, where a
+/// plain request gets no answer. A device marked as unable to do DTLS is commanded in clear.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_commands_a_coap_device() -> anyhow::Result<()> {
-    let port = free_udp_port()?;
-    let _lamp = Peer::spawn("coap-server-notls", &["-A", "127.0.0.1", "-p", &port.to_string()])?;
-    let uri = format!("coap://127.0.0.1:{port}/example_data");
-    let get = || run_tool("coap-client-notls", &["-m", "get", "-B", "2", &uri]);
-    wait_until(Duration::from_secs(10), "libcoap's server", || async { get().ok().filter(|(ok, _)| *ok) }).await?;
-
     let dir = tempfile::tempdir()?;
     let hub = TestHub::start(dir.path()).await?;
     let owner = hub.owner().await?;
     let (button, secret) = hub.add_device(&owner, "Button").await?;
-    let (lamp, _) = hub.add_device(&owner, "Lamp").await?;
+    let (lamp, lamp_key) = hub.add_device(&owner, "Lamp").await?;
+
+    // The lamp: plain CoAP on `port`, DTLS on `port + 1`, only for the lamp's identity.
+    let port = free_udp_port()?;
+    let identities = dir.path().join("identities");
+    std::fs::write(&identities, format!("CoAP,{lamp},{lamp_key}\n"))?;
+    let _lamp = Peer::spawn(
+        "coap-server-openssl",
+        &["-A", "127.0.0.1", "-p", &port.to_string(), "-k", "not-the-lamps-key", "-i", path_str(&identities)?],
+    )?;
+    let uri = format!("coap://127.0.0.1:{port}/example_data");
+    let get = || run_tool("coap-client-notls", &["-m", "get", "-B", "2", &uri]);
+    wait_until(Duration::from_secs(10), "libcoap's server", || async { get().ok().filter(|(ok, _)| *ok) }).await?;
+
     let lamp_on = json!({
         "name": "Lamp on",
         "triggers": [{ "type": "change", "device": button, "metric": "pressed" }],
@@ -192,16 +202,17 @@ async fn a_rule_commands_a_coap_device() -> anyhow::Result<()> {
     let refused = owner.post(hub.url("/api/rules")).json(&lamp_on).send().await?;
     assert_eq!(refused.status(), 422, "the lamp has no CoAP address yet");
     assert!(refused.text().await?.contains("no CoAP address"));
+    let dtls = format!("127.0.0.1:{}", port + 1);
     let address = owner
         .put(hub.url(&format!("/api/devices/{lamp}/coap-address")))
-        .json(&json!({ "address": format!("127.0.0.1:{port}") }))
+        .json(&json!({ "address": dtls }))
         .send()
         .await?;
     assert_eq!(address.status(), 200);
-    assert_eq!(address.json::<Value>().await?["coap_address"], format!("127.0.0.1:{port}"));
+    assert_eq!(address.json::<Value>().await?["coap_address"], dtls);
     let rule = create_rule(&hub, &owner, lamp_on).await?;
     hub.publish((&button, &secret), &format!("hearth/{button}/pressed"), "true".into()).await?;
-    wait_until(Duration::from_secs(10), "the lamp to hold what the rule PUT", || async {
+    wait_until(Duration::from_secs(15), "the lamp to hold what the rule PUT over DTLS", || async {
         get().ok().filter(|(_, out)| out.trim() == "lamp-on")
     })
     .await?;
@@ -212,6 +223,29 @@ async fn a_rule_commands_a_coap_device() -> anyhow::Result<()> {
     let step = &traces[0]["steps"][0];
     assert_eq!(step["action"], format!("CoAP PUT {lamp}/example_data"));
     assert!(step["result"].as_str().is_some_and(|r| r.starts_with("2.0")), "{step}");
+
+    // Marked as unable to do DTLS, the lamp is commanded in clear, on its plain port.
+    assert_eq!(owner.delete(hub.url(&format!("/api/rules/{rule}"))).send().await?.status(), 204);
+    let mark = owner.put(hub.url(&format!("/api/devices/{lamp}/plaintext"))).json(&json!({ "plaintext": true }));
+    assert_eq!(mark.send().await?.status(), 200);
+    let plain = format!("127.0.0.1:{port}");
+    let address = owner
+        .put(hub.url(&format!("/api/devices/{lamp}/coap-address")))
+        .json(&json!({ "address": plain }))
+        .send()
+        .await?;
+    assert_eq!(address.status(), 200);
+    let lamp_off = json!({
+        "name": "Lamp off",
+        "triggers": [{ "type": "change", "device": button, "metric": "pressed" }],
+        "actions": [{ "type": "coap", "device": lamp, "path": "example_data", "method": "put", "payload": "lamp-off" }]
+    });
+    create_rule(&hub, &owner, lamp_off).await?;
+    hub.publish((&button, &secret), &format!("hearth/{button}/pressed"), "false".into()).await?;
+    wait_until(Duration::from_secs(15), "the lamp to hold what the rule PUT in clear", || async {
+        get().ok().filter(|(_, out)| out.trim() == "lamp-off")
+    })
+    .await?;
     hub.stop().await?;
     Ok(())
 }

@@ -246,9 +246,12 @@ fn CoapLine(
             }
         });
     };
-    let shown = match &current {
-        Some(a) => format!("Rules send CoAP commands to {a}."),
-        None => "No CoAP address: rules command it over MQTT only.".to_owned(),
+    let shown = match (&current, device.plaintext) {
+        (Some(a), false) => {
+            format!("Rules send CoAP commands to {a}, over DTLS with the device's key (port 5684 if none is given).")
+        }
+        (Some(a), true) => format!("Rules send CoAP commands to {a}, in clear (port 5683 if none is given)."),
+        (None, _) => "No CoAP address: rules command it over MQTT only.".to_owned(),
     };
     view! {
         <p class="muted" id="device-coap">{shown}</p>

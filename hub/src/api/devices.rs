@@ -308,7 +308,11 @@ async fn set_coap_address(
         Some(text) => {
             let addr =
                 crate::automation::model::parse_coap_address(text).map_err(|e| AppError::field("address", e.0))?;
-            Some(addr.to_string())
+            // Without a port, the port follows the transport (5684 with DTLS, 5683 without).
+            match text.parse::<std::net::SocketAddr>() {
+                Ok(_) => Some(addr.to_string()),
+                Err(_) => Some(addr.ip().to_string()),
+            }
         }
         None => None,
     };

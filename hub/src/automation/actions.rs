@@ -7,7 +7,7 @@ use serde_json::json;
 use hearth_model::automations::{Note, NotificationSource};
 
 use super::coap::CoapError;
-use super::model::{Action, CoapTarget, RuleError, command_payload, parse_coap_address};
+use super::model::{Action, CoapTarget, RuleError, command_payload, parse_coap_address_or};
 use super::scheduler::Job;
 use crate::ingest::mqtt::MqttServer;
 use crate::outbox::{Outbox, OutboxError};
@@ -101,10 +101,21 @@ impl Effects {
             Action::Coap { device, path, method, payload } => {
                 self.may_command(job, device, now)?;
                 // The address as the owner set it now, not as it was when the rule was saved.
-                let address = self.store.device(device).await?.and_then(|d| d.coap_address);
+                let record = self.store.device(device).await?;
+                let plaintext = record.as_ref().is_some_and(|d| d.plaintext);
+                let address = record.and_then(|d| d.coap_address);
                 let address = address.ok_or_else(|| ActionError::NoCoapAddress(device.clone()))?;
-                let target = CoapTarget { addr: parse_coap_address(&address)?, path: path.clone() };
-                Ok(super::coap::request(&target, *method, payload.as_bytes()).await?)
+                // Over DTLS with the device's own key, unless it is marked as unable to do it.
+                let (security, default_port) = match plaintext {
+                    true => (super::coap::Security::Plain, 5683),
+                    false => {
+                        let key = self.store.device_secret(device).await?;
+                        let key = key.ok_or_else(|| ActionError::NoCoapAddress(device.clone()))?;
+                        (super::coap::Security::Psk { identity: device.clone(), key }, 5684)
+                    }
+                };
+                let target = CoapTarget { addr: parse_coap_address_or(&address, default_port)?, path: path.clone() };
+                Ok(super::coap::request(&target, *method, payload.as_bytes(), security).await?)
             }
             Action::Notify { message } => {
                 let note = Note {

@@ -229,13 +229,18 @@ pub struct CoapTarget {
 /// `192.0.2.7`, `192.0.2.7:5690` or `[fe80::1]:5683`. No names: nothing on the automation
 /// path looks a name up, so what a rule reaches is what the owner wrote.
 pub fn parse_coap_address(text: &str) -> Result<std::net::SocketAddr, RuleError> {
+    parse_coap_address_or(text, 5683)
+}
+
+/// [`parse_coap_address`], with `default_port` when the text names none (5684 for DTLS).
+pub fn parse_coap_address_or(text: &str, default_port: u16) -> Result<std::net::SocketAddr, RuleError> {
     let addr = if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
         addr
     } else {
         let host = text.trim_start_matches('[').trim_end_matches(']');
         let ip: std::net::IpAddr =
             host.parse().map_err(|_| bad(format!("{text:?} is not an IP address (with an optional port)")))?;
-        std::net::SocketAddr::new(ip, 5683)
+        std::net::SocketAddr::new(ip, default_port)
     };
     let ip = addr.ip();
     let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
