@@ -42,6 +42,9 @@ fn DeviceCard(
         <article class="card device" data-device=device.id.clone()>
             <h2><A href=href>{device.name.clone()}</A></h2>
             <p class="muted class">{if device.belongs_to == BelongsTo::Tenant { "tenant's device".to_owned() } else { device.class.to_string() }}</p>
+            {device.plaintext.then(|| view! {
+                <p class="warning in-clear" title="Allowed plain MQTT: its secret and readings cross the network unencrypted">"sends in clear"</p>
+            })}
             <ul class="metrics">
                 {metrics.into_iter().map(|m| {
                     let ts = m.ts;
