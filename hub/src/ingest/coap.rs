@@ -71,8 +71,18 @@ pub struct DtlsListener {
 }
 
 impl DtlsListener {
+    /// Binds `addr`. A datagram from a peer without a session makes per-peer state only if
+    /// it is a well-formed DTLS ClientHello: stray packets, plain CoAP and garbage cost
+    /// nothing but the read.
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
-        let inner = webrtc_util::conn::conn_udp_listener::listen(addr).await.map_err(std::io::Error::other)?;
+        let mut config = webrtc_util::conn::conn_udp_listener::ListenConfig {
+            accept_filter: Some(Box::new(|first: &[u8]| {
+                let accept = is_client_hello(first);
+                Box::pin(async move { accept })
+            })),
+            ..Default::default()
+        };
+        let inner = config.listen(addr).await.map_err(std::io::Error::other)?;
         let addr = inner.addr().await.map_err(std::io::Error::other)?;
         Ok(Self { inner: Box::new(inner), addr })
     }
@@ -80,6 +90,39 @@ impl DtlsListener {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
+}
+
+/// Whether `datagram` begins with a DTLS 1.0/1.2 record holding the whole first fragment
+/// of a ClientHello (RFC 6347 §4.1 and §4.2.2), every length consistent. Only such a
+/// datagram may open a handshake.
+pub fn is_client_hello(datagram: &[u8]) -> bool {
+    const HANDSHAKE: u8 = 22;
+    const CLIENT_HELLO: u8 = 1;
+    let be16 = |b: &[u8]| usize::from(u16::from_be_bytes([b[0], b[1]]));
+    let be24 = |b: &[u8]| (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]);
+    let dtls_version = |b: &[u8]| b[0] == 0xfe && (b[1] == 0xff || b[1] == 0xfd);
+    // Record: type, version, epoch (0), sequence number (6), length.
+    if datagram.len() < 13 || datagram[0] != HANDSHAKE || !dtls_version(&datagram[1..3]) || datagram[3..5] != [0, 0] {
+        return false;
+    }
+    let record = &datagram[13..];
+    if be16(&datagram[11..13]) > record.len() || record.len() < 12 + 2 + 32 + 1 {
+        return false;
+    }
+    // Handshake: type, length, message sequence, fragment offset, fragment length.
+    let (length, offset, fragment) = (be24(&record[1..4]), be24(&record[6..9]), be24(&record[9..12]));
+    let body = &record[12..];
+    if record[0] != CLIENT_HELLO || offset != 0 || fragment != length || fragment > body.len() {
+        return false;
+    }
+    // ClientHello: version, random (32), session id, cookie (at most 32 bytes, RFC 6347).
+    let body = &body[..fragment];
+    if body.len() < 35 || !dtls_version(&body[0..2]) {
+        return false;
+    }
+    let session = usize::from(body[34]);
+    let Some(&cookie) = body.get(35 + session) else { return false };
+    session <= 32 && usize::from(cookie) <= 32 && body.len() > 36 + session + usize::from(cookie)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -673,5 +716,34 @@ fn render(value: &Value) -> String {
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
         Value::Text(t) => t.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// First datagrams of libcoap's `coap-client-openssl` and `coap-client-gnutls`, as sent.
+    const OPENSSL: &[u8] = include_bytes!("../../tests/data/client-hello-libcoap-openssl.bin");
+    const GNUTLS: &[u8] = include_bytes!("../../tests/data/client-hello-libcoap-gnutls.bin");
+
+    #[test]
+    fn only_a_well_formed_client_hello_opens_a_handshake() {
+        assert!(is_client_hello(OPENSSL));
+        assert!(is_client_hello(GNUTLS));
+        // Cut short anywhere, it is not one.
+        for cut in 0..OPENSSL.len() - 1 {
+            assert!(!is_client_hello(&OPENSSL[..cut]), "cut at {cut}");
+        }
+        // Another record type, a later epoch, another handshake message, a later fragment.
+        for (at, value) in [(0, 23u8), (4, 1), (13, 2), (21, 1)] {
+            let mut changed = OPENSSL.to_vec();
+            changed[at] = value;
+            assert!(!is_client_hello(&changed), "byte {at} = {value}");
+        }
+        // Plain CoAP, nothing, noise.
+        assert!(!is_client_hello(&[0x40, 0x01, 0x12, 0x34]));
+        assert!(!is_client_hello(&[]));
+        assert!(!is_client_hello(&[0x16; 300]));
     }
 }
