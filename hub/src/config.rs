@@ -390,6 +390,13 @@ impl Config {
         if !(1..=3600).contains(&self.mqtt.max_keep_alive_s) {
             return Err(ConfigError::Invalid("mqtt.max_keep_alive_s must be 1 to 3600".into()));
         }
+        if !self.http.tls && !self.http.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(
+                "http.tls = false would serve passwords and sessions in clear to the network: bind http.listen \
+                 to a loopback address (for a TLS proxy on this machine)"
+                    .into(),
+            ));
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Invalid("tls.cert_file and tls.key_file go together".into()));
         }
@@ -478,6 +485,13 @@ mod tests {
         let c: Config = toml::from_str("[store]\ncommit_interval_ms = 5000").unwrap();
         assert!(c.validate().is_err());
         let c: Config = toml::from_str("[mqtt]\nmode = 'external'").unwrap();
+        assert!(c.validate().is_err());
+        // The UI and API in clear only on loopback, behind a proxy on the same machine.
+        let c: Config = toml::from_str("[http]\ntls = false").unwrap();
+        assert!(c.validate().is_err());
+        let c: Config = toml::from_str("[http]\ntls = false\nlisten = '127.0.0.1:8080'").unwrap();
+        assert!(c.validate().is_ok());
+        let c: Config = toml::from_str("[tls]\ncert_file = 'a.pem'").unwrap();
         assert!(c.validate().is_err());
     }
 

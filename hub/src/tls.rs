@@ -96,8 +96,10 @@ impl Tls {
             (None, None) => Source::Hub { dir: data_dir.join("tls"), extra_names: config.names.clone() },
             _ => bail!("tls.cert_file and tls.key_file go together"),
         };
-        let (chain, key, ca) = source.certificates(now_s())?;
-        let current = Arc::new(Current(RwLock::new(certified(chain, key)?)));
+        let (chain, key, ca) = source.certificates(now_s(), MakeCa::IfNone)?;
+        let current = certified(chain, key)?;
+        current.keys_match().context("the TLS certificate and key do not match")?;
+        let current = Arc::new(Current(RwLock::new(current)));
         let build = |alpn: &[&[u8]]| -> anyhow::Result<Arc<ServerConfig>> {
             let mut config = ServerConfig::builder_with_provider(provider())
                 .with_safe_default_protocol_versions()
@@ -121,8 +123,12 @@ impl Tls {
 
     /// Renews (or re-reads) the server certificate if it is due; returns whether it changed.
     pub fn refresh(&self) -> anyhow::Result<bool> {
-        let (chain, key, _) = self.source.certificates(now_s())?;
+        let (chain, key, ca) = self.source.certificates(now_s(), MakeCa::Never)?;
+        if ca.der != self.ca.der {
+            bail!("the CA certificate changed under the running hub; restart it to present the new one");
+        }
         let fresh = certified(chain, key)?;
+        fresh.keys_match().context("the TLS certificate and key do not match")?;
         let mut current = self.current.0.write().map_err(|_| anyhow::anyhow!("certificate lock poisoned"))?;
         if current.cert == fresh.cert {
             return Ok(false);
@@ -151,7 +157,11 @@ pub async fn refresh_periodically(tls: Arc<Tls>, shutdown: CancellationToken) {
 
 impl Source {
     /// The chain to present, its key, and the CA to show.
-    fn certificates(&self, now: i64) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, Ca)> {
+    fn certificates(
+        &self,
+        now: i64,
+        make_ca: MakeCa,
+    ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, Ca)> {
         match self {
             Self::Owner { cert, key } => {
                 let chain = CertificateDer::pem_file_iter(cert)
@@ -165,7 +175,7 @@ impl Source {
             }
             Self::Hub { dir, extra_names } => {
                 let names = names(extra_names);
-                hub_certificates(dir, &names, now)
+                hub_certificates(dir, &names, now, make_ca)
             }
         }
     }
@@ -240,25 +250,36 @@ fn due(issued: Option<&Issued>, names: &[String], now: i64) -> bool {
     }
 }
 
+/// Whether a missing CA may be made: at start, not while running (a file that cannot be
+/// read for a moment must not replace the authority everyone trusts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MakeCa {
+    IfNone,
+    Never,
+}
+
 fn hub_certificates(
     dir: &Path,
     names: &[String],
     now: i64,
+    make_ca: MakeCa,
 ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, Ca)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (ca_file, ca_key_file) = (dir.join("ca.pem"), dir.join("ca.key"));
     let (server_file, server_key_file) = (dir.join("server.pem"), dir.join("server.key"));
-    let (ca_params, ca_key, ca_der) = match (std::fs::read_to_string(&ca_file), std::fs::read_to_string(&ca_key_file)) {
+    let missing = |r: &std::io::Result<String>| matches!(r, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    let (pem, key) = (std::fs::read_to_string(&ca_file), std::fs::read_to_string(&ca_key_file));
+    let (ca_params, ca_key, ca_der) = match (pem, key) {
         (Ok(pem), Ok(key)) => {
             let der = CertificateDer::from_pem_slice(pem.as_bytes()).context("reading the hub's CA certificate")?;
             let key = KeyPair::from_pem(&key).context("reading the hub's CA key")?;
             let (_, cert) = x509_parser::parse_x509_certificate(&der).context("parsing the hub's CA certificate")?;
             let cn = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap_or("Hearth hub");
-            (ca_params(cn, now), key, der.to_vec())
+            (ca_params(cn, names, now), key, der.to_vec())
         }
-        _ => {
+        (pem, key) if missing(&pem) && missing(&key) && make_ca == MakeCa::IfNone => {
             let suffix = crate::devices::random_string(b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789", 6)?;
-            let params = ca_params(&format!("Hearth hub {suffix}"), now);
+            let params = ca_params(&format!("Hearth hub {suffix}"), names, now);
             let key = KeyPair::generate().context("making the CA key")?;
             let cert = params.self_signed(&key).context("making the CA certificate")?;
             write_private(&ca_key_file, key.serialize_pem().as_bytes())?;
@@ -268,10 +289,26 @@ fn hub_certificates(
             tracing::info!(path = %ca_file.display(), "made the hub's certificate authority");
             (params, key, cert.der().to_vec())
         }
+        (pem, key) => {
+            let why = pem.err().or(key.err()).map_or("missing".to_owned(), |e| e.to_string());
+            bail!(
+                "the hub's CA ({} and {}) cannot be read ({why}); it is not replaced by a new one, which every \
+                 browser and device would have to trust again: restore both files, or remove both to start over",
+                ca_file.display(),
+                ca_key_file.display()
+            );
+        }
     };
+    // The server certificate names only what the CA may vouch for.
+    let permitted = Permitted::of(&ca_der);
+    let names: Vec<String> = names.iter().filter(|n| permitted.allows(n)).cloned().collect();
+    let names = names.as_slice();
     let existing = std::fs::read(&server_file).ok().zip(std::fs::read(&server_key_file).ok()).and_then(|(pem, key)| {
         let der = CertificateDer::from_pem_slice(&pem).ok()?;
         let key = PrivateKeyDer::from_pem_slice(&key).ok()?;
+        // A key and certificate from two different issues (a power cut between the two
+        // writes) do not match: made anew.
+        certified(vec![der.clone()], key.clone_key()).ok()?.keys_match().ok()?;
         Some((issued(&der)?, der, key))
     });
     let (server_der, server_key) = match existing {
@@ -302,8 +339,125 @@ fn hub_certificates(
     Ok((chain, server_key, Ca::from_der(ca_der)))
 }
 
-fn ca_params(common_name: &str, now: i64) -> CertificateParams {
+/// Suffixes of names that only mean something inside a home (RFC 6762 `.local`, RFC 8375
+/// `home.arpa`, and the usual router domains).
+const LOCAL_SUFFIXES: [&str; 5] = ["local", "localhost", "home.arpa", "internal", "lan"];
+
+/// Private, loopback and link-local ranges (RFC 1918, RFC 4193, RFC 3927, RFC 4291).
+fn private_ranges() -> [(IpAddr, u8); 8] {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    [
+        (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)), 8),
+        (IpAddr::V4(Ipv4Addr::new(172, 16, 0, 0)), 12),
+        (IpAddr::V4(Ipv4Addr::new(192, 168, 0, 0)), 16),
+        (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
+        (IpAddr::V4(Ipv4Addr::new(169, 254, 0, 0)), 16),
+        (IpAddr::V6(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0)), 7),
+        (IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)), 10),
+        (IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
+    ]
+}
+
+/// The CA may vouch only for names and addresses of the home: its name constraints (which
+/// browsers enforce on roots a user installs) hold the local suffixes, the private ranges,
+/// and the names the hub had when the CA was made. Installing it trusts the hub, not a key
+/// that could speak for any website.
+fn name_constraints(names: &[String]) -> rcgen::NameConstraints {
+    use rcgen::{CidrSubnet, GeneralSubtree};
+    let mut permitted: Vec<GeneralSubtree> =
+        LOCAL_SUFFIXES.iter().map(|s| GeneralSubtree::DnsName((*s).to_owned())).collect();
+    permitted.extend(
+        private_ranges().map(|(ip, prefix)| GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(ip, prefix))),
+    );
+    for name in names {
+        let permitted_now = Permitted::local().allows(name);
+        match name.parse::<IpAddr>() {
+            Ok(_) if permitted_now => {}
+            Ok(ip) => permitted
+                .push(GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(ip, if ip.is_ipv4() { 32 } else { 128 }))),
+            Err(_) if permitted_now => {}
+            Err(_) => permitted.push(GeneralSubtree::DnsName(name.clone())),
+        }
+    }
+    rcgen::NameConstraints { permitted_subtrees: permitted, excluded_subtrees: Vec::new() }
+}
+
+/// What a CA's name constraints permit (everything, for a CA without them).
+struct Permitted {
+    dns: Option<Vec<String>>,
+    /// (address, mask), both 4 or both 16 bytes.
+    ips: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl Permitted {
+    /// The local suffixes and private ranges alone.
+    fn local() -> Self {
+        let ips = private_ranges()
+            .into_iter()
+            .map(|(ip, prefix)| {
+                let addr = match ip {
+                    IpAddr::V4(v4) => v4.octets().to_vec(),
+                    IpAddr::V6(v6) => v6.octets().to_vec(),
+                };
+                let bits = addr.len() * 8;
+                let mask: Vec<u8> = (0..addr.len())
+                    .map(|i| {
+                        let start = i * 8;
+                        let on = usize::from(prefix).saturating_sub(start).min(8).min(bits);
+                        (0xff00u16 >> on) as u8
+                    })
+                    .collect();
+                (addr, mask)
+            })
+            .collect();
+        Self { dns: Some(LOCAL_SUFFIXES.iter().map(|s| (*s).to_owned()).collect()), ips: Some(ips) }
+    }
+
+    fn of(ca_der: &[u8]) -> Self {
+        use x509_parser::extensions::GeneralName;
+        let everything = Self { dns: None, ips: None };
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(ca_der) else { return everything };
+        let Ok(Some(constraints)) = cert.name_constraints() else { return everything };
+        let Some(subtrees) = &constraints.value.permitted_subtrees else { return everything };
+        let mut dns = Vec::new();
+        let mut ips = Vec::new();
+        for subtree in subtrees {
+            match &subtree.base {
+                GeneralName::DNSName(name) => dns.push((*name).to_ascii_lowercase()),
+                GeneralName::IPAddress(bytes) if bytes.len() == 8 || bytes.len() == 32 => {
+                    let (addr, mask) = bytes.split_at(bytes.len() / 2);
+                    ips.push((addr.to_vec(), mask.to_vec()));
+                }
+                _ => {}
+            }
+        }
+        Self { dns: Some(dns), ips: Some(ips) }
+    }
+
+    fn allows(&self, name: &str) -> bool {
+        match name.parse::<IpAddr>() {
+            Ok(ip) => {
+                let Some(ips) = &self.ips else { return true };
+                let octets = match ip {
+                    IpAddr::V4(v4) => v4.octets().to_vec(),
+                    IpAddr::V6(v6) => v6.octets().to_vec(),
+                };
+                ips.iter().any(|(addr, mask)| {
+                    addr.len() == octets.len() && octets.iter().zip(addr).zip(mask).all(|((o, a), m)| o & m == a & m)
+                })
+            }
+            Err(_) => {
+                let Some(dns) = &self.dns else { return true };
+                let name = name.to_ascii_lowercase();
+                dns.iter().any(|c| name == *c || name.ends_with(&format!(".{c}")))
+            }
+        }
+    }
+}
+
+fn ca_params(common_name: &str, names: &[String], now: i64) -> CertificateParams {
     let mut params = CertificateParams::default();
+    params.name_constraints = Some(name_constraints(names));
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::OrganizationName, "Hearth");
     params.distinguished_name.push(DnType::CommonName, common_name);
@@ -367,9 +521,13 @@ fn write_public(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    // A stale one (a crash mid-write) may have other permissions: never reuse it.
+    let _ = std::fs::remove_file(&tmp);
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -410,24 +568,24 @@ mod tests {
         let dir = dir();
         let names = vec!["127.0.0.1".to_owned(), "hub.local".to_owned()];
         let now = 1_800_000_000;
-        let (chain, _, ca) = hub_certificates(dir.path(), &names, now)?;
+        let (chain, _, ca) = hub_certificates(dir.path(), &names, now, MakeCa::IfNone)?;
         let first = issued(&chain[0]).ok_or_else(|| anyhow::anyhow!("unreadable certificate"))?;
         assert_eq!(first.names, names);
         assert_eq!(first.not_after_s, now + SERVER_DAYS * DAY_S);
         assert_eq!(chain[1].as_ref(), ca.der.as_slice());
 
         // The next start keeps both.
-        let (again, _, ca_again) = hub_certificates(dir.path(), &names, now + DAY_S)?;
+        let (again, _, ca_again) = hub_certificates(dir.path(), &names, now + DAY_S, MakeCa::Never)?;
         assert_eq!(again[0], chain[0]);
         assert_eq!(ca_again.fingerprint, ca.fingerprint);
 
         // Near expiry, or with a new address, a new server certificate from the same CA.
         let late = now + (SERVER_DAYS - 10) * DAY_S;
-        let (renewed, _, ca_late) = hub_certificates(dir.path(), &names, late)?;
+        let (renewed, _, ca_late) = hub_certificates(dir.path(), &names, late, MakeCa::Never)?;
         assert_ne!(renewed[0], chain[0]);
         assert_eq!(ca_late.fingerprint, ca.fingerprint);
-        let moved = vec!["192.0.2.9".to_owned(), "hub.local".to_owned()];
-        let (readdressed, _, _) = hub_certificates(dir.path(), &moved, late)?;
+        let moved = vec!["192.168.1.9".to_owned(), "hub.local".to_owned()];
+        let (readdressed, _, _) = hub_certificates(dir.path(), &moved, late, MakeCa::Never)?;
         assert_eq!(issued(&readdressed[0]).map(|i| i.names), Some(moved));
 
         // The renewed certificate verifies under the CA.
@@ -443,10 +601,64 @@ mod tests {
     }
 
     #[test]
+    fn the_ca_vouches_only_for_the_home() -> anyhow::Result<()> {
+        let dir = dir();
+        let now = 1_800_000_000;
+        let at_start = vec!["127.0.0.1".to_owned(), "hearth".to_owned(), "hearth.local".to_owned()];
+        let (_, _, ca) = hub_certificates(dir.path(), &at_start, now, MakeCa::IfNone)?;
+        let permitted = Permitted::of(&ca.der);
+        for name in ["hearth", "hearth.local", "x.home.arpa", "localhost", "192.168.1.20", "10.1.2.3", "fd00::1", "::1"]
+        {
+            assert!(permitted.allows(name), "{name}");
+        }
+        for name in ["bank.example", "hearth.example", "203.0.113.5", "8.8.8.8", "2001:db8::1", "evillocal"] {
+            assert!(!permitted.allows(name), "{name}");
+        }
+        // A later name the CA may not vouch for is left out of the server certificate.
+        let later = vec![
+            "192.168.1.20".to_owned(),
+            "203.0.113.5".to_owned(),
+            "bank.example".to_owned(),
+            "hearth.local".to_owned(),
+        ];
+        let (chain, _, _) = hub_certificates(dir.path(), &later, now, MakeCa::Never)?;
+        let names = issued(&chain[0]).map(|i| i.names);
+        assert_eq!(names, Some(vec!["192.168.1.20".to_owned(), "hearth.local".to_owned()]));
+        Ok(())
+    }
+
+    #[test]
+    fn an_unreadable_ca_is_never_replaced() -> anyhow::Result<()> {
+        let dir = dir();
+        let names = vec!["hub.local".to_owned()];
+        let (_, _, ca) = hub_certificates(dir.path(), &names, 1_800_000_000, MakeCa::IfNone)?;
+        std::fs::rename(dir.path().join("ca.key"), dir.path().join("ca.key.elsewhere"))?;
+        assert!(hub_certificates(dir.path(), &names, 1_800_000_000, MakeCa::IfNone).is_err(), "one file gone");
+        assert!(hub_certificates(dir.path(), &names, 1_800_000_000, MakeCa::Never).is_err());
+        std::fs::rename(dir.path().join("ca.key.elsewhere"), dir.path().join("ca.key"))?;
+        let (_, _, again) = hub_certificates(dir.path(), &names, 1_800_000_000, MakeCa::Never)?;
+        assert_eq!(again.fingerprint, ca.fingerprint);
+        Ok(())
+    }
+
+    #[test]
+    fn a_server_key_that_does_not_match_its_certificate_is_made_anew() -> anyhow::Result<()> {
+        let dir = dir();
+        let names = vec!["hub.local".to_owned()];
+        let (chain, _, _) = hub_certificates(dir.path(), &names, 1_800_000_000, MakeCa::IfNone)?;
+        // As if power was cut between writing the new key and the new certificate.
+        std::fs::write(dir.path().join("server.key"), KeyPair::generate()?.serialize_pem())?;
+        let (fresh, key, _) = hub_certificates(dir.path(), &names, 1_800_000_000, MakeCa::Never)?;
+        assert_ne!(fresh[0], chain[0]);
+        certified(fresh, key)?.keys_match()?;
+        Ok(())
+    }
+
+    #[test]
     fn keys_are_readable_by_the_hub_only() -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let dir = dir();
-        hub_certificates(dir.path(), &["localhost".to_owned()], 1_800_000_000)?;
+        hub_certificates(dir.path(), &["localhost".to_owned()], 1_800_000_000, MakeCa::IfNone)?;
         for key in ["ca.key", "server.key"] {
             let mode = std::fs::metadata(dir.path().join(key))?.permissions().mode();
             assert_eq!(mode & 0o077, 0, "{key} is {mode:o}");

@@ -54,6 +54,12 @@ async fn the_ui_and_api_are_served_over_https_under_the_hubs_own_ca() -> anyhow:
     let (ok, _) = s_client(&hub, https, "elsewhere.example")?;
     assert!(!ok, "a name outside the certificate must not verify");
 
+    // The CA vouches only for the home: OpenSSL reads its name constraints.
+    let (_, constraints) =
+        run_tool("openssl", &["x509", "-noout", "-ext", "nameConstraints", "-in", path_str(&hub.ca_file())?])?;
+    assert!(constraints.contains("Permitted") && constraints.contains("DNS:local"), "{constraints}");
+    assert!(constraints.contains("IP:192.168.0.0/255.255.0.0"), "{constraints}");
+
     // curl with the CA only.
     let url = format!("https://localhost:{}/api/health", https.port());
     let (ok, out) = run_tool("curl", &["-sS", "--fail", "--cacert", path_str(&hub.ca_file())?, &url])?;

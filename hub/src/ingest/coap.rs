@@ -93,8 +93,9 @@ impl DtlsListener {
 }
 
 /// Whether `datagram` begins with a DTLS 1.0/1.2 record holding the whole first fragment
-/// of a ClientHello (RFC 6347 §4.1 and §4.2.2), every length consistent. Only such a
-/// datagram may open a handshake.
+/// of a ClientHello (RFC 6347 §4.1 and §4.2.2): the handshake inside the record's length,
+/// the fragment the whole message, the session id at most 32 bytes and the cookie inside
+/// the message. Only such a datagram may open a handshake.
 pub fn is_client_hello(datagram: &[u8]) -> bool {
     const HANDSHAKE: u8 = 22;
     const CLIENT_HELLO: u8 = 1;
@@ -105,24 +106,23 @@ pub fn is_client_hello(datagram: &[u8]) -> bool {
     if datagram.len() < 13 || datagram[0] != HANDSHAKE || !dtls_version(&datagram[1..3]) || datagram[3..5] != [0, 0] {
         return false;
     }
-    let record = &datagram[13..];
-    if be16(&datagram[11..13]) > record.len() || record.len() < 12 + 2 + 32 + 1 {
+    let Some(record) = datagram[13..].get(..be16(&datagram[11..13])) else { return false };
+    if record.len() < 12 {
         return false;
     }
     // Handshake: type, length, message sequence, fragment offset, fragment length.
     let (length, offset, fragment) = (be24(&record[1..4]), be24(&record[6..9]), be24(&record[9..12]));
-    let body = &record[12..];
-    if record[0] != CLIENT_HELLO || offset != 0 || fragment != length || fragment > body.len() {
+    if record[0] != CLIENT_HELLO || offset != 0 || fragment != length {
         return false;
     }
-    // ClientHello: version, random (32), session id, cookie (at most 32 bytes, RFC 6347).
-    let body = &body[..fragment];
+    // ClientHello: version, random (32), session id, cookie.
+    let Some(body) = record[12..].get(..fragment) else { return false };
     if body.len() < 35 || !dtls_version(&body[0..2]) {
         return false;
     }
     let session = usize::from(body[34]);
     let Some(&cookie) = body.get(35 + session) else { return false };
-    session <= 32 && usize::from(cookie) <= 32 && body.len() > 36 + session + usize::from(cookie)
+    session <= 32 && body.len() > 36 + session + usize::from(cookie)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

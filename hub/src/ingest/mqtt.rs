@@ -387,6 +387,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(ConnError::Refused);
         }
     };
+    // Listening before the mark is read: a mark taken away from here on is seen.
+    let mut events = shared.ctx.device_events.subscribe();
     if transport == Transport::Clear {
         match shared.ctx.store.device(&device).await {
             Ok(Some(record)) if record.plaintext => {
@@ -394,11 +396,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                     tracing::warn!(%error, "could not note a plain MQTT connection");
                 }
             }
-            Ok(_) => {
+            Ok(record) => {
                 if IN_CLEAR.log_this(&device) {
                     tracing::warn!(device.id = %device, %peer, "plain MQTT refused: the device is not marked as unable to do TLS (use port 8883 with the hub's CA certificate)");
                 }
-                let subject = Some(crate::consent::Subject::Owner);
+                // A tenant's own device's refusals are the tenancy's.
+                let tenancy = record.and_then(|r| r.tenancy_id);
+                let subject = tenancy.map(crate::consent::Subject::Tenancy).or(Some(crate::consent::Subject::Owner));
                 shared.ctx.audit.failure(
                     "plain MQTT refused",
                     subject,
@@ -452,7 +456,6 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut last_heard = Instant::now();
     let mut pending: FuturesOrdered<Ack> = FuturesOrdered::new();
     let (out_tx, mut out_rx) = mpsc::channel::<Publish>(OUTBOX);
-    let mut events = shared.ctx.device_events.subscribe();
     let mut draining = false;
 
     loop {
@@ -475,7 +478,15 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                     tracing::info!(device.id = %device, ?event, "closing MQTT session: credentials changed");
                     return Ok(());
                 }
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(_) => {}
+                // Events were missed: one may have taken the mark away.
+                Err(broadcast::error::RecvError::Lagged(_)) if transport == Transport::Clear => {
+                    if !shared.ctx.store.device(&device).await.ok().flatten().is_some_and(|d| d.plaintext) {
+                        tracing::info!(device.id = %device, "closing MQTT session in clear: no longer allowed");
+                        return Ok(());
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return Err(ConnError::Closed),
             },
             Some(publish) = out_rx.recv() => send(&mut framed, Packet::Publish(publish)).await?,
