@@ -397,6 +397,13 @@ impl Config {
                     .into(),
             ));
         }
+        if let Some(bad) =
+            self.tls.names.iter().find(|n| n.parse::<std::net::IpAddr>().is_err() && !crate::tls::is_narrow_dns_name(n))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "tls.names: {bad:?} is neither an IP address nor a DNS name of two labels or more (no wildcards)"
+            )));
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Invalid("tls.cert_file and tls.key_file go together".into()));
         }
@@ -493,6 +500,12 @@ mod tests {
         assert!(c.validate().is_ok());
         let c: Config = toml::from_str("[tls]\ncert_file = 'a.pem'").unwrap();
         assert!(c.validate().is_err());
+        for bad in ["io", "*.example.org", "", "a..b"] {
+            let c: Config = toml::from_str(&format!("[tls]\nnames = ['{bad}']")).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        let c: Config = toml::from_str("[tls]\nnames = ['hub.example.org', '203.0.113.5']").unwrap();
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -2,8 +2,7 @@
 //! a Hue bridge or a Matter controller is for its devices).
 //!
 //! At first start the hub makes a CA (ten years) and a server certificate (397 days) signed
-//! by it, covering the host name, `<hostname>.local`, `localhost` and the machine's
-//! addresses, and keeps them in `<data_dir>/tls/`. It makes a new server certificate when
+//! by it, covering `<hostname>.local`, `localhost` and the machine's addresses, and keeps them in `<data_dir>/tls/`. It makes a new server certificate when
 //! less than 30 days are left or when the names it should cover change (a new LAN address):
 //! at start and twice a day, swapped in without a restart. Browsers and devices trust the
 //! CA once (its SHA-256 fingerprint is printed at start, and shown in the UI, to compare).
@@ -202,14 +201,14 @@ fn now_s() -> i64 {
     crate::clock::now_ms() / 1000
 }
 
-/// The names and addresses the server certificate covers: the host name, its `.local`
-/// name (mDNS), `localhost`, the loopback addresses, every address of the machine's
+/// The names and addresses the server certificate covers: the host name's `.local` name
+/// (mDNS; the bare host name could only be vouched for with a constraint opening a whole
+/// top-level domain), `localhost`, the loopback addresses, every address of the machine's
 /// interfaces, and what the owner added. Sorted, so a change is noticed whatever the order.
 fn names(extra: &[String]) -> Vec<String> {
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     if let Some(host) = host_name() {
         names.push(format!("{host}.local"));
-        names.push(host);
     }
     if let Ok(interfaces) = local_ip_address::list_afinet_netifas() {
         for (_, ip) in interfaces {
@@ -376,10 +375,28 @@ fn name_constraints(names: &[String]) -> rcgen::NameConstraints {
             Ok(ip) => permitted
                 .push(GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(ip, if ip.is_ipv4() { 32 } else { 128 }))),
             Err(_) if permitted_now => {}
-            Err(_) => permitted.push(GeneralSubtree::DnsName(name.clone())),
+            // A DNS constraint also permits every name under it, so a single label (a bare
+            // host name such as "io") would open a whole top-level domain: only names of
+            // two labels or more are added.
+            Err(_) if is_narrow_dns_name(name) => permitted.push(GeneralSubtree::DnsName(name.clone())),
+            Err(_) => {}
         }
     }
     rcgen::NameConstraints { permitted_subtrees: permitted, excluded_subtrees: Vec::new() }
+}
+
+/// A DNS name of at least two labels, letters, digits and hyphens only (no wildcard, no
+/// empty label): safe to add as a name constraint.
+pub fn is_narrow_dns_name(name: &str) -> bool {
+    let labels: Vec<&str> = name.split('.').collect();
+    name.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 /// What a CA's name constraints permit (everything, for a CA without them).
@@ -607,13 +624,21 @@ mod tests {
         let at_start = vec!["127.0.0.1".to_owned(), "hearth".to_owned(), "hearth.local".to_owned()];
         let (_, _, ca) = hub_certificates(dir.path(), &at_start, now, MakeCa::IfNone)?;
         let permitted = Permitted::of(&ca.der);
-        for name in ["hearth", "hearth.local", "x.home.arpa", "localhost", "192.168.1.20", "10.1.2.3", "fd00::1", "::1"]
-        {
+        for name in ["hearth.local", "x.home.arpa", "localhost", "192.168.1.20", "10.1.2.3", "fd00::1", "::1"] {
             assert!(permitted.allows(name), "{name}");
         }
         for name in ["bank.example", "hearth.example", "203.0.113.5", "8.8.8.8", "2001:db8::1", "evillocal"] {
             assert!(!permitted.allows(name), "{name}");
         }
+        // A bare host name is not a constraint: it would permit a whole top-level domain.
+        for name in ["x.hearth", "hearth", "bank.io"] {
+            assert!(!permitted.allows(name), "{name}");
+        }
+        let extra = ["io".to_owned(), "*.example".to_owned(), "hub.example.org".to_owned()];
+        let wide_ca = ca_params("t", &extra, now).self_signed(&KeyPair::generate()?)?;
+        let wide = Permitted::of(wide_ca.der());
+        assert!(!wide.allows("bank.io") && !wide.allows("x.example"));
+        assert!(wide.allows("hub.example.org") && wide.allows("hearth.local"));
         // A later name the CA may not vouch for is left out of the server certificate.
         let later = vec![
             "192.168.1.20".to_owned(),
