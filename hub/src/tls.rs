@@ -182,7 +182,8 @@ impl Source {
 
 impl Ca {
     fn from_der(der: Vec<u8>) -> Self {
-        let pem = pem_encode("CERTIFICATE", &der);
+        let lf = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+        let pem = pem::encode_config(&pem::Pem::new("CERTIFICATE", der.clone()), lf);
         let fingerprint = Sha256::digest(&der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
         Self { pem, der, fingerprint }
     }
@@ -512,18 +513,6 @@ fn issued(der: &[u8]) -> Option<Issued> {
 
 fn at(seconds: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-}
-
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        pem.push_str(&String::from_utf8_lossy(line));
-        pem.push('\n');
-    }
-    pem.push_str(&format!("-----END {label}-----\n"));
-    pem
 }
 
 /// Writes a key: readable by the hub's user only, replaced whole (a power cut leaves the

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use tokio::net::UdpSocket;
-use webrtc_dtls::cipher_suite::CipherSuiteId;
 use webrtc_dtls::config::{Config as DtlsConfig, ExtendedMasterSecretType};
 use webrtc_dtls::conn::DTLSConn;
 use webrtc_util::conn::Conn;
@@ -115,11 +114,7 @@ fn client_config(identity: String, key: Zeroizing<String>) -> DtlsConfig {
         psk: Some(Arc::new(move |_hint: &[u8]| Ok(key.as_bytes().to_vec()))),
         // For a client, the identity it sends.
         psk_identity_hint: Some(identity.into_bytes()),
-        cipher_suites: vec![
-            CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8,
-            CipherSuiteId::Tls_Psk_With_Aes_128_Ccm,
-            CipherSuiteId::Tls_Psk_With_Aes_128_Gcm_Sha256,
-        ],
+        cipher_suites: crate::ingest::coap::PSK_SUITES.to_vec(),
         extended_master_secret: ExtendedMasterSecretType::Request,
         ..Default::default()
     }

@@ -287,8 +287,15 @@ const MAX_HANDSHAKES_PER_ADDRESS: usize = 4;
 static BUSY: crate::repeated::Repeated = crate::repeated::Repeated::new("DTLS handshake ended to make room");
 static FAILED: crate::repeated::Repeated = crate::repeated::Repeated::new("DTLS handshake failed");
 
-/// DTLS with pre-shared keys: the device id is the PSK identity, its secret the key. The
-/// suites are the ones CoAP devices implement (RFC 7252 makes CCM_8 mandatory).
+/// The DTLS suites CoAP devices implement (RFC 7252 makes CCM_8 mandatory), for the hub's
+/// server and for its commands to devices.
+pub const PSK_SUITES: [CipherSuiteId; 3] = [
+    CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8,
+    CipherSuiteId::Tls_Psk_With_Aes_128_Ccm,
+    CipherSuiteId::Tls_Psk_With_Aes_128_Gcm_Sha256,
+];
+
+/// DTLS with pre-shared keys: the device id is the PSK identity, its secret the key.
 fn dtls_config(store: Store) -> DtlsConfig {
     DtlsConfig {
         psk: Some(Arc::new(move |identity: &[u8]| {
@@ -308,11 +315,7 @@ fn dtls_config(store: Store) -> DtlsConfig {
             }
         })),
         psk_identity_hint: Some(b"hearth".to_vec()),
-        cipher_suites: vec![
-            CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8,
-            CipherSuiteId::Tls_Psk_With_Aes_128_Ccm,
-            CipherSuiteId::Tls_Psk_With_Aes_128_Gcm_Sha256,
-        ],
+        cipher_suites: PSK_SUITES.to_vec(),
         extended_master_secret: ExtendedMasterSecretType::Request,
         ..Default::default()
     }
