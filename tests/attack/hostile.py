@@ -8,7 +8,7 @@ packets; HTTP with the standard library, bound to the actor's address.
 """
 import http.client, json, os, socket, struct, subprocess, sys, threading, time
 
-from hubproc import free_port, start
+from hubproc import free_port, idle_flood, start
 
 binary = sys.argv[1]
 mqtt_port = free_port()
@@ -96,30 +96,7 @@ s.close()
 # device still connects and publishes, the owner still logs in, and the log stays small.
 log_before = os.path.getsize(log)
 stop = threading.Event()
-flooded = []
-def idle_flood():
-    held, opened = [], 0
-    while not stop.is_set() and opened < 20000:
-        held = [s for s in held if s.fileno() != -1]
-        while len(held) < 600 and opened < 20000 and not stop.is_set():
-            try:
-                held.append(socket.create_connection(("127.0.0.1", mqtt_port), timeout=1, source_address=("127.0.0.2", 0)))
-            except OSError:
-                break
-            opened += 1
-        # Drop the ones the hub closed.
-        for s in held:
-            s.setblocking(False)
-            try:
-                if s.recv(1) == b"": s.close()
-            except BlockingIOError:
-                pass
-            except OSError:
-                s.close()
-        time.sleep(0.05)
-    for s in held: s.close()
-    flooded.append(opened)
-flood = threading.Thread(target=idle_flood, daemon=True); flood.start()
+flood, flooded = idle_flood(mqtt_port, stop)
 guesses = [threading.Thread(target=call, args=("POST", "/api/login", {"username": "owner", "password": f"guess {n}"}, "127.0.0.3"), daemon=True) for n in range(100)]
 time.sleep(1.5)
 for g in guesses: g.start()

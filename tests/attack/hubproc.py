@@ -1,6 +1,6 @@
 """Starts a hub binary for the black-box checks: loopback only, a fresh data directory,
 stopped when the script exits."""
-import atexit, os, socket, subprocess, tempfile, time, requests
+import atexit, os, socket, ssl, subprocess, tempfile, threading, time, requests
 
 
 def free_port():
@@ -40,3 +40,35 @@ dtls_listen = "127.0.0.1:0"
         return f"http://127.0.0.1:{http}", data
     os.environ["REQUESTS_CA_BUNDLE"] = os.path.join(data, "tls", "ca.pem")
     return f"https://localhost:{https}", data
+
+
+def idle_flood(port, stop, count=600, source="127.0.0.2"):
+    """Keeps `count` idle connections open to `port` from `source`, re-opening those the hub
+    closes, until `stop` is set (at most 20,000 connections). Runs in a thread; returns the
+    thread and a list that holds how many it opened once it ends."""
+    opened_box = []
+    def run():
+        held, opened = [], 0
+        while not stop.is_set() and opened < 20000:
+            held = [s for s in held if s.fileno() != -1]
+            while len(held) < count and opened < 20000 and not stop.is_set():
+                try:
+                    held.append(socket.create_connection(("127.0.0.1", port), timeout=1, source_address=(source, 0)))
+                except OSError:
+                    break
+                opened += 1
+            # Drop the ones the hub closed.
+            for s in held:
+                s.setblocking(False)
+                try:
+                    if s.recv(1) == b"": s.close()
+                except (BlockingIOError, ssl.SSLError):
+                    pass
+                except OSError:
+                    s.close()
+            time.sleep(0.05)
+        for s in held: s.close()
+        opened_box.append(opened)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, opened_box

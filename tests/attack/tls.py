@@ -7,7 +7,7 @@ loopback is not exempted, so the hub treats them all as other machines.
 """
 import http.client, json, os, socket, ssl, struct, subprocess, sys, threading, time
 
-from hubproc import free_port, start
+from hubproc import free_port, idle_flood, start
 
 binary = sys.argv[1]
 mqtt_port, mqtts_port = free_port(), free_port()
@@ -124,27 +124,7 @@ check("5. after 100 garbage handshakes a device still publishes over TLS", rc ==
 # over HTTPS; a device connects over TLS and publishes, and the owner logs in, within 2 s.
 log_before = os.path.getsize(log)
 stop = threading.Event()
-def idle_flood():
-    held, opened = [], 0
-    while not stop.is_set() and opened < 20000:
-        held = [s for s in held if s.fileno() != -1]
-        while len(held) < 600 and opened < 20000 and not stop.is_set():
-            try:
-                held.append(socket.create_connection(("127.0.0.1", mqtts_port), timeout=1, source_address=("127.0.0.2", 0)))
-            except OSError:
-                break
-            opened += 1
-        for s in held:
-            s.setblocking(False)
-            try:
-                if s.recv(1) == b"": s.close()
-            except (BlockingIOError, ssl.SSLError):
-                pass
-            except OSError:
-                s.close()
-        time.sleep(0.05)
-    for s in held: s.close()
-flood = threading.Thread(target=idle_flood); flood.start()
+flood, _ = idle_flood(mqtts_port, stop)
 guesses = [threading.Thread(target=call, args=("POST", "/api/login", {"username": "owner", "password": f"guess {n}"}, "127.0.0.3")) for n in range(100)]
 for g in guesses: g.start()
 time.sleep(1.5)
