@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{Config, MqttMode};
-use crate::ingest::coap::{CoapContext, CoapListeners, DtlsListener};
+use crate::ingest::coap::{CoapContext, CoapListeners};
 use crate::ingest::mqtt::{MqttContext, MqttServer};
 use crate::ingest::pipeline::{self, BatchPolicy};
 
@@ -95,7 +95,7 @@ impl Listeners {
         let coap = CoapListeners {
             dtls: match config.coap.dtls {
                 true => Some(
-                    DtlsListener::bind(config.coap.dtls_listen)
+                    hearth_dtls::Listener::bind(config.coap.dtls_listen)
                         .await
                         .with_context(|| format!("binding CoAP/DTLS to {}", config.coap.dtls_listen))?,
                 ),
@@ -120,7 +120,7 @@ impl Listeners {
             https: self.https.as_ref().map(TcpListener::local_addr).transpose()?,
             mqtt: self.mqtt.as_ref().map(TcpListener::local_addr).transpose()?,
             mqtts: self.mqtts.as_ref().map(TcpListener::local_addr).transpose()?,
-            coap_dtls: self.coap.dtls.as_ref().map(DtlsListener::local_addr),
+            coap_dtls: self.coap.dtls.as_ref().map(hearth_dtls::Listener::local_addr),
             coap_plain: self.coap.plain.as_ref().map(tokio::net::UdpSocket::local_addr).transpose()?,
         })
     }

@@ -22,9 +22,7 @@ use coap_lite::{CoapOption, ContentFormat, MessageClass, MessageType, Packet, Re
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use webrtc_dtls::cipher_suite::CipherSuiteId;
-use webrtc_dtls::config::{Config as DtlsConfig, ExtendedMasterSecretType};
-use webrtc_dtls::conn::DTLSConn;
-use webrtc_util::conn::{Conn, Listener as _};
+use zeroize::Zeroizing;
 
 use super::Rejections;
 use super::decode::{self, DecodeError};
@@ -34,8 +32,6 @@ use crate::reading::{Reading, Value, valid_device_id};
 use crate::store::Store;
 use crate::store::readings::Keys;
 
-/// A DTLS handshake must finish within this, or the half-open session is dropped: a stray
-/// packet never holds up other devices.
 /// How long a message id is remembered to answer retransmissions (RFC 7252 EXCHANGE_LIFETIME).
 const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
 /// Most observers at once, across all devices, and of one device's resources: one device
@@ -60,69 +56,8 @@ pub struct CoapContext {
 
 /// The bound CoAP sockets.
 pub struct CoapListeners {
-    pub dtls: Option<DtlsListener>,
+    pub dtls: Option<hearth_dtls::Listener>,
     pub plain: Option<tokio::net::UdpSocket>,
-}
-
-/// A UDP socket demultiplexed per peer, ready for DTLS handshakes.
-pub struct DtlsListener {
-    inner: Box<dyn webrtc_util::conn::Listener + Send + Sync>,
-    addr: SocketAddr,
-}
-
-impl DtlsListener {
-    /// Binds `addr`. A datagram from a peer without a session makes per-peer state only if
-    /// it is a well-formed DTLS ClientHello: stray packets, plain CoAP and garbage cost
-    /// nothing but the read.
-    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
-        let mut config = webrtc_util::conn::conn_udp_listener::ListenConfig {
-            accept_filter: Some(Box::new(|first: &[u8]| {
-                let accept = is_client_hello(first);
-                Box::pin(async move { accept })
-            })),
-            ..Default::default()
-        };
-        let inner = config.listen(addr).await.map_err(std::io::Error::other)?;
-        let addr = inner.addr().await.map_err(std::io::Error::other)?;
-        Ok(Self { inner: Box::new(inner), addr })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-/// Whether `datagram` begins with a DTLS 1.0/1.2 record holding the whole first fragment
-/// of a ClientHello (RFC 6347 §4.1 and §4.2.2): the handshake inside the record's length,
-/// the fragment the whole message, the session id at most 32 bytes and the cookie inside
-/// the message. Only such a datagram may open a handshake.
-pub fn is_client_hello(datagram: &[u8]) -> bool {
-    const HANDSHAKE: u8 = 22;
-    const CLIENT_HELLO: u8 = 1;
-    let be16 = |b: &[u8]| usize::from(u16::from_be_bytes([b[0], b[1]]));
-    let be24 = |b: &[u8]| (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]);
-    let dtls_version = |b: &[u8]| b[0] == 0xfe && (b[1] == 0xff || b[1] == 0xfd);
-    // Record: type, version, epoch (0), sequence number (6), length.
-    if datagram.len() < 13 || datagram[0] != HANDSHAKE || !dtls_version(&datagram[1..3]) || datagram[3..5] != [0, 0] {
-        return false;
-    }
-    let Some(record) = datagram[13..].get(..be16(&datagram[11..13])) else { return false };
-    if record.len() < 12 {
-        return false;
-    }
-    // Handshake: type, length, message sequence, fragment offset, fragment length.
-    let (length, offset, fragment) = (be24(&record[1..4]), be24(&record[6..9]), be24(&record[9..12]));
-    if record[0] != CLIENT_HELLO || offset != 0 || fragment != length {
-        return false;
-    }
-    // ClientHello: version, random (32), session id, cookie.
-    let Some(body) = record[12..].get(..fragment) else { return false };
-    if body.len() < 35 || !dtls_version(&body[0..2]) {
-        return false;
-    }
-    let session = usize::from(body[34]);
-    let Some(&cookie) = body.get(35 + session) else { return false };
-    session <= 32 && body.len() > 36 + session + usize::from(cookie)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,8 +68,15 @@ enum Transport {
 
 type Incoming = (Vec<u8>, Arc<dyn Responder>);
 
-/// Open DTLS sessions: the device each peer proved it is, and what ends the session.
-type Sessions = Arc<Mutex<HashMap<SocketAddr, (String, CancellationToken)>>>;
+/// An open DTLS session: the device the peer proved it is, and what ends the session.
+struct Identity {
+    device: String,
+    ended: CancellationToken,
+    /// Which session of this address it is.
+    generation: u64,
+}
+
+type Sessions = Arc<Mutex<HashMap<SocketAddr, Identity>>>;
 
 /// Runs the CoAP server until `shutdown`.
 pub async fn serve(ctx: CoapContext, listeners: CoapListeners, shutdown: CancellationToken) {
@@ -143,7 +85,7 @@ pub async fn serve(ctx: CoapContext, listeners: CoapListeners, shutdown: Cancell
     let (dtls_tx, mut dtls_rx) = mpsc::unbounded_channel::<Incoming>();
     let (plain_tx, mut plain_rx) = mpsc::unbounded_channel::<Incoming>();
     if let Some(listener) = listeners.dtls {
-        tracing::info!(addr = %listener.addr, "CoAP over DTLS listening");
+        tracing::info!(addr = %listener.local_addr(), "CoAP over DTLS listening");
         tokio::spawn(accept_dtls(
             listener,
             ctx.store.clone(),
@@ -199,126 +141,135 @@ fn rand_u16() -> u16 {
     u16::from_le_bytes(b)
 }
 
-/// Accepts DTLS peers. Each handshake runs in its own task under a timeout; the PSK
-/// identity the device used is recorded against its address, so requests can be checked
-/// against it.
+/// Serves DTLS peers (decision 0014): nothing is kept for a source until it has returned
+/// its cookie; each session's PSK identity (the device id) is recorded against its address,
+/// so requests can be checked against it.
 async fn accept_dtls(
-    listener: DtlsListener,
+    listener: hearth_dtls::Listener,
     store: Store,
     handshake_timeout: Duration,
     identities: Sessions,
     sender: mpsc::UnboundedSender<Incoming>,
     shutdown: CancellationToken,
 ) {
-    let config = dtls_config(store);
-    let handshakes = crate::crowd::Crowd::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_ADDRESS);
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.inner.accept() => accepted,
-        };
-        let (conn, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "DTLS accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut config = hearth_dtls::Config::new(psk_lookup(store));
+    config.handshake_timeout = handshake_timeout;
+    let (events, mut happened) = mpsc::channel(64);
+    let listening = tokio::spawn(listener.run(config, events, shutdown.clone()));
+    let mut generation = 0u64;
+    while let Some(event) = happened.recv().await {
+        let session = match event {
+            hearth_dtls::Event::Connected(session) => session,
+            hearth_dtls::Event::Refused { peer, why: why @ hearth_dtls::Refusal::GaveWay } => {
+                if BUSY.log_this(peer.ip()) {
+                    tracing::warn!(%peer, %why, "DTLS handshake ended");
+                }
+                continue;
+            }
+            hearth_dtls::Event::Refused { peer, why } => {
+                if FAILED.log_this(peer.ip()) {
+                    tracing::warn!(%peer, %why, "DTLS handshake refused");
+                }
                 continue;
             }
         };
-        // Handshakes at once, and from one address, are bounded; past either, the oldest
-        // handshake of the address holding the most gives way (forged sources push out
-        // their own, not a device's that has just begun).
-        let place = handshakes.enter(peer.ip());
-        let (config, identities, sender) = (config.clone(), identities.clone(), sender.clone());
-        tokio::spawn(async move {
-            let gives_way = place.gives_way.clone();
-            let handshake = tokio::select! {
-                handshake = tokio::time::timeout(handshake_timeout, DTLSConn::new(conn.clone(), config, false, None)) => handshake,
-                () = gives_way.cancelled() => {
-                    if BUSY.log_this(peer.ip()) {
-                        tracing::warn!(%peer, "DTLS handshake ended to make room for others");
-                    }
-                    let _ = conn.close().await;
-                    return;
-                }
-            };
-            drop(place);
-            let dtls = match handshake {
-                Ok(Ok(dtls)) => Arc::new(dtls),
-                Ok(Err(error)) => {
-                    if FAILED.log_this(peer.ip()) {
-                        tracing::warn!(%peer, %error, "DTLS handshake refused");
-                    }
-                    let _ = conn.close().await;
-                    return;
-                }
-                Err(_) => {
-                    if FAILED.log_this(peer.ip()) {
-                        tracing::info!(%peer, "DTLS handshake timed out");
-                    }
-                    let _ = conn.close().await;
-                    return;
-                }
-            };
-            let identity = String::from_utf8_lossy(&dtls.connection_state().await.identity_hint).into_owned();
-            tracing::info!(device.id = %identity, %peer, "CoAP device connected over DTLS");
-            let ended = CancellationToken::new();
-            if let Ok(mut map) = identities.lock() {
-                map.insert(peer, (identity, ended.clone()));
-            }
-            let conn_for_pump: Arc<dyn Conn + Send + Sync> = dtls.clone();
-            tokio::select! {
-                () = coap::dtls::spawn_webrtc_conn(conn_for_pump, peer, sender) => {}
-                () = ended.cancelled() => tracing::info!(%peer, "DTLS session ended: the device's credentials changed"),
-            }
-            if let Ok(mut map) = identities.lock() {
-                map.remove(&peer);
-            }
-            let _ = dtls.close().await;
-        });
+        generation += 1;
+        tokio::spawn(pump(session, generation, identities.clone(), sender.clone()));
     }
-    let _ = listener.inner.close().await;
+    match listening.await {
+        Ok(Err(error)) => tracing::error!(%error, "CoAP/DTLS listener failed"),
+        Err(error) => tracing::error!(%error, "CoAP/DTLS listener failed"),
+        Ok(Ok(())) => {}
+    }
 }
 
-/// Handshakes under way at once, and from one source address.
-const MAX_HANDSHAKES: usize = 32;
-const MAX_HANDSHAKES_PER_ADDRESS: usize = 4;
+/// Passes one session's requests to the server until the session ends, or the device's
+/// credentials change.
+async fn pump(
+    mut session: hearth_dtls::Session,
+    generation: u64,
+    identities: Sessions,
+    sender: mpsc::UnboundedSender<Incoming>,
+) {
+    let (peer, identity) = (session.peer(), session.identity().to_owned());
+    tracing::info!(device.id = %identity, %peer, "CoAP device connected over DTLS");
+    let ended = CancellationToken::new();
+    if let Ok(mut map) = identities.lock() {
+        map.insert(peer, Identity { device: identity, ended: ended.clone(), generation });
+    }
+    let responder: Arc<dyn Responder> = Arc::new(DtlsResponder { sender: session.sender(), peer });
+    loop {
+        tokio::select! {
+            request = session.recv() => match request {
+                Some(request) => {
+                    if sender.send((request, responder.clone())).is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            () = ended.cancelled() => {
+                tracing::info!(%peer, "DTLS session ended: the device's credentials changed");
+                break;
+            }
+        }
+    }
+    // A new session from the same address may have taken its place: leave that one be.
+    if let Ok(mut map) = identities.lock()
+        && map.get(&peer).is_some_and(|s| s.generation == generation)
+    {
+        map.remove(&peer);
+    }
+}
+
+/// Answers within one DTLS session.
+struct DtlsResponder {
+    sender: hearth_dtls::Sender,
+    peer: SocketAddr,
+}
+
+#[async_trait::async_trait]
+impl Responder for DtlsResponder {
+    async fn respond(&self, response: Vec<u8>) {
+        // A session that ended meanwhile: the device will ask again in a new one.
+        let _ = self.sender.send(&response);
+    }
+
+    fn address(&self) -> SocketAddr {
+        self.peer
+    }
+}
 
 static BUSY: crate::repeated::Repeated = crate::repeated::Repeated::new("DTLS handshake ended to make room");
 static FAILED: crate::repeated::Repeated = crate::repeated::Repeated::new("DTLS handshake failed");
 
 /// The DTLS suites CoAP devices implement (RFC 7252 makes CCM_8 mandatory), for the hub's
-/// server and for its commands to devices.
+/// commands to devices.
 pub const PSK_SUITES: [CipherSuiteId; 3] = [
     CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8,
     CipherSuiteId::Tls_Psk_With_Aes_128_Ccm,
     CipherSuiteId::Tls_Psk_With_Aes_128_Gcm_Sha256,
 ];
 
-/// DTLS with pre-shared keys: the device id is the PSK identity, its secret the key.
-fn dtls_config(store: Store) -> DtlsConfig {
-    DtlsConfig {
-        psk: Some(Arc::new(move |identity: &[u8]| {
-            let id = std::str::from_utf8(identity).unwrap_or_default().to_owned();
-            if !valid_device_id(&id) {
-                return Err(webrtc_dtls::Error::Other(format!("unknown PSK identity {id:?}")));
+/// Pre-shared keys: the device id is the PSK identity, its secret the key.
+fn psk_lookup(store: Store) -> hearth_dtls::PskLookup {
+    Arc::new(move |id: &str| {
+        if !valid_device_id(id) {
+            return None;
+        }
+        // The handshake runs on a runtime worker; the lookup is one indexed SQLite read.
+        let (store, id) = (store.clone(), id.to_owned());
+        let secret = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async move { store.device_secret(&id).await })
+        });
+        match secret {
+            Ok(secret) => secret.map(|s| Zeroizing::new(s.as_bytes().to_vec())),
+            Err(error) => {
+                tracing::error!(%error, "device lookup for a DTLS handshake failed");
+                None
             }
-            // The handshake runs on a runtime worker; the lookup is one indexed SQLite read.
-            let store = store.clone();
-            let secret = tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(async move { store.device_secret(&id).await })
-            });
-            match secret {
-                Ok(Some(secret)) => Ok(secret.as_bytes().to_vec()),
-                Ok(None) => Err(webrtc_dtls::Error::Other("unknown PSK identity".into())),
-                Err(error) => Err(webrtc_dtls::Error::Other(format!("device lookup failed: {error}"))),
-            }
-        })),
-        psk_identity_hint: Some(b"hearth".to_vec()),
-        cipher_suites: PSK_SUITES.to_vec(),
-        extended_master_secret: ExtendedMasterSecretType::Request,
-        ..Default::default()
-    }
+        }
+    })
 }
 
 static FULL: crate::repeated::Repeated = crate::repeated::Repeated::new("CoAP observer refused: too many");
@@ -481,7 +432,7 @@ impl Server {
         claimed: Option<&str>,
     ) -> Option<String> {
         match transport {
-            Transport::Dtls => self.identities.lock().ok().and_then(|m| m.get(&peer).map(|(id, _)| id.clone())),
+            Transport::Dtls => self.identities.lock().ok().and_then(|m| m.get(&peer).map(|s| s.device.clone())),
             Transport::Plain => {
                 let device = claimed?;
                 let key =
@@ -665,10 +616,10 @@ impl Server {
     /// removed): what was opened with the old credentials stops at once.
     fn end_device(&self, device: &str) {
         if let Ok(mut sessions) = self.identities.lock() {
-            sessions.retain(|_, (id, ended)| {
-                let keep = id != device;
+            sessions.retain(|_, session| {
+                let keep = session.device != device;
                 if !keep {
-                    ended.cancel();
+                    session.ended.cancel();
                 }
                 keep
             });
@@ -719,34 +670,5 @@ fn render(value: &Value) -> String {
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
         Value::Text(t) => t.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// First datagrams of libcoap's `coap-client-openssl` and `coap-client-gnutls`, as sent.
-    const OPENSSL: &[u8] = include_bytes!("../../tests/data/client-hello-libcoap-openssl.bin");
-    const GNUTLS: &[u8] = include_bytes!("../../tests/data/client-hello-libcoap-gnutls.bin");
-
-    #[test]
-    fn only_a_well_formed_client_hello_opens_a_handshake() {
-        assert!(is_client_hello(OPENSSL));
-        assert!(is_client_hello(GNUTLS));
-        // Cut short anywhere, it is not one.
-        for cut in 0..OPENSSL.len() - 1 {
-            assert!(!is_client_hello(&OPENSSL[..cut]), "cut at {cut}");
-        }
-        // Another record type, a later epoch, another handshake message, a later fragment.
-        for (at, value) in [(0, 23u8), (4, 1), (13, 2), (21, 1)] {
-            let mut changed = OPENSSL.to_vec();
-            changed[at] = value;
-            assert!(!is_client_hello(&changed), "byte {at} = {value}");
-        }
-        // Plain CoAP, nothing, noise.
-        assert!(!is_client_hello(&[0x40, 0x01, 0x12, 0x34]));
-        assert!(!is_client_hello(&[]));
-        assert!(!is_client_hello(&[0x16; 300]));
     }
 }

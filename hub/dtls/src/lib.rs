@@ -1,0 +1,643 @@
+//! A DTLS 1.2 server for CoAP devices with pre-shared keys (RFC 7252 §9), on OpenSSL.
+//!
+//! It keeps nothing for a source address until that address has returned the cookie sent
+//! to it (RFC 6347 §4.2.1): the first ClientHello of a source is answered by OpenSSL's
+//! stateless `DTLSv1_listen` with a HelloVerifyRequest whose cookie is an HMAC of the
+//! source address and port under a secret that changes every few minutes. A forged source
+//! never sees its cookie, so a flood of forged ClientHellos costs one HMAC each and leaves
+//! no state or task behind. Only a source that can receive gets a handshake of its own;
+//! those are bounded overall and per address, and so are sessions (decisions 0012, 0014).
+//!
+//! One UDP socket serves every peer: a loop reads each datagram and hands it to the peer's
+//! task, or (a ClientHello from a source without a session) to the cookie check. Each task
+//! drives its peer's OpenSSL object over an in-memory queue of datagrams, with OpenSSL's
+//! retransmission timer, under a handshake deadline.
+
+mod ffi;
+mod hello;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use openssl::error::ErrorStack;
+use openssl::ex_data::Index;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslRef, SslStream, SslVersion};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
+
+pub use hello::is_client_hello;
+
+/// The suites CoAP devices implement: CCM_8 is the one RFC 7252 requires. OpenSSL 3 places
+/// CCM_8's 64-bit tag below its default security level, hence level 0 for this list alone.
+const CIPHERS: &str = "PSK-AES128-CCM8:PSK-AES128-CCM:PSK-AES128-GCM-SHA256:@SECLEVEL=0";
+/// Largest datagram the hub sends: IPv6's minimum MTU less its and UDP's headers.
+const MTU: u32 = 1232;
+/// Datagrams waiting for one peer's task; more are dropped, as the network would.
+const INBOX: usize = 32;
+/// Readings decrypted and not yet taken by the application, per session.
+const OUTBOX: usize = 64;
+/// How long a cookie secret is used before the next; a cookie made with the one before is
+/// still taken, so a cookie is good for one to two periods.
+const COOKIE_PERIOD: Duration = Duration::from_secs(300);
+
+/// A fatal handshake_failure alert in the clear, at epoch 0: a client that has sent its
+/// Finished still reads epoch 0 until the server's ChangeCipherSpec. The sequence number
+/// is past any the handshake used.
+const HANDSHAKE_FAILURE: [u8; 15] = [21, 0xfe, 0xfd, 0, 0, 0, 1, 0, 0, 0, 0, 0, 2, 2, 40];
+
+/// A device's pre-shared key from its PSK identity, or `None` for an unknown identity.
+pub type PskLookup = Arc<dyn Fn(&str) -> Option<Zeroizing<Vec<u8>>> + Send + Sync>;
+
+/// What the server needs and its bounds.
+#[derive(Clone)]
+pub struct Config {
+    pub psk: PskLookup,
+    /// How long a handshake may take from the returned cookie to the Finished messages.
+    pub handshake_timeout: Duration,
+    /// Handshakes at once, and from one address. Past either, the oldest handshake of the
+    /// address holding the most gives way.
+    pub max_handshakes: usize,
+    pub max_handshakes_per_address: usize,
+    /// Sessions at once, and from one address. Past either, the least recently heard
+    /// session of the address holding the most gives way.
+    pub max_sessions: usize,
+    pub max_sessions_per_address: usize,
+}
+
+impl Config {
+    pub fn new(psk: PskLookup) -> Self {
+        Self {
+            psk,
+            handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 32,
+            max_handshakes_per_address: 4,
+            max_sessions: 512,
+            max_sessions_per_address: 32,
+        }
+    }
+}
+
+/// What happened to a peer whose cookie checked out.
+pub enum Event {
+    /// The handshake finished: a session with the device the PSK identity names.
+    Connected(Session),
+    /// The handshake did not finish.
+    Refused { peer: SocketAddr, why: Refusal },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Ended to make room for others, or replaced by a new handshake from the same source.
+    GaveWay,
+    TimedOut,
+    /// OpenSSL ended it: an unknown identity, a wrong key, no common suite.
+    Failed(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::GaveWay => f.write_str("ended to make room for others"),
+            Self::TimedOut => f.write_str("timed out"),
+            Self::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A finished handshake. Dropping it ends the session (with a close_notify).
+pub struct Session {
+    peer: SocketAddr,
+    identity: String,
+    incoming: mpsc::Receiver<Vec<u8>>,
+    sender: Sender,
+    ended: CancellationToken,
+}
+
+impl Session {
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The PSK identity the peer proved it holds the key of.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The next application datagram, decrypted; `None` once the session has ended (the
+    /// peer closed it, it gave way, or the same source began a new one).
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        tokio::select! {
+            datagram = self.incoming.recv() => datagram,
+            () = self.ended.cancelled() => None,
+        }
+    }
+
+    /// Sends to the peer within this session; may be kept after the session is dropped,
+    /// and then sends nothing.
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.ended.cancel();
+    }
+}
+
+/// Encrypts and sends application datagrams to one session's peer.
+#[derive(Clone)]
+pub struct Sender {
+    stream: Arc<Mutex<SslStream<Datagrams>>>,
+    ended: CancellationToken,
+}
+
+impl Sender {
+    pub fn send(&self, datagram: &[u8]) -> io::Result<()> {
+        if self.ended.is_cancelled() {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "the DTLS session has ended"));
+        }
+        let mut stream = self.stream.lock().map_err(|_| io::Error::other("a DTLS session's lock is poisoned"))?;
+        stream.ssl_write(datagram).map(drop).map_err(|e| e.into_io_error().unwrap_or_else(io::Error::other))
+    }
+}
+
+/// How many peers the server holds state for: what a flood of forged sources must not raise.
+#[derive(Clone)]
+pub struct Census(Peers);
+
+impl Census {
+    /// Handshakes under way (their cookie checked out).
+    pub fn handshakes(&self) -> usize {
+        self.count(false)
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.count(true)
+    }
+
+    fn count(&self, established: bool) -> usize {
+        self.0.lock().map_or(0, |peers| peers.values().filter(|p| p.established == established).count())
+    }
+}
+
+/// A source with state: a handshake under way, or a session.
+struct Peer {
+    id: u64,
+    inbox: mpsc::Sender<Vec<u8>>,
+    ended: CancellationToken,
+    established: bool,
+    /// When it began, or was last heard from.
+    heard: Instant,
+}
+
+type Peers = Arc<Mutex<HashMap<SocketAddr, Peer>>>;
+
+/// The bound UDP socket, before it serves.
+pub struct Listener {
+    socket: Arc<UdpSocket>,
+    addr: SocketAddr,
+    peers: Peers,
+}
+
+impl Listener {
+    pub async fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let socket = UdpSocket::bind(addr).await?;
+        let addr = socket.local_addr()?;
+        Ok(Self { socket: Arc::new(socket), addr, peers: Peers::default() })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn census(&self) -> Census {
+        Census(self.peers.clone())
+    }
+
+    /// Serves until `shutdown`, telling `events` of each peer whose cookie checked out.
+    pub async fn run(self, config: Config, events: mpsc::Sender<Event>, shutdown: CancellationToken) -> io::Result<()> {
+        let cookies = Arc::new(Mutex::new(Cookies::new().map_err(io::Error::other)?));
+        let context = context(&config, &cookies).map_err(io::Error::other)?;
+        let server = Arc::new(Server { config, socket: self.socket.clone(), peers: self.peers.clone(), events });
+        let mut listening = server.listening(&context).map_err(io::Error::other)?;
+        let mut buf = vec![0u8; 4096];
+        let mut next_id = 0u64;
+        loop {
+            let (len, from) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok(received) => received,
+                    // An ICMP error for an earlier send, or a transient failure: go on.
+                    Err(_) => continue,
+                },
+            };
+            let datagram = &buf[..len];
+            let hello = is_client_hello(datagram);
+            if server.deliver(from, datagram, hello) {
+                continue;
+            }
+            if !hello {
+                continue;
+            }
+            // A ClientHello from a source without a handshake: the stateless cookie check.
+            if let Ok(mut cookies) = cookies.lock() {
+                cookies.rotate().map_err(io::Error::other)?;
+            }
+            listening.get_mut().load(from, datagram);
+            let verified = ffi::listen(listening.ssl());
+            listening.get_mut().pending.clear();
+            match verified {
+                Ok(false) => {}
+                Ok(true) => {
+                    let fresh = server.listening(&context).map_err(io::Error::other)?;
+                    let stream = std::mem::replace(&mut listening, fresh);
+                    next_id += 1;
+                    server.admit(next_id, from, stream, &shutdown);
+                }
+                // OpenSSL gave up on the listening object: start a clean one.
+                Err(_) => listening = server.listening(&context).map_err(io::Error::other)?,
+            }
+        }
+        if let Ok(mut peers) = self.peers.lock() {
+            for (_, peer) in peers.drain() {
+                peer.ended.cancel();
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Server {
+    config: Config,
+    socket: Arc<UdpSocket>,
+    peers: Peers,
+    events: mpsc::Sender<Event>,
+}
+
+impl Server {
+    /// A fresh OpenSSL object for the stateless listen, its stream not yet tied to a peer.
+    fn listening(&self, context: &SslContext) -> Result<SslStream<Datagrams>, ErrorStack> {
+        let peer = Arc::new(Mutex::new(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))));
+        let mut ssl = Ssl::new(context)?;
+        ssl.set_mtu(MTU)?;
+        ssl.set_ex_data(peer_index()?, peer.clone());
+        ssl.set_accept_state();
+        SslStream::new(ssl, Datagrams { socket: self.socket.clone(), peer, pending: VecDeque::new() })
+    }
+
+    /// Passes `datagram` to the task of the handshake or session `from` has, if any, and
+    /// says whether it did. A ClientHello to a session is not passed: it goes to the
+    /// cookie check, and a new session from the same source replaces the old one.
+    fn deliver(&self, from: SocketAddr, datagram: &[u8], hello: bool) -> bool {
+        let Ok(mut peers) = self.peers.lock() else { return false };
+        let Some(peer) = peers.get_mut(&from) else { return false };
+        if hello && peer.established {
+            return false;
+        }
+        peer.heard = Instant::now();
+        // A full inbox drops the datagram, as a congested network would.
+        let _ = peer.inbox.try_send(datagram.to_vec());
+        true
+    }
+
+    /// Gives a source whose cookie checked out its own task, making room if need be.
+    fn admit(self: &Arc<Self>, id: u64, from: SocketAddr, stream: SslStream<Datagrams>, shutdown: &CancellationToken) {
+        let (inbox, datagrams) = mpsc::channel(INBOX);
+        let ended = shutdown.child_token();
+        if let Ok(mut peers) = self.peers.lock() {
+            if let Some(replaced) = peers.remove(&from) {
+                replaced.ended.cancel();
+            }
+            let (max, per_address) = (self.config.max_handshakes, self.config.max_handshakes_per_address);
+            make_room(&mut peers, from.ip(), false, max, per_address);
+            let peer = Peer { id, inbox, ended: ended.clone(), established: false, heard: Instant::now() };
+            peers.insert(from, peer);
+        }
+        tokio::spawn(self.clone().drive(id, from, stream, datagrams, ended));
+    }
+
+    /// One peer's handshake, then its session, until it ends.
+    async fn drive(
+        self: Arc<Self>,
+        id: u64,
+        peer: SocketAddr,
+        mut stream: SslStream<Datagrams>,
+        mut datagrams: mpsc::Receiver<Vec<u8>>,
+        ended: CancellationToken,
+    ) {
+        if let Err(why) = handshake(&mut stream, &mut datagrams, &ended, self.config.handshake_timeout).await {
+            // OpenSSL sent an alert for what it refused; for a handshake ended here, the
+            // peer (whose address is proven) is told too, instead of waiting for its own
+            // timeout: a wrong key, say, leaves the hub waiting for a Finished message it
+            // cannot decrypt, and DTLS drops such records without a word.
+            if !matches!(why, Refusal::Failed(_)) {
+                let _ = self.socket.try_send_to(&HANDSHAKE_FAILURE, peer);
+            }
+            self.forget(id, peer);
+            let _ = self.events.try_send(Event::Refused { peer, why });
+            return;
+        }
+        if !self.establish(id, peer) {
+            return;
+        }
+        let identity = String::from_utf8_lossy(stream.ssl().psk_identity().unwrap_or_default()).into_owned();
+        let stream = Arc::new(Mutex::new(stream));
+        let (decrypted, incoming) = mpsc::channel(OUTBOX);
+        let sender = Sender { stream: stream.clone(), ended: ended.clone() };
+        let session = Session { peer, identity, incoming, sender, ended: ended.clone() };
+        if self.events.send(Event::Connected(session)).await.is_ok() {
+            serve(&stream, &mut datagrams, &decrypted, &ended).await;
+        }
+        ended.cancel();
+        if let Ok(mut stream) = stream.lock() {
+            let _ = stream.shutdown();
+        }
+        self.forget(id, peer);
+    }
+
+    /// Marks the handshake `id` of `peer` a session, making room among sessions. False if
+    /// it gave way meanwhile.
+    fn establish(&self, id: u64, peer: SocketAddr) -> bool {
+        let Ok(mut peers) = self.peers.lock() else { return false };
+        if peers.get(&peer).is_none_or(|p| p.id != id) {
+            return false;
+        }
+        let (max, per_address) = (self.config.max_sessions, self.config.max_sessions_per_address);
+        make_room(&mut peers, peer.ip(), true, max, per_address);
+        match peers.get_mut(&peer) {
+            Some(p) => {
+                p.established = true;
+                p.heard = Instant::now();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn forget(&self, id: u64, peer: SocketAddr) {
+        if let Ok(mut peers) = self.peers.lock()
+            && peers.get(&peer).is_some_and(|p| p.id == id)
+        {
+            peers.remove(&peer);
+        }
+    }
+}
+
+/// Runs the handshake after `DTLSv1_listen` handed it over, feeding OpenSSL the peer's
+/// datagrams and firing its retransmission timer, within `timeout`.
+async fn handshake(
+    stream: &mut SslStream<Datagrams>,
+    datagrams: &mut mpsc::Receiver<Vec<u8>>,
+    ended: &CancellationToken,
+    timeout: Duration,
+) -> Result<(), Refusal> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match stream.accept() {
+            Ok(()) => return Ok(()),
+            Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
+            Err(e) => return Err(Refusal::Failed(e.to_string())),
+        }
+        let wake = ffi::retransmit_in(stream.ssl()).map_or(deadline, |left| deadline.min(Instant::now() + left));
+        tokio::select! {
+            () = ended.cancelled() => return Err(Refusal::GaveWay),
+            datagram = datagrams.recv() => match datagram {
+                Some(datagram) => stream.get_mut().pending.push_back(datagram),
+                None => return Err(Refusal::GaveWay),
+            },
+            () = tokio::time::sleep_until(wake) => {
+                if Instant::now() >= deadline {
+                    return Err(Refusal::TimedOut);
+                }
+                ffi::handle_timeout(stream.ssl());
+            }
+        }
+    }
+}
+
+/// Decrypts a session's datagrams for the application until the session ends.
+async fn serve(
+    stream: &Mutex<SslStream<Datagrams>>,
+    datagrams: &mut mpsc::Receiver<Vec<u8>>,
+    decrypted: &mpsc::Sender<Vec<u8>>,
+    ended: &CancellationToken,
+) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let datagram = tokio::select! {
+            () = ended.cancelled() => return,
+            () = decrypted.closed() => return,
+            datagram = datagrams.recv() => match datagram {
+                Some(datagram) => datagram,
+                None => return,
+            },
+        };
+        let Ok(mut stream) = stream.lock() else { return };
+        stream.get_mut().pending.push_back(datagram);
+        loop {
+            match stream.ssl_read(&mut buf) {
+                // An application datagram; when the application is behind, it is dropped
+                // (CoAP retransmits what it must).
+                Ok(len) => {
+                    let _ = decrypted.try_send(buf[..len].to_vec());
+                }
+                // Records OpenSSL discarded (RFC 6347 §4.1.2.7), or all read.
+                Err(e) if e.code() == ErrorCode::WANT_READ => break,
+                // close_notify, or a fatal alert: the session is over.
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Removes peers of the kind (`established` or not) until one more from `ip` fits: first
+/// the oldest of `ip`'s own if it holds `per_address`, else, when all hold `max`, the
+/// oldest of the address holding the most.
+fn make_room(peers: &mut HashMap<SocketAddr, Peer>, ip: IpAddr, established: bool, max: usize, per_address: usize) {
+    loop {
+        let mut held: HashMap<IpAddr, usize> = HashMap::new();
+        for addr in peers.iter().filter(|(_, p)| p.established == established).map(|(a, _)| a) {
+            *held.entry(addr.ip()).or_default() += 1;
+        }
+        let total: usize = held.values().sum();
+        let victim = if held.get(&ip).copied().unwrap_or(0) >= per_address {
+            ip
+        } else if total >= max {
+            match held.iter().max_by_key(|(_, n)| **n) {
+                Some((most, _)) => *most,
+                None => return,
+            }
+        } else {
+            return;
+        };
+        let oldest = peers
+            .iter()
+            .filter(|(a, p)| p.established == established && a.ip() == victim)
+            .min_by_key(|(_, p)| p.heard)
+            .map(|(a, _)| *a);
+        let Some(oldest) = oldest.and_then(|a| peers.remove(&a)) else { return };
+        oldest.ended.cancel();
+    }
+}
+
+/// The OpenSSL context all peers share: DTLS 1.2, the PSK suites, the cookie exchange.
+fn context(config: &Config, cookies: &Arc<Mutex<Cookies>>) -> Result<SslContext, ErrorStack> {
+    let mut builder = SslContext::builder(SslMethod::dtls())?;
+    builder.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
+    builder.set_cipher_list(CIPHERS)?;
+    builder.set_options(
+        SslOptions::COOKIE_EXCHANGE | SslOptions::NO_QUERY_MTU | SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION,
+    );
+    let psk = config.psk.clone();
+    builder.set_psk_server_callback(move |_ssl, identity, key| {
+        let Some(identity) = identity.and_then(|i| std::str::from_utf8(i).ok()) else { return Ok(0) };
+        // Zero: no such identity, and OpenSSL ends the handshake with unknown_psk_identity.
+        match psk(identity) {
+            Some(secret) if secret.len() <= key.len() => {
+                key[..secret.len()].copy_from_slice(&secret);
+                Ok(secret.len())
+            }
+            _ => Ok(0),
+        }
+    });
+    let generating = cookies.clone();
+    builder.set_cookie_generate_cb(move |ssl, out| {
+        let peer = peer_of(ssl)?;
+        let cookie = generating.lock().map_err(|_| ErrorStack::get())?.current(peer)?;
+        out[..cookie.len()].copy_from_slice(&cookie);
+        Ok(cookie.len())
+    });
+    let verifying = cookies.clone();
+    builder.set_cookie_verify_cb(move |ssl, cookie| {
+        let (Ok(peer), Ok(cookies)) = (peer_of(ssl), verifying.lock()) else { return false };
+        cookies.verify(peer, cookie)
+    });
+    Ok(builder.build())
+}
+
+/// The address a peer's OpenSSL object talks to, kept in its ex data for the cookie.
+type PeerCell = Arc<Mutex<SocketAddr>>;
+
+fn peer_index() -> Result<Index<Ssl, PeerCell>, ErrorStack> {
+    static INDEX: OnceLock<Index<Ssl, PeerCell>> = OnceLock::new();
+    if let Some(index) = INDEX.get() {
+        return Ok(*index);
+    }
+    let index = Ssl::new_ex_index()?;
+    Ok(*INDEX.get_or_init(|| index))
+}
+
+fn peer_of(ssl: &SslRef) -> Result<SocketAddr, ErrorStack> {
+    let cell = ssl.ex_data(peer_index()?).ok_or_else(ErrorStack::get)?;
+    cell.lock().map(|peer| *peer).map_err(|_| ErrorStack::get())
+}
+
+/// Cookies: HMAC-SHA256 of the source address and port, under a secret that changes
+/// every `COOKIE_PERIOD`, cut to 16 bytes.
+struct Cookies {
+    current: Zeroizing<[u8; 32]>,
+    previous: Zeroizing<[u8; 32]>,
+    since: Instant,
+}
+
+impl Cookies {
+    fn new() -> Result<Self, ErrorStack> {
+        Ok(Self { current: secret()?, previous: secret()?, since: Instant::now() })
+    }
+
+    fn rotate(&mut self) -> Result<(), ErrorStack> {
+        if self.since.elapsed() >= COOKIE_PERIOD {
+            self.previous = std::mem::replace(&mut self.current, secret()?);
+            self.since = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn current(&self, peer: SocketAddr) -> Result<[u8; 16], ErrorStack> {
+        cookie(&self.current, peer)
+    }
+
+    fn verify(&self, peer: SocketAddr, cookie: &[u8]) -> bool {
+        [&self.current, &self.previous].into_iter().any(|secret| {
+            self::cookie(secret, peer)
+                .is_ok_and(|made| cookie.len() == made.len() && openssl::memcmp::eq(&made, cookie))
+        })
+    }
+}
+
+fn secret() -> Result<Zeroizing<[u8; 32]>, ErrorStack> {
+    let mut secret = Zeroizing::new([0u8; 32]);
+    openssl::rand::rand_bytes(secret.as_mut())?;
+    Ok(secret)
+}
+
+fn cookie(secret: &[u8; 32], peer: SocketAddr) -> Result<[u8; 16], ErrorStack> {
+    let key = PKey::hmac(secret)?;
+    let mut signer = Signer::new(MessageDigest::sha256(), &key)?;
+    match peer.ip() {
+        IpAddr::V4(ip) => signer.update(&ip.octets())?,
+        IpAddr::V6(ip) => signer.update(&ip.octets())?,
+    }
+    signer.update(&peer.port().to_be_bytes())?;
+    let mac = signer.sign_to_vec()?;
+    let mut cookie = [0u8; 16];
+    cookie.copy_from_slice(&mac[..16]);
+    Ok(cookie)
+}
+
+/// The datagrams one OpenSSL object reads (queued by its task) and writes (straight to the
+/// shared socket, to its peer). Never blocks: an empty queue is `WouldBlock`, which
+/// OpenSSL reports as WANT_READ.
+struct Datagrams {
+    socket: Arc<UdpSocket>,
+    peer: PeerCell,
+    pending: VecDeque<Vec<u8>>,
+}
+
+impl Datagrams {
+    /// For the listening object: the one datagram to check, and where an answer goes.
+    fn load(&mut self, from: SocketAddr, datagram: &[u8]) {
+        if let Ok(mut peer) = self.peer.lock() {
+            *peer = from;
+        }
+        self.pending.clear();
+        self.pending.push_back(datagram.to_vec());
+    }
+}
+
+impl Read for Datagrams {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let datagram = self.pending.pop_front().ok_or(io::ErrorKind::WouldBlock)?;
+        let len = datagram.len().min(buf.len());
+        buf[..len].copy_from_slice(&datagram[..len]);
+        Ok(len)
+    }
+}
+
+impl Write for Datagrams {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let peer = *self.peer.lock().map_err(|_| io::Error::other("a DTLS peer's lock is poisoned"))?;
+        match self.socket.try_send_to(buf, peer) {
+            Ok(sent) => Ok(sent),
+            // The socket's send buffer is full: the datagram is lost, as on the wire;
+            // DTLS retransmits handshake flights, CoAP its confirmable messages.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(buf.len()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,119 @@
+//! The listener against libcoap's real DTLS clients over loopback UDP, and against forged
+//! ClientHellos from many loopback addresses.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_dtls::{Census, Config, Event, Listener};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
+
+const CLIENT_HELLO: &[u8] = include_bytes!("../../tests/data/client-hello-libcoap-openssl.bin");
+
+/// A listener whose only device is `dev1` with key `secret`, answering every confirmable
+/// CoAP request with a piggybacked 2.04 and reporting each session's identity.
+async fn start() -> (SocketAddr, Census, mpsc::UnboundedReceiver<String>, CancellationToken) {
+    let listener = Listener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap_or_else(|e| panic!("{e}"));
+    let (addr, census) = (listener.local_addr(), listener.census());
+    let psk = Arc::new(|identity: &str| (identity == "dev1").then(|| Zeroizing::new(b"secret".to_vec())));
+    let mut config = Config::new(psk);
+    config.handshake_timeout = Duration::from_secs(3);
+    let (events, mut happened) = mpsc::channel(16);
+    let (identities, seen) = mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    tokio::spawn(listener.run(config, events, stop.clone()));
+    tokio::spawn(async move {
+        while let Some(event) = happened.recv().await {
+            let Event::Connected(mut session) = event else { continue };
+            let _ = identities.send(session.identity().to_owned());
+            tokio::spawn(async move {
+                while let Some(request) = session.recv().await {
+                    let Some(&first) = request.first() else { continue };
+                    let token = usize::from(first & 0x0f);
+                    let mut reply = vec![0x60 | (first & 0x0f), 0x44, request[2], request[3]];
+                    reply.extend_from_slice(&request[4..4 + token]);
+                    let _ = session.sender().send(&reply);
+                }
+            });
+        }
+    });
+    (addr, census, seen, stop)
+}
+
+/// libcoap's client: a confirmable PUT over DTLS-PSK. True if it got the 2.04 and
+/// complained of nothing.
+fn put(tool: &str, addr: SocketAddr, identity: &str, key: &str) -> bool {
+    let out = Command::new(tool)
+        .args(["-m", "put", "-u", identity, "-k", key, "-e", "1", "-B", "5", &format!("coaps://{addr}/x")])
+        .output()
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // It exits 0 whatever happened; a 2.04 without payload prints nothing.
+    out.status.success() && printed.trim().is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libcoap_clients_handshake_with_their_key() {
+    let (addr, census, mut seen, stop) = start().await;
+    for tool in ["coap-client-openssl", "coap-client-gnutls"] {
+        assert!(
+            tokio::task::spawn_blocking(move || put(tool, addr, "dev1", "secret")).await.unwrap_or(false),
+            "{tool}"
+        );
+        assert_eq!(seen.recv().await.as_deref(), Some("dev1"), "{tool}");
+    }
+    // A wrong key, or an identity nobody has, gets no session.
+    let wrong = tokio::task::spawn_blocking(move || put("coap-client-openssl", addr, "dev1", "guess")).await;
+    assert!(!wrong.unwrap_or(true));
+    let unknown = tokio::task::spawn_blocking(move || put("coap-client-openssl", addr, "dev2", "secret")).await;
+    assert!(!unknown.unwrap_or(true));
+    assert!(seen.try_recv().is_err());
+    assert_eq!(census.handshakes(), 0);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_client_hellos_leave_nothing_and_a_device_gets_through() {
+    let (addr, census, mut seen, stop) = start().await;
+    let mut forged = Vec::new();
+    for n in 10..210u8 {
+        let socket =
+            tokio::net::UdpSocket::bind((Ipv4Addr::new(127, 0, 0, n), 0)).await.unwrap_or_else(|e| panic!("{e}"));
+        socket.connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+        forged.push(socket);
+    }
+    // Each forged source sends ClientHellos and never answers the HelloVerifyRequest. The
+    // flood is bounded: 200 sources, at most 500 rounds, stopped when the device is done.
+    let done = CancellationToken::new();
+    let flood = tokio::spawn({
+        let (done, census) = (done.clone(), census.clone());
+        async move {
+            let (mut sent, mut most) = (0usize, 0usize);
+            for _ in 0..500 {
+                for socket in &forged {
+                    if socket.send(CLIENT_HELLO).await.is_ok() {
+                        sent += 1;
+                    }
+                }
+                most = most.max(census.handshakes() + census.sessions());
+                if done.is_cancelled() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            (sent, most)
+        }
+    });
+    let got_through = tokio::task::spawn_blocking(move || put("coap-client-openssl", addr, "dev1", "secret")).await;
+    done.cancel();
+    let (sent, most) = flood.await.unwrap_or_default();
+    assert!(got_through.unwrap_or(false), "the device did not get through {sent} forged ClientHellos");
+    assert_eq!(seen.recv().await.as_deref(), Some("dev1"));
+    assert!(sent >= 200, "the flood sent only {sent}");
+    // Only the device ever had state: a handshake, then a session (it ends as the client exits).
+    assert!(most <= 1, "{most} peers held state during a flood of {sent} forged ClientHellos");
+    stop.cancel();
+}
