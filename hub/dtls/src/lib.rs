@@ -26,7 +26,7 @@ use std::time::Duration;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
+use openssl::pkey::{PKey, Private};
 use openssl::sign::Signer;
 use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslRef, SslStream, SslVersion};
 use tokio::net::UdpSocket;
@@ -546,8 +546,8 @@ fn peer_of(ssl: &SslRef) -> Result<SocketAddr, ErrorStack> {
 /// Cookies: HMAC-SHA256 of the source address and port, under a secret that changes
 /// every `COOKIE_PERIOD`, cut to 16 bytes.
 struct Cookies {
-    current: Zeroizing<[u8; 32]>,
-    previous: Zeroizing<[u8; 32]>,
+    current: PKey<Private>,
+    previous: PKey<Private>,
     since: Instant,
 }
 
@@ -570,21 +570,20 @@ impl Cookies {
 
     fn verify(&self, peer: SocketAddr, cookie: &[u8]) -> bool {
         [&self.current, &self.previous].into_iter().any(|secret| {
-            self::cookie(secret, peer)
-                .is_ok_and(|made| cookie.len() == made.len() && openssl::memcmp::eq(&made, cookie))
+            self::cookie(secret, peer).is_ok_and(|made| cookie.len() == made.len() && openssl::memcmp::eq(&made, cookie))
         })
     }
 }
 
-fn secret() -> Result<Zeroizing<[u8; 32]>, ErrorStack> {
+/// A random HMAC key (OpenSSL holds it, and clears it when it is freed).
+fn secret() -> Result<PKey<Private>, ErrorStack> {
     let mut secret = Zeroizing::new([0u8; 32]);
     openssl::rand::rand_bytes(secret.as_mut())?;
-    Ok(secret)
+    PKey::hmac(secret.as_ref())
 }
 
-fn cookie(secret: &[u8; 32], peer: SocketAddr) -> Result<[u8; 16], ErrorStack> {
-    let key = PKey::hmac(secret)?;
-    let mut signer = Signer::new(MessageDigest::sha256(), &key)?;
+fn cookie(secret: &PKey<Private>, peer: SocketAddr) -> Result<[u8; 16], ErrorStack> {
+    let mut signer = Signer::new(MessageDigest::sha256(), secret)?;
     match peer.ip() {
         IpAddr::V4(ip) => signer.update(&ip.octets())?,
         IpAddr::V6(ip) => signer.update(&ip.octets())?,

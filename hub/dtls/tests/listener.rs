@@ -117,3 +117,24 @@ async fn forged_client_hellos_leave_nothing_and_a_device_gets_through() {
     assert!(most <= 1, "{most} peers held state during a flood of {sent} forged ClientHellos");
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_suite_completes_a_handshake() {
+    let (addr, _, mut seen, stop) = start().await;
+    for suite in ["PSK-AES128-CCM8", "PSK-AES128-CCM", "PSK-AES128-GCM-SHA256"] {
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("openssl")
+                .args(["s_client", "-dtls1_2", "-connect", &addr.to_string(), "-psk_identity", "dev1"])
+                .args(["-psk", "736563726574", "-cipher", &format!("{suite}:@SECLEVEL=0")])
+                .stdin(std::process::Stdio::null())
+                .output()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("openssl: {e}"));
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(printed.contains(&format!("Cipher is {suite}")), "{suite}: {printed}");
+        assert_eq!(seen.recv().await.as_deref(), Some("dev1"), "{suite}");
+    }
+    stop.cancel();
+}
