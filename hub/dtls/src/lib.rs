@@ -570,7 +570,8 @@ impl Cookies {
 
     fn verify(&self, peer: SocketAddr, cookie: &[u8]) -> bool {
         [&self.current, &self.previous].into_iter().any(|secret| {
-            self::cookie(secret, peer).is_ok_and(|made| cookie.len() == made.len() && openssl::memcmp::eq(&made, cookie))
+            self::cookie(secret, peer)
+                .is_ok_and(|made| cookie.len() == made.len() && openssl::memcmp::eq(&made, cookie))
         })
     }
 }
