@@ -1,21 +1,19 @@
-//! The three DTLS calls the openssl crate does not wrap. Each takes an `SslRef` the caller
+//! The two DTLS calls the openssl crate does not wrap. Each takes an `SslRef` the caller
 //! owns, so the pointer is live for the call; none keeps it.
 #![allow(unsafe_code)]
-
-use std::time::Duration;
 
 use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::ssl::SslRef;
 
-// Not in openssl-sys: `DTLSv1_listen` and the two `SSL_ctrl` commands behind the
-// `DTLSv1_get_timeout` and `DTLSv1_handle_timeout` macros (openssl/ssl.h).
+// Not in openssl-sys: `DTLSv1_listen`, and the `SSL_ctrl` command behind the
+// `DTLSv1_handle_timeout` macro (openssl/ssl.h). `DTLSv1_get_timeout` is not used: it
+// writes a `struct timeval`, whose size on 32-bit ARM follows how OpenSSL was built.
 unsafe extern "C" {
     fn DTLSv1_listen(ssl: *mut openssl_sys::SSL, client: *mut libc::c_void) -> libc::c_int;
     fn BIO_ADDR_new() -> *mut libc::c_void;
     fn BIO_ADDR_free(addr: *mut libc::c_void);
 }
-const DTLS_CTRL_GET_TIMEOUT: libc::c_int = 73;
 const DTLS_CTRL_HANDLE_TIMEOUT: libc::c_int = 74;
 
 /// Runs OpenSSL's stateless listen on the datagrams `ssl`'s stream has to read: answers a
@@ -44,19 +42,7 @@ pub fn listen(ssl: &SslRef) -> Result<bool, ErrorStack> {
     }
 }
 
-/// When `ssl`'s handshake retransmission timer fires, if it runs.
-pub fn retransmit_in(ssl: &SslRef) -> Option<Duration> {
-    let mut left = libc::timeval { tv_sec: 0, tv_usec: 0 };
-    // SAFETY: `ssl` is live; OpenSSL writes one `struct timeval` through the pointer.
-    let running = unsafe {
-        openssl_sys::SSL_ctrl(ssl.as_ptr(), DTLS_CTRL_GET_TIMEOUT, 0, (&raw mut left).cast::<libc::c_void>())
-    };
-    let seconds = u64::try_from(left.tv_sec).unwrap_or(0);
-    let micros = u64::try_from(left.tv_usec).unwrap_or(0);
-    (running == 1).then(|| Duration::from_secs(seconds) + Duration::from_micros(micros))
-}
-
-/// Retransmits `ssl`'s last handshake flight if its timer has fired.
+/// Retransmits `ssl`'s last handshake flight if its timer has expired; nothing otherwise.
 pub fn handle_timeout(ssl: &SslRef) {
     // SAFETY: `ssl` is live; the command takes no argument.
     unsafe {

@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use openssl::error::ErrorStack;
@@ -28,14 +28,17 @@ use openssl::ex_data::Index;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::sign::Signer;
-use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslRef, SslStream, SslVersion};
+use openssl::ssl::{
+    ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslRef, SslSessionCacheMode, SslStream, SslVersion,
+};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
-pub use hello::is_client_hello;
+use hello::ClientHello;
+pub use hello::{client_hello, has_short_record, is_client_hello};
 
 /// The suites CoAP devices implement: CCM_8 is the one RFC 7252 requires. OpenSSL 3 places
 /// CCM_8's 64-bit tag below its default security level, hence level 0 for this list alone.
@@ -44,12 +47,14 @@ const CIPHERS: &str = "PSK-AES128-CCM8:PSK-AES128-CCM:PSK-AES128-GCM-SHA256:@SEC
 const MTU: u32 = 1232;
 /// Datagrams waiting for one peer's task; more are dropped, as the network would.
 const INBOX: usize = 32;
-/// Readings decrypted and not yet taken by the application, per session.
+/// Application datagrams decrypted and not yet taken by the application, per session.
 const OUTBOX: usize = 64;
 /// How long a cookie secret is used before the next; a cookie made with the one before is
 /// still taken, so a cookie is good for one to two periods.
 const COOKIE_PERIOD: Duration = Duration::from_secs(300);
-
+/// How often a handshake looks at OpenSSL's retransmission timer (OpenSSL retransmits only
+/// when it has expired, 1 s after a flight at first).
+const TIMER_TICK: Duration = Duration::from_millis(200);
 /// A fatal handshake_failure alert in the clear, at epoch 0: a client that has sent its
 /// Finished still reads epoch 0 until the server's ChangeCipherSpec. The sequence number
 /// is past any the handshake used.
@@ -68,10 +73,12 @@ pub struct Config {
     /// address holding the most gives way.
     pub max_handshakes: usize,
     pub max_handshakes_per_address: usize,
-    /// Sessions at once, and from one address. Past either, the least recently heard
-    /// session of the address holding the most gives way.
+    /// Sessions at once, from one address, and with one identity. Past any, the least
+    /// recently heard session (of the address holding the most, of the address, of the
+    /// identity) gives way.
     pub max_sessions: usize,
     pub max_sessions_per_address: usize,
+    pub max_sessions_per_identity: usize,
 }
 
 impl Config {
@@ -83,6 +90,7 @@ impl Config {
             max_handshakes_per_address: 4,
             max_sessions: 512,
             max_sessions_per_address: 32,
+            max_sessions_per_identity: 4,
         }
     }
 }
@@ -99,8 +107,10 @@ pub enum Event {
 pub enum Refusal {
     /// Ended to make room for others, or replaced by a new handshake from the same source.
     GaveWay,
+    /// Not finished in time; also what a wrong key or an unknown identity looks like (the
+    /// client's Finished cannot be decrypted, and DTLS drops it without a word).
     TimedOut,
-    /// OpenSSL ended it: an unknown identity, a wrong key, no common suite.
+    /// OpenSSL ended it: no common suite, a malformed message.
     Failed(String),
 }
 
@@ -108,7 +118,7 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::GaveWay => f.write_str("ended to make room for others"),
-            Self::TimedOut => f.write_str("timed out"),
+            Self::TimedOut => f.write_str("not finished in time (a wrong key, an unknown identity, or a lost peer)"),
             Self::Failed(why) => f.write_str(why),
         }
     }
@@ -118,6 +128,8 @@ impl fmt::Display for Refusal {
 pub struct Session {
     peer: SocketAddr,
     identity: String,
+    /// SHA-256 of the key the handshake used.
+    key: [u8; 32],
     incoming: mpsc::Receiver<Vec<u8>>,
     sender: Sender,
     ended: CancellationToken,
@@ -133,8 +145,14 @@ impl Session {
         &self.identity
     }
 
+    /// Whether the handshake used `key`: a key changed after the handshake looked it up
+    /// (while the client held back its Finished, say) is caught by asking again.
+    pub fn keyed_with(&self, key: &[u8]) -> bool {
+        openssl::memcmp::eq(&self.key, &openssl::sha::sha256(key))
+    }
+
     /// The next application datagram, decrypted; `None` once the session has ended (the
-    /// peer closed it, it gave way, or the same source began a new one).
+    /// peer closed it, it gave way, or a new session from the same source replaced it).
     pub async fn recv(&mut self) -> Option<Vec<u8>> {
         tokio::select! {
             datagram = self.incoming.recv() => datagram,
@@ -155,19 +173,22 @@ impl Drop for Session {
     }
 }
 
-/// Encrypts and sends application datagrams to one session's peer.
+/// Encrypts and sends application datagrams to one session's peer. It does not keep the
+/// session's state alive once the session has ended.
 #[derive(Clone)]
 pub struct Sender {
-    stream: Arc<Mutex<SslStream<Datagrams>>>,
+    stream: Weak<Mutex<SslStream<Datagrams>>>,
     ended: CancellationToken,
 }
 
 impl Sender {
     pub fn send(&self, datagram: &[u8]) -> io::Result<()> {
+        let ended = || io::Error::new(io::ErrorKind::NotConnected, "the DTLS session has ended");
         if self.ended.is_cancelled() {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, "the DTLS session has ended"));
+            return Err(ended());
         }
-        let mut stream = self.stream.lock().map_err(|_| io::Error::other("a DTLS session's lock is poisoned"))?;
+        let stream = self.stream.upgrade().ok_or_else(ended)?;
+        let mut stream = stream.lock().map_err(|_| io::Error::other("a DTLS session's lock is poisoned"))?;
         stream.ssl_write(datagram).map(drop).map_err(|e| e.into_io_error().unwrap_or_else(io::Error::other))
     }
 }
@@ -179,29 +200,45 @@ pub struct Census(Peers);
 impl Census {
     /// Handshakes under way (their cookie checked out).
     pub fn handshakes(&self) -> usize {
-        self.count(false)
+        self.0.lock().map_or(0, |sources| sources.values().filter(|s| s.handshake.is_some()).count())
     }
 
     pub fn sessions(&self) -> usize {
-        self.count(true)
-    }
-
-    fn count(&self, established: bool) -> usize {
-        self.0.lock().map_or(0, |peers| peers.values().filter(|p| p.established == established).count())
+        self.0.lock().map_or(0, |sources| sources.values().filter(|s| s.session.is_some()).count())
     }
 }
 
-/// A source with state: a handshake under way, or a session.
+/// What the server holds for one source address and port: a handshake under way, a
+/// session, or both (a device that began again: its session stays until the new handshake
+/// has finished, so a replayed ClientHello cannot end it).
+#[derive(Default)]
+struct Source {
+    handshake: Option<Peer>,
+    session: Option<Peer>,
+}
+
 struct Peer {
     id: u64,
     inbox: mpsc::Sender<Vec<u8>>,
     ended: CancellationToken,
-    established: bool,
+    /// The random of the ClientHello that began it: the same again is a retransmission
+    /// (to a handshake) or a replay (to a session).
+    random: [u8; 32],
+    /// A session's PSK identity.
+    identity: String,
     /// When it began, or was last heard from.
     heard: Instant,
 }
 
-type Peers = Arc<Mutex<HashMap<SocketAddr, Peer>>>;
+impl Peer {
+    fn pass(&mut self, datagram: &[u8]) {
+        self.heard = Instant::now();
+        // A full inbox drops the datagram, as a congested network would.
+        let _ = self.inbox.try_send(datagram.to_vec());
+    }
+}
+
+type Peers = Arc<Mutex<HashMap<SocketAddr, Source>>>;
 
 /// The bound UDP socket, before it serves.
 pub struct Listener {
@@ -243,14 +280,12 @@ impl Listener {
                 },
             };
             let datagram = &buf[..len];
-            let hello = is_client_hello(datagram);
+            let hello = client_hello(datagram);
             if server.deliver(from, datagram, hello) {
                 continue;
             }
-            if !hello {
-                continue;
-            }
-            // A ClientHello from a source without a handshake: the stateless cookie check.
+            let Some(hello) = hello else { continue };
+            // A ClientHello that starts something new: the stateless cookie check.
             if let Ok(mut cookies) = cookies.lock() {
                 cookies.rotate().map_err(io::Error::other)?;
             }
@@ -263,15 +298,17 @@ impl Listener {
                     let fresh = server.listening(&context).map_err(io::Error::other)?;
                     let stream = std::mem::replace(&mut listening, fresh);
                     next_id += 1;
-                    server.admit(next_id, from, stream, &shutdown);
+                    server.admit(next_id, from, hello.random, stream, &shutdown);
                 }
                 // OpenSSL gave up on the listening object: start a clean one.
                 Err(_) => listening = server.listening(&context).map_err(io::Error::other)?,
             }
         }
         if let Ok(mut peers) = self.peers.lock() {
-            for (_, peer) in peers.drain() {
-                peer.ended.cancel();
+            for (_, source) in peers.drain() {
+                for peer in [source.handshake, source.session].into_iter().flatten() {
+                    peer.ended.cancel();
+                }
             }
         }
         Ok(())
@@ -296,33 +333,53 @@ impl Server {
         SslStream::new(ssl, Datagrams { socket: self.socket.clone(), peer, pending: VecDeque::new() })
     }
 
-    /// Passes `datagram` to the task of the handshake or session `from` has, if any, and
-    /// says whether it did. A ClientHello to a session is not passed: it goes to the
-    /// cookie check, and a new session from the same source replaces the old one.
-    fn deliver(&self, from: SocketAddr, datagram: &[u8], hello: bool) -> bool {
+    /// Passes `datagram` to what `from` has, and says whether it was taken. A ClientHello
+    /// is taken only as a retransmission of the one that began the handshake under way, or
+    /// (dropped) as a replay of the one that began the session; any other ClientHello goes
+    /// to the cookie check. Anything else goes to both the handshake and the session: each
+    /// drops what it cannot decrypt.
+    fn deliver(&self, from: SocketAddr, datagram: &[u8], hello: Option<ClientHello>) -> bool {
         let Ok(mut peers) = self.peers.lock() else { return false };
-        let Some(peer) = peers.get_mut(&from) else { return false };
-        if hello && peer.established {
-            return false;
+        let Some(source) = peers.get_mut(&from) else { return false };
+        match hello {
+            Some(hello) if !hello.has_cookie => false,
+            Some(hello) => {
+                if let Some(handshake) = source.handshake.as_mut().filter(|h| h.random == hello.random) {
+                    handshake.pass(datagram);
+                    return true;
+                }
+                source.session.as_ref().is_some_and(|s| s.random == hello.random)
+            }
+            None => {
+                for peer in [&mut source.handshake, &mut source.session].into_iter().flatten() {
+                    peer.pass(datagram);
+                }
+                true
+            }
         }
-        peer.heard = Instant::now();
-        // A full inbox drops the datagram, as a congested network would.
-        let _ = peer.inbox.try_send(datagram.to_vec());
-        true
     }
 
-    /// Gives a source whose cookie checked out its own task, making room if need be.
-    fn admit(self: &Arc<Self>, id: u64, from: SocketAddr, stream: SslStream<Datagrams>, shutdown: &CancellationToken) {
+    /// Gives a source whose cookie checked out a handshake task, making room if need be. A
+    /// handshake the source already had gives way; its session stays until this one ends.
+    fn admit(
+        self: &Arc<Self>,
+        id: u64,
+        from: SocketAddr,
+        random: [u8; 32],
+        stream: SslStream<Datagrams>,
+        shutdown: &CancellationToken,
+    ) {
         let (inbox, datagrams) = mpsc::channel(INBOX);
         let ended = shutdown.child_token();
         if let Ok(mut peers) = self.peers.lock() {
-            if let Some(replaced) = peers.remove(&from) {
+            if let Some(replaced) = peers.get_mut(&from).and_then(|s| s.handshake.take()) {
                 replaced.ended.cancel();
             }
             let (max, per_address) = (self.config.max_handshakes, self.config.max_handshakes_per_address);
-            make_room(&mut peers, from.ip(), false, max, per_address);
-            let peer = Peer { id, inbox, ended: ended.clone(), established: false, heard: Instant::now() };
-            peers.insert(from, peer);
+            make_room(&mut peers, Kind::Handshake, |addr, _| addr.ip() == from.ip(), per_address);
+            make_room(&mut peers, Kind::Handshake, |_, _| true, max);
+            let peer = Peer { id, inbox, ended: ended.clone(), random, identity: String::new(), heard: Instant::now() };
+            peers.entry(from).or_default().handshake = Some(peer);
         }
         tokio::spawn(self.clone().drive(id, from, stream, datagrams, ended));
     }
@@ -348,14 +405,15 @@ impl Server {
             let _ = self.events.try_send(Event::Refused { peer, why });
             return;
         }
-        if !self.establish(id, peer) {
+        let identity = String::from_utf8_lossy(stream.ssl().psk_identity().unwrap_or_default()).into_owned();
+        let key = key_index().ok().and_then(|index| stream.ssl().ex_data(index).copied()).unwrap_or_default();
+        if !self.establish(id, peer, &identity) {
             return;
         }
-        let identity = String::from_utf8_lossy(stream.ssl().psk_identity().unwrap_or_default()).into_owned();
         let stream = Arc::new(Mutex::new(stream));
         let (decrypted, incoming) = mpsc::channel(OUTBOX);
-        let sender = Sender { stream: stream.clone(), ended: ended.clone() };
-        let session = Session { peer, identity, incoming, sender, ended: ended.clone() };
+        let sender = Sender { stream: Arc::downgrade(&stream), ended: ended.clone() };
+        let session = Session { peer, identity, key, incoming, sender, ended: ended.clone() };
         if self.events.send(Event::Connected(session)).await.is_ok() {
             serve(&stream, &mut datagrams, &decrypted, &ended).await;
         }
@@ -366,31 +424,86 @@ impl Server {
         self.forget(id, peer);
     }
 
-    /// Marks the handshake `id` of `peer` a session, making room among sessions. False if
-    /// it gave way meanwhile.
-    fn establish(&self, id: u64, peer: SocketAddr) -> bool {
+    /// Makes the handshake `id` of `peer` its session, in place of the session it had, and
+    /// makes room among sessions. False if the handshake gave way meanwhile.
+    fn establish(&self, id: u64, peer: SocketAddr, identity: &str) -> bool {
         let Ok(mut peers) = self.peers.lock() else { return false };
-        if peers.get(&peer).is_none_or(|p| p.id != id) {
+        let Some(mut new) = peers.get_mut(&peer).and_then(|s| s.handshake.take_if(|h| h.id == id)) else {
             return false;
+        };
+        if let Some(old) = peers.get_mut(&peer).and_then(|s| s.session.take()) {
+            old.ended.cancel();
         }
-        let (max, per_address) = (self.config.max_sessions, self.config.max_sessions_per_address);
-        make_room(&mut peers, peer.ip(), true, max, per_address);
-        match peers.get_mut(&peer) {
-            Some(p) => {
-                p.established = true;
-                p.heard = Instant::now();
-                true
-            }
-            None => false,
-        }
+        let config = &self.config;
+        make_room(&mut peers, Kind::Session, |_, p| p.identity == identity, config.max_sessions_per_identity);
+        make_room(&mut peers, Kind::Session, |addr, _| addr.ip() == peer.ip(), config.max_sessions_per_address);
+        make_room(&mut peers, Kind::Session, |_, _| true, config.max_sessions);
+        new.identity = identity.to_owned();
+        new.heard = Instant::now();
+        peers.entry(peer).or_default().session = Some(new);
+        true
     }
 
+    /// Drops what `peer` holds under `id` (a handshake that failed, a session that ended).
     fn forget(&self, id: u64, peer: SocketAddr) {
-        if let Ok(mut peers) = self.peers.lock()
-            && peers.get(&peer).is_some_and(|p| p.id == id)
-        {
+        let Ok(mut peers) = self.peers.lock() else { return };
+        let Some(source) = peers.get_mut(&peer) else { return };
+        for slot in [&mut source.handshake, &mut source.session] {
+            if slot.as_ref().is_some_and(|p| p.id == id) {
+                *slot = None;
+            }
+        }
+        if source.handshake.is_none() && source.session.is_none() {
             peers.remove(&peer);
         }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Handshake,
+    Session,
+}
+
+impl Source {
+    fn slot(&mut self, kind: Kind) -> &mut Option<Peer> {
+        match kind {
+            Kind::Handshake => &mut self.handshake,
+            Kind::Session => &mut self.session,
+        }
+    }
+}
+
+/// Ends peers of `kind` among those `counted` until fewer than `most` are left, so one
+/// more fits: each time, of the address holding the most of them, the least recently
+/// heard.
+fn make_room(
+    peers: &mut HashMap<SocketAddr, Source>,
+    kind: Kind,
+    counted: impl Fn(&SocketAddr, &Peer) -> bool,
+    most: usize,
+) {
+    loop {
+        let mut held: HashMap<IpAddr, (usize, Option<(Instant, SocketAddr)>)> = HashMap::new();
+        for (addr, source) in peers.iter_mut() {
+            if let Some(peer) = source.slot(kind).as_ref().filter(|p| counted(addr, p)) {
+                let (n, oldest) = held.entry(addr.ip()).or_default();
+                *n += 1;
+                if oldest.is_none_or(|(heard, _)| peer.heard < heard) {
+                    *oldest = Some((peer.heard, *addr));
+                }
+            }
+        }
+        if held.values().map(|(n, _)| n).sum::<usize>() < most {
+            return;
+        }
+        // The address holding the most; of equals, the one whose oldest is oldest.
+        let victim = held.values().max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1))).and_then(|(_, oldest)| *oldest);
+        let Some(gone) = victim.and_then(|(_, addr)| peers.get_mut(&addr)).and_then(|s| s.slot(kind).take()) else {
+            return;
+        };
+        gone.ended.cancel();
+        peers.retain(|_, s| s.handshake.is_some() || s.session.is_some());
     }
 }
 
@@ -409,20 +522,31 @@ async fn handshake(
             Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
             Err(e) => return Err(Refusal::Failed(e.to_string())),
         }
-        let wake = ffi::retransmit_in(stream.ssl()).map_or(deadline, |left| deadline.min(Instant::now() + left));
         tokio::select! {
             () = ended.cancelled() => return Err(Refusal::GaveWay),
             datagram = datagrams.recv() => match datagram {
-                Some(datagram) => stream.get_mut().pending.push_back(datagram),
+                Some(datagram) if !has_short_record(&datagram, least_record(stream.ssl())) => {
+                    stream.get_mut().pending.push_back(datagram);
+                }
+                Some(_) => {}
                 None => return Err(Refusal::GaveWay),
             },
-            () = tokio::time::sleep_until(wake) => {
+            () = tokio::time::sleep(TIMER_TICK.min(deadline.saturating_duration_since(Instant::now()))) => {
                 if Instant::now() >= deadline {
                     return Err(Refusal::TimedOut);
                 }
                 ffi::handle_timeout(stream.ssl());
             }
         }
+    }
+}
+
+/// The shortest encrypted record the suite of `ssl` can decrypt: explicit nonce (8) and tag
+/// (8 for CCM_8, else 16). Before a suite is chosen, the longer.
+fn least_record(ssl: &SslRef) -> usize {
+    match ssl.current_cipher() {
+        Some(cipher) if cipher.name().contains("CCM8") => 16,
+        _ => 24,
     }
 }
 
@@ -444,6 +568,9 @@ async fn serve(
             },
         };
         let Ok(mut stream) = stream.lock() else { return };
+        if has_short_record(&datagram, least_record(stream.ssl())) {
+            continue;
+        }
         stream.get_mut().pending.push_back(datagram);
         loop {
             match stream.ssl_read(&mut buf) {
@@ -461,37 +588,9 @@ async fn serve(
     }
 }
 
-/// Removes peers of the kind (`established` or not) until one more from `ip` fits: first
-/// the oldest of `ip`'s own if it holds `per_address`, else, when all hold `max`, the
-/// oldest of the address holding the most.
-fn make_room(peers: &mut HashMap<SocketAddr, Peer>, ip: IpAddr, established: bool, max: usize, per_address: usize) {
-    loop {
-        let mut held: HashMap<IpAddr, usize> = HashMap::new();
-        for addr in peers.iter().filter(|(_, p)| p.established == established).map(|(a, _)| a) {
-            *held.entry(addr.ip()).or_default() += 1;
-        }
-        let total: usize = held.values().sum();
-        let victim = if held.get(&ip).copied().unwrap_or(0) >= per_address {
-            ip
-        } else if total >= max {
-            match held.iter().max_by_key(|(_, n)| **n) {
-                Some((most, _)) => *most,
-                None => return,
-            }
-        } else {
-            return;
-        };
-        let oldest = peers
-            .iter()
-            .filter(|(a, p)| p.established == established && a.ip() == victim)
-            .min_by_key(|(_, p)| p.heard)
-            .map(|(a, _)| *a);
-        let Some(oldest) = oldest.and_then(|a| peers.remove(&a)) else { return };
-        oldest.ended.cancel();
-    }
-}
-
-/// The OpenSSL context all peers share: DTLS 1.2, the PSK suites, the cookie exchange.
+/// The OpenSSL context all peers share: DTLS 1.2, the PSK suites, the cookie exchange, no
+/// resumption (a resumed session would skip the key lookup, so a changed or removed key
+/// would still let its old holder in).
 fn context(config: &Config, cookies: &Arc<Mutex<Cookies>>) -> Result<SslContext, ErrorStack> {
     let mut builder = SslContext::builder(SslMethod::dtls())?;
     builder.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
@@ -499,17 +598,24 @@ fn context(config: &Config, cookies: &Arc<Mutex<Cookies>>) -> Result<SslContext,
     builder.set_options(
         SslOptions::COOKIE_EXCHANGE | SslOptions::NO_QUERY_MTU | SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION,
     );
+    builder.set_session_cache_mode(SslSessionCacheMode::OFF);
     let psk = config.psk.clone();
-    builder.set_psk_server_callback(move |_ssl, identity, key| {
-        let Some(identity) = identity.and_then(|i| std::str::from_utf8(i).ok()) else { return Ok(0) };
-        // Zero: no such identity, and OpenSSL ends the handshake with unknown_psk_identity.
-        match psk(identity) {
-            Some(secret) if secret.len() <= key.len() => {
-                key[..secret.len()].copy_from_slice(&secret);
-                Ok(secret.len())
+    let keys = key_index()?;
+    builder.set_psk_server_callback(move |ssl, identity, key| {
+        let secret = identity.and_then(|i| std::str::from_utf8(i).ok()).and_then(|i| psk(i));
+        // An unknown identity gets a random key, so it fails as a wrong key does: the same
+        // way and after the same time, and no one learns which device ids exist.
+        let secret = match secret {
+            Some(secret) if secret.len() <= key.len() => secret,
+            _ => {
+                let mut random = Zeroizing::new(vec![0u8; 32]);
+                openssl::rand::rand_bytes(&mut random)?;
+                random
             }
-            _ => Ok(0),
-        }
+        };
+        key[..secret.len()].copy_from_slice(&secret);
+        ssl.set_ex_data(keys, openssl::sha::sha256(&secret));
+        Ok(secret.len())
     });
     let generating = cookies.clone();
     builder.set_cookie_generate_cb(move |ssl, out| {
@@ -538,6 +644,16 @@ fn peer_index() -> Result<Index<Ssl, PeerCell>, ErrorStack> {
     Ok(*INDEX.get_or_init(|| index))
 }
 
+/// SHA-256 of the key a handshake used, kept in its ex data.
+fn key_index() -> Result<Index<Ssl, [u8; 32]>, ErrorStack> {
+    static INDEX: OnceLock<Index<Ssl, [u8; 32]>> = OnceLock::new();
+    if let Some(index) = INDEX.get() {
+        return Ok(*index);
+    }
+    let index = Ssl::new_ex_index()?;
+    Ok(*INDEX.get_or_init(|| index))
+}
+
 fn peer_of(ssl: &SslRef) -> Result<SocketAddr, ErrorStack> {
     let cell = ssl.ex_data(peer_index()?).ok_or_else(ErrorStack::get)?;
     cell.lock().map(|peer| *peer).map_err(|_| ErrorStack::get())
@@ -556,8 +672,13 @@ impl Cookies {
         Ok(Self { current: secret()?, previous: secret()?, since: Instant::now() })
     }
 
+    /// Moves to a new secret once a period has passed; after two idle periods, to two new
+    /// ones, so no cookie lives longer than two periods.
     fn rotate(&mut self) -> Result<(), ErrorStack> {
-        if self.since.elapsed() >= COOKIE_PERIOD {
+        let elapsed = self.since.elapsed();
+        if elapsed >= 2 * COOKIE_PERIOD {
+            *self = Self::new()?;
+        } else if elapsed >= COOKIE_PERIOD {
             self.previous = std::mem::replace(&mut self.current, secret()?);
             self.since = Instant::now();
         }

@@ -138,3 +138,145 @@ async fn each_suite_completes_a_handshake() {
     }
     stop.cancel();
 }
+
+/// A DTLS client on OpenSSL over a loopback UDP socket, whose datagrams the test can see
+/// and add to: what an attacker who forges the device's address could send.
+struct Client {
+    stream: openssl::ssl::SslStream<Wire>,
+    socket: std::net::UdpSocket,
+}
+
+struct Wire {
+    socket: std::net::UdpSocket,
+    sent: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl std::io::Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.socket.recv(buf)
+    }
+}
+
+impl std::io::Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.push(buf.to_vec());
+        }
+        self.socket.send(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Client {
+    /// Connects from `port` on 127.0.0.1 (0: any) as `dev1` with `key`; also returns every
+    /// datagram it sent during the handshake.
+    fn connect(addr: SocketAddr, port: u16, key: &'static [u8]) -> std::io::Result<(Self, Vec<Vec<u8>>)> {
+        use openssl::ssl::{SslContext, SslMethod, SslStream};
+        let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, port))?;
+        socket.connect(addr)?;
+        socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut context = SslContext::builder(SslMethod::dtls())?;
+        context.set_cipher_list("PSK-AES128-CCM8:@SECLEVEL=0")?;
+        context.set_psk_client_callback(move |_, _, identity, psk| {
+            identity[..5].copy_from_slice(b"dev1\0");
+            psk[..key.len()].copy_from_slice(key);
+            Ok(key.len())
+        });
+        let mut ssl = openssl::ssl::Ssl::new(&context.build())?;
+        ssl.set_mtu(1200)?;
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let wire = Wire { socket: socket.try_clone()?, sent: sent.clone() };
+        let mut stream = SslStream::new(ssl, wire)?;
+        stream.connect().map_err(std::io::Error::other)?;
+        let sent = sent.lock().map(|s| s.clone()).unwrap_or_default();
+        Ok((Self { stream, socket }, sent))
+    }
+
+    /// A confirmable CoAP PUT; true if the 2.04 came back.
+    fn put(&mut self, mid: u8) -> bool {
+        use std::io::{Read, Write};
+        let request = [0x40, 0x03, 0, mid, 0xb1, b'x'];
+        let mut reply = [0u8; 64];
+        self.stream.write_all(&request).is_ok()
+            && self.stream.read(&mut reply).is_ok_and(|n| n >= 4 && reply[1] == 0x44)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_short_record_does_not_end_a_session() {
+    let (addr, _, _seen, stop) = start().await;
+    let survived = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+        let (mut client, _) = Client::connect(addr, 0, b"secret")?;
+        assert!(client.put(1));
+        // An encrypted record (epoch 1) too short to hold a nonce and a tag, as anyone can
+        // send from the device's address and port.
+        for length in [0u8, 10, 15] {
+            let mut forged = vec![23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 99, 0, length];
+            forged.extend(std::iter::repeat_n(0u8, usize::from(length)));
+            client.socket.send(&forged)?;
+        }
+        Ok(client.put(2))
+    })
+    .await;
+    assert!(matches!(survived, Ok(Ok(true))), "{survived:?}");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_client_hello_does_not_end_a_session_and_a_new_one_replaces_it() {
+    let (addr, census, mut seen, stop) = start().await;
+    let outcome = tokio::task::spawn_blocking(move || -> std::io::Result<(bool, bool, u16)> {
+        let (mut client, sent) = Client::connect(addr, 0, b"secret")?;
+        // The second ClientHello, with its cookie, sent again later: a duplicate or a replay.
+        let replayed = sent.get(1).cloned().unwrap_or_default();
+        client.socket.send(&replayed)?;
+        std::thread::sleep(Duration::from_millis(200));
+        let kept = client.put(3);
+        // The device restarts and begins again from the same port.
+        let port = client.socket.local_addr()?.port();
+        drop(client);
+        let (mut again, _) = Client::connect(addr, port, b"secret")?;
+        Ok((kept, again.put(4), port))
+    })
+    .await;
+    let Ok(Ok((kept, renewed, _))) = outcome else { panic!("{outcome:?}") };
+    assert!(kept, "a replayed ClientHello ended the session");
+    assert!(renewed, "a device that began again from the same port was not served");
+    assert_eq!(seen.recv().await.as_deref(), Some("dev1"));
+    assert_eq!(seen.recv().await.as_deref(), Some("dev1"));
+    assert!(census.sessions() <= 1, "{} sessions for one source", census.sessions());
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_never_resumed_past_a_key_lookup() {
+    let (addr, _, mut seen, stop) = start().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let saved = dir.path().join("session.pem");
+    let s_client = move |key: &str, session: &str| {
+        let out = Command::new("openssl")
+            .args(["s_client", "-dtls1_2", "-connect", &addr.to_string(), "-psk_identity", "dev1", "-psk", key])
+            .args(["-cipher", "PSK-AES128-CCM8:@SECLEVEL=0", session, &saved.to_string_lossy()])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("openssl: {e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = tokio::task::spawn_blocking({
+        let s_client = s_client.clone();
+        move || s_client("736563726574", "-sess_out")
+    })
+    .await
+    .unwrap_or_default();
+    assert!(first.contains("New, TLSv1.2, Cipher is PSK-AES128-CCM8"), "{first}");
+    assert_eq!(seen.recv().await.as_deref(), Some("dev1"));
+    // Offered the saved session with a wrong key, the hub does a full handshake, which fails.
+    let second = tokio::task::spawn_blocking(move || s_client("0badc0de", "-sess_in")).await.unwrap_or_default();
+    assert!(!second.contains("Reused"), "{second}");
+    assert!(!second.contains("Cipher is PSK"), "{second}");
+    assert!(seen.try_recv().is_err());
+    stop.cancel();
+}

@@ -2,8 +2,8 @@
 //! Devices speak DTLS with their own secret as pre-shared key (identity = device id); plain
 //! CoAP is off unless the owner enables it for legacy devices on the home network.
 //!
-//! The `coap` crate provides the transports (its UDP listener, and its DTLS connection pump
-//! over webrtc-dtls); this module owns everything above them: which device is talking (the
+//! The `coap` crate provides the plain UDP transport, and `hearth-dtls` the DTLS server
+//! (decision 0014); this module owns everything above them: which device is talking (the
 //! PSK identity of its DTLS session), routing, acknowledging a confirmable request only after
 //! its reading is committed, duplicate detection, and Observe notifications sent when a new
 //! value is committed (the crate's own Observe does not do this). It must not touch SQL.
@@ -60,30 +60,42 @@ pub struct CoapListeners {
     pub plain: Option<tokio::net::UdpSocket>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a request came: within a DTLS session (numbered, with the device it proved it is),
+/// or in clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Transport {
-    Dtls,
+    Dtls { device: String, session: u64 },
     Plain,
 }
 
-type Incoming = (Vec<u8>, Arc<dyn Responder>);
+impl Transport {
+    /// What retransmissions are told apart by, beside the address: a device that began a
+    /// new session from the same address starts its message ids afresh.
+    fn session(&self) -> u64 {
+        match self {
+            Self::Dtls { session, .. } => *session,
+            Self::Plain => 0,
+        }
+    }
+}
+
+type Incoming = (Vec<u8>, Arc<dyn Responder>, Transport);
 
 /// An open DTLS session: the device the peer proved it is, and what ends the session.
 struct Identity {
     device: String,
     ended: CancellationToken,
-    /// Which session of this address it is.
-    generation: u64,
 }
 
-type Sessions = Arc<Mutex<HashMap<SocketAddr, Identity>>>;
+/// Open DTLS sessions by number.
+type Sessions = Arc<Mutex<HashMap<u64, Identity>>>;
 
 /// Runs the CoAP server until `shutdown`.
 pub async fn serve(ctx: CoapContext, listeners: CoapListeners, shutdown: CancellationToken) {
     let identities: Sessions = Arc::default();
     let mut device_events = ctx.device_events.subscribe();
     let (dtls_tx, mut dtls_rx) = mpsc::unbounded_channel::<Incoming>();
-    let (plain_tx, mut plain_rx) = mpsc::unbounded_channel::<Incoming>();
+    let (plain_tx, mut plain_rx) = mpsc::unbounded_channel::<(Vec<u8>, Arc<dyn Responder>)>();
     if let Some(listener) = listeners.dtls {
         tracing::info!(addr = %listener.local_addr(), "CoAP over DTLS listening");
         tokio::spawn(accept_dtls(
@@ -115,8 +127,8 @@ pub async fn serve(ctx: CoapContext, listeners: CoapListeners, shutdown: Cancell
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            Some((bytes, responder)) = dtls_rx.recv() => {
-                tokio::spawn(server.clone().handle(bytes, responder, Transport::Dtls));
+            Some((bytes, responder, transport)) = dtls_rx.recv() => {
+                tokio::spawn(server.clone().handle(bytes, responder, transport));
             }
             Some((bytes, responder)) = plain_rx.recv() => {
                 tokio::spawn(server.clone().handle(bytes, responder, Transport::Plain));
@@ -152,10 +164,14 @@ async fn accept_dtls(
     sender: mpsc::UnboundedSender<Incoming>,
     shutdown: CancellationToken,
 ) {
-    let mut config = hearth_dtls::Config::new(psk_lookup(store));
+    let mut config = hearth_dtls::Config::new(psk_lookup(store.clone()));
     config.handshake_timeout = handshake_timeout;
     let (events, mut happened) = mpsc::channel(64);
-    let listening = tokio::spawn(listener.run(config, events, shutdown.clone()));
+    tokio::spawn(async move {
+        if let Err(error) = listener.run(config, events, shutdown).await {
+            tracing::error!(%error, "CoAP/DTLS listener failed: devices cannot connect over DTLS until the hub restarts");
+        }
+    });
     let mut generation = 0u64;
     while let Some(event) = happened.recv().await {
         let session = match event {
@@ -174,12 +190,13 @@ async fn accept_dtls(
             }
         };
         generation += 1;
-        tokio::spawn(pump(session, generation, identities.clone(), sender.clone()));
-    }
-    match listening.await {
-        Ok(Err(error)) => tracing::error!(%error, "CoAP/DTLS listener failed"),
-        Err(error) => tracing::error!(%error, "CoAP/DTLS listener failed"),
-        Ok(Ok(())) => {}
+        // Recorded here, in the order sessions finished, so that a change of the device's
+        // credentials from now on ends this session.
+        let ended = CancellationToken::new();
+        if let Ok(mut map) = identities.lock() {
+            map.insert(generation, Identity { device: session.identity().to_owned(), ended: ended.clone() });
+        }
+        tokio::spawn(pump(session, generation, ended, store.clone(), identities.clone(), sender.clone()));
     }
 }
 
@@ -188,21 +205,28 @@ async fn accept_dtls(
 async fn pump(
     mut session: hearth_dtls::Session,
     generation: u64,
+    ended: CancellationToken,
+    store: Store,
     identities: Sessions,
     sender: mpsc::UnboundedSender<Incoming>,
 ) {
     let (peer, identity) = (session.peer(), session.identity().to_owned());
-    tracing::info!(device.id = %identity, %peer, "CoAP device connected over DTLS");
-    let ended = CancellationToken::new();
-    if let Ok(mut map) = identities.lock() {
-        map.insert(peer, Identity { device: identity, ended: ended.clone(), generation });
+    // The key the handshake used may have changed (or the device gone) between its lookup
+    // and now, before this session could be ended by the change: ask again.
+    let current = store.device_secret(&identity).await;
+    if !matches!(&current, Ok(Some(secret)) if session.keyed_with(secret.as_bytes())) {
+        tracing::info!(device.id = %identity, %peer, "DTLS session ended: the device's key changed during its handshake");
+        forget_session(&identities, generation);
+        return;
     }
+    tracing::info!(device.id = %identity, %peer, "CoAP device connected over DTLS");
+    let transport = Transport::Dtls { device: identity, session: generation };
     let responder: Arc<dyn Responder> = Arc::new(DtlsResponder { sender: session.sender(), peer });
     loop {
         tokio::select! {
             request = session.recv() => match request {
                 Some(request) => {
-                    if sender.send((request, responder.clone())).is_err() {
+                    if sender.send((request, responder.clone(), transport.clone())).is_err() {
                         break;
                     }
                 }
@@ -214,11 +238,12 @@ async fn pump(
             }
         }
     }
-    // A new session from the same address may have taken its place: leave that one be.
-    if let Ok(mut map) = identities.lock()
-        && map.get(&peer).is_some_and(|s| s.generation == generation)
-    {
-        map.remove(&peer);
+    forget_session(&identities, generation);
+}
+
+fn forget_session(identities: &Sessions, generation: u64) {
+    if let Ok(mut map) = identities.lock() {
+        map.remove(&generation);
     }
 }
 
@@ -258,10 +283,15 @@ fn psk_lookup(store: Store) -> hearth_dtls::PskLookup {
             return None;
         }
         // The handshake runs on a runtime worker; the lookup is one indexed SQLite read.
+        // (Blocking in place needs the multi-threaded runtime the hub runs on; a panic in
+        // this callback could not unwind through OpenSSL.)
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            tracing::error!("a DTLS handshake needs the multi-threaded runtime");
+            return None;
+        }
         let (store, id) = (store.clone(), id.to_owned());
-        let secret = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async move { store.device_secret(&id).await })
-        });
+        let secret = tokio::task::block_in_place(|| runtime.block_on(async move { store.device_secret(&id).await }));
         match secret {
             Ok(secret) => secret.map(|s| Zeroizing::new(s.as_bytes().to_vec())),
             Err(error) => {
@@ -295,7 +325,7 @@ struct Server {
     ctx: CoapContext,
     identities: Sessions,
     observers: Mutex<Vec<Observer>>,
-    exchanges: Mutex<HashMap<(SocketAddr, u16), Exchange>>,
+    exchanges: Mutex<HashMap<(SocketAddr, u64, u16), Exchange>>,
     next_mid: AtomicU16,
     next_observe: AtomicU32,
 }
@@ -366,23 +396,24 @@ impl Server {
         }
         // Retransmission of a request we have seen: answer the same, or stay quiet while the
         // first copy is still being stored.
-        if let Some(previous) = self.begin_exchange(peer, mid) {
+        let exchange = (peer, transport.session(), mid);
+        if let Some(previous) = self.begin_exchange(exchange) {
             if let Some(out) = previous {
                 responder.respond(out).await;
             }
             return;
         }
-        let reply = self.route(&packet, peer, &responder, transport).await;
+        let reply = self.route(&packet, peer, &responder, &transport).await;
         let out = self.encode_reply(&packet, reply);
         if let Ok(mut exchanges) = self.exchanges.lock() {
-            exchanges.insert((peer, mid), Exchange::Done(Instant::now(), out.clone()));
+            exchanges.insert(exchange, Exchange::Done(Instant::now(), out.clone()));
         }
         responder.respond(out).await;
     }
 
-    /// `None` if this (peer, message id) is new (and marks it in progress); otherwise the
-    /// stored answer, if there is one yet.
-    fn begin_exchange(&self, peer: SocketAddr, mid: u16) -> Option<Option<Vec<u8>>> {
+    /// `None` if this (peer, session, message id) is new (and marks it in progress);
+    /// otherwise the stored answer, if there is one yet.
+    fn begin_exchange(&self, exchange: (SocketAddr, u64, u16)) -> Option<Option<Vec<u8>>> {
         let Ok(mut exchanges) = self.exchanges.lock() else { return None };
         let now = Instant::now();
         if exchanges.len() >= MAX_EXCHANGES {
@@ -390,11 +421,11 @@ impl Server {
                 Exchange::InProgress(t) | Exchange::Done(t, _) => now.duration_since(*t) < EXCHANGE_LIFETIME,
             });
         }
-        match exchanges.get(&(peer, mid)) {
+        match exchanges.get(&exchange) {
             Some(Exchange::InProgress(t)) if now.duration_since(*t) < EXCHANGE_LIFETIME => Some(None),
             Some(Exchange::Done(t, out)) if now.duration_since(*t) < EXCHANGE_LIFETIME => Some(Some(out.clone())),
             _ => {
-                exchanges.insert((peer, mid), Exchange::InProgress(now));
+                exchanges.insert(exchange, Exchange::InProgress(now));
                 None
             }
         }
@@ -424,15 +455,9 @@ impl Server {
 
     /// Who is asking: the DTLS identity, or (plain CoAP) the `k=<secret>` query checked
     /// against the device named in the path.
-    async fn identify(
-        &self,
-        packet: &Packet,
-        peer: SocketAddr,
-        transport: Transport,
-        claimed: Option<&str>,
-    ) -> Option<String> {
+    async fn identify(&self, packet: &Packet, transport: &Transport, claimed: Option<&str>) -> Option<String> {
         match transport {
-            Transport::Dtls => self.identities.lock().ok().and_then(|m| m.get(&peer).map(|s| s.device.clone())),
+            Transport::Dtls { device, .. } => Some(device.clone()),
             Transport::Plain => {
                 let device = claimed?;
                 let key =
@@ -452,7 +477,7 @@ impl Server {
         packet: &Packet,
         peer: SocketAddr,
         responder: &Arc<dyn Responder>,
-        transport: Transport,
+        transport: &Transport,
     ) -> Reply {
         let path: Vec<String> = packet
             .get_option(CoapOption::UriPath)
@@ -472,8 +497,7 @@ impl Server {
             .into_iter()
             .flatten()
             .find_map(|q| std::str::from_utf8(q).ok().and_then(|q| q.strip_prefix("d=")).map(str::to_owned));
-        let Some(identity) = self.identify(packet, peer, transport, claimed.or(discovery_claim.as_deref())).await
-        else {
+        let Some(identity) = self.identify(packet, transport, claimed.or(discovery_claim.as_deref())).await else {
             return Reply::error(ResponseType::Unauthorized, "unknown device or wrong key");
         };
         match (method, path.as_slice()) {
