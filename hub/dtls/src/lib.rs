@@ -105,8 +105,10 @@ pub enum Event {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// Ended to make room for others, or replaced by a new handshake from the same source.
+    /// Ended to make room for others.
     GaveWay,
+    /// The same source began again (a device that restarted): nothing to tell anyone.
+    Replaced,
     /// Not finished in time; also what a wrong key or an unknown identity looks like (the
     /// client's Finished cannot be decrypted, and DTLS drops it without a word).
     TimedOut,
@@ -118,6 +120,7 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::GaveWay => f.write_str("ended to make room for others"),
+            Self::Replaced => f.write_str("replaced by a new handshake from the same source"),
             Self::TimedOut => f.write_str("not finished in time (a wrong key, an unknown identity, or a lost peer)"),
             Self::Failed(why) => f.write_str(why),
         }
@@ -215,6 +218,21 @@ impl Census {
 struct Source {
     handshake: Option<Peer>,
     session: Option<Peer>,
+    /// Randoms of the handshakes and sessions this source had before: a late or replayed
+    /// copy of their ClientHello (its cookie may still be good) must not begin again.
+    retired: VecDeque<[u8; 32]>,
+}
+
+/// Randoms remembered per source.
+const RETIRED: usize = 4;
+
+impl Source {
+    fn retire(&mut self, peer: &Peer) {
+        if self.retired.len() >= RETIRED {
+            self.retired.pop_front();
+        }
+        self.retired.push_back(peer.random);
+    }
 }
 
 struct Peer {
@@ -231,8 +249,12 @@ struct Peer {
 }
 
 impl Peer {
-    fn pass(&mut self, datagram: &[u8]) {
-        self.heard = Instant::now();
+    /// Queues `datagram` for the peer's task. Only a session counts it as being heard from:
+    /// anyone who forges a handshake's source could send junk to keep it looking fresh.
+    fn pass(&mut self, datagram: &[u8], heard: bool) {
+        if heard {
+            self.heard = Instant::now();
+        }
         // A full inbox drops the datagram, as a congested network would.
         let _ = self.inbox.try_send(datagram.to_vec());
     }
@@ -335,8 +357,8 @@ impl Server {
 
     /// Passes `datagram` to what `from` has, and says whether it was taken. A ClientHello
     /// is taken only as a retransmission of the one that began the handshake under way, or
-    /// (dropped) as a replay of the one that began the session; any other ClientHello goes
-    /// to the cookie check. Anything else goes to both the handshake and the session: each
+    /// (dropped) as a replay of the one that began the session or an earlier one; any other
+    /// ClientHello goes to the cookie check. Anything else goes to both the handshake and the session: each
     /// drops what it cannot decrypt.
     fn deliver(&self, from: SocketAddr, datagram: &[u8], hello: Option<ClientHello>) -> bool {
         let Ok(mut peers) = self.peers.lock() else { return false };
@@ -345,14 +367,18 @@ impl Server {
             Some(hello) if !hello.has_cookie => false,
             Some(hello) => {
                 if let Some(handshake) = source.handshake.as_mut().filter(|h| h.random == hello.random) {
-                    handshake.pass(datagram);
+                    handshake.pass(datagram, false);
                     return true;
                 }
                 source.session.as_ref().is_some_and(|s| s.random == hello.random)
+                    || source.retired.contains(&hello.random)
             }
             None => {
-                for peer in [&mut source.handshake, &mut source.session].into_iter().flatten() {
-                    peer.pass(datagram);
+                if let Some(handshake) = source.handshake.as_mut() {
+                    handshake.pass(datagram, false);
+                }
+                if let Some(session) = source.session.as_mut() {
+                    session.pass(datagram, true);
                 }
                 true
             }
@@ -372,7 +398,10 @@ impl Server {
         let (inbox, datagrams) = mpsc::channel(INBOX);
         let ended = shutdown.child_token();
         if let Ok(mut peers) = self.peers.lock() {
-            if let Some(replaced) = peers.get_mut(&from).and_then(|s| s.handshake.take()) {
+            if let Some(source) = peers.get_mut(&from)
+                && let Some(replaced) = source.handshake.take()
+            {
+                source.retire(&replaced);
                 replaced.ended.cancel();
             }
             let (max, per_address) = (self.config.max_handshakes, self.config.max_handshakes_per_address);
@@ -393,12 +422,21 @@ impl Server {
         mut datagrams: mpsc::Receiver<Vec<u8>>,
         ended: CancellationToken,
     ) {
-        if let Err(why) = handshake(&mut stream, &mut datagrams, &ended, self.config.handshake_timeout).await {
+        if let Err(mut why) = handshake(&mut stream, &mut datagrams, &ended, self.config.handshake_timeout).await {
+            // A newer handshake from the same source took its place: the peer is busy with
+            // that one, and an alert now would end it.
+            let replaced = self
+                .peers
+                .lock()
+                .is_ok_and(|peers| peers.get(&peer).and_then(|s| s.handshake.as_ref()).is_some_and(|h| h.id != id));
+            if replaced {
+                why = Refusal::Replaced;
+            }
             // OpenSSL sent an alert for what it refused; for a handshake ended here, the
             // peer (whose address is proven) is told too, instead of waiting for its own
             // timeout: a wrong key, say, leaves the hub waiting for a Finished message it
             // cannot decrypt, and DTLS drops such records without a word.
-            if !matches!(why, Refusal::Failed(_)) {
+            if matches!(why, Refusal::GaveWay | Refusal::TimedOut) {
                 let _ = self.socket.try_send_to(&HANDSHAKE_FAILURE, peer);
             }
             self.forget(id, peer);
@@ -431,7 +469,10 @@ impl Server {
         let Some(mut new) = peers.get_mut(&peer).and_then(|s| s.handshake.take_if(|h| h.id == id)) else {
             return false;
         };
-        if let Some(old) = peers.get_mut(&peer).and_then(|s| s.session.take()) {
+        if let Some(source) = peers.get_mut(&peer)
+            && let Some(old) = source.session.take()
+        {
+            source.retire(&old);
             old.ended.cancel();
         }
         let config = &self.config;
@@ -515,8 +556,19 @@ async fn handshake(
     ended: &CancellationToken,
     timeout: Duration,
 ) -> Result<(), Refusal> {
+    // The deadline and the timer's ticks are fixed in time: datagrams arriving (anyone's,
+    // forged ones too) neither put them off nor stop retransmissions.
     let deadline = Instant::now() + timeout;
+    let mut tick = Instant::now() + TIMER_TICK;
     loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Refusal::TimedOut);
+        }
+        if now >= tick {
+            ffi::handle_timeout(stream.ssl());
+            tick = now + TIMER_TICK;
+        }
         match stream.accept() {
             Ok(()) => return Ok(()),
             Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
@@ -531,12 +583,7 @@ async fn handshake(
                 Some(_) => {}
                 None => return Err(Refusal::GaveWay),
             },
-            () = tokio::time::sleep(TIMER_TICK.min(deadline.saturating_duration_since(Instant::now()))) => {
-                if Instant::now() >= deadline {
-                    return Err(Refusal::TimedOut);
-                }
-                ffi::handle_timeout(stream.ssl());
-            }
+            () = tokio::time::sleep_until(tick.min(deadline)) => {}
         }
     }
 }

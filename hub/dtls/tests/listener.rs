@@ -280,3 +280,45 @@ async fn a_session_is_never_resumed_past_a_key_lookup() {
     assert!(seen.try_recv().is_err());
     stop.cancel();
 }
+
+/// `hello` sent again with `cookie`, lengths grown, record and message sequence numbers 1.
+fn with_cookie(hello: &[u8], cookie: &[u8]) -> Vec<u8> {
+    let at = 13 + 12 + 35 + usize::from(hello[13 + 12 + 34]);
+    let mut out = [&hello[..at], &[u8::try_from(cookie.len()).unwrap_or(0)], cookie].concat();
+    out.extend_from_slice(&hello[at + 1 + usize::from(hello[at])..]);
+    for (from, to) in [(11, 13), (14, 17), (22, 25)] {
+        let n = out[from..to].iter().fold(0usize, |n, b| (n << 8) | usize::from(*b)) + cookie.len();
+        for (i, b) in out[from..to].iter_mut().rev().enumerate() {
+            *b = (n >> (8 * i)) as u8;
+        }
+    }
+    (out[10], out[18]) = (1, 1);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_begins_again_mid_handshake_gets_through() {
+    let (addr, _, mut seen, stop) = start().await;
+    let outcome = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+        // A handshake left halfway: the cookie returned, the server's flight never answered.
+        let half = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        half.connect(addr)?;
+        half.set_read_timeout(Some(Duration::from_secs(2)))?;
+        half.send(CLIENT_HELLO)?;
+        let mut buf = [0u8; 2048];
+        let n = half.recv(&mut buf)?;
+        let cookie = buf[28..n].get(..usize::from(buf[27])).unwrap_or_default().to_vec();
+        half.send(&with_cookie(CLIENT_HELLO, &cookie))?;
+        let n = half.recv(&mut buf)?;
+        assert_eq!(buf[..n].get(13), Some(&2), "no ServerHello");
+        // The device restarts and begins again from the same port, at once.
+        let port = half.local_addr()?.port();
+        drop(half);
+        let (mut again, _) = Client::connect(addr, port, b"secret")?;
+        Ok(again.put(5))
+    })
+    .await;
+    assert!(matches!(outcome, Ok(Ok(true))), "{outcome:?}");
+    assert_eq!(seen.recv().await.as_deref(), Some("dev1"));
+    stop.cancel();
+}

@@ -124,6 +124,7 @@ pub async fn serve(ctx: CoapContext, listeners: CoapListeners, shutdown: Cancell
         next_observe: AtomicU32::new(2),
     });
     let mut live = server.ctx.ingest.subscribe();
+    let mut events_open = true;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -138,11 +139,14 @@ pub async fn serve(ctx: CoapContext, listeners: CoapListeners, shutdown: Cancell
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
-            Ok(event) = device_events.recv() => {
-                if !matches!(event, DeviceEvent::PlaintextRevoked(_)) {
-                    server.end_device(event.device());
-                }
-            }
+            event = device_events.recv(), if events_open => match event {
+                Ok(DeviceEvent::PlaintextRevoked(_)) => {}
+                Ok(event) => server.end_device(event.device()),
+                // Events were missed: which credentials changed is unknown, so every DTLS
+                // session and observation ends (devices connect again with what they hold).
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => server.end_all(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => events_open = false,
+            },
         }
     }
 }
@@ -176,6 +180,8 @@ async fn accept_dtls(
     while let Some(event) = happened.recv().await {
         let session = match event {
             hearth_dtls::Event::Connected(session) => session,
+            // A device that began again: its new handshake goes on.
+            hearth_dtls::Event::Refused { why: hearth_dtls::Refusal::Replaced, .. } => continue,
             hearth_dtls::Event::Refused { peer, why: why @ hearth_dtls::Refusal::GaveWay } => {
                 if BUSY.log_this(peer.ip()) {
                     tracing::warn!(%peer, %why, "DTLS handshake ended");
@@ -457,7 +463,11 @@ impl Server {
     /// against the device named in the path.
     async fn identify(&self, packet: &Packet, transport: &Transport, claimed: Option<&str>) -> Option<String> {
         match transport {
-            Transport::Dtls { device, .. } => Some(device.clone()),
+            // Only while the session is open: requests queued before the device's
+            // credentials changed are not its any more.
+            Transport::Dtls { device, session } => {
+                self.identities.lock().ok().filter(|open| open.contains_key(session)).map(|_| device.clone())
+            }
             Transport::Plain => {
                 let device = claimed?;
                 let key =
@@ -633,6 +643,19 @@ impl Server {
     fn forget_observer(&self, peer: SocketAddr, which: impl Fn(&Observer) -> bool) {
         if let Ok(mut observers) = self.observers.lock() {
             observers.retain(|o| !(o.peer == peer && which(o)));
+        }
+    }
+
+    /// Ends every DTLS session and observation.
+    fn end_all(&self) {
+        tracing::warn!("device events were missed: every CoAP session and observation ends");
+        if let Ok(mut sessions) = self.identities.lock() {
+            for (_, session) in sessions.drain() {
+                session.ended.cancel();
+            }
+        }
+        if let Ok(mut observers) = self.observers.lock() {
+            observers.clear();
         }
     }
 
