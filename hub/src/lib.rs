@@ -12,6 +12,7 @@ pub mod consent;
 pub mod crowd;
 pub mod crypto;
 pub mod devices;
+pub mod discovery;
 pub mod error;
 pub mod http;
 pub mod ingest;
