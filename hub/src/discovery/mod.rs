@@ -4,3 +4,4 @@
 
 pub mod ha;
 pub mod template;
+pub mod zigbee2mqtt;
