@@ -3,5 +3,6 @@
 //! what a message says a device is, and how to read its values. It must not touch SQL.
 
 pub mod ha;
+pub mod native;
 pub mod template;
 pub mod zigbee2mqtt;
