@@ -313,6 +313,10 @@ static FULL: crate::repeated::Repeated = crate::repeated::Repeated::new("CoAP ob
 /// A client observing one metric of one device.
 struct Observer {
     peer: SocketAddr,
+    /// The DTLS session it registered in (0: plain CoAP). A Reset or a deregistration
+    /// counts only from the same session, so one forged in clear from the device's address
+    /// cannot end an observation made over DTLS; it ends with its session.
+    session: u64,
     token: Vec<u8>,
     device: String,
     metric: String,
@@ -382,7 +386,7 @@ impl Server {
         let mid = packet.header.message_id;
         match (packet.header.get_type(), packet.header.code) {
             (MessageType::Reset, _) => {
-                self.forget_observer(peer, |o| o.last_mid == mid);
+                self.forget_observer(peer, transport.session(), |o| o.last_mid == mid);
                 return;
             }
             (MessageType::Acknowledgement, _) | (_, MessageClass::Empty) => {
@@ -523,7 +527,7 @@ impl Server {
                 .await
             }
             (RequestType::Get, ["d", device, metric]) if *device == identity => {
-                self.latest(packet, peer, responder, device, metric).await
+                self.latest(packet, (peer, transport.session()), responder, device, metric).await
             }
             (_, ["d", device, ..]) if *device != identity => {
                 self.ctx.rejections.record(
@@ -577,7 +581,7 @@ impl Server {
     async fn latest(
         &self,
         packet: &Packet,
-        peer: SocketAddr,
+        (peer, session): (SocketAddr, u64),
         responder: &Arc<dyn Responder>,
         device: &str,
         metric: &str,
@@ -596,6 +600,7 @@ impl Server {
             Some(Ok(0)) => {
                 let registered = self.add_observer(Observer {
                     peer,
+                    session,
                     token,
                     device: device.to_owned(),
                     metric: metric.to_owned(),
@@ -605,7 +610,7 @@ impl Server {
                 registered.then(|| self.next_observe.fetch_add(1, Ordering::Relaxed) & 0xff_ffff)
             }
             Some(Ok(1)) => {
-                self.forget_observer(peer, |o| o.token == token);
+                self.forget_observer(peer, session, |o| o.token == token);
                 None
             }
             _ => None,
@@ -618,10 +623,16 @@ impl Server {
         }
     }
 
-    /// Adds (or renews, for the same peer and token) an observer. False if full.
+    /// Adds (or renews, for the same peer, session and token) an observer. False if full.
+    /// Observations of DTLS sessions that have ended go first.
     fn add_observer(&self, observer: Observer) -> bool {
+        let open: std::collections::HashSet<u64> =
+            self.identities.lock().map(|open| open.keys().copied().collect()).unwrap_or_default();
         let Ok(mut observers) = self.observers.lock() else { return false };
-        observers.retain(|o| !(o.peer == observer.peer && o.token == observer.token));
+        observers.retain(|o| {
+            (o.session == 0 || open.contains(&o.session))
+                && !(o.peer == observer.peer && o.session == observer.session && o.token == observer.token)
+        });
         // A device at its share (observations left behind by sessions that ended, say):
         // its oldest observation gives way. The hub at its limit: refused.
         let of_device = observers.iter().filter(|o| o.device == observer.device).count();
@@ -640,9 +651,9 @@ impl Server {
         true
     }
 
-    fn forget_observer(&self, peer: SocketAddr, which: impl Fn(&Observer) -> bool) {
+    fn forget_observer(&self, peer: SocketAddr, session: u64, which: impl Fn(&Observer) -> bool) {
         if let Ok(mut observers) = self.observers.lock() {
-            observers.retain(|o| !(o.peer == peer && which(o)));
+            observers.retain(|o| !(o.peer == peer && o.session == session && which(o)));
         }
     }
 
