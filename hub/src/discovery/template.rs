@@ -218,6 +218,11 @@ fn apply(filter: &Filter, value: Option<Json>) -> Result<Option<Json>, TemplateE
         .filter(|n| n.is_finite())
     };
     let shown = |value: &Option<Json>| value.as_ref().map_or_else(|| "undefined".to_owned(), Json::to_string);
+    // A fallback stands in for a value that is there but not a number, as in HA; a value
+    // the message does not have stays missing (the message gives no reading, not a zero).
+    if value.is_none() && !matches!(filter, Filter::Default(_)) {
+        return Ok(None);
+    }
     Ok(match filter {
         Filter::Float(fallback) => match number(&value).or(*fallback) {
             Some(n) => Some(Json::from(n)),
@@ -227,10 +232,11 @@ fn apply(filter: &Filter, value: Option<Json>) -> Result<Option<Json>, TemplateE
             Some(n) => Some(Json::from(n)),
             None => return Err(TemplateError::NotNumber(shown(&value))),
         },
+        // Python's round, which HA's filter uses: halves go to the even neighbour.
         Filter::Round(places) => match number(&value) {
             Some(n) => {
                 let scale = 10f64.powi(i32::try_from(*places).unwrap_or(0));
-                Some(Json::from((n * scale).round() / scale))
+                Some(Json::from((n * scale).round_ties_even() / scale))
             }
             None => return Err(TemplateError::NotNumber(shown(&value))),
         },
@@ -273,12 +279,16 @@ mod tests {
         assert_eq!(render("{{ value | float }}", " 7.25 "), Ok(Value::Number(7.25)));
         assert_eq!(render("{{ value_json.t | round(1) }}", r#"{"t":21.46}"#), Ok(Value::Number(21.5)));
         assert_eq!(render("{{ value_json.t | round }}", r#"{"t":21.5}"#), Ok(Value::Number(22.0)));
+        assert_eq!(render("{{ value_json.t | round }}", r#"{"t":22.5}"#), Ok(Value::Number(22.0)));
         assert_eq!(render("{{ value_json.n | int }}", r#"{"n":"41.9"}"#), Ok(Value::Number(41.0)));
         assert_eq!(render("{{ value_json.list[1] }}", r#"{"list":[1,2]}"#), Ok(Value::Number(2.0)));
         assert_eq!(render("{{ value_json.contact }}", r#"{"contact":false}"#), Ok(Value::Bool(false)));
         assert_eq!(render("{{ value_json.missing | default(0) }}", "{}"), Ok(Value::Number(0.0)));
         assert_eq!(render("{{ value_json.missing | default('off') }}", "{}"), Ok(Value::Text("off".into())));
         assert_eq!(render("{{ value | float(0) }}", "unavailable"), Ok(Value::Number(0.0)));
+        // A key the message lacks is no reading, not a zero.
+        let missing = render("{{ value_json.power | float(0) }}", r#"{"state":"ON"}"#);
+        assert_eq!(missing, Err(TemplateError::Missing("value_json.power".into())));
     }
 
     #[test]
