@@ -84,7 +84,13 @@ pub struct Availability {
     pub template: Option<Template>,
     pub online: String,
     pub offline: String,
+    /// Why this entry cannot be read (a template outside the subset): it never says
+    /// online, so a device is never shown online on a guess.
+    pub unreadable: Option<String>,
 }
+
+/// Most availability entries in one config.
+const MAX_AVAILABILITY: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AvailabilityMode {
@@ -492,7 +498,10 @@ fn availability(
         _ => default.to_owned(),
     };
     let mut entries: Vec<Map<String, Json>> = match config.get("availability") {
-        Some(Json::Array(entries)) => entries.iter().filter_map(|e| e.as_object().cloned()).take(8).collect(),
+        Some(Json::Array(entries)) if entries.len() > MAX_AVAILABILITY => {
+            return Err(DiscoveryError::Invalid("availability", format!("more than {MAX_AVAILABILITY} entries")));
+        }
+        Some(Json::Array(entries)) => entries.iter().filter_map(|e| e.as_object().cloned()).collect(),
         _ => Vec::new(),
     };
     if let Some(topic) = config.get("availability_topic") {
@@ -514,17 +523,18 @@ fn availability(
         let Some(topic) = entry.get("topic").and_then(Json::as_str).filter(|t| valid_topic(t)) else {
             return Err(DiscoveryError::Invalid("availability", "an entry without a valid topic".into()));
         };
-        let template = match entry.get("value_template").and_then(Json::as_str).map(Template::parse) {
-            None => None,
-            Some(Ok(template)) => Some(template),
+        let (template, unreadable) = match entry.get("value_template").and_then(Json::as_str).map(Template::parse) {
+            None => (None, None),
+            Some(Ok(template)) => (Some(template), None),
             Some(Err(error)) => {
-                left_out.push(format!("availability {topic}: {error}"));
-                continue;
+                left_out.push(format!("availability {topic}: {error}; the device is not shown online from it"));
+                (None, Some(error.to_string()))
             }
         };
         out.push(Availability {
             topic: topic.to_owned(),
             template,
+            unreadable,
             online: payload(&entry, "payload_available", "online"),
             offline: payload(&entry, "payload_not_available", "offline"),
         });
@@ -645,6 +655,28 @@ mod tests {
         // JSON true/false as payloads read as text.
         let restart = announced("z2m-ha-binary_sensor-bridge-restart_required.config");
         assert_eq!((restart.payload_on.as_str(), restart.payload_off.as_str()), ("true", "false"));
+    }
+
+    #[test]
+    fn an_availability_that_cannot_be_read_never_says_online() {
+        let config = r#"{"stat_t":"z/d","avty":[{"t":"z/bridge/state","val_tpl":"{% if x %}online{% endif %}"}]}"#;
+        let Ok(Announcement::Entity(sensor)) =
+            parse("homeassistant", "homeassistant/sensor/d/config", config.as_bytes())
+        else {
+            panic!("refused")
+        };
+        assert_eq!(sensor.availability.len(), 1);
+        assert!(sensor.availability[0].unreadable.is_some());
+        assert!(sensor.left_out.iter().any(|l| l.contains("not shown online")));
+        // Zigbee2MQTT's disabled devices: a constant.
+        let disabled = r#"{"stat_t":"z/d","avty":[{"t":"z/d/availability","val_tpl":"{{ \"offline\" }}"}]}"#;
+        let Ok(Announcement::Entity(sensor)) =
+            parse("homeassistant", "homeassistant/sensor/d/config", disabled.as_bytes())
+        else {
+            panic!("refused")
+        };
+        let said = sensor.availability[0].template.as_ref().map(|t| t.render("online"));
+        assert_eq!(said, Some(Ok(crate::reading::Value::Text("offline".into()))));
     }
 
     #[test]

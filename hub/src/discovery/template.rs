@@ -25,6 +25,9 @@ pub struct Template {
 enum Source {
     /// `value`: the payload as text.
     Value,
+    /// A quoted constant, whatever the message (Zigbee2MQTT's `{{ "offline" }}` for a
+    /// disabled device's availability).
+    Constant(String),
     /// `value_json` and the steps into it.
     Json(Vec<Step>),
 }
@@ -95,6 +98,7 @@ impl Template {
     pub fn render(&self, payload: &str) -> Result<Value, TemplateError> {
         let mut current = match &self.source {
             Source::Value => Some(Json::String(payload.to_owned())),
+            Source::Constant(text) => Some(Json::String(text.clone())),
             Source::Json(steps) => {
                 let json: Json = serde_json::from_str(payload).map_err(|_| TemplateError::NotJson)?;
                 walk(&json, steps)
@@ -116,6 +120,7 @@ impl Template {
     fn describe(&self) -> String {
         match &self.source {
             Source::Value => "value".into(),
+            Source::Constant(text) => format!("{text:?}"),
             Source::Json(steps) => steps.iter().fold("value_json".to_owned(), |path, step| match step {
                 Step::Key(k) => format!("{path}.{k}"),
                 Step::Index(i) => format!("{path}[{i}]"),
@@ -127,6 +132,9 @@ impl Template {
 fn parse_source(text: &str) -> Option<Source> {
     if text == "value" {
         return Some(Source::Value);
+    }
+    if let Some(constant) = quoted(text) {
+        return Some(Source::Constant(constant.to_owned()));
     }
     let mut rest = text.strip_prefix("value_json")?;
     let mut steps = Vec::new();
@@ -286,6 +294,7 @@ mod tests {
         assert_eq!(render("{{ value_json.missing | default(0) }}", "{}"), Ok(Value::Number(0.0)));
         assert_eq!(render("{{ value_json.missing | default('off') }}", "{}"), Ok(Value::Text("off".into())));
         assert_eq!(render("{{ value | float(0) }}", "unavailable"), Ok(Value::Number(0.0)));
+        assert_eq!(render(r#"{{ "offline" }}"#, "online"), Ok(Value::Text("offline".into())));
         // A key the message lacks is no reading, not a zero.
         let missing = render("{{ value_json.power | float(0) }}", r#"{"state":"ON"}"#);
         assert_eq!(missing, Err(TemplateError::Missing("value_json.power".into())));
