@@ -6,9 +6,9 @@ packets; HTTP with the standard library, bound to the actor's address.
 
     python3 tests/attack/hostile.py target/release/hub
 """
-import http.client, json, os, re, socket, struct, subprocess, sys, threading, time
+import http.client, json, os, socket, struct, subprocess, sys, threading, time
 
-from hubproc import free_port, idle_flood, start
+from hubproc import dtls_port, free_port, idle_flood, start
 
 binary = sys.argv[1]
 mqtt_port = free_port()
@@ -162,13 +162,7 @@ check("6. a revoked token stops working", call("GET", "/api/me", bearer=token["t
 
 
 # --- 5. DTLS: a forged source gets a cookie and nothing else ---
-def dtls_port():
-    for _ in range(100):
-        m = re.search(r"CoAP over DTLS listening.*?127\.0\.0\.1:(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", open(log).read()))
-        if m: return int(m.group(1))
-        time.sleep(0.05)
-    raise SystemExit("no DTLS port in the hub's log")
-dport = dtls_port()
+dport = dtls_port(data)
 hello = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../hub/tests/data/client-hello-libcoap-openssl.bin"), "rb").read()
 def with_cookie(cookie):
     """The ClientHello again with `cookie`, lengths grown, sequence numbers 1."""

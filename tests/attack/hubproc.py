@@ -1,6 +1,6 @@
 """Starts a hub binary for the black-box checks: loopback only, a fresh data directory,
 stopped when the script exits."""
-import atexit, os, socket, ssl, subprocess, tempfile, threading, time, requests
+import atexit, os, re, socket, ssl, subprocess, tempfile, threading, time, requests
 
 
 def free_port():
@@ -40,6 +40,18 @@ dtls_listen = "127.0.0.1:0"
         return f"http://127.0.0.1:{http}", data
     os.environ["REQUESTS_CA_BUNDLE"] = os.path.join(data, "tls", "ca.pem")
     return f"https://localhost:{https}", data
+
+
+def dtls_port(data):
+    """The port the hub started with `start` (its data directory `data`) serves CoAP over
+    DTLS on, read from its log (it binds port 0)."""
+    log = os.path.join(os.path.dirname(data), "out")
+    for _ in range(100):
+        text = re.sub(r"\x1b\[[0-9;]*m", "", open(log).read())
+        m = re.search(r"CoAP over DTLS listening.*?127\.0\.0\.1:(\d+)", text)
+        if m: return int(m.group(1))
+        time.sleep(0.05)
+    raise SystemExit("no DTLS port in the hub's log")
 
 
 def idle_flood(port, stop, count=600, source="127.0.0.2"):

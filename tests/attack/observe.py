@@ -6,22 +6,18 @@ gets the next value, and, as a control, that it gets it without the forgery too.
 
     python3 tests/attack/observe.py target/release/hub
 """
-import json, os, re, socket, subprocess, sys, threading, time
+import socket, subprocess, sys, threading, time
 
-from hubproc import free_port, start
+import requests
+
+from hubproc import dtls_port, free_port, start
 
 binary = sys.argv[1]
 
 def observe_through(forge):
     plain = free_port()
     base, data = start(binary, free_port(), extra=f'plain = true\nplain_listen = "127.0.0.1:{plain}"\n')
-    import requests
-    log = os.path.join(os.path.dirname(data), "out")
-    for _ in range(100):
-        m = re.search(r"CoAP over DTLS listening.*?127\.0\.0\.1:(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", open(log).read()))
-        if m: break
-        time.sleep(0.05)
-    dport = int(m.group(1))
+    dport = dtls_port(data)
     s = requests.Session()
     code = open(f"{data}/setup-code").read().strip()
     s.post(base + "/api/setup", json={"code": code, "username": "owner", "password": "a long owner password"}).raise_for_status()

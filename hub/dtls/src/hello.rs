@@ -8,11 +8,6 @@ pub struct ClientHello {
     pub has_cookie: bool,
 }
 
-/// Whether `datagram` begins with a well-formed ClientHello; see [`client_hello`].
-pub fn is_client_hello(datagram: &[u8]) -> bool {
-    client_hello(datagram).is_some()
-}
-
 /// The ClientHello `datagram` begins with, if it is a DTLS 1.0/1.2 record holding the whole first fragment
 /// of a ClientHello (RFC 6347 §4.1 and §4.2.2): the handshake inside the record's length,
 /// the fragment the whole message, the session id at most 32 bytes and the cookie inside
@@ -73,6 +68,10 @@ pub fn has_short_record(datagram: &[u8], least: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn is_client_hello(datagram: &[u8]) -> bool {
+        client_hello(datagram).is_some()
+    }
 
     /// First datagrams of libcoap's `coap-client-openssl` and `coap-client-gnutls`, as sent.
     const OPENSSL: &[u8] = include_bytes!("../../tests/data/client-hello-libcoap-openssl.bin");

@@ -37,8 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
-use hello::ClientHello;
-pub use hello::{client_hello, has_short_record, is_client_hello};
+use hello::{ClientHello, client_hello, has_short_record};
 
 /// The suites CoAP devices implement: CCM_8 is the one RFC 7252 requires. OpenSSL 3 places
 /// CCM_8's 64-bit tag below its default security level, hence level 0 for this list alone.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use tokio::net::UdpSocket;
+use webrtc_dtls::cipher_suite::CipherSuiteId;
 use webrtc_dtls::config::{Config as DtlsConfig, ExtendedMasterSecretType};
 use webrtc_dtls::conn::DTLSConn;
 use webrtc_util::conn::Conn;
@@ -17,6 +18,14 @@ use super::model::{CoapMethod, CoapTarget};
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_RETRANSMIT: u32 = 4;
+/// The DTLS suites CoAP devices implement (RFC 7252 makes CCM_8 mandatory), for the hub's
+/// commands to devices (its DTLS server lists them in `hearth-dtls`).
+const PSK_SUITES: [CipherSuiteId; 3] = [
+    CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8,
+    CipherSuiteId::Tls_Psk_With_Aes_128_Ccm,
+    CipherSuiteId::Tls_Psk_With_Aes_128_Gcm_Sha256,
+];
+
 /// How long to wait for a separate response after an empty ACK.
 const SEPARATE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -114,7 +123,7 @@ fn client_config(identity: String, key: Zeroizing<String>) -> DtlsConfig {
         psk: Some(Arc::new(move |_hint: &[u8]| Ok(key.as_bytes().to_vec()))),
         // For a client, the identity it sends.
         psk_identity_hint: Some(identity.into_bytes()),
-        cipher_suites: crate::ingest::coap::PSK_SUITES.to_vec(),
+        cipher_suites: PSK_SUITES.to_vec(),
         extended_master_secret: ExtendedMasterSecretType::Request,
         ..Default::default()
     }

@@ -572,15 +572,7 @@ mod tests {
     use super::*;
     use crate::reading::Value;
 
-    /// A message from the corpus in `hub/tests/data/ecosystems`: (topic, payload).
-    fn message(name: &str) -> (String, Vec<u8>) {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ecosystems");
-        let topic = std::fs::read_to_string(dir.join(format!("{name}.topic"))).unwrap_or_default();
-        let payload = std::fs::read(dir.join(format!("{name}.json")))
-            .or_else(|_| std::fs::read(dir.join(format!("{name}.txt"))))
-            .unwrap_or_default();
-        (topic.trim().to_owned(), payload)
-    }
+    use crate::discovery::corpus as message;
 
     fn announced(name: &str) -> Entity {
         let (topic, payload) = message(name);

@@ -4,5 +4,17 @@
 
 pub mod ha;
 pub mod native;
+
+/// A message of the corpus in `hub/tests/data/ecosystems` (see its INDEX.md): its topic,
+/// and its payload from `<name>.json` or `<name>.txt`.
+#[cfg(test)]
+fn corpus(name: &str) -> (String, Vec<u8>) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ecosystems");
+    let topic = std::fs::read_to_string(dir.join(format!("{name}.topic"))).unwrap_or_default();
+    let payload = std::fs::read(dir.join(format!("{name}.json")))
+        .or_else(|_| std::fs::read(dir.join(format!("{name}.txt"))))
+        .unwrap_or_default();
+    (topic.trim().to_owned(), payload)
+}
 pub mod template;
 pub mod zigbee2mqtt;

@@ -222,14 +222,7 @@ fn push(samples: &mut Vec<Sample>, metric: String, value: &Json, unit: Option<&'
 mod tests {
     use super::*;
 
-    fn corpus(name: &str) -> (String, Vec<u8>) {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ecosystems");
-        let topic = std::fs::read_to_string(dir.join(format!("{name}.topic"))).unwrap_or_default();
-        let payload = std::fs::read(dir.join(format!("{name}.json")))
-            .or_else(|_| std::fs::read(dir.join(format!("{name}.txt"))))
-            .unwrap_or_default();
-        (topic.trim().to_owned(), payload)
-    }
+    use crate::discovery::corpus;
 
     fn values(said: Option<Said>) -> (String, Vec<Sample>) {
         match said {

@@ -178,8 +178,7 @@ mod tests {
     use super::*;
 
     fn corpus(name: &str) -> Vec<u8> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ecosystems");
-        std::fs::read(dir.join(name)).unwrap_or_default()
+        crate::discovery::corpus(name).1
     }
 
     fn value<'a>(device: &'a Device, property: &str) -> &'a Exposed {
@@ -188,7 +187,7 @@ mod tests {
 
     #[test]
     fn the_device_list_gives_names_units_and_controls() {
-        let devices = devices(&corpus("z2m-bridge-devices.json")).unwrap_or_default();
+        let devices = devices(&corpus("z2m-bridge-devices")).unwrap_or_default();
         assert_eq!(devices.len(), 9, "the coordinator is left out");
         let by_name = |name: &str| devices.iter().find(|d| d.friendly_name == name).unwrap_or_else(|| panic!("{name}"));
 
@@ -235,9 +234,9 @@ mod tests {
 
     #[test]
     fn the_bridge_state_in_both_forms() {
-        assert_eq!(bridge_online(&corpus("z2m-bridge-state.json")), Some(true));
-        assert_eq!(bridge_online(&corpus("z2m-bridge-state-legacy.txt")), Some(true));
-        assert_eq!(bridge_online(&corpus("z2m-bridge-state-offline-lwt.json")), Some(false));
+        assert_eq!(bridge_online(&corpus("z2m-bridge-state")), Some(true));
+        assert_eq!(bridge_online(&corpus("z2m-bridge-state-legacy")), Some(true));
+        assert_eq!(bridge_online(&corpus("z2m-bridge-state-offline-lwt")), Some(false));
         assert_eq!(bridge_online(b"maybe"), None);
     }
 }

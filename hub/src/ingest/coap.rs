@@ -21,7 +21,6 @@ use coap::server::{Listener, Responder, UdpCoapListener};
 use coap_lite::{CoapOption, ContentFormat, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
-use webrtc_dtls::cipher_suite::CipherSuiteId;
 use zeroize::Zeroizing;
 
 use super::Rejections;
@@ -273,14 +272,6 @@ impl Responder for DtlsResponder {
 
 static BUSY: crate::repeated::Repeated = crate::repeated::Repeated::new("DTLS handshake ended to make room");
 static FAILED: crate::repeated::Repeated = crate::repeated::Repeated::new("DTLS handshake failed");
-
-/// The DTLS suites CoAP devices implement (RFC 7252 makes CCM_8 mandatory), for the hub's
-/// commands to devices.
-pub const PSK_SUITES: [CipherSuiteId; 3] = [
-    CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8,
-    CipherSuiteId::Tls_Psk_With_Aes_128_Ccm,
-    CipherSuiteId::Tls_Psk_With_Aes_128_Gcm_Sha256,
-];
 
 /// Pre-shared keys: the device id is the PSK identity, its secret the key.
 fn psk_lookup(store: Store) -> hearth_dtls::PskLookup {
