@@ -18,12 +18,17 @@ pub enum DeviceEvent {
     Removed(String),
     /// It may no longer use plain MQTT: its sessions in clear end.
     PlaintextRevoked(String),
+    /// Its namespaces as a bridge changed: its sessions end and start again under the new ones.
+    NamespacesChanged(String),
 }
 
 impl DeviceEvent {
     pub fn device(&self) -> &str {
         match self {
-            Self::CredentialsChanged(id) | Self::Removed(id) | Self::PlaintextRevoked(id) => id,
+            Self::CredentialsChanged(id)
+            | Self::Removed(id)
+            | Self::PlaintextRevoked(id)
+            | Self::NamespacesChanged(id) => id,
         }
     }
 }
@@ -90,6 +95,27 @@ pub async fn add(store: &Store, name: &str, now: i64) -> Result<Credentials, Dev
         let id = random_string(ID_ALPHABET, 8)?;
         if store.create_device(&id, name, &secret, now).await? {
             return Ok(Credentials { id, secret });
+        }
+    }
+}
+
+/// Adds a device behind `bridge`: no credentials of its own (it never logs in), in the
+/// bridge's tenancy if the bridge is a tenant's. Returns its id.
+pub async fn add_bridged(
+    store: &Store,
+    name: &str,
+    bridge: &str,
+    tenancy: Option<i64>,
+    discovered: &str,
+    now: i64,
+) -> Result<String, DeviceError> {
+    if !valid_name(name) {
+        return Err(DeviceError::BadName);
+    }
+    loop {
+        let id = random_string(ID_ALPHABET, 8)?;
+        if store.create_bridged_device(&id, name, bridge, tenancy, discovered, now).await? {
+            return Ok(id);
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod automation;
+pub mod bridges;
 pub mod buckets;
 pub mod clock;
 pub mod config;
@@ -187,6 +188,7 @@ pub async fn run(
     };
     let (device_events, _) = broadcast::channel(64);
     let rejections = ingest::Rejections::default();
+    let bridges = bridges::Bridges::load(store.clone()).await?;
     let addresses = listeners.addresses()?;
     let (mqtt_port, coaps_port) = (addresses.mqtt.map(|a| a.port()), addresses.coap_dtls.map(|a| a.port()));
     let mqtts_port = addresses.mqtts.map(|a| a.port());
@@ -211,6 +213,7 @@ pub async fn run(
             plain_from_loopback: config.mqtt.plain_from_loopback,
             audit: audit.clone(),
             clock: clock.clone(),
+            bridges: bridges.clone(),
         };
         let server = MqttServer::new(ctx);
         commands = automation::Commands::Embedded(server.clone());
@@ -264,6 +267,7 @@ pub async fn run(
             store: store.clone(),
             ingest: ingest.clone(),
             commands,
+            bridges: bridges.clone(),
             outbox: outbox.clone(),
             clock: clock.clone(),
         },
@@ -279,6 +283,7 @@ pub async fn run(
         ingest: ingest.clone(),
         device_events,
         rejections,
+        bridges,
         setup,
         passwords: auth::PasswordHasherPool::default(),
         logins: auth::LoginLimiter::default(),

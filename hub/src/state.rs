@@ -25,6 +25,8 @@ pub struct AppState {
     pub ingest: Ingest,
     pub device_events: broadcast::Sender<DeviceEvent>,
     pub rejections: Rejections,
+    /// Who is behind which bridge.
+    pub bridges: crate::bridges::Bridges,
     pub setup: Setup,
     pub passwords: PasswordHasherPool,
     pub logins: LoginLimiter,

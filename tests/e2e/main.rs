@@ -4,6 +4,7 @@
 mod api;
 mod authz;
 mod automation;
+mod bridges;
 mod coap;
 mod consent;
 mod fuzz;

@@ -1,8 +1,10 @@
 //! The ownership promise as a property over every path out of the hub: generated readings
 //! with known owners, made before, during and after a tenancy and after its shred, read by
 //! every kind of caller through every path they have (REST, the device list, SSE, export,
-//! dry runs, run traces, notifications, recipient shares, and a household device's
-//! credentials over MQTT, CoAP GET and CoAP Observe). Every value that arrives anywhere is
+//! dry runs, run traces, notifications, recipient shares, a household device's
+//! credentials over MQTT, CoAP GET and CoAP Observe, and a bridge's credentials, which the
+//! owner holds, over MQTT). One household device is behind a Zigbee2MQTT bridge: its
+//! readings come through the bridge's namespace and are owned like any other's. Every value that arrives anywhere is
 //! traced back to the reading it came from, and must be one that caller may have at that
 //! moment; every channel must also have delivered something, so a broken subscription
 //! cannot pass for "nothing leaked".
@@ -53,6 +55,7 @@ enum Caller {
     DailyRecipient,
     RevokedRecipient,
     DeviceCredentials,
+    BridgeCredentials,
 }
 
 /// What has happened so far that changes who may see what.
@@ -86,6 +89,8 @@ fn may_see(caller: Caller, r: &Made, now: State) -> bool {
         Caller::Guest => r.whose == Whose::Owner && home,
         Caller::RemovedGuest => r.whose == Whose::Owner && home && !now.guest_removed,
         Caller::DeviceCredentials => r.whose == Whose::Owner && r.device == "meter",
+        // A bridge publishes for its devices and hears their commands; it never gets readings.
+        Caller::BridgeCredentials => false,
     }
 }
 
@@ -278,11 +283,25 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
     };
     let guest = guest_of("gia").await?;
     let removed_guest = guest_of("rex").await?;
+    // The owner's Zigbee2MQTT bridge; its power plug is a household device of its own.
+    let (bridge, bridge_key) = hub.add_device(&owner, "Zigbee2MQTT").await?;
+    let grant = owner.put(hub.url(&format!("/api/devices/{bridge}/bridge")));
+    assert_eq!(grant.json(&json!({ "namespaces": ["zigbee2mqtt/#"] })).send().await?.status(), 200);
+    let list = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hub/tests/data/ecosystems/z2m-bridge-devices.json"),
+    )?;
+    hub.publish((&bridge, &bridge_key), "zigbee2mqtt/bridge/devices", list).await?;
+    let plug = wait_until(Duration::from_secs(5), "the bridge's plug", || async {
+        let list: Value = owner.get(hub.url("/api/devices")).send().await.ok()?.json().await.ok()?;
+        let plug = list.as_array()?.iter().find(|d| d["name"] == "power_plug" && d["bridge"] == bridge.as_str())?;
+        plug["id"].as_str().map(str::to_owned)
+    })
+    .await?;
 
     let mut world = World {
         made: Vec::new(),
         waited: 0,
-        ids: HashMap::from([("meter", meter.clone()), ("boiler", boiler.clone())]),
+        ids: HashMap::from([("meter", meter.clone()), ("boiler", boiler.clone()), ("plug", plug.clone())]),
         state: State::default(),
         tally: Tally::default(),
     };
@@ -320,14 +339,16 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
             anyhow::Ok(body["id"].as_i64())
         }
     };
-    people[0].rule = create(&owner, watch(&[&meter, &boiler], None)).await?;
+    people[0].rule = create(&owner, watch(&[&meter, &boiler, &plug], None)).await?;
     create(
         &owner,
         json!({ "name": "Relay", "triggers": [{ "type": "reading", "device": boiler, "metric": "power" }],
-        "actions": [{ "type": "mqtt", "device": meter, "metric": "relay", "value": "on" }] }),
+        "actions": [{ "type": "mqtt", "device": meter, "metric": "relay", "value": "on" },
+            { "type": "mqtt", "device": plug, "metric": "state", "value": "on" }] }),
     )
     .await?;
     let mut subscribed = Listener::start(mqtt, &meter, &meter_key, &format!("hearth/{meter}/#")).await?;
+    let mut bridged = Listener::start(mqtt, &bridge, &bridge_key, "#").await?;
 
     // The owner's recipient, granted raw energy readings from before the tenancy on.
     let recipient = reqwest::Client::new();
@@ -366,9 +387,15 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
                     let value = BASE + next + 0.375;
                     next += 1.0;
                     let id = &world.ids[device];
-                    let key = keys.get(device).map(String::as_str).unwrap_or_default();
-                    let payload = json!({ "value": value, "ts": ts }).to_string();
-                    hub.publish((id, key), &format!("hearth/{id}/power"), payload).await?;
+                    if device == "plug" {
+                        // Through its bridge, as Zigbee2MQTT publishes a device's state.
+                        let payload = json!({ "power": value, "ts": ts }).to_string();
+                        hub.publish((&bridge, &bridge_key), "zigbee2mqtt/power_plug", payload).await?;
+                    } else {
+                        let key = keys.get(device).map(String::as_str).unwrap_or_default();
+                        let payload = json!({ "value": value, "ts": ts }).to_string();
+                        hub.publish((id, key), &format!("hearth/{id}/power"), payload).await?;
+                    }
                     let whose = if device == "boiler" { Whose::Owner } else { $whose_meter };
                     world.made.push(Made { device, ts, value, period: $period, whose, then: world.state });
                 }
@@ -377,7 +404,7 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
     }
 
     // Before the tenancy: the owner's.
-    publish!(Period::Before, Whose::Owner, ["meter", "boiler"], 2);
+    publish!(Period::Before, Whose::Owner, ["meter", "boiler", "plug"], 2);
     let coap_uri = format!("coap://{plain}/d/{meter}/power?k={meter_key}");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/aiocoap_observe.py");
     let mut observer = Command::new("python3")
@@ -393,8 +420,8 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
         (!values_in(&observed.text()).is_empty()).then_some(())
     })
     .await?;
-    publish!(Period::Before, Whose::Owner, ["meter", "boiler"], 2);
-    checkpoint(&hub, &mut world, &mut people, &recipients, &mut subscribed, &coap_uri).await?;
+    publish!(Period::Before, Whose::Owner, ["meter", "boiler", "plug"], 2);
+    checkpoint(&hub, &mut world, &mut people, &recipients, [&mut subscribed, &mut bridged], &coap_uri).await?;
 
     // The tenancy: the meter's readings are the tenant's, the boiler's the owner's.
     hub.clock.advance_to(day + HOUR);
@@ -403,7 +430,7 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
     let rex = rex.and_then(|g| g["id"].as_i64()).ok_or_else(|| anyhow::anyhow!("no guest rex in {guests}"))?;
     assert_eq!(owner.delete(hub.url(&format!("/api/guests/{rex}"))).send().await?.status(), 204);
     world.state.guest_removed = true;
-    people[1].rule = create(&tenant, watch(&[&meter], None)).await?;
+    people[1].rule = create(&tenant, watch(&[&meter, &plug], None)).await?;
     for (name, caller, granularity) in [
         ("Raw adviser", Caller::RawRecipient, "raw"),
         ("Hourly adviser", Caller::HourlyRecipient, "hour"),
@@ -413,13 +440,13 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
         recipients.push(register(tenant.clone(), name, caller, granularity).await?);
     }
     for _ in 0..3 {
-        publish!(Period::During, Whose::First, ["meter", "meter", "meter", "meter", "meter", "boiler"], 1);
+        publish!(Period::During, Whose::First, ["meter", "meter", "meter", "plug", "meter", "meter", "boiler"], 1);
         hub.clock.advance_to(hub.now_ms() - hub.now_ms().rem_euclid(HOUR) + HOUR);
     }
     hub.clock.advance_to(day + 24 * HOUR + 60_000);
-    publish!(Period::During, Whose::First, ["meter", "meter", "meter", "meter", "meter", "boiler"], 1);
+    publish!(Period::During, Whose::First, ["meter", "plug", "meter", "meter", "meter", "meter", "boiler"], 1);
     hub.clock.advance_to(day + 25 * HOUR + 60_000);
-    checkpoint(&hub, &mut world, &mut people, &recipients, &mut subscribed, &coap_uri).await?;
+    checkpoint(&hub, &mut world, &mut people, &recipients, [&mut subscribed, &mut bridged], &coap_uri).await?;
     let revoked = &recipients[4];
     let revoke = tenant.post(hub.url(&format!("/api/consent/grants/{}/revoke", revoked.grant)));
     assert_eq!(revoke.send().await?.status(), 200);
@@ -427,8 +454,8 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
 
     // After it: the owner's again; the tenant is a former tenant.
     hub.clock.advance_to(day + 31 * HOUR);
-    publish!(Period::After, Whose::Owner, ["meter", "boiler"], 3);
-    checkpoint(&hub, &mut world, &mut people, &recipients, &mut subscribed, &coap_uri).await?;
+    publish!(Period::After, Whose::Owner, ["meter", "boiler", "plug"], 3);
+    checkpoint(&hub, &mut world, &mut people, &recipients, [&mut subscribed, &mut bridged], &coap_uri).await?;
 
     // The former tenant shreds; the next tenancy starts and has its own readings. What the
     // files held of the tenancy first: its wrapped key and its sealed readings.
@@ -438,9 +465,9 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
     assert_eq!(shred.status(), 204, "{}", shred.text().await?);
     world.state.shredded = true;
     hub.clock.advance_to(day + 37 * HOUR);
-    people[2].rule = create(&other, watch(&[&meter], None)).await?;
-    publish!(Period::Shredded, Whose::Second, ["meter", "boiler"], 3);
-    checkpoint(&hub, &mut world, &mut people, &recipients, &mut subscribed, &coap_uri).await?;
+    people[2].rule = create(&other, watch(&[&meter, &plug], None)).await?;
+    publish!(Period::Shredded, Whose::Second, ["meter", "boiler", "plug"], 3);
+    checkpoint(&hub, &mut world, &mut people, &recipients, [&mut subscribed, &mut bridged], &coap_uri).await?;
 
     let _ = observer.kill();
     let _ = observer.wait();
@@ -478,7 +505,7 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
         ("share (aggregates)", &[Caller::HourlyRecipient, Caller::DailyRecipient]),
         ("CoAP GET", &[Caller::DeviceCredentials]),
         ("CoAP Observe", &[Caller::DeviceCredentials]),
-        ("MQTT commands", &[Caller::DeviceCredentials]),
+        ("MQTT commands", &[Caller::DeviceCredentials, Caller::BridgeCredentials]),
     ];
     let mut silent = Vec::new();
     for (path, callers) in expected {
@@ -565,7 +592,7 @@ async fn checkpoint(
     world: &mut World,
     people: &mut [Person],
     recipients: &[Recipient],
-    subscribed: &mut Listener,
+    [subscribed, bridged]: [&mut Listener; 2],
     coap_uri: &str,
 ) -> anyhow::Result<()> {
     // The live streams have what was committed: wait for the newest reading someone may see
@@ -587,7 +614,7 @@ async fn checkpoint(
             let text = live.take();
             world.record("live", caller, &text, true);
         }
-        for device in ["meter", "boiler"] {
+        for device in ["meter", "boiler", "plug"] {
             let id = &world.ids[device];
             let url = hub.url(&format!("/api/devices/{id}/metrics/power/readings?from=0&to=99999999999999"));
             let text = body(person.client.get(url)).await?;
@@ -598,7 +625,7 @@ async fn checkpoint(
         if matches!(caller, Caller::Owner | Caller::Tenant | Caller::OtherTenant) {
             let text = body(person.client.get(hub.url("/api/export"))).await?;
             world.record("export", caller, &text, false);
-            for device in ["meter", "boiler"] {
+            for device in ["meter", "boiler", "plug"] {
                 let rule = json!({ "name": "Replay",
                     "triggers": [{ "type": "reading", "device": world.ids[device], "metric": "power" }],
                     "actions": [{ "type": "notify", "message": "x" }] });
@@ -644,6 +671,16 @@ async fn checkpoint(
             world.tally.leaks.push(format!("the meter's subscription got {topic} = {payload}"));
         }
         world.tally.delivered.insert(("MQTT commands", Caller::DeviceCredentials));
+    }
+    // The bridge, subscribed to everything, hears its plug's commands and nothing else.
+    for _ in 0..200 {
+        let Ok(Ok((topic, payload))) = tokio::time::timeout(Duration::from_millis(200), bridged.next()).await else {
+            break;
+        };
+        if topic != "zigbee2mqtt/power_plug/set" || !values_in(&payload).is_empty() {
+            world.tally.leaks.push(format!("the bridge's subscription got {topic} = {payload}"));
+        }
+        world.tally.delivered.insert(("MQTT commands", Caller::BridgeCredentials));
     }
     Ok(())
 }

@@ -74,6 +74,61 @@ pub struct Device {
     /// The last refused message, if any, with the reason (only for those who manage it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<Rejection>,
+    /// For a bridge: the topic namespaces it may publish in for the devices behind it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// For a device behind a bridge: the bridge's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// For a device behind a bridge: what it said of itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovered: Option<Discovered>,
+}
+
+/// The convention a device behind a bridge was discovered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Convention {
+    Zigbee2mqtt,
+    Tasmota,
+    Shelly,
+    Esphome,
+    HomeAssistant,
+}
+
+names!(Convention, "discovery convention", {
+    Zigbee2mqtt => "zigbee2mqtt",
+    Tasmota => "tasmota",
+    Shelly => "shelly",
+    Esphome => "esphome",
+    HomeAssistant => "home_assistant",
+});
+
+/// What a device behind a bridge said of itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Discovered {
+    pub convention: Convention,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Whether it was last said to be online; `None` if nothing said so either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<bool>,
+    /// The values it takes as commands (`PUT`-able through rules and the UI).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settable: Vec<String>,
+}
+
+/// `PUT /api/devices/{id}/bridge`: the topic namespaces (MQTT filters such as
+/// `zigbee2mqtt/#` or `tele/kitchen-plug/#`) the device may publish in for the devices
+/// behind it; an empty list makes it an ordinary device again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetNamespaces {
+    pub namespaces: Vec<String>,
 }
 
 /// `POST /api/devices`.

@@ -8,7 +8,7 @@ use hearth_model::DeviceClass;
 use hearth_model::automations::{Note, NotificationSource};
 use hearth_model::devices::{
     BelongsTo, ClassChanged, ClassProposal, CoapExample, Credentials as CredentialsView, Device, Metric, MqttExample,
-    NewDevice, Point, RangeQuery, Readings, SetClass, SetCoapAddress, SetPlaintext,
+    NewDevice, Point, RangeQuery, Readings, SetClass, SetCoapAddress, SetNamespaces, SetPlaintext,
 };
 
 use super::routes::{EVERYONE, OWNER, Route, TENANT, Who};
@@ -33,6 +33,7 @@ pub(super) const ROUTES: &[Route] = &[
     Route::new("PUT", "/api/devices/{id}/class", Who::People(OWNER), |m| on(m, set_class)),
     Route::new("PUT", "/api/devices/{id}/coap-address", Who::People(OWNER), |m| on(m, set_coap_address)),
     Route::new("PUT", "/api/devices/{id}/plaintext", Who::People(SUBJECTS), |m| on(m, set_plaintext)),
+    Route::new("PUT", "/api/devices/{id}/bridge", Who::People(SUBJECTS), |m| on(m, set_namespaces)),
     Route::new("GET", "/api/class-proposals", Who::People(SUBJECTS), |m| on(m, proposals)),
     Route::new("POST", "/api/class-proposals/{id}/accept", Who::People(TENANT), |m| on(m, accept_class)),
     Route::new("POST", "/api/class-proposals/{id}/decline", Who::People(TENANT), |m| on(m, decline_class)),
@@ -92,6 +93,10 @@ async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<V
             coap_address: d.coap_address.filter(|_| user.role != Role::Guest),
             plaintext: d.plaintext,
             clear_seen: d.clear_seen_ms.filter(|_| manageable),
+            // Where a bridge publishes is its manager's business.
+            namespaces: if manageable { d.namespaces } else { Vec::new() },
+            discovered: state.bridges.view(&d.id),
+            bridge: d.bridge_id,
             id: d.id,
             name: d.name,
             created: d.created_ms,
@@ -198,7 +203,11 @@ async fn regenerate(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<ApiJson<CredentialsView>, AppError> {
-    managed_device(&state, user.clone(), &id).await?;
+    if managed_device(&state, user.clone(), &id).await?.bridge_id.is_some() {
+        return Err(AppError::Conflict(
+            "a device behind a bridge has no credentials of its own: its bridge speaks for it",
+        ));
+    }
     let creds = devices::regenerate(&state.store, &state.device_events, &id, state.clock.now_ms()).await?;
     tracing::info!(device.id = %id, "device credentials regenerated");
     super::scope::audit(
@@ -221,6 +230,7 @@ async fn remove(
 ) -> Result<StatusCode, AppError> {
     managed_device(&state, user.clone(), &id).await?;
     devices::remove(&state.store, &state.device_events, &id, state.clock.now_ms()).await?;
+    state.bridges.removed(&id);
     tracing::info!(device.id = %id, "device removed");
     super::scope::audit(&state, &user, "device", addr, format!("device {id} removed")).await;
 
@@ -348,6 +358,37 @@ async fn set_plaintext(
     let detail = match req.plaintext {
         true => format!("device {id}: marked as unable to do TLS; plain MQTT allowed"),
         false => format!("device {id}: plain MQTT no longer allowed"),
+    };
+    super::scope::audit(&state, &user, "device", addr, detail).await;
+    views(&state, &user, Some(&id)).await?.pop().map(ApiJson).ok_or(AppError::NotFound)
+}
+
+/// Grants a device topic namespaces to publish in for the devices behind it (or takes them
+/// away with an empty list). Its sessions end, so that it logs in again under the new grant.
+async fn set_namespaces(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SetNamespaces>,
+) -> Result<ApiJson<Device>, AppError> {
+    let device = managed_device(&state, user.clone(), &id).await?;
+    if device.bridge_id.is_some() {
+        return Err(AppError::field("namespaces", "a device behind a bridge cannot be a bridge"));
+    }
+    let mut namespaces = req.namespaces;
+    namespaces.sort();
+    namespaces.dedup();
+    crate::bridges::check_namespaces(&namespaces).map_err(|reason| AppError::field("namespaces", reason))?;
+    if !state.store.set_device_namespaces(&id, &namespaces).await? {
+        return Err(AppError::NotFound);
+    }
+    state.bridges.set_namespaces(&device, &namespaces);
+    let _ = state.device_events.send(devices::DeviceEvent::NamespacesChanged(id.clone()));
+    tracing::info!(device.id = %id, ?namespaces, "bridge namespaces set");
+    let detail = match namespaces.is_empty() {
+        true => format!("device {id}: no longer a bridge"),
+        false => format!("device {id}: bridge for {}", namespaces.join(", ")),
     };
     super::scope::audit(&state, &user, "device", addr, detail).await;
     views(&state, &user, Some(&id)).await?.pop().map(ApiJson).ok_or(AppError::NotFound)

@@ -47,14 +47,20 @@ pub enum ActionError {
     NotYourDevice(String),
     #[error("{0:?} has no CoAP address (the owner sets it on the device's page)")]
     NoCoapAddress(String),
+    #[error(transparent)]
+    Bridged(#[from] crate::bridges::CommandError),
 }
 
 impl Commands {
-    /// Publishes a command; the topic is `hearth/<device>/set/<metric>`.
-    async fn send(&self, topic: &str, payload: Vec<u8>) -> Result<&'static str, ActionError> {
+    /// Publishes a command: on `hearth/<device>/set/<metric>`, or for a device behind a
+    /// bridge on the bridge's own topic (`bridge` then names it: only its sessions hear it).
+    async fn send(&self, bridge: Option<&str>, topic: &str, payload: Vec<u8>) -> Result<&'static str, ActionError> {
         match self {
             Commands::Embedded(server) => {
-                server.publish(topic, payload);
+                match bridge {
+                    Some(bridge) => server.publish_to(bridge, topic, payload),
+                    None => server.publish(topic, payload),
+                }
                 Ok("sent")
             }
             Commands::External(client) => {
@@ -71,6 +77,7 @@ impl Commands {
 pub struct Effects {
     pub store: Store,
     pub commands: Commands,
+    pub bridges: crate::bridges::Bridges,
     pub outbox: Outbox,
 }
 
@@ -95,8 +102,13 @@ impl Effects {
         match &job.action {
             Action::Mqtt { device, metric, value } => {
                 self.may_command(job, device, now)?;
+                if let Some(command) = self.bridges.command(device, metric, value) {
+                    let command = command?;
+                    let sent = self.commands.send(Some(&command.bridge), &command.topic, command.payload).await?;
+                    return Ok(format!("{sent} on {}", command.topic));
+                }
                 let topic = format!("hearth/{device}/set/{metric}");
-                Ok(self.commands.send(&topic, command_payload(value)).await?.to_owned())
+                Ok(self.commands.send(None, &topic, command_payload(value)).await?.to_owned())
             }
             Action::Coap { device, path, method, payload } => {
                 self.may_command(job, device, now)?;

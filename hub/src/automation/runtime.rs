@@ -39,6 +39,8 @@ pub struct AutomationContext {
     pub store: Store,
     pub ingest: Ingest,
     pub commands: Commands,
+    /// Where commands to devices behind a bridge go.
+    pub bridges: crate::bridges::Bridges,
     pub outbox: Outbox,
     pub clock: Clock,
 }
@@ -89,14 +91,14 @@ async fn run(
     mut control: mpsc::Receiver<oneshot::Sender<()>>,
     shutdown: CancellationToken,
 ) {
-    let AutomationContext { store, ingest: _, commands, outbox, clock } = ctx;
+    let AutomationContext { store, ingest: _, commands, bridges, outbox, clock } = ctx;
     let mut shredded = store.subscribe_shredded();
     let mut scheduler = Scheduler::new(chrono::Local, last_run);
     let (saves, saves_rx) = mpsc::channel(SAVES_QUEUED);
     let (traces, traces_rx) = mpsc::channel(TRACES_QUEUED);
     let trace_writer = tokio::spawn(persist::write_traces(store.clone(), traces_rx));
     let mut edge = Edge {
-        effects: Effects { store: store.clone(), commands, outbox },
+        effects: Effects { store: store.clone(), commands, bridges, outbox },
         clock: clock.clone(),
         saves,
         traces,

@@ -93,7 +93,19 @@ fn device(entry: &Json) -> Option<Device> {
         match expose.get("features").and_then(Json::as_array) {
             Some(features) => {
                 let part = expose.get("type").and_then(Json::as_str).map(str::to_owned);
-                values.extend(features.iter().filter_map(|f| exposed(f, part.clone())));
+                // A generic composite's features are nested under its own property in the
+                // state (`"color_options":{"execute_if_off":true}`); a light's, switch's or
+                // cover's are top-level keys.
+                let nested = match part.as_deref() {
+                    Some("composite") => expose.get("property").and_then(Json::as_str).filter(|p| short(p)),
+                    _ => None,
+                };
+                values.extend(features.iter().filter_map(|f| exposed(f, part.clone())).map(|mut value| {
+                    if let Some(parent) = nested {
+                        value.property = format!("{parent}.{}", value.property);
+                    }
+                    value
+                }));
             }
             None => values.extend(exposed(expose, None)),
         }
@@ -213,6 +225,10 @@ mod tests {
         // Several lights in one device: each endpoint's properties apart.
         let zigfred = by_name("zigfred_plus");
         assert!(zigfred.values.iter().any(|v| v.property == "brightness_l2"));
+
+        // A generic composite's features keep their parent, as the state nests them.
+        assert!(bulb.values.iter().any(|v| v.property == "color_options.execute_if_off"));
+        assert!(!bulb.values.iter().any(|v| v.property == "execute_if_off"));
 
         // A device without a definition still lists what it reports.
         let unknown = by_name("0x0017880104e45518");

@@ -139,7 +139,8 @@ pub async fn serve(ctx: CoapContext, listeners: CoapListeners, shutdown: Cancell
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
             event = device_events.recv(), if events_open => match event {
-                Ok(DeviceEvent::PlaintextRevoked(_)) => {}
+                // Neither changes what a device may do over CoAP.
+                Ok(DeviceEvent::PlaintextRevoked(_) | DeviceEvent::NamespacesChanged(_)) => {}
                 Ok(event) => server.end_device(event.device()),
                 // Events were missed: which credentials changed is unknown, so every DTLS
                 // session and observation ends (devices connect again with what they hold).

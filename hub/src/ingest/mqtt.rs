@@ -84,6 +84,8 @@ pub struct MqttContext {
     pub audit: crate::audit::Audit,
     /// The hub's time.
     pub clock: crate::clock::Clock,
+    /// Who is behind which bridge.
+    pub bridges: crate::bridges::Bridges,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +132,11 @@ type Subscription = (u64, String, mpsc::Sender<Publish>);
 impl Router {
     fn route(&self, topic: &str, payload: &bytes::Bytes) {
         let Some(device) = topic.split('/').nth(1) else { return };
+        self.route_to(device, topic, payload);
+    }
+
+    /// To `device`'s sessions only.
+    fn route_to(&self, device: &str, topic: &str, payload: &bytes::Bytes) {
         let Ok(subs) = self.subs.read() else { return };
         for (_, filter, tx) in subs.get(device).into_iter().flatten().filter(|(_, f, _)| matches(topic, f)) {
             let mut p = Publish::new(topic, QoS::AtMostOnce, Vec::new());
@@ -196,6 +203,12 @@ impl MqttServer {
     /// Sends `payload` at QoS 0 to every session subscribed to `topic`.
     pub fn publish(&self, topic: &str, payload: impl Into<bytes::Bytes>) {
         self.shared.router.route(topic, &payload.into());
+    }
+
+    /// Sends a command for a device behind `bridge` to the bridge's sessions subscribed to
+    /// `topic`, and to no one else's.
+    pub fn publish_to(&self, bridge: &str, topic: &str, payload: impl Into<bytes::Bytes>) {
+        self.shared.router.route_to(bridge, topic, &payload.into());
     }
 
     /// Accepts connections until `shutdown`; then lets open connections send the acks of
@@ -444,8 +457,14 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let _registration = Registration { shared, conn, key };
+    // A bridge publishes its devices' descriptions, which can be large (a Zigbee network's
+    // device list); only a bridge, once logged in, may send more than the ordinary limit.
+    let bridge = shared.ctx.bridges.is_bridge(&device);
+    if bridge {
+        framed.codec_mut().max_incoming_size = crate::bridges::MAX_BRIDGE_MESSAGE + 1024;
+    }
     send(&mut framed, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await?;
-    tracing::info!(device.id = %device, %peer, "MQTT device connected");
+    tracing::info!(device.id = %device, %peer, bridge, "MQTT device connected");
 
     // The device's keep-alive, at most the hub's maximum (which also applies to a device
     // that asks for none); silence for 1.5 times that ends the session.
@@ -475,7 +494,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             event = events.recv() => match event {
                 Ok(DeviceEvent::PlaintextRevoked(id)) if id == device && transport != Transport::Clear => {}
                 Ok(event) if event.device() == device => {
-                    tracing::info!(device.id = %device, ?event, "closing MQTT session: credentials changed");
+                    tracing::info!(device.id = %device, ?event, "closing MQTT session: what the device may do changed");
                     return Ok(());
                 }
                 Ok(_) => {}
@@ -501,11 +520,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                     Some(Ok(packet)) => packet,
                 };
                 match packet {
-                    Packet::Publish(publish) => pending.push_back(on_publish(shared, &device, publish).await?),
+                    Packet::Publish(publish) => pending.push_back(on_publish(shared, &device, bridge, publish).await?),
                     Packet::PubRel(rel) => pending.push_back(ready(Packet::PubComp(PubComp::new(rel.pkid)))),
                     Packet::Subscribe(sub) => {
                         let codes = sub.filters.iter().map(|f| {
-                            if !may_subscribe(&device, &f.path) {
+                            if !may_subscribe(&device, bridge, &f.path) {
                                 tracing::warn!(device.id = %device, filter = %f.path, "subscription refused: outside the device's topics");
                                 SubscribeReasonCode::Failure
                             } else if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains(&f.path) {
@@ -568,10 +587,15 @@ async fn authenticate(store: &Store, connect: &Connect) -> Result<String, Connec
     }
 }
 
-/// A device may only subscribe within its own topics (for commands addressed to it).
-fn may_subscribe(device: &str, filter: &str) -> bool {
+/// A device may only subscribe within its own topics (for commands addressed to it). A
+/// bridge may subscribe to any filter (Zigbee2MQTT subscribes to `zigbee2mqtt/#`), but the
+/// server routes to it only the commands of the devices behind it (see `publish_to`).
+fn may_subscribe(device: &str, bridge: bool, filter: &str) -> bool {
     let own = format!("hearth/{device}");
-    valid_filter(filter) && (filter == own || filter.strip_prefix(&own).is_some_and(|rest| rest.starts_with('/')))
+    valid_filter(filter)
+        && (bridge && !filter.starts_with('$')
+            || filter == own
+            || filter.strip_prefix(&own).is_some_and(|rest| rest.starts_with('/')))
 }
 
 /// Why a publish is refused (logged and counted; the message is acknowledged so a
@@ -600,7 +624,7 @@ pub fn readings_from_publish(device: &str, topic: &str, payload: &[u8], now: i64
     }
 }
 
-async fn on_publish(shared: &Shared, device: &str, publish: Publish) -> Result<Ack, ConnError> {
+async fn on_publish(shared: &Shared, device: &str, bridge: bool, publish: Publish) -> Result<Ack, ConnError> {
     let ctx = &shared.ctx;
     let ack = |pkid| match publish.qos {
         QoS::AtMostOnce => None,
@@ -609,10 +633,19 @@ async fn on_publish(shared: &Shared, device: &str, publish: Publish) -> Result<A
     };
     let reply = ack(publish.pkid);
     let now = ctx.ingest.now_ms();
-    let readings = match readings_from_publish(device, &publish.topic, &publish.payload, now) {
+    let own = publish.topic.strip_prefix("hearth/").and_then(|t| t.split('/').next()) == Some(device);
+    let read = match bridge && !own {
+        true => match ctx.bridges.publish(device, &publish.topic, &publish.payload, now).await {
+            Err(crate::bridges::Refusal::Store) => return Err(ConnError::CommitFailed),
+            read => read.map_err(|refusal| refusal.to_string()),
+        },
+        false => readings_from_publish(device, &publish.topic, &publish.payload, now).map_err(|r| r.to_string()),
+    };
+    let readings = match read {
+        Ok(readings) if readings.is_empty() => return Ok(Box::pin(std::future::ready(Ok(reply)))),
         Ok(readings) => readings,
-        Err(refusal) => {
-            ctx.rejections.record(device, "mqtt", &refusal.to_string(), now);
+        Err(reason) => {
+            ctx.rejections.record(device, "mqtt", &reason, now);
             return Ok(Box::pin(std::future::ready(Ok(reply))));
         }
     };
@@ -647,12 +680,17 @@ mod tests {
 
     #[test]
     fn a_device_subscribes_only_under_its_own_id() {
-        assert!(may_subscribe("dev1", "hearth/dev1/#"));
-        assert!(may_subscribe("dev1", "hearth/dev1/set/+"));
-        assert!(may_subscribe("dev1", "hearth/dev1"));
-        assert!(!may_subscribe("dev1", "hearth/#"));
-        assert!(!may_subscribe("dev1", "hearth/+/set"));
-        assert!(!may_subscribe("dev1", "hearth/dev10/#"));
-        assert!(!may_subscribe("dev1", "#"));
+        assert!(may_subscribe("dev1", false, "hearth/dev1/#"));
+        assert!(may_subscribe("dev1", false, "hearth/dev1/set/+"));
+        assert!(may_subscribe("dev1", false, "hearth/dev1"));
+        assert!(!may_subscribe("dev1", false, "hearth/#"));
+        assert!(!may_subscribe("dev1", false, "hearth/+/set"));
+        assert!(!may_subscribe("dev1", false, "hearth/dev10/#"));
+        assert!(!may_subscribe("dev1", false, "#"));
+        // A bridge subscribes where its software does; what reaches it is decided when routing.
+        assert!(may_subscribe("dev1", true, "#"));
+        assert!(may_subscribe("dev1", true, "zigbee2mqtt/#"));
+        assert!(!may_subscribe("dev1", true, "$SYS/#"));
+        assert!(!may_subscribe("dev1", true, "a/#/b"));
     }
 }

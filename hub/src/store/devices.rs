@@ -21,6 +21,12 @@ pub struct DeviceRecord {
     pub plaintext: bool,
     /// When it last connected over plain MQTT from another machine.
     pub clear_seen_ms: Option<i64>,
+    /// For a bridge: the topic namespaces it may publish in (empty for other devices).
+    pub namespaces: Vec<String>,
+    /// For a device behind a bridge: the bridge.
+    pub bridge_id: Option<String>,
+    /// For a device behind a bridge: what discovery said of it (JSON, see `crate::bridges`).
+    pub discovered: Option<String>,
 }
 
 fn name_aad(id: &str) -> Vec<u8> {
@@ -31,8 +37,28 @@ fn coap_aad(id: &str) -> Vec<u8> {
     format!("device-coap:{id}").into_bytes()
 }
 
+fn namespaces_aad(id: &str) -> Vec<u8> {
+    format!("device-namespaces:{id}").into_bytes()
+}
+
+fn discovered_aad(id: &str) -> Vec<u8> {
+    format!("device-discovered:{id}").into_bytes()
+}
+
 fn secret_aad(id: &str, credentials_ms: i64) -> Vec<u8> {
     format!("device-secret:{id}:{credentials_ms}").into_bytes()
+}
+
+/// A query of device records: the columns they are read from, then `$rest`.
+macro_rules! select_devices {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, name_sealed, coap_sealed, created_ms, credentials_ms, tenancy_id, plaintext, clear_seen_ms,
+                    namespaces_sealed, bridge_id, discovered_sealed
+             FROM devices ",
+            $rest
+        )
+    };
 }
 
 impl Store {
@@ -68,15 +94,88 @@ impl Store {
     }
 
     /// Removes a device: its credentials are destroyed at once; its readings stay, so the
-    /// household's history is not lost with a broken sensor. `Ok(false)` if unknown.
+    /// household's history is not lost with a broken sensor. A bridge's devices go with it.
+    /// `Ok(false)` if unknown.
     pub async fn remove_device(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE devices SET secret_sealed = NULL, coap_sealed = NULL, removed_ms = ? WHERE id = ? AND removed_ms IS NULL")
-                .bind(now)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE devices SET secret_sealed = NULL, coap_sealed = NULL, namespaces_sealed = NULL, removed_ms = ?
+             WHERE id = ? AND removed_ms IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE devices SET removed_ms = ? WHERE bridge_id = ? AND removed_ms IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Grants an active device topic namespaces to publish in for others (none: it is no
+    /// bridge). `Ok(false)` if there is no such device.
+    pub async fn set_device_namespaces(&self, id: &str, namespaces: &[String]) -> Result<bool, StoreError> {
+        let sealed = match namespaces.is_empty() {
+            true => None,
+            false => Some(self.hub_key.seal(namespaces.join("\n").as_bytes(), &namespaces_aad(id))?),
+        };
+        let done = sqlx::query("UPDATE devices SET namespaces_sealed = ? WHERE id = ? AND removed_ms IS NULL")
+            .bind(sealed)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Adds a device behind `bridge`, without credentials, in the bridge's tenancy if any.
+    /// `Ok(false)` if the id is taken.
+    pub async fn create_bridged_device(
+        &self,
+        id: &str,
+        name: &str,
+        bridge: &str,
+        tenancy: Option<i64>,
+        discovered: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let name_sealed = self.hub_key.seal(name.as_bytes(), &name_aad(id))?;
+        let discovered_sealed = self.hub_key.seal(discovered.as_bytes(), &discovered_aad(id))?;
+        let done = sqlx::query(
+            "INSERT INTO devices (id, name_sealed, created_ms, credentials_ms, tenancy_id, bridge_id, discovered_sealed)
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(name_sealed)
+        .bind(now)
+        .bind(now)
+        .bind(tenancy)
+        .bind(bridge)
+        .bind(discovered_sealed)
+        .execute(&self.pool)
+        .await?;
+        if tenancy.is_some() {
+            self.reload_ownership().await?;
+        }
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replaces what discovery said of a device behind a bridge, and its name.
+    pub async fn update_bridged_device(&self, id: &str, name: &str, discovered: &str) -> Result<(), StoreError> {
+        let name_sealed = self.hub_key.seal(name.as_bytes(), &name_aad(id))?;
+        let discovered_sealed = self.hub_key.seal(discovered.as_bytes(), &discovered_aad(id))?;
+        sqlx::query(
+            "UPDATE devices SET name_sealed = ?, discovered_sealed = ?
+             WHERE id = ? AND bridge_id IS NOT NULL AND removed_ms IS NULL",
+        )
+        .bind(name_sealed)
+        .bind(discovered_sealed)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Sets (or, with `None`, takes away) where rules send an active device CoAP commands.
@@ -114,13 +213,10 @@ impl Store {
 
     /// One active device, name opened.
     pub async fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, name_sealed, coap_sealed, created_ms, credentials_ms, tenancy_id, plaintext, clear_seen_ms
-             FROM devices WHERE id = ? AND removed_ms IS NULL",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(select_devices!("WHERE id = ? AND removed_ms IS NULL"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|row| self.device_record(row)).transpose()
     }
 
@@ -130,14 +226,10 @@ impl Store {
     }
 
     async fn devices_where(&self, removed_too: bool) -> Result<Vec<DeviceRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name_sealed, coap_sealed, created_ms, credentials_ms, tenancy_id, plaintext, clear_seen_ms
-             FROM devices WHERE ? OR removed_ms IS NULL
-             ORDER BY created_ms, id",
-        )
-        .bind(removed_too)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(select_devices!("WHERE ? OR removed_ms IS NULL ORDER BY created_ms, id"))
+            .bind(removed_too)
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(|row| self.device_record(row)).collect()
     }
 
@@ -154,7 +246,23 @@ impl Store {
                     .map_err(|_| StoreError::Corrupt(format!("device {id} CoAP address")))
             })
             .transpose()?;
+        let open_text = |column: &str, aad: Vec<u8>| -> Result<Option<String>, StoreError> {
+            let sealed: Option<Vec<u8>> = row.try_get(column)?;
+            sealed
+                .map(|sealed| {
+                    String::from_utf8(self.hub_key.open(&sealed, &aad)?)
+                        .map_err(|_| StoreError::Corrupt(format!("device {id} {column}")))
+                })
+                .transpose()
+        };
+        let namespaces = open_text("namespaces_sealed", namespaces_aad(&id))?
+            .map(|text| text.split('\n').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let discovered = open_text("discovered_sealed", discovered_aad(&id))?;
         Ok(DeviceRecord {
+            namespaces,
+            discovered,
+            bridge_id: row.try_get("bridge_id")?,
             id,
             name,
             coap_address,
