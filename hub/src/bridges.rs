@@ -9,12 +9,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use hearth_model::devices::{Convention, Discovered};
+use hearth_model::devices::{Convention, Discovered, DiscoveredValue};
 use rumqttc::mqttbytes::{matches, valid_filter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::devices::{self, DeviceError};
+use crate::discovery::ha;
+use crate::discovery::native::{self, Said};
+use crate::discovery::template::Template;
 use crate::discovery::zigbee2mqtt::{self, Kind};
 use crate::ingest::decode;
 use crate::reading::{Reading, Value, valid_metric, valid_unit};
@@ -46,6 +49,19 @@ pub struct Description {
     pub description: Option<String>,
     #[serde(default)]
     pub values: Vec<ValueSpec>,
+    /// Where it says whether it is online (Home Assistant discovery's `availability`).
+    #[serde(default)]
+    pub availability: Vec<AvailabilitySpec>,
+}
+
+/// An availability topic, its template, and the payloads that mean online and offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AvailabilitySpec {
+    pub topic: String,
+    #[serde(default)]
+    pub template: Option<String>,
+    pub online: String,
+    pub offline: String,
 }
 
 /// One value the device reports or takes.
@@ -54,12 +70,54 @@ pub struct ValueSpec {
     pub metric: String,
     #[serde(default)]
     pub unit: Option<String>,
-    #[serde(default)]
-    pub settable: bool,
     /// For an on/off value: the device's own on and off, as it sends and takes them.
     #[serde(default)]
     pub on_off: Option<(Json, Json)>,
+    /// How it is set, if it can be.
+    #[serde(default)]
+    pub command: Option<CommandSpec>,
+    /// Where it is read, when not from the device's own state topic (Home Assistant
+    /// discovery: a state topic and a value template per value).
+    #[serde(default)]
+    pub state: Option<StateSpec>,
+    /// Home Assistant's device class (`temperature`, `power`, `door`...), for icons.
+    #[serde(default)]
+    pub class: Option<String>,
+    /// The Home Assistant entity it came from (`<component>:<id>`), so that removing the
+    /// entity removes it.
+    #[serde(default)]
+    pub entity: Option<String>,
 }
+
+/// A value's own state topic and the template that reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateSpec {
+    pub topic: String,
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+/// Where a value is set, and how the payload is written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandSpec {
+    pub topic: String,
+    pub form: Form,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Form {
+    /// `{"<key>": <value>}` (Zigbee2MQTT, Home Assistant's JSON lights).
+    Json { key: String },
+    /// The value alone, as text (Tasmota's `cmnd`, ESPHome's `command`).
+    Text,
+    /// Shelly's RPC `Switch.Set` for switch `id`.
+    ShellySwitch { id: u32 },
+}
+
+/// Most values kept for one device, and most availability topics.
+const MAX_VALUES: usize = 128;
+const MAX_AVAILABILITY: usize = 8;
 
 /// Why a bridge's message was refused (shown on the bridge).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -98,6 +156,8 @@ pub struct Command {
 #[derive(Clone)]
 pub struct Bridges {
     store: Store,
+    /// Where what a discovery config left out is shown (on the device it describes).
+    rejections: crate::ingest::Rejections,
     registry: Arc<RwLock<Registry>>,
     /// Held while devices are added, so that two messages cannot add the same device twice.
     adding: Arc<tokio::sync::Mutex<()>>,
@@ -113,6 +173,10 @@ struct Registry {
     by_key: HashMap<(String, Convention, String), String>,
     /// (bridge, state topic) -> device id.
     by_topic: HashMap<(String, String), String>,
+    /// (bridge, a value's own state topic) -> (device id, metric).
+    by_state: HashMap<(String, String), Vec<(String, String)>>,
+    /// (bridge, availability topic) -> device ids.
+    by_availability: HashMap<(String, String), Vec<String>>,
     /// Device id -> whether it was last said to be online.
     online: HashMap<String, bool>,
 }
@@ -131,9 +195,27 @@ struct Behind {
 
 impl Registry {
     fn insert(&mut self, bridge: &str, id: &str, description: Description) {
+        let online = self.online.get(id).copied();
         self.forget(id);
+        if let Some(online) = online {
+            self.online.insert(id.to_owned(), online);
+        }
         self.by_key.insert((bridge.to_owned(), description.convention, description.key.clone()), id.to_owned());
-        self.by_topic.insert((bridge.to_owned(), description.topic.clone()), id.to_owned());
+        if description.convention == Convention::Zigbee2mqtt {
+            self.by_topic.insert((bridge.to_owned(), description.topic.clone()), id.to_owned());
+        }
+        for value in &description.values {
+            if let Some(state) = &value.state {
+                let at = self.by_state.entry((bridge.to_owned(), state.topic.clone())).or_default();
+                at.push((id.to_owned(), value.metric.clone()));
+            }
+        }
+        for availability in &description.availability {
+            let at = self.by_availability.entry((bridge.to_owned(), availability.topic.clone())).or_default();
+            if !at.iter().any(|d| d == id) {
+                at.push(id.to_owned());
+            }
+        }
         self.behind.insert(id.to_owned(), Behind { bridge: bridge.to_owned(), description });
     }
 
@@ -142,7 +224,25 @@ impl Registry {
             let d = old.description;
             self.by_key.remove(&(old.bridge.clone(), d.convention, d.key));
             if self.by_topic.get(&(old.bridge.clone(), d.topic.clone())).is_some_and(|i| i == id) {
-                self.by_topic.remove(&(old.bridge, d.topic));
+                self.by_topic.remove(&(old.bridge.clone(), d.topic));
+            }
+            for topic in d.values.into_iter().filter_map(|v| v.state).map(|s| s.topic) {
+                let key = (old.bridge.clone(), topic);
+                if let Some(at) = self.by_state.get_mut(&key) {
+                    at.retain(|(device, _)| device != id);
+                    if at.is_empty() {
+                        self.by_state.remove(&key);
+                    }
+                }
+            }
+            for topic in d.availability.into_iter().map(|a| a.topic) {
+                let key = (old.bridge.clone(), topic);
+                if let Some(at) = self.by_availability.get_mut(&key) {
+                    at.retain(|device| device != id);
+                    if at.is_empty() {
+                        self.by_availability.remove(&key);
+                    }
+                }
             }
         }
         self.online.remove(id);
@@ -181,8 +281,8 @@ pub fn check_namespaces(namespaces: &[String]) -> Result<(), String> {
 
 impl Bridges {
     /// Reads every bridge and every device behind one from the store.
-    pub async fn load(store: Store) -> Result<Self, crate::store::StoreError> {
-        let bridges = Self { store, registry: Arc::default(), adding: Arc::default() };
+    pub async fn load(store: Store, rejections: crate::ingest::Rejections) -> Result<Self, crate::store::StoreError> {
+        let bridges = Self { store, rejections, registry: Arc::default(), adding: Arc::default() };
         for record in bridges.store.devices().await? {
             bridges.learn(&record);
         }
@@ -248,7 +348,16 @@ impl Bridges {
             model: d.model.clone(),
             description: d.description.clone(),
             online: registry.online.get(device).copied(),
-            settable: d.values.iter().filter(|v| v.settable).map(|v| v.metric.clone()).collect(),
+            values: d
+                .values
+                .iter()
+                .map(|v| DiscoveredValue {
+                    metric: v.metric.clone(),
+                    unit: v.unit.clone(),
+                    class: v.class.clone(),
+                    settable: v.command.is_some(),
+                })
+                .collect(),
         })
     }
 
@@ -260,34 +369,46 @@ impl Bridges {
             return Err(Refusal::Outside(topic.to_owned()));
         };
         let bad = |reason: String| Refusal::Bad { topic: topic.to_owned(), reason };
-        if let Some((base, rest)) = topic.split_once('/')
-            && let Some(what) = rest.strip_prefix("bridge/")
-        {
-            return match what {
-                "devices" => {
-                    let list = zigbee2mqtt::devices(payload).map_err(|e| bad(e.to_string()))?;
-                    self.add_zigbee2mqtt(bridge, &granted, base, list, now).await?;
-                    Ok(Vec::new())
-                }
-                // The rest of Zigbee2MQTT's own topics (its state, info, logs, requests and
-                // responses) carry no readings.
-                _ => Ok(Vec::new()),
-            };
+        if let Some(base) = topic.strip_suffix("/bridge/devices") {
+            let list = zigbee2mqtt::devices(payload).map_err(|e| bad(e.to_string()))?;
+            self.add_zigbee2mqtt(bridge, &granted, base, list, now).await?;
+            return Ok(Vec::new());
         }
-        let (device, availability) = {
+        // Values with topics of their own (Home Assistant discovery), and availability.
+        let (readings, heard) = self.read_states(bridge, topic, payload, now);
+        if heard {
+            return Ok(readings);
+        }
+        if topic.split('/').nth(1) == Some("bridge") {
+            // The rest of Zigbee2MQTT's own topics (its state, info, logs, requests and
+            // responses) carry no readings.
+            return Ok(Vec::new());
+        }
+        if topic.starts_with("tasmota/discovery/") {
+            // Tasmota's own discovery: its telemetry names the device and its values.
+            return Ok(Vec::new());
+        }
+        if let Some(prefix) = discovery_prefix(topic) {
+            self.home_assistant(bridge, &granted, prefix, topic, payload, now).await?;
+            return Ok(Vec::new());
+        }
+        let found = {
             let Ok(registry) = self.registry.read() else { return Ok(Vec::new()) };
             let find = |t: &str| registry.by_topic.get(&(bridge.to_owned(), t.to_owned())).cloned();
             match find(topic) {
-                Some(device) => (device, false),
+                Some(device) => Some((device, false)),
                 None => match topic.strip_suffix("/availability").and_then(find) {
-                    Some(device) => (device, true),
+                    Some(device) => Some((device, true)),
                     // Commands to its devices and their answers pass through its namespace too.
                     None if ["/set", "/get"].iter().any(|s| topic.strip_suffix(s).and_then(find).is_some()) => {
                         return Ok(Vec::new());
                     }
-                    None => return Err(Refusal::Unknown(topic.to_owned())),
+                    None => None,
                 },
             }
+        };
+        let Some((device, availability)) = found else {
+            return self.native(bridge, &granted, topic, payload, now).await;
         };
         if availability {
             if let Some(online) = zigbee2mqtt::bridge_online(payload)
@@ -320,6 +441,304 @@ impl Bridges {
         Ok(readings)
     }
 
+    /// Readings of the values whose own state topic `topic` is, and what it says of their
+    /// devices' availability; `heard` is whether any value or device listens there.
+    fn read_states(&self, bridge: &str, topic: &str, payload: &[u8], now: i64) -> (Vec<Reading>, bool) {
+        let Ok(registry) = self.registry.read() else { return (Vec::new(), false) };
+        let key = (bridge.to_owned(), topic.to_owned());
+        let (states, available) = (registry.by_state.get(&key), registry.by_availability.get(&key));
+        if states.is_none() && available.is_none() {
+            return (Vec::new(), false);
+        }
+        let text = String::from_utf8_lossy(payload);
+        let text = text.trim();
+        let mut readings = Vec::new();
+        for (device, metric) in states.into_iter().flatten() {
+            let Some(spec) =
+                registry.behind.get(device).and_then(|b| b.description.values.iter().find(|v| v.metric == *metric))
+            else {
+                continue;
+            };
+            let template = spec.state.as_ref().and_then(|s| s.template.as_deref());
+            let value = match template.map(Template::parse) {
+                Some(Ok(template)) => template.render(text).ok(),
+                Some(Err(_)) => None,
+                None => Some(Value::Text(text.to_owned())),
+            };
+            if let Some(value) = value.and_then(|v| state_value(v, spec)) {
+                readings.push(Reading {
+                    device: device.clone(),
+                    metric: metric.clone(),
+                    ts: now,
+                    value,
+                    unit: spec.unit.clone(),
+                });
+            }
+        }
+        let mut online = Vec::new();
+        for device in available.into_iter().flatten() {
+            let Some(behind) = registry.behind.get(device) else { continue };
+            for a in behind.description.availability.iter().filter(|a| a.topic == topic) {
+                let said = match a.template.as_deref().map(Template::parse) {
+                    Some(Ok(template)) => template.render(text).ok(),
+                    Some(Err(_)) => None,
+                    None => Some(Value::Text(text.to_owned())),
+                };
+                let said = said.map(|v| match v {
+                    Value::Text(t) => t,
+                    other => as_json(&other).to_string(),
+                });
+                match said {
+                    Some(s) if s == a.online => online.push((device.clone(), true)),
+                    Some(s) if s == a.offline => online.push((device.clone(), false)),
+                    _ => {}
+                }
+            }
+        }
+        drop(registry);
+        if let Ok(mut registry) = self.registry.write() {
+            for reading in &readings {
+                registry.online.entry(reading.device.clone()).or_insert(true);
+            }
+            registry.online.extend(online);
+        }
+        (readings, true)
+    }
+
+    /// Applies a Home Assistant discovery config: the entity's values join its device
+    /// (named by the config's `device` block), added behind the bridge if new; an empty
+    /// config takes them away. Parts the hub cannot read are shown on the device.
+    async fn home_assistant(
+        &self,
+        bridge: &str,
+        granted: &Bridge,
+        prefix: &str,
+        topic: &str,
+        payload: &[u8],
+        now: i64,
+    ) -> Result<(), Refusal> {
+        let bad = |reason: String| Refusal::Bad { topic: topic.to_owned(), reason };
+        let entity = match ha::parse(prefix, topic, payload).map_err(|e| bad(e.to_string()))? {
+            ha::Announcement::Removed { component, id } => {
+                return self.remove_entity(bridge, &format!("{}:{id}", component.name()), now).await;
+            }
+            ha::Announcement::Entity(entity) => entity,
+        };
+        let values = ha_values(&entity);
+        let topics = values
+            .iter()
+            .filter_map(|v| v.state.as_ref().map(|s| &s.topic))
+            .chain(values.iter().filter_map(|v| v.command.as_ref().map(|c| &c.topic)))
+            .chain(entity.availability.iter().map(|a| &a.topic));
+        if let Some(outside) = topics.clone().find(|t| !granted.namespaces.iter().any(|n| matches(t, n))) {
+            return Err(bad(format!("its topic {outside:?} is outside the bridge's namespaces")));
+        }
+        // A device Hearth already reads through Zigbee2MQTT's own device list is not added
+        // a second time.
+        let known = self.registry.read().ok().is_some_and(|r| {
+            values
+                .iter()
+                .filter_map(|v| v.state.as_ref())
+                .any(|s| r.by_topic.contains_key(&(bridge.to_owned(), s.topic.clone())))
+        });
+        if known || values.is_empty() {
+            return Ok(());
+        }
+        let object = entity.id.rsplit(' ').next().unwrap_or(&entity.id).to_owned();
+        let key = entity.device.identifiers.first().cloned().or_else(|| entity.unique_id.clone());
+        let key = key.unwrap_or_else(|| format!("{}:{}", entity.component.name(), entity.id));
+        let _adding = self.adding.lock().await;
+        let existing = self.registry.read().ok().and_then(|r| {
+            let id = r.by_key.get(&(bridge.to_owned(), Convention::HomeAssistant, key.clone()))?;
+            r.behind.get(id).map(|b| b.description.clone())
+        });
+        let mut description = existing.unwrap_or_else(|| Description {
+            convention: Convention::HomeAssistant,
+            key: key.clone(),
+            topic: String::new(),
+            manufacturer: None,
+            model: None,
+            description: None,
+            values: Vec::new(),
+            availability: Vec::new(),
+        });
+        let tag = format!("{}:{}", entity.component.name(), entity.id);
+        description.manufacturer = entity.device.manufacturer.clone().or(description.manufacturer);
+        description.model = entity.device.model.clone().or(description.model);
+        description.values.retain(|v| v.entity.as_deref() != Some(tag.as_str()));
+        for value in values {
+            let taken = description.values.iter().any(|v| v.metric == value.metric);
+            if description.values.len() < MAX_VALUES && !taken {
+                description.values.push(value);
+            }
+        }
+        for a in &entity.availability {
+            let spec = AvailabilitySpec {
+                topic: a.topic.clone(),
+                template: a.template.as_ref().map(|t| t.text().to_owned()),
+                online: a.online.clone(),
+                offline: a.offline.clone(),
+            };
+            if a.unreadable.is_none() && !description.availability.contains(&spec) {
+                description.availability.push(spec);
+            }
+        }
+        description.availability.truncate(MAX_AVAILABILITY);
+        let name = entity.device.name.clone().or_else(|| entity.name.clone()).unwrap_or(object);
+        let name: String = name.chars().take(devices::MAX_NAME_LEN).collect();
+        let name = if devices::valid_name(&name) { name } else { "Discovered device".to_owned() };
+        self.add_or_update(bridge, granted, &name, description, now).await?;
+        if !entity.left_out.is_empty()
+            && let Some(id) = self
+                .registry
+                .read()
+                .ok()
+                .and_then(|r| r.by_key.get(&(bridge.to_owned(), Convention::HomeAssistant, key.clone())).cloned())
+        {
+            let reason = format!("{tag}: left out: {}", entity.left_out.join("; "));
+            self.rejections.record(&id, "mqtt", &reason, now);
+        }
+        Ok(())
+    }
+
+    /// An empty discovery config: the entity's values go; a device left with none goes too.
+    async fn remove_entity(&self, bridge: &str, tag: &str, now: i64) -> Result<(), Refusal> {
+        let _adding = self.adding.lock().await;
+        let found = self.registry.read().ok().and_then(|r| {
+            r.behind.iter().find_map(|(id, b)| {
+                (b.bridge == bridge && b.description.values.iter().any(|v| v.entity.as_deref() == Some(tag)))
+                    .then(|| (id.clone(), b.description.clone()))
+            })
+        });
+        let Some((id, mut description)) = found else { return Ok(()) };
+        description.values.retain(|v| v.entity.as_deref() != Some(tag));
+        let failed = |error: crate::store::StoreError| {
+            tracing::error!(%error, "could not update a device behind a bridge");
+            Refusal::Store
+        };
+        if description.values.is_empty() {
+            self.store.remove_device(&id, now).await.map_err(failed)?;
+            if let Ok(mut registry) = self.registry.write() {
+                registry.forget(&id);
+            }
+            tracing::info!(device.id = %id, bridge.id = %bridge, "device removed by its discovery config");
+            return Ok(());
+        }
+        let name = self.store.device(&id).await.map_err(failed)?.map(|d| d.name).unwrap_or_default();
+        let text = serde_json::to_string(&description).map_err(|_| Refusal::Store)?;
+        self.store.update_bridged_device(&id, &name, &text).await.map_err(failed)?;
+        if let Ok(mut registry) = self.registry.write() {
+            registry.insert(bridge, &id, description);
+        }
+        Ok(())
+    }
+
+    /// Reads a message of Tasmota, Shelly (Gen2+) or ESPHome: the device it names is added
+    /// behind the bridge the first time, and learns the units and controls of the values it
+    /// reports as they come.
+    async fn native(
+        &self,
+        bridge: &str,
+        granted: &Bridge,
+        topic: &str,
+        payload: &[u8],
+        now: i64,
+    ) -> Result<Vec<Reading>, Refusal> {
+        let said = [
+            (Convention::Tasmota, native::tasmota as fn(&str, &[u8]) -> Option<Said>),
+            (Convention::Shelly, native::shelly),
+            (Convention::Esphome, native::esphome),
+        ]
+        .into_iter()
+        .find_map(|(convention, read)| read(topic, payload).map(|said| (convention, said)));
+        let Some((convention, said)) = said else { return Err(Refusal::Unknown(topic.to_owned())) };
+        let (name, samples, online) = match said {
+            Said::Nothing => return Ok(Vec::new()),
+            Said::Online { device, online } => (device, Vec::new(), Some(online)),
+            Said::Values { device, samples } => (device, samples, None),
+        };
+        let mut values: Vec<ValueSpec> = samples
+            .iter()
+            .map(|sample| ValueSpec {
+                metric: sample.metric.clone(),
+                unit: sample.unit.map(str::to_owned),
+                on_off: None,
+                command: None,
+                state: None,
+                class: None,
+                entity: None,
+            })
+            .collect();
+        for value in &mut values {
+            native_control(convention, &name, topic, value);
+        }
+        let id = self.native_device(bridge, granted, convention, &name, values, now).await?;
+        if let Ok(mut registry) = self.registry.write() {
+            registry.online.insert(id.clone(), online.unwrap_or(true));
+        }
+        Ok(samples
+            .into_iter()
+            .map(|s| Reading {
+                device: id.clone(),
+                metric: s.metric,
+                ts: now,
+                value: s.value,
+                unit: s.unit.map(str::to_owned),
+            })
+            .collect())
+    }
+
+    /// The device `name` of `convention` behind `bridge`, added if new; values it did not
+    /// report before are added to what is known of it.
+    async fn native_device(
+        &self,
+        bridge: &str,
+        granted: &Bridge,
+        convention: Convention,
+        name: &str,
+        values: Vec<ValueSpec>,
+        now: i64,
+    ) -> Result<String, Refusal> {
+        let key = (bridge.to_owned(), convention, name.to_owned());
+        let known = self.registry.read().ok().and_then(|r| {
+            let id = r.by_key.get(&key)?;
+            Some((id.clone(), r.behind.get(id)?.description.clone()))
+        });
+        let mut description = match &known {
+            Some((_, description)) => description.clone(),
+            None => Description {
+                convention,
+                key: name.to_owned(),
+                topic: name.to_owned(),
+                manufacturer: None,
+                model: None,
+                description: None,
+                values: Vec::new(),
+                availability: Vec::new(),
+            },
+        };
+        for value in values {
+            match description.values.iter().position(|v| v.metric == value.metric) {
+                Some(at) if description.values[at].command.is_none() && value.command.is_some() => {
+                    description.values[at] = value;
+                }
+                Some(_) => {}
+                None if description.values.len() < MAX_VALUES => description.values.push(value),
+                None => {}
+            }
+        }
+        if let Some((id, before)) = known
+            && before == description
+        {
+            return Ok(id);
+        }
+        let _adding = self.adding.lock().await;
+        let shown: String = name.rsplit('/').next().unwrap_or(name).chars().take(devices::MAX_NAME_LEN).collect();
+        let shown = if devices::valid_name(&shown) { shown } else { format!("{convention} device") };
+        self.add_or_update(bridge, granted, &shown, description, now).await?;
+        self.registry.read().ok().and_then(|r| r.by_key.get(&key).cloned()).ok_or(Refusal::Store)
+    }
+
     /// Adds (or updates) the devices of a Zigbee2MQTT device list.
     async fn add_zigbee2mqtt(
         &self,
@@ -337,6 +756,7 @@ impl Bridges {
             if !granted.namespaces.iter().any(|n| matches(&topic, n)) {
                 continue;
             }
+            let set = format!("{topic}/set");
             let values = device
                 .values
                 .iter()
@@ -344,11 +764,16 @@ impl Bridges {
                 .map(|v| ValueSpec {
                     metric: v.property.clone(),
                     unit: v.unit.clone().filter(|u| valid_unit(u)),
-                    settable: v.settable,
                     on_off: match &v.kind {
                         Kind::Binary { on, off } => Some((word(on), word(off))),
                         _ => None,
                     },
+                    // A nested value (`color_options.execute_if_off`) is set as its parent.
+                    command: (v.settable && !v.property.contains('.'))
+                        .then(|| CommandSpec { topic: set.clone(), form: Form::Json { key: v.property.clone() } }),
+                    state: None,
+                    class: None,
+                    entity: None,
                 })
                 .collect();
             let description = Description {
@@ -359,6 +784,7 @@ impl Bridges {
                 model: device.model.clone(),
                 description: device.description.clone(),
                 values,
+                availability: Vec::new(),
             };
             let name: String = device.friendly_name.chars().take(devices::MAX_NAME_LEN).collect();
             let name = if devices::valid_name(&name) { name } else { device.ieee_address.clone() };
@@ -424,8 +850,9 @@ impl Bridges {
         let registry = self.registry.read().ok()?;
         let behind = registry.behind.get(device)?;
         let d = &behind.description;
-        let Some(spec) = d.values.iter().find(|v| v.metric == metric && v.settable) else {
-            let takes: Vec<&str> = d.values.iter().filter(|v| v.settable).map(|v| v.metric.as_str()).collect();
+        let spec = d.values.iter().find(|v| v.metric == metric);
+        let Some((spec, command)) = spec.and_then(|v| Some((v, v.command.as_ref()?))) else {
+            let takes: Vec<&str> = d.values.iter().filter(|v| v.command.is_some()).map(|v| v.metric.as_str()).collect();
             let takes = if takes.is_empty() { "nothing".to_owned() } else { takes.join(", ") };
             return Some(Err(CommandError::NotSettable {
                 device: device.to_owned(),
@@ -449,12 +876,211 @@ impl Bridges {
             },
             (_, value) => as_json(value),
         };
-        let payload = match d.convention {
-            Convention::Zigbee2mqtt => serde_json::json!({ metric: said }).to_string().into_bytes(),
-            _ => said.to_string().into_bytes(),
+        let payload = match &command.form {
+            Form::Json { key } => serde_json::json!({ key: said }).to_string(),
+            Form::Text => match said {
+                Json::String(text) => text,
+                other => other.to_string(),
+            },
+            Form::ShellySwitch { id } => {
+                let params = serde_json::json!({ "id": id, "on": said });
+                serde_json::json!({ "id": 1, "src": "hearth", "method": "Switch.Set", "params": params }).to_string()
+            }
         };
-        let topic = format!("{}/set", d.topic);
-        Some(Ok(Command { bridge: behind.bridge.clone(), topic, payload }))
+        Some(Ok(Command { bridge: behind.bridge.clone(), topic: command.topic.clone(), payload: payload.into_bytes() }))
+    }
+}
+
+/// The discovery prefix of a Home Assistant config topic
+/// (`<prefix>/<component>/[<node_id>/]<object_id>/config`), if `topic` is one.
+fn discovery_prefix(topic: &str) -> Option<&str> {
+    let levels = topic.split('/').count();
+    (topic.ends_with("/config") && (4..=5).contains(&levels)).then(|| topic.split('/').next()).flatten()
+}
+
+/// A state as a reading's value: on/off words as true/false, numbers in text as numbers;
+/// Home Assistant's "no value" words give none.
+fn state_value(value: Value, spec: &ValueSpec) -> Option<Value> {
+    let text = match &value {
+        Value::Text(t) => t.clone(),
+        other => as_json(other).to_string(),
+    };
+    if let Some((on, off)) = &spec.on_off {
+        let word = |w: &Json| match w {
+            Json::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if text == word(on) {
+            return Some(Value::Bool(true));
+        }
+        if text == word(off) {
+            return Some(Value::Bool(false));
+        }
+    }
+    match value {
+        Value::Text(t) if t.is_empty() || matches!(t.as_str(), "None" | "unknown" | "unavailable") => None,
+        Value::Text(t) => match t.parse::<f64>() {
+            Ok(n) if n.is_finite() => Some(Value::Number(n)),
+            _ => (t.chars().count() <= crate::reading::MAX_TEXT_LEN).then_some(Value::Text(t)),
+        },
+        other => Some(other),
+    }
+}
+
+/// The values of one Home Assistant entity: its main state (named by its object id) and,
+/// for lights, climates and covers, the parts they have (`<object>_brightness`,
+/// `<object>_target`, `<object>_mode`, `<object>_position`).
+fn ha_values(e: &ha::Entity) -> Vec<ValueSpec> {
+    use ha::Component;
+    let object = e.id.rsplit(' ').next().unwrap_or(&e.id).to_owned();
+    let tag = format!("{}:{}", e.component.name(), e.id);
+    let state = |s: Option<&ha::State>| {
+        s.map(|s| StateSpec { topic: s.topic.clone(), template: s.template.as_ref().map(|t| t.text().to_owned()) })
+    };
+    let text_command = |topic: Option<&String>| topic.map(|t| CommandSpec { topic: t.clone(), form: Form::Text });
+    let words = |on: &str, off: &str| Some((Json::String(on.to_owned()), Json::String(off.to_owned())));
+    let value = |metric: String, unit: Option<String>| ValueSpec {
+        metric,
+        unit: unit.filter(|u| valid_unit(u)),
+        on_off: None,
+        command: None,
+        state: None,
+        class: e.device_class.clone(),
+        entity: Some(tag.clone()),
+    };
+    let mut values = Vec::new();
+    match e.component {
+        Component::Sensor | Component::Number | Component::Select => values.push(ValueSpec {
+            state: state(e.state.as_ref()),
+            command: text_command(e.command_topic.as_ref()),
+            ..value(object.clone(), e.unit.clone())
+        }),
+        Component::BinarySensor | Component::Switch => values.push(ValueSpec {
+            state: state(e.state.as_ref()),
+            on_off: words(&e.payload_on, &e.payload_off),
+            command: text_command(e.command_topic.as_ref()),
+            ..value(object.clone(), None)
+        }),
+        Component::Button => values.push(ValueSpec {
+            on_off: e.payload_press.as_deref().and_then(|p| words(p, p)),
+            command: text_command(e.command_topic.as_ref()),
+            ..value(object.clone(), None)
+        }),
+        Component::Light => {
+            let light = e.light.as_ref();
+            match light.is_some_and(|l| l.json) {
+                true => {
+                    let topic = e.state.as_ref().map(|s| s.topic.clone());
+                    let json_state = |key: &str| {
+                        topic
+                            .clone()
+                            .map(|topic| StateSpec { topic, template: Some(format!("{{{{ value_json.{key} }}}}")) })
+                    };
+                    let json_command = |key: &str| {
+                        e.command_topic.clone().map(|topic| CommandSpec { topic, form: Form::Json { key: key.into() } })
+                    };
+                    values.push(ValueSpec {
+                        state: json_state("state"),
+                        on_off: words("ON", "OFF"),
+                        command: json_command("state"),
+                        ..value(object.clone(), None)
+                    });
+                    if light.is_some_and(|l| l.brightness) {
+                        values.push(ValueSpec {
+                            state: json_state("brightness"),
+                            command: json_command("brightness"),
+                            ..value(format!("{object}_brightness"), None)
+                        });
+                    }
+                }
+                false => {
+                    values.push(ValueSpec {
+                        state: state(e.state.as_ref()),
+                        on_off: words(&e.payload_on, &e.payload_off),
+                        command: text_command(e.command_topic.as_ref()),
+                        ..value(object.clone(), None)
+                    });
+                    if let Some(l) =
+                        light.filter(|l| l.brightness_state.is_some() || l.brightness_command_topic.is_some())
+                    {
+                        values.push(ValueSpec {
+                            state: state(l.brightness_state.as_ref()),
+                            command: text_command(l.brightness_command_topic.as_ref()),
+                            ..value(format!("{object}_brightness"), None)
+                        });
+                    }
+                }
+            }
+        }
+        Component::Climate => {
+            let c = e.climate.as_ref();
+            values.push(ValueSpec {
+                state: state(e.state.as_ref()),
+                ..value(format!("{object}_current"), e.unit.clone())
+            });
+            if let Some(c) = c {
+                values.push(ValueSpec {
+                    state: state(c.target.as_ref()),
+                    command: text_command(c.target_command_topic.as_ref()),
+                    ..value(format!("{object}_target"), e.unit.clone())
+                });
+                values.push(ValueSpec {
+                    state: state(c.mode.as_ref()),
+                    command: text_command(c.mode_command_topic.as_ref()),
+                    ..value(format!("{object}_mode"), None)
+                });
+            }
+        }
+        Component::Cover => {
+            let c = e.cover.as_ref();
+            values.push(ValueSpec {
+                state: state(e.state.as_ref()),
+                on_off: c.and_then(|c| words(&c.payload_open, &c.payload_close)),
+                command: text_command(e.command_topic.as_ref()),
+                ..value(object.clone(), None)
+            });
+            if let Some(c) = c.filter(|c| c.position.is_some() || c.set_position_topic.is_some()) {
+                values.push(ValueSpec {
+                    state: state(c.position.as_ref()),
+                    command: text_command(c.set_position_topic.as_ref()),
+                    ..value(format!("{object}_position"), Some("%".into()))
+                });
+            }
+        }
+    }
+    values.retain(|v| valid_metric(&v.metric) && (v.state.is_some() || v.command.is_some()));
+    values
+}
+
+/// How a native device's value is set, where its convention says: Tasmota's relays
+/// (`POWER`, `POWER2`...) on `cmnd/<topic>/POWERn`, Shelly's switches by RPC on `<id>/rpc`,
+/// ESPHome's switches and lights on `<node>/<domain>/<object>/command`.
+fn native_control(convention: Convention, device: &str, topic: &str, value: &mut ValueSpec) {
+    let on_off = |on: &str, off: &str| Some((Json::String(on.into()), Json::String(off.into())));
+    match convention {
+        Convention::Tasmota if value.metric.starts_with("POWER") => {
+            value.on_off = on_off("ON", "OFF");
+            let topic = format!("cmnd/{device}/{}", value.metric);
+            value.command = Some(CommandSpec { topic, form: Form::Text });
+        }
+        Convention::Shelly => {
+            let switch = value.metric.strip_prefix("switch_").and_then(|rest| rest.strip_suffix(".output"));
+            if let Some(id) = switch.and_then(|n| n.parse().ok()) {
+                value.on_off = Some((Json::Bool(true), Json::Bool(false)));
+                let topic = format!("{device}/rpc");
+                value.command = Some(CommandSpec { topic, form: Form::ShellySwitch { id } });
+            }
+        }
+        Convention::Esphome => {
+            if let [node, domain @ ("switch" | "light" | "fan"), object, "state"] =
+                topic.split('/').collect::<Vec<_>>().as_slice()
+            {
+                value.on_off = on_off("ON", "OFF");
+                let topic = format!("{node}/{domain}/{object}/command");
+                value.command = Some(CommandSpec { topic, form: Form::Text });
+            }
+        }
+        _ => {}
     }
 }
 

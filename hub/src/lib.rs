@@ -188,7 +188,7 @@ pub async fn run(
     };
     let (device_events, _) = broadcast::channel(64);
     let rejections = ingest::Rejections::default();
-    let bridges = bridges::Bridges::load(store.clone()).await?;
+    let bridges = bridges::Bridges::load(store.clone(), rejections.clone()).await?;
     let addresses = listeners.addresses()?;
     let (mqtt_port, coaps_port) = (addresses.mqtt.map(|a| a.port()), addresses.coap_dtls.map(|a| a.port()));
     let mqtts_port = addresses.mqtts.map(|a| a.port());

@@ -187,3 +187,216 @@ async fn a_bridge_receives_only_its_own_devices_commands() -> anyhow::Result<()>
     assert!(first_hears.quiet(Duration::from_millis(200)).await, "the bridge heard more than its command");
     Ok(())
 }
+
+/// Replays a corpus message (its `.topic` and `.json` or `.txt`) as `device`.
+async fn replay(hub: &TestHub, device: (&str, &str), name: &str) -> anyhow::Result<()> {
+    let topic = std::fs::read_to_string(corpus(&format!("{name}.topic")))?;
+    let file = [format!("{name}.json"), format!("{name}.txt")].into_iter().find(|f| corpus(f).exists());
+    let file = file.ok_or_else(|| anyhow::anyhow!("no payload for {name}"))?;
+    mosquitto_pub(hub, device, topic.trim(), Message::File(&file)).await
+}
+
+/// Tasmota, Shelly and ESPHome devices without Home Assistant discovery: each is its own
+/// bridge for its own topics; it appears under the name it publishes as, with units, online,
+/// and its relay is switched on its convention's own command topic.
+#[tokio::test]
+async fn tasmota_shelly_and_esphome_devices_appear_from_their_own_topics() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    let owner = hub.owner().await?;
+    let conventions = [
+        ("Kitchen plug", json!(["tele/tasmota_F17F56/#", "stat/tasmota_F17F56/#"]), "tasmota_F17F56", "POWER"),
+        ("Hall relay", json!(["shellies/plus1pm/#"]), "plus1pm", "switch_0.output"),
+        ("Garage", json!(["garagedoor1/#"]), "garagedoor1", "garage_relay"),
+    ];
+    let mut bridges = Vec::new();
+    for (name, namespaces, _, _) in &conventions {
+        let (id, key) = hub.add_device(&owner, name).await?;
+        let grant = owner.put(hub.url(&format!("/api/devices/{id}/bridge")));
+        assert_eq!(grant.json(&json!({ "namespaces": namespaces })).send().await?.status(), 200);
+        bridges.push((id, key));
+    }
+    let [(tasmota, tasmota_key), (shelly, shelly_key), (esphome, esphome_key)] = &bridges[..] else { unreachable!() };
+    for message in ["tasmota-tele-LWT-online", "tasmota-tele-SENSOR-energy", "tasmota-tele-STATE"] {
+        replay(&hub, (tasmota, tasmota_key), message).await?;
+    }
+    for message in ["shelly-gen2-online-true", "shelly-gen2-status-switch0"] {
+        replay(&hub, (shelly, shelly_key), message).await?;
+    }
+    for message in ["esphome-status-online", "esphome-sensor-state", "esphome-switch-state.constructed"] {
+        replay(&hub, (esphome, esphome_key), message).await?;
+    }
+    let list = wait_until(Duration::from_secs(5), "the three devices' readings", || async {
+        let list = devices(&hub, &owner).await.ok()?;
+        let done =
+            conventions.iter().all(|(_, _, name, relay)| named(&list, name).and_then(|d| metric(d, relay)).is_some());
+        done.then_some(list)
+    })
+    .await?;
+    for ((_, _, name, _), (bridge, _)) in conventions.iter().zip(&bridges) {
+        let device = named(&list, name).ok_or_else(|| anyhow::anyhow!("no {name}"))?;
+        assert_eq!(device["bridge"], bridge.as_str(), "{device}");
+        assert_eq!(device["discovered"]["online"], true, "{device}");
+    }
+    let unit = |name: &str, m: &str| named(&list, name).and_then(|d| metric(d, m)).map(|m| m["unit"].clone());
+    assert_eq!(unit("tasmota_F17F56", "ENERGY.Power"), Some(json!("W")));
+    assert_eq!(unit("tasmota_F17F56", "ENERGY.Total"), Some(json!("kWh")));
+    assert_eq!(unit("plus1pm", "switch_0.voltage"), Some(json!("V")));
+    assert_eq!(unit("garagedoor1", "garage_temperature"), Some(json!(null)));
+    let relay = named(&list, "plus1pm").and_then(|d| metric(d, "switch_0.output")).map(|m| m["value"].clone());
+    assert_eq!(relay, Some(json!(true)));
+
+    // Each relay, switched off by a rule, on its own convention's command topic.
+    let (wall, wall_key) = hub.add_device(&owner, "Wall switch").await?;
+    let mut actions = Vec::new();
+    for (_, _, name, relay) in &conventions {
+        let id = named(&list, name).and_then(|d| d["id"].as_str()).unwrap_or_default();
+        actions.push(json!({ "type": "mqtt", "device": id, "metric": relay, "value": false }));
+    }
+    let rule = json!({ "name": "All off", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
+        "actions": actions });
+    let created = owner.post(hub.url("/api/rules")).json(&rule).send().await?;
+    assert_eq!(created.status(), 201, "{}", created.text().await?);
+    let mut heard = Vec::new();
+    for (bridge, key) in &bridges {
+        heard.push(Listener::start(mqtt, bridge, key, "#").await?);
+    }
+    hub.publish((&wall, &wall_key), &format!("hearth/{wall}/pressed"), "1".into()).await?;
+    assert_eq!(heard[0].next().await?, ("cmnd/tasmota_F17F56/POWER".to_owned(), "OFF".to_owned()));
+    let (topic, payload) = heard[1].next().await?;
+    assert_eq!(topic, "shellies/plus1pm/rpc");
+    let rpc: Value = serde_json::from_str(&payload)?;
+    assert_eq!((&rpc["method"], &rpc["params"]), (&json!("Switch.Set"), &json!({ "id": 0, "on": false })));
+    assert_eq!(heard[2].next().await?, ("garagedoor1/switch/garage_relay/command".to_owned(), "OFF".to_owned()));
+    Ok(())
+}
+
+/// An ESPHome node with Home Assistant discovery on: its configs name the device, its
+/// values, units and classes; states come on each value's own topic; commands go where the
+/// configs say, in the form they say (a JSON light takes `{"state":"ON"}`).
+#[tokio::test]
+async fn home_assistant_discovery_names_values_units_and_classes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    let owner = hub.owner().await?;
+    let (node, key) = hub.add_device(&owner, "Garage node").await?;
+    let grant = owner.put(hub.url(&format!("/api/devices/{node}/bridge")));
+    let namespaces = json!(["homeassistant/+/garagedoor1/#", "garagedoor1/#"]);
+    assert_eq!(grant.json(&json!({ "namespaces": namespaces })).send().await?.status(), 200);
+    for config in [
+        "esphome-ha-sensor-temperature.config",
+        "esphome-ha-sensor-humidity.config",
+        "esphome-ha-binary_sensor.config",
+        "esphome-ha-light-json.config",
+        "esphome-ha-switch.constructed.config",
+    ] {
+        replay(&hub, (&node, &key), config).await?;
+    }
+    for state in
+        ["esphome-status-online", "esphome-sensor-state", "esphome-switch-state.constructed", "esphome-light-state"]
+    {
+        replay(&hub, (&node, &key), state).await?;
+    }
+    let list = wait_until(Duration::from_secs(5), "the node's readings", || async {
+        let list = devices(&hub, &owner).await.ok()?;
+        let garage = named(&list, "GarageDoor1")?;
+        (metric(garage, "garage_temperature").is_some() && metric(garage, "garage_relay").is_some()).then_some(list)
+    })
+    .await?;
+    let garage = named(&list, "GarageDoor1").ok_or_else(|| anyhow::anyhow!("no GarageDoor1"))?;
+    assert_eq!(garage["bridge"], node.as_str());
+    let discovered = &garage["discovered"];
+    assert_eq!(
+        (&discovered["convention"], &discovered["manufacturer"]),
+        (&json!("home_assistant"), &json!("Espressif"))
+    );
+    assert_eq!((&discovered["model"], &discovered["online"]), (&json!("esp32"), &json!(true)));
+    let described =
+        |m: &str| discovered["values"].as_array().and_then(|v| v.iter().find(|v| v["metric"] == m)).cloned();
+    let temperature = described("garage_temperature").ok_or_else(|| anyhow::anyhow!("{discovered}"))?;
+    assert_eq!((&temperature["unit"], &temperature["class"]), (&json!("°C"), &json!("temperature")));
+    assert_eq!(described("garage_door_position").map(|v| v["class"].clone()), Some(json!("garage_door")));
+    assert_eq!(described("garage_relay").map(|v| v["settable"].clone()), Some(json!(true)));
+    let reading = metric(garage, "garage_temperature").ok_or_else(|| anyhow::anyhow!("{garage}"))?;
+    assert_eq!((&reading["value"], &reading["unit"]), (&json!(23.8), &json!("°C")));
+    assert_eq!(metric(garage, "garage_relay").map(|m| m["value"].clone()), Some(json!(true)));
+    // The ESPHome node is one device, not one per value, and not also an ESPHome-native one.
+    let behind = list.iter().filter(|d| d["bridge"] == node.as_str()).count();
+    assert_eq!(behind, 1, "{list:?}");
+
+    // Commands where the configs say, as they say.
+    let id = garage["id"].as_str().unwrap_or_default();
+    let (wall, wall_key) = hub.add_device(&owner, "Wall switch").await?;
+    let rule = json!({ "name": "Garage", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
+        "actions": [{ "type": "mqtt", "device": id, "metric": "garage_esp_status_led", "value": "on" },
+                    { "type": "mqtt", "device": id, "metric": "garage_relay", "value": false }] });
+    let created = owner.post(hub.url("/api/rules")).json(&rule).send().await?;
+    assert_eq!(created.status(), 201, "{}", created.text().await?);
+    let mut heard = Listener::start(mqtt, &node, &key, "garagedoor1/#").await?;
+    hub.publish((&wall, &wall_key), &format!("hearth/{wall}/pressed"), "1".into()).await?;
+    let (topic, payload) = heard.next().await?;
+    assert_eq!(topic, "garagedoor1/light/garage_esp_status_led/command");
+    assert_eq!(serde_json::from_str::<Value>(&payload)?, json!({ "state": "ON" }));
+    assert_eq!(heard.next().await?, ("garagedoor1/switch/garage_relay/command".to_owned(), "OFF".to_owned()));
+
+    // An empty config takes the value away; the device stays with the rest.
+    mosquitto_pub(&hub, (&node, &key), "homeassistant/sensor/garagedoor1/garage_humidity/config", Message::Text(""))
+        .await?;
+    let list = devices(&hub, &owner).await?;
+    let garage = named(&list, "GarageDoor1").ok_or_else(|| anyhow::anyhow!("the device went with one value"))?;
+    let values = garage["discovered"]["values"].as_array().cloned().unwrap_or_default();
+    assert!(!values.iter().any(|v| v["metric"] == "garage_humidity"), "{values:?}");
+    assert!(values.iter().any(|v| v["metric"] == "garage_temperature"), "{values:?}");
+    Ok(())
+}
+
+/// Bad discovery input is refused with the reason on the bridge, and the bridge (and
+/// everyone else) goes on being served.
+#[tokio::test]
+async fn bad_discovery_is_refused_with_the_reason_on_the_bridge() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (bridge, key) = hub.add_device(&owner, "DIY devices").await?;
+    let grant = owner.put(hub.url(&format!("/api/devices/{bridge}/bridge")));
+    assert_eq!(grant.json(&json!({ "namespaces": ["homeassistant/#", "diy/#"] })).send().await?.status(), 200);
+    let cases = [
+        ("homeassistant/vacuum/robot/config", r#"{"stat_t":"diy/robot"}"#, "vacuum"),
+        ("homeassistant/sensor/broken/config", r#"{"stat_t":"diy/broken""#, "JSON"),
+        (
+            "homeassistant/sensor/loud/config",
+            r#"{"stat_t":"diy/loud","val_tpl":"{{ value_json.level | upper }}"}"#,
+            "template",
+        ),
+        ("homeassistant/sensor/away/config", r#"{"stat_t":"elsewhere/away"}"#, "outside"),
+        ("homeassistant/switch/nocmd/config", r#"{"stat_t":"diy/s","cmd_t":"elsewhere/s/set"}"#, "outside"),
+    ];
+    for (topic, config, why) in cases {
+        mosquitto_pub(&hub, (&bridge, &key), topic, Message::Text(config)).await?;
+        let reason = wait_until(Duration::from_secs(5), "the refusal on the bridge", || async {
+            let list = devices(&hub, &owner).await.ok()?;
+            let reason = list.iter().find(|d| d["id"] == bridge.as_str())?["rejected"]["last_reason"].clone();
+            reason.as_str().filter(|r| r.contains(topic)).map(str::to_owned)
+        })
+        .await?;
+        assert!(reason.contains(why), "{topic}: {reason}");
+    }
+    // Nothing was added for them; a good config still works after them.
+    mosquitto_pub(
+        &hub,
+        (&bridge, &key),
+        "homeassistant/sensor/cellar/config",
+        Message::Text(r#"{"name":"Cellar","stat_t":"diy/cellar","unit_of_meas":"°C","dev_cla":"temperature"}"#),
+    )
+    .await?;
+    mosquitto_pub(&hub, (&bridge, &key), "diy/cellar", Message::Text("11.5")).await?;
+    let list = wait_until(Duration::from_secs(5), "the cellar's reading", || async {
+        let list = devices(&hub, &owner).await.ok()?;
+        metric(named(&list, "Cellar")?, "cellar").is_some().then_some(list)
+    })
+    .await?;
+    assert_eq!(list.iter().filter(|d| d["bridge"] == bridge.as_str()).count(), 1, "{list:?}");
+    Ok(())
+}

@@ -117,9 +117,23 @@ pub struct Discovered {
     /// Whether it was last said to be online; `None` if nothing said so either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online: Option<bool>,
-    /// The values it takes as commands (`PUT`-able through rules and the UI).
+    /// What it said of its values: units, classes, and which take commands.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub settable: Vec<String>,
+    pub values: Vec<DiscoveredValue>,
+}
+
+/// One value of a device behind a bridge, as it described it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveredValue {
+    pub metric: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Home Assistant's device class (`temperature`, `door`, `power`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// Whether rules and the UI can set it.
+    #[serde(default)]
+    pub settable: bool,
 }
 
 /// `PUT /api/devices/{id}/bridge`: the topic namespaces (MQTT filters such as

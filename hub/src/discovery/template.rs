@@ -19,6 +19,8 @@ const MAX_STEPS: usize = 8;
 pub struct Template {
     source: Source,
     filters: Vec<Filter>,
+    /// As written, so that it can be kept and read again.
+    text: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -91,7 +93,12 @@ impl Template {
         if filters.len() > MAX_STEPS {
             return Err(unsupported());
         }
-        Ok(Self { source, filters })
+        Ok(Self { source, filters, text: text.to_owned() })
+    }
+
+    /// The template as it was written.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// The template applied to one message's payload.
