@@ -328,6 +328,35 @@ impl Bridges {
         }
     }
 
+    /// Every namespace of every bridge (what the hub subscribes to on an external broker).
+    pub fn all_namespaces(&self) -> Vec<String> {
+        let Ok(registry) = self.registry.read() else { return Vec::new() };
+        let mut all: Vec<String> = registry.bridges.values().flat_map(|b| b.namespaces.iter().cloned()).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// One bridge's namespaces.
+    pub fn namespaces_of(&self, device: &str) -> Vec<String> {
+        self.registry.read().ok().and_then(|r| r.bridges.get(device).map(|b| b.namespaces.clone())).unwrap_or_default()
+    }
+
+    /// The bridge a message on an external broker is read for: the one whose matching
+    /// namespace is the most specific (the longest), the first by id if several are.
+    pub fn bridge_for(&self, topic: &str) -> Option<String> {
+        let registry = self.registry.read().ok()?;
+        registry
+            .bridges
+            .iter()
+            .filter_map(|(id, b)| {
+                let longest = b.namespaces.iter().filter(|n| matches(topic, n)).map(String::len).max()?;
+                Some((std::cmp::Reverse(longest), id))
+            })
+            .min()
+            .map(|(_, id)| id.clone())
+    }
+
     /// Whether `device` is a bridge now.
     pub fn is_bridge(&self, device: &str) -> bool {
         self.registry.read().is_ok_and(|r| r.bridges.contains_key(device))

@@ -229,14 +229,14 @@ pub async fn run(
     {
         let client = ingest::mqtt_client::client(&external);
         commands = automation::Commands::External(client.0.clone());
-        tasks.spawn(ingest::mqtt_client::run(
-            external,
-            client,
-            store.clone(),
-            ingest.clone(),
-            rejections.clone(),
-            shutdown.clone(),
-        ));
+        let ctx = ingest::mqtt_client::ExternalContext {
+            store: store.clone(),
+            ingest: ingest.clone(),
+            rejections: rejections.clone(),
+            bridges: bridges.clone(),
+            device_events: device_events.subscribe(),
+        };
+        tasks.spawn(ingest::mqtt_client::run(external, client, ctx, shutdown.clone()));
     }
     if listeners.coap.dtls.is_some() || listeners.coap.plain.is_some() {
         let ctx = CoapContext {

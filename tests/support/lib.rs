@@ -469,7 +469,10 @@ impl Mosquitto {
         let acl = dir.join("mosquitto.acl");
         std::fs::write(
             &acl,
-            format!("user {reader}\ntopic read hearth/#\n\npattern write hearth/%u/#\npattern write hearth/%u\n"),
+            format!(
+                "user {reader}\ntopic read hearth/#\n{}\npattern write hearth/%u/#\npattern write hearth/%u\n",
+                options.acl
+            ),
         )?;
         let tls_port = options.tls.as_ref().map(|t| t.port);
         let port = match options.port {
@@ -551,6 +554,9 @@ pub struct MosquittoOptions {
     pub persist: bool,
     /// A second listener, with TLS.
     pub tls: Option<TlsListener>,
+    /// More ACL lines, right after the reader's `topic read hearth/#`: more `topic` lines
+    /// for the reader, then `user` blocks of their own.
+    pub acl: String,
 }
 
 #[derive(Debug)]

@@ -6,16 +6,26 @@
 //! The broker authenticates devices and must enforce that each device writes only under
 //! its own id (Mosquitto: `pattern write hearth/%u/#` in the ACL file); the hub trusts the
 //! topic's device id, and checks that the device exists here.
+//!
+//! Bridges (Zigbee2MQTT already on this broker, say) are read the same way as on the
+//! embedded server: the hub subscribes to every bridge's namespaces, and reads each message
+//! for the bridge whose namespace it falls in. Who may publish there is the broker's to
+//! enforce (docs/security.md has the ACL); commands for devices behind a bridge go out
+//! through the broker on their convention's topics.
 
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
+use tokio::sync::broadcast;
+
 use super::Rejections;
 use super::mqtt::readings_from_publish;
 use super::pipeline::Ingest;
+use crate::bridges::Bridges;
 use crate::config::ExternalMqtt;
+use crate::devices::DeviceEvent;
 use crate::store::Store;
 
 /// The client for the external broker: the caller keeps a clone to publish commands, and
@@ -25,7 +35,8 @@ pub fn client(config: &ExternalMqtt) -> (AsyncClient, EventLoop) {
     options.set_clean_session(false);
     options.set_manual_acks(true);
     options.set_keep_alive(Duration::from_secs(30));
-    options.set_max_packet_size(super::decode::MAX_PAYLOAD + 1024, super::decode::MAX_PAYLOAD + 1024);
+    // A bridge's device list (Zigbee2MQTT's) is larger than any reading.
+    options.set_max_packet_size(crate::bridges::MAX_BRIDGE_MESSAGE + 1024, super::decode::MAX_PAYLOAD + 1024);
     if let Some(username) = &config.username {
         options.set_credentials(
             username.clone(),
@@ -35,40 +46,77 @@ pub fn client(config: &ExternalMqtt) -> (AsyncClient, EventLoop) {
     AsyncClient::new(options, 256)
 }
 
+/// What the client needs from the rest of the hub.
+pub struct ExternalContext {
+    pub store: Store,
+    pub ingest: Ingest,
+    pub rejections: Rejections,
+    pub bridges: Bridges,
+    pub device_events: broadcast::Receiver<DeviceEvent>,
+}
+
 /// Runs until `shutdown`: connects, subscribes, ingests; on errors waits and reconnects.
 pub async fn run(
     config: ExternalMqtt,
     (client, mut events): (AsyncClient, EventLoop),
-    store: Store,
-    ingest: Ingest,
-    rejections: Rejections,
+    ctx: ExternalContext,
     shutdown: CancellationToken,
 ) {
+    let ExternalContext { store, ingest, rejections, bridges, mut device_events } = ctx;
     let mut backoff = Duration::from_millis(250);
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
             event = events.poll() => event,
+            changed = device_events.recv() => {
+                // A bridge's new namespaces are subscribed to at once (subscribing again to
+                // one held already is harmless; ones taken away are no longer read for it).
+                if let Ok(DeviceEvent::NamespacesChanged(bridge)) = changed {
+                    for namespace in bridges.namespaces_of(&bridge) {
+                        let _ = client.try_subscribe(namespace, QoS::AtLeastOnce);
+                    }
+                }
+                continue;
+            }
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(250);
                 tracing::info!(host = %config.host, port = config.port, "connected to external MQTT broker");
-                if let Err(error) = client.try_subscribe("hearth/#", QoS::AtLeastOnce) {
-                    tracing::error!(%error, "could not subscribe on the external broker");
+                for filter in std::iter::once("hearth/#".to_owned()).chain(bridges.all_namespaces()) {
+                    if let Err(error) = client.try_subscribe(filter, QoS::AtLeastOnce) {
+                        tracing::error!(%error, "could not subscribe on the external broker");
+                    }
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let device = publish.topic.split('/').nth(1).unwrap_or_default().to_owned();
                 let now = ingest.now_ms();
-                let known =
-                    crate::reading::valid_device_id(&device) && store.device_exists(&device).await.unwrap_or(false);
-                let readings = if known {
-                    readings_from_publish(&device, &publish.topic, &publish.payload, now).map_err(|e| e.to_string())
-                } else {
-                    Err("unknown device".to_owned())
+                let (device, readings) = match publish.topic.starts_with("hearth/") {
+                    true => {
+                        let device = publish.topic.split('/').nth(1).unwrap_or_default().to_owned();
+                        let known = crate::reading::valid_device_id(&device)
+                            && store.device_exists(&device).await.unwrap_or(false);
+                        let readings = if known {
+                            readings_from_publish(&device, &publish.topic, &publish.payload, now)
+                                .map_err(|e| e.to_string())
+                        } else {
+                            Err("unknown device".to_owned())
+                        };
+                        (device, readings)
+                    }
+                    false => match bridges.bridge_for(&publish.topic) {
+                        Some(bridge) => match bridges.publish(&bridge, &publish.topic, &publish.payload, now).await {
+                            // Not acknowledged: the broker sends it again after a reconnect.
+                            Err(crate::bridges::Refusal::Store) => continue,
+                            read => (bridge, read.map_err(|r| r.to_string())),
+                        },
+                        None => continue,
+                    },
                 };
                 match readings {
+                    Ok(readings) if readings.is_empty() => {
+                        let _ = client.try_ack(&publish);
+                    }
                     Err(reason) => {
                         rejections.record(&device, "mqtt-external", &reason, now);
                         let _ = client.try_ack(&publish);
