@@ -419,12 +419,15 @@ const HOME: [(&str, &[&str]); 5] = [
     ("ESPHome nodes", &["esp-01/#", "esp-02/#", "esp-03/#", "esp-04/#", "esp-05/#", "esp-06/#"]),
 ];
 
+/// (topic, payload) in the order sent.
+type Messages = Vec<(String, String)>;
+
 /// The messages each bridge sends (in `HOME`'s order), built from the corpus, and what
 /// they should make appear: 20 Zigbee devices, 10 Home Assistant ones, 10 Tasmota plugs, 4
 /// Shelly relays and 6 ESPHome nodes.
-fn home_of_fifty() -> anyhow::Result<([Vec<(String, String)>; 5], Vec<Expected>)> {
+fn home_of_fifty() -> anyhow::Result<([Messages; 5], Vec<Expected>)> {
     let read = |name: &str| std::fs::read_to_string(corpus(name));
-    let mut messages: [Vec<(String, String)>; 5] = Default::default();
+    let mut messages: [Messages; 5] = Default::default();
     let mut expected = Vec::new();
     let list: Vec<Value> = serde_json::from_str(&read("z2m-bridge-devices.json")?)?;
     let weather = list.iter().find(|d| d["friendly_name"] == "weather_sensor").cloned().unwrap_or_default();
