@@ -216,6 +216,7 @@ pub async fn run(
             bridges: bridges.clone(),
         };
         let server = MqttServer::new(ctx);
+        server.restore().await?;
         commands = automation::Commands::Embedded(server.clone());
         if let (Some(listener), Some(tls)) = (listeners.mqtts, &tls) {
             tracing::info!(addr = %listener.local_addr()?, "embedded MQTT server listening over TLS");

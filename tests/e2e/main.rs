@@ -12,6 +12,7 @@ mod hostile;
 mod mqtt;
 mod ownership;
 mod promise;
+mod sessions;
 mod store;
 mod tls;
 mod ui;

@@ -9,6 +9,7 @@ use hearth_model::automations::{Note, NotificationSource};
 use super::coap::CoapError;
 use super::model::{Action, CoapTarget, RuleError, command_payload, parse_coap_address_or};
 use super::scheduler::Job;
+use crate::consent::Subject;
 use crate::ingest::mqtt::MqttServer;
 use crate::outbox::{Outbox, OutboxError};
 use crate::store::{Store, StoreError};
@@ -54,12 +55,20 @@ pub enum ActionError {
 impl Commands {
     /// Publishes a command: on `hearth/<device>/set/<metric>`, or for a device behind a
     /// bridge on the bridge's own topic (`bridge` then names it: only its sessions hear it).
-    async fn send(&self, bridge: Option<&str>, topic: &str, payload: Vec<u8>) -> Result<&'static str, ActionError> {
+    /// `subject` is whose rule sent it: what is queued for a device that is away goes
+    /// when that subject's data is shredded.
+    async fn send(
+        &self,
+        bridge: Option<&str>,
+        topic: &str,
+        payload: Vec<u8>,
+        subject: Subject,
+    ) -> Result<&'static str, ActionError> {
         match self {
             Commands::Embedded(server) => {
                 match bridge {
-                    Some(bridge) => server.publish_to(bridge, topic, payload),
-                    None => server.publish(topic, payload),
+                    Some(bridge) => server.publish_to(bridge, topic, payload, subject).await,
+                    None => server.publish(topic, payload, subject).await,
                 }
                 Ok("sent")
             }
@@ -104,11 +113,12 @@ impl Effects {
                 self.may_command(job, device, now)?;
                 if let Some(command) = self.bridges.command(device, metric, value) {
                     let command = command?;
-                    let sent = self.commands.send(Some(&command.bridge), &command.topic, command.payload).await?;
+                    let sent =
+                        self.commands.send(Some(&command.bridge), &command.topic, command.payload, job.subject).await?;
                     return Ok(format!("{sent} on {}", command.topic));
                 }
                 let topic = format!("hearth/{device}/set/{metric}");
-                Ok(self.commands.send(None, &topic, command_payload(value)).await?.to_owned())
+                Ok(self.commands.send(None, &topic, command_payload(value), job.subject).await?.to_owned())
             }
             Action::Coap { device, path, method, payload } => {
                 self.may_command(job, device, now)?;

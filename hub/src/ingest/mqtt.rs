@@ -4,10 +4,14 @@
 //! acknowledged reading is never lost. Packets are parsed by rumqttc's MQTT codec; this
 //! module must not touch SQL (it goes through the pipeline and the device service).
 //!
-//! Not a general broker: no retained messages, no persistent sessions (every CONNACK says
-//! session-present = false), outgoing messages at QoS 0, and a device may subscribe only
-//! inside `hearth/<its id>/`, where it receives the commands addressed to it and nothing
-//! else. See docs/decisions/0001-embedded-mqtt-server.md.
+//! Not a general broker: only the hub publishes to subscribers (commands), never one
+//! device to another. A device may subscribe only inside `hearth/<its id>/`, where it
+//! receives the commands addressed to it; a bridge may subscribe anywhere but receives only
+//! its own devices' commands. A client that connects with clean session off keeps its
+//! session: its subscriptions, and the QoS 1 commands sent while it is away, are kept
+//! (bounded, sealed in the store, across restarts) and delivered when it comes back.
+//! Retained messages are not kept. See docs/decisions/0001-embedded-mqtt-server.md and
+//! 0016-persistent-sessions.md.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,6 +60,15 @@ const MAX_WAITING: usize = 64;
 const MAX_WAITING_PER_ADDRESS: usize = 8;
 /// Filters one session may hold.
 const MAX_SUBSCRIPTIONS: usize = 32;
+/// Persistent sessions (clean session off) kept at once; past this, the one away longest
+/// gives way.
+const MAX_PERSISTENT: usize = 256;
+/// QoS 1 messages queued for one persistent session; past this, its oldest are dropped.
+const MAX_QUEUED: i64 = 100;
+/// How long a persistent session is kept while its client stays away.
+const SESSION_EXPIRY_MS: i64 = 7 * 24 * 3600 * 1000;
+/// QoS 1 messages sent to one session and not acknowledged yet.
+const MAX_UNACKED: usize = 16;
 /// Messages queued to one subscriber before newer ones are dropped.
 const OUTBOX: usize = 64;
 /// How long one packet may take to leave; a reader that stops reading is closed.
@@ -126,32 +139,26 @@ struct Router {
     subs: RwLock<HashMap<String, Vec<Subscription>>>,
 }
 
-/// A session's filter: (connection, filter, where its messages go).
-type Subscription = (u64, String, mpsc::Sender<Publish>);
+/// A session's filter: (connection, filter, where its messages go, granted QoS).
+type Subscription = (u64, String, mpsc::Sender<Publish>, QoS);
 
 impl Router {
-    fn route(&self, topic: &str, payload: &bytes::Bytes) {
-        let Some(device) = topic.split('/').nth(1) else { return };
-        self.route_to(device, topic, payload);
-    }
-
     /// To `device`'s sessions only.
     fn route_to(&self, device: &str, topic: &str, payload: &bytes::Bytes) {
         let Ok(subs) = self.subs.read() else { return };
-        for (_, filter, tx) in subs.get(device).into_iter().flatten().filter(|(_, f, _)| matches(topic, f)) {
-            let mut p = Publish::new(topic, QoS::AtMostOnce, Vec::new());
-            p.payload = payload.clone();
+        for (_, filter, tx, qos) in subs.get(device).into_iter().flatten().filter(|(_, f, _, _)| matches(topic, f)) {
+            let p = Publish::from_bytes(topic, *qos, payload.clone());
             if tx.try_send(p).is_err() {
                 tracing::debug!(%filter, "subscriber queue full; message dropped");
             }
         }
     }
 
-    fn add(&self, device: &str, conn: u64, filter: String, tx: mpsc::Sender<Publish>) {
+    fn add(&self, device: &str, conn: u64, filter: String, tx: mpsc::Sender<Publish>, qos: QoS) {
         if let Ok(mut subs) = self.subs.write() {
             let list = subs.entry(device.to_owned()).or_default();
-            list.retain(|(c, f, _)| !(*c == conn && *f == filter));
-            list.push((conn, filter, tx));
+            list.retain(|(c, f, _, _)| !(*c == conn && *f == filter));
+            list.push((conn, filter, tx, qos));
         }
     }
 
@@ -159,7 +166,7 @@ impl Router {
         if let Ok(mut subs) = self.subs.write()
             && let Some(list) = subs.get_mut(device)
         {
-            list.retain(|(c, f, _)| !(*c == conn && filter.is_none_or(|x| x == f)));
+            list.retain(|(c, f, _, _)| !(*c == conn && filter.is_none_or(|x| x == f)));
             if list.is_empty() {
                 subs.remove(device);
             }
@@ -167,9 +174,30 @@ impl Router {
     }
 }
 
+/// A persistent session (clean session off): what it subscribed to and the QoS 1 messages
+/// waiting for it, kept in the store while its client is away and across restarts.
+struct Persistent {
+    subscriptions: Vec<(String, QoS)>,
+    queue: std::collections::VecDeque<Queued>,
+    /// The connection holding it, where its QoS 0 messages go, and what wakes it for
+    /// queued ones.
+    online: Option<(u64, mpsc::Sender<Publish>, Arc<tokio::sync::Notify>)>,
+    seen_ms: i64,
+}
+
+/// A queued message (`seq` is its row in the store).
+#[derive(Debug, Clone)]
+struct Queued {
+    seq: i64,
+    topic: String,
+    payload: bytes::Bytes,
+}
+
 struct Shared {
     ctx: MqttContext,
     router: Router,
+    /// (device, client id) -> its persistent session.
+    persistent: Mutex<HashMap<(String, String), Persistent>>,
     /// (device, client id) -> (connection number, token that ends it): a second CONNECT
     /// with the same client id takes the session over, as MQTT requires, but only the same
     /// device's: a client id belongs to the device that uses it.
@@ -192,6 +220,7 @@ impl MqttServer {
             shared: Arc::new(Shared {
                 ctx,
                 router: Router::default(),
+                persistent: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
                 waiting: Crowd::new(MAX_WAITING, MAX_WAITING_PER_ADDRESS),
                 logged_in: Arc::new(Semaphore::new(MAX_SESSIONS)),
@@ -200,15 +229,45 @@ impl MqttServer {
         }
     }
 
-    /// Sends `payload` at QoS 0 to every session subscribed to `topic`.
-    pub fn publish(&self, topic: &str, payload: impl Into<bytes::Bytes>) {
-        self.shared.router.route(topic, &payload.into());
+    /// Takes back the persistent sessions the store kept (those away for less than a week).
+    pub async fn restore(&self) -> Result<(), crate::store::StoreError> {
+        let since = self.shared.ctx.clock.now_ms() - SESSION_EXPIRY_MS;
+        let stored = self.shared.ctx.store.mqtt_sessions(since).await?;
+        let Ok(mut persistent) = self.shared.persistent.lock() else { return Ok(()) };
+        for session in stored {
+            let subscriptions = session.subscriptions.into_iter().map(|(f, q)| (f, qos_of(q))).collect();
+            let queue = session
+                .queue
+                .into_iter()
+                .map(|q| Queued { seq: q.seq, topic: q.topic, payload: q.payload.into() })
+                .collect();
+            let kept = Persistent { subscriptions, queue, online: None, seen_ms: session.seen_ms };
+            persistent.insert((session.device, session.client), kept);
+        }
+        Ok(())
+    }
+
+    /// Sends a command to the sessions of the device the topic names
+    /// (`hearth/<device>/...`) that subscribed to it: at once to those connected, and, at
+    /// QoS 1, kept for persistent sessions whose client is away. `subject` is whose rule
+    /// sent it.
+    pub async fn publish(&self, topic: &str, payload: impl Into<bytes::Bytes>, subject: crate::consent::Subject) {
+        let Some(device) = topic.split('/').nth(1).map(str::to_owned) else { return };
+        self.publish_to(&device, topic, payload, subject).await;
     }
 
     /// Sends a command for a device behind `bridge` to the bridge's sessions subscribed to
     /// `topic`, and to no one else's.
-    pub fn publish_to(&self, bridge: &str, topic: &str, payload: impl Into<bytes::Bytes>) {
-        self.shared.router.route_to(bridge, topic, &payload.into());
+    pub async fn publish_to(
+        &self,
+        device: &str,
+        topic: &str,
+        payload: impl Into<bytes::Bytes>,
+        subject: crate::consent::Subject,
+    ) {
+        let payload = payload.into();
+        self.shared.router.route_to(device, topic, &payload);
+        self.shared.deliver_persistent(device, topic, &payload, subject).await;
     }
 
     /// Accepts connections until `shutdown`; then lets open connections send the acks of
@@ -262,6 +321,157 @@ fn ready(packet: Packet) -> Ack {
     Box::pin(std::future::ready(Ok(Some(packet))))
 }
 
+fn qos_of(level: u8) -> QoS {
+    if level >= 1 { QoS::AtLeastOnce } else { QoS::AtMostOnce }
+}
+
+impl Shared {
+    /// Hands a message to `device`'s persistent sessions subscribed to `topic`: QoS 0 to
+    /// those connected; QoS 1 into the store first, then to the session if connected.
+    async fn deliver_persistent(
+        &self,
+        device: &str,
+        topic: &str,
+        payload: &bytes::Bytes,
+        subject: crate::consent::Subject,
+    ) {
+        let matching: Vec<((String, String), QoS)> = {
+            let Ok(persistent) = self.persistent.lock() else { return };
+            persistent
+                .iter()
+                .filter(|((d, _), _)| d == device)
+                .filter_map(|(key, session)| {
+                    let mut levels = session.subscriptions.iter().filter(|(f, _)| matches(topic, f)).map(|(_, q)| *q);
+                    let first = levels.next()?;
+                    let qos = if first == QoS::AtLeastOnce || levels.any(|q| q == QoS::AtLeastOnce) {
+                        QoS::AtLeastOnce
+                    } else {
+                        QoS::AtMostOnce
+                    };
+                    Some((key.clone(), qos))
+                })
+                .collect()
+        };
+        for (key, qos) in matching {
+            if qos == QoS::AtMostOnce {
+                if let Ok(persistent) = self.persistent.lock()
+                    && let Some((_, tx, _)) = persistent.get(&key).and_then(|s| s.online.as_ref())
+                {
+                    let _ = tx.try_send(Publish::from_bytes(topic, QoS::AtMostOnce, payload.clone()));
+                }
+                continue;
+            }
+            let now = self.ctx.clock.now_ms();
+            let stored = self.ctx.store.queue_mqtt((&key.0, &key.1), subject, topic, payload, now, MAX_QUEUED).await;
+            let seq = match stored {
+                Ok(seq) => seq,
+                Err(error) => {
+                    tracing::error!(%error, device.id = %key.0, "could not queue an MQTT message; it is lost");
+                    continue;
+                }
+            };
+            let Ok(mut persistent) = self.persistent.lock() else { return };
+            let Some(session) = persistent.get_mut(&key) else { continue };
+            session.queue.push_back(Queued { seq, topic: topic.to_owned(), payload: payload.clone() });
+            while session.queue.len() > MAX_QUEUED as usize {
+                session.queue.pop_front();
+            }
+            if let Some((_, _, wake)) = &session.online {
+                wake.notify_one();
+            }
+        }
+    }
+
+    /// Attaches connection `conn` to the persistent session `key`, creating it if new;
+    /// returns whether it existed (CONNACK's session-present) and its subscriptions.
+    async fn attach(
+        &self,
+        key: &(String, String),
+        conn: u64,
+        tx: mpsc::Sender<Publish>,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> (bool, Vec<(String, QoS)>) {
+        let now = self.ctx.clock.now_ms();
+        let (present, subscriptions, evicted) = {
+            let Ok(mut persistent) = self.persistent.lock() else { return (false, Vec::new()) };
+            let present = persistent.contains_key(key);
+            let mut evicted = None;
+            if !present && persistent.len() >= MAX_PERSISTENT {
+                let away = persistent.iter().filter(|(_, s)| s.online.is_none()).min_by_key(|(_, s)| s.seen_ms);
+                evicted = away.map(|(k, _)| k.clone());
+                if let Some(k) = &evicted {
+                    persistent.remove(k);
+                }
+            }
+            let session = persistent.entry(key.clone()).or_insert_with(|| Persistent {
+                subscriptions: Vec::new(),
+                queue: std::collections::VecDeque::new(),
+                online: None,
+                seen_ms: now,
+            });
+            session.online = Some((conn, tx, wake.clone()));
+            session.seen_ms = now;
+            (present, session.subscriptions.clone(), evicted)
+        };
+        if let Some((device, client)) = evicted
+            && let Err(error) = self.ctx.store.drop_mqtt_session(&device, &client).await
+        {
+            tracing::warn!(%error, "could not end an MQTT session");
+        }
+        let saved = match present {
+            true => self.ctx.store.touch_mqtt_session(&key.0, &key.1, now).await,
+            false => self.ctx.store.save_mqtt_session(&key.0, &key.1, &[], now).await,
+        };
+        if let Err(error) = saved {
+            tracing::warn!(%error, "could not save an MQTT session");
+        }
+        // What was queued while it was away goes out first.
+        wake.notify_one();
+        (present, subscriptions)
+    }
+
+    /// Ends the persistent session `key`, if there is one (a CONNECT with clean session on).
+    async fn discard(&self, key: &(String, String)) {
+        let existed = self.persistent.lock().is_ok_and(|mut p| p.remove(key).is_some());
+        if existed && let Err(error) = self.ctx.store.drop_mqtt_session(&key.0, &key.1).await {
+            tracing::warn!(%error, "could not end an MQTT session");
+        }
+    }
+
+    /// Saves a persistent session's subscriptions after a SUBSCRIBE or UNSUBSCRIBE.
+    async fn save_subscriptions(&self, key: &(String, String), subscriptions: &[(String, QoS)]) {
+        if let Ok(mut persistent) = self.persistent.lock()
+            && let Some(session) = persistent.get_mut(key)
+        {
+            session.subscriptions = subscriptions.to_vec();
+        }
+        let levels: Vec<(String, u8)> = subscriptions.iter().map(|(f, q)| (f.clone(), *q as u8)).collect();
+        let now = self.ctx.clock.now_ms();
+        if let Err(error) = self.ctx.store.save_mqtt_session(&key.0, &key.1, &levels, now).await {
+            tracing::warn!(%error, "could not save an MQTT session's subscriptions");
+        }
+    }
+
+    /// Queued messages of session `key` after `after` (up to `room`), to send.
+    fn queued(&self, key: &(String, String), after: i64, room: usize) -> Vec<Queued> {
+        let Ok(persistent) = self.persistent.lock() else { return Vec::new() };
+        let Some(session) = persistent.get(key) else { return Vec::new() };
+        session.queue.iter().filter(|q| q.seq > after).take(room).cloned().collect()
+    }
+
+    /// A queued message was acknowledged: it leaves the queue and the store.
+    async fn acknowledged(&self, key: &(String, String), seq: i64) {
+        if let Ok(mut persistent) = self.persistent.lock()
+            && let Some(session) = persistent.get_mut(key)
+        {
+            session.queue.retain(|q| q.seq != seq);
+        }
+        if let Err(error) = self.ctx.store.unqueue_mqtt(seq).await {
+            tracing::warn!(%error, "could not take an acknowledged MQTT message off the queue");
+        }
+    }
+}
+
 /// Unregisters a connection however it ends.
 struct Registration<'a> {
     shared: &'a Shared,
@@ -272,6 +482,13 @@ struct Registration<'a> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         self.shared.router.remove(&self.key.0, self.conn, None);
+        if let Ok(mut persistent) = self.shared.persistent.lock()
+            && let Some(session) = persistent.get_mut(&self.key)
+            && session.online.as_ref().is_some_and(|(c, _, _)| *c == self.conn)
+        {
+            session.online = None;
+            session.seen_ms = self.shared.ctx.clock.now_ms();
+        }
         if let Ok(mut sessions) = self.shared.sessions.lock()
             && sessions.get(&self.key).is_some_and(|(c, _)| *c == self.conn)
         {
@@ -456,26 +673,43 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             old.cancel();
         }
     }
-    let _registration = Registration { shared, conn, key };
+    let (out_tx, mut out_rx) = mpsc::channel::<Publish>(OUTBOX);
+    // A client that asks to keep its session (clean session off, with a client id of its
+    // own) gets its subscriptions back, and what was queued for it while it was away.
+    let persistent = !connect.clean_session && !connect.client_id.is_empty();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (session_present, kept) = match persistent {
+        true => shared.attach(&key, conn, out_tx.clone(), wake.clone()).await,
+        false => {
+            shared.discard(&key).await;
+            (false, Vec::new())
+        }
+    };
+    let _registration = Registration { shared, conn, key: key.clone() };
     // A bridge publishes its devices' descriptions, which can be large (a Zigbee network's
     // device list); only a bridge, once logged in, may send more than the ordinary limit.
     let bridge = shared.ctx.bridges.is_bridge(&device);
     if bridge {
         framed.codec_mut().max_incoming_size = crate::bridges::MAX_BRIDGE_MESSAGE + 1024;
     }
-    send(&mut framed, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await?;
-    tracing::info!(device.id = %device, %peer, bridge, "MQTT device connected");
+    send(&mut framed, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present))).await?;
+    tracing::info!(device.id = %device, %peer, bridge, persistent, session_present, "MQTT device connected");
 
     // The device's keep-alive, at most the hub's maximum (which also applies to a device
     // that asks for none); silence for 1.5 times that ends the session.
     let asked = Duration::from_secs(u64::from(connect.keep_alive));
     let keep_alive = if asked.is_zero() { shared.ctx.max_keep_alive } else { asked.min(shared.ctx.max_keep_alive) };
     let keep_alive = keep_alive.mul_f32(1.5);
-    let mut subscriptions: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Filter -> granted QoS.
+    let mut subscriptions: HashMap<String, QoS> = kept.into_iter().collect();
     let mut last_heard = Instant::now();
     let mut pending: FuturesOrdered<Ack> = FuturesOrdered::new();
-    let (out_tx, mut out_rx) = mpsc::channel::<Publish>(OUTBOX);
     let mut draining = false;
+    // QoS 1 messages sent and not acknowledged: packet id -> the queued message's seq, if
+    // it came from the session's queue.
+    let mut unacked: HashMap<u16, Option<i64>> = HashMap::new();
+    let mut next_pkid: u16 = 0;
+    let mut sent_upto = 0_i64;
 
     loop {
         if draining && pending.is_empty() {
@@ -508,7 +742,22 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return Err(ConnError::Closed),
             },
-            Some(publish) = out_rx.recv() => send(&mut framed, Packet::Publish(publish)).await?,
+            Some(mut publish) = out_rx.recv() => {
+                if publish.qos == QoS::AtLeastOnce {
+                    publish.pkid = free_pkid(&mut next_pkid, &unacked);
+                    unacked.insert(publish.pkid, None);
+                }
+                send(&mut framed, Packet::Publish(publish)).await?;
+            }
+            () = wake.notified(), if persistent && unacked.len() < MAX_UNACKED => {
+                for queued in shared.queued(&key, sent_upto, MAX_UNACKED - unacked.len()) {
+                    sent_upto = queued.seq;
+                    let mut publish = Publish::from_bytes(queued.topic, QoS::AtLeastOnce, queued.payload);
+                    publish.pkid = free_pkid(&mut next_pkid, &unacked);
+                    unacked.insert(publish.pkid, Some(queued.seq));
+                    send(&mut framed, Packet::Publish(publish)).await?;
+                }
+            }
             packet = framed.next(), if !draining && pending.len() < MAX_INFLIGHT => {
                 last_heard = Instant::now();
                 let packet = match packet {
@@ -523,19 +772,27 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                     Packet::Publish(publish) => pending.push_back(on_publish(shared, &device, bridge, publish).await?),
                     Packet::PubRel(rel) => pending.push_back(ready(Packet::PubComp(PubComp::new(rel.pkid)))),
                     Packet::Subscribe(sub) => {
-                        let codes = sub.filters.iter().map(|f| {
+                        let codes: Vec<SubscribeReasonCode> = sub.filters.iter().map(|f| {
+                            // QoS 2 is served as QoS 1 (commands are idempotent on/off and values).
+                            let qos = if f.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
                             if !may_subscribe(&device, bridge, &f.path) {
                                 tracing::warn!(device.id = %device, filter = %f.path, "subscription refused: outside the device's topics");
                                 SubscribeReasonCode::Failure
-                            } else if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains(&f.path) {
+                            } else if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains_key(&f.path) {
                                 tracing::debug!(device.id = %device, filter = %f.path, "subscription refused: too many");
                                 SubscribeReasonCode::Failure
                             } else {
-                                subscriptions.insert(f.path.clone());
-                                shared.router.add(&device, conn, f.path.clone(), out_tx.clone());
-                                SubscribeReasonCode::Success(QoS::AtMostOnce)
+                                subscriptions.insert(f.path.clone(), qos);
+                                if !persistent {
+                                    shared.router.add(&device, conn, f.path.clone(), out_tx.clone(), qos);
+                                }
+                                SubscribeReasonCode::Success(qos)
                             }
                         }).collect();
+                        if persistent && codes.iter().any(|c| matches!(c, SubscribeReasonCode::Success(_))) {
+                            let list: Vec<(String, QoS)> = subscriptions.iter().map(|(f, q)| (f.clone(), *q)).collect();
+                            shared.save_subscriptions(&key, &list).await;
+                        }
                         pending.push_back(ready(Packet::SubAck(SubAck::new(sub.pkid, codes))));
                     }
                     Packet::Unsubscribe(unsub) => {
@@ -543,16 +800,39 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                             subscriptions.remove(filter);
                             shared.router.remove(&device, conn, Some(filter));
                         }
+                        if persistent {
+                            let list: Vec<(String, QoS)> = subscriptions.iter().map(|(f, q)| (f.clone(), *q)).collect();
+                            shared.save_subscriptions(&key, &list).await;
+                        }
                         pending.push_back(ready(Packet::UnsubAck(UnsubAck::new(unsub.pkid))));
                     }
                     Packet::PingReq => pending.push_back(ready(Packet::PingResp)),
                     Packet::Disconnect => draining = true,
-                    // Acks for our QoS 0 messages cannot come; nothing else may come from a client.
-                    Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => {}
+                    Packet::PubAck(ack) => {
+                        if let Some(Some(seq)) = unacked.remove(&ack.pkid) {
+                            shared.acknowledged(&key, seq).await;
+                        }
+                        // Room for more of what is queued.
+                        if persistent {
+                            wake.notify_one();
+                        }
+                    }
+                    // We send nothing at QoS 2; nothing else may come from a client.
+                    Packet::PubRec(_) | Packet::PubComp(_) => {}
                     other => return Err(ConnError::Protocol(format!("unexpected {:?} from client", packet_name(&other)))),
                 }
             },
             () = idle => return Err(ConnError::KeepAlive),
+        }
+    }
+}
+
+/// The next packet id not awaiting an ack (1..=65535; 0 is not a packet id).
+fn free_pkid(next: &mut u16, unacked: &HashMap<u16, Option<i64>>) -> u16 {
+    loop {
+        *next = next.wrapping_add(1).max(1);
+        if !unacked.contains_key(next) {
+            return *next;
         }
     }
 }

@@ -111,6 +111,9 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        for sql in ["DELETE FROM mqtt_queue WHERE device_id = ?", "DELETE FROM mqtt_sessions WHERE device_id = ?"] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }

@@ -6,6 +6,7 @@ mod automations;
 pub mod codec;
 mod consent;
 mod devices;
+pub mod mqtt;
 mod people;
 pub mod readings;
 

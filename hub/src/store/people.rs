@@ -288,6 +288,17 @@ impl Store {
         ] {
             sqlx::query(sql).bind(Subject::Tenancy(id).to_string()).execute(&mut *tx).await?;
         }
+        // Commands its rules queued for devices away, and its own devices' sessions.
+        sqlx::query("DELETE FROM mqtt_queue WHERE subject = ?")
+            .bind(Subject::Tenancy(id).to_string())
+            .execute(&mut *tx)
+            .await?;
+        for sql in [
+            "DELETE FROM mqtt_queue WHERE device_id IN (SELECT id FROM devices WHERE tenancy_id = ?)",
+            "DELETE FROM mqtt_sessions WHERE device_id IN (SELECT id FROM devices WHERE tenancy_id = ?)",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
         // The tenant's own devices go with the tenancy.
         sqlx::query(
             "UPDATE devices SET secret_sealed = NULL, removed_ms = ? WHERE tenancy_id = ? AND removed_ms IS NULL",

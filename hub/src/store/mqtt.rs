@@ -1,0 +1,180 @@
+//! Persistent MQTT sessions: a client's subscriptions and the QoS 1 messages queued for it,
+//! sealed with the hub key (bound to their session and message id).
+
+use sqlx::Row;
+
+use super::{Store, StoreError};
+use crate::consent::Subject;
+
+/// A session as stored, opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSession {
+    pub device: String,
+    pub client: String,
+    /// (filter, granted QoS).
+    pub subscriptions: Vec<(String, u8)>,
+    pub seen_ms: i64,
+    pub queue: Vec<Queued>,
+}
+
+/// A message waiting for a session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queued {
+    pub seq: i64,
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+fn subscriptions_aad(device: &str, client: &str) -> String {
+    format!("mqtt-session:{device}:{client}")
+}
+
+fn message_aad(device: &str, client: &str, msg_id: &str) -> String {
+    format!("mqtt-message:{device}:{client}:{msg_id}")
+}
+
+impl Store {
+    /// Every persistent session seen since `since`, with its queue; older ones are deleted.
+    pub async fn mqtt_sessions(&self, since: i64) -> Result<Vec<StoredSession>, StoreError> {
+        sqlx::query("DELETE FROM mqtt_queue WHERE (device_id, client_id) IN (SELECT device_id, client_id FROM mqtt_sessions WHERE seen_ms < ?)")
+            .bind(since)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM mqtt_sessions WHERE seen_ms < ?").bind(since).execute(&self.pool).await?;
+        let mut sessions = Vec::new();
+        for row in
+            sqlx::query("SELECT device_id, client_id, subscriptions, seen_ms FROM mqtt_sessions ORDER BY seen_ms")
+                .fetch_all(&self.pool)
+                .await?
+        {
+            let device: String = row.try_get("device_id")?;
+            let client: String = row.try_get("client_id")?;
+            let sealed: Vec<u8> = row.try_get("subscriptions")?;
+            let opened = self.hub_key.open(&sealed, subscriptions_aad(&device, &client).as_bytes())?;
+            let subscriptions = serde_json::from_slice(&opened)
+                .map_err(|e| StoreError::Corrupt(format!("MQTT session {device}/{client}: {e}")))?;
+            sessions.push(StoredSession {
+                subscriptions,
+                seen_ms: row.try_get("seen_ms")?,
+                queue: Vec::new(),
+                device,
+                client,
+            });
+        }
+        for row in sqlx::query("SELECT seq, device_id, client_id, msg_id, message FROM mqtt_queue ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let (device, client): (String, String) = (row.try_get("device_id")?, row.try_get("client_id")?);
+            let msg_id: String = row.try_get("msg_id")?;
+            let sealed: Vec<u8> = row.try_get("message")?;
+            let opened = self.hub_key.open(&sealed, message_aad(&device, &client, &msg_id).as_bytes())?;
+            let at = opened.iter().position(|&b| b == 0).unwrap_or(opened.len());
+            let topic = String::from_utf8(opened[..at].to_vec())
+                .map_err(|_| StoreError::Corrupt(format!("MQTT message {device}/{client}")))?;
+            let payload = opened.get(at + 1..).unwrap_or_default().to_vec();
+            if let Some(session) = sessions.iter_mut().find(|s| s.device == device && s.client == client) {
+                session.queue.push(Queued { seq: row.try_get("seq")?, topic, payload });
+            }
+        }
+        Ok(sessions)
+    }
+
+    /// Saves a session's subscriptions (creating it if new).
+    pub async fn save_mqtt_session(
+        &self,
+        device: &str,
+        client: &str,
+        subscriptions: &[(String, u8)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_vec(subscriptions).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let sealed = self.hub_key.seal(&body, subscriptions_aad(device, client).as_bytes())?;
+        sqlx::query(
+            "INSERT INTO mqtt_sessions (device_id, client_id, subscriptions, seen_ms) VALUES (?, ?, ?, ?)
+             ON CONFLICT (device_id, client_id) DO UPDATE SET subscriptions = excluded.subscriptions, seen_ms = excluded.seen_ms",
+        )
+        .bind(device)
+        .bind(client)
+        .bind(sealed)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Notes when a session was last connected.
+    pub async fn touch_mqtt_session(&self, device: &str, client: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE mqtt_sessions SET seen_ms = ? WHERE device_id = ? AND client_id = ?")
+            .bind(now)
+            .bind(device)
+            .bind(client)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a session and its queue.
+    pub async fn drop_mqtt_session(&self, device: &str, client: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for sql in [
+            "DELETE FROM mqtt_queue WHERE device_id = ? AND client_id = ?",
+            "DELETE FROM mqtt_sessions WHERE device_id = ? AND client_id = ?",
+        ] {
+            sqlx::query(sql).bind(device).bind(client).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Queues a message for a session; past `max` queued, its oldest are dropped. Returns
+    /// the message's sequence number.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn queue_mqtt(
+        &self,
+        (device, client): (&str, &str),
+        subject: Subject,
+        topic: &str,
+        payload: &[u8],
+        now: i64,
+        max: i64,
+    ) -> Result<i64, StoreError> {
+        let mut id = [0u8; 12];
+        crate::crypto::random_bytes(&mut id)?;
+        let msg_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let mut body = topic.as_bytes().to_vec();
+        body.push(0);
+        body.extend_from_slice(payload);
+        let sealed = self.hub_key.seal(&body, message_aad(device, client, &msg_id).as_bytes())?;
+        let mut tx = self.pool.begin().await?;
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO mqtt_queue (device_id, client_id, msg_id, subject, queued_ms, message) VALUES (?, ?, ?, ?, ?, ?)
+             RETURNING seq",
+        )
+        .bind(device)
+        .bind(client)
+        .bind(&msg_id)
+        .bind(subject.to_string())
+        .bind(now)
+        .bind(sealed)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM mqtt_queue WHERE seq IN (SELECT seq FROM mqtt_queue WHERE device_id = ? AND client_id = ?
+             ORDER BY seq DESC LIMIT -1 OFFSET ?)",
+        )
+        .bind(device)
+        .bind(client)
+        .bind(max)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    /// A queued message was acknowledged by its receiver.
+    pub async fn unqueue_mqtt(&self, seq: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM mqtt_queue WHERE seq = ?").bind(seq).execute(&self.pool).await?;
+        Ok(())
+    }
+}

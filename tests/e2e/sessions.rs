@@ -1,0 +1,185 @@
+//! Commands reach devices that are away: a device (or a bridge) that connects with clean
+//! session off keeps its subscriptions, and a QoS 1 command sent while it sleeps is
+//! delivered when it reconnects, also after a hub restart in between.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hearth_tests::{TestHub, wait_until};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+
+/// Connects as `device` with client id `client` and the given clean-session flag; returns
+/// the client, its event loop and whether the server said it kept a session.
+async fn connect(
+    addr: SocketAddr,
+    (device, secret): (&str, &str),
+    client: &str,
+    clean: bool,
+) -> anyhow::Result<(AsyncClient, EventLoop, bool)> {
+    let mut options = MqttOptions::new(client, addr.ip().to_string(), addr.port());
+    options.set_credentials(device, secret);
+    options.set_keep_alive(Duration::from_secs(5));
+    options.set_clean_session(clean);
+    let (client, mut events) = AsyncClient::new(options, 16);
+    let present = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == rumqttc::ConnectReturnCode::Success => {
+                    return Ok(ack.session_present);
+                }
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => anyhow::bail!("refused: {:?}", ack.code),
+                Ok(_) => {}
+                Err(e) => anyhow::bail!("{e}"),
+            }
+        }
+    })
+    .await??;
+    Ok((client, events, present))
+}
+
+/// The next message the client receives (its event loop acknowledges QoS 1), within 5 s.
+async fn next_message(events: &mut EventLoop) -> anyhow::Result<Option<(String, String, QoS)>> {
+    within(events, Duration::from_secs(5)).await
+}
+
+/// That nothing comes within a second.
+async fn nothing_comes(events: &mut EventLoop) -> anyhow::Result<bool> {
+    Ok(within(events, Duration::from_secs(1)).await?.is_none())
+}
+
+async fn within(events: &mut EventLoop, wait: Duration) -> anyhow::Result<Option<(String, String, QoS)>> {
+    let got = tokio::time::timeout(wait, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    return Ok(Some((p.topic, String::from_utf8_lossy(&p.payload).into_owned(), p.qos)));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(anyhow::anyhow!("{e}")),
+            }
+        }
+    })
+    .await;
+    got.unwrap_or(Ok(None))
+}
+
+/// Subscribes at QoS 1, waits for the SUBACK, then disconnects cleanly.
+async fn subscribe_and_leave(client: AsyncClient, mut events: EventLoop, filter: &str) -> anyhow::Result<()> {
+    client.subscribe(filter, QoS::AtLeastOnce).await?;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::SubAck(ack))) = events.poll().await {
+                anyhow::ensure!(
+                    ack.return_codes == [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+                    "{ack:?}"
+                );
+                return Ok(());
+            }
+        }
+    })
+    .await??;
+    client.disconnect().await?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async { while events.poll().await.is_ok() {} }).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_sent_while_a_device_sleeps_arrives_when_it_reconnects_even_after_a_restart() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    let (lamp, lamp_key) = hub.add_device(&owner, "Battery lamp").await?;
+    let (wall, wall_key) = hub.add_device(&owner, "Wall switch").await?;
+    let rule = json!({ "name": "Lamp on", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
+        "actions": [{ "type": "mqtt", "device": lamp, "metric": "power", "value": "on" }] });
+    assert_eq!(owner.post(hub.url("/api/rules")).json(&rule).send().await?.status(), 201);
+
+    // The lamp keeps a session, subscribes at QoS 1, and goes to sleep.
+    let (client, events, present) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", false).await?;
+    assert!(!present, "a first connection has no session yet");
+    subscribe_and_leave(client, events, &format!("hearth/{lamp}/set/#")).await?;
+
+    // The switch is pressed while the lamp sleeps; then the hub restarts.
+    hub.publish((&wall, &wall_key), &format!("hearth/{wall}/pressed"), "1".into()).await?;
+    let runs = format!("/api/rules/{}/runs", 1);
+    wait_until(Duration::from_secs(5), "the rule's run", || async {
+        let text = owner.get(hub.url(&runs)).send().await.ok()?.text().await.ok()?;
+        text.contains("sent").then_some(())
+    })
+    .await?;
+    let config = hub.stop().await?;
+    let hub = TestHub::start_with(config).await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+
+    // It wakes up: its session is there, with the command, at QoS 1.
+    let (client, mut events, present) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", false).await?;
+    assert!(present, "the session did not survive the restart");
+    let got = next_message(&mut events).await?;
+    assert_eq!(got, Some((format!("hearth/{lamp}/set/power"), "on".to_owned(), QoS::AtLeastOnce)));
+    // Its PUBACK went out with the next poll; once acknowledged, it is not sent again.
+    assert!(nothing_comes(&mut events).await?);
+    client.disconnect().await?;
+    let (client, mut events, present) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", false).await?;
+    assert!(present);
+    assert!(nothing_comes(&mut events).await?, "an acknowledged command came again");
+    client.disconnect().await?;
+
+    // A clean session ends what was kept: commands sent while away are not kept for it.
+    let (client, mut events, present) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", true).await?;
+    assert!(!present);
+    client.disconnect().await?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async { while events.poll().await.is_ok() {} }).await;
+    let owner = hub.login().await?;
+    let (wall2, wall2_key) = hub.add_device(&owner, "Second switch").await?;
+    let rule = json!({ "name": "Lamp on again", "triggers": [{ "type": "reading", "device": wall2, "metric": "pressed" }],
+        "actions": [{ "type": "mqtt", "device": lamp, "metric": "power", "value": "on" }] });
+    assert_eq!(owner.post(hub.url("/api/rules")).json(&rule).send().await?.status(), 201);
+    hub.publish((&wall2, &wall2_key), &format!("hearth/{wall2}/pressed"), "1".into()).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_client, mut events, present) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", false).await?;
+    assert!(!present);
+    assert!(nothing_comes(&mut events).await?);
+    Ok(())
+}
+
+/// The same for a bridge: Zigbee2MQTT keeps its session; a command to one of its devices
+/// sent while it is away reaches it when it reconnects, on its own topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_gets_its_devices_commands_sent_while_it_was_away() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    let (bridge, key) = hub.add_device(&owner, "Zigbee2MQTT").await?;
+    let grant = owner.put(hub.url(&format!("/api/devices/{bridge}/bridge")));
+    assert_eq!(grant.json(&json!({ "namespaces": ["zigbee2mqtt/#"] })).send().await?.status(), 200);
+    let list = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hub/tests/data/ecosystems/z2m-bridge-devices.json"),
+    )?;
+    hub.publish((&bridge, &key), "zigbee2mqtt/bridge/devices", list).await?;
+    let (client, events, _) = connect(mqtt, (&bridge, &key), "zigbee2mqtt_9f2c", false).await?;
+    subscribe_and_leave(client, events, "zigbee2mqtt/#").await?;
+    let plug = wait_until(Duration::from_secs(5), "the plug", || async {
+        let list: Value = owner.get(hub.url("/api/devices")).send().await.ok()?.json().await.ok()?;
+        let plug = list.as_array()?.iter().find(|d| d["name"] == "power_plug")?;
+        plug["id"].as_str().map(str::to_owned)
+    })
+    .await?;
+    let (wall, wall_key) = hub.add_device(&owner, "Wall switch").await?;
+    let rule = json!({ "name": "Plug on", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
+        "actions": [{ "type": "mqtt", "device": plug, "metric": "state", "value": true }] });
+    assert_eq!(owner.post(hub.url("/api/rules")).json(&rule).send().await?.status(), 201);
+    hub.publish((&wall, &wall_key), &format!("hearth/{wall}/pressed"), "1".into()).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let config = hub.stop().await?;
+    let hub = TestHub::start_with(config).await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    let (_client, mut events, present) = connect(mqtt, (&bridge, &key), "zigbee2mqtt_9f2c", false).await?;
+    assert!(present);
+    let (topic, payload, qos) = next_message(&mut events).await?.ok_or_else(|| anyhow::anyhow!("nothing came"))?;
+    assert_eq!((topic.as_str(), qos), ("zigbee2mqtt/power_plug/set", QoS::AtLeastOnce));
+    assert_eq!(serde_json::from_str::<Value>(&payload)?, json!({ "state": "ON" }));
+    Ok(())
+}
