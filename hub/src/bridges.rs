@@ -115,6 +115,13 @@ pub enum Form {
     ShellySwitch { id: u32 },
 }
 
+/// The metric availability is recorded as (true: online), so that the dashboard shows it,
+/// charts keep its history and rules trigger on its change.
+pub const ONLINE: &str = "online";
+/// A device behind a bridge not heard from for this long is offline (Zigbee2MQTT's own
+/// default for battery devices is 25 hours).
+pub const OFFLINE_AFTER_MS: i64 = 25 * 3600 * 1000;
+
 /// Most values kept for one device, and most availability topics.
 const MAX_VALUES: usize = 128;
 const MAX_AVAILABILITY: usize = 8;
@@ -177,8 +184,12 @@ struct Registry {
     by_state: HashMap<(String, String), Vec<(String, String)>>,
     /// (bridge, availability topic) -> device ids.
     by_availability: HashMap<(String, String), Vec<String>>,
-    /// Device id -> whether it was last said to be online.
+    /// Device id -> whether it was last said (or, from silence, taken) to be online.
     online: HashMap<String, bool>,
+    /// Device id -> when it was last heard from.
+    heard: HashMap<String, i64>,
+    /// Changes of `online` not yet recorded as readings.
+    changes: Vec<(String, bool, i64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -195,10 +206,13 @@ struct Behind {
 
 impl Registry {
     fn insert(&mut self, bridge: &str, id: &str, description: Description) {
-        let online = self.online.get(id).copied();
+        let (online, heard) = (self.online.get(id).copied(), self.heard.get(id).copied());
         self.forget(id);
         if let Some(online) = online {
             self.online.insert(id.to_owned(), online);
+        }
+        if let Some(heard) = heard {
+            self.heard.insert(id.to_owned(), heard);
         }
         self.by_key.insert((bridge.to_owned(), description.convention, description.key.clone()), id.to_owned());
         if description.convention == Convention::Zigbee2mqtt {
@@ -246,6 +260,16 @@ impl Registry {
             }
         }
         self.online.remove(id);
+        self.heard.remove(id);
+    }
+
+    /// Notes that `id` was heard from at `now` and said (or showed, by sending values) it is
+    /// online or not; a change is recorded as an `online` reading.
+    fn set_online(&mut self, id: &str, online: bool, now: i64) {
+        self.heard.insert(id.to_owned(), now);
+        if self.online.insert(id.to_owned(), online) != Some(online) {
+            self.changes.push((id.to_owned(), online, now));
+        }
     }
 
     fn count_behind(&self, bridge: &str) -> usize {
@@ -393,6 +417,49 @@ impl Bridges {
     /// Reads what a bridge published into readings of the devices behind it, adding the
     /// devices it announces. Nothing outside its namespaces is read.
     pub async fn publish(&self, bridge: &str, topic: &str, payload: &[u8], now: i64) -> Result<Vec<Reading>, Refusal> {
+        let mut readings = self.read(bridge, topic, payload, now).await?;
+        readings.extend(self.availability_changes());
+        Ok(readings)
+    }
+
+    /// Devices behind bridges that were online and have not been heard from for
+    /// `after_ms`: they are offline now. Returns the `online` readings that say so.
+    pub fn sweep_silent(&self, now: i64, after_ms: i64) -> Vec<Reading> {
+        if let Ok(mut registry) = self.registry.write() {
+            let silent: Vec<String> = registry
+                .online
+                .iter()
+                .filter(|(id, online)| **online && registry.heard.get(*id).is_none_or(|t| *t < now - after_ms))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in silent {
+                let heard = registry.heard.get(&id).copied();
+                registry.set_online(&id, false, now);
+                // Taken offline by silence, not heard from.
+                if let Some(heard) = heard {
+                    registry.heard.insert(id, heard);
+                }
+            }
+        }
+        self.availability_changes()
+    }
+
+    /// Changes of availability since last asked, as `online` readings at the hub's time.
+    fn availability_changes(&self) -> Vec<Reading> {
+        let Ok(mut registry) = self.registry.write() else { return Vec::new() };
+        std::mem::take(&mut registry.changes)
+            .into_iter()
+            .map(|(device, online, ts)| Reading {
+                device,
+                metric: ONLINE.into(),
+                ts,
+                value: Value::Bool(online),
+                unit: None,
+            })
+            .collect()
+    }
+
+    async fn read(&self, bridge: &str, topic: &str, payload: &[u8], now: i64) -> Result<Vec<Reading>, Refusal> {
         let granted = self.registry.read().ok().and_then(|r| r.bridges.get(bridge).cloned());
         let Some(granted) = granted.filter(|b| b.namespaces.iter().any(|n| matches(topic, n))) else {
             return Err(Refusal::Outside(topic.to_owned()));
@@ -443,7 +510,7 @@ impl Bridges {
             if let Some(online) = zigbee2mqtt::bridge_online(payload)
                 && let Ok(mut registry) = self.registry.write()
             {
-                registry.online.insert(device, online);
+                registry.set_online(&device, online, now);
             }
             return Ok(Vec::new());
         }
@@ -465,7 +532,7 @@ impl Bridges {
             }
         }
         if let Ok(mut registry) = self.registry.write() {
-            registry.online.entry(device).or_insert(true);
+            registry.set_online(&device, true, now);
         }
         Ok(readings)
     }
@@ -527,9 +594,11 @@ impl Bridges {
         drop(registry);
         if let Ok(mut registry) = self.registry.write() {
             for reading in &readings {
-                registry.online.entry(reading.device.clone()).or_insert(true);
+                registry.set_online(&reading.device, true, now);
             }
-            registry.online.extend(online);
+            for (device, online) in online {
+                registry.set_online(&device, online, now);
+            }
         }
         (readings, true)
     }
@@ -703,7 +772,7 @@ impl Bridges {
         }
         let id = self.native_device(bridge, granted, convention, &name, values, now).await?;
         if let Ok(mut registry) = self.registry.write() {
-            registry.online.insert(id.clone(), online.unwrap_or(true));
+            registry.set_online(&id, online.unwrap_or(true), now);
         }
         Ok(samples
             .into_iter()
@@ -1110,6 +1179,27 @@ fn native_control(convention: Convention, device: &str, topic: &str, value: &mut
             }
         }
         _ => {}
+    }
+}
+
+/// Every few seconds, takes offline the devices behind bridges that fell silent, and
+/// records it, until `shutdown`.
+pub async fn sweep_periodically(
+    bridges: Bridges,
+    ingest: crate::ingest::pipeline::Ingest,
+    clock: crate::clock::Clock,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let readings = bridges.sweep_silent(clock.now_ms(), OFFLINE_AFTER_MS);
+        if !readings.is_empty() && ingest.submit(readings).await.is_err() {
+            break;
+        }
     }
 }
 

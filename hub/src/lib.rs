@@ -200,6 +200,7 @@ pub async fn run(
     }
     let audit = audit::Audit::new(store.clone(), clock.clone());
     tasks.spawn(audit::flush_periodically(audit.clone(), shutdown.clone()));
+    tasks.spawn(bridges::sweep_periodically(bridges.clone(), ingest.clone(), clock.clone(), shutdown.clone()));
     let mut commands = automation::Commands::Off;
     if let Some(listener) = listeners.mqtt {
         tracing::info!(addr = %listener.local_addr()?, "embedded MQTT server listening");
@@ -267,7 +268,7 @@ pub async fn run(
         automation::AutomationContext {
             store: store.clone(),
             ingest: ingest.clone(),
-            commands,
+            commands: commands.clone(),
             bridges: bridges.clone(),
             outbox: outbox.clone(),
             clock: clock.clone(),
@@ -285,6 +286,7 @@ pub async fn run(
         device_events,
         rejections,
         bridges,
+        commands,
         setup,
         passwords: auth::PasswordHasherPool::default(),
         logins: auth::LoginLimiter::default(),

@@ -27,6 +27,8 @@ pub struct AppState {
     pub rejections: Rejections,
     /// Who is behind which bridge.
     pub bridges: crate::bridges::Bridges,
+    /// Where commands to devices go (the UI's switches).
+    pub commands: crate::automation::Commands,
     pub setup: Setup,
     pub passwords: PasswordHasherPool,
     pub logins: LoginLimiter,

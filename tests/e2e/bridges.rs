@@ -618,3 +618,73 @@ async fn a_home_of_fifty_devices_appears_through_an_external_mosquitto() -> anyh
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     Ok(())
 }
+
+/// Availability: from a device's last will (Tasmota's LWT), and from silence (a Zigbee
+/// device not heard from for 25 hours). Each change is an `online` reading, shown on the
+/// dashboard, and a rule's trigger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn availability_from_last_will_and_from_silence_is_shown_and_triggers_rules() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (plug, plug_key) = hub.add_device(&owner, "Kitchen plug").await?;
+    let grant = owner.put(hub.url(&format!("/api/devices/{plug}/bridge")));
+    assert_eq!(grant.json(&json!({ "namespaces": ["tele/tasmota_F17F56/#"] })).send().await?.status(), 200);
+    let (z2m, z2m_key) = hub.add_device(&owner, "Zigbee2MQTT").await?;
+    let grant = owner.put(hub.url(&format!("/api/devices/{z2m}/bridge")));
+    assert_eq!(grant.json(&json!({ "namespaces": ["zigbee2mqtt/#"] })).send().await?.status(), 200);
+    replay(&hub, (&plug, &plug_key), "tasmota-tele-LWT-online").await?;
+    mosquitto_pub(&hub, (&z2m, &z2m_key), "zigbee2mqtt/bridge/devices", Message::File("z2m-bridge-devices.json"))
+        .await?;
+    mosquitto_pub(&hub, (&z2m, &z2m_key), "zigbee2mqtt/weather_sensor", Message::Text(r#"{"temperature":20.5}"#))
+        .await?;
+    let online = |name: &'static str| {
+        let (hub, owner) = (&hub, &owner);
+        async move {
+            let list = devices(hub, owner).await.ok()?;
+            let device = named(&list, name)?;
+            Some((
+                device["id"].as_str()?.to_owned(),
+                metric(device, "online")?["value"].clone(),
+                device["discovered"]["online"].clone(),
+            ))
+        }
+    };
+    let (tasmota, _, _) = wait_until(Duration::from_secs(5), "the plug online", || async {
+        online("tasmota_F17F56").await.filter(|(_, v, shown)| *v == json!(true) && *shown == json!(true))
+    })
+    .await?;
+    let rule = json!({ "name": "Plug gone", "triggers": [{ "type": "change", "device": tasmota, "metric": "online" }],
+        "actions": [{ "type": "notify", "message": "the kitchen plug changed" }] });
+    let created = owner.post(hub.url("/api/rules")).json(&rule).send().await?;
+    assert_eq!(created.status(), 201, "{}", created.text().await?);
+
+    // The plug's last will: offline, on the dashboard and to the rule.
+    replay(&hub, (&plug, &plug_key), "tasmota-tele-LWT-offline").await?;
+    wait_until(Duration::from_secs(5), "the plug offline", || async {
+        online("tasmota_F17F56").await.filter(|(_, v, shown)| *v == json!(false) && *shown == json!(false))
+    })
+    .await?;
+    wait_until(Duration::from_secs(5), "the rule's notification", || async {
+        let text = owner.get(hub.url("/api/notifications")).send().await.ok()?.text().await.ok()?;
+        text.contains("the kitchen plug changed").then_some(())
+    })
+    .await?;
+
+    // Silence: 25 hours later the weather sensor is taken offline; the bridge's own
+    // messages do not keep it online.
+    hub.clock.advance(Duration::from_secs(25 * 3600 + 60));
+    mosquitto_pub(&hub, (&z2m, &z2m_key), "zigbee2mqtt/bridge/state", Message::Text(r#"{"state":"online"}"#)).await?;
+    wait_until(Duration::from_secs(15), "the silent sensor offline", || async {
+        online("weather_sensor").await.filter(|(_, v, shown)| *v == json!(false) && *shown == json!(false))
+    })
+    .await?;
+    // It speaks again: online.
+    mosquitto_pub(&hub, (&z2m, &z2m_key), "zigbee2mqtt/weather_sensor", Message::Text(r#"{"temperature":19.5}"#))
+        .await?;
+    wait_until(Duration::from_secs(5), "the sensor back online", || async {
+        online("weather_sensor").await.filter(|(_, v, _)| *v == json!(true))
+    })
+    .await?;
+    Ok(())
+}

@@ -136,6 +136,21 @@ pub struct DiscoveredValue {
     pub settable: bool,
 }
 
+/// `POST /api/devices/{id}/command`: sets one of a device's values now (a switch, a light,
+/// a thermostat's target), as a rule's MQTT action would.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendCommand {
+    pub metric: String,
+    pub value: Value,
+}
+
+/// Where a command went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandSent {
+    pub topic: String,
+}
+
 /// `PUT /api/devices/{id}/bridge`: the topic namespaces (MQTT filters such as
 /// `zigbee2mqtt/#` or `tele/kitchen-plug/#`) the device may publish in for the devices
 /// behind it; an empty list makes it an ordinary device again.

@@ -8,7 +8,8 @@ use hearth_model::DeviceClass;
 use hearth_model::automations::{Note, NotificationSource};
 use hearth_model::devices::{
     BelongsTo, ClassChanged, ClassProposal, CoapExample, Credentials as CredentialsView, Device, Metric, MqttExample,
-    NewDevice, Point, RangeQuery, Readings, SetClass, SetCoapAddress, SetNamespaces, SetPlaintext,
+    CommandSent, NewDevice, Point, RangeQuery, Readings, SendCommand, SetClass, SetCoapAddress, SetNamespaces,
+    SetPlaintext,
 };
 
 use super::routes::{EVERYONE, OWNER, Route, TENANT, Who};
@@ -34,6 +35,7 @@ pub(super) const ROUTES: &[Route] = &[
     Route::new("PUT", "/api/devices/{id}/coap-address", Who::People(OWNER), |m| on(m, set_coap_address)),
     Route::new("PUT", "/api/devices/{id}/plaintext", Who::People(SUBJECTS), |m| on(m, set_plaintext)),
     Route::new("PUT", "/api/devices/{id}/bridge", Who::People(SUBJECTS), |m| on(m, set_namespaces)),
+    Route::new("POST", "/api/devices/{id}/command", Who::People(SUBJECTS), |m| on(m, command)),
     Route::new("GET", "/api/class-proposals", Who::People(SUBJECTS), |m| on(m, proposals)),
     Route::new("POST", "/api/class-proposals/{id}/accept", Who::People(TENANT), |m| on(m, accept_class)),
     Route::new("POST", "/api/class-proposals/{id}/decline", Who::People(TENANT), |m| on(m, decline_class)),
@@ -392,6 +394,37 @@ async fn set_namespaces(
     };
     super::scope::audit(&state, &user, "device", addr, detail).await;
     views(&state, &user, Some(&id)).await?.pop().map(ApiJson).ok_or(AppError::NotFound)
+}
+
+/// Sets one of a device's values now, as a rule's action would, for whoever may command it
+/// now: the owner the home's devices, a tenant during their tenancy the household's and
+/// their own. The command goes into the security log.
+async fn command(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SendCommand>,
+) -> Result<ApiJson<CommandSent>, AppError> {
+    visible_device(&state, &user, &id).await?;
+    let now = state.clock.now_ms();
+    let subject = super::scope::subject_of(&user).ok_or(AppError::Forbidden("only the owner and tenants command devices"))?;
+    let rule = &state.store.ownership().rule;
+    if !rule.acts_at(subject, now) || !rule.may_command(subject, &id, now) {
+        return Err(AppError::Forbidden("you may not command this device now"));
+    }
+    if !valid_metric(&req.metric) {
+        return Err(AppError::field("metric", "use 1-64 letters, digits, '_', '.' or '-'"));
+    }
+    let sent = state.commands.command(&state.bridges, &id, &req.metric, &req.value, subject).await;
+    let (topic, _) = sent.map_err(|e| match e {
+        crate::automation::ActionError::Bridged(e) => AppError::field("metric", e.to_string()),
+        crate::automation::ActionError::MqttOff => AppError::Conflict("MQTT is off: there is nowhere to send commands"),
+        other => AppError::internal(other),
+    })?;
+    tracing::info!(device.id = %id, metric = %req.metric, "command sent from the API");
+    super::scope::audit(&state, &user, "device", addr, format!("device {id}: {} set by hand", req.metric)).await;
+    Ok(ApiJson(CommandSent { topic }))
 }
 
 /// Leaves `user` a notification from the hub.

@@ -53,6 +53,27 @@ pub enum ActionError {
 }
 
 impl Commands {
+    /// Sends `value` for `metric` to `device`: on `hearth/<device>/set/<metric>`, or, for a
+    /// device behind a bridge, in its bridge's convention to that bridge alone. Whether
+    /// `subject` may command it is the caller's to check. Returns the topic and how it went.
+    pub async fn command(
+        &self,
+        bridges: &crate::bridges::Bridges,
+        device: &str,
+        metric: &str,
+        value: &hearth_model::Value,
+        subject: Subject,
+    ) -> Result<(String, &'static str), ActionError> {
+        if let Some(command) = bridges.command(device, metric, value) {
+            let command = command?;
+            let sent = self.send(Some(&command.bridge), &command.topic, command.payload, subject).await?;
+            return Ok((command.topic, sent));
+        }
+        let topic = format!("hearth/{device}/set/{metric}");
+        let sent = self.send(None, &topic, command_payload(value), subject).await?;
+        Ok((topic, sent))
+    }
+
     /// Publishes a command: on `hearth/<device>/set/<metric>`, or for a device behind a
     /// bridge on the bridge's own topic (`bridge` then names it: only its sessions hear it).
     /// `subject` is whose rule sent it: what is queued for a device that is away goes
@@ -111,14 +132,11 @@ impl Effects {
         match &job.action {
             Action::Mqtt { device, metric, value } => {
                 self.may_command(job, device, now)?;
-                if let Some(command) = self.bridges.command(device, metric, value) {
-                    let command = command?;
-                    let sent =
-                        self.commands.send(Some(&command.bridge), &command.topic, command.payload, job.subject).await?;
-                    return Ok(format!("{sent} on {}", command.topic));
-                }
-                let topic = format!("hearth/{device}/set/{metric}");
-                Ok(self.commands.send(None, &topic, command_payload(value), job.subject).await?.to_owned())
+                let (topic, sent) = self.commands.command(&self.bridges, device, metric, value, job.subject).await?;
+                Ok(match topic.starts_with("hearth/") {
+                    true => sent.to_owned(),
+                    false => format!("{sent} on {topic}"),
+                })
             }
             Action::Coap { device, path, method, payload } => {
                 self.may_command(job, device, now)?;

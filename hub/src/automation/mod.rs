@@ -13,7 +13,7 @@ pub mod runtime;
 pub mod scheduler;
 pub mod upgrade;
 
-pub use actions::Commands;
+pub use actions::{ActionError, Commands};
 pub use model::Rule;
 pub use run::Trace;
 pub use runtime::{AutomationContext, Automations};
