@@ -12,8 +12,8 @@ use hearth_model::account::{Login, NewToken, SecurityEvent, Setup, SetupStatus, 
 use hearth_model::automations::{Imported, Notification};
 use hearth_model::consent::{Checkpoint, DataRequest, Grant, LedgerLine, LogEntry, Narrowing, Receipt, Verification};
 use hearth_model::devices::{
-    ClassChanged, ClassProposal, Credentials, Device, NewDevice, Readings, SetClass, SetCoapAddress, SetPlaintext,
-    TlsInfo,
+    ClassChanged, ClassProposal, CommandSent, Credentials, Device, NewDevice, Readings, SendCommand, SetClass,
+    SetCoapAddress, SetPlaintext, TlsInfo,
 };
 use hearth_model::people::{
     AcceptInvite, EndTenancy, Guest, Invite, NewGuest, NewRecipient, NewTenancy, Recipient, RecipientCredentials,
@@ -132,6 +132,11 @@ pub async fn devices() -> Result<Vec<Device>, ApiError> {
 
 pub async fn add_device(name: &str) -> Result<Credentials, ApiError> {
     post("/api/devices", Some(&NewDevice { name: name.to_owned() })).await
+}
+
+/// Sets one of a device's values now (a switch, a light).
+pub async fn command(id: &str, metric: &str, value: hearth_model::Value) -> Result<CommandSent, ApiError> {
+    post(&format!("/api/devices/{id}/command"), Some(&SendCommand { metric: metric.to_owned(), value })).await
 }
 
 pub async fn regenerate(id: &str) -> Result<Credentials, ApiError> {

@@ -409,6 +409,7 @@ impl Bridges {
                     unit: v.unit.clone(),
                     class: v.class.clone(),
                     settable: v.command.is_some(),
+                    on_off: v.on_off.is_some(),
                 })
                 .collect(),
         })

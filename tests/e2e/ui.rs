@@ -424,3 +424,58 @@ async fn pages_keep_what_is_open_and_say_what_is_wrong() -> anyhow::Result<()> {
     browser.close().await?;
     Ok(())
 }
+
+/// A Zigbee2MQTT bridge's devices appear on the dashboard with their names, units and the
+/// bridge they come through; switching the plug on in the UI sends Zigbee2MQTT's own
+/// payload on its own topic to that bridge; the bridge's page lists its devices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zigbee2mqtt_bridge_s_devices_on_the_dashboard_and_a_switch_that_works() -> anyhow::Result<()> {
+    ui_is_built()?;
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("no MQTT"))?;
+    let (bridge, key) = hub.add_device(&owner, "Zigbee2MQTT").await?;
+    let grant = owner.put(hub.url(&format!("/api/devices/{bridge}/bridge")));
+    assert_eq!(grant.json(&json!({ "namespaces": ["zigbee2mqtt/#"] })).send().await?.status(), 200);
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hub/tests/data/ecosystems");
+    let list = std::fs::read_to_string(corpus.join("z2m-bridge-devices.json"))?;
+    hub.publish((&bridge, &key), "zigbee2mqtt/bridge/devices", list).await?;
+    let weather = r#"{"battery":91,"humidity":48.2,"pressure":1012.5,"temperature":21.75}"#;
+    hub.publish((&bridge, &key), "zigbee2mqtt/weather_sensor", weather.into()).await?;
+    hub.publish((&bridge, &key), "zigbee2mqtt/power_plug", r#"{"state":"OFF","power":0}"#.into()).await?;
+    let plug = wait_until(Duration::from_secs(5), "the plug's state", || async {
+        let list: Value = owner.get(hub.url("/api/devices")).send().await.ok()?.json().await.ok()?;
+        let plug = list.as_array()?.iter().find(|d| d["name"] == "power_plug")?;
+        plug["metrics"]
+            .as_array()?
+            .iter()
+            .any(|m| m["metric"] == "state")
+            .then(|| plug["id"].as_str().map(str::to_owned))?
+    })
+    .await?;
+    let mut heard = Listener::start(mqtt, &bridge, &key, "zigbee2mqtt/#").await?;
+
+    let browser = Browser::start().await?;
+    let b = &browser;
+    let t = Duration::from_secs(10);
+    owner_logs_in(b, &hub).await?;
+    b.wait_for_text("weather_sensor", t).await?;
+    let card = b.text(&format!("article[data-device='{plug}']")).await?;
+    assert!(card.contains("via Zigbee2MQTT") && card.contains("Xiaomi"), "{card}");
+    let sensor = b.text("article.device:has([data-metric='temperature'])").await?;
+    assert!(sensor.contains("21.75") && sensor.contains("°C") && sensor.contains("hPa"), "{sensor}");
+    b.screenshot("bridge-dashboard").await?;
+
+    b.click(&format!("article[data-device='{plug}'] .switch[data-metric='state'] button.on")).await?;
+    let (topic, payload) = heard.next().await?;
+    assert_eq!(topic, "zigbee2mqtt/power_plug/set");
+    assert_eq!(serde_json::from_str::<Value>(&payload)?, json!({ "state": "ON" }));
+
+    b.client.goto(&hub.url(&format!("/devices/{bridge}"))).await?;
+    let page = b.wait_for_text("Devices behind this bridge", t).await?;
+    for name in ["weather_sensor", "power_plug", "bulb"] {
+        assert!(page.contains(name), "{name} is not listed on the bridge's page: {page}");
+    }
+    browser.close().await
+}

@@ -38,10 +38,30 @@ fn DeviceCard(
     let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
     let href = format!("/devices/{}", device.id);
     let metrics = device.metrics.clone();
+    let described = device.discovered.as_ref().map(|d| d.values.clone()).unwrap_or_default();
+    let class_of = move |metric: &str| described.iter().find(|v| v.metric == metric).and_then(|v| v.class.clone());
+    let bridge = device.bridge.clone().map(|id| {
+        let name = home.devices.with_untracked(|ds| ds.iter().find(|d| d.id == id).map(|d| d.name.clone()));
+        (format!("/devices/{id}"), name.unwrap_or(id))
+    });
+    let online = device.discovered.as_ref().and_then(|d| d.online);
+    let switches = device.clone();
+    let discovered = device
+        .discovered
+        .as_ref()
+        .map(|d| [d.manufacturer.clone(), d.model.clone()].into_iter().flatten().collect::<Vec<_>>().join(" "));
     view! {
         <article class="card device" data-device=device.id.clone()>
             <h2><A href=href>{device.name.clone()}</A></h2>
             <p class="muted class">{if device.belongs_to == BelongsTo::Tenant { "tenant's device".to_owned() } else { device.class.to_string() }}</p>
+            {bridge.map(|(href, name)| view! { <p class="muted via">"via " <A href=href>{name}</A></p> })}
+            {discovered.filter(|d| !d.is_empty()).map(|d| view! { <p class="muted model">{d}</p> })}
+            {online.map(|online| view! {
+                <p class=if online { "availability online" } else { "availability offline warning" }>{if online { "online" } else { "offline" }}</p>
+            })}
+            {(!device.namespaces.is_empty()).then(|| view! {
+                <p class="muted namespaces">"bridge for " {device.namespaces.join(", ")}</p>
+            })}
             {device.plaintext.then(|| view! {
                 <p class="warning in-clear" title="Allowed plain MQTT: its secret and readings cross the network unencrypted">"sends in clear"</p>
             })}
@@ -50,7 +70,7 @@ fn DeviceCard(
                     let ts = m.ts;
                     view! {
                         <li data-metric=m.metric.clone()>
-                            <span>{m.metric.clone()}</span>
+                            <span>{icon(class_of(&m.metric).as_deref(), &m.metric)} {m.metric.clone()}</span>
                             <span>
                                 <span class="value">{m.value.show()}</span>
                                 " " {m.unit.clone().unwrap_or_default()}
@@ -61,8 +81,90 @@ fn DeviceCard(
                 }).collect_view()}
             </ul>
             {device.metrics.is_empty().then(|| view! { <p class="muted">"No readings yet."</p> })}
+            <Switches device=switches />
             {device.rejected.map(|r| view! { <p class="error">"Refused " {r.count} ": " {r.last_reason}</p> })}
         </article>
+    }
+    .into_any()
+}
+
+/// A glyph for a value, by its Home Assistant device class, or else by its name. Plain
+/// symbols that common fonts have (a hub's browser may have no emoji font).
+fn icon(class: Option<&str>, metric: &str) -> &'static str {
+    let by = class.unwrap_or(metric).to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| by.contains(w));
+    if has(&["temperature"]) {
+        "♨"
+    } else if has(&["humidity", "moisture"]) {
+        "☂"
+    } else if has(&["battery"]) {
+        "▮"
+    } else if has(&["power", "energy", "current", "voltage"]) {
+        "⚡"
+    } else if has(&["illuminance", "lux"]) {
+        "☀"
+    } else if has(&["door", "window", "opening", "garage"]) {
+        "⌂"
+    } else if has(&["motion", "occupancy", "presence"]) {
+        "☉"
+    } else if has(&["pressure"]) {
+        "◔"
+    } else if has(&["light", "brightness"]) {
+        "☼"
+    } else if has(&["online"]) {
+        "◉"
+    } else if has(&["state", "switch", "outlet", "relay", "power"]) {
+        "◐"
+    } else {
+        "•"
+    }
+}
+
+/// On/off buttons for the on/off values a device takes as commands: its switches, lights
+/// and covers. Numbers (a brightness, a target temperature) are set by rules for now.
+#[component]
+fn Switches(
+    /// The device.
+    device: Device,
+) -> impl IntoView {
+    let error = RwSignal::new(None::<String>);
+    let Some(discovered) = device.discovered.clone() else { return ().into_any() };
+    let settable: Vec<(String, Option<hearth_model::Value>)> = discovered
+        .values
+        .iter()
+        .filter(|v| v.settable && v.on_off)
+        .map(|v| (v.metric.clone(), device.metrics.iter().find(|m| m.metric == v.metric).map(|m| m.value.clone())))
+        .collect();
+    if settable.is_empty() {
+        return ().into_any();
+    }
+    let id = device.id.clone();
+    view! {
+        <div class="row switches">
+            {settable.into_iter().map(|(metric, now)| {
+                let (id, metric_on, metric_off) = (id.clone(), metric.clone(), metric.clone());
+                let send = move |metric: String, on: bool| {
+                    let id = id.clone();
+                    spawn_local(async move {
+                        match api::command(&id, &metric, hearth_model::Value::Bool(on)).await {
+                            Ok(_) => error.set(None),
+                            Err(e) => error.set(Some(e.to_string())),
+                        }
+                    });
+                };
+                let send_off = send.clone();
+                let is_on = matches!(now, Some(hearth_model::Value::Bool(true)));
+                let is_off = matches!(now, Some(hearth_model::Value::Bool(false)));
+                view! {
+                    <span class="switch" data-metric=metric.clone()>
+                        <span class="muted">{metric.clone()}</span>
+                        <button class=if is_on { "on" } else { "secondary on" } on:click=move |_| send(metric_on.clone(), true)>"On"</button>
+                        <button class=if is_off { "off" } else { "secondary off" } on:click=move |_| send_off(metric_off.clone(), false)>"Off"</button>
+                    </span>
+                }
+            }).collect_view()}
+            {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+        </div>
     }
     .into_any()
 }

@@ -86,6 +86,21 @@ pub fn DevicePage() -> impl IntoView {
             Some(d) => view! {
                 <h2>{d.name.clone()}</h2>
                 <p class="muted">"id " <code>{d.id.clone()}</code> " · added " {local(d.created)}</p>
+                {(!d.namespaces.is_empty()).then(|| {
+                    let id = d.id.clone();
+                    let behind = move || home.devices.with(|ds| ds.iter().filter(|x| x.bridge.as_deref() == Some(id.as_str())).map(|x| (x.id.clone(), x.name.clone())).collect::<Vec<_>>());
+                    view! {
+                        <section class="card behind">
+                            <h3>"Devices behind this bridge"</h3>
+                            <p class="muted">"It publishes in " {d.namespaces.join(", ")}</p>
+                            <ul>
+                                {move || behind().into_iter().map(|(id, name)| view! {
+                                    <li><A href=format!("/devices/{id}")>{name}</A></li>
+                                }).collect_view()}
+                            </ul>
+                        </section>
+                    }
+                })}
                 <ClassLine device=d.clone() on_error=error />
                 <CoapLine device=d.clone() on_error=error />
                 <PlaintextLine device=d.clone() on_error=error />

@@ -134,6 +134,9 @@ pub struct DiscoveredValue {
     /// Whether rules and the UI can set it.
     #[serde(default)]
     pub settable: bool,
+    /// Whether it is on/off (a switch, a light, a cover's open/closed, a binary sensor).
+    #[serde(default)]
+    pub on_off: bool,
 }
 
 /// `POST /api/devices/{id}/command`: sets one of a device's values now (a switch, a light,

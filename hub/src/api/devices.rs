@@ -7,8 +7,8 @@ use axum::routing::on;
 use hearth_model::DeviceClass;
 use hearth_model::automations::{Note, NotificationSource};
 use hearth_model::devices::{
-    BelongsTo, ClassChanged, ClassProposal, CoapExample, Credentials as CredentialsView, Device, Metric, MqttExample,
-    CommandSent, NewDevice, Point, RangeQuery, Readings, SendCommand, SetClass, SetCoapAddress, SetNamespaces,
+    BelongsTo, ClassChanged, ClassProposal, CoapExample, CommandSent, Credentials as CredentialsView, Device, Metric,
+    MqttExample, NewDevice, Point, RangeQuery, Readings, SendCommand, SetClass, SetCoapAddress, SetNamespaces,
     SetPlaintext,
 };
 
@@ -408,7 +408,8 @@ async fn command(
 ) -> Result<ApiJson<CommandSent>, AppError> {
     visible_device(&state, &user, &id).await?;
     let now = state.clock.now_ms();
-    let subject = super::scope::subject_of(&user).ok_or(AppError::Forbidden("only the owner and tenants command devices"))?;
+    let subject =
+        super::scope::subject_of(&user).ok_or(AppError::Forbidden("only the owner and tenants command devices"))?;
     let rule = &state.store.ownership().rule;
     if !rule.acts_at(subject, now) || !rule.may_command(subject, &id, now) {
         return Err(AppError::Forbidden("you may not command this device now"));
