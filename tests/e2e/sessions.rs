@@ -183,3 +183,28 @@ async fn a_bridge_gets_its_devices_commands_sent_while_it_was_away() -> anyhow::
     assert_eq!(serde_json::from_str::<Value>(&payload)?, json!({ "state": "ON" }));
     Ok(())
 }
+
+/// One device's credentials cannot push other devices' sleeping sessions out: past 4
+/// sessions of its own, its own oldest gives way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_device_cannot_push_out_the_others_sessions() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    let (lamp, lamp_key) = hub.add_device(&owner, "Battery lamp").await?;
+    let (noisy, noisy_key) = hub.add_device(&owner, "Noisy").await?;
+    let (client, events, _) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", false).await?;
+    subscribe_and_leave(client, events, &format!("hearth/{lamp}/set/#")).await?;
+    for n in 0..300 {
+        let (client, events, _) = connect(mqtt, (&noisy, &noisy_key), &format!("noisy-{n}"), false).await?;
+        subscribe_and_leave(client, events, &format!("hearth/{noisy}/set/#")).await?;
+    }
+    // The lamp's session is still there; of the noisy device's, only its last 4.
+    let (client, _events, present) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", false).await?;
+    assert!(present, "the lamp's session was pushed out");
+    client.disconnect().await?;
+    let (_, _, present) = connect(mqtt, (&noisy, &noisy_key), "noisy-0", false).await?;
+    assert!(!present, "the noisy device kept more than 4 sessions");
+    Ok(())
+}

@@ -61,8 +61,10 @@ const MAX_WAITING_PER_ADDRESS: usize = 8;
 /// Filters one session may hold.
 const MAX_SUBSCRIPTIONS: usize = 32;
 /// Persistent sessions (clean session off) kept at once; past this, the one away longest
-/// gives way.
+/// gives way. One device keeps at most 4 (its own away longest gives way), so that one
+/// device's credentials cannot push the others' sleeping sessions out.
 const MAX_PERSISTENT: usize = 256;
+const MAX_PERSISTENT_PER_DEVICE: usize = 4;
 /// QoS 1 messages queued for one persistent session; past this, its oldest are dropped.
 const MAX_QUEUED: i64 = 100;
 /// How long a persistent session is kept while its client stays away.
@@ -395,13 +397,23 @@ impl Shared {
         let (present, subscriptions, evicted) = {
             let Ok(mut persistent) = self.persistent.lock() else { return (false, Vec::new()) };
             let present = persistent.contains_key(key);
-            let mut evicted = None;
-            if !present && persistent.len() >= MAX_PERSISTENT {
-                let away = persistent.iter().filter(|(_, s)| s.online.is_none()).min_by_key(|(_, s)| s.seen_ms);
-                evicted = away.map(|(k, _)| k.clone());
-                if let Some(k) = &evicted {
-                    persistent.remove(k);
-                }
+            let mut evicted = Vec::new();
+            let oldest_away = |persistent: &HashMap<(String, String), Persistent>, device: Option<&str>| {
+                persistent
+                    .iter()
+                    .filter(|((d, _), s)| s.online.is_none() && device.is_none_or(|device| d == device))
+                    .min_by_key(|(_, s)| s.seen_ms)
+                    .map(|(k, _)| k.clone())
+            };
+            let own = persistent.keys().filter(|(d, _)| *d == key.0).count();
+            if !present && own >= MAX_PERSISTENT_PER_DEVICE {
+                evicted.extend(oldest_away(&persistent, Some(&key.0)));
+            }
+            if !present && evicted.is_empty() && persistent.len() >= MAX_PERSISTENT {
+                evicted.extend(oldest_away(&persistent, None));
+            }
+            for k in &evicted {
+                persistent.remove(k);
             }
             let session = persistent.entry(key.clone()).or_insert_with(|| Persistent {
                 subscriptions: Vec::new(),
@@ -413,10 +425,10 @@ impl Shared {
             session.seen_ms = now;
             (present, session.subscriptions.clone(), evicted)
         };
-        if let Some((device, client)) = evicted
-            && let Err(error) = self.ctx.store.drop_mqtt_session(&device, &client).await
-        {
-            tracing::warn!(%error, "could not end an MQTT session");
+        for (device, client) in evicted {
+            if let Err(error) = self.ctx.store.drop_mqtt_session(&device, &client).await {
+                tracing::warn!(%error, "could not end an MQTT session");
+            }
         }
         let saved = match present {
             true => self.ctx.store.touch_mqtt_session(&key.0, &key.1, now).await,

@@ -1,0 +1,159 @@
+"""Black-box tries at bridges, as someone on the home network holding a bridge's or a
+device's credentials would: starts the given hub binary (a release build) on loopback with a
+fresh data directory, then tries to write outside a namespace, to hear what is not one's
+own, to send oversized or malformed discovery, and to flood a bridge with configs while a
+device and the owner are served. Uses Eclipse Paho and mosquitto_pub.
+
+    python3 tests/attack/bridges.py target/release/hub
+"""
+import json, os, subprocess, sys, threading, time
+import requests
+import paho.mqtt.client as mqtt
+
+from hubproc import free_port, start
+
+binary = sys.argv[1]
+port = free_port()
+base, data = start(binary, port)
+corpus = os.path.join(os.path.dirname(__file__), "../../hub/tests/data/ecosystems")
+
+results = []
+def check(what, ok, detail=""):
+    results.append(bool(ok))
+    print(f"{'ok ' if ok else 'BAD'} {what}{': ' + str(detail) if detail and not ok else ''}")
+
+def must(r, *codes):
+    assert r.status_code in codes, f"{r.request.method} {r.url}: {r.status_code} {r.text}"
+    return r.json() if r.text else None
+
+code = open(f"{data}/setup-code").read().strip()
+owner = requests.Session()
+must(owner.post(base + "/api/setup", json={"code": code, "username": "owner", "password": "a long owner password"}), 201)
+def device(name, namespaces=None):
+    d = must(owner.post(base + "/api/devices", json={"name": name}), 201)
+    if namespaces:
+        must(owner.put(base + f"/api/devices/{d['id']}/bridge", json={"namespaces": namespaces}), 200)
+    return d["id"], d["secret"]
+zigbee = device("Zigbee2MQTT", ["zigbee2mqtt/#"])
+other = device("Other Zigbee", ["zigbee2mqtt/#"])
+diy = device("DIY", ["homeassistant/#", "diy/#"])
+meter = device("Meter")
+
+def client(creds, client_id, heard=None, clean=True):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=clean)
+    c.username_pw_set(*creds)
+    if heard is not None:
+        c.on_message = lambda _c, _u, m: heard.append((m.topic, m.payload.decode(errors="replace")))
+    c.connect("127.0.0.1", port, keepalive=30)
+    c.loop_start()
+    return c
+
+def publish(creds, topic, payload, qos=1):
+    c = client(creds, f"{creds[0]}-pub-{time.monotonic_ns()}")
+    info = c.publish(topic, payload, qos=qos)
+    info.wait_for_publish(timeout=10)
+    c.disconnect(); c.loop_stop()
+    return info.is_published()
+
+def devices():
+    return must(owner.get(base + "/api/devices"), 200)
+
+def named(name):
+    return next((d for d in devices() if d["name"] == name), None)
+
+def refusal(dev_id):
+    d = next((d for d in devices() if d["id"] == dev_id), {})
+    return (d.get("rejected") or {}).get("last_reason", "")
+
+# 1. A bridge's list; every party listening to everything.
+publish(zigbee, "zigbee2mqtt/bridge/devices", open(f"{corpus}/z2m-bridge-devices.json").read())
+heard_zigbee, heard_other, heard_meter = [], [], []
+listeners = [client(zigbee, "z-listen", heard_zigbee), client(other, "o-listen", heard_other),
+             client(meter, "m-listen", heard_meter)]
+for c, f in zip(listeners, ["#", "#", "#"]):
+    c.subscribe(f, qos=1)
+time.sleep(0.5)
+for _ in range(50):
+    if named("power_plug"): break
+    time.sleep(0.1)
+plug = named("power_plug")
+check("the bridge's devices are added", plug is not None)
+
+# 2. Writing outside: as the meter, as another device's topic, as Hearth's own.
+for topic in [f"hearth/{meter[0]}/power", "tele/kitchen/SENSOR", "zigbee2mqttx/a", "homeassistant/sensor/x/config"]:
+    publish(zigbee, topic, '{"power": 123456.5}')
+    time.sleep(0.1)
+    check(f"a bridge cannot write {topic}", "outside" in refusal(zigbee[0]), refusal(zigbee[0]))
+m = next(d for d in devices() if d["id"] == meter[0])
+check("nothing was stored as the meter", m["metrics"] == [], m["metrics"])
+# A plain device cannot use a bridge's topics either.
+publish(meter, "zigbee2mqtt/power_plug", '{"power": 654321.5}')
+time.sleep(0.3)
+check("a device without namespaces cannot write a bridge's topics",
+      all(x.get("value") != 654321.5 for x in named("power_plug")["metrics"]), named("power_plug")["metrics"])
+
+# 3. What each party hears: readings go to no one; a command to the plug only to its bridge.
+publish(meter, f"hearth/{meter[0]}/power", "42.5")
+publish(other, "zigbee2mqtt/power_plug", '{"power": 7.5}')
+must(owner.post(base + f"/api/devices/{plug['id']}/command", json={"metric": "state", "value": True}), 200)
+time.sleep(1.0)
+check("the plug's bridge hears its command, and only that",
+      heard_zigbee == [("zigbee2mqtt/power_plug/set", '{"state":"ON"}')], heard_zigbee)
+check("the other bridge hears nothing", heard_other == [], heard_other)
+check("the meter hears nothing", heard_meter == [], heard_meter)
+for c in listeners:
+    c.disconnect(); c.loop_stop()
+
+# 4. Sizes: an ordinary device is held to 16 KiB; a bridge to 4 MiB; the hub serves on.
+big = json.dumps({"power": 1.5, "pad": "x" * 100_000})
+publish(meter, f"hearth/{meter[0]}", big)
+check("an ordinary device's 100 KB message is not stored",
+      all(x["metric"] != "pad" for x in next(d for d in devices() if d["id"] == meter[0])["metrics"]))
+listed = json.load(open(f"{corpus}/z2m-bridge-devices.json"))
+many = []
+for n in range(80):  # about 3.4 MB
+    for d in listed[1:]:
+        e = dict(d); e["ieee_address"] = f"{d['ieee_address']}{n:03}"; e["friendly_name"] = f"{d['friendly_name']}_{n:03}"
+        many.append(e)
+text = json.dumps(many)
+started = time.monotonic()
+publish(other, "zigbee2mqtt/bridge/devices", text)
+behind = sum(1 for d in devices() if d.get("bridge") == other[0])
+check(f"a {len(text) // 1024} KiB device list is read, at most 512 devices behind one bridge ({behind}, "
+      f"{time.monotonic() - started:.1f} s)", 0 < behind <= 512, behind)
+check("the refusal says the bridge is full", "512" in refusal(other[0]), refusal(other[0]))
+publish(zigbee, "zigbee2mqtt/bridge/devices", "[" + " " * (4 * 1024 * 1024 + 10) + "]")
+check("a list over 4 MiB is not taken, and the hub serves on", publish(meter, f"hearth/{meter[0]}/power", "43.5"))
+
+# 5. Malformed discovery, then a flood of configs while a device and the owner are served.
+for topic, payload, why in [("homeassistant/vacuum/r/config", "{}", "vacuum"),
+                            ("homeassistant/sensor/b/config", '{"stat_t":', "JSON"),
+                            ("homeassistant/sensor/t/config", '{"stat_t":"diy/t","val_tpl":"{{ value | upper }}"}', "template"),
+                            ("homeassistant/sensor/o/config", '{"stat_t":"elsewhere/o"}', "outside")]:
+    publish(diy, topic, payload)
+    time.sleep(0.1)
+    check(f"refused with the reason on the bridge: {why}", why in refusal(diy[0]) and topic in refusal(diy[0]), refusal(diy[0]))
+stop = threading.Event()
+sent = [0]
+def flood():
+    c = client(diy, "diy-flood")
+    for n in range(3000):
+        if stop.is_set(): break
+        config = {"name": f"S{n}", "stat_t": f"diy/{n}", "uniq_id": f"s{n}", "dev": {"ids": f"d{n}", "name": f"Flood {n}"}}
+        c.publish(f"homeassistant/sensor/n{n}/t/config", json.dumps(config), qos=0)
+        sent[0] += 1
+    c.disconnect(); c.loop_stop()
+flooder = threading.Thread(target=flood); flooder.start()
+worst_api, worst_device = 0.0, 0.0
+for i in range(10):
+    t = time.monotonic(); requests.get(base + "/api/health", timeout=10); worst_api = max(worst_api, time.monotonic() - t)
+    t = time.monotonic(); publish(meter, f"hearth/{meter[0]}/power", f"{50 + i}.5"); worst_device = max(worst_device, time.monotonic() - t)
+flooder.join(timeout=60); stop.set()
+time.sleep(1)
+behind = sum(1 for d in devices() if d.get("bridge") == diy[0])
+check(f"a flood of {sent[0]} configs: at most 512 devices behind the bridge ({behind})", behind <= 512, behind)
+check(f"during the flood the API answered within 2 s (worst {worst_api:.2f} s) and a device's "
+      f"reading was acknowledged within 2 s (worst {worst_device:.2f} s)", worst_api < 2 and worst_device < 2)
+
+print(f"{sum(results)}/{len(results)} checks passed")
+sys.exit(0 if all(results) else 1)
