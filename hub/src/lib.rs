@@ -260,6 +260,15 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let observers = ingest::coap_observe::Observers::new(
+        ingest::coap_observe::ObserveContext {
+            store: store.clone(),
+            ingest: ingest.clone(),
+            rejections: rejections.clone(),
+        },
+        shutdown.clone(),
+    );
+    observers.start_all().await?;
     let outbox = outbox::Outbox::new(store.clone(), &config.cloud, clock.clone());
     let retry_max = std::time::Duration::from_secs(u64::from(config.cloud.retry_max_s));
     outbox::spawn_deliverers(&outbox, &config.cloud, retry_max, &shutdown, &mut tasks);
@@ -287,6 +296,7 @@ pub async fn run(
         rejections,
         bridges,
         commands,
+        observers,
         setup,
         passwords: auth::PasswordHasherPool::default(),
         logins: auth::LoginLimiter::default(),

@@ -29,6 +29,8 @@ pub struct AppState {
     pub bridges: crate::bridges::Bridges,
     /// Where commands to devices go (the UI's switches).
     pub commands: crate::automation::Commands,
+    /// The hub's observations of devices that serve their readings over CoAP.
+    pub observers: crate::ingest::coap_observe::Observers,
     pub setup: Setup,
     pub passwords: PasswordHasherPool,
     pub logins: LoginLimiter,

@@ -146,6 +146,10 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
         row("PUT", "/api/devices/{id}/bridge", [A, 404, 422, 404, F, F])
             .with("id", &plug)
             .body(json!({ "namespaces": ["hearth/#"] })),
+        row("PUT", "/api/devices/{id}/observe", [A, 422, F, F, F, F])
+            .with("id", &meter)
+            .body(json!({ "uris": ["http://example.com/x"] })),
+        row("PUT", "/api/devices/{id}/observe", [A, 404, F, F, F, F]).with("id", &plug).body(json!({ "uris": [] })),
         row("POST", "/api/devices/{id}/command", [A, 422, 422, F, F, F])
             .with("id", &meter)
             .body(json!({ "metric": "not a metric", "value": 1 })),

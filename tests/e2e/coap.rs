@@ -4,8 +4,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hearth_tests::{Output, TestHub, run_tool, wait_until};
-use serde_json::Value;
+use hearth_tests::{Output, Peer, TestHub, free_udp_port, path_str, run_tool, wait_until};
+use serde_json::{Value, json};
 
 fn coaps(hub: &TestHub, path: &str) -> anyhow::Result<String> {
     let addr = hub.coap_dtls.ok_or_else(|| anyhow::anyhow!("no CoAP/DTLS"))?;
@@ -277,5 +277,102 @@ async fn forged_client_hellos_cost_no_state_and_push_no_one_out() -> anyhow::Res
     assert!(took < Duration::from_secs(8), "the device waited {took:?} during the flood: {out}");
     assert_eq!(hub.readings(&owner, &device, "t").await?[0]["value"], 7.0, "{out}");
     hub.stop().await?;
+    Ok(())
+}
+
+/// The hub observes a device that serves its readings (libcoap's `coap-server-openssl`,
+/// which accepts only the device's identity and key on its DTLS port): the value it holds
+/// when the hub registers, and each new one it notifies, become readings of the device.
+/// Plain CoAP is refused for a device not marked as unable to do DTLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_observes_a_device_that_serves_its_readings() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (thermo, key) = hub.add_device(&owner, "Thermometer").await?;
+    let port = free_udp_port()?;
+    let identities = dir.path().join("identities");
+    std::fs::write(&identities, format!("CoAP,{thermo},{key}\n"))?;
+    let _device = Peer::spawn(
+        "coap-server-openssl",
+        &["-A", "127.0.0.1", "-p", &port.to_string(), "-k", "not-the-devices-key", "-i", path_str(&identities)?],
+    )?;
+    let plain = format!("coap://127.0.0.1:{port}/example_data");
+    let put = |value: &str| run_tool("coap-client-notls", &["-m", "put", "-B", "2", "-e", value, &plain]);
+    // libcoap's clients exit 0 even when nothing answered: read the value back.
+    wait_until(Duration::from_secs(10), "libcoap's server", || async {
+        put("21.5").ok()?;
+        let (_, got) = run_tool("coap-client-notls", &["-m", "get", "-B", "2", &plain]).ok()?;
+        got.contains("21.5").then_some(())
+    })
+    .await?;
+
+    let observe =
+        |uris: Value| owner.put(hub.url(&format!("/api/devices/{thermo}/observe"))).json(&json!({ "uris": uris }));
+    let refused = observe(json!([plain])).send().await?;
+    assert_eq!(refused.status(), 422, "plain CoAP for a device that can do DTLS");
+    let secure = format!("coaps://127.0.0.1:{}/example_data", port + 1);
+    let set = observe(json!([secure])).send().await?;
+    assert_eq!(set.status(), 200, "{}", set.text().await?);
+    assert_eq!(set.json::<Value>().await?["observe"], json!([secure]));
+
+    let values = || async {
+        let readings = hub.readings(&owner, &thermo, "example_data").await.ok()?;
+        Some(readings.iter().filter_map(|r| r["value"].as_f64()).collect::<Vec<f64>>())
+    };
+    let held = wait_until(Duration::from_secs(15), "the value it held", || async {
+        values().await.filter(|v| v.contains(&21.5))
+    })
+    .await;
+    if let Err(e) = held {
+        let seen: Value = owner.get(hub.url(&format!("/api/devices/{thermo}"))).send().await?.json().await?;
+        anyhow::bail!("{e}: the device says {}", seen["rejected"]);
+    }
+    // A new value on the device: notified over DTLS, stored.
+    put("23.25")?;
+    wait_until(Duration::from_secs(10), "the notified value", || async {
+        values().await.filter(|v| v.contains(&23.25))
+    })
+    .await?;
+
+    // Observing nothing stops it: a later value is not stored.
+    assert_eq!(observe(json!([])).send().await?.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    put("30.5")?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!values().await.unwrap_or_default().contains(&30.5), "a value came after observing stopped");
+    Ok(())
+}
+
+/// A device without Observe (an aiocoap server whose resource is not observable) is polled:
+/// each GET's value is stored, again when Max-Age (5 s here) has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_without_observe_is_polled() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (thermo, _) = hub.add_device(&owner, "Old thermometer").await?;
+    let mark = owner.put(hub.url(&format!("/api/devices/{thermo}/plaintext"))).json(&json!({ "plaintext": true }));
+    assert_eq!(mark.send().await?.status(), 200);
+    let port = free_udp_port()?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/aiocoap_poll_server.py");
+    let _device = Peer::spawn("python3", &[path_str(&script)?, &port.to_string()])?;
+    let uri = format!("coap://127.0.0.1:{port}/temperature");
+    wait_until(Duration::from_secs(10), "aiocoap's server", || async {
+        let (_, got) = run_tool("coap-client-notls", &["-m", "get", "-B", "2", &uri]).ok()?;
+        got.contains("18.5").then_some(())
+    })
+    .await?;
+    let set = owner.put(hub.url(&format!("/api/devices/{thermo}/observe"))).json(&json!({ "uris": [uri] }));
+    assert_eq!(set.send().await?.status(), 200);
+    let values = || async {
+        let readings = hub.readings(&owner, &thermo, "temperature").await.ok()?;
+        Some(readings.iter().filter_map(|r| r["value"].as_f64()).collect::<Vec<f64>>())
+    };
+    wait_until(Duration::from_secs(10), "the first value", || async { values().await.filter(|v| v.contains(&18.5)) })
+        .await?;
+    run_tool("coap-client-notls", &["-m", "put", "-B", "2", "-e", "19.25", &uri])?;
+    wait_until(Duration::from_secs(15), "the polled value", || async { values().await.filter(|v| v.contains(&19.25)) })
+        .await?;
     Ok(())
 }

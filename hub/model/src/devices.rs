@@ -83,6 +83,20 @@ pub struct Device {
     /// For a device behind a bridge: what it said of itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovered: Option<Discovered>,
+    /// CoAP resources the hub observes on it (`coaps://192.0.2.7/temperature`), as the owner
+    /// set them; shown to the owner and tenants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observe: Vec<String>,
+}
+
+/// `PUT /api/devices/{id}/observe`: the CoAP resources of a device that serves its readings
+/// for the hub to observe (`coaps://` with the device's own key, `coap://` only for a device
+/// marked as unable to do DTLS); each resource's last path segment names its metric. An
+/// empty list stops observing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetObserve {
+    pub uris: Vec<String>,
 }
 
 /// The convention a device behind a bridge was discovered by.

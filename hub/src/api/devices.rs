@@ -9,7 +9,7 @@ use hearth_model::automations::{Note, NotificationSource};
 use hearth_model::devices::{
     BelongsTo, ClassChanged, ClassProposal, CoapExample, CommandSent, Credentials as CredentialsView, Device, Metric,
     MqttExample, NewDevice, Point, RangeQuery, Readings, SendCommand, SetClass, SetCoapAddress, SetNamespaces,
-    SetPlaintext,
+    SetObserve, SetPlaintext,
 };
 
 use super::routes::{EVERYONE, OWNER, Route, TENANT, Who};
@@ -36,6 +36,7 @@ pub(super) const ROUTES: &[Route] = &[
     Route::new("PUT", "/api/devices/{id}/plaintext", Who::People(SUBJECTS), |m| on(m, set_plaintext)),
     Route::new("PUT", "/api/devices/{id}/bridge", Who::People(SUBJECTS), |m| on(m, set_namespaces)),
     Route::new("POST", "/api/devices/{id}/command", Who::People(SUBJECTS), |m| on(m, command)),
+    Route::new("PUT", "/api/devices/{id}/observe", Who::People(OWNER), |m| on(m, set_observe)),
     Route::new("GET", "/api/class-proposals", Who::People(SUBJECTS), |m| on(m, proposals)),
     Route::new("POST", "/api/class-proposals/{id}/accept", Who::People(TENANT), |m| on(m, accept_class)),
     Route::new("POST", "/api/class-proposals/{id}/decline", Who::People(TENANT), |m| on(m, decline_class)),
@@ -98,6 +99,7 @@ async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<V
             // Where a bridge publishes is its manager's business.
             namespaces: if manageable { d.namespaces } else { Vec::new() },
             discovered: state.bridges.view(&d.id),
+            observe: if user.role == Role::Guest { Vec::new() } else { d.observe },
             bridge: d.bridge_id,
             id: d.id,
             name: d.name,
@@ -211,6 +213,8 @@ async fn regenerate(
         ));
     }
     let creds = devices::regenerate(&state.store, &state.device_events, &id, state.clock.now_ms()).await?;
+    // Its observations go on under its new key.
+    state.observers.reload(&id).await;
     tracing::info!(device.id = %id, "device credentials regenerated");
     super::scope::audit(
         &state,
@@ -233,6 +237,7 @@ async fn remove(
     managed_device(&state, user.clone(), &id).await?;
     devices::remove(&state.store, &state.device_events, &id, state.clock.now_ms()).await?;
     state.bridges.removed(&id);
+    state.observers.reload(&id).await;
     tracing::info!(device.id = %id, "device removed");
     super::scope::audit(&state, &user, "device", addr, format!("device {id} removed")).await;
 
@@ -392,6 +397,47 @@ async fn set_namespaces(
         true => format!("device {id}: no longer a bridge"),
         false => format!("device {id}: bridge for {}", namespaces.join(", ")),
     };
+    super::scope::audit(&state, &user, "device", addr, detail).await;
+    views(&state, &user, Some(&id)).await?.pop().map(ApiJson).ok_or(AppError::NotFound)
+}
+
+/// The owner adds the CoAP resources the hub observes on a device that serves its readings
+/// (as with CoAP addresses, only the owner names where on the network the hub goes).
+async fn set_observe(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SetObserve>,
+) -> Result<ApiJson<Device>, AppError> {
+    let (device, _) = visible_device(&state, &user, &id).await?;
+    if device.bridge_id.is_some() {
+        return Err(AppError::field("uris", "a device behind a bridge is read through its bridge"));
+    }
+    let mut uris: Vec<String> = req.uris.iter().map(|u| u.trim().to_owned()).collect();
+    uris.sort();
+    uris.dedup();
+    if uris.len() > crate::ingest::coap_observe::MAX_RESOURCES {
+        return Err(AppError::field(
+            "uris",
+            format!("at most {} resources", crate::ingest::coap_observe::MAX_RESOURCES),
+        ));
+    }
+    for uri in &uris {
+        let resource = crate::ingest::coap_observe::parse_uri(uri).map_err(|e| AppError::field("uris", e))?;
+        if !resource.secure && !device.plaintext {
+            return Err(AppError::field(
+                "uris",
+                format!("{uri}: plain CoAP only for a device marked as unable to do DTLS; use coaps://"),
+            ));
+        }
+    }
+    if !state.store.set_device_observe(&id, &uris).await? {
+        return Err(AppError::NotFound);
+    }
+    state.observers.reload(&id).await;
+    tracing::info!(device.id = %id, resources = uris.len(), "device CoAP resources set");
+    let detail = format!("device {id}: observing {}", if uris.is_empty() { "nothing".into() } else { uris.join(", ") });
     super::scope::audit(&state, &user, "device", addr, detail).await;
     views(&state, &user, Some(&id)).await?.pop().map(ApiJson).ok_or(AppError::NotFound)
 }

@@ -41,27 +41,27 @@ pub enum Security {
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connected datagram link to the device, plain or DTLS.
-enum Link {
+pub(crate) enum Link {
     Plain(UdpSocket),
     Dtls(Box<DTLSConn>),
 }
 
 impl Link {
-    async fn send(&self, bytes: &[u8]) -> std::io::Result<()> {
+    pub(crate) async fn send(&self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
             Self::Plain(socket) => socket.send(bytes).await.map(drop),
             Self::Dtls(conn) => conn.send(bytes).await.map(drop).map_err(|e| std::io::Error::other(e.to_string())),
         }
     }
 
-    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+    pub(crate) async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Self::Plain(socket) => socket.recv(buf).await,
             Self::Dtls(conn) => conn.recv(buf).await.map_err(|e| std::io::Error::other(e.to_string())),
         }
     }
 
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         if let Self::Dtls(conn) = self {
             let _ = conn.close().await;
         }
@@ -96,13 +96,21 @@ pub async fn request(
     payload: &[u8],
     security: Security,
 ) -> Result<String, CoapError> {
-    let bind = if target.addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let link = connect(target.addr, security).await?;
+    let result = exchange(&link, target, method, payload).await;
+    link.close().await;
+    result
+}
+
+/// A link to one CoAP peer: a connected UDP socket, through a DTLS handshake with `security`.
+pub(crate) async fn connect(addr: std::net::SocketAddr, security: Security) -> Result<Link, CoapError> {
+    let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
     let socket = UdpSocket::bind(bind).await?;
-    socket.connect(target.addr).await?;
-    let link = match security {
+    socket.connect(addr).await?;
+    Ok(match security {
         Security::Plain => Link::Plain(socket),
         Security::Psk { identity, key } => {
-            let dtls_failed = |reason: String| CoapError::Dtls { addr: target.addr, reason };
+            let dtls_failed = |reason: String| CoapError::Dtls { addr, reason };
             let config = client_config(identity, key);
             let handshake = DTLSConn::new(Arc::new(socket), config, true, None);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
@@ -111,10 +119,7 @@ pub async fn request(
                 Err(_) => return Err(dtls_failed("no handshake within 10 s".into())),
             }
         }
-    };
-    let result = exchange(&link, target, method, payload).await;
-    link.close().await;
-    result
+    })
 }
 
 /// The client side of DTLS with a pre-shared key, on the suites CoAP devices implement.

@@ -3,7 +3,7 @@
 //! actions only put a message in the outbox.
 
 mod actions;
-mod coap;
+pub(crate) mod coap;
 pub mod dryrun;
 pub mod engine;
 pub mod model;

@@ -2,6 +2,7 @@
 //! device may send is decided here; how it is stored is the store's business.
 
 pub mod coap;
+pub mod coap_observe;
 pub mod decode;
 pub mod mqtt;
 pub mod mqtt_client;

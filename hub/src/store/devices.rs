@@ -27,6 +27,8 @@ pub struct DeviceRecord {
     pub bridge_id: Option<String>,
     /// For a device behind a bridge: what discovery said of it (JSON, see `crate::bridges`).
     pub discovered: Option<String>,
+    /// CoAP resources the hub observes on it (`coap://` or `coaps://` URIs).
+    pub observe: Vec<String>,
 }
 
 fn name_aad(id: &str) -> Vec<u8> {
@@ -39,6 +41,10 @@ fn coap_aad(id: &str) -> Vec<u8> {
 
 fn namespaces_aad(id: &str) -> Vec<u8> {
     format!("device-namespaces:{id}").into_bytes()
+}
+
+fn observe_aad(id: &str) -> Vec<u8> {
+    format!("device-observe:{id}").into_bytes()
 }
 
 fn discovered_aad(id: &str) -> Vec<u8> {
@@ -54,7 +60,7 @@ macro_rules! select_devices {
     ($rest:literal) => {
         concat!(
             "SELECT id, name_sealed, coap_sealed, created_ms, credentials_ms, tenancy_id, plaintext, clear_seen_ms,
-                    namespaces_sealed, bridge_id, discovered_sealed
+                    namespaces_sealed, bridge_id, discovered_sealed, observe_sealed
              FROM devices ",
             $rest
         )
@@ -99,7 +105,8 @@ impl Store {
     pub async fn remove_device(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
-            "UPDATE devices SET secret_sealed = NULL, coap_sealed = NULL, namespaces_sealed = NULL, removed_ms = ?
+            "UPDATE devices SET secret_sealed = NULL, coap_sealed = NULL, namespaces_sealed = NULL, observe_sealed = NULL,
+                 removed_ms = ?
              WHERE id = ? AND removed_ms IS NULL",
         )
         .bind(now)
@@ -126,6 +133,21 @@ impl Store {
             false => Some(self.hub_key.seal(namespaces.join("\n").as_bytes(), &namespaces_aad(id))?),
         };
         let done = sqlx::query("UPDATE devices SET namespaces_sealed = ? WHERE id = ? AND removed_ms IS NULL")
+            .bind(sealed)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Sets the CoAP resources the hub observes on an active device (none: it observes
+    /// nothing there). `Ok(false)` if there is no such device.
+    pub async fn set_device_observe(&self, id: &str, uris: &[String]) -> Result<bool, StoreError> {
+        let sealed = match uris.is_empty() {
+            true => None,
+            false => Some(self.hub_key.seal(uris.join("\n").as_bytes(), &observe_aad(id))?),
+        };
+        let done = sqlx::query("UPDATE devices SET observe_sealed = ? WHERE id = ? AND removed_ms IS NULL")
             .bind(sealed)
             .bind(id)
             .execute(&self.pool)
@@ -262,7 +284,11 @@ impl Store {
             .map(|text| text.split('\n').map(str::to_owned).collect())
             .unwrap_or_default();
         let discovered = open_text("discovered_sealed", discovered_aad(&id))?;
+        let observe = open_text("observe_sealed", observe_aad(&id))?
+            .map(|text| text.split('\n').map(str::to_owned).collect())
+            .unwrap_or_default();
         Ok(DeviceRecord {
+            observe,
             namespaces,
             discovered,
             bridge_id: row.try_get("bridge_id")?,
