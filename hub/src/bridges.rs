@@ -799,6 +799,9 @@ impl Bridges {
         now: i64,
     ) -> Result<String, Refusal> {
         let key = (bridge.to_owned(), convention, name.to_owned());
+        // Read under the lock, so that two messages of one device cannot each add a value
+        // and lose the other's.
+        let _adding = self.adding.lock().await;
         let known = self.registry.read().ok().and_then(|r| {
             let id = r.by_key.get(&key)?;
             Some((id.clone(), r.behind.get(id)?.description.clone()))
@@ -831,7 +834,6 @@ impl Bridges {
         {
             return Ok(id);
         }
-        let _adding = self.adding.lock().await;
         let shown: String = name.rsplit('/').next().unwrap_or(name).chars().take(devices::MAX_NAME_LEN).collect();
         let shown = if devices::valid_name(&shown) { shown } else { format!("{convention} device") };
         self.add_or_update(bridge, granted, &shown, description, now).await?;

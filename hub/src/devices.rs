@@ -117,6 +117,9 @@ pub async fn add_bridged(
         if store.create_bridged_device(&id, name, bridge, tenancy, discovered, now).await? {
             return Ok(id);
         }
+        if !store.device_exists(bridge).await? {
+            return Err(DeviceError::NotFound);
+        }
     }
 }
 

@@ -218,6 +218,7 @@ pub async fn run(
         };
         let server = MqttServer::new(ctx);
         server.restore().await?;
+        tasks.spawn(server.clone().watch(shutdown.clone()));
         commands = automation::Commands::Embedded(server.clone());
         if let (Some(listener), Some(tls)) = (listeners.mqtts, &tls) {
             tracing::info!(addr = %listener.local_addr()?, "embedded MQTT server listening over TLS");

@@ -607,6 +607,15 @@ async fn a_home_of_fifty_devices_appears_through_an_external_mosquitto() -> anyh
         let grant = owner.put(hub.url(&format!("/api/devices/{id}/bridge")));
         assert_eq!(grant.json(&json!({ "namespaces": namespaces })).send().await?.status(), 200);
     }
+    // On a broker the hub does not run, a message is read for the bridge whose namespace it
+    // falls in: no one may claim another bridge's, and only the owner grants namespaces.
+    let (intruder, _) = hub.add_device(&owner, "Second Zigbee").await?;
+    let grant = owner.put(hub.url(&format!("/api/devices/{intruder}/bridge")));
+    assert_eq!(grant.json(&json!({ "namespaces": ["zigbee2mqtt/front_door"] })).send().await?.status(), 422);
+    let (tenant, _) = hub.tenant(&owner, "ana", json!({})).await?;
+    let (own, _) = hub.add_device(&tenant, "Tenant's Zigbee").await?;
+    let grant = tenant.put(hub.url(&format!("/api/devices/{own}/bridge")));
+    assert_eq!(grant.json(&json!({ "namespaces": ["tenant-zigbee/#"] })).send().await?.status(), 403);
     // The hub subscribes to new namespaces as they are granted; give it its SUBACKs.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], broker.port));

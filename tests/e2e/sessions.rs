@@ -208,3 +208,72 @@ async fn one_device_cannot_push_out_the_others_sessions() -> anyhow::Result<()> 
     assert!(!present, "the noisy device kept more than 4 sessions");
     Ok(())
 }
+
+/// A command a tenant's rule sent to a sleeping household device is the tenancy's: when
+/// the tenancy is shredded, it is gone, and the device never gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shredded_tenancy_s_queued_commands_are_never_delivered() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    let (lamp, lamp_key) = hub.add_device(&owner, "Battery lamp").await?;
+    let (wall, wall_key) = hub.add_device(&owner, "Wall switch").await?;
+    let now = hub.now_ms();
+    let (tenant, tenancy) = hub.tenant(&owner, "ana", json!({ "start": now + 1000, "end": now + 3_600_000 })).await?;
+    hub.clock.advance(Duration::from_millis(1500));
+    let rule = json!({ "name": "Lamp on", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
+        "actions": [{ "type": "mqtt", "device": lamp, "metric": "power", "value": "on" }] });
+    let created = tenant.post(hub.url("/api/rules")).json(&rule).send().await?;
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await?["id"].as_i64().ok_or_else(|| anyhow::anyhow!("no rule id"))?;
+    let (client, events, _) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", false).await?;
+    subscribe_and_leave(client, events, &format!("hearth/{lamp}/set/#")).await?;
+    hub.publish((&wall, &wall_key), &format!("hearth/{wall}/pressed"), "1".into()).await?;
+    // The command was sent, so it waits in the lamp's session.
+    wait_until(Duration::from_secs(5), "the tenant's rule to send", || async {
+        let text = tenant.get(hub.url(&format!("/api/rules/{id}/runs"))).send().await.ok()?.text().await.ok()?;
+        text.contains("sent").then_some(())
+    })
+    .await?;
+
+    // The tenancy ends and the former tenant shreds it.
+    hub.clock.advance(Duration::from_secs(3600));
+    let shred = tenant.post(hub.url(&format!("/api/tenancies/{tenancy}/shred"))).send().await?;
+    assert_eq!(shred.status(), 204, "{}", shred.text().await?);
+    let (_client, mut events, present) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", false).await?;
+    assert!(present, "the lamp's own session stays");
+    assert!(nothing_comes(&mut events).await?, "the shredded tenancy's command was delivered");
+    Ok(())
+}
+
+/// A device that stays connected with a persistent session gets every command, one after
+/// another (the store may give a new message the row number of one just acknowledged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_persistent_session_gets_every_command() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    let (lamp, lamp_key) = hub.add_device(&owner, "Lamp").await?;
+    let (wall, wall_key) = hub.add_device(&owner, "Wall switch").await?;
+    let rule = json!({ "name": "Lamp follows", "triggers": [{ "type": "reading", "device": wall, "metric": "level" }],
+        "actions": [{ "type": "mqtt", "device": lamp, "metric": "level", "value": "set" }] });
+    assert_eq!(owner.post(hub.url("/api/rules")).json(&rule).send().await?.status(), 201);
+    let (client, mut events, _) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", false).await?;
+    client.subscribe(format!("hearth/{lamp}/set/#"), QoS::AtLeastOnce).await?;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !matches!(events.poll().await, Ok(Event::Incoming(Packet::SubAck(_)))) {}
+    })
+    .await?;
+    for n in 0..3 {
+        hub.publish((&wall, &wall_key), &format!("hearth/{wall}/level"), format!("{n}")).await?;
+        let got = next_message(&mut events).await?;
+        assert_eq!(
+            got.map(|(t, _, q)| (t, q)),
+            Some((format!("hearth/{lamp}/set/level"), QoS::AtLeastOnce)),
+            "command {n}"
+        );
+    }
+    Ok(())
+}

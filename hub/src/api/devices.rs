@@ -387,6 +387,25 @@ async fn set_namespaces(
     namespaces.sort();
     namespaces.dedup();
     crate::bridges::check_namespaces(&namespaces).map_err(|reason| AppError::field("namespaces", reason))?;
+    // On an external broker the hub cannot tell who published a message: it reads each for
+    // the bridge whose namespace it falls in. There only the owner grants namespaces, and no
+    // two bridges share a first level, so no one can claim another's devices.
+    if state.config.mqtt.mode == crate::config::MqttMode::External && !namespaces.is_empty() {
+        if user.role != Role::Owner {
+            return Err(AppError::Forbidden("on an external broker only the owner grants bridges their namespaces"));
+        }
+        let first = |n: &str| n.split('/').next().unwrap_or_default().to_owned();
+        for other in state.store.devices().await?.iter().filter(|d| d.id != id) {
+            if let Some(shared) = other.namespaces.iter().find(|o| namespaces.iter().any(|n| first(n) == first(o))) {
+                return Err(AppError::field(
+                    "namespaces",
+                    format!(
+                        "{shared:?} is another bridge's: on an external broker two bridges cannot share a first level"
+                    ),
+                ));
+            }
+        }
+    }
     if !state.store.set_device_namespaces(&id, &namespaces).await? {
         return Err(AppError::NotFound);
     }

@@ -182,7 +182,18 @@ async fn shred(
     if t.end.is_none_or(|end| end > now) {
         return Err(AppError::Conflict("the tenancy has not ended yet; export first, then shred once it ends"));
     }
+    let own: Vec<String> = {
+        let rule = &state.store.ownership().rule;
+        rule.tenant_devices.iter().filter(|(_, t)| **t == id).map(|(d, _)| d.clone()).collect()
+    };
     state.store.shred_tenancy(id, now).await?;
+    // Its own devices went with it: their sessions end, a bridge of theirs speaks for no
+    // one, and nothing of theirs is observed any more.
+    for device in &own {
+        let _ = state.device_events.send(crate::devices::DeviceEvent::Removed(device.clone()));
+        state.bridges.removed(device);
+        state.observers.reload(device).await;
+    }
     state.access.changed();
     tracing::warn!(tenancy = id, "tenancy shredded at the tenant's request");
     // In the hub's log (the tenancy's own went with it): that it happened, nothing of it.

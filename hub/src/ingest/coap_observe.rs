@@ -134,8 +134,11 @@ impl Observers {
                 Err(reason) => tracing::warn!(device.id = %device, %reason, "CoAP resource left out"),
             }
         }
-        if let Ok(mut running) = self.running.lock() {
-            running.insert(device.to_owned(), token);
+        if let Ok(mut running) = self.running.lock()
+            && let Some(replaced) = running.insert(device.to_owned(), token)
+        {
+            // Another reload ran meanwhile: only the last one's observations go on.
+            replaced.cancel();
         }
     }
 }
@@ -200,7 +203,7 @@ async fn registered(
     let mut buf = vec![0u8; 1500];
     loop {
         let reply = get(link, resource, &token, &mut buf).await?;
-        store(ctx, device, resource, &reply);
+        store(ctx, device, resource, &reply).await;
         let fresh = Duration::from_secs(max_age(&reply));
         if reply.get_option(CoapOption::Observe).is_none() {
             // No Observe here: ask again when the value may have changed.
@@ -225,7 +228,7 @@ async fn registered(
                 empty(link, kind, packet.header.message_id).await;
             }
             if ours && matches!(packet.header.code, MessageClass::Response(_)) {
-                store(ctx, device, resource, &packet);
+                store(ctx, device, resource, &packet).await;
                 deadline = tokio::time::Instant::now() + Duration::from_secs(max_age(&packet)) + GRACE;
                 if packet.get_option(CoapOption::Observe).is_none() {
                     // The device ended the observation (an error, or a last value).
@@ -300,18 +303,20 @@ fn max_age(packet: &Packet) -> u64 {
         .and_then(|values| values.front())
         .map(|bytes| bytes.iter().take(4).fold(0_u64, |n, b| (n << 8) | u64::from(*b)))
         .unwrap_or(DEFAULT_MAX_AGE)
+        // A device that says its value stays fresh for years would never be asked again.
+        .min(POLL_MAX.as_secs())
 }
 
 /// A value from the device, stored like any reading (a bad one is shown on the device).
-fn store(ctx: &ObserveContext, device: &str, resource: &Resource, packet: &Packet) {
+/// Waits for room in the ingest queue, so a flood of notifications piles up nowhere.
+async fn store(ctx: &ObserveContext, device: &str, resource: &Resource, packet: &Packet) {
     if !matches!(packet.header.code, MessageClass::Response(ResponseType::Content)) || packet.payload.is_empty() {
         return;
     }
     let now = ctx.ingest.now_ms();
     match decode::decode_metric(device, &resource.metric, &packet.payload, now) {
         Ok(reading) => {
-            let ingest = ctx.ingest.clone();
-            tokio::spawn(async move { ingest.submit(vec![reading]).await });
+            let _ = ctx.ingest.submit(vec![reading]).await;
         }
         Err(error) => ctx.rejections.record(device, "coap-observe", &format!("{}: {error}", resource.metric), now),
     }

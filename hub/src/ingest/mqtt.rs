@@ -191,6 +191,7 @@ struct Persistent {
 #[derive(Debug, Clone)]
 struct Queued {
     seq: i64,
+    subject: crate::consent::Subject,
     topic: String,
     payload: bytes::Bytes,
 }
@@ -231,6 +232,35 @@ impl MqttServer {
         }
     }
 
+    /// Until `shutdown`, forgets what the store forgets: a shredded tenancy's queued commands
+    /// and its own devices' sessions, and a removed device's sessions.
+    pub async fn watch(self, shutdown: CancellationToken) {
+        let ctx = &self.shared.ctx;
+        let mut shredded = ctx.store.subscribe_shredded();
+        let mut events = ctx.device_events.subscribe();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                tenancy = shredded.recv() => match tenancy {
+                    Ok(tenancy) => {
+                        let rule = &ctx.store.ownership().rule;
+                        let own: Vec<String> =
+                            rule.tenant_devices.iter().filter(|(_, t)| **t == tenancy).map(|(d, _)| d.clone()).collect();
+                        let subject = crate::consent::Subject::Tenancy(tenancy);
+                        self.shared.forget(|device| own.iter().any(|d| d == device), |queued| queued.subject == subject);
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                event = events.recv() => match event {
+                    Ok(DeviceEvent::Removed(id)) => self.shared.forget(|device| device == id, |_| false),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+    }
+
     /// Takes back the persistent sessions the store kept (those away for less than a week).
     pub async fn restore(&self) -> Result<(), crate::store::StoreError> {
         let since = self.shared.ctx.clock.now_ms() - SESSION_EXPIRY_MS;
@@ -241,7 +271,7 @@ impl MqttServer {
             let queue = session
                 .queue
                 .into_iter()
-                .map(|q| Queued { seq: q.seq, topic: q.topic, payload: q.payload.into() })
+                .map(|q| Queued { seq: q.seq, subject: q.subject, topic: q.topic, payload: q.payload.into() })
                 .collect();
             let kept = Persistent { subscriptions, queue, online: None, seen_ms: session.seen_ms };
             persistent.insert((session.device, session.client), kept);
@@ -374,7 +404,7 @@ impl Shared {
             };
             let Ok(mut persistent) = self.persistent.lock() else { return };
             let Some(session) = persistent.get_mut(&key) else { continue };
-            session.queue.push_back(Queued { seq, topic: topic.to_owned(), payload: payload.clone() });
+            session.queue.push_back(Queued { seq, subject, topic: topic.to_owned(), payload: payload.clone() });
             while session.queue.len() > MAX_QUEUED as usize {
                 session.queue.pop_front();
             }
@@ -442,6 +472,16 @@ impl Shared {
         (present, subscriptions)
     }
 
+    /// Forgets what the store deleted: the sessions of the devices `gone` picks, and the
+    /// queued messages `dropped` picks.
+    fn forget(&self, gone: impl Fn(&str) -> bool, dropped: impl Fn(&Queued) -> bool) {
+        let Ok(mut persistent) = self.persistent.lock() else { return };
+        persistent.retain(|(device, _), _| !gone(device));
+        for session in persistent.values_mut() {
+            session.queue.retain(|q| !dropped(q));
+        }
+    }
+
     /// Ends the persistent session `key`, if there is one (a CONNECT with clean session on).
     async fn discard(&self, key: &(String, String)) {
         let existed = self.persistent.lock().is_ok_and(|mut p| p.remove(key).is_some());
@@ -464,11 +504,12 @@ impl Shared {
         }
     }
 
-    /// Queued messages of session `key` after `after` (up to `room`), to send.
-    fn queued(&self, key: &(String, String), after: i64, room: usize) -> Vec<Queued> {
+    /// Queued messages of session `key` not sent yet on this connection (up to `room`), in
+    /// the order they were queued.
+    fn queued(&self, key: &(String, String), in_flight: &std::collections::HashSet<i64>, room: usize) -> Vec<Queued> {
         let Ok(persistent) = self.persistent.lock() else { return Vec::new() };
         let Some(session) = persistent.get(key) else { return Vec::new() };
-        session.queue.iter().filter(|q| q.seq > after).take(room).cloned().collect()
+        session.queue.iter().filter(|q| !in_flight.contains(&q.seq)).take(room).cloned().collect()
     }
 
     /// A queued message was acknowledged: it leaves the queue and the store.
@@ -721,7 +762,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     // it came from the session's queue.
     let mut unacked: HashMap<u16, Option<i64>> = HashMap::new();
     let mut next_pkid: u16 = 0;
-    let mut sent_upto = 0_i64;
+    // Queued messages sent on this connection and not acknowledged yet (by their row: a
+    // watermark would skip a row number the store reuses, or one queued out of order).
+    let mut in_flight: std::collections::HashSet<i64> = std::collections::HashSet::new();
 
     loop {
         if draining && pending.is_empty() {
@@ -756,14 +799,19 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             },
             Some(mut publish) = out_rx.recv() => {
                 if publish.qos == QoS::AtLeastOnce {
+                    if unacked.len() >= 4 * MAX_UNACKED {
+                        // A subscriber that does not acknowledge gets no more until it does.
+                        tracing::debug!(device.id = %device, "subscriber not acknowledging; message dropped");
+                        continue;
+                    }
                     publish.pkid = free_pkid(&mut next_pkid, &unacked);
                     unacked.insert(publish.pkid, None);
                 }
                 send(&mut framed, Packet::Publish(publish)).await?;
             }
             () = wake.notified(), if persistent && unacked.len() < MAX_UNACKED => {
-                for queued in shared.queued(&key, sent_upto, MAX_UNACKED - unacked.len()) {
-                    sent_upto = queued.seq;
+                for queued in shared.queued(&key, &in_flight, MAX_UNACKED - unacked.len()) {
+                    in_flight.insert(queued.seq);
                     let mut publish = Publish::from_bytes(queued.topic, QoS::AtLeastOnce, queued.payload);
                     publish.pkid = free_pkid(&mut next_pkid, &unacked);
                     unacked.insert(publish.pkid, Some(queued.seq));
@@ -822,6 +870,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                     Packet::Disconnect => draining = true,
                     Packet::PubAck(ack) => {
                         if let Some(Some(seq)) = unacked.remove(&ack.pkid) {
+                            in_flight.remove(&seq);
                             shared.acknowledged(&key, seq).await;
                         }
                         // Room for more of what is queued.

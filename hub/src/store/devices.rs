@@ -156,7 +156,7 @@ impl Store {
     }
 
     /// Adds a device behind `bridge`, without credentials, in the bridge's tenancy if any.
-    /// `Ok(false)` if the id is taken.
+    /// `Ok(false)` if the id is taken or the bridge is no longer there.
     pub async fn create_bridged_device(
         &self,
         id: &str,
@@ -168,13 +168,15 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let name_sealed = self.hub_key.seal(name.as_bytes(), &name_aad(id))?;
         let discovered_sealed = self.hub_key.seal(discovered.as_bytes(), &discovered_aad(id))?;
+        // Only behind a bridge that is still there (not removed, nor gone with its tenancy).
         let done = sqlx::query(
             "INSERT INTO devices (id, name_sealed, created_ms, credentials_ms, tenancy_id, bridge_id, discovered_sealed)
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+             SELECT ?1, ?2, ?3, ?3, ?4, ?5, ?6
+             WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?5 AND removed_ms IS NULL)
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(id)
         .bind(name_sealed)
-        .bind(now)
         .bind(now)
         .bind(tenancy)
         .bind(bridge)

@@ -21,6 +21,8 @@ pub struct StoredSession {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Queued {
     pub seq: i64,
+    /// Whose rule sent it.
+    pub subject: Subject,
     pub topic: String,
     pub payload: Vec<u8>,
 }
@@ -61,9 +63,10 @@ impl Store {
                 client,
             });
         }
-        for row in sqlx::query("SELECT seq, device_id, client_id, msg_id, message FROM mqtt_queue ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await?
+        for row in
+            sqlx::query("SELECT seq, device_id, client_id, msg_id, subject, message FROM mqtt_queue ORDER BY seq")
+                .fetch_all(&self.pool)
+                .await?
         {
             let (device, client): (String, String) = (row.try_get("device_id")?, row.try_get("client_id")?);
             let msg_id: String = row.try_get("msg_id")?;
@@ -73,8 +76,10 @@ impl Store {
             let topic = String::from_utf8(opened[..at].to_vec())
                 .map_err(|_| StoreError::Corrupt(format!("MQTT message {device}/{client}")))?;
             let payload = opened.get(at + 1..).unwrap_or_default().to_vec();
+            let subject: String = row.try_get("subject")?;
+            let subject = subject.parse().map_err(|e| StoreError::Corrupt(format!("MQTT message subject: {e}")))?;
             if let Some(session) = sessions.iter_mut().find(|s| s.device == device && s.client == client) {
-                session.queue.push(Queued { seq: row.try_get("seq")?, topic, payload });
+                session.queue.push(Queued { seq: row.try_get("seq")?, subject, topic, payload });
             }
         }
         Ok(sessions)
