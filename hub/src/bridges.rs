@@ -47,6 +47,9 @@ pub struct Description {
     pub model: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// The name it gave itself, where its convention has one (Tasmota's discovery).
+    #[serde(default)]
+    pub name: Option<String>,
     #[serde(default)]
     pub values: Vec<ValueSpec>,
     /// Where it says whether it is online (Home Assistant discovery's `availability`).
@@ -482,7 +485,11 @@ impl Bridges {
             return Ok(Vec::new());
         }
         if topic.starts_with("tasmota/discovery/") {
-            // Tasmota's own discovery: its telemetry names the device and its values.
+            if topic.ends_with("/config") && !payload.is_empty() {
+                let (device, values, about) = tasmota_discovery(payload).map_err(bad)?;
+                self.native_device(bridge, &granted, Convention::Tasmota, &device, (values, Some(about)), now).await?;
+            }
+            // Its sensor list repeats what its telemetry says, with the units the hub knows.
             return Ok(Vec::new());
         }
         if let Some(prefix) = discovery_prefix(topic) {
@@ -658,6 +665,7 @@ impl Bridges {
             manufacturer: None,
             model: None,
             description: None,
+            name: None,
             values: Vec::new(),
             availability: Vec::new(),
         });
@@ -771,7 +779,7 @@ impl Bridges {
         for value in &mut values {
             native_control(convention, &name, topic, value);
         }
-        let id = self.native_device(bridge, granted, convention, &name, values, now).await?;
+        let id = self.native_device(bridge, granted, convention, &name, (values, None), now).await?;
         if let Ok(mut registry) = self.registry.write() {
             registry.set_online(&id, online.unwrap_or(true), now);
         }
@@ -795,7 +803,7 @@ impl Bridges {
         granted: &Bridge,
         convention: Convention,
         name: &str,
-        values: Vec<ValueSpec>,
+        (values, about): (Vec<ValueSpec>, Option<About>),
         now: i64,
     ) -> Result<String, Refusal> {
         let key = (bridge.to_owned(), convention, name.to_owned());
@@ -815,10 +823,16 @@ impl Bridges {
                 manufacturer: None,
                 model: None,
                 description: None,
+                name: None,
                 values: Vec::new(),
                 availability: Vec::new(),
             },
         };
+        if let Some(about) = about {
+            description.name = Some(about.name);
+            description.manufacturer = about.manufacturer;
+            description.model = about.model;
+        }
         for value in values {
             match description.values.iter().position(|v| v.metric == value.metric) {
                 Some(at) if description.values[at].command.is_none() && value.command.is_some() => {
@@ -834,7 +848,8 @@ impl Bridges {
         {
             return Ok(id);
         }
-        let shown: String = name.rsplit('/').next().unwrap_or(name).chars().take(devices::MAX_NAME_LEN).collect();
+        let shown = description.name.clone().unwrap_or_else(|| name.rsplit('/').next().unwrap_or(name).to_owned());
+        let shown: String = shown.chars().take(devices::MAX_NAME_LEN).collect();
         let shown = if devices::valid_name(&shown) { shown } else { format!("{convention} device") };
         self.add_or_update(bridge, granted, &shown, description, now).await?;
         self.registry.read().ok().and_then(|r| r.by_key.get(&key).cloned()).ok_or(Refusal::Store)
@@ -884,6 +899,7 @@ impl Bridges {
                 manufacturer: device.vendor.clone(),
                 model: device.model.clone(),
                 description: device.description.clone(),
+                name: None,
                 values,
                 availability: Vec::new(),
             };
@@ -990,6 +1006,54 @@ impl Bridges {
         };
         Some(Ok(Command { bridge: behind.bridge.clone(), topic: command.topic.clone(), payload: payload.into_bytes() }))
     }
+}
+
+/// Who a device says it is (Tasmota's discovery).
+struct About {
+    name: String,
+    manufacturer: Option<String>,
+    model: Option<String>,
+}
+
+/// Tasmota's own discovery config (`tasmota/discovery/<mac>/config`): its topic (`t`), the
+/// name it was given (`dn`, or its first friendly name), its model (`md`), and its relays
+/// (`rl`, 1 for a relay), each switched on `cmnd/<topic>/POWERn`.
+fn tasmota_discovery(payload: &[u8]) -> Result<(String, Vec<ValueSpec>, About), String> {
+    let config: Json = serde_json::from_slice(payload).map_err(|e| format!("config is not JSON: {e}"))?;
+    let text = |key: &str| config.get(key).and_then(Json::as_str).filter(|s| s.len() <= 64).map(str::to_owned);
+    let topic = text("t").filter(|t| !t.is_empty() && !t.contains(['+', '#', '/']) && !t.chars().any(char::is_control));
+    let topic = topic.ok_or("config has no usable topic (\"t\")")?;
+    let first_friendly = config.get("fn").and_then(|f| f.get(0)).and_then(Json::as_str).map(str::to_owned);
+    let name = text("dn").or(first_friendly).filter(|n| devices::valid_name(n)).unwrap_or_else(|| topic.clone());
+    let relays: Vec<bool> = config
+        .get("rl")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .take(8)
+        .map(|r| r.as_u64() == Some(1))
+        .collect();
+    let count = relays.iter().filter(|r| **r).count();
+    let values = relays
+        .iter()
+        .enumerate()
+        .filter(|(_, relay)| **relay)
+        .map(|(n, _)| {
+            let metric = if count == 1 && n == 0 { "POWER".to_owned() } else { format!("POWER{}", n + 1) };
+            let mut value = ValueSpec {
+                metric,
+                unit: None,
+                on_off: None,
+                command: None,
+                state: None,
+                class: Some("outlet".into()),
+                entity: None,
+            };
+            native_control(Convention::Tasmota, &topic, "", &mut value);
+            value
+        })
+        .collect();
+    Ok((topic, values, About { name, manufacturer: Some("Tasmota".into()), model: text("md") }))
 }
 
 /// The discovery prefix of a Home Assistant config topic
@@ -1218,6 +1282,8 @@ fn word(text: &str) -> Json {
 fn as_json(value: &Value) -> Json {
     match value {
         Value::Bool(b) => Json::Bool(*b),
+        // Whole numbers as integers: devices that take a brightness of 128 may refuse 128.0.
+        Value::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => Json::from(*n as i64),
         Value::Number(n) => serde_json::Number::from_f64(*n).map_or(Json::Null, Json::Number),
         Value::Text(t) => Json::String(t.clone()),
     }

@@ -471,6 +471,16 @@ async fn a_zigbee2mqtt_bridge_s_devices_on_the_dashboard_and_a_switch_that_works
     let (topic, payload) = heard.next().await?;
     assert_eq!(topic, "zigbee2mqtt/power_plug/set");
     assert_eq!(serde_json::from_str::<Value>(&payload)?, json!({ "state": "ON" }));
+    // A number: the bulb's brightness.
+    let list: Value = owner.get(hub.url("/api/devices")).send().await?.json().await?;
+    let bulb = list.as_array().and_then(|l| l.iter().find(|d| d["name"] == "bulb")).map(|d| d["id"].clone());
+    let bulb = bulb.and_then(|b| b.as_str().map(str::to_owned)).ok_or_else(|| anyhow::anyhow!("no bulb"))?;
+    let control = format!("article[data-device='{bulb}'] .number[data-metric='brightness']");
+    b.fill(&format!("{control} input"), "128").await?;
+    b.click(&format!("{control} button")).await?;
+    let (topic, payload) = heard.next().await?;
+    assert_eq!(topic, "zigbee2mqtt/bulb/set");
+    assert_eq!(serde_json::from_str::<Value>(&payload)?, json!({ "brightness": 128 }));
 
     b.client.goto(&hub.url(&format!("/devices/{bridge}"))).await?;
     let page = b.wait_for_text("Devices behind this bridge", t).await?;

@@ -135,9 +135,24 @@ fn Switches(
         .filter(|v| v.settable && v.on_off)
         .map(|v| (v.metric.clone(), device.metrics.iter().find(|m| m.metric == v.metric).map(|m| m.value.clone())))
         .collect();
-    if settable.is_empty() {
+    // Numbers it takes (a brightness, a thermostat's target), with the value it reports.
+    let numbers: Vec<(String, String)> = discovered
+        .values
+        .iter()
+        .filter(|v| v.settable && !v.on_off)
+        .filter_map(|v| {
+            let now = device.metrics.iter().find(|m| m.metric == v.metric).map(|m| m.value.clone());
+            match now {
+                Some(hearth_model::Value::Number(n)) => Some((v.metric.clone(), n.to_string())),
+                None => Some((v.metric.clone(), String::new())),
+                Some(_) => None,
+            }
+        })
+        .collect();
+    if settable.is_empty() && numbers.is_empty() {
         return ().into_any();
     }
+    let id_numbers = device.id.clone();
     let id = device.id.clone();
     view! {
         <div class="row switches">
@@ -161,6 +176,31 @@ fn Switches(
                         <button class=if is_on { "on" } else { "secondary on" } on:click=move |_| send(metric_on.clone(), true)>"On"</button>
                         <button class=if is_off { "off" } else { "secondary off" } on:click=move |_| send_off(metric_off.clone(), false)>"Off"</button>
                     </span>
+                }
+            }).collect_view()}
+            {numbers.into_iter().map(|(metric, now)| {
+                let typed = RwSignal::new(now);
+                let (id, name) = (id_numbers.clone(), metric.clone());
+                let set = move |ev: SubmitEvent| {
+                    ev.prevent_default();
+                    let (id, name) = (id.clone(), name.clone());
+                    let Ok(value) = typed.get_untracked().trim().parse::<f64>() else {
+                        error.set(Some(format!("{name}: give a number")));
+                        return;
+                    };
+                    spawn_local(async move {
+                        match api::command(&id, &name, hearth_model::Value::Number(value)).await {
+                            Ok(_) => error.set(None),
+                            Err(e) => error.set(Some(e.to_string())),
+                        }
+                    });
+                };
+                view! {
+                    <form class="switch number" data-metric=metric.clone() on:submit=set>
+                        <span class="muted">{metric.clone()}</span>
+                        <input type="number" step="any" prop:value=typed on:input=move |ev| typed.set(event_target_value(&ev)) />
+                        <button class="secondary" type="submit">"Set"</button>
+                    </form>
                 }
             }).collect_view()}
             {move || error.get().map(|e| view! { <p class="error">{e}</p> })}

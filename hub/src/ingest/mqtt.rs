@@ -69,6 +69,9 @@ const MAX_PERSISTENT_PER_DEVICE: usize = 4;
 const MAX_QUEUED: i64 = 100;
 /// How long a persistent session is kept while its client stays away.
 const SESSION_EXPIRY_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Where Home Assistant says it is online (its birth message), which discovery devices
+/// listen to.
+const BIRTH_TOPIC: &str = "homeassistant/status";
 /// QoS 1 messages sent to one session and not acknowledged yet.
 const MAX_UNACKED: usize = 16;
 /// Messages queued to one subscriber before newer ones are dropped.
@@ -853,7 +856,23 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                             let list: Vec<(String, QoS)> = subscriptions.iter().map(|(f, q)| (f.clone(), *q)).collect();
                             shared.save_subscriptions(&key, &list).await;
                         }
+                        // Devices that speak Home Assistant's discovery wait for its birth
+                        // message, retained on `homeassistant/status`, to announce themselves
+                        // (again): the hub plays that part for a bridge that listens there.
+                        let birth = bridge
+                            && sub.filters.iter().zip(&codes).any(|(f, c)| {
+                                // Only to a filter that names Home Assistant's topics: one
+                                // for everything gets its own devices' commands and no more.
+                                matches!(c, SubscribeReasonCode::Success(_))
+                                    && f.path.starts_with("homeassistant/")
+                                    && matches(BIRTH_TOPIC, &f.path)
+                            });
                         pending.push_back(ready(Packet::SubAck(SubAck::new(sub.pkid, codes))));
+                        if birth {
+                            let mut online = Publish::new(BIRTH_TOPIC, QoS::AtMostOnce, "online");
+                            online.retain = true;
+                            pending.push_back(ready(Packet::Publish(online)));
+                        }
                     }
                     Packet::Unsubscribe(unsub) => {
                         for filter in &unsub.topics {

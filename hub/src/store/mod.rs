@@ -43,6 +43,8 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("data key {0} is missing or destroyed")]
     NoKey(i64),
+    #[error("the subject has no data key (its data was shredded)")]
+    NoSubjectKey,
 }
 
 /// Who owns which reading, with the key each subject's readings are sealed under. The

@@ -1,5 +1,6 @@
-//! Persistent MQTT sessions: a client's subscriptions and the QoS 1 messages queued for it,
-//! sealed with the hub key (bound to their session and message id).
+//! Persistent MQTT sessions: a client's subscriptions, sealed with the hub key, and the QoS 1
+//! messages queued for it, sealed under the data key of the subject whose rule sent them
+//! (as that subject's readings are), bound to their session and message id.
 
 use sqlx::Row;
 
@@ -63,15 +64,26 @@ impl Store {
                 client,
             });
         }
-        for row in
-            sqlx::query("SELECT seq, device_id, client_id, msg_id, subject, message FROM mqtt_queue ORDER BY seq")
-                .fetch_all(&self.pool)
-                .await?
+        for row in sqlx::query(
+            "SELECT seq, device_id, client_id, msg_id, subject, key_id, message FROM mqtt_queue ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?
         {
             let (device, client): (String, String) = (row.try_get("device_id")?, row.try_get("client_id")?);
             let msg_id: String = row.try_get("msg_id")?;
             let sealed: Vec<u8> = row.try_get("message")?;
-            let opened = self.hub_key.open(&sealed, message_aad(&device, &client, &msg_id).as_bytes())?;
+            let aad = message_aad(&device, &client, &msg_id);
+            let key_id: Option<i64> = row.try_get("key_id")?;
+            let opened = match key_id {
+                Some(key_id) => match self.with_data_key(key_id, |k| Ok(k.open(&sealed, aad.as_bytes())?)) {
+                    Ok(opened) => opened,
+                    // Its subject's key is gone (shredded): the message went with it.
+                    Err(StoreError::NoKey(_)) => continue,
+                    Err(other) => return Err(other),
+                },
+                None => self.hub_key.open(&sealed, aad.as_bytes())?,
+            };
             let at = opened.iter().position(|&b| b == 0).unwrap_or(opened.len());
             let topic = String::from_utf8(opened[..at].to_vec())
                 .map_err(|_| StoreError::Corrupt(format!("MQTT message {device}/{client}")))?;
@@ -150,16 +162,19 @@ impl Store {
         let mut body = topic.as_bytes().to_vec();
         body.push(0);
         body.extend_from_slice(payload);
-        let sealed = self.hub_key.seal(&body, message_aad(device, client, &msg_id).as_bytes())?;
+        let key_id = self.ownership().sealing_key.get(&subject).copied().ok_or(StoreError::NoSubjectKey)?;
+        let aad = message_aad(device, client, &msg_id);
+        let sealed = self.with_data_key(key_id, |k| Ok(k.seal(&body, aad.as_bytes())?))?;
         let mut tx = self.pool.begin().await?;
         let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO mqtt_queue (device_id, client_id, msg_id, subject, queued_ms, message) VALUES (?, ?, ?, ?, ?, ?)
-             RETURNING seq",
+            "INSERT INTO mqtt_queue (device_id, client_id, msg_id, subject, key_id, queued_ms, message)
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
         )
         .bind(device)
         .bind(client)
         .bind(&msg_id)
         .bind(subject.to_string())
+        .bind(key_id)
         .bind(now)
         .bind(sealed)
         .fetch_one(&mut *tx)
