@@ -245,13 +245,7 @@ impl MqttServer {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 tenancy = shredded.recv() => match tenancy {
-                    Ok(tenancy) => {
-                        let rule = &ctx.store.ownership().rule;
-                        let own: Vec<String> =
-                            rule.tenant_devices.iter().filter(|(_, t)| **t == tenancy).map(|(d, _)| d.clone()).collect();
-                        let subject = crate::consent::Subject::Tenancy(tenancy);
-                        self.shared.forget(|device| own.iter().any(|d| d == device), |queued| queued.subject == subject);
-                    }
+                    Ok(tenancy) => self.forget_tenancy(tenancy),
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
@@ -262,6 +256,17 @@ impl MqttServer {
                 },
             }
         }
+    }
+
+    /// Forgets a shredded tenancy's queued commands and its own devices' sessions (the store
+    /// deleted them). Called by the shred itself, and again by [`MqttServer::watch`].
+    pub fn forget_tenancy(&self, tenancy: i64) {
+        let own: Vec<String> = {
+            let rule = &self.shared.ctx.store.ownership().rule;
+            rule.tenant_devices.iter().filter(|(_, t)| **t == tenancy).map(|(d, _)| d.clone()).collect()
+        };
+        let subject = crate::consent::Subject::Tenancy(tenancy);
+        self.shared.forget(|device| own.iter().any(|d| d == device), |queued| queued.subject == subject);
     }
 
     /// Takes back the persistent sessions the store kept (those away for less than a week).
