@@ -90,6 +90,9 @@ pub struct ValueSpec {
     /// entity removes it.
     #[serde(default)]
     pub entity: Option<String>,
+    /// The values it takes, when they are a list (at most 32).
+    #[serde(default)]
+    pub options: Vec<String>,
 }
 
 /// A value's own state topic and the template that reads it.
@@ -413,6 +416,7 @@ impl Bridges {
                     class: v.class.clone(),
                     settable: v.command.is_some(),
                     on_off: v.on_off.is_some(),
+                    options: v.options.clone(),
                 })
                 .collect(),
         })
@@ -774,6 +778,7 @@ impl Bridges {
                 state: None,
                 class: None,
                 entity: None,
+                options: Vec::new(),
             })
             .collect();
         for value in &mut values {
@@ -890,6 +895,10 @@ impl Bridges {
                     state: None,
                     class: None,
                     entity: None,
+                    options: match &v.kind {
+                        Kind::Enum { values } => values.iter().take(32).cloned().collect(),
+                        _ => Vec::new(),
+                    },
                 })
                 .collect();
             let description = Description {
@@ -1048,6 +1057,7 @@ fn tasmota_discovery(payload: &[u8]) -> Result<(String, Vec<ValueSpec>, About), 
                 state: None,
                 class: Some("outlet".into()),
                 entity: None,
+                options: Vec::new(),
             };
             native_control(Convention::Tasmota, &topic, "", &mut value);
             value
@@ -1112,12 +1122,14 @@ fn ha_values(e: &ha::Entity) -> Vec<ValueSpec> {
         state: None,
         class: e.device_class.clone(),
         entity: Some(tag.clone()),
+        options: Vec::new(),
     };
     let mut values = Vec::new();
     match e.component {
         Component::Sensor | Component::Number | Component::Select => values.push(ValueSpec {
             state: state(e.state.as_ref()),
             command: text_command(e.command_topic.as_ref()),
+            options: e.options.iter().take(32).cloned().collect(),
             ..value(object.clone(), e.unit.clone())
         }),
         Component::BinarySensor | Component::Switch => values.push(ValueSpec {
@@ -1192,6 +1204,7 @@ fn ha_values(e: &ha::Entity) -> Vec<ValueSpec> {
                 values.push(ValueSpec {
                     state: state(c.mode.as_ref()),
                     command: text_command(c.mode_command_topic.as_ref()),
+                    options: c.modes.iter().take(32).cloned().collect(),
                     ..value(format!("{object}_mode"), None)
                 });
             }

@@ -481,6 +481,15 @@ async fn a_zigbee2mqtt_bridge_s_devices_on_the_dashboard_and_a_switch_that_works
     let (topic, payload) = heard.next().await?;
     assert_eq!(topic, "zigbee2mqtt/bulb/set");
     assert_eq!(serde_json::from_str::<Value>(&payload)?, json!({ "brightness": 128 }));
+    // A choice: one of zigfred's covers, closed.
+    let zigfred = list.as_array().and_then(|l| l.iter().find(|d| d["name"] == "zigfred_plus")).map(|d| d["id"].clone());
+    let zigfred = zigfred.and_then(|z| z.as_str().map(str::to_owned)).ok_or_else(|| anyhow::anyhow!("no zigfred"))?;
+    let control = format!("article[data-device='{zigfred}'] .choice[data-metric='state_l6']");
+    b.choose(&format!("{control} select"), "CLOSE").await?;
+    b.click(&format!("{control} button")).await?;
+    let (topic, payload) = heard.next().await?;
+    assert_eq!(topic, "zigbee2mqtt/zigfred_plus/set");
+    assert_eq!(serde_json::from_str::<Value>(&payload)?, json!({ "state_l6": "CLOSE" }));
 
     b.client.goto(&hub.url(&format!("/devices/{bridge}"))).await?;
     let page = b.wait_for_text("Devices behind this bridge", t).await?;

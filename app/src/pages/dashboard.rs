@@ -139,7 +139,7 @@ fn Switches(
     let numbers: Vec<(String, String)> = discovered
         .values
         .iter()
-        .filter(|v| v.settable && !v.on_off)
+        .filter(|v| v.settable && !v.on_off && v.options.is_empty())
         .filter_map(|v| {
             let now = device.metrics.iter().find(|m| m.metric == v.metric).map(|m| m.value.clone());
             match now {
@@ -149,9 +149,17 @@ fn Switches(
             }
         })
         .collect();
-    if settable.is_empty() && numbers.is_empty() {
+    // Values it takes from a list (a cover's OPEN/CLOSE/STOP, a thermostat's modes).
+    let choices: Vec<(String, Vec<String>)> = discovered
+        .values
+        .iter()
+        .filter(|v| v.settable && !v.on_off && !v.options.is_empty())
+        .map(|v| (v.metric.clone(), v.options.clone()))
+        .collect();
+    if settable.is_empty() && numbers.is_empty() && choices.is_empty() {
         return ().into_any();
     }
+    let id_choices = device.id.clone();
     let id_numbers = device.id.clone();
     let id = device.id.clone();
     view! {
@@ -199,6 +207,29 @@ fn Switches(
                     <form class="switch number" data-metric=metric.clone() on:submit=set>
                         <span class="muted">{metric.clone()}</span>
                         <input type="number" step="any" prop:value=typed on:input=move |ev| typed.set(event_target_value(&ev)) />
+                        <button class="secondary" type="submit">"Set"</button>
+                    </form>
+                }
+            }).collect_view()}
+            {choices.into_iter().map(|(metric, options)| {
+                let (id, name) = (id_choices.clone(), metric.clone());
+                let picked = RwSignal::new(options.first().cloned().unwrap_or_default());
+                let set = move |ev: SubmitEvent| {
+                    ev.prevent_default();
+                    let (id, name, value) = (id.clone(), name.clone(), picked.get_untracked());
+                    spawn_local(async move {
+                        match api::command(&id, &name, hearth_model::Value::Text(value)).await {
+                            Ok(_) => error.set(None),
+                            Err(e) => error.set(Some(e.to_string())),
+                        }
+                    });
+                };
+                view! {
+                    <form class="switch choice" data-metric=metric.clone() on:submit=set>
+                        <span class="muted">{metric.clone()}</span>
+                        <select on:change=move |ev| picked.set(event_target_value(&ev))>
+                            {options.into_iter().map(|o| view! { <option value=o.clone()>{o.clone()}</option> }).collect_view()}
+                        </select>
                         <button class="secondary" type="submit">"Set"</button>
                     </form>
                 }

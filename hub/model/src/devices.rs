@@ -151,6 +151,10 @@ pub struct DiscoveredValue {
     /// Whether it is on/off (a switch, a light, a cover's open/closed, a binary sensor).
     #[serde(default)]
     pub on_off: bool,
+    /// The values it takes, when they are a list (a cover's OPEN/CLOSE/STOP, a thermostat's
+    /// modes, a select's options).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
 }
 
 /// `POST /api/devices/{id}/command`: sets one of a device's values now (a switch, a light,
