@@ -108,6 +108,10 @@ pub struct StateSpec {
 pub struct CommandSpec {
     pub topic: String,
     pub form: Form,
+    /// Sent retained (Home Assistant discovery's `retain`): a device that subscribes later
+    /// (one that sleeps, with a clean session) gets the last one when it does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retain: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +166,8 @@ pub struct Command {
     pub bridge: String,
     pub topic: String,
     pub payload: Vec<u8>,
+    /// Whether it is sent retained (see [`CommandSpec::retain`]).
+    pub retain: bool,
 }
 
 /// Who is behind which bridge. Cheap to clone; shared by the MQTT server, the API and
@@ -171,6 +177,8 @@ pub struct Bridges {
     store: Store,
     /// Where what a discovery config left out is shown (on the device it describes).
     rejections: crate::ingest::Rejections,
+    /// Where a device removed by its discovery config is announced.
+    events: tokio::sync::broadcast::Sender<crate::devices::DeviceEvent>,
     registry: Arc<RwLock<Registry>>,
     /// Held while devices are added, so that two messages cannot add the same device twice.
     adding: Arc<tokio::sync::Mutex<()>>,
@@ -311,8 +319,12 @@ pub fn check_namespaces(namespaces: &[String]) -> Result<(), String> {
 
 impl Bridges {
     /// Reads every bridge and every device behind one from the store.
-    pub async fn load(store: Store, rejections: crate::ingest::Rejections) -> Result<Self, crate::store::StoreError> {
-        let bridges = Self { store, rejections, registry: Arc::default(), adding: Arc::default() };
+    pub async fn load(
+        store: Store,
+        rejections: crate::ingest::Rejections,
+        events: tokio::sync::broadcast::Sender<crate::devices::DeviceEvent>,
+    ) -> Result<Self, crate::store::StoreError> {
+        let bridges = Self { store, rejections, events, registry: Arc::default(), adding: Arc::default() };
         for record in bridges.store.devices().await? {
             bridges.learn(&record);
         }
@@ -732,6 +744,7 @@ impl Bridges {
             if let Ok(mut registry) = self.registry.write() {
                 registry.forget(&id);
             }
+            let _ = self.events.send(crate::devices::DeviceEvent::Removed(id.clone()));
             tracing::info!(device.id = %id, bridge.id = %bridge, "device removed by its discovery config");
             return Ok(());
         }
@@ -890,8 +903,11 @@ impl Bridges {
                         _ => None,
                     },
                     // A nested value (`color_options.execute_if_off`) is set as its parent.
-                    command: (v.settable && !v.property.contains('.'))
-                        .then(|| CommandSpec { topic: set.clone(), form: Form::Json { key: v.property.clone() } }),
+                    command: (v.settable && !v.property.contains('.')).then(|| CommandSpec {
+                        topic: set.clone(),
+                        form: Form::Json { key: v.property.clone() },
+                        retain: false,
+                    }),
                     state: None,
                     class: None,
                     entity: None,
@@ -1013,7 +1029,12 @@ impl Bridges {
                 serde_json::json!({ "id": 1, "src": "hearth", "method": "Switch.Set", "params": params }).to_string()
             }
         };
-        Some(Ok(Command { bridge: behind.bridge.clone(), topic: command.topic.clone(), payload: payload.into_bytes() }))
+        Some(Ok(Command {
+            bridge: behind.bridge.clone(),
+            topic: command.topic.clone(),
+            payload: payload.into_bytes(),
+            retain: command.retain,
+        }))
     }
 }
 
@@ -1112,7 +1133,8 @@ fn ha_values(e: &ha::Entity) -> Vec<ValueSpec> {
     let state = |s: Option<&ha::State>| {
         s.map(|s| StateSpec { topic: s.topic.clone(), template: s.template.as_ref().map(|t| t.text().to_owned()) })
     };
-    let text_command = |topic: Option<&String>| topic.map(|t| CommandSpec { topic: t.clone(), form: Form::Text });
+    let text_command =
+        |topic: Option<&String>| topic.map(|t| CommandSpec { topic: t.clone(), form: Form::Text, retain: false });
     let words = |on: &str, off: &str| Some((Json::String(on.to_owned()), Json::String(off.to_owned())));
     let value = |metric: String, unit: Option<String>| ValueSpec {
         metric,
@@ -1154,7 +1176,11 @@ fn ha_values(e: &ha::Entity) -> Vec<ValueSpec> {
                             .map(|topic| StateSpec { topic, template: Some(format!("{{{{ value_json.{key} }}}}")) })
                     };
                     let json_command = |key: &str| {
-                        e.command_topic.clone().map(|topic| CommandSpec { topic, form: Form::Json { key: key.into() } })
+                        e.command_topic.clone().map(|topic| CommandSpec {
+                            topic,
+                            form: Form::Json { key: key.into() },
+                            retain: false,
+                        })
                     };
                     values.push(ValueSpec {
                         state: json_state("state"),
@@ -1227,6 +1253,12 @@ fn ha_values(e: &ha::Entity) -> Vec<ValueSpec> {
         }
     }
     values.retain(|v| valid_metric(&v.metric) && (v.state.is_some() || v.command.is_some()));
+    // A press is an event, not a state: retained, it would press again at every wake.
+    if e.retain && e.component != Component::Button {
+        for command in values.iter_mut().filter_map(|v| v.command.as_mut()) {
+            command.retain = true;
+        }
+    }
     values
 }
 
@@ -1239,14 +1271,14 @@ fn native_control(convention: Convention, device: &str, topic: &str, value: &mut
         Convention::Tasmota if value.metric.starts_with("POWER") => {
             value.on_off = on_off("ON", "OFF");
             let topic = format!("cmnd/{device}/{}", value.metric);
-            value.command = Some(CommandSpec { topic, form: Form::Text });
+            value.command = Some(CommandSpec { topic, form: Form::Text, retain: false });
         }
         Convention::Shelly => {
             let switch = value.metric.strip_prefix("switch_").and_then(|rest| rest.strip_suffix(".output"));
             if let Some(id) = switch.and_then(|n| n.parse().ok()) {
                 value.on_off = Some((Json::Bool(true), Json::Bool(false)));
                 let topic = format!("{device}/rpc");
-                value.command = Some(CommandSpec { topic, form: Form::ShellySwitch { id } });
+                value.command = Some(CommandSpec { topic, form: Form::ShellySwitch { id }, retain: false });
             }
         }
         Convention::Esphome => {
@@ -1255,7 +1287,7 @@ fn native_control(convention: Convention, device: &str, topic: &str, value: &mut
             {
                 value.on_off = on_off("ON", "OFF");
                 let topic = format!("{node}/{domain}/{object}/command");
-                value.command = Some(CommandSpec { topic, form: Form::Text });
+                value.command = Some(CommandSpec { topic, form: Form::Text, retain: false });
             }
         }
         _ => {}

@@ -188,7 +188,8 @@ pub async fn run(
     };
     let (device_events, _) = broadcast::channel(64);
     let rejections = ingest::Rejections::default();
-    let bridges = bridges::Bridges::load(store.clone(), rejections.clone()).await?;
+    let bridges = bridges::Bridges::load(store.clone(), rejections.clone(), device_events.clone()).await?;
+    let retained = ingest::retained::Retained::load(store.clone(), clock.clone()).await?;
     let addresses = listeners.addresses()?;
     let (mqtt_port, coaps_port) = (addresses.mqtt.map(|a| a.port()), addresses.coap_dtls.map(|a| a.port()));
     let mqtts_port = addresses.mqtts.map(|a| a.port());
@@ -215,6 +216,7 @@ pub async fn run(
             audit: audit.clone(),
             clock: clock.clone(),
             bridges: bridges.clone(),
+            retained: retained.clone(),
         };
         let server = MqttServer::new(ctx);
         server.restore().await?;
@@ -231,8 +233,9 @@ pub async fn run(
         && let Some(external) = config.mqtt.external.clone()
     {
         let client = ingest::mqtt_client::client(&external);
-        commands = automation::Commands::External(client.0.clone());
+        commands = automation::Commands::External { client: client.0.clone(), retained: retained.clone() };
         let ctx = ingest::mqtt_client::ExternalContext {
+            retained: retained.clone(),
             store: store.clone(),
             ingest: ingest.clone(),
             rejections: rejections.clone(),

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hearth_tests::{TestHub, wait_until};
+use hearth_tests::{Config, Mosquitto, MosquittoOptions, TestHub, run_tool, wait_until};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 
@@ -275,5 +275,231 @@ async fn a_connected_persistent_session_gets_every_command() -> anyhow::Result<(
             "command {n}"
         );
     }
+    Ok(())
+}
+
+/// The next message within `wait`, with its retain flag.
+async fn next_flagged(events: &mut EventLoop, wait: Duration) -> anyhow::Result<Option<(String, String, bool)>> {
+    let got = tokio::time::timeout(wait, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    return Ok(Some((p.topic, String::from_utf8_lossy(&p.payload).into_owned(), p.retain)));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(anyhow::anyhow!("{e}")),
+            }
+        }
+    })
+    .await;
+    got.unwrap_or(Ok(None))
+}
+
+/// Connects with a clean session (as a node waking from deep sleep does), subscribes to
+/// `filter` at QoS 1, and returns what comes within 2 s after the SUBACK.
+async fn wake_and_listen(
+    mqtt: SocketAddr,
+    device: (&str, &str),
+    filter: &str,
+) -> anyhow::Result<Vec<(String, String, bool)>> {
+    let (client, mut events, _) = connect(mqtt, device, &format!("{}-wakes", device.0), true).await?;
+    client.subscribe(filter, QoS::AtLeastOnce).await?;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !matches!(events.poll().await, Ok(Event::Incoming(Packet::SubAck(_)))) {}
+    })
+    .await?;
+    let mut got = Vec::new();
+    while let Some(message) = next_flagged(&mut events, Duration::from_secs(2)).await? {
+        got.push(message);
+        anyhow::ensure!(got.len() <= 16, "too many messages: {got:?}");
+    }
+    client.disconnect().await?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async { while events.poll().await.is_ok() {} }).await;
+    Ok(got)
+}
+
+/// The discovery configs of an ESPHome-style node with two switches: `heater` asks for its
+/// commands retained (`"ret": true`), `fan` does not. (topic, config) pairs.
+fn porch_configs() -> Vec<(String, String)> {
+    [("heater", true), ("fan", false)]
+        .into_iter()
+        .map(|(object, retain)| {
+            let mut config = json!({ "name": object, "uniq_id": format!("porch-{object}"),
+                "stat_t": format!("porch/switch/{object}/state"), "cmd_t": format!("porch/switch/{object}/command"),
+                "dev": { "ids": "porch", "name": "Porch" } });
+            if retain {
+                config["ret"] = json!(true);
+            }
+            (format!("homeassistant/switch/porch/{object}/config"), config.to_string())
+        })
+        .collect()
+}
+
+/// Adds the node, grants it its namespaces (its discovery and its own topics), and
+/// returns its id and secret.
+async fn add_porch_node(hub: &TestHub, owner: &reqwest::Client) -> anyhow::Result<(String, String)> {
+    let (node, key) = hub.add_device(owner, "Porch node").await?;
+    let grant = owner.put(hub.url(&format!("/api/devices/{node}/bridge")));
+    let namespaces = json!(["homeassistant/+/porch/#", "porch/#"]);
+    assert_eq!(grant.json(&json!({ "namespaces": namespaces })).send().await?.status(), 200);
+    Ok((node, key))
+}
+
+/// The id of the device the porch node's configs describe, once both switches are there.
+async fn porch_device(hub: &TestHub, owner: &reqwest::Client) -> anyhow::Result<String> {
+    wait_until(Duration::from_secs(10), "the porch device with both switches", || async {
+        let list: Value = owner.get(hub.url("/api/devices")).send().await.ok()?.json().await.ok()?;
+        let porch = list.as_array()?.iter().find(|d| d["name"] == "Porch")?;
+        (porch["discovered"]["values"].as_array()?.len() == 2).then(|| porch["id"].as_str().map(str::to_owned))?
+    })
+    .await
+}
+
+/// The porch node on the embedded server, announced: its credentials and its device's id.
+async fn porch_node(hub: &TestHub, owner: &reqwest::Client) -> anyhow::Result<((String, String), String)> {
+    let (node, key) = add_porch_node(hub, owner).await?;
+    for (topic, config) in porch_configs() {
+        hub.publish((&node, &key), &topic, config).await?;
+    }
+    Ok(((node, key), porch_device(hub, owner).await?))
+}
+
+async fn command(hub: &TestHub, who: &reqwest::Client, device: &str, metric: &str, value: Value) -> anyhow::Result<()> {
+    let url = hub.url(&format!("/api/devices/{device}/command"));
+    let sent = who.post(url).json(&json!({ "metric": metric, "value": value })).send().await?;
+    anyhow::ensure!(sent.status() == 200, "command {metric}: {} {}", sent.status(), sent.text().await?);
+    Ok(())
+}
+
+/// A node that sleeps and wakes with a clean session (ESPHome's deep sleep) has no session
+/// to keep commands in; it asks in its discovery config for its commands retained. The last
+/// command sent on such a topic while it sleeps is what it gets on subscribing, flagged
+/// retained, also after a hub restart. A command on a topic not asked for retained is not
+/// kept, and no other client gets the retained one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_asks_for_retained_commands_gets_the_last_one_when_it_subscribes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let ((node, key), porch) = porch_node(&hub, &owner).await?;
+    // While the node sleeps: the heater on, then off; the fan on.
+    command(&hub, &owner, &porch, "heater", json!(true)).await?;
+    command(&hub, &owner, &porch, "heater", json!(false)).await?;
+    command(&hub, &owner, &porch, "fan", json!(true)).await?;
+    let config = hub.stop().await?;
+    let hub = TestHub::start_with(config).await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+
+    let heater_off = ("porch/switch/heater/command".to_owned(), "OFF".to_owned(), true);
+    assert_eq!(wake_and_listen(mqtt, (&node, &key), "porch/#").await?, std::slice::from_ref(&heater_off));
+    // Kept for the next wake too (a retained message stays until replaced).
+    assert_eq!(wake_and_listen(mqtt, (&node, &key), "porch/switch/+/command").await?, [heater_off]);
+
+    // Another bridge, subscribed to everything, gets none of it.
+    let owner = hub.login().await?;
+    let (other, other_key) = hub.add_device(&owner, "Other bridge").await?;
+    let grant = owner.put(hub.url(&format!("/api/devices/{other}/bridge")));
+    assert_eq!(grant.json(&json!({ "namespaces": ["other/#"] })).send().await?.status(), 200);
+    assert_eq!(wake_and_listen(mqtt, (&other, &other_key), "#").await?, []);
+    Ok(())
+}
+
+/// A retained command a tenant sent is the tenancy's: once the tenancy is shredded, the
+/// node never gets it, before or after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shredded_tenancy_s_retained_commands_are_never_delivered() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    let ((node, key), porch) = porch_node(&hub, &owner).await?;
+    let now = hub.now_ms();
+    let (tenant, tenancy) = hub.tenant(&owner, "ana", json!({ "start": now + 1000, "end": now + 3_600_000 })).await?;
+    hub.clock.advance(Duration::from_millis(1500));
+    command(&hub, &tenant, &porch, "heater", json!(true)).await?;
+    let heater_on = ("porch/switch/heater/command".to_owned(), "ON".to_owned(), true);
+    assert_eq!(wake_and_listen(mqtt, (&node, &key), "porch/#").await?, [heater_on]);
+
+    hub.clock.advance(Duration::from_secs(3600));
+    let shred = tenant.post(hub.url(&format!("/api/tenancies/{tenancy}/shred"))).send().await?;
+    assert_eq!(shred.status(), 204, "{}", shred.text().await?);
+    assert_eq!(wake_and_listen(mqtt, (&node, &key), "porch/#").await?, [], "delivered after the shred");
+    let config = hub.stop().await?;
+    let hub = TestHub::start_with(config).await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    assert_eq!(wake_and_listen(mqtt, (&node, &key), "porch/#").await?, [], "delivered after a restart");
+    Ok(())
+}
+
+/// On an external broker the broker keeps retained messages: the hub sends the command
+/// retained there, and when the tenancy whose command it was is shredded, clears it (an
+/// empty retained message), so a node that subscribes afterwards gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_external_broker_a_retained_command_is_kept_there_and_cleared_with_its_tenancy() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let acl = "topic read porch/#\ntopic read homeassistant/#\ntopic write porch/switch/+/command\n\
+               user porch\ntopic readwrite porch/#\ntopic readwrite homeassistant/+/porch/#\n";
+    let options = MosquittoOptions { acl: acl.to_owned(), ..MosquittoOptions::default() };
+    let broker =
+        Mosquitto::start_with(dir.path(), &[("porch", "porch-password"), ("hub", "hub-password")], "hub", options)?;
+    let mut config = Config::for_test(&dir.path().join("data"));
+    config.mqtt.mode = hub::config::MqttMode::External;
+    config.mqtt.external = Some(toml::from_str(&format!(
+        "host = \"127.0.0.1\"\nport = {}\nclient_id = \"hearth-hub\"\nusername = \"hub\"\npassword = \"hub-password\"",
+        broker.port
+    ))?);
+    let hub = TestHub::start_with(config).await?;
+    let owner = hub.owner().await?;
+    add_porch_node(&hub, &owner).await?;
+    // The node announces itself retained, as discovery configs are: the hub reads them
+    // whenever its subscription to the new namespaces is in place.
+    for (topic, config) in porch_configs() {
+        let args = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-u",
+            "porch",
+            "-P",
+            "porch-password",
+            "-r",
+            "-q",
+            "1",
+            "-t",
+            &topic,
+            "-m",
+            &config,
+        ]
+        .map(str::to_owned);
+        let (ok, out) =
+            tokio::task::spawn_blocking(move || run_tool("mosquitto_pub", &args.each_ref().map(String::as_str)))
+                .await??;
+        anyhow::ensure!(ok, "mosquitto_pub: {out}");
+    }
+    let porch = porch_device(&hub, &owner).await?;
+    let now = hub.now_ms();
+    let (tenant, tenancy) = hub.tenant(&owner, "ana", json!({ "start": now + 1000, "end": now + 3_600_000 })).await?;
+    hub.clock.advance(Duration::from_millis(1500));
+    command(&hub, &tenant, &porch, "heater", json!(true)).await?;
+    command(&hub, &tenant, &porch, "fan", json!(true)).await?;
+
+    let broker_addr = std::net::SocketAddr::from(([127, 0, 0, 1], broker.port));
+    let node = ("porch", "porch-password");
+    let heater_on = ("porch/switch/heater/command".to_owned(), "ON".to_owned(), true);
+    let got = wait_until(Duration::from_secs(5), "the retained command on the broker", || async {
+        let got = wake_and_listen(broker_addr, node, "porch/switch/#").await.ok()?;
+        (!got.is_empty()).then_some(got)
+    })
+    .await?;
+    assert_eq!(got, [heater_on]);
+
+    hub.clock.advance(Duration::from_secs(3600));
+    let shred = tenant.post(hub.url(&format!("/api/tenancies/{tenancy}/shred"))).send().await?;
+    assert_eq!(shred.status(), 204, "{}", shred.text().await?);
+    wait_until(Duration::from_secs(5), "the retained command cleared on the broker", || async {
+        wake_and_listen(broker_addr, node, "porch/switch/#").await.ok()?.is_empty().then_some(())
+    })
+    .await?;
     Ok(())
 }

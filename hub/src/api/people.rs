@@ -187,10 +187,9 @@ async fn shred(
         rule.tenant_devices.iter().filter(|(_, t)| **t == id).map(|(d, _)| d.clone()).collect()
     };
     state.store.shred_tenancy(id, now).await?;
-    // Commands its rules queued for sleeping devices are gone before this answers.
-    if let crate::automation::Commands::Embedded(server) = &state.commands {
-        server.forget_tenancy(id);
-    }
+    // Commands its rules queued for sleeping devices or kept retained are gone before this
+    // answers (and cleared on an external broker).
+    state.commands.forget_tenancy(id, &own).await;
     // Its own devices went with it: their sessions end, a bridge of theirs speaks for no
     // one, and nothing of theirs is observed any more.
     for device in &own {

@@ -10,17 +10,20 @@ use super::coap::CoapError;
 use super::model::{Action, CoapTarget, RuleError, command_payload, parse_coap_address_or};
 use super::scheduler::Job;
 use crate::consent::Subject;
-use crate::ingest::mqtt::MqttServer;
+use crate::ingest::mqtt::{MqttServer, Outgoing};
+use crate::ingest::retained::Retained;
 use crate::outbox::{Outbox, OutboxError};
 use crate::store::{Store, StoreError};
+use rumqttc::QoS;
 
 /// Where MQTT commands to devices go.
 #[derive(Clone)]
 pub enum Commands {
     /// The embedded server: to the device's subscriptions.
     Embedded(MqttServer),
-    /// The external broker the hub is connected to.
-    External(rumqttc::AsyncClient),
+    /// The external broker the hub is connected to, and the commands the hub sent there
+    /// retained (to clear them when their subject is shredded or their device removed).
+    External { client: rumqttc::AsyncClient, retained: Retained },
     /// No MQTT.
     Off,
 }
@@ -64,40 +67,72 @@ impl Commands {
         value: &hearth_model::Value,
         subject: Subject,
     ) -> Result<(String, &'static str), ActionError> {
-        if let Some(command) = bridges.command(device, metric, value) {
-            let command = command?;
-            let sent = self.send(Some(&command.bridge), &command.topic, command.payload, subject).await?;
-            return Ok((command.topic, sent));
-        }
-        let topic = format!("hearth/{device}/set/{metric}");
-        let sent = self.send(None, &topic, command_payload(value), subject).await?;
+        let out = match bridges.command(device, metric, value) {
+            Some(command) => {
+                let command = command?;
+                Outgoing {
+                    to: command.bridge,
+                    target: device.to_owned(),
+                    topic: command.topic,
+                    payload: command.payload.into(),
+                    subject,
+                    retain: command.retain,
+                }
+            }
+            None => Outgoing {
+                to: device.to_owned(),
+                target: device.to_owned(),
+                topic: format!("hearth/{device}/set/{metric}"),
+                payload: command_payload(value).into(),
+                subject,
+                retain: false,
+            },
+        };
+        let topic = out.topic.clone();
+        let sent = self.send(out).await?;
         Ok((topic, sent))
     }
 
     /// Publishes a command: on `hearth/<device>/set/<metric>`, or for a device behind a
-    /// bridge on the bridge's own topic (`bridge` then names it: only its sessions hear it).
-    /// `subject` is whose rule sent it: what is queued for a device that is away goes
-    /// when that subject's data is shredded.
-    async fn send(
-        &self,
-        bridge: Option<&str>,
-        topic: &str,
-        payload: Vec<u8>,
-        subject: Subject,
-    ) -> Result<&'static str, ActionError> {
+    /// bridge on the bridge's own topic, to the bridge alone.
+    async fn send(&self, out: Outgoing) -> Result<&'static str, ActionError> {
         match self {
             Commands::Embedded(server) => {
-                match bridge {
-                    Some(bridge) => server.publish_to(bridge, topic, payload, subject).await,
-                    None => server.publish(topic, payload, subject).await,
-                }
+                server.send(out).await;
                 Ok("sent")
             }
-            Commands::External(client) => {
-                client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await?;
+            Commands::External { client, retained } => {
+                // The broker keeps it; the hub notes it was sent, to clear it there when its
+                // subject's data is shredded. A command on a topic that is not to be
+                // retained clears the one retained before (with an empty retained message,
+                // which the broker also passes on).
+                let kept = match out.retain {
+                    true => retained.keep((&out.to, &out.target), &out.topic, out.payload.clone(), out.subject).await,
+                    false => match retained.clear(&out.to, &out.topic).await {
+                        Ok(true) => {
+                            client.publish(out.topic.clone(), QoS::AtLeastOnce, true, Vec::new()).await?;
+                            Ok(())
+                        }
+                        other => other.map(|_| ()),
+                    },
+                };
+                kept?;
+                client.publish(out.topic, QoS::AtLeastOnce, out.retain, out.payload.to_vec()).await?;
                 Ok("sent to the broker")
             }
             Commands::Off => Err(ActionError::MqttOff),
+        }
+    }
+
+    /// Forgets a shredded tenancy's queued and retained commands (the store deleted them),
+    /// and those for its own devices (`own`); on an external broker they are cleared there.
+    pub async fn forget_tenancy(&self, tenancy: i64, own: &[String]) {
+        match self {
+            Commands::Embedded(server) => server.forget_tenancy(tenancy),
+            Commands::External { client, retained } => {
+                crate::ingest::retained::clear_on_broker(client, retained.forget_tenancy(tenancy, own)).await;
+            }
+            Commands::Off => {}
         }
     }
 }

@@ -128,6 +128,8 @@ pub struct Entity {
     /// state, a climate's current temperature).
     pub state: Option<State>,
     pub command_topic: Option<String>,
+    /// Commands are to be sent retained (`retain`).
+    pub retain: bool,
     /// on/off payloads (binary sensor, switch, light), as text: JSON `true` is "true".
     pub payload_on: String,
     pub payload_off: String,
@@ -460,6 +462,8 @@ fn entity(component: Component, id: String, config: &Map<String, Json>) -> Resul
         state_class: text("state_class")?,
         state: main_state,
         command_topic,
+        retain: matches!(config.get("retain"), Some(Json::Bool(true)))
+            || text("retain")?.is_some_and(|r| r.eq_ignore_ascii_case("true")),
         payload_on: text("payload_on")?.unwrap_or_else(|| "ON".into()),
         payload_off: text("payload_off")?.unwrap_or_else(|| "OFF".into()),
         light,
@@ -647,6 +651,22 @@ mod tests {
         // JSON true/false as payloads read as text.
         let restart = announced("z2m-ha-binary_sensor-bridge-restart_required.config");
         assert_eq!((restart.payload_on.as_str(), restart.payload_off.as_str()), ("true", "false"));
+    }
+
+    #[test]
+    fn retain_asks_for_retained_commands_in_both_spellings() {
+        let retain = |config: &str| match parse(
+            "homeassistant",
+            "homeassistant/switch/porch/heater/config",
+            config.as_bytes(),
+        ) {
+            Ok(Announcement::Entity(entity)) => entity.retain,
+            other => panic!("{config}: {other:?}"),
+        };
+        assert!(retain(r#"{"stat_t":"porch/s","cmd_t":"porch/c","ret":true}"#));
+        assert!(retain(r#"{"stat_t":"porch/s","cmd_t":"porch/c","retain":"true"}"#));
+        assert!(!retain(r#"{"stat_t":"porch/s","cmd_t":"porch/c","ret":false}"#));
+        assert!(!retain(r#"{"stat_t":"porch/s","cmd_t":"porch/c"}"#));
     }
 
     #[test]

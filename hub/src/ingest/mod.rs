@@ -7,6 +7,7 @@ pub mod decode;
 pub mod mqtt;
 pub mod mqtt_client;
 pub mod pipeline;
+pub mod retained;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

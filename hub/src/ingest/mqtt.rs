@@ -10,8 +10,10 @@
 //! its own devices' commands. A client that connects with clean session off keeps its
 //! session: its subscriptions, and the QoS 1 commands sent while it is away, are kept
 //! (bounded, sealed in the store, across restarts) and delivered when it comes back.
-//! Retained messages are not kept. See docs/decisions/0001-embedded-mqtt-server.md and
-//! 0016-persistent-sessions.md.
+//! The only retained messages are the hub's commands to devices that ask for them
+//! retained, which a session gets when it subscribes (see `retained.rs`), and Home
+//! Assistant's birth message. See docs/decisions/0001-embedded-mqtt-server.md,
+//! 0016-persistent-sessions.md and 0018-retained-commands.md.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -104,6 +106,8 @@ pub struct MqttContext {
     pub clock: crate::clock::Clock,
     /// Who is behind which bridge.
     pub bridges: crate::bridges::Bridges,
+    /// Commands kept for sessions that subscribe later.
+    pub retained: super::retained::Retained,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +218,22 @@ struct Shared {
     next_conn: AtomicU64,
 }
 
+/// A command the hub sends to a device.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Whose sessions get it: the device, or the bridge it is behind.
+    pub to: String,
+    /// The device it commands.
+    pub target: String,
+    pub topic: String,
+    pub payload: bytes::Bytes,
+    /// Whose rule (or click) sent it: what is kept for a device goes when that subject's
+    /// data is shredded.
+    pub subject: crate::consent::Subject,
+    /// Kept for sessions that subscribe later (see [`crate::ingest::retained`]).
+    pub retain: bool,
+}
+
 /// A handle to publish to subscribed devices (commands).
 #[derive(Clone)]
 pub struct MqttServer {
@@ -250,7 +270,10 @@ impl MqttServer {
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 event = events.recv() => match event {
-                    Ok(DeviceEvent::Removed(id)) => self.shared.forget(|device| device == id, |_| false),
+                    Ok(DeviceEvent::Removed(id)) => {
+                        self.shared.forget(|device| device == id, |_| false);
+                        ctx.retained.forget_device(&id);
+                    }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
@@ -267,6 +290,7 @@ impl MqttServer {
         };
         let subject = crate::consent::Subject::Tenancy(tenancy);
         self.shared.forget(|device| own.iter().any(|d| d == device), |queued| queued.subject == subject);
+        self.shared.ctx.retained.forget_tenancy(tenancy, &own);
     }
 
     /// Takes back the persistent sessions the store kept (those away for less than a week).
@@ -287,27 +311,21 @@ impl MqttServer {
         Ok(())
     }
 
-    /// Sends a command to the sessions of the device the topic names
-    /// (`hearth/<device>/...`) that subscribed to it: at once to those connected, and, at
-    /// QoS 1, kept for persistent sessions whose client is away. `subject` is whose rule
-    /// sent it.
-    pub async fn publish(&self, topic: &str, payload: impl Into<bytes::Bytes>, subject: crate::consent::Subject) {
-        let Some(device) = topic.split('/').nth(1).map(str::to_owned) else { return };
-        self.publish_to(&device, topic, payload, subject).await;
-    }
-
-    /// Sends a command for a device behind `bridge` to the bridge's sessions subscribed to
-    /// `topic`, and to no one else's.
-    pub async fn publish_to(
-        &self,
-        device: &str,
-        topic: &str,
-        payload: impl Into<bytes::Bytes>,
-        subject: crate::consent::Subject,
-    ) {
-        let payload = payload.into();
-        self.shared.router.route_to(device, topic, &payload);
-        self.shared.deliver_persistent(device, topic, &payload, subject).await;
+    /// Sends a command to the sessions of the device (or bridge) it is for that subscribed
+    /// to its topic: at once to those connected, and, at QoS 1, kept for persistent
+    /// sessions whose client is away. Kept retained for sessions that subscribe later if it
+    /// is to be (a command on the topic that is not drops the one kept before).
+    pub async fn send(&self, out: Outgoing) {
+        let retained = &self.shared.ctx.retained;
+        let kept = match out.retain {
+            true => retained.keep((&out.to, &out.target), &out.topic, out.payload.clone(), out.subject).await,
+            false => retained.clear(&out.to, &out.topic).await.map(|_| ()),
+        };
+        if let Err(error) = kept {
+            tracing::error!(%error, device.id = %out.target, "could not keep a retained MQTT command");
+        }
+        self.shared.router.route_to(&out.to, &out.topic, &out.payload);
+        self.shared.deliver_persistent(&out.to, &out.topic, &out.payload, out.subject).await;
     }
 
     /// Accepts connections until `shutdown`; then lets open connections send the acks of
@@ -872,11 +890,35 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                                     && f.path.starts_with("homeassistant/")
                                     && matches(BIRTH_TOPIC, &f.path)
                             });
+                        // The commands kept retained for this device on the topics it now
+                        // subscribes to, flagged retained, at the QoS granted, each once.
+                        let mut kept = Vec::new();
+                        for (filter, code) in sub.filters.iter().zip(&codes) {
+                            let SubscribeReasonCode::Success(qos) = code else { continue };
+                            for (topic, payload) in shared.ctx.retained.matching(&device, &filter.path) {
+                                if !kept.iter().any(|p: &Publish| p.topic == topic) {
+                                    let mut publish = Publish::from_bytes(topic, *qos, payload);
+                                    publish.retain = true;
+                                    kept.push(publish);
+                                }
+                            }
+                        }
                         pending.push_back(ready(Packet::SubAck(SubAck::new(sub.pkid, codes))));
                         if birth {
                             let mut online = Publish::new(BIRTH_TOPIC, QoS::AtMostOnce, "online");
                             online.retain = true;
                             pending.push_back(ready(Packet::Publish(online)));
+                        }
+                        for mut publish in kept {
+                            if publish.qos == QoS::AtLeastOnce {
+                                if unacked.len() >= 4 * MAX_UNACKED {
+                                    tracing::debug!(device.id = %device, "subscriber not acknowledging; retained command not sent");
+                                    continue;
+                                }
+                                publish.pkid = free_pkid(&mut next_pkid, &unacked);
+                                unacked.insert(publish.pkid, None);
+                            }
+                            pending.push_back(ready(Packet::Publish(publish)));
                         }
                     }
                     Packet::Unsubscribe(unsub) => {

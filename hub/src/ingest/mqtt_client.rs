@@ -53,6 +53,8 @@ pub struct ExternalContext {
     pub rejections: Rejections,
     pub bridges: Bridges,
     pub device_events: broadcast::Receiver<DeviceEvent>,
+    /// The commands the hub sent retained, cleared there when their device is removed.
+    pub retained: super::retained::Retained,
 }
 
 /// Runs until `shutdown`: connects, subscribes, ingests; on errors waits and reconnects.
@@ -62,7 +64,7 @@ pub async fn run(
     ctx: ExternalContext,
     shutdown: CancellationToken,
 ) {
-    let ExternalContext { store, ingest, rejections, bridges, mut device_events } = ctx;
+    let ExternalContext { store, ingest, rejections, bridges, mut device_events, retained } = ctx;
     let mut backoff = Duration::from_millis(250);
     loop {
         let event = tokio::select! {
@@ -71,10 +73,19 @@ pub async fn run(
             changed = device_events.recv() => {
                 // A bridge's new namespaces are subscribed to at once (subscribing again to
                 // one held already is harmless; ones taken away are no longer read for it).
-                if let Ok(DeviceEvent::NamespacesChanged(bridge)) = changed {
-                    for namespace in bridges.namespaces_of(&bridge) {
-                        let _ = client.try_subscribe(namespace, QoS::AtLeastOnce);
+                match changed {
+                    Ok(DeviceEvent::NamespacesChanged(bridge)) => {
+                        for namespace in bridges.namespaces_of(&bridge) {
+                            let _ = client.try_subscribe(namespace, QoS::AtLeastOnce);
+                        }
                     }
+                    // Its retained commands are cleared on the broker (the store deleted them).
+                    Ok(DeviceEvent::Removed(device)) => {
+                        for kept in retained.forget_device(&device) {
+                            let _ = client.try_publish(kept.topic, QoS::AtLeastOnce, true, Vec::new());
+                        }
+                    }
+                    _ => {}
                 }
                 continue;
             }

@@ -118,7 +118,11 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        for sql in ["DELETE FROM mqtt_queue WHERE device_id = ?", "DELETE FROM mqtt_sessions WHERE device_id = ?"] {
+        for sql in [
+            "DELETE FROM mqtt_queue WHERE device_id = ?",
+            "DELETE FROM mqtt_sessions WHERE device_id = ?",
+            "DELETE FROM mqtt_retained WHERE device_id = ?1 OR target_id = ?1",
+        ] {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
         tx.commit().await?;

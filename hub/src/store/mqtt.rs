@@ -36,6 +36,37 @@ fn message_aad(device: &str, client: &str, msg_id: &str) -> String {
     format!("mqtt-message:{device}:{client}:{msg_id}")
 }
 
+fn retained_aad(device: &str, target: &str, msg_id: &str) -> String {
+    format!("mqtt-retained:{device}:{target}:{msg_id}")
+}
+
+fn new_msg_id() -> Result<String, StoreError> {
+    let mut id = [0u8; 12];
+    crate::crypto::random_bytes(&mut id)?;
+    Ok(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A message's body is its topic, a zero byte, and its payload.
+fn split_message(opened: &[u8], aad: &str) -> Result<(String, Vec<u8>), StoreError> {
+    let at = opened.iter().position(|&b| b == 0).unwrap_or(opened.len());
+    let topic = String::from_utf8(opened[..at].to_vec()).map_err(|_| StoreError::Corrupt(format!("MQTT {aad}")))?;
+    Ok((topic, opened.get(at + 1..).unwrap_or_default().to_vec()))
+}
+
+/// A command kept retained, as stored, opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRetained {
+    pub seq: i64,
+    /// Whose sessions get it (the device, or its bridge).
+    pub device: String,
+    /// The device it commands.
+    pub target: String,
+    pub subject: Subject,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub sent_ms: i64,
+}
+
 impl Store {
     /// Every persistent session seen since `since`, with its queue; older ones are deleted.
     pub async fn mqtt_sessions(&self, since: i64) -> Result<Vec<StoredSession>, StoreError> {
@@ -76,18 +107,11 @@ impl Store {
             let aad = message_aad(&device, &client, &msg_id);
             let key_id: Option<i64> = row.try_get("key_id")?;
             let opened = match key_id {
-                Some(key_id) => match self.with_data_key(key_id, |k| Ok(k.open(&sealed, aad.as_bytes())?)) {
-                    Ok(opened) => opened,
-                    // Its subject's key is gone (shredded): the message went with it.
-                    Err(StoreError::NoKey(_)) => continue,
-                    Err(other) => return Err(other),
-                },
-                None => self.hub_key.open(&sealed, aad.as_bytes())?,
+                Some(key_id) => self.open_message(key_id, &sealed, &aad)?,
+                None => Some(split_message(&self.hub_key.open(&sealed, aad.as_bytes())?, &aad)?),
             };
-            let at = opened.iter().position(|&b| b == 0).unwrap_or(opened.len());
-            let topic = String::from_utf8(opened[..at].to_vec())
-                .map_err(|_| StoreError::Corrupt(format!("MQTT message {device}/{client}")))?;
-            let payload = opened.get(at + 1..).unwrap_or_default().to_vec();
+            // Its subject's key is gone (shredded): the message went with it.
+            let Some((topic, payload)) = opened else { continue };
             let subject: String = row.try_get("subject")?;
             let subject = subject.parse().map_err(|e| StoreError::Corrupt(format!("MQTT message subject: {e}")))?;
             if let Some(session) = sessions.iter_mut().find(|s| s.device == device && s.client == client) {
@@ -156,15 +180,8 @@ impl Store {
         now: i64,
         max: i64,
     ) -> Result<i64, StoreError> {
-        let mut id = [0u8; 12];
-        crate::crypto::random_bytes(&mut id)?;
-        let msg_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        let mut body = topic.as_bytes().to_vec();
-        body.push(0);
-        body.extend_from_slice(payload);
-        let key_id = self.ownership().sealing_key.get(&subject).copied().ok_or(StoreError::NoSubjectKey)?;
-        let aad = message_aad(device, client, &msg_id);
-        let sealed = self.with_data_key(key_id, |k| Ok(k.seal(&body, aad.as_bytes())?))?;
+        let msg_id = new_msg_id()?;
+        let (key_id, sealed) = self.seal_message(subject, &message_aad(device, client, &msg_id), topic, payload)?;
         let mut tx = self.pool.begin().await?;
         let seq: i64 = sqlx::query_scalar(
             "INSERT INTO mqtt_queue (device_id, client_id, msg_id, subject, key_id, queued_ms, message)
@@ -195,6 +212,106 @@ impl Store {
     /// A queued message was acknowledged by its receiver.
     pub async fn unqueue_mqtt(&self, seq: i64) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM mqtt_queue WHERE seq = ?").bind(seq).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Seals a message's topic and payload under `subject`'s data key.
+    fn seal_message(
+        &self,
+        subject: Subject,
+        aad: &str,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<(i64, Vec<u8>), StoreError> {
+        let mut body = topic.as_bytes().to_vec();
+        body.push(0);
+        body.extend_from_slice(payload);
+        let key_id = self.ownership().sealing_key.get(&subject).copied().ok_or(StoreError::NoSubjectKey)?;
+        let sealed = self.with_data_key(key_id, |k| Ok(k.seal(&body, aad.as_bytes())?))?;
+        Ok((key_id, sealed))
+    }
+
+    /// Opens a message sealed under data key `key_id`; `None` if that key is gone (its
+    /// subject was shredded, and the message with it).
+    fn open_message(&self, key_id: i64, sealed: &[u8], aad: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        match self.with_data_key(key_id, |k| Ok(k.open(sealed, aad.as_bytes())?)) {
+            Ok(opened) => Ok(Some(split_message(&opened, aad)?)),
+            Err(StoreError::NoKey(_)) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Every command kept retained, oldest first.
+    pub async fn mqtt_retained(&self) -> Result<Vec<StoredRetained>, StoreError> {
+        let mut kept = Vec::new();
+        for row in sqlx::query(
+            "SELECT seq, device_id, target_id, msg_id, subject, key_id, sent_ms, message FROM mqtt_retained ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let (device, target): (String, String) = (row.try_get("device_id")?, row.try_get("target_id")?);
+            let msg_id: String = row.try_get("msg_id")?;
+            let sealed: Vec<u8> = row.try_get("message")?;
+            let aad = retained_aad(&device, &target, &msg_id);
+            let Some((topic, payload)) = self.open_message(row.try_get("key_id")?, &sealed, &aad)? else { continue };
+            let subject: String = row.try_get("subject")?;
+            let subject = subject.parse().map_err(|e| StoreError::Corrupt(format!("MQTT retained subject: {e}")))?;
+            kept.push(StoredRetained {
+                seq: row.try_get("seq")?,
+                subject,
+                topic,
+                payload,
+                sent_ms: row.try_get("sent_ms")?,
+                device,
+                target,
+            });
+        }
+        Ok(kept)
+    }
+
+    /// Keeps a command retained for `device`'s sessions, in place of the rows `replaces`
+    /// (the command before on its topic, and those that gave way to it). Returns its row.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn retain_mqtt(
+        &self,
+        (device, target): (&str, &str),
+        subject: Subject,
+        topic: &str,
+        payload: &[u8],
+        now: i64,
+        replaces: &[i64],
+    ) -> Result<i64, StoreError> {
+        let msg_id = new_msg_id()?;
+        let (key_id, sealed) = self.seal_message(subject, &retained_aad(device, target, &msg_id), topic, payload)?;
+        let mut tx = self.pool.begin().await?;
+        for seq in replaces {
+            sqlx::query("DELETE FROM mqtt_retained WHERE seq = ?").bind(seq).execute(&mut *tx).await?;
+        }
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO mqtt_retained (device_id, target_id, msg_id, subject, key_id, sent_ms, message)
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+        )
+        .bind(device)
+        .bind(target)
+        .bind(&msg_id)
+        .bind(subject.to_string())
+        .bind(key_id)
+        .bind(now)
+        .bind(sealed)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    /// Deletes retained commands (a topic's commands are no longer to be retained).
+    pub async fn unretain_mqtt(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for seq in seqs {
+            sqlx::query("DELETE FROM mqtt_retained WHERE seq = ?").bind(seq).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 }

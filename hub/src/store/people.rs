@@ -288,14 +288,16 @@ impl Store {
         ] {
             sqlx::query(sql).bind(Subject::Tenancy(id).to_string()).execute(&mut *tx).await?;
         }
-        // Commands its rules queued for devices away, and its own devices' sessions.
-        sqlx::query("DELETE FROM mqtt_queue WHERE subject = ?")
-            .bind(Subject::Tenancy(id).to_string())
-            .execute(&mut *tx)
-            .await?;
+        // Commands its rules queued for devices away or kept retained, and its own devices'
+        // sessions and retained commands.
+        for sql in ["DELETE FROM mqtt_queue WHERE subject = ?", "DELETE FROM mqtt_retained WHERE subject = ?"] {
+            sqlx::query(sql).bind(Subject::Tenancy(id).to_string()).execute(&mut *tx).await?;
+        }
         for sql in [
             "DELETE FROM mqtt_queue WHERE device_id IN (SELECT id FROM devices WHERE tenancy_id = ?)",
             "DELETE FROM mqtt_sessions WHERE device_id IN (SELECT id FROM devices WHERE tenancy_id = ?)",
+            "DELETE FROM mqtt_retained WHERE device_id IN (SELECT id FROM devices WHERE tenancy_id = ?1)
+                OR target_id IN (SELECT id FROM devices WHERE tenancy_id = ?1)",
         ] {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }

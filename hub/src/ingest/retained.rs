@@ -1,0 +1,239 @@
+//! Retained commands. A device that asks for its commands retained (Home Assistant
+//! discovery's `retain: true`, typically a node that sleeps, connects with a clean session
+//! and subscribes when it wakes) gets, on subscribing, the last command the hub sent on each
+//! of its topics. The embedded server keeps them here; on an external broker the broker
+//! keeps them, and this records which the hub sent so that it can clear them there.
+//! Bounded, sealed in the store (`store/mqtt.rs`), and gone with a shredded tenancy or a
+//! removed device. See docs/decisions/0018-retained-commands.md.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rumqttc::mqttbytes::matches;
+
+use crate::consent::Subject;
+use crate::store::{Store, StoreError};
+
+/// Retained commands one device's (or one bridge's) sessions may get; past this, its
+/// oldest gives way.
+pub const MAX_PER_DEVICE: usize = 256;
+/// Retained commands in all; past this, the oldest gives way.
+pub const MAX_RETAINED: usize = 2048;
+
+/// A retained command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kept {
+    /// Its row in the store.
+    seq: i64,
+    /// Whose sessions get it: the device, or the bridge it is behind.
+    pub device: String,
+    /// The device it commands.
+    pub target: String,
+    /// Whose rule (or whose click) sent it.
+    pub subject: Subject,
+    pub topic: String,
+    pub payload: Bytes,
+}
+
+/// The retained commands, oldest first. Cheap to clone.
+#[derive(Clone)]
+pub struct Retained {
+    store: Store,
+    clock: crate::clock::Clock,
+    kept: Arc<Mutex<Vec<Kept>>>,
+    /// One change at a time, so that the store's rows and these agree.
+    changing: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Retained {
+    /// The retained commands the store kept (those of shredded subjects are gone).
+    pub async fn load(store: Store, clock: crate::clock::Clock) -> Result<Self, StoreError> {
+        let mut kept: Vec<Kept> = Vec::new();
+        for row in store.mqtt_retained().await? {
+            kept.retain(|k| !(k.device == row.device && k.topic == row.topic));
+            kept.push(Kept {
+                seq: row.seq,
+                device: row.device,
+                target: row.target,
+                subject: row.subject,
+                topic: row.topic,
+                payload: row.payload.into(),
+            });
+        }
+        Ok(Self { store, clock, kept: Arc::new(Mutex::new(kept)), changing: Arc::new(tokio::sync::Mutex::new(())) })
+    }
+
+    /// Keeps `payload` as the retained command on `topic` for `device`'s sessions, in place
+    /// of the one before; `target` is the device it commands (`device` itself, or one
+    /// behind that bridge). Past the bounds, the oldest give way.
+    pub async fn keep(
+        &self,
+        (device, target): (&str, &str),
+        topic: &str,
+        payload: Bytes,
+        subject: Subject,
+    ) -> Result<(), StoreError> {
+        let _one = self.changing.lock().await;
+        let now = self.clock.now_ms();
+        let replaces: Vec<i64> = {
+            let kept = self.kept.lock().map_err(|_| StoreError::Corrupt("retained commands poisoned".into()))?;
+            let mut replaces: Vec<i64> =
+                kept.iter().filter(|k| k.device == device && k.topic == topic).map(|k| k.seq).collect();
+            if replaces.is_empty() {
+                if kept.iter().filter(|k| k.device == device).count() >= MAX_PER_DEVICE {
+                    replaces.extend(kept.iter().find(|k| k.device == device).map(|k| k.seq));
+                } else if kept.len() >= MAX_RETAINED {
+                    replaces.extend(kept.first().map(|k| k.seq));
+                }
+            }
+            replaces
+        };
+        let seq = self.store.retain_mqtt((device, target), subject, topic, &payload, now, &replaces).await?;
+        let mut kept = self.kept.lock().map_err(|_| StoreError::Corrupt("retained commands poisoned".into()))?;
+        kept.retain(|k| !replaces.contains(&k.seq));
+        kept.push(Kept {
+            seq,
+            device: device.to_owned(),
+            target: target.to_owned(),
+            subject,
+            topic: topic.to_owned(),
+            payload,
+        });
+        Ok(())
+    }
+
+    /// Drops the retained command on `topic` for `device`'s sessions (a command on it that
+    /// is not to be retained came after it). Returns whether there was one.
+    pub async fn clear(&self, device: &str, topic: &str) -> Result<bool, StoreError> {
+        let _one = self.changing.lock().await;
+        let seqs: Vec<i64> = match self.kept.lock() {
+            Ok(kept) => kept.iter().filter(|k| k.device == device && k.topic == topic).map(|k| k.seq).collect(),
+            Err(_) => return Err(StoreError::Corrupt("retained commands poisoned".into())),
+        };
+        if seqs.is_empty() {
+            return Ok(false);
+        }
+        self.store.unretain_mqtt(&seqs).await?;
+        self.forget(|k| seqs.contains(&k.seq));
+        Ok(true)
+    }
+
+    /// What a session of `device` gets on subscribing to `filter`: (topic, payload) of each
+    /// of its retained commands the filter matches, oldest first.
+    pub fn matching(&self, device: &str, filter: &str) -> Vec<(String, Bytes)> {
+        let Ok(kept) = self.kept.lock() else { return Vec::new() };
+        kept.iter()
+            .filter(|k| k.device == device && matches(&k.topic, filter))
+            .map(|k| (k.topic.clone(), k.payload.clone()))
+            .collect()
+    }
+
+    /// Forgets the retained commands `gone` picks (the store deleted them) and returns
+    /// them, for an external broker to be told.
+    pub fn forget(&self, gone: impl Fn(&Kept) -> bool) -> Vec<Kept> {
+        let Ok(mut kept) = self.kept.lock() else { return Vec::new() };
+        let (forgotten, left): (Vec<Kept>, Vec<Kept>) = kept.drain(..).partition(|k| gone(k));
+        *kept = left;
+        forgotten
+    }
+
+    /// Forgets a shredded tenancy's retained commands (the store deleted them): those its
+    /// rules sent, and those for its own devices (`own`).
+    pub fn forget_tenancy(&self, tenancy: i64, own: &[String]) -> Vec<Kept> {
+        let subject = Subject::Tenancy(tenancy);
+        self.forget(|k| k.subject == subject || own.contains(&k.device) || own.contains(&k.target))
+    }
+
+    /// Forgets a removed device's retained commands, and those its sessions would get.
+    pub fn forget_device(&self, id: &str) -> Vec<Kept> {
+        self.forget(|k| k.device == id || k.target == id)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.kept.lock().map(|k| k.len()).unwrap_or(0)
+    }
+}
+
+/// Clears commands retained on an external broker: an empty retained message is how MQTT
+/// deletes one (the broker passes it on to those subscribed, as an empty command).
+pub async fn clear_on_broker(client: &rumqttc::AsyncClient, forgotten: Vec<Kept>) {
+    for kept in forgotten {
+        if let Err(error) = client.publish(kept.topic, rumqttc::QoS::AtLeastOnce, true, Vec::new()).await {
+            tracing::warn!(%error, device.id = %kept.target, "could not clear a retained command on the broker");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Key;
+
+    async fn store(dir: &tempfile::TempDir, key: &Key) -> Store {
+        Store::open(&dir.path().join("t.db"), key.clone()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_topic_keeps_its_last_command_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Key::generate().unwrap();
+        let retained = Retained::load(store(&dir, &key).await, crate::clock::Clock::system()).await.unwrap();
+        let topic = "esphome/porch/switch/heater/command";
+        for payload in ["ON", "OFF"] {
+            retained.keep(("porch", "porch"), topic, payload.into(), Subject::Owner).await.unwrap();
+        }
+        retained.keep(("bridge", "lamp"), "zigbee2mqtt/lamp/set", "{}".into(), Subject::Owner).await.unwrap();
+        assert_eq!(retained.matching("porch", "esphome/porch/#"), vec![(topic.to_owned(), Bytes::from("OFF"))]);
+        // Only the sessions of the device it is for.
+        assert!(retained.matching("bridge", "esphome/porch/#").is_empty());
+        assert!(retained.matching("porch", "zigbee2mqtt/#").is_empty());
+
+        let reopened = Retained::load(store(&dir, &key).await, crate::clock::Clock::system()).await.unwrap();
+        assert_eq!(reopened.len(), 2);
+        assert_eq!(reopened.matching("porch", "#"), vec![(topic.to_owned(), Bytes::from("OFF"))]);
+        assert!(reopened.clear("porch", topic).await.unwrap());
+        assert!(!reopened.clear("porch", topic).await.unwrap());
+        let again = Retained::load(store(&dir, &key).await, crate::clock::Clock::system()).await.unwrap();
+        assert!(again.matching("porch", "#").is_empty());
+        assert_eq!(again.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn one_device_keeps_at_most_its_share_and_its_oldest_give_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Key::generate().unwrap();
+        let retained = Retained::load(store(&dir, &key).await, crate::clock::Clock::system()).await.unwrap();
+        retained.keep(("other", "other"), "other/set", "ON".into(), Subject::Owner).await.unwrap();
+        for n in 0..MAX_PER_DEVICE + 3 {
+            let topic = format!("bridge/light{n}/set");
+            retained.keep(("bridge", "x"), &topic, "ON".into(), Subject::Owner).await.unwrap();
+        }
+        let topics: Vec<String> = retained.matching("bridge", "#").into_iter().map(|(t, _)| t).collect();
+        assert_eq!(topics.len(), MAX_PER_DEVICE);
+        assert_eq!(topics.first().map(String::as_str), Some("bridge/light3/set"));
+        // Another device's are not pushed out by this one's.
+        assert_eq!(retained.matching("other", "#").len(), 1);
+        let reopened = Retained::load(store(&dir, &key).await, crate::clock::Clock::system()).await.unwrap();
+        assert_eq!(reopened.len(), MAX_PER_DEVICE + 1);
+    }
+
+    #[tokio::test]
+    async fn forgetting_a_tenancy_or_a_device_picks_theirs_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Key::generate().unwrap();
+        let retained = Retained::load(store(&dir, &key).await, crate::clock::Clock::system()).await.unwrap();
+        for (device, target, topic) in
+            [("bridge", "lamp", "z/lamp/set"), ("bridge", "fan", "z/fan/set"), ("kettle", "kettle", "k/set")]
+        {
+            retained.keep((device, target), topic, "ON".into(), Subject::Owner).await.unwrap();
+        }
+        let gone = retained.forget_tenancy(7, &["kettle".to_owned()]);
+        assert_eq!(gone.iter().map(|k| k.topic.as_str()).collect::<Vec<_>>(), ["k/set"]);
+        let gone = retained.forget_device("lamp");
+        assert_eq!(gone.iter().map(|k| k.topic.as_str()).collect::<Vec<_>>(), ["z/lamp/set"]);
+        assert_eq!(retained.matching("bridge", "#").len(), 1);
+        assert_eq!(retained.forget_device("bridge").len(), 1);
+        assert_eq!(retained.len(), 0);
+    }
+}
