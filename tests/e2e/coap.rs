@@ -376,3 +376,51 @@ async fn a_device_without_observe_is_polled() -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+/// A device that forgets its observers (it rebooted) sends nothing more: once Max-Age (1 s
+/// here) and the hub's 10 s of grace have passed in silence, the hub registers again and
+/// stores what the device says now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observation_the_device_forgot_is_registered_again() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (thermo, _) = hub.add_device(&owner, "Cellar thermometer").await?;
+    let mark = owner.put(hub.url(&format!("/api/devices/{thermo}/plaintext"))).json(&json!({ "plaintext": true }));
+    assert_eq!(mark.send().await?.status(), 200);
+    let port = free_udp_port()?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/aiocoap_forgetful_server.py");
+    let uri = format!("coap://127.0.0.1:{port}/temperature");
+    let start = |value: &str| -> anyhow::Result<Peer> {
+        Peer::spawn("python3", &[path_str(&script)?, &port.to_string(), value])
+    };
+    let device = start("20.5")?;
+    wait_until(Duration::from_secs(10), "aiocoap's server", || async {
+        let uri = uri.clone();
+        let (_, got) =
+            tokio::task::spawn_blocking(move || run_tool("coap-client-notls", &["-m", "get", "-B", "2", &uri]))
+                .await
+                .ok()?
+                .ok()?;
+        got.contains("20.5").then_some(())
+    })
+    .await?;
+    let set = owner.put(hub.url(&format!("/api/devices/{thermo}/observe"))).json(&json!({ "uris": [uri] }));
+    assert_eq!(set.send().await?.status(), 200);
+    let values = || async {
+        let readings = hub.readings(&owner, &thermo, "temperature").await.ok()?;
+        Some(readings.iter().filter_map(|r| r["value"].as_f64()).collect::<Vec<f64>>())
+    };
+    wait_until(Duration::from_secs(10), "the registration's value", || async {
+        values().await.filter(|v| v.contains(&20.5))
+    })
+    .await?;
+    // The device restarts: same address, no observers, a new value it never notifies.
+    drop(device);
+    let _device = start("21.75")?;
+    wait_until(Duration::from_secs(30), "the value after registering again", || async {
+        values().await.filter(|v| v.contains(&21.75))
+    })
+    .await?;
+    Ok(())
+}
