@@ -2,7 +2,8 @@
 device's credentials would: starts the given hub binary (a release build) on loopback with a
 fresh data directory, then tries to write outside a namespace, to hear what is not one's
 own, to send oversized or malformed discovery, and to flood a bridge with configs while a
-device and the owner are served. Uses Eclipse Paho and mosquitto_pub.
+device and the owner are served, and to get a node's retained commands. Uses Eclipse Paho
+and mosquitto_pub.
 
     python3 tests/attack/bridges.py target/release/hub
 """
@@ -154,6 +155,51 @@ behind = sum(1 for d in devices() if d.get("bridge") == diy[0])
 check(f"a flood of {sent[0]} configs: at most 512 devices behind the bridge ({behind})", behind <= 512, behind)
 check(f"during the flood the API answered within 2 s (worst {worst_api:.2f} s) and a device's "
       f"reading was acknowledged within 2 s (worst {worst_device:.2f} s)", worst_api < 2 and worst_device < 2)
+
+# 6. Retained commands: a node that asks for them gets the last one when it subscribes;
+# nobody else does, whatever they subscribe to, and subscribing over and over amplifies
+# nothing beyond the node's own.
+porch = device("Porch node", ["homeassistant/+/porch/#", "porch/#"])
+config = {"name": "heater", "uniq_id": "porch-heater", "stat_t": "porch/heater/state", "cmd_t": "porch/heater/command",
+          "ret": True, "dev": {"ids": "porch", "name": "Porch"}}
+publish(porch, "homeassistant/switch/porch/heater/config", json.dumps(config))
+for _ in range(50):
+    if named("Porch"): break
+    time.sleep(0.1)
+heater = named("Porch")
+check("the node's device is added", heater is not None)
+for value in [True, False]:
+    must(owner.post(base + f"/api/devices/{heater['id']}/command", json={"metric": "heater", "value": value}), 200)
+
+def wake(creds, client_id, filters):
+    heard = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True)
+    c.username_pw_set(*creds)
+    c.on_message = lambda _c, _u, m: heard.append((m.topic, m.payload.decode(errors="replace"), m.retain))
+    c.connect("127.0.0.1", port, keepalive=30)
+    c.loop_start()
+    for f in filters:
+        c.subscribe(f, qos=1)
+    time.sleep(1.0)
+    c.disconnect(); c.loop_stop()
+    return heard
+
+got = wake(porch, "porch-wakes", ["porch/#"])
+check("the node gets the last command, flagged retained", got == [("porch/heater/command", "OFF", True)], got)
+for creds, name in [(zigbee, "another bridge"), (diy, "a bridge granted homeassistant/#"), (meter, "a device")]:
+    got = wake(creds, f"{creds[0]}-wakes", ["#", "porch/#", "porch/heater/command", "+/heater/command"])
+    check(f"{name} subscribing everywhere gets none of it", got == [], got)
+c = client(porch, "porch-churn")
+count = 0
+deadline = time.monotonic() + 10
+while count < 500 and time.monotonic() < deadline:
+    c.subscribe("porch/#", qos=1); c.unsubscribe("porch/#")
+    count += 1
+c.disconnect(); c.loop_stop()
+t = time.monotonic()
+ok = publish(meter, f"hearth/{meter[0]}/power", "61.5")
+check(f"after {count} subscriptions in a row the hub serves a device at once ({time.monotonic() - t:.2f} s)",
+      ok and time.monotonic() - t < 2)
 
 print(f"{sum(results)}/{len(results)} checks passed")
 sys.exit(0 if all(results) else 1)
