@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::devices::{self, DeviceError};
-use crate::discovery::ha;
 use crate::discovery::native::{self, Said};
 use crate::discovery::template::Template;
 use crate::discovery::zigbee2mqtt::{self, Kind};
+use crate::discovery::{MAX_VALUES, ha};
 use crate::ingest::decode;
 use crate::reading::{Reading, Value, valid_metric, valid_unit};
 use crate::store::{DeviceRecord, Store};
@@ -132,8 +132,7 @@ pub const ONLINE: &str = "online";
 /// default for battery devices is 25 hours).
 pub const OFFLINE_AFTER_MS: i64 = 25 * 3600 * 1000;
 
-/// Most values kept for one device, and most availability topics.
-const MAX_VALUES: usize = 128;
+/// Most availability topics of one device.
 const MAX_AVAILABILITY: usize = 8;
 
 /// Why a bridge's message was refused (shown on the bridge).

@@ -409,8 +409,8 @@ async fn bad_discovery_is_refused_with_the_reason_on_the_bridge() -> anyhow::Res
 /// one metric with its unit, and (from Home Assistant discovery) its device class.
 struct Expected {
     name: String,
-    metric: &'static str,
-    unit: Option<&'static str>,
+    metric: String,
+    unit: Option<String>,
     class: Option<&'static str>,
 }
 
@@ -426,33 +426,29 @@ const HOME: [(&str, &[&str]); 5] = [
 /// (topic, payload) in the order sent.
 type Messages = Vec<(String, String)>;
 
-/// The messages each bridge sends (in `HOME`'s order), built from the corpus, and what
-/// they should make appear: 20 Zigbee devices, 10 Home Assistant ones, 10 Tasmota plugs, 4
+/// Twenty Zigbee models of the home (zigbee-herdsman-converters' names).
+const HOME_ZIGBEE: &str = "WSDCGQ11LM,ZNCZ02LM,SNZB-02,RTCGQ11LM,MCCGQ11LM,SJCGQ11LM,E1743,SNZB-03,\
+    TS0601_thermostat,SPZB0001,9290012607,ZNCLDJ12LM,WXKG11LM,QBKG12LM,SNZB-01,TS011F_plug_1,ZG-204ZL,SP-EUC01,\
+    E1525/E1745,SNZB-04";
+
+/// The messages each bridge sends (in `HOME`'s order), built from the corpus and from
+/// Zigbee2MQTT's own device definitions, and what they should make appear: 20 Zigbee devices, 10 Home Assistant ones, 10 Tasmota plugs, 4
 /// Shelly relays and 6 ESPHome nodes.
 fn home_of_fifty() -> anyhow::Result<([Messages; 5], Vec<Expected>)> {
     let read = |name: &str| std::fs::read_to_string(corpus(name));
     let mut messages: [Messages; 5] = Default::default();
     let mut expected = Vec::new();
-    let list: Vec<Value> = serde_json::from_str(&read("z2m-bridge-devices.json")?)?;
-    let weather = list.iter().find(|d| d["friendly_name"] == "weather_sensor").cloned().unwrap_or_default();
-    let mut devices = Vec::new();
-    for n in 0..20 {
-        let mut device = weather.clone();
-        device["friendly_name"] = json!(format!("climate_{n:02}"));
-        device["ieee_address"] = json!(format!("0x00158d00000000{n:02}"));
-        devices.push(device);
-        expected.push(Expected {
-            name: format!("climate_{n:02}"),
-            metric: "temperature",
-            unit: Some("°C"),
-            class: None,
-        });
+    // Twenty real Zigbee devices, as Zigbee2MQTT lists them from its definitions, each
+    // reporting the first number with a unit its definition exposes.
+    let devices = herdsman_devices(&["--models", HOME_ZIGBEE])?;
+    for (n, device) in devices.iter().enumerate() {
+        let name = device["friendly_name"].as_str().unwrap_or_default().to_owned();
+        let (property, unit) = reported_numbers(device).into_iter().next().unwrap_or_default();
+        let state = json!({ property.as_str(): 20.0 + n as f64 / 10.0, "linkquality": 120 });
+        messages[0].push((format!("zigbee2mqtt/{name}"), state.to_string()));
+        expected.push(Expected { name, metric: property, unit: Some(unit), class: None });
     }
-    messages[0].push(("zigbee2mqtt/bridge/devices".into(), Value::Array(devices).to_string()));
-    for n in 0..20 {
-        let state = json!({ "temperature": 20.0 + f64::from(n) / 10.0, "humidity": 45, "battery": 97 });
-        messages[0].push((format!("zigbee2mqtt/climate_{n:02}"), state.to_string()));
-    }
+    messages[0].insert(0, ("zigbee2mqtt/bridge/devices".into(), Value::Array(devices).to_string()));
     for n in 0..10 {
         let config = json!({ "name": "Temperature", "stat_t": format!("diy/{n:02}/state"), "unit_of_meas": "°C",
             "dev_cla": "temperature", "uniq_id": format!("diy_{n:02}_t"),
@@ -461,8 +457,8 @@ fn home_of_fifty() -> anyhow::Result<([Messages; 5], Vec<Expected>)> {
         messages[1].push((format!("diy/{n:02}/state"), "19.5".into()));
         expected.push(Expected {
             name: format!("DIY {n:02}"),
-            metric: "temperature",
-            unit: Some("°C"),
+            metric: "temperature".into(),
+            unit: Some("°C".into()),
             class: Some("temperature"),
         });
     }
@@ -470,7 +466,12 @@ fn home_of_fifty() -> anyhow::Result<([Messages; 5], Vec<Expected>)> {
     for n in 0..10 {
         messages[2].push((format!("tele/plug_{n:02}/LWT"), "Online".into()));
         messages[2].push((format!("tele/plug_{n:02}/SENSOR"), energy.clone()));
-        expected.push(Expected { name: format!("plug_{n:02}"), metric: "ENERGY.Power", unit: Some("W"), class: None });
+        expected.push(Expected {
+            name: format!("plug_{n:02}"),
+            metric: "ENERGY.Power".into(),
+            unit: Some("W".into()),
+            class: None,
+        });
     }
     let switch = read("shelly-gen2-status-switch0.json")?;
     for n in 1..=4 {
@@ -478,15 +479,20 @@ fn home_of_fifty() -> anyhow::Result<([Messages; 5], Vec<Expected>)> {
         messages[3].push((format!("shellyplus1pm-{n:02}/status/switch:0"), switch.clone()));
         expected.push(Expected {
             name: format!("shellyplus1pm-{n:02}"),
-            metric: "switch_0.voltage",
-            unit: Some("V"),
+            metric: "switch_0.voltage".into(),
+            unit: Some("V".into()),
             class: None,
         });
     }
     for n in 1..=6 {
         messages[4].push((format!("esp-{n:02}/status"), "online".into()));
         messages[4].push((format!("esp-{n:02}/sensor/garage_temperature/state"), "23.8".into()));
-        expected.push(Expected { name: format!("esp-{n:02}"), metric: "garage_temperature", unit: None, class: None });
+        expected.push(Expected {
+            name: format!("esp-{n:02}"),
+            metric: "garage_temperature".into(),
+            unit: None,
+            class: None,
+        });
     }
     Ok((messages, expected))
 }
@@ -499,7 +505,7 @@ async fn replay_the_home(
     broker: std::net::SocketAddr,
     bridges: &[(String, String)],
 ) -> anyhow::Result<Duration> {
-    let (messages, expected) = home_of_fifty()?;
+    let (messages, expected) = tokio::task::block_in_place(home_of_fifty)?;
     anyhow::ensure!(expected.len() == 50, "the home has {} devices", expected.len());
     let plan: Vec<Value> = bridges
         .iter()
@@ -532,11 +538,11 @@ async fn replay_the_home(
             .iter()
             .filter(|e| {
                 let Some(device) = named(&list, &e.name) else { return true };
-                let unit = metric(device, e.metric).map(|m| m["unit"].clone());
+                let unit = metric(device, &e.metric).map(|m| m["unit"].clone());
                 let described = device["discovered"]["values"]
                     .as_array()
                     .and_then(|v| v.iter().find(|v| v["metric"] == e.metric).map(|v| v["class"].clone()));
-                unit != Some(e.unit.map_or(Value::Null, |u| json!(u)))
+                unit != Some(e.unit.as_ref().map_or(Value::Null, |u| json!(u)))
                     || e.class.is_some_and(|c| described != Some(json!(c)))
             })
             .map(|e| e.name.as_str())
@@ -777,5 +783,145 @@ async fn tasmota_discovery_names_the_plug_and_its_relay() -> anyhow::Result<()> 
         owner.post(hub.url(&format!("/api/devices/{id}/command"))).json(&json!({ "metric": "POWER", "value": true }));
     assert_eq!(sent.send().await?.status(), 200);
     assert_eq!(heard.next().await?, ("cmnd/tasmota_F17F56/POWER".to_owned(), "ON".to_owned()));
+    Ok(())
+}
+
+/// Zigbee2MQTT's device list built from the real device definitions of npm's
+/// zigbee-herdsman-converters (installed by `.ci/install-tools test`) by
+/// `tests/peers/z2m_definitions.mjs`; `args` pick the definitions.
+fn herdsman_devices(args: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = root.join("tests/peers/z2m_definitions.mjs");
+    let modules = root.join(".tools/node_modules");
+    let out = std::process::Command::new("node").arg(&script).arg(&modules).args(args).output()?;
+    anyhow::ensure!(out.status.success(), "z2m_definitions.mjs: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The numbers a definition says its device reports, with their units: (property, unit)
+/// of each top-level numeric expose that is published. A unit is kept as Hearth keeps one:
+/// 1 to 16 characters (one definition says "minutes or litres"; one says "").
+fn reported_numbers(device: &Value) -> Vec<(String, String)> {
+    let exposes = device["definition"]["exposes"].as_array().cloned().unwrap_or_default();
+    exposes
+        .iter()
+        .filter(|e| e["type"] == "numeric" && e["access"].as_u64().is_some_and(|a| a & 1 == 1))
+        .filter_map(|e| Some((e["property"].as_str()?.to_owned(), e["unit"].as_str()?.to_owned())))
+        .filter(|(_, unit)| (1..=16).contains(&unit.chars().count()))
+        .collect()
+}
+
+/// The properties of the leaves of a definition's exposes: its numbers, binaries, enums
+/// and texts, composites' features included. Left out as Hearth leaves them out: a list (a
+/// schedule, a gradient) is not a single value, a composite without features holds none,
+/// and a property with a space ("ntc status") cannot name a metric.
+fn leaf_properties(exposes: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    for expose in exposes.as_array().into_iter().flatten() {
+        match expose["type"].as_str() {
+            Some("numeric" | "binary" | "enum" | "text") => found.extend(
+                expose["property"]
+                    .as_str()
+                    .filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)))
+                    .map(str::to_owned),
+            ),
+            Some("list") => {}
+            _ => found.extend(leaf_properties(&expose["features"])),
+        }
+    }
+    found
+}
+
+/// Every device definition Zigbee2MQTT has (over 4,500, in npm's zigbee-herdsman-converters),
+/// as Zigbee2MQTT lists them on `bridge/devices`, across bridges of at most 500 devices:
+/// each appears under its bridge with its vendor and model, and every number it reports
+/// with a unit shows that unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_zigbee2mqtt_device_definition_is_read() -> anyhow::Result<()> {
+    let all = tokio::task::spawn_blocking(|| herdsman_devices(&[])).await??;
+    anyhow::ensure!(all.len() > 4000, "only {} definitions", all.len());
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let started = std::time::Instant::now();
+    let mut chunks: Vec<Vec<Value>> = vec![Vec::new()];
+    let mut size = 0;
+    for device in &all {
+        let len = device.to_string().len();
+        if chunks.last().is_some_and(|c| c.len() >= 500) || size + len > 800 * 1024 {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push(device.clone());
+        }
+    }
+    for (n, chunk) in chunks.iter().enumerate() {
+        let (bridge, key) = hub.add_device(&owner, &format!("Zigbee {n}")).await?;
+        let grant = owner.put(hub.url(&format!("/api/devices/{bridge}/bridge")));
+        assert_eq!(grant.json(&json!({ "namespaces": [format!("z2m{n}/#")] })).send().await?.status(), 200);
+        hub.publish((&bridge, &key), &format!("z2m{n}/bridge/devices"), Value::Array(chunk.clone()).to_string())
+            .await?;
+    }
+    let list = wait_until(Duration::from_secs(120), "every definition's device", || async {
+        let list = devices(&hub, &owner).await.ok()?;
+        (list.iter().filter(|d| d["bridge"].is_string()).count() >= all.len()).then_some(list)
+    })
+    .await?;
+    println!(
+        "{} Zigbee2MQTT device definitions from {} bridge lists shown in {} ms",
+        all.len(),
+        chunks.len(),
+        started.elapsed().as_millis()
+    );
+    let by_name: std::collections::HashMap<&str, &Value> =
+        list.iter().filter_map(|d| Some((d["name"].as_str()?, d))).collect();
+    let mut wrong = Vec::new();
+    let mut numbers = 0;
+    for expected in &all {
+        let name = expected["friendly_name"].as_str().unwrap_or_default();
+        let Some(shown) = by_name.get(name) else {
+            wrong.push(format!("{name}: not shown"));
+            continue;
+        };
+        let (model, vendor) = (&expected["definition"]["model"], &expected["definition"]["vendor"]);
+        if (&shown["discovered"]["model"], &shown["discovered"]["manufacturer"]) != (model, vendor) {
+            wrong.push(format!(
+                "{name}: shown as {} by {}",
+                shown["discovered"]["model"], shown["discovered"]["manufacturer"]
+            ));
+        }
+        let values = shown["discovered"]["values"].as_array().cloned().unwrap_or_default();
+        for (property, unit) in reported_numbers(expected) {
+            numbers += 1;
+            let found = values.iter().find(|v| v["metric"] == property.as_str());
+            if found.is_none_or(|v| v["unit"] != unit.as_str()) {
+                wrong.push(format!("{name}: {property} in {unit} shown as {found:?}"));
+            }
+        }
+    }
+    // Every value a definition exposes (the leaves of its exposes, composites' features
+    // included) is one of its device's values, under its property (a composite's, as
+    // `<composite>.<property>`).
+    let mut leaves = 0;
+    for expected in &all {
+        let name = expected["friendly_name"].as_str().unwrap_or_default();
+        let Some(shown) = by_name.get(name) else { continue };
+        let values = shown["discovered"]["values"].as_array().cloned().unwrap_or_default();
+        let mut missing = Vec::new();
+        for property in leaf_properties(&expected["definition"]["exposes"]) {
+            leaves += 1;
+            let dotted = format!(".{property}");
+            if !values.iter().filter_map(|v| v["metric"].as_str()).any(|m| m == property || m.ends_with(&dotted)) {
+                missing.push(property);
+            }
+        }
+        if !missing.is_empty() {
+            wrong.push(format!("{name}: {} not among its values", missing.join(", ")));
+        }
+    }
+    println!("{numbers} reported numbers with units and {leaves} exposed values checked");
+    assert!(wrong.is_empty(), "{} wrong, the first: {:#?}", wrong.len(), &wrong);
     Ok(())
 }

@@ -5,6 +5,11 @@
 pub mod ha;
 pub mod native;
 
+/// Most values one device keeps. The largest of Zigbee2MQTT's own definitions (zigbee-
+/// herdsman-converters 26.112: Danfoss's Icon2 floor-heating controller, 15 zones) has
+/// 276; past this, the rest of a description is left out.
+pub const MAX_VALUES: usize = 320;
+
 /// A message of the corpus in `hub/tests/data/ecosystems` (see its INDEX.md): its topic,
 /// and its payload from `<name>.json` or `<name>.txt`.
 #[cfg(test)]

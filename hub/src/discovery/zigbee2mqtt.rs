@@ -5,9 +5,10 @@
 
 use serde_json::Value as Json;
 
-/// Most devices read from one list, and most values of one device.
+use super::MAX_VALUES;
+
+/// Most devices read from one list.
 const MAX_DEVICES: usize = 1024;
-const MAX_VALUES: usize = 128;
 /// Largest device list accepted (a few hundred devices with their exposes).
 pub const MAX_LIST: usize = 4 * 1024 * 1024;
 
@@ -90,25 +91,7 @@ fn device(entry: &Json) -> Option<Device> {
     let field = |key: &str| text(definition.and_then(|d| d.get(key)));
     let mut values = Vec::new();
     for expose in definition.and_then(|d| d.get("exposes")).and_then(Json::as_array).into_iter().flatten() {
-        match expose.get("features").and_then(Json::as_array) {
-            Some(features) => {
-                let part = expose.get("type").and_then(Json::as_str).map(str::to_owned);
-                // A generic composite's features are nested under its own property in the
-                // state (`"color_options":{"execute_if_off":true}`); a light's, switch's or
-                // cover's are top-level keys.
-                let nested = match part.as_deref() {
-                    Some("composite") => expose.get("property").and_then(Json::as_str).filter(|p| short(p)),
-                    _ => None,
-                };
-                values.extend(features.iter().filter_map(|f| exposed(f, part.clone())).map(|mut value| {
-                    if let Some(parent) = nested {
-                        value.property = format!("{parent}.{}", value.property);
-                    }
-                    value
-                }));
-            }
-            None => values.extend(exposed(expose, None)),
-        }
+        flatten(expose, None, None, 0, &mut values);
     }
     values.truncate(MAX_VALUES);
     Some(Device {
@@ -120,6 +103,44 @@ fn device(entry: &Json) -> Option<Device> {
         supported: entry.get("supported").and_then(Json::as_bool).unwrap_or(definition.is_some()),
         values,
     })
+}
+
+/// The values of one expose, into `values`: a value of its own, or each feature of a light,
+/// switch, cover, climate, lock or fan (top-level keys of the state, `part_of` that type),
+/// or of a generic composite, nested under the composite's property in the state
+/// (`"color_options":{"execute_if_off":true}`, a light's `"color":{"x":..,"y":..}`), so kept
+/// as `<composite>.<property>` (`prefix`). A list (a schedule, a gradient) is not a single
+/// value and is left out.
+fn flatten(expose: &Json, prefix: Option<&str>, part_of: Option<&str>, depth: usize, values: &mut Vec<Exposed>) {
+    if values.len() >= MAX_VALUES || depth > 4 {
+        return;
+    }
+    let kind = expose.get("type").and_then(Json::as_str);
+    let Some(features) = expose.get("features").and_then(Json::as_array) else {
+        values.extend(exposed(expose, part_of.map(str::to_owned)).map(|mut value| {
+            if let Some(prefix) = prefix {
+                value.property = format!("{prefix}.{}", value.property);
+            }
+            value
+        }));
+        return;
+    };
+    let (prefix, part_of) = match kind {
+        Some("composite") => {
+            let own = expose.get("property").and_then(Json::as_str).filter(|p| short(p) && !p.is_empty());
+            let nested = match (prefix, own) {
+                (Some(outer), Some(own)) => Some(format!("{outer}.{own}")),
+                (None, Some(own)) => Some(own.to_owned()),
+                (outer, None) => outer.map(str::to_owned),
+            };
+            (nested, part_of.map(str::to_owned).or_else(|| Some("composite".to_owned())))
+        }
+        Some("list") => return,
+        other => (prefix.map(str::to_owned), other.map(str::to_owned)),
+    };
+    for feature in features {
+        flatten(feature, prefix.as_deref(), part_of.as_deref(), depth + 1, values);
+    }
 }
 
 /// One expose with a property (a feature of a composite, or a value of its own).
@@ -234,6 +255,30 @@ mod tests {
         let unknown = by_name("0x0017880104e45518");
         assert!(!unknown.supported);
         assert!(unknown.values.iter().any(|v| v.property == "action"));
+    }
+
+    /// Composites inside a light (its colour, its level settings) are nested in its state
+    /// under their own property, as in zigbee-herdsman-converters' definitions; a list is
+    /// not a single value.
+    #[test]
+    fn composites_within_a_light_keep_their_property_and_lists_are_left_out() {
+        let xy = r#"{"type":"composite","name":"color_xy","property":"color","access":7,"features":[
+            {"type":"numeric","name":"x","property":"x","access":7},{"type":"numeric","name":"y","property":"y","access":7}]}"#;
+        let level = r#"{"type":"composite","name":"level_config","property":"level_config","access":7,"features":[
+            {"type":"numeric","name":"on_level","property":"on_level","access":7},
+            {"type":"composite","name":"inner","property":"inner","access":7,"features":[
+                {"type":"binary","name":"flag","property":"flag","access":1,"value_on":true,"value_off":false}]}]}"#;
+        let list = r#"{"type":"list","name":"gradient","property":"gradient","access":3,"item_type":{"type":"text","name":"hex"}}"#;
+        let light = format!(
+            r#"{{"type":"light","features":[{{"type":"binary","name":"state","property":"state","access":7,"value_on":"ON","value_off":"OFF"}},{xy},{level}]}}"#
+        );
+        let entry = format!(
+            r#"[{{"ieee_address":"0x1","friendly_name":"lamp","definition":{{"model":"m","vendor":"v","exposes":[{light},{list}]}}}}]"#
+        );
+        let devices = devices(entry.as_bytes()).unwrap();
+        let names: Vec<&str> = devices[0].values.iter().map(|v| v.property.as_str()).collect();
+        assert_eq!(names, ["state", "color.x", "color.y", "level_config.on_level", "level_config.inner.flag"]);
+        assert!(devices[0].values.iter().all(|v| v.part_of.as_deref() == Some("light")));
     }
 
     #[test]
