@@ -132,6 +132,8 @@ pub const ONLINE: &str = "online";
 /// default for battery devices is 25 hours).
 pub const OFFLINE_AFTER_MS: i64 = 25 * 3600 * 1000;
 
+/// Largest state message of one device behind a bridge.
+const MAX_STATE: usize = 64 * 1024;
 /// Most availability topics of one device.
 const MAX_AVAILABILITY: usize = 8;
 
@@ -541,7 +543,14 @@ impl Bridges {
             let Ok(registry) = self.registry.read() else { return Ok(Vec::new()) };
             registry.behind.get(&device).map(|b| b.description.values.clone()).unwrap_or_default()
         };
-        let mut readings = decode::decode_object(&device, payload, now).map_err(|e| bad(e.to_string()))?;
+        // A device's whole state at once, which can hold a few hundred values (Danfoss's
+        // Icon2: 276); what cannot be stored is left out, and said on the device.
+        let (mut readings, left_out) =
+            decode::decode_relayed(&device, payload, now, MAX_STATE, MAX_VALUES).map_err(|e| bad(e.to_string()))?;
+        if !left_out.is_empty() {
+            let reason = format!("left out of its state {topic}: {}", left_out.join(", "));
+            self.rejections.record(&device, "mqtt", &reason, now);
+        }
         for reading in &mut readings {
             let Some(spec) = values.iter().find(|v| v.metric == reading.metric) else { continue };
             reading.unit.clone_from(&spec.unit);

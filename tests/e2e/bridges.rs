@@ -815,27 +815,96 @@ fn reported_numbers(device: &Value) -> Vec<(String, String)> {
 /// and texts, composites' features included. Left out as Hearth leaves them out: a list (a
 /// schedule, a gradient) is not a single value, a composite without features holds none,
 /// and a property with a space ("ntc status") cannot name a metric.
-fn leaf_properties(exposes: &Value) -> Vec<String> {
+fn leaf_properties(exposes: &Value, reported_only: bool) -> Vec<String> {
     let mut found = Vec::new();
     for expose in exposes.as_array().into_iter().flatten() {
+        let reported = expose["access"].as_u64().is_some_and(|a| a & 1 == 1);
         match expose["type"].as_str() {
-            Some("numeric" | "binary" | "enum" | "text") => found.extend(
+            Some("numeric" | "binary" | "enum" | "text") if reported || !reported_only => found.extend(
                 expose["property"]
                     .as_str()
                     .filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)))
                     .map(str::to_owned),
             ),
-            Some("list") => {}
-            _ => found.extend(leaf_properties(&expose["features"])),
+            Some("numeric" | "binary" | "enum" | "text" | "list") => {}
+            _ => found.extend(leaf_properties(&expose["features"], reported_only)),
         }
     }
     found
 }
 
+/// Publishes `messages` at QoS 1 over one connection as `device`; returns once every one
+/// is acknowledged (its readings committed).
+async fn publish_all(
+    addr: std::net::SocketAddr,
+    (device, secret): (&str, &str),
+    messages: Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let (client, mut events) = hearth_tests::mqtt_connect(addr, &format!("{device}-all"), device, secret).await?;
+    let count = messages.len();
+    let acks = tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < count {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => return Err(anyhow::anyhow!("after {acked} acks: {e}")),
+            }
+        }
+        Ok(())
+    });
+    for (topic, payload) in messages {
+        if client.publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, payload).await.is_err() {
+            let why = acks.await?.err().map(|e| e.to_string()).unwrap_or_default();
+            anyhow::bail!("publishing {topic}: the connection ended: {why}");
+        }
+    }
+    // Once all are acknowledged the event loop is gone, and the connection with it.
+    tokio::time::timeout(Duration::from_secs(120), acks).await???;
+    Ok(())
+}
+
+/// A state message reporting every value a definition says its device reports, as
+/// Zigbee2MQTT publishes a device's whole state at once: a composite's values nested under
+/// its property, a light's or switch's at the top.
+fn full_state(exposes: &Value) -> serde_json::Map<String, Value> {
+    let mut state = serde_json::Map::new();
+    for expose in exposes.as_array().into_iter().flatten() {
+        let reported = expose["access"].as_u64().is_some_and(|a| a & 1 == 1);
+        let property = expose["property"].as_str().unwrap_or_default().to_owned();
+        let value = match expose["type"].as_str() {
+            Some("numeric") => json!(expose["value_min"].as_f64().unwrap_or(1.5)),
+            Some("binary") => expose["value_on"].clone(),
+            Some("enum") => expose["values"][0].clone(),
+            Some("text") => json!("text"),
+            Some("list") => continue,
+            Some("composite") => {
+                let inner = full_state(&expose["features"]);
+                if let Some(Value::Object(held)) = state.get_mut(&property) {
+                    held.extend(inner);
+                } else if !inner.is_empty() {
+                    state.insert(property, Value::Object(inner));
+                }
+                continue;
+            }
+            _ => {
+                state.extend(full_state(&expose["features"]));
+                continue;
+            }
+        };
+        if reported && !property.is_empty() && !value.is_null() {
+            state.insert(property, value);
+        }
+    }
+    state
+}
+
 /// Every device definition Zigbee2MQTT has (over 4,500, in npm's zigbee-herdsman-converters),
 /// as Zigbee2MQTT lists them on `bridge/devices`, across bridges of at most 500 devices:
-/// each appears under its bridge with its vendor and model, and every number it reports
-/// with a unit shows that unit.
+/// each appears under its bridge with its vendor and model, with every value it exposes,
+/// every number it reports showing its unit; then each reports its whole state in one
+/// message, and every value in it is stored (Inovelli's switches report about 100 at once,
+/// Danfoss's Icon2 276).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_zigbee2mqtt_device_definition_is_read() -> anyhow::Result<()> {
     let all = tokio::task::spawn_blocking(|| herdsman_devices(&[])).await??;
@@ -857,12 +926,14 @@ async fn every_zigbee2mqtt_device_definition_is_read() -> anyhow::Result<()> {
             chunk.push(device.clone());
         }
     }
+    let mut logins = Vec::new();
     for (n, chunk) in chunks.iter().enumerate() {
         let (bridge, key) = hub.add_device(&owner, &format!("Zigbee {n}")).await?;
         let grant = owner.put(hub.url(&format!("/api/devices/{bridge}/bridge")));
         assert_eq!(grant.json(&json!({ "namespaces": [format!("z2m{n}/#")] })).send().await?.status(), 200);
         hub.publish((&bridge, &key), &format!("z2m{n}/bridge/devices"), Value::Array(chunk.clone()).to_string())
             .await?;
+        logins.push((bridge, key));
     }
     let list = wait_until(Duration::from_secs(120), "every definition's device", || async {
         let list = devices(&hub, &owner).await.ok()?;
@@ -910,7 +981,7 @@ async fn every_zigbee2mqtt_device_definition_is_read() -> anyhow::Result<()> {
         let Some(shown) = by_name.get(name) else { continue };
         let values = shown["discovered"]["values"].as_array().cloned().unwrap_or_default();
         let mut missing = Vec::new();
-        for property in leaf_properties(&expected["definition"]["exposes"]) {
+        for property in leaf_properties(&expected["definition"]["exposes"], false) {
             leaves += 1;
             let dotted = format!(".{property}");
             if !values.iter().filter_map(|v| v["metric"].as_str()).any(|m| m == property || m.ends_with(&dotted)) {
@@ -922,6 +993,50 @@ async fn every_zigbee2mqtt_device_definition_is_read() -> anyhow::Result<()> {
         }
     }
     println!("{numbers} reported numbers with units and {leaves} exposed values checked");
+    assert!(wrong.is_empty(), "{} wrong, the first: {:#?}", wrong.len(), &wrong);
+
+    // Each device then reports its whole state in one message, as Zigbee2MQTT does: every
+    // value it reports is stored.
+    let started = std::time::Instant::now();
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    let mut expected_readings = 0;
+    for (n, (chunk, (bridge, key))) in chunks.iter().zip(&logins).enumerate() {
+        let messages: Vec<(String, String)> = chunk
+            .iter()
+            .map(|d| {
+                let name = d["friendly_name"].as_str().unwrap_or_default();
+                (format!("z2m{n}/{name}"), Value::Object(full_state(&d["definition"]["exposes"])).to_string())
+            })
+            .collect();
+        expected_readings +=
+            chunk.iter().map(|d| leaf_properties(&d["definition"]["exposes"], true).len()).sum::<usize>();
+        publish_all(mqtt, (bridge, key), messages).await?;
+    }
+    let list = devices(&hub, &owner).await?;
+    let by_name: std::collections::HashMap<&str, &Value> =
+        list.iter().filter_map(|d| Some((d["name"].as_str()?, d))).collect();
+    println!(
+        "{} state messages with {expected_readings} values stored in {} ms",
+        all.len(),
+        started.elapsed().as_millis()
+    );
+    // A key that cannot name a metric is left out, and said on the device.
+    let efekta = by_name.get("EFEKTA_EFEKTA_T1_NTC10K").map(|d| d["rejected"]["last_reason"].to_string());
+    assert!(efekta.as_ref().is_some_and(|r| r.contains("ntc status")), "{efekta:?}");
+    for expected in &all {
+        let name = expected["friendly_name"].as_str().unwrap_or_default();
+        let Some(shown) = by_name.get(name) else { continue };
+        let stored: Vec<&str> =
+            shown["metrics"].as_array().into_iter().flatten().filter_map(|m| m["metric"].as_str()).collect();
+        let missing: Vec<String> = leaf_properties(&expected["definition"]["exposes"], true)
+            .into_iter()
+            .filter(|p| !stored.iter().any(|m| m == p || m.ends_with(&format!(".{p}"))))
+            .collect();
+        if !missing.is_empty() {
+            let why = &shown["rejected"]["last_reason"];
+            wrong.push(format!("{name}: {} not stored ({why})", missing.join(", ")));
+        }
+    }
     assert!(wrong.is_empty(), "{} wrong, the first: {:#?}", wrong.len(), &wrong);
     Ok(())
 }

@@ -75,20 +75,52 @@ pub fn decode_object(device: &str, payload: &[u8], now: i64) -> Result<Vec<Readi
     let object = parse_object(payload_text(payload)?)?;
     let ts = ts_of(&object, now)?;
     let mut readings = Vec::new();
-    flatten(device, "", &object, ts, 0, &mut readings)?;
+    flatten(device, "", &object, (ts, MAX_METRICS_PER_MESSAGE), 0, &mut readings, None)?;
     if readings.is_empty() {
         return Err(DecodeError::NoMetrics);
     }
     Ok(readings)
 }
 
+/// As [`decode_object`], for a device's whole state as its ecosystem publishes it through a
+/// bridge (a Zigbee2MQTT device's, which can hold a few hundred values): up to
+/// `max_metrics` values in up to `max_payload` bytes, and a key that is not a metric name or
+/// a value Hearth cannot store is left out, and named in the list returned, instead of
+/// refusing the whole message.
+pub fn decode_relayed(
+    device: &str,
+    payload: &[u8],
+    now: i64,
+    max_payload: usize,
+    max_metrics: usize,
+) -> Result<(Vec<Reading>, Vec<String>), DecodeError> {
+    if payload.len() > max_payload {
+        return Err(DecodeError::TooLarge(payload.len()));
+    }
+    let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?.trim();
+    if text.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let object = parse_object(text)?;
+    let ts = ts_of(&object, now)?;
+    let (mut readings, mut left_out) = (Vec::new(), Vec::new());
+    flatten(device, "", &object, (ts, max_metrics), 0, &mut readings, Some(&mut left_out))?;
+    if readings.is_empty() {
+        return Err(left_out.pop().map_or(DecodeError::NoMetrics, DecodeError::BadMetric));
+    }
+    Ok((readings, left_out))
+}
+
+/// Flattens `object` into `out`, up to `max` readings at `ts`. With `left_out`, a key or
+/// value that cannot be stored is noted there and skipped; without, it refuses the message.
 fn flatten(
     device: &str,
     prefix: &str,
     object: &Map<String, Json>,
-    ts: i64,
+    (ts, max): (i64, usize),
     depth: usize,
     out: &mut Vec<Reading>,
+    mut left_out: Option<&mut Vec<String>>,
 ) -> Result<(), DecodeError> {
     for (key, value) in object {
         if depth == 0 && key == "ts" {
@@ -96,17 +128,30 @@ fn flatten(
         }
         let metric = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         match value {
-            Json::Object(inner) if depth < 2 => flatten(device, &metric, inner, ts, depth + 1, out)?,
+            Json::Object(inner) if depth < 2 => {
+                flatten(device, &metric, inner, (ts, max), depth + 1, out, left_out.as_deref_mut())?;
+            }
             Json::Null | Json::Array(_) | Json::Object(_) => {}
             _ => {
-                if !valid_metric(&metric) {
-                    return Err(DecodeError::BadMetric(metric));
-                }
-                if let Some(value) = json_value(&metric, value)? {
-                    if out.len() == MAX_METRICS_PER_MESSAGE {
-                        return Err(DecodeError::TooManyMetrics);
+                let value = match valid_metric(&metric) {
+                    true => json_value(&metric, value),
+                    false => Err(DecodeError::BadMetric(metric.clone())),
+                };
+                let value = match value {
+                    Ok(Some(_)) if out.len() == max => Err(DecodeError::TooManyMetrics),
+                    other => other,
+                };
+                match (value, left_out.as_deref_mut()) {
+                    (Ok(Some(value)), _) => {
+                        out.push(Reading { device: device.to_owned(), metric, ts, value, unit: None })
                     }
-                    out.push(Reading { device: device.to_owned(), metric, ts, value, unit: None });
+                    (Ok(None), _) => {}
+                    (Err(_), Some(left_out)) => {
+                        if left_out.len() < 16 {
+                            left_out.push(metric.chars().take(64).collect());
+                        }
+                    }
+                    (Err(error), None) => return Err(error),
                 }
             }
         }
@@ -260,5 +305,21 @@ mod tests {
         assert_eq!(decode_object("d", br#"{"a b":1}"#, NOW), Err(DecodeError::BadMetric("a b".into())));
         let many: String = (0..65).map(|i| format!("\"m{i}\":1")).collect::<Vec<_>>().join(",");
         assert_eq!(decode_object("d", format!("{{{many}}}").as_bytes(), NOW), Err(DecodeError::TooManyMetrics));
+    }
+
+    /// A device's whole state relayed by its bridge: a key that cannot be a metric is left
+    /// out and named, the rest is kept; more values than the limit are left out likewise.
+    #[test]
+    fn a_relayed_state_keeps_what_it_can_and_names_the_rest() {
+        let state = br#"{"temperature":21.5,"ntc status":"ok","color":{"x":0.3,"y":0.4},"update":{"state":"idle"}}"#;
+        let (readings, left_out) = decode_relayed("d", state, NOW, 64 * 1024, 320).unwrap();
+        let metrics: Vec<&str> = readings.iter().map(|r| r.metric.as_str()).collect();
+        assert_eq!(metrics, ["color.x", "color.y", "temperature", "update.state"]);
+        assert_eq!(left_out, ["ntc status"]);
+        let many: String = (0..300).map(|i| format!("\"m{i}\":1")).collect::<Vec<_>>().join(",");
+        let (readings, left_out) = decode_relayed("d", format!("{{{many}}}").as_bytes(), NOW, 64 * 1024, 280).unwrap();
+        assert_eq!((readings.len(), left_out.len()), (280, 16));
+        assert_eq!(decode_relayed("d", br#"{"a b":1}"#, NOW, 1024, 8), Err(DecodeError::BadMetric("a b".into())));
+        assert_eq!(decode_relayed("d", &[b' '; 2048], NOW, 1024, 8), Err(DecodeError::TooLarge(2048)));
     }
 }
