@@ -648,12 +648,63 @@ impl Bridges {
         now: i64,
     ) -> Result<(), Refusal> {
         let bad = |reason: String| Refusal::Bad { topic: topic.to_owned(), reason };
-        let entity = match ha::parse(prefix, topic, payload).map_err(|e| bad(e.to_string()))? {
+        match ha::parse(prefix, topic, payload).map_err(|e| bad(e.to_string()))? {
             ha::Announcement::Removed { component, id } => {
-                return self.remove_entity(bridge, &format!("{}:{id}", component.name()), now).await;
+                self.remove_entity(bridge, &format!("{}:{id}", component.name()), now).await
             }
-            ha::Announcement::Entity(entity) => entity,
-        };
+            ha::Announcement::Entity(entity) => self.home_assistant_entity(bridge, granted, topic, *entity, now).await,
+            // A device-based config: each component as if it came in a config of its own.
+            ha::Announcement::Device { entities, refused, removed, .. } => {
+                for (component, id) in removed {
+                    self.remove_entity(bridge, &format!("{}:{id}", component.name()), now).await?;
+                }
+                let mut reasons: Vec<String> =
+                    refused.iter().map(|(key, error)| format!("component {key:?}: {error}")).collect();
+                for entity in entities {
+                    let key = entity.id.rsplit(' ').next().unwrap_or_default().to_owned();
+                    match self.home_assistant_entity(bridge, granted, topic, entity, now).await {
+                        Ok(()) => {}
+                        Err(Refusal::Bad { reason, .. }) => reasons.push(format!("component {key:?}: {reason}")),
+                        Err(other) => return Err(other),
+                    }
+                }
+                match reasons.is_empty() {
+                    true => Ok(()),
+                    false => Err(bad(reasons.join("; "))),
+                }
+            }
+            ha::Announcement::DeviceRemoved { id } => {
+                let prefix = format!("{id} ");
+                let tags: Vec<String> = self.registry.read().map_or_else(
+                    |_| Vec::new(),
+                    |r| {
+                        r.behind
+                            .values()
+                            .filter(|b| b.bridge == bridge)
+                            .flat_map(|b| b.description.values.iter().filter_map(|v| v.entity.clone()))
+                            .filter(|tag| tag.split_once(':').is_some_and(|(_, id)| id.starts_with(&prefix)))
+                            .collect()
+                    },
+                );
+                for tag in tags.iter().collect::<std::collections::BTreeSet<_>>() {
+                    self.remove_entity(bridge, tag, now).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds (or updates) one Home Assistant entity's values on its device, added behind the
+    /// bridge if new. Parts the hub cannot read are shown on the device.
+    async fn home_assistant_entity(
+        &self,
+        bridge: &str,
+        granted: &Bridge,
+        topic: &str,
+        entity: ha::Entity,
+        now: i64,
+    ) -> Result<(), Refusal> {
+        let bad = |reason: String| Refusal::Bad { topic: topic.to_owned(), reason };
         let values = ha_values(&entity);
         let topics = values
             .iter()

@@ -356,6 +356,63 @@ async fn home_assistant_discovery_names_values_units_and_classes() -> anyhow::Re
     Ok(())
 }
 
+/// Home Assistant's device-based discovery (2024.12 on): one config for a device and all
+/// its components. Each component's value appears with its unit and class; one named by its
+/// platform alone goes; one of an unknown platform is refused with its reason on the bridge
+/// while the rest are read; an empty config takes the device away.
+#[tokio::test]
+async fn a_device_based_discovery_config_brings_the_device_with_all_its_components() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (bridge, key) = hub.add_device(&owner, "Bedroom sensor").await?;
+    let grant = owner.put(hub.url(&format!("/api/devices/{bridge}/bridge")));
+    let namespaces = json!(["homeassistant/device/0AFFD2/#", "sensorBedroom/#"]);
+    assert_eq!(grant.json(&json!({ "namespaces": namespaces })).send().await?.status(), 200);
+    replay(&hub, (&bridge, &key), "ha-device-discovery.constructed.config").await?;
+    replay(&hub, (&bridge, &key), "ha-device-discovery-state.constructed").await?;
+    let list = wait_until(Duration::from_secs(5), "the kitchen's readings", || async {
+        let list = devices(&hub, &owner).await.ok()?;
+        let kitchen = named(&list, "Kitchen")?;
+        (metric(kitchen, "some_unique_id2").is_some()).then_some(list)
+    })
+    .await?;
+    let kitchen = named(&list, "Kitchen").ok_or_else(|| anyhow::anyhow!("no Kitchen"))?;
+    assert_eq!(kitchen["discovered"]["manufacturer"], "Bla electronics");
+    for (component, value, unit, class) in
+        [("some_unique_component_id1", 23.2, "°C", "temperature"), ("some_unique_id2", 43.7, "%", "humidity")]
+    {
+        let reading = metric(kitchen, component).ok_or_else(|| anyhow::anyhow!("no {component} in {kitchen}"))?;
+        assert_eq!((&reading["value"], &reading["unit"]), (&json!(value), &json!(unit)));
+        let described =
+            kitchen["discovered"]["values"].as_array().and_then(|v| v.iter().find(|v| v["metric"] == component));
+        assert_eq!(described.map(|v| v["class"].clone()), Some(json!(class)));
+    }
+
+    // The humidity component named by its platform alone, and a vacuum Hearth cannot read.
+    let config = json!({ "dev": { "ids": "ea334450945afc", "name": "Kitchen" }, "o": { "name": "bla2mqtt" },
+        "stat_t": "sensorBedroom/state", "cmps": {
+            "some_unique_component_id1": { "p": "sensor", "dev_cla": "temperature", "unit_of_meas": "°C",
+                "val_tpl": "{{ value_json.temperature }}", "uniq_id": "temp01ae_t" },
+            "some_unique_id2": { "p": "sensor" },
+            "mop": { "p": "vacuum", "stat_t": "sensorBedroom/vacuum" } } });
+    let topic = "homeassistant/device/0AFFD2/config";
+    mosquitto_pub(&hub, (&bridge, &key), topic, Message::Text(&config.to_string())).await?;
+    let list = devices(&hub, &owner).await?;
+    let kitchen = named(&list, "Kitchen").ok_or_else(|| anyhow::anyhow!("the device went with one component"))?;
+    let values: Vec<&str> =
+        kitchen["discovered"]["values"].as_array().into_iter().flatten().filter_map(|v| v["metric"].as_str()).collect();
+    assert_eq!(values, ["some_unique_component_id1"]);
+    let refused = list.iter().find(|d| d["id"] == bridge.as_str()).map(|d| d["rejected"]["last_reason"].to_string());
+    assert!(refused.as_ref().is_some_and(|r| r.contains("mop") && r.contains("vacuum")), "{refused:?}");
+
+    // An empty config: the device goes.
+    mosquitto_pub(&hub, (&bridge, &key), topic, Message::Text("")).await?;
+    let list = devices(&hub, &owner).await?;
+    assert!(named(&list, "Kitchen").is_none(), "the device stayed: {list:?}");
+    Ok(())
+}
+
 /// Bad discovery input is refused with the reason on the bridge, and the bridge (and
 /// everyone else) goes on being served.
 #[tokio::test]

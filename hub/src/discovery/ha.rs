@@ -13,6 +13,9 @@ use super::template::{Template, TemplateError};
 
 /// Largest config accepted.
 pub const MAX_CONFIG: usize = 16 * 1024;
+/// Largest device-based config (several components at once), and most components in one.
+pub const MAX_DEVICE_CONFIG: usize = 64 * 1024;
+const MAX_COMPONENTS: usize = 64;
 /// Longest topic, name or id taken from a config.
 const MAX_FIELD: usize = 256;
 
@@ -68,6 +71,19 @@ pub enum Announcement {
     Entity(Box<Entity>),
     /// An empty config: the entity is gone.
     Removed { component: Component, id: String },
+    /// A device-based config (`<prefix>/device/[<node_id>/]<object_id>/config`, Home
+    /// Assistant 2024.12 on): each of its components (`cmps`) as an entity of its own (its
+    /// id `<device id> <component id>`), with the config's shared options; the components
+    /// it could not read, with the reason; and those named by their platform alone
+    /// (`{"p":"sensor"}`), which are to go.
+    Device {
+        id: String,
+        entities: Vec<Entity>,
+        refused: Vec<(String, DiscoveryError)>,
+        removed: Vec<(Component, String)>,
+    },
+    /// An empty device-based config: all its components are gone.
+    DeviceRemoved { id: String },
 }
 
 /// A state read from a topic, through a template when there is one.
@@ -217,8 +233,11 @@ pub fn parse(prefix: &str, topic: &str, payload: &[u8]) -> Result<Announcement, 
     {
         return Err(bad_topic());
     }
-    let component = Component::parse(component).ok_or_else(|| DiscoveryError::Component(component.to_owned()))?;
     let id = node.map_or_else(|| object.to_owned(), |node| format!("{node} {object}"));
+    if component == "device" {
+        return device_config(id, payload);
+    }
+    let component = Component::parse(component).ok_or_else(|| DiscoveryError::Component(component.to_owned()))?;
     if payload.is_empty() {
         return Ok(Announcement::Removed { component, id });
     }
@@ -230,6 +249,62 @@ pub fn parse(prefix: &str, topic: &str, payload: &[u8]) -> Result<Announcement, 
     };
     let config = expand(config);
     Ok(Announcement::Entity(Box::new(entity(component, id, &config)?)))
+}
+
+/// Reads a device-based config: shared options at the top, components under `cmps`, each
+/// with its platform (`p`) and its own options, which win over the shared ones.
+fn device_config(id: String, payload: &[u8]) -> Result<Announcement, DiscoveryError> {
+    if payload.is_empty() {
+        return Ok(Announcement::DeviceRemoved { id });
+    }
+    if payload.len() > MAX_DEVICE_CONFIG {
+        return Err(DiscoveryError::TooLarge(payload.len()));
+    }
+    let Json::Object(config) = serde_json::from_slice(payload).map_err(|e| DiscoveryError::Json(e.to_string()))? else {
+        return Err(DiscoveryError::Json("not an object".into()));
+    };
+    let (keys, _) = abbreviations();
+    let mut shared = rename(config, keys);
+    let Some(Json::Object(components)) = shared.remove("components") else {
+        return Err(DiscoveryError::Missing("components", "device"));
+    };
+    if !shared.get("device").is_some_and(Json::is_object) {
+        return Err(DiscoveryError::Missing("device", "device"));
+    }
+    let (mut entities, mut refused, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, component) in components.into_iter().take(MAX_COMPONENTS) {
+        let Json::Object(component) = component else {
+            refused.push((key, DiscoveryError::Json("a component is not an object".into())));
+            continue;
+        };
+        let mut own = rename(component, keys);
+        let platform = own.remove("platform");
+        let Some(platform) = platform.as_ref().and_then(Json::as_str) else {
+            refused.push((key, DiscoveryError::Missing("platform", "device component")));
+            continue;
+        };
+        let Some(kind) = Component::parse(platform) else {
+            refused.push((key, DiscoveryError::Component(platform.to_owned())));
+            continue;
+        };
+        if !valid_id(&key) {
+            refused.push((key.clone(), DiscoveryError::Invalid("components", format!("{key:?} is not an id"))));
+            continue;
+        }
+        let entity_id = format!("{id} {key}");
+        // Named by its platform alone: the component is being taken away.
+        if own.is_empty() {
+            removed.push((kind, entity_id));
+            continue;
+        }
+        let mut merged = shared.clone();
+        merged.extend(own);
+        match entity(kind, entity_id, &put_base(merged)) {
+            Ok(entity) => entities.push(entity),
+            Err(error) => refused.push((key, error)),
+        }
+    }
+    Ok(Announcement::Device { id, entities, refused, removed })
 }
 
 /// Whether `id` is a node or object id as HA accepts them.
@@ -261,11 +336,11 @@ fn abbreviations() -> &'static (Abbreviations, Abbreviations) {
     })
 }
 
-/// Expands abbreviations (the abbreviated key wins over its full form, as in HA), in the
-/// config, its availability entries and its device block, then puts in the `~` base topic.
-fn expand(config: Map<String, Json>) -> Map<String, Json> {
-    let (keys, device_keys) = abbreviations();
-    let rename = |map: Map<String, Json>, table: &Abbreviations| {
+/// Renames abbreviated keys to their full form (the abbreviated key wins over its full
+/// form, as in HA), in a config, its device block and its availability entries.
+fn rename(config: Map<String, Json>, keys: &Abbreviations) -> Map<String, Json> {
+    let (_, device_keys) = abbreviations();
+    let flat = |map: Map<String, Json>, table: &Abbreviations| {
         let mut out = Map::new();
         let (short, long): (Vec<_>, Vec<_>) = map.into_iter().partition(|(k, _)| table.contains_key(k.as_str()));
         for (key, value) in long.into_iter().chain(short) {
@@ -274,29 +349,39 @@ fn expand(config: Map<String, Json>) -> Map<String, Json> {
         }
         out
     };
-    let mut config = rename(config, keys);
+    let mut config = flat(config, keys);
     if let Some(Json::Object(device)) = config.remove("device") {
-        config.insert("device".into(), Json::Object(rename(device, device_keys)));
+        config.insert("device".into(), Json::Object(flat(device, device_keys)));
     }
     match config.remove("availability") {
         Some(Json::Array(entries)) => {
             let entries = entries
                 .into_iter()
                 .map(|e| match e {
-                    Json::Object(e) => Json::Object(rename(e, keys)),
+                    Json::Object(e) => Json::Object(flat(e, keys)),
                     other => other,
                 })
                 .collect();
             config.insert("availability".into(), Json::Array(entries));
         }
         Some(Json::Object(entry)) => {
-            config.insert("availability".into(), Json::Array(vec![Json::Object(rename(entry, keys))]));
+            config.insert("availability".into(), Json::Array(vec![Json::Object(flat(entry, keys))]));
         }
         Some(other) => {
             config.insert("availability".into(), other);
         }
         None => {}
     }
+    config
+}
+
+/// Expands abbreviations, then puts in the `~` base topic.
+fn expand(config: Map<String, Json>) -> Map<String, Json> {
+    put_base(rename(config, &abbreviations().0))
+}
+
+/// Puts the `~` base topic into the topics that start or end with `~`.
+fn put_base(mut config: Map<String, Json>) -> Map<String, Json> {
     if let Some(Json::String(base)) = config.remove("~") {
         let put_base = |value: &mut Json| {
             if let Json::String(topic) = value {
@@ -651,6 +736,61 @@ mod tests {
         // JSON true/false as payloads read as text.
         let restart = announced("z2m-ha-binary_sensor-bridge-restart_required.config");
         assert_eq!((restart.payload_on.as_str(), restart.payload_off.as_str()), ("true", "false"));
+    }
+
+    /// Home Assistant's device-based discovery: one config, shared options at the top and
+    /// its components under `cmps`, each its own entity; a component named by its platform
+    /// alone is to go, an unknown platform is refused with its reason, an empty config takes
+    /// the device away.
+    #[test]
+    fn a_device_based_config_gives_each_component_as_an_entity() {
+        let (topic, payload) = message("ha-device-discovery.constructed.config");
+        let Ok(Announcement::Device { id, entities, refused, removed }) = parse("homeassistant", &topic, &payload)
+        else {
+            panic!("not a device config")
+        };
+        assert_eq!(id, "0AFFD2");
+        assert!(refused.is_empty() && removed.is_empty(), "{refused:?} {removed:?}");
+        let shown: Vec<(&str, Option<&str>, Option<&str>)> =
+            entities.iter().map(|e| (e.id.as_str(), e.unit.as_deref(), e.device_class.as_deref())).collect();
+        assert_eq!(
+            shown,
+            [
+                ("0AFFD2 some_unique_component_id1", Some("°C"), Some("temperature")),
+                ("0AFFD2 some_unique_id2", Some("%"), Some("humidity"))
+            ]
+        );
+        for entity in &entities {
+            assert_eq!(entity.state.as_ref().map(|s| s.topic.as_str()), Some("sensorBedroom/state"));
+            assert_eq!(
+                (entity.device.name.as_deref(), entity.device.manufacturer.as_deref()),
+                (Some("Kitchen"), Some("Bla electronics"))
+            );
+        }
+        let config = r#"{"dev":{"ids":"n1","name":"Node"},"o":{"name":"diy"},"stat_t":"node/state","cmps":{
+            "t":{"p":"sensor","val_tpl":"{{ value_json.t }}","unit_of_meas":"°C"},
+            "relay":{"p":"switch","stat_t":"node/relay","cmd_t":"node/relay/set"},
+            "old":{"p":"sensor"},
+            "mop":{"p":"vacuum","stat_t":"node/vacuum"}}}"#;
+        let Ok(Announcement::Device { entities, refused, removed, .. }) =
+            parse("homeassistant", "homeassistant/device/n1/config", config.as_bytes())
+        else {
+            panic!("not a device config")
+        };
+        let relay = entities.iter().find(|e| e.id == "n1 relay").unwrap_or_else(|| panic!("no relay"));
+        assert_eq!(relay.state.as_ref().map(|s| s.topic.as_str()), Some("node/relay"), "its own topic wins");
+        assert_eq!(removed, [(Component::Sensor, "n1 old".to_owned())]);
+        assert!(matches!(refused.as_slice(), [(key, DiscoveryError::Component(p))] if key == "mop" && p == "vacuum"));
+        assert_eq!(
+            parse("homeassistant", "homeassistant/device/n1/config", b""),
+            Ok(Announcement::DeviceRemoved { id: "n1".into() })
+        );
+        let no_device = parse(
+            "homeassistant",
+            "homeassistant/device/n1/config",
+            br#"{"cmps":{"t":{"p":"sensor","stat_t":"a/b"}}}"#,
+        );
+        assert_eq!(no_device, Err(DiscoveryError::Missing("device", "device")));
     }
 
     #[test]
