@@ -1294,6 +1294,68 @@ fn ha_values(e: &ha::Entity) -> Vec<ValueSpec> {
                 });
             }
         }
+        Component::Lock | Component::Text => values.push(ValueSpec {
+            state: state(e.state.as_ref()),
+            command: text_command(e.command_topic.as_ref()),
+            options: e.options.iter().take(32).cloned().collect(),
+            ..value(object.clone(), None)
+        }),
+        // An event's state is JSON with its type, unless a template says otherwise.
+        Component::Event => values.push(ValueSpec {
+            state: e.state.as_ref().map(|s| StateSpec {
+                topic: s.topic.clone(),
+                template: Some(s.template.as_ref().map_or("{{ value_json.event_type }}", |t| t.text()).to_owned()),
+            }),
+            options: e.options.iter().take(32).cloned().collect(),
+            ..value(object.clone(), None)
+        }),
+        Component::Fan => {
+            values.push(ValueSpec {
+                state: state(e.state.as_ref()),
+                on_off: words(&e.payload_on, &e.payload_off),
+                command: text_command(e.command_topic.as_ref()),
+                ..value(object.clone(), None)
+            });
+            if let Some(f) = &e.fan {
+                if f.percentage.is_some() || f.percentage_command_topic.is_some() {
+                    values.push(ValueSpec {
+                        state: state(f.percentage.as_ref()),
+                        command: text_command(f.percentage_command_topic.as_ref()),
+                        ..value(format!("{object}_percentage"), Some("%".into()))
+                    });
+                }
+                if f.preset.is_some() || f.preset_command_topic.is_some() {
+                    values.push(ValueSpec {
+                        state: state(f.preset.as_ref()),
+                        command: text_command(f.preset_command_topic.as_ref()),
+                        options: f.presets.iter().take(32).cloned().collect(),
+                        ..value(format!("{object}_preset"), None)
+                    });
+                }
+            }
+        }
+        // A valve that reports its position takes a position; one that does not, the
+        // words to open, close (and stop) it.
+        Component::Valve if e.reports_position => values.push(ValueSpec {
+            state: state(e.state.as_ref()),
+            command: text_command(e.command_topic.as_ref()),
+            ..value(object.clone(), Some("%".into()))
+        }),
+        Component::Valve => {
+            let c = e.cover.as_ref();
+            values.push(ValueSpec {
+                state: state(e.state.as_ref()),
+                command: text_command(e.command_topic.as_ref()),
+                options: c
+                    .map(|c| [&c.payload_open, &c.payload_close, &c.payload_stop])
+                    .into_iter()
+                    .flatten()
+                    .filter(|w| !w.is_empty())
+                    .cloned()
+                    .collect(),
+                ..value(object.clone(), None)
+            });
+        }
         Component::Cover => {
             let c = e.cover.as_ref();
             values.push(ValueSpec {
@@ -1406,5 +1468,48 @@ mod tests {
             assert!(!ok(&[bad]), "{bad:?} was accepted");
         }
         assert!(!ok(&["a/#"; MAX_NAMESPACES + 1]));
+    }
+
+    fn values_of(component: &str, config: &str) -> Vec<ValueSpec> {
+        let topic = format!("homeassistant/{component}/node/thing/config");
+        match ha::parse("homeassistant", &topic, config.as_bytes()) {
+            Ok(ha::Announcement::Entity(entity)) => ha_values(&entity),
+            other => panic!("{component}: {other:?}"),
+        }
+    }
+
+    /// Locks, fans, valves, texts and events: what each reports and takes.
+    #[test]
+    fn locks_fans_valves_texts_and_events_report_and_take_what_their_configs_say() {
+        let lock = values_of("lock", r#"{"stat_t":"n/lock","cmd_t":"n/lock/set","pl_open":"OPEN"}"#);
+        assert_eq!(
+            (lock[0].metric.as_str(), lock[0].options.as_slice()),
+            ("thing", &["LOCK", "UNLOCK", "OPEN"].map(String::from)[..])
+        );
+        assert!(lock[0].command.is_some() && lock[0].on_off.is_none());
+
+        let fan = values_of(
+            "fan",
+            r#"{"stat_t":"n/fan","cmd_t":"n/fan/set","pct_cmd_t":"n/fan/pct","pct_stat_t":"n/fan/pct/state",
+                "pr_mode_cmd_t":"n/fan/preset","pr_modes":["eco","boost"]}"#,
+        );
+        let metrics: Vec<&str> = fan.iter().map(|v| v.metric.as_str()).collect();
+        assert_eq!(metrics, ["thing", "thing_percentage", "thing_preset"]);
+        assert!(fan[0].on_off.is_some());
+        assert_eq!(fan[1].unit.as_deref(), Some("%"));
+        assert_eq!(fan[2].options, ["eco", "boost"]);
+
+        let valve = values_of("valve", r#"{"stat_t":"n/valve","cmd_t":"n/valve/set"}"#);
+        assert_eq!(valve[0].options, ["OPEN", "CLOSE"], "a valve stops only if its config says how");
+        let positioned = values_of("valve", r#"{"stat_t":"n/valve","cmd_t":"n/valve/set","pos":true}"#);
+        assert_eq!((positioned[0].unit.as_deref(), positioned[0].options.len()), (Some("%"), 0));
+
+        let text = values_of("text", r#"{"stat_t":"n/text","cmd_t":"n/text/set"}"#);
+        assert!(text[0].command.is_some());
+
+        let event = values_of("event", r#"{"stat_t":"n/button","evt_typ":["press","hold"]}"#);
+        assert_eq!(event[0].options, ["press", "hold"]);
+        assert_eq!(event[0].state.as_ref().and_then(|s| s.template.as_deref()), Some("{{ value_json.event_type }}"));
+        assert!(event[0].command.is_none());
     }
 }

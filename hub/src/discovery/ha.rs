@@ -31,6 +31,11 @@ pub enum Component {
     Button,
     Number,
     Select,
+    Lock,
+    Fan,
+    Valve,
+    Text,
+    Event,
 }
 
 impl Component {
@@ -45,6 +50,11 @@ impl Component {
             "button" => Self::Button,
             "number" => Self::Number,
             "select" => Self::Select,
+            "lock" => Self::Lock,
+            "fan" => Self::Fan,
+            "valve" => Self::Valve,
+            "text" => Self::Text,
+            "event" => Self::Event,
             _ => return None,
         })
     }
@@ -60,6 +70,11 @@ impl Component {
             Self::Button => "button",
             Self::Number => "number",
             Self::Select => "select",
+            Self::Lock => "lock",
+            Self::Fan => "fan",
+            Self::Valve => "valve",
+            Self::Text => "text",
+            Self::Event => "event",
         }
     }
 }
@@ -157,8 +172,13 @@ pub struct Entity {
     pub payload_press: Option<String>,
     /// number: range and step.
     pub range: Option<(f64, f64, f64)>,
-    /// select: the options.
+    /// select: the options; lock: what it takes (`LOCK`, `UNLOCK`, `OPEN` if it opens);
+    /// event: its event types.
     pub options: Vec<String>,
+    /// fan: its speed and preset mode.
+    pub fan: Option<Fan>,
+    /// valve: its state is a position (0-100) and its commands too.
+    pub reports_position: bool,
     pub availability: Vec<Availability>,
     pub availability_mode: AvailabilityMode,
     /// Parts left out, and why (an unsupported template for an optional value): shown on
@@ -189,6 +209,15 @@ pub struct Climate {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+pub struct Fan {
+    pub percentage: Option<State>,
+    pub percentage_command_topic: Option<String>,
+    pub preset: Option<State>,
+    pub preset_command_topic: Option<String>,
+    pub presets: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Cover {
     pub payload_open: String,
     pub payload_close: String,
@@ -203,7 +232,7 @@ pub enum DiscoveryError {
     #[error("not a discovery topic: {0:?} (expected <prefix>/<component>/[<node_id>/]<object_id>/config)")]
     Topic(String),
     #[error(
-        "component {0:?} is not one Hearth understands (sensor, binary_sensor, switch, light, climate, cover, button, number, select)"
+        "component {0:?} is not one Hearth understands (sensor, binary_sensor, switch, light, climate, cover, button, number, select, lock, fan, valve, text, event)"
     )]
     Component(String),
     #[error("config is {0} bytes, more than the {MAX_CONFIG} allowed")]
@@ -462,7 +491,7 @@ fn entity(component: Component, id: String, config: &Map<String, Json>) -> Resul
         };
         Ok(Some(State { topic, template }))
     };
-    let required = matches!(component, Component::Sensor | Component::BinarySensor);
+    let required = matches!(component, Component::Sensor | Component::BinarySensor | Component::Event);
     let main_state = match component {
         Component::Climate => state("current_temperature_topic", "current_temperature_template", false)?,
         Component::Cover => state("state_topic", "value_template", false)?,
@@ -471,10 +500,16 @@ fn entity(component: Component, id: String, config: &Map<String, Json>) -> Resul
     };
     let command_topic = topic("command_topic")?;
     match component {
-        Component::Sensor | Component::BinarySensor if main_state.is_none() => {
+        Component::Sensor | Component::BinarySensor | Component::Event if main_state.is_none() => {
             return Err(DiscoveryError::Missing("state_topic", component.name()));
         }
-        Component::Switch | Component::Light | Component::Button | Component::Number | Component::Select
+        Component::Switch
+        | Component::Light
+        | Component::Button
+        | Component::Number
+        | Component::Select
+        | Component::Fan
+        | Component::Text
             if command_topic.is_none() =>
         {
             return Err(DiscoveryError::Missing("command_topic", component.name()));
@@ -522,16 +557,39 @@ fn entity(component: Component, id: String, config: &Map<String, Json>) -> Resul
         _ => None,
     };
     let cover = match component {
-        Component::Cover => Some(Cover {
+        Component::Cover | Component::Valve => Some(Cover {
             payload_open: text("payload_open")?.unwrap_or_else(|| "OPEN".into()),
             payload_close: text("payload_close")?.unwrap_or_else(|| "CLOSE".into()),
-            payload_stop: text("payload_stop")?.unwrap_or_else(|| "STOP".into()),
+            // A valve stops only if its config says how.
+            payload_stop: text("payload_stop")?
+                .unwrap_or_else(|| if component == Component::Valve { String::new() } else { "STOP".into() }),
             position: state("position_topic", "position_template", false)?,
             set_position_topic: topic("set_position_topic")?,
         }),
         _ => None,
     };
-    let options = list("options");
+    let fan = match component {
+        Component::Fan => Some(Fan {
+            percentage: state("percentage_state_topic", "percentage_value_template", false)?,
+            percentage_command_topic: topic("percentage_command_topic")?,
+            preset: state("preset_mode_state_topic", "preset_mode_value_template", false)?,
+            preset_command_topic: topic("preset_mode_command_topic")?,
+            presets: list("preset_modes"),
+        }),
+        _ => None,
+    };
+    let options = match component {
+        Component::Lock => {
+            let mut takes = vec![
+                text("payload_lock")?.unwrap_or_else(|| "LOCK".into()),
+                text("payload_unlock")?.unwrap_or_else(|| "UNLOCK".into()),
+            ];
+            takes.extend(text("payload_open")?);
+            takes
+        }
+        Component::Event => list("event_types"),
+        _ => list("options"),
+    };
     if component == Component::Select && options.is_empty() {
         return Err(DiscoveryError::Missing("options", "select"));
     }
@@ -566,6 +624,10 @@ fn entity(component: Component, id: String, config: &Map<String, Json>) -> Resul
             )
         }),
         options,
+        fan,
+        reports_position: component == Component::Valve
+            && (matches!(config.get("reports_position"), Some(Json::Bool(true)))
+                || text("reports_position")?.is_some_and(|r| r.eq_ignore_ascii_case("true"))),
         availability,
         availability_mode: mode,
         left_out,
