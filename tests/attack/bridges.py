@@ -156,6 +156,31 @@ check(f"a flood of {sent[0]} configs: at most 512 devices behind the bridge ({be
 check(f"during the flood the API answered within 2 s (worst {worst_api:.2f} s) and a device's "
       f"reading was acknowledged within 2 s (worst {worst_device:.2f} s)", worst_api < 2 and worst_device < 2)
 
+# 5b. Device-based discovery: a config too large, one with too many components, one whose
+# component writes outside the namespaces; the hub reads what it may and serves on.
+kitchen = device("Kitchen node", ["homeassistant/device/kitchen/#", "kitchen/#"])
+many = {f"c{n}": {"p": "sensor", "stat_t": f"kitchen/{n}", "uniq_id": f"k{n}"} for n in range(5000)}
+publish(kitchen, "homeassistant/device/kitchen/config", json.dumps({"dev": {"ids": "k", "name": "Big kitchen"}, "cmps": many}))
+time.sleep(0.3)
+check("a device config over 64 KiB is refused with its size", "bytes" in refusal(kitchen[0]), refusal(kitchen[0]))
+some = {f"c{n}": {"p": "sensor", "stat_t": f"kitchen/{n}", "uniq_id": f"k{n}"} for n in range(200)}
+publish(kitchen, "homeassistant/device/kitchen/config", json.dumps({"dev": {"ids": "k", "name": "Kitchen"}, "cmps": some}))
+for _ in range(50):
+    if named("Kitchen"): break
+    time.sleep(0.1)
+k = named("Kitchen")
+values = len((k or {}).get("discovered", {}).get("values", []))
+check(f"of 200 components at most 64 are read ({values})", k is not None and 0 < values <= 64, values)
+outside = {"a": {"p": "sensor", "stat_t": "kitchen/a"}, "out": {"p": "sensor", "stat_t": "elsewhere/out"}}
+publish(kitchen, "homeassistant/device/kitchen/config", json.dumps({"dev": {"ids": "k", "name": "Kitchen"}, "cmps": outside}))
+time.sleep(0.3)
+metrics = [v["metric"] for v in named("Kitchen")["discovered"]["values"]]
+check("a component outside the namespaces is refused, the other is read",
+      "out" not in metrics and "a" in metrics and "outside" in refusal(kitchen[0]), (metrics[-3:], refusal(kitchen[0])))
+t = time.monotonic()
+ok = publish(meter, f"hearth/{meter[0]}/power", "60.5")
+check(f"the hub serves a device at once after ({time.monotonic() - t:.2f} s)", ok and time.monotonic() - t < 2)
+
 # 6. Retained commands: a node that asks for them gets the last one when it subscribes;
 # nobody else does, whatever they subscribe to, and subscribing over and over amplifies
 # nothing beyond the node's own.
