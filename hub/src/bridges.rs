@@ -93,6 +93,10 @@ pub struct ValueSpec {
     /// The values it takes, when they are a list (at most 32).
     #[serde(default)]
     pub options: Vec<String>,
+    /// A setting (`config`) or a diagnostic (`diagnostic`) rather than what the device is
+    /// for: Zigbee2MQTT's category, Home Assistant's entity category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
 }
 
 /// A value's own state topic and the template that reads it.
@@ -430,6 +434,7 @@ impl Bridges {
                     settable: v.command.is_some(),
                     on_off: v.on_off.is_some(),
                     options: v.options.clone(),
+                    category: v.category.clone(),
                 })
                 .collect(),
         })
@@ -851,6 +856,7 @@ impl Bridges {
                 class: None,
                 entity: None,
                 options: Vec::new(),
+                category: None,
             })
             .collect();
         for value in &mut values {
@@ -974,6 +980,7 @@ impl Bridges {
                         Kind::Enum { values } => values.iter().take(32).cloned().collect(),
                         _ => Vec::new(),
                     },
+                    category: v.category.clone(),
                 })
                 .collect();
             let description = Description {
@@ -1138,6 +1145,7 @@ fn tasmota_discovery(payload: &[u8]) -> Result<(String, Vec<ValueSpec>, About), 
                 class: Some("outlet".into()),
                 entity: None,
                 options: Vec::new(),
+                category: None,
             };
             native_control(Convention::Tasmota, &topic, "", &mut value);
             value
@@ -1204,6 +1212,7 @@ fn ha_values(e: &ha::Entity) -> Vec<ValueSpec> {
         class: e.device_class.clone(),
         entity: Some(tag.clone()),
         options: Vec::new(),
+        category: e.entity_category.clone(),
     };
     let mut values = Vec::new();
     match e.component {

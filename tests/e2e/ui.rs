@@ -481,6 +481,17 @@ async fn a_zigbee2mqtt_bridge_s_devices_on_the_dashboard_and_a_switch_that_works
     let (topic, payload) = heard.next().await?;
     assert_eq!(topic, "zigbee2mqtt/bulb/set");
     assert_eq!(serde_json::from_str::<Value>(&payload)?, json!({ "brightness": 128 }));
+    // Its settings (Zigbee2MQTT's config category) are folded apart from its light, and
+    // work from there.
+    let main = b.text(&format!("article[data-device='{bulb}'] > .switches")).await?;
+    assert!(main.contains("brightness") && !main.contains("power_on_behavior"), "{main}");
+    b.click(&format!("article[data-device='{bulb}'] details.settings summary")).await?;
+    let setting = format!("article[data-device='{bulb}'] details.settings .choice[data-metric='power_on_behavior']");
+    b.choose(&format!("{setting} select"), "previous").await?;
+    b.click(&format!("{setting} button")).await?;
+    let (topic, payload) = heard.next().await?;
+    assert_eq!(topic, "zigbee2mqtt/bulb/set");
+    assert_eq!(serde_json::from_str::<Value>(&payload)?, json!({ "power_on_behavior": "previous" }));
     // A choice: one of zigfred's covers, closed.
     let zigfred = list.as_array().and_then(|l| l.iter().find(|d| d["name"] == "zigfred_plus")).map(|d| d["id"].clone());
     let zigfred = zigfred.and_then(|z| z.as_str().map(str::to_owned)).ok_or_else(|| anyhow::anyhow!("no zigfred"))?;

@@ -37,9 +37,29 @@ fn DeviceCard(
 ) -> impl IntoView {
     let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
     let href = format!("/devices/{}", device.id);
-    let metrics = device.metrics.clone();
     let described = device.discovered.as_ref().map(|d| d.values.clone()).unwrap_or_default();
+    // Settings and diagnostics (a device's categories) are shown apart, folded: a wall
+    // switch may have a hundred settings besides its light.
+    let apart = |metric: &str| described.iter().any(|v| v.metric == metric && v.category.is_some());
+    let (more, metrics): (Vec<_>, Vec<_>) = device.metrics.clone().into_iter().partition(|m| apart(&m.metric));
+    let settings = described.iter().filter(|v| v.category.is_some() && v.settable).count();
+    let folded = more.len() + settings;
     let class_of = move |metric: &str| described.iter().find(|v| v.metric == metric).and_then(|v| v.class.clone());
+    let class_more = class_of.clone();
+    let row = move |m: hearth_model::devices::Metric, class: Option<String>| {
+        let ts = m.ts;
+        view! {
+            <li data-metric=m.metric.clone()>
+                <span>{icon(class.as_deref(), &m.metric)} {m.metric.clone()}</span>
+                <span>
+                    <span class="value">{m.value.show()}</span>
+                    " " {m.unit.clone().unwrap_or_default()}
+                    <br /><span class="muted">{move || ago(ts, home.tick.get().max(now_ms()))}</span>
+                </span>
+            </li>
+        }
+    };
+    let settings_device = device.clone();
     let bridge = device.bridge.clone().map(|id| {
         let name = home.devices.with_untracked(|ds| ds.iter().find(|d| d.id == id).map(|d| d.name.clone()));
         (format!("/devices/{id}"), name.unwrap_or(id))
@@ -66,22 +86,19 @@ fn DeviceCard(
                 <p class="warning in-clear" title="Allowed plain MQTT: its secret and readings cross the network unencrypted">"sends in clear"</p>
             })}
             <ul class="metrics">
-                {metrics.into_iter().map(|m| {
-                    let ts = m.ts;
-                    view! {
-                        <li data-metric=m.metric.clone()>
-                            <span>{icon(class_of(&m.metric).as_deref(), &m.metric)} {m.metric.clone()}</span>
-                            <span>
-                                <span class="value">{m.value.show()}</span>
-                                " " {m.unit.clone().unwrap_or_default()}
-                                <br /><span class="muted">{move || ago(ts, home.tick.get().max(now_ms()))}</span>
-                            </span>
-                        </li>
-                    }
-                }).collect_view()}
+                {metrics.into_iter().map(|m| { let class = class_of(&m.metric); row(m, class) }).collect_view()}
             </ul>
             {device.metrics.is_empty().then(|| view! { <p class="muted">"No readings yet."</p> })}
-            <Switches device=switches />
+            <Switches device=switches settings=false />
+            {(folded > 0).then(|| view! {
+                <details class="settings">
+                    <summary class="muted">"Settings and diagnostics (" {folded} ")"</summary>
+                    <ul class="metrics">
+                        {more.into_iter().map(|m| { let class = class_more(&m.metric); row(m, class) }).collect_view()}
+                    </ul>
+                    <Switches device=settings_device settings=true />
+                </details>
+            })}
             {device.rejected.map(|r| view! { <p class="error">"Refused " {r.count} ": " {r.last_reason}</p> })}
         </article>
     }
@@ -120,15 +137,18 @@ fn icon(class: Option<&str>, metric: &str) -> &'static str {
     }
 }
 
-/// On/off buttons for the on/off values a device takes as commands: its switches, lights
-/// and covers. Numbers (a brightness, a target temperature) are set by rules for now.
+/// Controls for what a device takes as commands: On/Off for its switches, lights and
+/// covers, a number (a brightness, a target temperature), or a choice from a list.
 #[component]
 fn Switches(
     /// The device.
     device: Device,
+    /// Its settings (values of a category) rather than what it is for.
+    settings: bool,
 ) -> impl IntoView {
     let error = RwSignal::new(None::<String>);
-    let Some(discovered) = device.discovered.clone() else { return ().into_any() };
+    let Some(mut discovered) = device.discovered.clone() else { return ().into_any() };
+    discovered.values.retain(|v| v.category.is_some() == settings);
     let settable: Vec<(String, Option<hearth_model::Value>)> = discovered
         .values
         .iter()

@@ -155,6 +155,9 @@ pub struct DiscoveredValue {
     /// modes, a select's options).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
+    /// `config` (a setting) or `diagnostic`: shown apart from what the device is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
 }
 
 /// `POST /api/devices/{id}/command`: sets one of a device's values now (a switch, a light,

@@ -155,6 +155,8 @@ pub struct Entity {
     pub unit: Option<String>,
     pub device_class: Option<String>,
     pub state_class: Option<String>,
+    /// `config` or `diagnostic`: a setting or a diagnostic, not what the device is for.
+    pub entity_category: Option<String>,
     /// The main state (a sensor's value, a switch's or light's on/off, a cover's position
     /// state, a climate's current temperature).
     pub state: Option<State>,
@@ -603,6 +605,7 @@ fn entity(component: Component, id: String, config: &Map<String, Json>) -> Resul
         unit: text("unit_of_measurement")?,
         device_class: text("device_class")?,
         state_class: text("state_class")?,
+        entity_category: text("entity_category")?.filter(|c| matches!(c.as_str(), "config" | "diagnostic")),
         state: main_state,
         command_topic,
         retain: matches!(config.get("retain"), Some(Json::Bool(true)))

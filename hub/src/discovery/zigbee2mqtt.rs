@@ -40,6 +40,8 @@ pub struct Exposed {
     pub settable: bool,
     /// The composite it belongs to (`light`, `switch`, `climate`, `cover`, `lock`, `fan`).
     pub part_of: Option<String>,
+    /// `config` (a setting) or `diagnostic`, its own or its composite's.
+    pub category: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -138,9 +140,22 @@ fn flatten(expose: &Json, prefix: Option<&str>, part_of: Option<&str>, depth: us
         Some("list") => return,
         other => (prefix.map(str::to_owned), other.map(str::to_owned)),
     };
+    let first = values.len();
     for feature in features {
         flatten(feature, prefix.as_deref(), part_of.as_deref(), depth + 1, values);
     }
+    // A composite's category is its features' (`color_options` is a setting).
+    if let Some(category) = category_of(expose) {
+        for value in values[first..].iter_mut().filter(|v| v.category.is_none()) {
+            value.category = Some(category.clone());
+        }
+    }
+}
+
+/// An expose's category, when it is one Hearth shows apart: `config` or `diagnostic`.
+fn category_of(expose: &Json) -> Option<String> {
+    let category = expose.get("category").and_then(Json::as_str)?;
+    matches!(category, "config" | "diagnostic").then(|| category.to_owned())
 }
 
 /// One expose with a property (a feature of a composite, or a value of its own).
@@ -179,6 +194,7 @@ fn exposed(expose: &Json, part_of: Option<String>) -> Option<Exposed> {
         reported: access & 1 != 0,
         settable: access & 2 != 0,
         part_of,
+        category: category_of(expose),
     })
 }
 
