@@ -6,7 +6,8 @@
 -- those for its own devices; removing a device deletes those for it and those its sessions
 -- would get.
 CREATE TABLE mqtt_retained (
-    seq       INTEGER PRIMARY KEY,
+    -- Never reused: a row number names one command for as long as the hub runs.
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
     -- Whose sessions get it: the device, or the bridge it is behind.
     device_id TEXT NOT NULL,
     -- The device it commands.

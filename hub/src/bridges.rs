@@ -440,6 +440,20 @@ impl Bridges {
         })
     }
 
+    /// Whether a command kept retained is still one to retain: its device is still behind
+    /// that bridge, and one of its values still takes commands on that topic retained.
+    pub fn retains(&self, kept: &crate::ingest::retained::Kept) -> bool {
+        let Ok(registry) = self.registry.read() else { return false };
+        registry.behind.get(&kept.target).is_some_and(|b| {
+            b.bridge == kept.device
+                && b.description
+                    .values
+                    .iter()
+                    .filter_map(|v| v.command.as_ref())
+                    .any(|c| c.retain && c.topic == kept.topic)
+        })
+    }
+
     /// Reads what a bridge published into readings of the devices behind it, adding the
     /// devices it announces. Nothing outside its namespaces is read.
     pub async fn publish(&self, bridge: &str, topic: &str, payload: &[u8], now: i64) -> Result<Vec<Reading>, Refusal> {
@@ -679,7 +693,7 @@ impl Bridges {
                 }
             }
             ha::Announcement::DeviceRemoved { id } => {
-                let prefix = format!("{id} ");
+                let prefix = format!("@{id} ");
                 let tags: Vec<String> = self.registry.read().map_or_else(
                     |_| Vec::new(),
                     |r| {
@@ -1383,8 +1397,9 @@ fn ha_values(e: &ha::Entity) -> Vec<ValueSpec> {
         }
     }
     values.retain(|v| valid_metric(&v.metric) && (v.state.is_some() || v.command.is_some()));
-    // A press is an event, not a state: retained, it would press again at every wake.
-    if e.retain && e.component != Component::Button {
+    // A press is an event, not a state: retained, it would press again at every wake. A
+    // lock is not retained either: its OPEN would unlatch the door again at every wake.
+    if e.retain && !matches!(e.component, Component::Button | Component::Lock) {
         for command in values.iter_mut().filter_map(|v| v.command.as_mut()) {
             command.retain = true;
         }

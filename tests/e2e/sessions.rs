@@ -401,6 +401,13 @@ async fn a_node_that_asks_for_retained_commands_gets_the_last_one_when_it_subscr
     let grant = owner.put(hub.url(&format!("/api/devices/{other}/bridge")));
     assert_eq!(grant.json(&json!({ "namespaces": ["other/#"] })).send().await?.status(), 200);
     assert_eq!(wake_and_listen(mqtt, (&other, &other_key), "#").await?, []);
+
+    // The node is set up again without retained commands: the one kept is not handed out.
+    let (topic, config) = porch_configs().remove(0);
+    let mut config: Value = serde_json::from_str(&config)?;
+    config["ret"] = json!(false);
+    hub.publish((&node, &key), &topic, config.to_string()).await?;
+    assert_eq!(wake_and_listen(mqtt, (&node, &key), "porch/#").await?, [], "a command no longer to retain came");
     Ok(())
 }
 

@@ -103,21 +103,25 @@ impl Commands {
             }
             Commands::External { client, retained } => {
                 // The broker keeps it; the hub notes it was sent, to clear it there when its
-                // subject's data is shredded. A command on a topic that is not to be
-                // retained clears the one retained before (with an empty retained message,
-                // which the broker also passes on).
+                // subject's data is shredded or its device removed. A command on a topic that
+                // is not to be retained clears the one retained before (with an empty
+                // retained message, which the broker also passes on).
+                if !out.retain && retained.clear(&out.to, &out.topic).await? {
+                    client.publish(out.topic.clone(), QoS::AtLeastOnce, true, Vec::new()).await?;
+                }
                 let kept = match out.retain {
-                    true => retained.keep((&out.to, &out.target), &out.topic, out.payload.clone(), out.subject).await,
-                    false => match retained.clear(&out.to, &out.topic).await {
-                        Ok(true) => {
-                            client.publish(out.topic.clone(), QoS::AtLeastOnce, true, Vec::new()).await?;
-                            Ok(())
-                        }
-                        other => other.map(|_| ()),
-                    },
+                    true => retained.keep((&out.to, &out.target), &out.topic, out.payload.clone(), out.subject).await?,
+                    false => None,
                 };
-                kept?;
-                client.publish(out.topic, QoS::AtLeastOnce, out.retain, out.payload.to_vec()).await?;
+                // Not kept (its device removed, its subject shredded meanwhile): not retained.
+                let retain = kept.is_some();
+                client.publish(out.topic.clone(), QoS::AtLeastOnce, retain, out.payload.to_vec()).await?;
+                // Forgotten while it was being sent: the clearing may have gone out first.
+                if let Some(seq) = kept
+                    && !retained.holds(seq)
+                {
+                    client.publish(out.topic, QoS::AtLeastOnce, true, Vec::new()).await?;
+                }
                 Ok("sent to the broker")
             }
             Commands::Off => Err(ActionError::MqttOff),
@@ -128,9 +132,10 @@ impl Commands {
     /// and those for its own devices (`own`); on an external broker they are cleared there.
     pub async fn forget_tenancy(&self, tenancy: i64, own: &[String]) {
         match self {
-            Commands::Embedded(server) => server.forget_tenancy(tenancy),
+            Commands::Embedded(server) => server.forget_tenancy(tenancy).await,
             Commands::External { client, retained } => {
-                crate::ingest::retained::clear_on_broker(client, retained.forget_tenancy(tenancy, own)).await;
+                let forgotten = retained.forget_tenancy(tenancy, own).await;
+                crate::ingest::retained::clear_on_broker(client, forgotten).await;
             }
             Commands::Off => {}
         }

@@ -88,7 +88,7 @@ pub enum Announcement {
     Removed { component: Component, id: String },
     /// A device-based config (`<prefix>/device/[<node_id>/]<object_id>/config`, Home
     /// Assistant 2024.12 on): each of its components (`cmps`) as an entity of its own (its
-    /// id `<device id> <component id>`), with the config's shared options; the components
+    /// id `@<device id> <component id>`), with the config's shared options; the components
     /// it could not read, with the reason; and those named by their platform alone
     /// (`{"p":"sensor"}`), which are to go.
     Device {
@@ -322,7 +322,9 @@ fn device_config(id: String, payload: &[u8]) -> Result<Announcement, DiscoveryEr
             refused.push((key.clone(), DiscoveryError::Invalid("components", format!("{key:?} is not an id"))));
             continue;
         }
-        let entity_id = format!("{id} {key}");
+        // Marked apart from the ids of single-entity configs (which never hold `@`): the
+        // device `kitchen`'s `temp` is not the entity `homeassistant/sensor/kitchen/temp`.
+        let entity_id = format!("@{id} {key}");
         // Named by its platform alone: the component is being taken away.
         if own.is_empty() {
             removed.push((kind, entity_id));
@@ -821,8 +823,8 @@ mod tests {
         assert_eq!(
             shown,
             [
-                ("0AFFD2 some_unique_component_id1", Some("°C"), Some("temperature")),
-                ("0AFFD2 some_unique_id2", Some("%"), Some("humidity"))
+                ("@0AFFD2 some_unique_component_id1", Some("°C"), Some("temperature")),
+                ("@0AFFD2 some_unique_id2", Some("%"), Some("humidity"))
             ]
         );
         for entity in &entities {
@@ -842,9 +844,9 @@ mod tests {
         else {
             panic!("not a device config")
         };
-        let relay = entities.iter().find(|e| e.id == "n1 relay").unwrap_or_else(|| panic!("no relay"));
+        let relay = entities.iter().find(|e| e.id == "@n1 relay").unwrap_or_else(|| panic!("no relay"));
         assert_eq!(relay.state.as_ref().map(|s| s.topic.as_str()), Some("node/relay"), "its own topic wins");
-        assert_eq!(removed, [(Component::Sensor, "n1 old".to_owned())]);
+        assert_eq!(removed, [(Component::Sensor, "@n1 old".to_owned())]);
         assert!(matches!(refused.as_slice(), [(key, DiscoveryError::Component(p))] if key == "mop" && p == "vacuum"));
         assert_eq!(
             parse("homeassistant", "homeassistant/device/n1/config", b""),

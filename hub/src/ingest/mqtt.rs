@@ -78,6 +78,8 @@ const BIRTH_TOPIC: &str = "homeassistant/status";
 const MAX_UNACKED: usize = 16;
 /// Messages queued to one subscriber before newer ones are dropped.
 const OUTBOX: usize = 64;
+/// How often retained commands are checked against the store and against what devices ask.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How long one packet may take to leave; a reader that stops reading is closed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -255,42 +257,55 @@ impl MqttServer {
         }
     }
 
-    /// Until `shutdown`, forgets what the store forgets: a shredded tenancy's queued commands
-    /// and its own devices' sessions, and a removed device's sessions.
+    /// Until `shutdown`, forgets what the store forgets: a shredded tenancy's queued and
+    /// retained commands and its own devices' sessions, and a removed device's sessions and
+    /// retained commands. Events missed, and every minute, the retained commands are brought
+    /// in line with the store and with what devices ask for now.
     pub async fn watch(self, shutdown: CancellationToken) {
         let ctx = &self.shared.ctx;
         let mut shredded = ctx.store.subscribe_shredded();
         let mut events = ctx.device_events.subscribe();
+        let mut every_minute = tokio::time::interval(PRUNE_EVERY);
         loop {
-            tokio::select! {
+            let missed = tokio::select! {
                 () = shutdown.cancelled() => break,
+                _ = every_minute.tick() => true,
                 tenancy = shredded.recv() => match tenancy {
-                    Ok(tenancy) => self.forget_tenancy(tenancy),
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Ok(tenancy) => {
+                        self.forget_tenancy(tenancy).await;
+                        false
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 event = events.recv() => match event {
                     Ok(DeviceEvent::Removed(id)) => {
                         self.shared.forget(|device| device == id, |_| false);
-                        ctx.retained.forget_device(&id);
+                        ctx.retained.forget_device(&id).await;
+                        false
                     }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Ok(_) => false,
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
+            };
+            if missed && let Err(error) = ctx.retained.prune(|k| ctx.bridges.retains(k)).await {
+                tracing::warn!(%error, "could not check the retained MQTT commands");
             }
         }
     }
 
-    /// Forgets a shredded tenancy's queued commands and its own devices' sessions (the store
-    /// deleted them). Called by the shred itself, and again by [`MqttServer::watch`].
-    pub fn forget_tenancy(&self, tenancy: i64) {
+    /// Forgets a shredded tenancy's queued and retained commands and its own devices'
+    /// sessions (the store deleted them). Called by the shred itself, and again by
+    /// [`MqttServer::watch`].
+    pub async fn forget_tenancy(&self, tenancy: i64) {
         let own: Vec<String> = {
             let rule = &self.shared.ctx.store.ownership().rule;
             rule.tenant_devices.iter().filter(|(_, t)| **t == tenancy).map(|(d, _)| d.clone()).collect()
         };
         let subject = crate::consent::Subject::Tenancy(tenancy);
         self.shared.forget(|device| own.iter().any(|d| d == device), |queued| queued.subject == subject);
-        self.shared.ctx.retained.forget_tenancy(tenancy, &own);
+        self.shared.ctx.retained.forget_tenancy(tenancy, &own).await;
     }
 
     /// Takes back the persistent sessions the store kept (those away for less than a week).
@@ -318,11 +333,15 @@ impl MqttServer {
     pub async fn send(&self, out: Outgoing) {
         let retained = &self.shared.ctx.retained;
         let kept = match out.retain {
-            true => retained.keep((&out.to, &out.target), &out.topic, out.payload.clone(), out.subject).await,
+            true => {
+                retained.keep((&out.to, &out.target), &out.topic, out.payload.clone(), out.subject).await.map(|_| ())
+            }
             false => retained.clear(&out.to, &out.topic).await.map(|_| ()),
         };
         if let Err(error) = kept {
+            // The command before must not be handed out in its place.
             tracing::error!(%error, device.id = %out.target, "could not keep a retained MQTT command");
+            let _ = retained.clear(&out.to, &out.topic).await;
         }
         self.shared.router.route_to(&out.to, &out.topic, &out.payload);
         self.shared.deliver_persistent(&out.to, &out.topic, &out.payload, out.subject).await;
@@ -791,6 +810,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     // Queued messages sent on this connection and not acknowledged yet (by their row: a
     // watermark would skip a row number the store reuses, or one queued out of order).
     let mut in_flight: std::collections::HashSet<i64> = std::collections::HashSet::new();
+    // Retained commands waiting in `pending` to go out after a SUBACK, by topic, and whether a
+    // newer command on that topic went out before them (then they are not sent).
+    let mut awaiting: HashMap<String, bool> = HashMap::new();
 
     loop {
         if draining && pending.is_empty() {
@@ -800,6 +822,15 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         tokio::select! {
             biased;
             Some(ack) = pending.next(), if !pending.is_empty() => match ack {
+                Ok(Some(Packet::Publish(publish))) if publish.retain && awaiting.contains_key(&publish.topic) => {
+                    // A retained command waited behind acks; if a newer command on its topic
+                    // went out meanwhile, it is stale and is not sent.
+                    if awaiting.remove(&publish.topic) == Some(true) {
+                        unacked.remove(&publish.pkid);
+                    } else {
+                        send(&mut framed, Packet::Publish(publish)).await?;
+                    }
+                }
                 Ok(Some(packet)) => send(&mut framed, packet).await?,
                 Ok(None) => {}
                 Err(CommitFailed) => return Err(ConnError::CommitFailed),
@@ -824,6 +855,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 Err(broadcast::error::RecvError::Closed) => return Err(ConnError::Closed),
             },
             Some(mut publish) = out_rx.recv() => {
+                if let Some(superseded) = awaiting.get_mut(&publish.topic) {
+                    *superseded = true;
+                }
                 if publish.qos == QoS::AtLeastOnce {
                     if unacked.len() >= 4 * MAX_UNACKED {
                         // A subscriber that does not acknowledge gets no more until it does.
@@ -837,6 +871,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
             () = wake.notified(), if persistent && unacked.len() < MAX_UNACKED => {
                 for queued in shared.queued(&key, &in_flight, MAX_UNACKED - unacked.len()) {
+                    if let Some(superseded) = awaiting.get_mut(&queued.topic) {
+                        *superseded = true;
+                    }
                     in_flight.insert(queued.seq);
                     let mut publish = Publish::from_bytes(queued.topic, QoS::AtLeastOnce, queued.payload);
                     publish.pkid = free_pkid(&mut next_pkid, &unacked);
@@ -895,7 +932,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                         let mut kept = Vec::new();
                         for (filter, code) in sub.filters.iter().zip(&codes) {
                             let SubscribeReasonCode::Success(qos) = code else { continue };
-                            for (topic, payload) in shared.ctx.retained.matching(&device, &filter.path) {
+                            let still = |k: &super::retained::Kept| shared.ctx.bridges.retains(k);
+                            for (topic, payload) in shared.ctx.retained.matching(&device, &filter.path, still) {
                                 if !kept.iter().any(|p: &Publish| p.topic == topic) {
                                     let mut publish = Publish::from_bytes(topic, *qos, payload);
                                     publish.retain = true;
@@ -918,6 +956,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                                 publish.pkid = free_pkid(&mut next_pkid, &unacked);
                                 unacked.insert(publish.pkid, None);
                             }
+                            awaiting.insert(publish.topic.clone(), false);
                             pending.push_back(ready(Packet::Publish(publish)));
                         }
                     }

@@ -46,6 +46,14 @@ pub fn client(config: &ExternalMqtt) -> (AsyncClient, EventLoop) {
     AsyncClient::new(options, 256)
 }
 
+/// Retained commands whose rows are gone or that devices no longer ask for.
+async fn prune(retained: &super::retained::Retained, bridges: &Bridges) -> Vec<super::retained::Kept> {
+    retained.prune(|k| bridges.retains(k)).await.unwrap_or_else(|error| {
+        tracing::warn!(%error, "could not check the retained MQTT commands");
+        Vec::new()
+    })
+}
+
 /// What the client needs from the rest of the hub.
 pub struct ExternalContext {
     pub store: Store,
@@ -65,26 +73,53 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let ExternalContext { store, ingest, rejections, bridges, mut device_events, retained } = ctx;
+    let mut shredded = store.subscribe_shredded();
+    let mut every_minute = tokio::time::interval(super::mqtt::PRUNE_EVERY);
+    // Clearing retained commands on the broker waits for room in the client's queue, which
+    // this loop empties: it is done aside.
+    let clear = |forgotten: Vec<super::retained::Kept>| {
+        if !forgotten.is_empty() {
+            let client = client.clone();
+            tokio::spawn(async move { super::retained::clear_on_broker(&client, forgotten).await });
+        }
+    };
     let mut backoff = Duration::from_millis(250);
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
             event = events.poll() => event,
+            // A shredded tenancy's retained commands (also when the retention sweep shreds
+            // it), and those missed or no longer asked for, are cleared on the broker.
+            tenancy = shredded.recv() => {
+                match tenancy {
+                    Ok(tenancy) => {
+                        let own: Vec<String> = {
+                            let rule = &store.ownership().rule;
+                            rule.tenant_devices.iter().filter(|(_, t)| **t == tenancy).map(|(d, _)| d.clone()).collect()
+                        };
+                        clear(retained.forget_tenancy(tenancy, &own).await);
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => clear(prune(&retained, &bridges).await),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+                continue;
+            }
+            _ = every_minute.tick() => {
+                clear(prune(&retained, &bridges).await);
+                continue;
+            }
             changed = device_events.recv() => {
-                // A bridge's new namespaces are subscribed to at once (subscribing again to
-                // one held already is harmless; ones taken away are no longer read for it).
                 match changed {
+                    // A bridge's new namespaces are subscribed to at once (subscribing again
+                    // to one held already is harmless; ones taken away are no longer read).
                     Ok(DeviceEvent::NamespacesChanged(bridge)) => {
                         for namespace in bridges.namespaces_of(&bridge) {
                             let _ = client.try_subscribe(namespace, QoS::AtLeastOnce);
                         }
                     }
                     // Its retained commands are cleared on the broker (the store deleted them).
-                    Ok(DeviceEvent::Removed(device)) => {
-                        for kept in retained.forget_device(&device) {
-                            let _ = client.try_publish(kept.topic, QoS::AtLeastOnce, true, Vec::new());
-                        }
-                    }
+                    Ok(DeviceEvent::Removed(device)) => clear(retained.forget_device(&device).await),
+                    Err(broadcast::error::RecvError::Lagged(_)) => clear(prune(&retained, &bridges).await),
                     _ => {}
                 }
                 continue;

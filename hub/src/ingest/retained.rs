@@ -17,7 +17,10 @@ use crate::store::{Store, StoreError};
 /// Retained commands one device's (or one bridge's) sessions may get; past this, its
 /// oldest gives way.
 pub const MAX_PER_DEVICE: usize = 256;
-/// Retained commands in all; past this, the oldest gives way.
+/// Retained commands one subject (the owner, or one tenancy) may have sent; past this, its
+/// oldest gives way, so that one household cannot push out another's.
+pub const MAX_PER_SUBJECT: usize = 1024;
+/// Retained commands in all; past this, the oldest of whoever has most gives way.
 pub const MAX_RETAINED: usize = 2048;
 
 /// A retained command.
@@ -41,12 +44,14 @@ pub struct Retained {
     store: Store,
     clock: crate::clock::Clock,
     kept: Arc<Mutex<Vec<Kept>>>,
-    /// One change at a time, so that the store's rows and these agree.
+    /// One change at a time, so that the store's rows and these agree: a command being kept
+    /// cannot slip in after a shred or a removal has forgotten its kind.
     changing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Retained {
-    /// The retained commands the store kept (those of shredded subjects are gone).
+    /// The retained commands the store kept; rows that cannot be read any more (their
+    /// subject shredded) or were replaced are deleted.
     pub async fn load(store: Store, clock: crate::clock::Clock) -> Result<Self, StoreError> {
         let mut kept: Vec<Kept> = Vec::new();
         for row in store.mqtt_retained().await? {
@@ -60,77 +65,104 @@ impl Retained {
                 payload: row.payload.into(),
             });
         }
+        let stale: Vec<i64> =
+            store.mqtt_retained_rows().await?.into_iter().filter(|seq| !kept.iter().any(|k| k.seq == *seq)).collect();
+        store.unretain_mqtt(&stale).await?;
         Ok(Self { store, clock, kept: Arc::new(Mutex::new(kept)), changing: Arc::new(tokio::sync::Mutex::new(())) })
+    }
+
+    fn kept(&self) -> Result<std::sync::MutexGuard<'_, Vec<Kept>>, StoreError> {
+        self.kept.lock().map_err(|_| StoreError::Corrupt("retained commands poisoned".into()))
     }
 
     /// Keeps `payload` as the retained command on `topic` for `device`'s sessions, in place
     /// of the one before; `target` is the device it commands (`device` itself, or one
-    /// behind that bridge). Past the bounds, the oldest give way.
+    /// behind that bridge). Past the bounds, the oldest give way. Returns its row, or `None`
+    /// if it was not kept (its device was removed, its subject shredded, meanwhile).
     pub async fn keep(
         &self,
         (device, target): (&str, &str),
         topic: &str,
         payload: Bytes,
         subject: Subject,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let _one = self.changing.lock().await;
         let now = self.clock.now_ms();
         let replaces: Vec<i64> = {
-            let kept = self.kept.lock().map_err(|_| StoreError::Corrupt("retained commands poisoned".into()))?;
+            let kept = self.kept()?;
             let mut replaces: Vec<i64> =
                 kept.iter().filter(|k| k.device == device && k.topic == topic).map(|k| k.seq).collect();
             if replaces.is_empty() {
+                let oldest_of = |pick: &dyn Fn(&Kept) -> bool| kept.iter().find(|k| pick(k)).map(|k| k.seq);
                 if kept.iter().filter(|k| k.device == device).count() >= MAX_PER_DEVICE {
-                    replaces.extend(kept.iter().find(|k| k.device == device).map(|k| k.seq));
+                    replaces.extend(oldest_of(&|k| k.device == device));
+                } else if kept.iter().filter(|k| k.subject == subject).count() >= MAX_PER_SUBJECT {
+                    replaces.extend(oldest_of(&|k| k.subject == subject));
                 } else if kept.len() >= MAX_RETAINED {
-                    replaces.extend(kept.first().map(|k| k.seq));
+                    let mut counts: std::collections::HashMap<Subject, usize> = std::collections::HashMap::new();
+                    for k in kept.iter() {
+                        *counts.entry(k.subject).or_default() += 1;
+                    }
+                    let most = counts.into_iter().max_by_key(|(_, n)| *n).map(|(s, _)| s);
+                    replaces.extend(most.and_then(|most| oldest_of(&|k| k.subject == most)));
                 }
             }
             replaces
         };
         let seq = self.store.retain_mqtt((device, target), subject, topic, &payload, now, &replaces).await?;
-        let mut kept = self.kept.lock().map_err(|_| StoreError::Corrupt("retained commands poisoned".into()))?;
+        let mut kept = self.kept()?;
         kept.retain(|k| !replaces.contains(&k.seq));
-        kept.push(Kept {
-            seq,
-            device: device.to_owned(),
-            target: target.to_owned(),
-            subject,
-            topic: topic.to_owned(),
-            payload,
-        });
-        Ok(())
+        if let Some(seq) = seq {
+            kept.push(Kept {
+                seq,
+                device: device.to_owned(),
+                target: target.to_owned(),
+                subject,
+                topic: topic.to_owned(),
+                payload,
+            });
+        }
+        Ok(seq)
     }
 
     /// Drops the retained command on `topic` for `device`'s sessions (a command on it that
     /// is not to be retained came after it). Returns whether there was one.
     pub async fn clear(&self, device: &str, topic: &str) -> Result<bool, StoreError> {
+        let on = |k: &Kept| k.device == device && k.topic == topic;
+        // Most commands are on topics never retained: they do not wait for the lock.
+        if !self.kept()?.iter().any(on) {
+            return Ok(false);
+        }
         let _one = self.changing.lock().await;
-        let seqs: Vec<i64> = match self.kept.lock() {
-            Ok(kept) => kept.iter().filter(|k| k.device == device && k.topic == topic).map(|k| k.seq).collect(),
-            Err(_) => return Err(StoreError::Corrupt("retained commands poisoned".into())),
-        };
+        let seqs: Vec<i64> = self.kept()?.iter().filter(|k| on(k)).map(|k| k.seq).collect();
         if seqs.is_empty() {
             return Ok(false);
         }
         self.store.unretain_mqtt(&seqs).await?;
-        self.forget(|k| seqs.contains(&k.seq));
+        self.kept()?.retain(|k| !seqs.contains(&k.seq));
         Ok(true)
     }
 
+    /// Whether the command kept as row `seq` is still kept.
+    pub fn holds(&self, seq: i64) -> bool {
+        self.kept.lock().is_ok_and(|kept| kept.iter().any(|k| k.seq == seq))
+    }
+
     /// What a session of `device` gets on subscribing to `filter`: (topic, payload) of each
-    /// of its retained commands the filter matches, oldest first.
-    pub fn matching(&self, device: &str, filter: &str) -> Vec<(String, Bytes)> {
+    /// of its retained commands the filter matches and `still` says are still to be
+    /// retained, oldest first.
+    pub fn matching(&self, device: &str, filter: &str, still: impl Fn(&Kept) -> bool) -> Vec<(String, Bytes)> {
         let Ok(kept) = self.kept.lock() else { return Vec::new() };
         kept.iter()
-            .filter(|k| k.device == device && matches(&k.topic, filter))
+            .filter(|k| k.device == device && matches(&k.topic, filter) && still(k))
             .map(|k| (k.topic.clone(), k.payload.clone()))
             .collect()
     }
 
     /// Forgets the retained commands `gone` picks (the store deleted them) and returns
     /// them, for an external broker to be told.
-    pub fn forget(&self, gone: impl Fn(&Kept) -> bool) -> Vec<Kept> {
+    pub async fn forget(&self, gone: impl Fn(&Kept) -> bool) -> Vec<Kept> {
+        let _one = self.changing.lock().await;
         let Ok(mut kept) = self.kept.lock() else { return Vec::new() };
         let (forgotten, left): (Vec<Kept>, Vec<Kept>) = kept.drain(..).partition(|k| gone(k));
         *kept = left;
@@ -139,14 +171,32 @@ impl Retained {
 
     /// Forgets a shredded tenancy's retained commands (the store deleted them): those its
     /// rules sent, and those for its own devices (`own`).
-    pub fn forget_tenancy(&self, tenancy: i64, own: &[String]) -> Vec<Kept> {
+    pub async fn forget_tenancy(&self, tenancy: i64, own: &[String]) -> Vec<Kept> {
         let subject = Subject::Tenancy(tenancy);
-        self.forget(|k| k.subject == subject || own.contains(&k.device) || own.contains(&k.target))
+        self.forget(|k| k.subject == subject || own.contains(&k.device) || own.contains(&k.target)).await
     }
 
     /// Forgets a removed device's retained commands, and those its sessions would get.
-    pub fn forget_device(&self, id: &str) -> Vec<Kept> {
-        self.forget(|k| k.device == id || k.target == id)
+    pub async fn forget_device(&self, id: &str) -> Vec<Kept> {
+        self.forget(|k| k.device == id || k.target == id).await
+    }
+
+    /// Brings these in line with the store and with what devices ask for now: forgets the
+    /// commands whose rows are gone (a removal or a shred whose event was missed), and
+    /// drops those `still` says are no longer to be retained (a discovery config that no
+    /// longer asks, or names another topic). Returns what was forgotten, for an external
+    /// broker to be told.
+    pub async fn prune(&self, still: impl Fn(&Kept) -> bool) -> Result<Vec<Kept>, StoreError> {
+        let _one = self.changing.lock().await;
+        let rows = self.store.mqtt_retained_rows().await?;
+        let unwanted: Vec<i64> =
+            self.kept()?.iter().filter(|k| rows.contains(&k.seq) && !still(k)).map(|k| k.seq).collect();
+        self.store.unretain_mqtt(&unwanted).await?;
+        let mut kept = self.kept()?;
+        let (forgotten, left): (Vec<Kept>, Vec<Kept>) =
+            kept.drain(..).partition(|k| !rows.contains(&k.seq) || unwanted.contains(&k.seq));
+        *kept = left;
+        Ok(forgotten)
     }
 
     #[cfg(test)]
@@ -170,8 +220,17 @@ mod tests {
     use super::*;
     use crate::crypto::Key;
 
+    /// A store with the devices commands are kept for.
     async fn store(dir: &tempfile::TempDir, key: &Key) -> Store {
-        Store::open(&dir.path().join("t.db"), key.clone()).await.unwrap()
+        let store = Store::open(&dir.path().join("t.db"), key.clone()).await.unwrap();
+        for id in ["porch", "bridge", "lamp", "fan", "kettle", "other", "x"] {
+            store.create_device(id, id, "a device secret", 1).await.unwrap();
+        }
+        store
+    }
+
+    fn all(_: &Kept) -> bool {
+        true
     }
 
     #[tokio::test]
@@ -184,18 +243,18 @@ mod tests {
             retained.keep(("porch", "porch"), topic, payload.into(), Subject::Owner).await.unwrap();
         }
         retained.keep(("bridge", "lamp"), "zigbee2mqtt/lamp/set", "{}".into(), Subject::Owner).await.unwrap();
-        assert_eq!(retained.matching("porch", "esphome/porch/#"), vec![(topic.to_owned(), Bytes::from("OFF"))]);
+        assert_eq!(retained.matching("porch", "esphome/porch/#", all), vec![(topic.to_owned(), Bytes::from("OFF"))]);
         // Only the sessions of the device it is for.
-        assert!(retained.matching("bridge", "esphome/porch/#").is_empty());
-        assert!(retained.matching("porch", "zigbee2mqtt/#").is_empty());
+        assert!(retained.matching("bridge", "esphome/porch/#", all).is_empty());
+        assert!(retained.matching("porch", "zigbee2mqtt/#", all).is_empty());
 
         let reopened = Retained::load(store(&dir, &key).await, crate::clock::Clock::system()).await.unwrap();
         assert_eq!(reopened.len(), 2);
-        assert_eq!(reopened.matching("porch", "#"), vec![(topic.to_owned(), Bytes::from("OFF"))]);
+        assert_eq!(reopened.matching("porch", "#", all), vec![(topic.to_owned(), Bytes::from("OFF"))]);
         assert!(reopened.clear("porch", topic).await.unwrap());
         assert!(!reopened.clear("porch", topic).await.unwrap());
         let again = Retained::load(store(&dir, &key).await, crate::clock::Clock::system()).await.unwrap();
-        assert!(again.matching("porch", "#").is_empty());
+        assert!(again.matching("porch", "#", all).is_empty());
         assert_eq!(again.len(), 1);
     }
 
@@ -209,13 +268,37 @@ mod tests {
             let topic = format!("bridge/light{n}/set");
             retained.keep(("bridge", "x"), &topic, "ON".into(), Subject::Owner).await.unwrap();
         }
-        let topics: Vec<String> = retained.matching("bridge", "#").into_iter().map(|(t, _)| t).collect();
+        let topics: Vec<String> = retained.matching("bridge", "#", all).into_iter().map(|(t, _)| t).collect();
         assert_eq!(topics.len(), MAX_PER_DEVICE);
         assert_eq!(topics.first().map(String::as_str), Some("bridge/light3/set"));
         // Another device's are not pushed out by this one's.
-        assert_eq!(retained.matching("other", "#").len(), 1);
+        assert_eq!(retained.matching("other", "#", all).len(), 1);
         let reopened = Retained::load(store(&dir, &key).await, crate::clock::Clock::system()).await.unwrap();
         assert_eq!(reopened.len(), MAX_PER_DEVICE + 1);
+    }
+
+    /// A command for a device removed meanwhile is not kept: the check is in the writing
+    /// transaction, so it cannot land after the removal. What the store no longer holds, or
+    /// devices no longer ask for, is pruned.
+    #[tokio::test]
+    async fn nothing_is_kept_for_a_removed_device_and_pruning_follows_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Key::generate().unwrap();
+        let store = store(&dir, &key).await;
+        let retained = Retained::load(store.clone(), crate::clock::Clock::system()).await.unwrap();
+        assert!(retained.keep(("bridge", "lamp"), "z/lamp/set", "ON".into(), Subject::Owner).await.unwrap().is_some());
+        assert!(retained.keep(("bridge", "fan"), "z/fan/set", "ON".into(), Subject::Owner).await.unwrap().is_some());
+        store.remove_device("lamp", 2).await.unwrap();
+        // The removal's event was missed: pruning forgets what the store deleted.
+        let topics = |kept: Vec<Kept>| kept.into_iter().map(|k| k.topic).collect::<Vec<_>>();
+        assert_eq!(topics(retained.prune(all).await.unwrap()), ["z/lamp/set"]);
+        let late = retained.keep(("bridge", "lamp"), "z/lamp/set", "OFF".into(), Subject::Owner).await.unwrap();
+        assert_eq!(late, None);
+        assert!(retained.matching("bridge", "#", all).iter().all(|(t, _)| t != "z/lamp/set"));
+        // The fan's config no longer asks for retained commands.
+        assert_eq!(topics(retained.prune(|k| k.target != "fan").await.unwrap()), ["z/fan/set"]);
+        assert_eq!(retained.len(), 0);
+        assert!(store.mqtt_retained_rows().await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -228,12 +311,12 @@ mod tests {
         {
             retained.keep((device, target), topic, "ON".into(), Subject::Owner).await.unwrap();
         }
-        let gone = retained.forget_tenancy(7, &["kettle".to_owned()]);
+        let gone = retained.forget_tenancy(7, &["kettle".to_owned()]).await;
         assert_eq!(gone.iter().map(|k| k.topic.as_str()).collect::<Vec<_>>(), ["k/set"]);
-        let gone = retained.forget_device("lamp");
+        let gone = retained.forget_device("lamp").await;
         assert_eq!(gone.iter().map(|k| k.topic.as_str()).collect::<Vec<_>>(), ["z/lamp/set"]);
-        assert_eq!(retained.matching("bridge", "#").len(), 1);
-        assert_eq!(retained.forget_device("bridge").len(), 1);
+        assert_eq!(retained.matching("bridge", "#", all).len(), 1);
+        assert_eq!(retained.forget_device("bridge").await.len(), 1);
         assert_eq!(retained.len(), 0);
     }
 }

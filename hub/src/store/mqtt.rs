@@ -271,7 +271,9 @@ impl Store {
     }
 
     /// Keeps a command retained for `device`'s sessions, in place of the rows `replaces`
-    /// (the command before on its topic, and those that gave way to it). Returns its row.
+    /// (the command before on its topic, and those that gave way to it). Returns its row, or
+    /// `None` if it was not kept: `device` or `target` was removed, or `subject`'s key
+    /// destroyed (its tenancy shredded), by the time it was written.
     #[allow(clippy::too_many_arguments)]
     pub async fn retain_mqtt(
         &self,
@@ -281,16 +283,21 @@ impl Store {
         payload: &[u8],
         now: i64,
         replaces: &[i64],
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let msg_id = new_msg_id()?;
         let (key_id, sealed) = self.seal_message(subject, &retained_aad(device, target, &msg_id), topic, payload)?;
         let mut tx = self.pool.begin().await?;
         for seq in replaces {
             sqlx::query("DELETE FROM mqtt_retained WHERE seq = ?").bind(seq).execute(&mut *tx).await?;
         }
-        let seq: i64 = sqlx::query_scalar(
+        // Checked in the writing transaction: a removal or a shred committed before it wins.
+        let seq: Option<i64> = sqlx::query_scalar(
             "INSERT INTO mqtt_retained (device_id, target_id, msg_id, subject, key_id, sent_ms, message)
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+             WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1 AND removed_ms IS NULL)
+               AND EXISTS (SELECT 1 FROM devices WHERE id = ?2 AND removed_ms IS NULL)
+               AND EXISTS (SELECT 1 FROM data_keys WHERE id = ?5 AND destroyed_ms IS NULL)
+             RETURNING seq",
         )
         .bind(device)
         .bind(target)
@@ -299,10 +306,15 @@ impl Store {
         .bind(key_id)
         .bind(now)
         .bind(sealed)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(seq)
+    }
+
+    /// The rows of every retained command, readable or not.
+    pub async fn mqtt_retained_rows(&self) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT seq FROM mqtt_retained").fetch_all(&self.pool).await?)
     }
 
     /// Deletes retained commands (a topic's commands are no longer to be retained).
