@@ -565,7 +565,12 @@ impl Bridges {
         // A device's whole state at once, which can hold a few hundred values (Danfoss's
         // Icon2: 276); what cannot be stored is left out, and said on the device.
         let (mut readings, left_out) =
-            decode::decode_relayed(&device, payload, now, MAX_STATE, MAX_VALUES).map_err(|e| bad(e.to_string()))?;
+            decode::decode_relayed(&device, payload, now, MAX_STATE, MAX_VALUES).map_err(|e| match e {
+                decode::DecodeError::TooLarge(n) => {
+                    bad(format!("state is {n} bytes, more than the {MAX_STATE} allowed"))
+                }
+                other => bad(other.to_string()),
+            })?;
         if !left_out.is_empty() {
             let reason = format!("left out of its state {topic}: {}", left_out.join(", "));
             self.rejections.record(&device, "mqtt", &reason, now);
@@ -1505,7 +1510,8 @@ mod tests {
     /// Locks, fans, valves, texts and events: what each reports and takes.
     #[test]
     fn locks_fans_valves_texts_and_events_report_and_take_what_their_configs_say() {
-        let lock = values_of("lock", r#"{"stat_t":"n/lock","cmd_t":"n/lock/set","pl_open":"OPEN"}"#);
+        let lock = values_of("lock", r#"{"stat_t":"n/lock","cmd_t":"n/lock/set","pl_open":"OPEN","ret":true}"#);
+        assert!(lock[0].command.as_ref().is_some_and(|c| !c.retain), "a lock's OPEN must never be retained");
         assert_eq!(
             (lock[0].metric.as_str(), lock[0].options.as_slice()),
             ("thing", &["LOCK", "UNLOCK", "OPEN"].map(String::from)[..])

@@ -239,6 +239,8 @@ pub enum DiscoveryError {
     Component(String),
     #[error("config is {0} bytes, more than the {MAX_CONFIG} allowed")]
     TooLarge(usize),
+    #[error("device config is {0} bytes, more than the {MAX_DEVICE_CONFIG} allowed")]
+    DeviceTooLarge(usize),
     #[error("config is not a JSON object: {0}")]
     Json(String),
     #[error("{0:?} is required for a {1}")]
@@ -289,7 +291,7 @@ fn device_config(id: String, payload: &[u8]) -> Result<Announcement, DiscoveryEr
         return Ok(Announcement::DeviceRemoved { id });
     }
     if payload.len() > MAX_DEVICE_CONFIG {
-        return Err(DiscoveryError::TooLarge(payload.len()));
+        return Err(DiscoveryError::DeviceTooLarge(payload.len()));
     }
     let Json::Object(config) = serde_json::from_slice(payload).map_err(|e| DiscoveryError::Json(e.to_string()))? else {
         return Err(DiscoveryError::Json("not an object".into()));
