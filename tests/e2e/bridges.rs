@@ -663,10 +663,7 @@ async fn a_home_of_fifty_devices_appears_through_an_external_mosquitto() -> anyh
     let broker = Mosquitto::start_with(dir.path(), &logins, "hub", options)?;
     let mut config = Config::for_test(&dir.path().join("data"));
     config.mqtt.mode = hub::config::MqttMode::External;
-    config.mqtt.external = Some(toml::from_str(&format!(
-        "host = \"127.0.0.1\"\nport = {}\nclient_id = \"hearth-hub\"\nusername = \"hub\"\npassword = \"hub-password\"",
-        broker.port
-    ))?);
+    config.mqtt.external = Some(hearth_tests::external_broker(broker.port)?);
     let hub = TestHub::start_with(config).await?;
     let owner = hub.owner().await?;
     let mut ids = Vec::new();

@@ -241,7 +241,7 @@ async fn the_hub_ingests_from_an_external_mosquitto() -> anyhow::Result<()> {
     let broker =
         Mosquitto::start(dir.path(), &[(&id, &secret), (&other, &other_secret), ("hub", "hub-password")], "hub")?;
     config.mqtt.mode = hub::config::MqttMode::External;
-    config.mqtt.external = Some(toml_external(broker.port)?);
+    config.mqtt.external = Some(hearth_tests::external_broker(broker.port)?);
     let hub = TestHub::start_with(config).await?;
     assert!(hub.mqtt.is_none(), "nothing listens for MQTT in external mode");
     let owner = hub.login().await?;
@@ -273,13 +273,6 @@ async fn the_hub_ingests_from_an_external_mosquitto() -> anyhow::Result<()> {
     hub.stop().await?;
     drop(broker);
     Ok(())
-}
-
-fn toml_external(port: u16) -> anyhow::Result<hub::config::ExternalMqtt> {
-    let text = format!(
-        "host = '127.0.0.1'\nport = {port}\nusername = 'hub'\npassword = 'hub-password'\nclient_id = 'hearth-test'\n"
-    );
-    Ok(toml::from_str(&text)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

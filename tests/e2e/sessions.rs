@@ -451,10 +451,7 @@ async fn on_an_external_broker_a_retained_command_is_kept_there_and_cleared_with
         Mosquitto::start_with(dir.path(), &[("porch", "porch-password"), ("hub", "hub-password")], "hub", options)?;
     let mut config = Config::for_test(&dir.path().join("data"));
     config.mqtt.mode = hub::config::MqttMode::External;
-    config.mqtt.external = Some(toml::from_str(&format!(
-        "host = \"127.0.0.1\"\nport = {}\nclient_id = \"hearth-hub\"\nusername = \"hub\"\npassword = \"hub-password\"",
-        broker.port
-    ))?);
+    config.mqtt.external = Some(hearth_tests::external_broker(broker.port)?);
     let hub = TestHub::start_with(config).await?;
     let owner = hub.owner().await?;
     add_porch_node(&hub, &owner).await?;

@@ -438,6 +438,15 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The hub's settings for an external broker on loopback `port`, where it logs in as `hub`
+/// with `hub-password` (as [`Mosquitto::start`]'s users give it).
+pub fn external_broker(port: u16) -> anyhow::Result<hub::config::ExternalMqtt> {
+    let text = format!(
+        "host = '127.0.0.1'\nport = {port}\nusername = 'hub'\npassword = 'hub-password'\nclient_id = 'hearth-test'\n"
+    );
+    Ok(toml::from_str(&text)?)
+}
+
 /// A Mosquitto broker on loopback, killed on drop.
 pub struct Mosquitto {
     pub port: u16,

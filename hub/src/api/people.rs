@@ -182,10 +182,7 @@ async fn shred(
     if t.end.is_none_or(|end| end > now) {
         return Err(AppError::Conflict("the tenancy has not ended yet; export first, then shred once it ends"));
     }
-    let own: Vec<String> = {
-        let rule = &state.store.ownership().rule;
-        rule.tenant_devices.iter().filter(|(_, t)| **t == id).map(|(d, _)| d.clone()).collect()
-    };
+    let own = state.store.ownership().rule.own_devices(id);
     state.store.shred_tenancy(id, now).await?;
     // Commands its rules queued for sleeping devices or kept retained are gone before this
     // answers (and cleared on an external broker).

@@ -63,6 +63,11 @@ impl Ownership {
         self.tenant_devices.get(device).map_or(Subject::Owner, |&t| Subject::Tenancy(t))
     }
 
+    /// A tenancy's own devices (removed ones too).
+    pub fn own_devices(&self, tenancy: i64) -> Vec<String> {
+        self.tenant_devices.iter().filter(|(_, t)| **t == tenancy).map(|(d, _)| d.clone()).collect()
+    }
+
     /// Whether `subject` may act in the home at `now` (a rule of theirs run, a command of
     /// theirs sent): the owner always; a tenancy's tenant from its start until its end, and
     /// not before or after (a tenancy is shredded only after it ended).

@@ -94,14 +94,7 @@ pub fn decode_relayed(
     max_payload: usize,
     max_metrics: usize,
 ) -> Result<(Vec<Reading>, Vec<String>), DecodeError> {
-    if payload.len() > max_payload {
-        return Err(DecodeError::TooLarge(payload.len()));
-    }
-    let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?.trim();
-    if text.is_empty() {
-        return Err(DecodeError::Empty);
-    }
-    let object = parse_object(text)?;
+    let object = parse_object(payload_text_within(payload, max_payload)?)?;
     let ts = ts_of(&object, now)?;
     let (mut readings, mut left_out) = (Vec::new(), Vec::new());
     flatten(device, "", &object, (ts, max_metrics), 0, &mut readings, Some(&mut left_out))?;
@@ -160,7 +153,11 @@ fn flatten(
 }
 
 fn payload_text(payload: &[u8]) -> Result<&str, DecodeError> {
-    if payload.len() > MAX_PAYLOAD {
+    payload_text_within(payload, MAX_PAYLOAD)
+}
+
+fn payload_text_within(payload: &[u8], max: usize) -> Result<&str, DecodeError> {
+    if payload.len() > max {
         return Err(DecodeError::TooLarge(payload.len()));
     }
     let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?.trim();

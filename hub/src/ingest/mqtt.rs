@@ -299,10 +299,7 @@ impl MqttServer {
     /// sessions (the store deleted them). Called by the shred itself, and again by
     /// [`MqttServer::watch`].
     pub async fn forget_tenancy(&self, tenancy: i64) {
-        let own: Vec<String> = {
-            let rule = &self.shared.ctx.store.ownership().rule;
-            rule.tenant_devices.iter().filter(|(_, t)| **t == tenancy).map(|(d, _)| d.clone()).collect()
-        };
+        let own = self.shared.ctx.store.ownership().rule.own_devices(tenancy);
         let subject = crate::consent::Subject::Tenancy(tenancy);
         self.shared.forget(|device| own.iter().any(|d| d == device), |queued| queued.subject == subject);
         self.shared.ctx.retained.forget_tenancy(tenancy, &own).await;

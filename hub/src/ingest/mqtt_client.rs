@@ -93,10 +93,7 @@ pub async fn run(
             tenancy = shredded.recv() => {
                 match tenancy {
                     Ok(tenancy) => {
-                        let own: Vec<String> = {
-                            let rule = &store.ownership().rule;
-                            rule.tenant_devices.iter().filter(|(_, t)| **t == tenancy).map(|(d, _)| d.clone()).collect()
-                        };
+                        let own = store.ownership().rule.own_devices(tenancy);
                         clear(retained.forget_tenancy(tenancy, &own).await);
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => clear(prune(&retained, &bridges).await),

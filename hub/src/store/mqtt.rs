@@ -64,7 +64,6 @@ pub struct StoredRetained {
     pub subject: Subject,
     pub topic: String,
     pub payload: Vec<u8>,
-    pub sent_ms: i64,
 }
 
 impl Store {
@@ -245,7 +244,7 @@ impl Store {
     pub async fn mqtt_retained(&self) -> Result<Vec<StoredRetained>, StoreError> {
         let mut kept = Vec::new();
         for row in sqlx::query(
-            "SELECT seq, device_id, target_id, msg_id, subject, key_id, sent_ms, message FROM mqtt_retained ORDER BY seq",
+            "SELECT seq, device_id, target_id, msg_id, subject, key_id, message FROM mqtt_retained ORDER BY seq",
         )
         .fetch_all(&self.pool)
         .await?
@@ -257,15 +256,7 @@ impl Store {
             let Some((topic, payload)) = self.open_message(row.try_get("key_id")?, &sealed, &aad)? else { continue };
             let subject: String = row.try_get("subject")?;
             let subject = subject.parse().map_err(|e| StoreError::Corrupt(format!("MQTT retained subject: {e}")))?;
-            kept.push(StoredRetained {
-                seq: row.try_get("seq")?,
-                subject,
-                topic,
-                payload,
-                sent_ms: row.try_get("sent_ms")?,
-                device,
-                target,
-            });
+            kept.push(StoredRetained { seq: row.try_get("seq")?, subject, topic, payload, device, target });
         }
         Ok(kept)
     }
