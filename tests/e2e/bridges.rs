@@ -1,17 +1,16 @@
-//! Devices behind a bridge: a Zigbee2MQTT-style bridge logs in with its own credentials,
-//! publishes inside the topic namespaces its owner granted it, and each device it speaks
-//! for appears as a Hearth device of its own. The messages are the corpus in
-//! `hub/tests/data/ecosystems`, replayed with Debian's `mosquitto_pub`.
+//! Connections and the devices they bring: a Zigbee2MQTT-style bridge logs in with its own
+//! credentials, publishes inside the topic namespaces its owner granted it, and each device
+//! it speaks for appears as a Hearth device of its own; a Tasmota plug, a Shelly or an
+//! ESPHome node with credentials of its own is the device those credentials are. The
+//! messages are the corpus in `hub/tests/data/ecosystems`, replayed with Debian's
+//! `mosquitto_pub`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hearth_tests::discovered::{corpus_file as corpus, devices, herdsman_devices, metric, named, publish_all, with_id};
 use hearth_tests::{Config, Listener, Mosquitto, MosquittoOptions, TestHub, path_str, run_tool, wait_until};
 use serde_json::{Value, json};
-
-fn corpus(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hub/tests/data/ecosystems").join(name)
-}
 
 /// Publishes with `mosquitto_pub` as `device` over the embedded server in clear (allowed
 /// from the hub's own machine), at QoS 1: it returns once the hub has acknowledged.
@@ -38,19 +37,6 @@ async fn mosquitto_pub(hub: &TestHub, device: (&str, &str), topic: &str, message
 enum Message<'a> {
     Text(&'a str),
     File(&'a str),
-}
-
-async fn devices(hub: &TestHub, client: &reqwest::Client) -> anyhow::Result<Vec<Value>> {
-    let list: Value = client.get(hub.url("/api/devices")).send().await?.json().await?;
-    Ok(list.as_array().cloned().unwrap_or_default())
-}
-
-fn named<'a>(list: &'a [Value], name: &str) -> Option<&'a Value> {
-    list.iter().find(|d| d["name"] == name)
-}
-
-fn metric<'a>(device: &'a Value, name: &str) -> Option<&'a Value> {
-    device["metrics"].as_array()?.iter().find(|m| m["metric"] == name)
 }
 
 /// The observation of the issue, as a new user tries it: a Zigbee2MQTT bridge publishes its
@@ -196,9 +182,10 @@ async fn replay(hub: &TestHub, device: (&str, &str), name: &str) -> anyhow::Resu
     mosquitto_pub(hub, device, topic.trim(), Message::File(&file)).await
 }
 
-/// Tasmota, Shelly and ESPHome devices without Home Assistant discovery: each is its own
-/// bridge for its own topics; it appears under the name it publishes as, with units, online,
-/// and its relay is switched on its convention's own command topic.
+/// Tasmota, Shelly and ESPHome devices without Home Assistant discovery, each logging in
+/// with credentials of its own: each is the device its credentials are, with the values it
+/// publishes, their units, online, and its relay is switched on its convention's own
+/// command topic.
 #[tokio::test]
 async fn tasmota_shelly_and_esphome_devices_appear_from_their_own_topics() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -230,27 +217,29 @@ async fn tasmota_shelly_and_esphome_devices_appear_from_their_own_topics() -> an
     let list = wait_until(Duration::from_secs(5), "the three devices' readings", || async {
         let list = devices(&hub, &owner).await.ok()?;
         let done =
-            conventions.iter().all(|(_, _, name, relay)| named(&list, name).and_then(|d| metric(d, relay)).is_some());
+            conventions.iter().all(|(name, _, _, relay)| named(&list, name).and_then(|d| metric(d, relay)).is_some());
         done.then_some(list)
     })
     .await?;
-    for ((_, _, name, _), (bridge, _)) in conventions.iter().zip(&bridges) {
+    assert_eq!(list.len(), 3, "each device is its credentials' device: {list:?}");
+    for ((name, _, _, _), (connection, _)) in conventions.iter().zip(&bridges) {
         let device = named(&list, name).ok_or_else(|| anyhow::anyhow!("no {name}"))?;
-        assert_eq!(device["bridge"], bridge.as_str(), "{device}");
+        assert_eq!(device["id"], connection.as_str(), "{device}");
+        assert!(device["bridge"].is_null(), "{device}");
         assert_eq!(device["discovered"]["online"], true, "{device}");
     }
     let unit = |name: &str, m: &str| named(&list, name).and_then(|d| metric(d, m)).map(|m| m["unit"].clone());
-    assert_eq!(unit("tasmota_F17F56", "ENERGY.Power"), Some(json!("W")));
-    assert_eq!(unit("tasmota_F17F56", "ENERGY.Total"), Some(json!("kWh")));
-    assert_eq!(unit("plus1pm", "switch_0.voltage"), Some(json!("V")));
-    assert_eq!(unit("garagedoor1", "garage_temperature"), Some(json!(null)));
-    let relay = named(&list, "plus1pm").and_then(|d| metric(d, "switch_0.output")).map(|m| m["value"].clone());
+    assert_eq!(unit("Kitchen plug", "ENERGY.Power"), Some(json!("W")));
+    assert_eq!(unit("Kitchen plug", "ENERGY.Total"), Some(json!("kWh")));
+    assert_eq!(unit("Hall relay", "switch_0.voltage"), Some(json!("V")));
+    assert_eq!(unit("Garage", "garage_temperature"), Some(json!(null)));
+    let relay = named(&list, "Hall relay").and_then(|d| metric(d, "switch_0.output")).map(|m| m["value"].clone());
     assert_eq!(relay, Some(json!(true)));
 
     // Each relay, switched off by a rule, on its own convention's command topic.
     let (wall, wall_key) = hub.add_device(&owner, "Wall switch").await?;
     let mut actions = Vec::new();
-    for (_, _, name, relay) in &conventions {
+    for (name, _, _, relay) in &conventions {
         let id = named(&list, name).and_then(|d| d["id"].as_str()).unwrap_or_default();
         actions.push(json!({ "type": "mqtt", "device": id, "metric": relay, "value": false }));
     }
@@ -267,6 +256,19 @@ async fn tasmota_shelly_and_esphome_devices_appear_from_their_own_topics() -> an
     let (topic, payload) = heard[1].next().await?;
     assert_eq!(topic, "shellies/plus1pm/rpc");
     let rpc: Value = serde_json::from_str(&payload)?;
+    // Before its command, the hub asked the Shelly it met who it is: the command is the
+    // last the Shelly gets.
+    let rpc = match rpc["method"] == "Switch.Set" {
+        true => rpc,
+        false => {
+            let mut last = rpc;
+            while last["method"] != "Switch.Set" {
+                last = serde_json::from_str(&heard[1].next().await?.1)?;
+            }
+            last
+        }
+    };
+    assert_eq!(topic, "shellies/plus1pm/rpc");
     assert_eq!((&rpc["method"], &rpc["params"]), (&json!("Switch.Set"), &json!({ "id": 0, "on": false })));
     assert_eq!(heard[2].next().await?, ("garagedoor1/switch/garage_relay/command".to_owned(), "OFF".to_owned()));
     Ok(())
@@ -301,12 +303,14 @@ async fn home_assistant_discovery_names_values_units_and_classes() -> anyhow::Re
     }
     let list = wait_until(Duration::from_secs(5), "the node's readings", || async {
         let list = devices(&hub, &owner).await.ok()?;
-        let garage = named(&list, "GarageDoor1")?;
+        let garage = with_id(&list, &node)?;
         (metric(garage, "garage_temperature").is_some() && metric(garage, "garage_relay").is_some()).then_some(list)
     })
     .await?;
-    let garage = named(&list, "GarageDoor1").ok_or_else(|| anyhow::anyhow!("no GarageDoor1"))?;
-    assert_eq!(garage["bridge"], node.as_str());
+    // The node logs in with its own credentials: it is the device they are, named as its
+    // owner named it, with the name it gave itself beside.
+    let garage = with_id(&list, &node).ok_or_else(|| anyhow::anyhow!("no node"))?;
+    assert_eq!((&garage["name"], &garage["discovered"]["name"]), (&json!("Garage node"), &json!("GarageDoor1")));
     let discovered = &garage["discovered"];
     assert_eq!(
         (&discovered["convention"], &discovered["manufacturer"]),
@@ -323,8 +327,7 @@ async fn home_assistant_discovery_names_values_units_and_classes() -> anyhow::Re
     assert_eq!((&reading["value"], &reading["unit"]), (&json!(23.8), &json!("°C")));
     assert_eq!(metric(garage, "garage_relay").map(|m| m["value"].clone()), Some(json!(true)));
     // The ESPHome node is one device, not one per value, and not also an ESPHome-native one.
-    let behind = list.iter().filter(|d| d["bridge"] == node.as_str()).count();
-    assert_eq!(behind, 1, "{list:?}");
+    assert_eq!(list.len(), 1, "{list:?}");
 
     // Commands where the configs say, as they say.
     let id = garage["id"].as_str().unwrap_or_default();
@@ -349,7 +352,7 @@ async fn home_assistant_discovery_names_values_units_and_classes() -> anyhow::Re
     mosquitto_pub(&hub, (&node, &key), "homeassistant/sensor/garagedoor1/garage_humidity/config", Message::Text(""))
         .await?;
     let list = devices(&hub, &owner).await?;
-    let garage = named(&list, "GarageDoor1").ok_or_else(|| anyhow::anyhow!("the device went with one value"))?;
+    let garage = with_id(&list, &node).ok_or_else(|| anyhow::anyhow!("the device went with one value"))?;
     let values = garage["discovered"]["values"].as_array().cloned().unwrap_or_default();
     assert!(!values.iter().any(|v| v["metric"] == "garage_humidity"), "{values:?}");
     assert!(values.iter().any(|v| v["metric"] == "garage_temperature"), "{values:?}");
@@ -373,11 +376,12 @@ async fn a_device_based_discovery_config_brings_the_device_with_all_its_componen
     replay(&hub, (&bridge, &key), "ha-device-discovery-state.constructed").await?;
     let list = wait_until(Duration::from_secs(5), "the kitchen's readings", || async {
         let list = devices(&hub, &owner).await.ok()?;
-        let kitchen = named(&list, "Kitchen")?;
+        let kitchen = with_id(&list, &bridge)?;
         (metric(kitchen, "some_unique_id2").is_some()).then_some(list)
     })
     .await?;
-    let kitchen = named(&list, "Kitchen").ok_or_else(|| anyhow::anyhow!("no Kitchen"))?;
+    let kitchen = with_id(&list, &bridge).ok_or_else(|| anyhow::anyhow!("no Kitchen"))?;
+    assert_eq!(kitchen["discovered"]["name"], "Kitchen");
     assert_eq!(kitchen["discovered"]["manufacturer"], "Bla electronics");
     for (component, value, unit, class) in
         [("some_unique_component_id1", 23.2, "°C", "temperature"), ("some_unique_id2", 43.7, "%", "humidity")]
@@ -399,17 +403,19 @@ async fn a_device_based_discovery_config_brings_the_device_with_all_its_componen
     let topic = "homeassistant/device/0AFFD2/config";
     mosquitto_pub(&hub, (&bridge, &key), topic, Message::Text(&config.to_string())).await?;
     let list = devices(&hub, &owner).await?;
-    let kitchen = named(&list, "Kitchen").ok_or_else(|| anyhow::anyhow!("the device went with one component"))?;
+    let kitchen = with_id(&list, &bridge).ok_or_else(|| anyhow::anyhow!("the device went with one component"))?;
     let values: Vec<&str> =
         kitchen["discovered"]["values"].as_array().into_iter().flatten().filter_map(|v| v["metric"].as_str()).collect();
     assert_eq!(values, ["some_unique_component_id1"]);
     let refused = list.iter().find(|d| d["id"] == bridge.as_str()).map(|d| d["rejected"]["last_reason"].to_string());
     assert!(refused.as_ref().is_some_and(|r| r.contains("mop") && r.contains("vacuum")), "{refused:?}");
 
-    // An empty config: the device goes.
+    // An empty config: the device it described goes; its credentials stay, describing
+    // nothing, and its readings with them.
     mosquitto_pub(&hub, (&bridge, &key), topic, Message::Text("")).await?;
     let list = devices(&hub, &owner).await?;
-    assert!(named(&list, "Kitchen").is_none(), "the device stayed: {list:?}");
+    let left = with_id(&list, &bridge).ok_or_else(|| anyhow::anyhow!("the credentials went"))?;
+    assert!(left["discovered"].is_null(), "the device stayed: {left}");
     Ok(())
 }
 
@@ -453,12 +459,13 @@ async fn bad_discovery_is_refused_with_the_reason_on_the_bridge() -> anyhow::Res
     )
     .await?;
     mosquitto_pub(&hub, (&bridge, &key), "diy/cellar", Message::Text("11.5")).await?;
+    // The first device its configs describe is the device these credentials are.
     let list = wait_until(Duration::from_secs(5), "the cellar's reading", || async {
         let list = devices(&hub, &owner).await.ok()?;
-        metric(named(&list, "Cellar")?, "cellar").is_some().then_some(list)
+        metric(with_id(&list, &bridge)?, "cellar").is_some().then_some(list)
     })
     .await?;
-    assert_eq!(list.iter().filter(|d| d["bridge"] == bridge.as_str()).count(), 1, "{list:?}");
+    assert_eq!(list.len(), 1, "{list:?}");
     Ok(())
 }
 
@@ -471,47 +478,52 @@ struct Expected {
     class: Option<&'static str>,
 }
 
-/// The five bridges of the home: (name, namespaces).
-const HOME: [(&str, &[&str]); 5] = [
-    ("Zigbee2MQTT", &["zigbee2mqtt/#"]),
-    ("DIY sensors", &["homeassistant/sensor/#", "diy/#"]),
-    ("Tasmota plugs", &["tele/#", "stat/#"]),
-    ("Shelly relays", &["shellyplus1pm-01/#", "shellyplus1pm-02/#", "shellyplus1pm-03/#", "shellyplus1pm-04/#"]),
-    ("ESPHome nodes", &["esp-01/#", "esp-02/#", "esp-03/#", "esp-04/#", "esp-05/#", "esp-06/#"]),
-];
-
-/// (topic, payload) in the order sent.
-type Messages = Vec<(String, String)>;
+/// A connection of the home: its name, its namespaces, and what it sends.
+struct Connection {
+    name: String,
+    namespaces: Vec<String>,
+    messages: Vec<(String, String)>,
+}
 
 /// Twenty Zigbee models of the home (zigbee-herdsman-converters' names).
 const HOME_ZIGBEE: &str = "WSDCGQ11LM,ZNCZ02LM,SNZB-02,RTCGQ11LM,MCCGQ11LM,SJCGQ11LM,E1743,SNZB-03,\
     TS0601_thermostat,SPZB0001,9290012607,ZNCLDJ12LM,WXKG11LM,QBKG12LM,SNZB-01,TS011F_plug_1,ZG-204ZL,SP-EUC01,\
     E1525/E1745,SNZB-04";
 
-/// The messages each bridge sends (in `HOME`'s order), built from the corpus and from
-/// Zigbee2MQTT's own device definitions, and what they should make appear: 20 Zigbee devices, 10 Home Assistant ones, 10 Tasmota plugs, 4
-/// Shelly relays and 6 ESPHome nodes.
-fn home_of_fifty() -> anyhow::Result<([Messages; 5], Vec<Expected>)> {
+/// The home's connections, built from the corpus and from Zigbee2MQTT's own device
+/// definitions, and what they should make appear: a Zigbee2MQTT bridge with 20 Zigbee
+/// devices behind it; 10 DIY sensors with Home Assistant discovery, 10 Tasmota plugs, 4
+/// Shelly relays and 6 ESPHome nodes, each logging in with credentials of its own (named
+/// by its owner as it names itself).
+fn home_of_fifty() -> anyhow::Result<(Vec<Connection>, Vec<Expected>)> {
     let read = |name: &str| std::fs::read_to_string(corpus(name));
-    let mut messages: [Messages; 5] = Default::default();
+    let mut home = Vec::new();
     let mut expected = Vec::new();
+    let mut connection = |name: String, namespaces: &[String], messages| {
+        home.push(Connection { name, namespaces: namespaces.to_vec(), messages });
+    };
     // Twenty real Zigbee devices, as Zigbee2MQTT lists them from its definitions, each
     // reporting the first number with a unit its definition exposes.
     let devices = herdsman_devices(&["--models", HOME_ZIGBEE])?;
+    let mut zigbee = vec![("zigbee2mqtt/bridge/devices".to_owned(), Value::Array(devices.clone()).to_string())];
     for (n, device) in devices.iter().enumerate() {
         let name = device["friendly_name"].as_str().unwrap_or_default().to_owned();
         let (property, unit) = reported_numbers(device).into_iter().next().unwrap_or_default();
         let state = json!({ property.as_str(): 20.0 + n as f64 / 10.0, "linkquality": 120 });
-        messages[0].push((format!("zigbee2mqtt/{name}"), state.to_string()));
+        zigbee.push((format!("zigbee2mqtt/{name}"), state.to_string()));
         expected.push(Expected { name, metric: property, unit: Some(unit), class: None });
     }
-    messages[0].insert(0, ("zigbee2mqtt/bridge/devices".into(), Value::Array(devices).to_string()));
+    connection("Zigbee2MQTT".into(), &["zigbee2mqtt/#".into()], zigbee);
     for n in 0..10 {
         let config = json!({ "name": "Temperature", "stat_t": format!("diy/{n:02}/state"), "unit_of_meas": "°C",
             "dev_cla": "temperature", "uniq_id": format!("diy_{n:02}_t"),
             "dev": { "ids": format!("diy_{n:02}"), "name": format!("DIY {n:02}"), "mf": "Home-made", "mdl": "ESP8266" } });
-        messages[1].push((format!("homeassistant/sensor/diy_{n:02}/temperature/config"), config.to_string()));
-        messages[1].push((format!("diy/{n:02}/state"), "19.5".into()));
+        let messages = vec![
+            (format!("homeassistant/sensor/diy_{n:02}/temperature/config"), config.to_string()),
+            (format!("diy/{n:02}/state"), "19.5".into()),
+        ];
+        let namespaces = [format!("homeassistant/sensor/diy_{n:02}/#"), format!("diy/{n:02}/#")];
+        connection(format!("DIY {n:02}"), &namespaces, messages);
         expected.push(Expected {
             name: format!("DIY {n:02}"),
             metric: "temperature".into(),
@@ -521,29 +533,39 @@ fn home_of_fifty() -> anyhow::Result<([Messages; 5], Vec<Expected>)> {
     }
     let energy = read("tasmota-tele-SENSOR-energy.json")?;
     for n in 0..10 {
-        messages[2].push((format!("tele/plug_{n:02}/LWT"), "Online".into()));
-        messages[2].push((format!("tele/plug_{n:02}/SENSOR"), energy.clone()));
+        let messages = vec![
+            (format!("tele/plug_{n:02}/LWT"), "Online".into()),
+            (format!("tele/plug_{n:02}/SENSOR"), energy.clone()),
+        ];
+        let namespaces = [format!("tele/plug_{n:02}/#"), format!("stat/plug_{n:02}/#")];
+        connection(format!("plug_{n:02}"), &namespaces, messages);
         expected.push(Expected {
             name: format!("plug_{n:02}"),
             metric: "ENERGY.Power".into(),
             unit: Some("W".into()),
-            class: None,
+            class: Some("power"),
         });
     }
     let switch = read("shelly-gen2-status-switch0.json")?;
     for n in 1..=4 {
-        messages[3].push((format!("shellyplus1pm-{n:02}/online"), "true".into()));
-        messages[3].push((format!("shellyplus1pm-{n:02}/status/switch:0"), switch.clone()));
+        let messages = vec![
+            (format!("shellyplus1pm-{n:02}/online"), "true".into()),
+            (format!("shellyplus1pm-{n:02}/status/switch:0"), switch.clone()),
+        ];
+        connection(format!("shellyplus1pm-{n:02}"), &[format!("shellyplus1pm-{n:02}/#")], messages);
         expected.push(Expected {
             name: format!("shellyplus1pm-{n:02}"),
             metric: "switch_0.voltage".into(),
             unit: Some("V".into()),
-            class: None,
+            class: Some("voltage"),
         });
     }
     for n in 1..=6 {
-        messages[4].push((format!("esp-{n:02}/status"), "online".into()));
-        messages[4].push((format!("esp-{n:02}/sensor/garage_temperature/state"), "23.8".into()));
+        let messages = vec![
+            (format!("esp-{n:02}/status"), "online".into()),
+            (format!("esp-{n:02}/sensor/garage_temperature/state"), "23.8".into()),
+        ];
+        connection(format!("esp-{n:02}"), &[format!("esp-{n:02}/#")], messages);
         expected.push(Expected {
             name: format!("esp-{n:02}"),
             metric: "garage_temperature".into(),
@@ -551,23 +573,25 @@ fn home_of_fifty() -> anyhow::Result<([Messages; 5], Vec<Expected>)> {
             class: None,
         });
     }
-    Ok((messages, expected))
+    Ok((home, expected))
 }
 
-/// Replays the home with the Paho script, then waits until every device shows its name,
-/// unit and class; returns how long that took from the first message.
+/// Replays the home with the Paho script, each connection logging in as `logins` say, then
+/// waits until every device shows its name, unit and class; returns how long that took from
+/// the first message.
 async fn replay_the_home(
     hub: &TestHub,
     owner: &reqwest::Client,
     broker: std::net::SocketAddr,
-    bridges: &[(String, String)],
+    home: Vec<Connection>,
+    expected: &[Expected],
+    logins: &[(String, String)],
 ) -> anyhow::Result<Duration> {
-    let (messages, expected) = tokio::task::block_in_place(home_of_fifty)?;
     anyhow::ensure!(expected.len() == 50, "the home has {} devices", expected.len());
-    let plan: Vec<Value> = bridges
+    let plan: Vec<Value> = logins
         .iter()
-        .zip(messages)
-        .map(|((user, password), messages)| json!({ "username": user, "password": password, "messages": messages }))
+        .zip(home)
+        .map(|((user, password), c)| json!({ "username": user, "password": password, "messages": c.messages }))
         .collect();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/paho_replay.py");
     let started = std::time::Instant::now();
@@ -609,51 +633,71 @@ async fn replay_the_home(
     .await;
     let elapsed = started.elapsed();
     missing?;
+    // Exactly the home's 50 devices, and its Zigbee2MQTT bridge: a device that logs in with
+    // credentials of its own is one device.
+    let list = devices(hub, owner).await?;
+    let names: Vec<&str> = list.iter().filter_map(|d| d["name"].as_str()).collect();
+    anyhow::ensure!(list.len() == 51, "{} devices: {names:?}", list.len());
     Ok(elapsed)
 }
 
+/// Adds the home's connections, each granted its namespaces; returns their credentials.
+async fn connect_the_home(
+    hub: &TestHub,
+    owner: &reqwest::Client,
+    home: &[Connection],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut logins = Vec::new();
+    for connection in home {
+        let (id, key) = hub.add_device(owner, &connection.name).await?;
+        let grant = owner.put(hub.url(&format!("/api/devices/{id}/bridge")));
+        let granted = grant.json(&json!({ "namespaces": connection.namespaces })).send().await?;
+        anyhow::ensure!(granted.status() == 200, "{}: {}", connection.name, granted.text().await?);
+        logins.push((id, key));
+    }
+    Ok(logins)
+}
+
 /// The bar: a home of 50 devices across the five conventions appears with names, units
-/// and classes, through the embedded server. The time is printed, not asserted tightly
-/// (this machine is shared); the issue's bar is 2 s.
+/// and classes, through the embedded server, as exactly 50 devices and its Zigbee2MQTT
+/// bridge. The time is printed, not asserted tightly (this machine is shared); the bar is
+/// 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_home_of_fifty_devices_appears_through_the_embedded_server() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let hub = TestHub::start(dir.path()).await?;
     let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
     let owner = hub.owner().await?;
-    let mut bridges = Vec::new();
-    for (name, namespaces) in HOME {
-        let (id, key) = hub.add_device(&owner, name).await?;
-        let grant = owner.put(hub.url(&format!("/api/devices/{id}/bridge")));
-        assert_eq!(grant.json(&json!({ "namespaces": namespaces })).send().await?.status(), 200);
-        bridges.push((id, key));
-    }
-    let elapsed = replay_the_home(&hub, &owner, mqtt, &bridges).await?;
+    let (home, expected) = tokio::task::block_in_place(home_of_fifty)?;
+    let logins = connect_the_home(&hub, &owner, &home).await?;
+    let elapsed = replay_the_home(&hub, &owner, mqtt, home, &expected, &logins).await?;
     println!(
-        "50 devices from 5 bridges through the embedded server: all shown {} ms after the first message",
+        "50 devices from 31 connections through the embedded server: all shown {} ms after the first message",
         elapsed.as_millis()
     );
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     Ok(())
 }
 
-/// The same home on a Mosquitto that the bridges already use (the commonest set-up): the
-/// hub subscribes to the bridges' namespaces there; Mosquitto's ACL, not the hub, says who
-/// may publish where (the one docs/security.md gives).
+/// The same home on a Mosquitto that the devices already use (the commonest set-up): the
+/// hub subscribes to the connections' namespaces there; Mosquitto's ACL, not the hub, says
+/// who may publish where (the one docs/security.md gives).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_home_of_fifty_devices_appears_through_an_external_mosquitto() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let users: Vec<(String, String)> = (0..5).map(|n| (format!("bridge{n}"), format!("bridge-{n}-password"))).collect();
+    let (home, expected) = tokio::task::block_in_place(home_of_fifty)?;
+    let users: Vec<(String, String)> =
+        (0..home.len()).map(|n| (format!("device{n}"), format!("device-{n}-password"))).collect();
     let mut acl = String::new();
-    for (_, namespaces) in HOME {
-        for namespace in namespaces {
+    for connection in &home {
+        for namespace in &connection.namespaces {
             acl.push_str(&format!("topic read {namespace}\n"));
         }
     }
-    acl.push_str("topic write zigbee2mqtt/+/set\ntopic write cmnd/#\n");
-    for ((user, _), (_, namespaces)) in users.iter().zip(HOME) {
+    acl.push_str("topic write zigbee2mqtt/+/set\ntopic write cmnd/#\ntopic write +/rpc\n");
+    for ((user, _), connection) in users.iter().zip(&home) {
         acl.push_str(&format!("user {user}\n"));
-        for namespace in namespaces {
+        for namespace in &connection.namespaces {
             acl.push_str(&format!("topic readwrite {namespace}\n"));
         }
     }
@@ -666,24 +710,27 @@ async fn a_home_of_fifty_devices_appears_through_an_external_mosquitto() -> anyh
     config.mqtt.external = Some(hearth_tests::external_broker(broker.port)?);
     let hub = TestHub::start_with(config).await?;
     let owner = hub.owner().await?;
-    let mut ids = Vec::new();
-    for (name, namespaces) in HOME {
-        let (id, _) = hub.add_device(&owner, name).await?;
-        let grant = owner.put(hub.url(&format!("/api/devices/{id}/bridge")));
-        assert_eq!(grant.json(&json!({ "namespaces": namespaces })).send().await?.status(), 200);
-        ids.push(id);
-    }
-    // On a broker the hub does not run, a message is read for the bridge whose namespace it
-    // falls in: no one may claim another bridge's, and only the owner grants namespaces.
+    let ids: Vec<String> = connect_the_home(&hub, &owner, &home).await?.into_iter().map(|(id, _)| id).collect();
+    // On a broker the hub does not run, a message is read for the connection whose namespace
+    // it falls in: no one may claim another's, and only the owner grants namespaces.
     let (intruder, _) = hub.add_device(&owner, "Second Zigbee").await?;
     let grant = owner.put(hub.url(&format!("/api/devices/{intruder}/bridge")));
     assert_eq!(grant.json(&json!({ "namespaces": ["zigbee2mqtt/front_door"] })).send().await?.status(), 422);
+    let removed = owner.delete(hub.url(&format!("/api/devices/{intruder}"))).send().await?;
+    assert_eq!(removed.status(), 204);
     // The hub subscribes to new namespaces as they are granted: wait until it reads each
-    // (a probe no convention knows is refused on its bridge), as messages before that are
-    // the broker's to drop.
-    for ((id, (user, password)), (_, namespaces)) in ids.iter().zip(&users).zip(HOME) {
-        for namespace in namespaces {
-            let probe = format!("{}/hearth-probe", namespace.trim_end_matches("/#"));
+    // (a probe no convention knows is refused on its connection), as messages before that
+    // are the broker's to drop.
+    for ((id, (user, password)), connection) in ids.iter().zip(&users).zip(&home) {
+        for namespace in &connection.namespaces {
+            // A message each namespace's convention refuses: Tasmota's telemetry that is
+            // not JSON, or a topic no convention reads.
+            let base = namespace.trim_end_matches("/#");
+            let probe = match base.split('/').next() {
+                Some("tele") => format!("{base}/SENSOR"),
+                Some("stat") => format!("{base}/RESULT"),
+                _ => format!("{base}/hearth-probe"),
+            };
             wait_until(Duration::from_secs(15), "the hub's subscription", || async {
                 let args = [
                     "-h",
@@ -716,9 +763,9 @@ async fn a_home_of_fifty_devices_appears_through_an_external_mosquitto() -> anyh
         }
     }
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], broker.port));
-    let elapsed = replay_the_home(&hub, &owner, addr, &users).await?;
+    let elapsed = replay_the_home(&hub, &owner, addr, home, &expected, &users).await?;
     println!(
-        "50 devices from 5 bridges through Mosquitto: all shown {} ms after the first message",
+        "50 devices from 31 connections through Mosquitto: all shown {} ms after the first message",
         elapsed.as_millis()
     );
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
@@ -745,6 +792,7 @@ async fn availability_from_last_will_and_from_silence_is_shown_and_triggers_rule
     let grant = owner.put(hub.url(&format!("/api/devices/{z2m}/bridge")));
     assert_eq!(grant.json(&json!({ "namespaces": ["zigbee2mqtt/#"] })).send().await?.status(), 200);
     replay(&hub, (&plug, &plug_key), "tasmota-tele-LWT-online").await?;
+    replay(&hub, (&plug, &plug_key), "tasmota-tele-STATE").await?;
     mosquitto_pub(&hub, (&z2m, &z2m_key), "zigbee2mqtt/bridge/devices", Message::File("z2m-bridge-devices.json"))
         .await?;
     mosquitto_pub(&hub, (&z2m, &z2m_key), "zigbee2mqtt/weather_sensor", Message::Text(r#"{"temperature":20.5}"#))
@@ -762,7 +810,7 @@ async fn availability_from_last_will_and_from_silence_is_shown_and_triggers_rule
         }
     };
     let (tasmota, _, _) = wait_until(Duration::from_secs(5), "the plug online", || async {
-        online("tasmota_F17F56").await.filter(|(_, v, shown)| *v == json!(true) && *shown == json!(true))
+        online("Kitchen plug").await.filter(|(_, v, shown)| *v == json!(true) && *shown == json!(true))
     })
     .await?;
     let rule = json!({ "name": "Plug gone", "triggers": [{ "type": "change", "device": tasmota, "metric": "online" }],
@@ -773,7 +821,7 @@ async fn availability_from_last_will_and_from_silence_is_shown_and_triggers_rule
     // The plug's last will: offline, on the dashboard and to the rule.
     replay(&hub, (&plug, &plug_key), "tasmota-tele-LWT-offline").await?;
     wait_until(Duration::from_secs(5), "the plug offline", || async {
-        online("tasmota_F17F56").await.filter(|(_, v, shown)| *v == json!(false) && *shown == json!(false))
+        online("Kitchen plug").await.filter(|(_, v, shown)| *v == json!(false) && *shown == json!(false))
     })
     .await?;
     wait_until(Duration::from_secs(5), "the rule's notification", || async {
@@ -800,8 +848,8 @@ async fn availability_from_last_will_and_from_silence_is_shown_and_triggers_rule
     Ok(())
 }
 
-/// Tasmota's own discovery names the plug and its relays before any telemetry: the name it
-/// was given, its model, and a switch per relay on `cmnd/<topic>/POWER`.
+/// Tasmota's own discovery describes the plug before any telemetry: the name it was given,
+/// its model, and a switch per relay on `cmnd/<topic>/POWER`.
 #[tokio::test]
 async fn tasmota_discovery_names_the_plug_and_its_relay() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -815,8 +863,9 @@ async fn tasmota_discovery_names_the_plug_and_its_relay() -> anyhow::Result<()> 
     replay(&hub, (&plug, &key), "tasmota-discovery-athom-plug.config").await?;
     replay(&hub, (&plug, &key), "tasmota-discovery-athom-plug.sensors").await?;
     let list = devices(&hub, &owner).await?;
-    let device = list.iter().find(|d| d["bridge"] == plug.as_str()).ok_or_else(|| anyhow::anyhow!("{list:?}"))?;
-    assert_eq!(device["name"], "Tasmota", "the name it was given (dn)");
+    let device = with_id(&list, &plug).ok_or_else(|| anyhow::anyhow!("{list:?}"))?;
+    assert_eq!(device["discovered"]["name"], "Tasmota", "the name it was given (dn)");
+    assert_eq!(device["name"], "Athom plug", "the name its owner gave it");
     assert_eq!(
         (&device["discovered"]["model"], &device["discovered"]["manufacturer"]),
         (&json!("Athom Plug V2"), &json!("Tasmota"))
@@ -827,29 +876,16 @@ async fn tasmota_discovery_names_the_plug_and_its_relay() -> anyhow::Result<()> 
     // Its telemetry then lands on the same device, which keeps its name.
     replay(&hub, (&plug, &key), "tasmota-tele-SENSOR-energy").await?;
     let list = devices(&hub, &owner).await?;
-    let behind: Vec<&Value> = list.iter().filter(|d| d["bridge"] == plug.as_str()).collect();
-    assert_eq!(behind.len(), 1, "{behind:?}");
-    assert_eq!(behind[0]["name"], "Tasmota");
-    assert!(metric(behind[0], "ENERGY.Power").is_some(), "{}", behind[0]);
-    let id = behind[0]["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["name"], "Athom plug");
+    assert!(metric(&list[0], "ENERGY.Power").is_some(), "{}", list[0]);
+    let id = plug.clone();
     let mut heard = Listener::start(mqtt, &plug, &key, "cmnd/#").await?;
     let sent =
         owner.post(hub.url(&format!("/api/devices/{id}/command"))).json(&json!({ "metric": "POWER", "value": true }));
     assert_eq!(sent.send().await?.status(), 200);
     assert_eq!(heard.next().await?, ("cmnd/tasmota_F17F56/POWER".to_owned(), "ON".to_owned()));
     Ok(())
-}
-
-/// Zigbee2MQTT's device list built from the real device definitions of npm's
-/// zigbee-herdsman-converters (installed by `.ci/install-tools test`) by
-/// `tests/peers/z2m_definitions.mjs`; `args` pick the definitions.
-fn herdsman_devices(args: &[&str]) -> anyhow::Result<Vec<Value>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let script = root.join("tests/peers/z2m_definitions.mjs");
-    let modules = root.join(".tools/node_modules");
-    let out = std::process::Command::new("node").arg(&script).arg(&modules).args(args).output()?;
-    anyhow::ensure!(out.status.success(), "z2m_definitions.mjs: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// The numbers a definition says its device reports, with their units: (property, unit)
@@ -885,37 +921,6 @@ fn leaf_properties(exposes: &Value, reported_only: bool) -> Vec<String> {
         }
     }
     found
-}
-
-/// Publishes `messages` at QoS 1 over one connection as `device`; returns once every one
-/// is acknowledged (its readings committed).
-async fn publish_all(
-    addr: std::net::SocketAddr,
-    (device, secret): (&str, &str),
-    messages: Vec<(String, String)>,
-) -> anyhow::Result<()> {
-    let (client, mut events) = hearth_tests::mqtt_connect(addr, &format!("{device}-all"), device, secret).await?;
-    let count = messages.len();
-    let acks = tokio::spawn(async move {
-        let mut acked = 0;
-        while acked < count {
-            match events.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
-                Ok(_) => {}
-                Err(e) => return Err(anyhow::anyhow!("after {acked} acks: {e}")),
-            }
-        }
-        Ok(())
-    });
-    for (topic, payload) in messages {
-        if client.publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, payload).await.is_err() {
-            let why = acks.await?.err().map(|e| e.to_string()).unwrap_or_default();
-            anyhow::bail!("publishing {topic}: the connection ended: {why}");
-        }
-    }
-    // Once all are acknowledged the event loop is gone, and the connection with it.
-    tokio::time::timeout(Duration::from_secs(120), acks).await???;
-    Ok(())
 }
 
 /// A state message reporting every value a definition says its device reports, as

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hearth_tests::{Config, TestHub, mqtt_connect, wait_puback};
+use hub::conventions::hearth::readings as readings_from_publish;
 use hub::ingest::decode::{decode_metric, decode_object};
-use hub::ingest::mqtt::readings_from_publish;
 use rumqttc::QoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

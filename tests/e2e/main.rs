@@ -7,6 +7,7 @@ mod automation;
 mod bridges;
 mod coap;
 mod consent;
+mod conventions;
 mod fuzz;
 mod hostile;
 mod mqtt;

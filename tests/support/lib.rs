@@ -2,6 +2,7 @@
 //! directory, and drives it with real clients (HTTP, MQTT, Debian's Mosquitto tools).
 
 pub mod browser;
+pub mod discovered;
 
 use std::future::Future;
 use std::net::SocketAddr;

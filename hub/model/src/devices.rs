@@ -27,11 +27,23 @@ pub struct Metric {
     pub value: Value,
 }
 
-/// Why a device's messages were last refused, and how often they were.
+/// Why a device's messages were refused, and how often they were.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
     pub count: u64,
     pub last_reason: String,
+    pub last_at: i64,
+    /// The last few different reasons, newest first, each with how often and when last
+    /// (a bridge refused for several things at once shows each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<Refused>,
+}
+
+/// One reason a device's messages were refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    pub reason: String,
+    pub count: u64,
     pub last_at: i64,
 }
 
@@ -99,7 +111,7 @@ pub struct SetObserve {
     pub uris: Vec<String>,
 }
 
-/// The convention a device behind a bridge was discovered by.
+/// The convention a device speaks: the one it was discovered by, or Hearth's own topics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Convention {
@@ -108,26 +120,40 @@ pub enum Convention {
     Shelly,
     Esphome,
     HomeAssistant,
+    Hearth,
 }
 
+// In the order a message is offered to them: the conventions with topics of their own
+// (Zigbee2MQTT's bridge topics, Tasmota's discovery and prefixes, discovery configs) before
+// those that claim topics by their last levels.
 names!(Convention, "discovery convention", {
     Zigbee2mqtt => "zigbee2mqtt",
     Tasmota => "tasmota",
+    HomeAssistant => "home_assistant",
     Shelly => "shelly",
     Esphome => "esphome",
-    HomeAssistant => "home_assistant",
+    Hearth => "hearth",
 });
 
-/// What a device behind a bridge said of itself.
+/// What a device said of itself (one behind a bridge, or one that is its own connection).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Discovered {
     pub convention: Convention,
+    /// The name it gave itself (which may differ from the name it has in Hearth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manufacturer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The room it suggests for itself (Home Assistant's `suggested_area`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub area: Option<String>,
+    /// Its firmware, where it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
     /// Whether it was last said to be online; `None` if nothing said so either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online: Option<bool>,
@@ -140,11 +166,20 @@ pub struct Discovered {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiscoveredValue {
     pub metric: String,
+    /// What its device calls it ("Brew Strength", a relay's name), where it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
     /// Home Assistant's device class (`temperature`, `door`, `power`...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<String>,
+    /// Home Assistant's state class (`measurement`, `total`, `total_increasing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_class: Option<String>,
+    /// Digits after the decimal point it is best shown with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<u8>,
     /// Whether rules and the UI can set it.
     #[serde(default)]
     pub settable: bool,

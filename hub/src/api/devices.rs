@@ -389,18 +389,19 @@ async fn set_namespaces(
     crate::bridges::check_namespaces(&namespaces).map_err(|reason| AppError::field("namespaces", reason))?;
     // On an external broker the hub cannot tell who published a message: it reads each for
     // the bridge whose namespace it falls in. There only the owner grants namespaces, and no
-    // two bridges share a first level, so no one can claim another's devices.
+    // two bridges' namespaces overlap (no topic falls in both), so no one can claim another's
+    // devices.
     if state.config.mqtt.mode == crate::config::MqttMode::External && !namespaces.is_empty() {
         if user.role != Role::Owner {
             return Err(AppError::Forbidden("on an external broker only the owner grants bridges their namespaces"));
         }
-        let first = |n: &str| n.split('/').next().unwrap_or_default().to_owned();
         for other in state.store.devices().await?.iter().filter(|d| d.id != id) {
-            if let Some(shared) = other.namespaces.iter().find(|o| namespaces.iter().any(|n| first(n) == first(o))) {
+            let shared = other.namespaces.iter().find(|o| namespaces.iter().any(|n| crate::bridges::overlap(n, o)));
+            if let Some(shared) = shared {
                 return Err(AppError::field(
                     "namespaces",
                     format!(
-                        "{shared:?} is another bridge's: on an external broker two bridges cannot share a first level"
+                        "{shared:?} is another bridge's: on an external broker two bridges' namespaces cannot overlap"
                     ),
                 ));
             }

@@ -7,7 +7,7 @@ use serde_json::json;
 use hearth_model::automations::{Note, NotificationSource};
 
 use super::coap::CoapError;
-use super::model::{Action, CoapTarget, RuleError, command_payload, parse_coap_address_or};
+use super::model::{Action, CoapTarget, RuleError, parse_coap_address_or};
 use super::scheduler::Job;
 use crate::consent::Subject;
 use crate::ingest::mqtt::{MqttServer, Outgoing};
@@ -79,14 +79,17 @@ impl Commands {
                     retain: command.retain,
                 }
             }
-            None => Outgoing {
-                to: device.to_owned(),
-                target: device.to_owned(),
-                topic: format!("hearth/{device}/set/{metric}"),
-                payload: command_payload(value).into(),
-                subject,
-                retain: false,
-            },
+            None => {
+                let (topic, payload) = crate::conventions::hearth::command(device, metric, value);
+                Outgoing {
+                    to: device.to_owned(),
+                    target: device.to_owned(),
+                    topic,
+                    payload: payload.into(),
+                    subject,
+                    retain: false,
+                }
+            }
         };
         let topic = out.topic.clone();
         let sent = self.send(out).await?;

@@ -14,11 +14,6 @@ pub use hearth_model::rules::{
     MAX_TRIGGERS, Mode, Op, Rule, Trigger, Weekday,
 };
 
-/// A command's payload: numbers and text as they are, on/off as `true`/`false`.
-pub fn command_payload(value: &Value) -> Vec<u8> {
-    value.payload_text().into_bytes()
-}
-
 /// Why a rule was refused: the first problem found, said so its author can fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

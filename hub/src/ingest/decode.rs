@@ -96,8 +96,18 @@ pub fn decode_relayed(
 ) -> Result<(Vec<Reading>, Vec<String>), DecodeError> {
     let object = parse_object(payload_text_within(payload, max_payload)?)?;
     let ts = ts_of(&object, now)?;
+    relayed_readings(device, &object, ts, max_metrics)
+}
+
+/// A relayed state's values at `ts`, and the keys left out; its own `ts` is not read.
+pub fn relayed_readings(
+    device: &str,
+    object: &Map<String, Json>,
+    ts: i64,
+    max_metrics: usize,
+) -> Result<(Vec<Reading>, Vec<String>), DecodeError> {
     let (mut readings, mut left_out) = (Vec::new(), Vec::new());
-    flatten(device, "", &object, (ts, max_metrics), 0, &mut readings, Some(&mut left_out))?;
+    flatten(device, "", object, (ts, max_metrics), 0, &mut readings, Some(&mut left_out))?;
     if readings.is_empty() {
         return Err(left_out.pop().map_or(DecodeError::NoMetrics, DecodeError::BadMetric));
     }

@@ -39,11 +39,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Rejections;
-use super::decode::{self, DecodeError};
+use super::decode;
 use super::pipeline::{CommitFailed, Ingest};
+use crate::conventions::hearth;
 use crate::crowd::Crowd;
 use crate::devices::{self, DeviceEvent};
-use crate::reading::Reading;
 use crate::repeated::Repeated;
 use crate::store::Store;
 
@@ -1041,32 +1041,6 @@ fn may_subscribe(device: &str, bridge: bool, filter: &str) -> bool {
             || filter.strip_prefix(&own).is_some_and(|rest| rest.starts_with('/')))
 }
 
-/// Why a publish is refused (logged and counted; the message is acknowledged so a
-/// misconfigured device does not resend it forever, but nothing is stored).
-#[derive(Debug, thiserror::Error)]
-pub enum Refusal {
-    #[error("topic {0:?} is not this device's (use hearth/<device id>/<metric> or hearth/<device id>)")]
-    NotOwnTopic(String),
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-}
-
-/// Turns a device's publish into readings, if it is allowed and well formed.
-pub fn readings_from_publish(device: &str, topic: &str, payload: &[u8], now: i64) -> Result<Vec<Reading>, Refusal> {
-    let mut levels = topic.split('/');
-    let (Some("hearth"), Some(owner)) = (levels.next(), levels.next()) else {
-        return Err(Refusal::NotOwnTopic(topic.to_owned()));
-    };
-    if owner != device {
-        return Err(Refusal::NotOwnTopic(topic.to_owned()));
-    }
-    match (levels.next(), levels.next()) {
-        (None, _) => Ok(decode::decode_object(device, payload, now)?),
-        (Some(metric), None) => Ok(vec![decode::decode_metric(device, metric, payload, now)?]),
-        _ => Err(Refusal::NotOwnTopic(topic.to_owned())),
-    }
-}
-
 async fn on_publish(shared: &Shared, device: &str, bridge: bool, publish: Publish) -> Result<Ack, ConnError> {
     let ctx = &shared.ctx;
     let ack = |pkid| match publish.qos {
@@ -1076,13 +1050,19 @@ async fn on_publish(shared: &Shared, device: &str, bridge: bool, publish: Publis
     };
     let reply = ack(publish.pkid);
     let now = ctx.ingest.now_ms();
-    let own = publish.topic.strip_prefix("hearth/").and_then(|t| t.split('/').next()) == Some(device);
-    let read = match bridge && !own {
+    let read = match bridge && !hearth::is_own(device, &publish.topic) {
         true => match ctx.bridges.publish(device, &publish.topic, &publish.payload, now).await {
             Err(crate::bridges::Refusal::Store) => return Err(ConnError::CommitFailed),
-            read => read.map_err(|refusal| refusal.to_string()),
+            Err(refusal) => Err(refusal.to_string()),
+            Ok(published) => {
+                // What the hub asks of a device it just met goes to the connection it came on.
+                for request in published.requests {
+                    shared.router.route_to(&request.bridge, &request.topic, &request.payload.into());
+                }
+                Ok(published.readings)
+            }
         },
-        false => readings_from_publish(device, &publish.topic, &publish.payload, now).map_err(|r| r.to_string()),
+        false => hearth::readings(device, &publish.topic, &publish.payload, now).map_err(|r| r.to_string()),
     };
     let readings = match read {
         Ok(readings) if readings.is_empty() => return Ok(Box::pin(std::future::ready(Ok(reply)))),
@@ -1108,18 +1088,6 @@ async fn on_publish(shared: &Shared, device: &str, bridge: bool, publish: Publis
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_device_publishes_only_under_its_own_id() {
-        assert_eq!(readings_from_publish("dev1", "hearth/dev1/t", b"1", 0).map(|r| r.len()).ok(), Some(1));
-        assert_eq!(readings_from_publish("dev1", "hearth/dev1", br#"{"a":1,"b":2}"#, 0).map(|r| r.len()).ok(), Some(2));
-        for topic in
-            ["hearth/dev2/t", "hearth/dev1x/t", "hearth/dev1/t/extra", "other/dev1/t", "hearth", "hearth/+/t", ""]
-        {
-            assert!(matches!(readings_from_publish("dev1", topic, b"1", 0), Err(Refusal::NotOwnTopic(_))), "{topic}");
-        }
-        assert!(matches!(readings_from_publish("dev1", "hearth/dev1/t", b"NaN", 0), Err(Refusal::Decode(_))));
-    }
 
     #[test]
     fn a_device_subscribes_only_under_its_own_id() {

@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tokio::sync::broadcast;
 
 use super::Rejections;
-use super::mqtt::readings_from_publish;
 use super::pipeline::Ingest;
 use crate::bridges::Bridges;
 use crate::config::ExternalMqtt;
+use crate::conventions::hearth;
 use crate::devices::DeviceEvent;
 use crate::store::Store;
 
@@ -140,8 +140,7 @@ pub async fn run(
                         let known = crate::reading::valid_device_id(&device)
                             && store.device_exists(&device).await.unwrap_or(false);
                         let readings = if known {
-                            readings_from_publish(&device, &publish.topic, &publish.payload, now)
-                                .map_err(|e| e.to_string())
+                            hearth::readings(&device, &publish.topic, &publish.payload, now).map_err(|e| e.to_string())
                         } else {
                             Err("unknown device".to_owned())
                         };
@@ -151,7 +150,20 @@ pub async fn run(
                         Some(bridge) => match bridges.publish(&bridge, &publish.topic, &publish.payload, now).await {
                             // Not acknowledged: the broker sends it again after a reconnect.
                             Err(crate::bridges::Refusal::Store) => continue,
-                            read => (bridge, read.map_err(|r| r.to_string())),
+                            Err(refusal) => (bridge, Err(refusal.to_string())),
+                            Ok(published) => {
+                                // What the hub asks of a device it just met, through the
+                                // broker (aside: this loop empties the client's queue).
+                                for request in published.requests {
+                                    let client = client.clone();
+                                    tokio::spawn(async move {
+                                        let _ = client
+                                            .publish(request.topic, QoS::AtLeastOnce, false, request.payload)
+                                            .await;
+                                    });
+                                }
+                                (bridge, Ok(published.readings))
+                            }
                         },
                         None => continue,
                     },

@@ -193,16 +193,22 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Replaces what discovery said of a device behind a bridge, and its name.
-    pub async fn update_bridged_device(&self, id: &str, name: &str, discovered: &str) -> Result<(), StoreError> {
-        let name_sealed = self.hub_key.seal(name.as_bytes(), &name_aad(id))?;
-        let discovered_sealed = self.hub_key.seal(discovered.as_bytes(), &discovered_aad(id))?;
+    /// Replaces (or, with `None`, takes away) what an active device said of itself, and,
+    /// with `name`, its name.
+    pub async fn set_device_described(
+        &self,
+        id: &str,
+        discovered: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let discovered_sealed = discovered.map(|d| self.hub_key.seal(d.as_bytes(), &discovered_aad(id))).transpose()?;
+        let name_sealed = name.map(|n| self.hub_key.seal(n.as_bytes(), &name_aad(id))).transpose()?;
         sqlx::query(
-            "UPDATE devices SET name_sealed = ?, discovered_sealed = ?
-             WHERE id = ? AND bridge_id IS NOT NULL AND removed_ms IS NULL",
+            "UPDATE devices SET discovered_sealed = ?, name_sealed = COALESCE(?, name_sealed)
+             WHERE id = ? AND removed_ms IS NULL",
         )
-        .bind(name_sealed)
         .bind(discovered_sealed)
+        .bind(name_sealed)
         .bind(id)
         .execute(&self.pool)
         .await?;

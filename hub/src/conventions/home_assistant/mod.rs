@@ -1,15 +1,35 @@
-//! Home Assistant MQTT discovery configs (`<prefix>/<component>/[<node_id>/]<object_id>/config`),
-//! as Zigbee2MQTT, ESPHome and many DIY devices publish them: abbreviations expanded (HA's
-//! own tables, `abbreviations.tsv`), the `~` base topic put in, and the components homes use
-//! most read into one shape. Parsing only: which topics a device may use is decided where
-//! the config is applied.
+//! Home Assistant MQTT discovery (`<prefix>/<component>/[<node_id>/]<object_id>/config`,
+//! and device-based configs under `<prefix>/device/`), as Zigbee2MQTT, ESPHome and many DIY
+//! devices publish it: abbreviations expanded (HA's own tables, `abbreviations.tsv`), the
+//! `~` base topic put in, the options every component shares read here, and each
+//! component's own in a file of its own, as Home Assistant's MQTT integration keeps them.
+//! Which topics a device may use is decided where an announcement is applied.
+
+mod binary_sensor;
+mod button;
+mod climate;
+mod cover;
+mod event;
+mod fan;
+mod light;
+mod lock;
+mod number;
+mod select;
+mod sensor;
+mod switch;
+pub mod template;
+mod text;
+mod valve;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use serde_json::{Map, Value as Json};
 
-use super::template::{Template, TemplateError};
+use self::template::{Template, TemplateError};
+use super::description::{AvailabilitySpec, CommandSpec, Form, MAX_AVAILABILITY, MAX_OPTIONS, StateSpec, ValueSpec};
+use super::{About, Announcement, Convention, Ecosystem, Gone, Heard, Identity, Message, Part};
+use crate::reading::{valid_metric, valid_unit};
 
 /// Largest config accepted.
 pub const MAX_CONFIG: usize = 16 * 1024;
@@ -18,6 +38,40 @@ pub const MAX_DEVICE_CONFIG: usize = 64 * 1024;
 const MAX_COMPONENTS: usize = 64;
 /// Longest topic, name or id taken from a config.
 const MAX_FIELD: usize = 256;
+
+/// Home Assistant discovery, as a convention.
+pub struct HomeAssistant;
+
+impl Ecosystem for HomeAssistant {
+    fn read(&self, message: &Message<'_>) -> Heard {
+        let Some(prefix) = discovery_prefix(message.topic) else { return Heard::NotMine };
+        match parse(prefix, message.topic, message.payload) {
+            Err(error) => Heard::Refused(error.to_string()),
+            Ok(Discovery::Entity(entity)) => {
+                Heard::Announced { devices: vec![entity.announce()], refused: Vec::new(), gone: Vec::new() }
+            }
+            Ok(Discovery::Removed { component, id }) => Heard::Gone(vec![Gone::Entity(tag(component, &id))]),
+            Ok(Discovery::Device { entities, refused, removed, .. }) => Heard::Announced {
+                devices: entities.into_iter().map(|e| e.announce()).collect(),
+                refused: refused.iter().map(|(key, error)| format!("component {key:?}: {error}")).collect(),
+                gone: removed.iter().map(|(component, id)| Gone::Entity(tag(*component, id))).collect(),
+            },
+            Ok(Discovery::DeviceRemoved { id }) => Heard::Gone(vec![Gone::DeviceConfig(id)]),
+        }
+    }
+}
+
+/// The discovery prefix of a config topic (`<prefix>/<component>/[<node_id>/]<object_id>/config`,
+/// 4 or 5 levels), if `topic` is one.
+fn discovery_prefix(topic: &str) -> Option<&str> {
+    let levels = topic.split('/').count();
+    (topic.ends_with("/config") && (4..=5).contains(&levels)).then(|| topic.split('/').next()).flatten()
+}
+
+/// What names an entity's values across updates: `<component>:<id>`.
+pub fn tag(component: Component, id: &str) -> String {
+    format!("{}:{id}", component.name())
+}
 
 /// The components Hearth understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,11 +131,31 @@ impl Component {
             Self::Event => "event",
         }
     }
+
+    /// Its values, read from its own options.
+    fn values(self, config: &mut Config<'_>) -> Result<Vec<ValueSpec>, DiscoveryError> {
+        match self {
+            Self::Sensor => sensor::values(config),
+            Self::BinarySensor => binary_sensor::values(config),
+            Self::Switch => switch::values(config),
+            Self::Light => light::values(config),
+            Self::Climate => climate::values(config),
+            Self::Cover => cover::values(config),
+            Self::Button => button::values(config),
+            Self::Number => number::values(config),
+            Self::Select => select::values(config),
+            Self::Lock => lock::values(config),
+            Self::Fan => fan::values(config),
+            Self::Valve => valve::values(config),
+            Self::Text => text::values(config),
+            Self::Event => event::values(config),
+        }
+    }
 }
 
 /// What one config message says.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Announcement {
+pub enum Discovery {
     /// An entity appears, or changes.
     Entity(Box<Entity>),
     /// An empty config: the entity is gone.
@@ -101,38 +175,6 @@ pub enum Announcement {
     DeviceRemoved { id: String },
 }
 
-/// A state read from a topic, through a template when there is one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct State {
-    pub topic: String,
-    pub template: Option<Template>,
-}
-
-/// Where a device says whether it is online, and the payloads that mean it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Availability {
-    pub topic: String,
-    pub template: Option<Template>,
-    pub online: String,
-    pub offline: String,
-    /// Why this entry cannot be read (a template outside the subset): it never says
-    /// online, so a device is never shown online on a guess.
-    pub unreadable: Option<String>,
-}
-
-/// Most availability entries in one config.
-const MAX_AVAILABILITY: usize = 8;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AvailabilityMode {
-    /// The last message on any availability topic decides.
-    Latest,
-    /// Online only when every topic says so.
-    All,
-    /// Online when one topic says so.
-    Any,
-}
-
 /// The device an entity belongs to (`device` block).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeviceInfo {
@@ -140,9 +182,14 @@ pub struct DeviceInfo {
     pub name: Option<String>,
     pub manufacturer: Option<String>,
     pub model: Option<String>,
+    pub area: Option<String>,
+    pub firmware: Option<String>,
+    /// It reaches Home Assistant through another device (`via_device`): a Zigbee
+    /// coordinator's device, a hub's.
+    pub via: bool,
 }
 
-/// One discovered entity, in the shape Hearth uses whatever its component.
+/// One discovered entity: who it is, its device, and its values in Hearth's shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entity {
     pub component: Component,
@@ -152,83 +199,49 @@ pub struct Entity {
     /// Its own name; `None` when it is the device's only, or main, entity.
     pub name: Option<String>,
     pub device: DeviceInfo,
-    pub unit: Option<String>,
-    pub device_class: Option<String>,
-    pub state_class: Option<String>,
-    /// `config` or `diagnostic`: a setting or a diagnostic, not what the device is for.
-    pub entity_category: Option<String>,
-    /// The main state (a sensor's value, a switch's or light's on/off, a cover's position
-    /// state, a climate's current temperature).
-    pub state: Option<State>,
-    pub command_topic: Option<String>,
-    /// Commands are to be sent retained (`retain`).
-    pub retain: bool,
-    /// on/off payloads (binary sensor, switch, light), as text: JSON `true` is "true".
-    pub payload_on: String,
-    pub payload_off: String,
-    /// Light: brightness topics (basic schema) or in the JSON state (JSON schema).
-    pub light: Option<Light>,
-    pub climate: Option<Climate>,
-    pub cover: Option<Cover>,
-    /// button: what a press sends.
-    pub payload_press: Option<String>,
-    /// number: range and step.
-    pub range: Option<(f64, f64, f64)>,
-    /// select: the options; lock: what it takes (`LOCK`, `UNLOCK`, `OPEN` if it opens);
-    /// event: its event types.
-    pub options: Vec<String>,
-    /// fan: its speed and preset mode.
-    pub fan: Option<Fan>,
-    /// valve: its state is a position (0-100) and its commands too.
-    pub reports_position: bool,
-    pub availability: Vec<Availability>,
-    pub availability_mode: AvailabilityMode,
+    pub values: Vec<ValueSpec>,
+    pub availability: Vec<AvailabilitySpec>,
     /// Parts left out, and why (an unsupported template for an optional value): shown on
     /// the device so the owner knows what does not work.
     pub left_out: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Light {
-    /// `schema: json`: state and commands are JSON objects (`{"state":"ON","brightness":..}`).
-    pub json: bool,
-    pub brightness: bool,
-    pub brightness_scale: f64,
-    pub brightness_state: Option<State>,
-    pub brightness_command_topic: Option<String>,
+impl Entity {
+    /// Its object id: the last part of its id, and its main value's metric.
+    pub fn object(&self) -> &str {
+        self.id.rsplit(' ').next().unwrap_or(&self.id)
+    }
+
+    /// As an announcement of its device: the device named by its block's first identifier,
+    /// else by the entity's unique id, else by the entity itself.
+    pub fn announce(self) -> Announcement {
+        let key = self.device.identifiers.first().cloned().or_else(|| self.unique_id.clone());
+        let key = key.unwrap_or_else(|| tag(self.component, &self.id));
+        let mut announcement = Announcement::of(
+            Identity::new(Convention::HomeAssistant, key),
+            Part::Entity(tag(self.component, &self.id)),
+        );
+        announcement.topic = String::new();
+        announcement.behind = self.device.via;
+        announcement.about = About {
+            name: self.device.name.clone(),
+            manufacturer: self.device.manufacturer.clone(),
+            model: self.device.model.clone(),
+            description: None,
+            area: self.device.area.clone(),
+            firmware: self.device.firmware.clone(),
+        };
+        // Named after the entity only if its device has no name of its own, and only for
+        // a device seen for the first time (see `crate::bridges`).
+        announcement.left_out =
+            self.left_out.iter().map(|l| format!("{}: left out: {l}", tag(self.component, &self.id))).collect();
+        announcement.values = self.values;
+        announcement.availability = self.availability;
+        announcement
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Climate {
-    pub target: Option<State>,
-    pub target_command_topic: Option<String>,
-    pub mode: Option<State>,
-    pub mode_command_topic: Option<String>,
-    pub modes: Vec<String>,
-    pub min_temp: Option<f64>,
-    pub max_temp: Option<f64>,
-    pub step: Option<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Fan {
-    pub percentage: Option<State>,
-    pub percentage_command_topic: Option<String>,
-    pub preset: Option<State>,
-    pub preset_command_topic: Option<String>,
-    pub presets: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cover {
-    pub payload_open: String,
-    pub payload_close: String,
-    pub payload_stop: String,
-    pub position: Option<State>,
-    pub set_position_topic: Option<String>,
-}
-
-/// Why a config was refused: shown on the bridge that sent it.
+/// Why a config was refused: shown on the connection that sent it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DiscoveryError {
     #[error("not a discovery topic: {0:?} (expected <prefix>/<component>/[<node_id>/]<object_id>/config)")]
@@ -252,7 +265,7 @@ pub enum DiscoveryError {
 }
 
 /// Reads the config `payload` published on `topic` under the discovery `prefix`.
-pub fn parse(prefix: &str, topic: &str, payload: &[u8]) -> Result<Announcement, DiscoveryError> {
+pub fn parse(prefix: &str, topic: &str, payload: &[u8]) -> Result<Discovery, DiscoveryError> {
     let bad_topic = || DiscoveryError::Topic(topic.to_owned());
     let rest = topic.strip_prefix(prefix).and_then(|t| t.strip_prefix('/')).ok_or_else(bad_topic)?;
     let parts: Vec<&str> = rest.split('/').collect();
@@ -272,7 +285,7 @@ pub fn parse(prefix: &str, topic: &str, payload: &[u8]) -> Result<Announcement, 
     }
     let component = Component::parse(component).ok_or_else(|| DiscoveryError::Component(component.to_owned()))?;
     if payload.is_empty() {
-        return Ok(Announcement::Removed { component, id });
+        return Ok(Discovery::Removed { component, id });
     }
     if payload.len() > MAX_CONFIG {
         return Err(DiscoveryError::TooLarge(payload.len()));
@@ -281,14 +294,14 @@ pub fn parse(prefix: &str, topic: &str, payload: &[u8]) -> Result<Announcement, 
         return Err(DiscoveryError::Json("not an object".into()));
     };
     let config = expand(config);
-    Ok(Announcement::Entity(Box::new(entity(component, id, &config)?)))
+    Ok(Discovery::Entity(Box::new(entity(component, id, &config)?)))
 }
 
 /// Reads a device-based config: shared options at the top, components under `cmps`, each
 /// with its platform (`p`) and its own options, which win over the shared ones.
-fn device_config(id: String, payload: &[u8]) -> Result<Announcement, DiscoveryError> {
+fn device_config(id: String, payload: &[u8]) -> Result<Discovery, DiscoveryError> {
     if payload.is_empty() {
-        return Ok(Announcement::DeviceRemoved { id });
+        return Ok(Discovery::DeviceRemoved { id });
     }
     if payload.len() > MAX_DEVICE_CONFIG {
         return Err(DiscoveryError::DeviceTooLarge(payload.len()));
@@ -339,7 +352,7 @@ fn device_config(id: String, payload: &[u8]) -> Result<Announcement, DiscoveryEr
             Err(error) => refused.push((key, error)),
         }
     }
-    Ok(Announcement::Device { id, entities, refused, removed })
+    Ok(Discovery::Device { id, entities, refused, removed })
 }
 
 /// Whether `id` is a node or object id as HA accepts them.
@@ -443,226 +456,195 @@ fn put_base(mut config: Map<String, Json>) -> Map<String, Json> {
     config
 }
 
-/// Reads an expanded config.
-fn entity(component: Component, id: String, config: &Map<String, Json>) -> Result<Entity, DiscoveryError> {
-    let mut left_out = Vec::new();
-    let text = |key: &'static str| -> Result<Option<String>, DiscoveryError> {
-        match config.get(key) {
+/// An expanded config as the components read it: typed accessors that refuse what is not
+/// valid, and what was left out along the way.
+pub(crate) struct Config<'a> {
+    map: &'a Map<String, Json>,
+    component: Component,
+    /// The entity's object id (its main value's metric) and its tag.
+    object: String,
+    tag: String,
+    /// Its own name.
+    name: Option<String>,
+    left_out: Vec<String>,
+}
+
+impl<'a> Config<'a> {
+    fn new(component: Component, id: &str, map: &'a Map<String, Json>) -> Self {
+        let object = id.rsplit(' ').next().unwrap_or(id).to_owned();
+        let name = match map.get("name") {
+            Some(Json::String(s)) if s.len() <= MAX_FIELD && !s.chars().any(char::is_control) => {
+                super::description::about_text(s)
+            }
+            _ => None,
+        };
+        Self { map, component, object, tag: tag(component, id), name, left_out: Vec::new() }
+    }
+
+    /// A text option (numbers and booleans as text); a list or an object is refused.
+    pub(crate) fn text(&self, key: &'static str) -> Result<Option<String>, DiscoveryError> {
+        match self.map.get(key) {
             None | Some(Json::Null) => Ok(None),
             Some(Json::String(s)) if s.len() <= MAX_FIELD && !s.chars().any(char::is_control) => Ok(Some(s.clone())),
             Some(Json::Number(n)) => Ok(Some(n.to_string())),
             Some(Json::Bool(b)) => Ok(Some(b.to_string())),
             Some(other) => Err(DiscoveryError::Invalid(key, shorten(&other.to_string()))),
         }
-    };
-    let topic = |key: &'static str| -> Result<Option<String>, DiscoveryError> {
-        match text(key)? {
+    }
+
+    /// A topic a device may publish to or be commanded on.
+    pub(crate) fn topic(&self, key: &'static str) -> Result<Option<String>, DiscoveryError> {
+        match self.text(key)? {
             Some(t) if valid_topic(&t) => Ok(Some(t)),
             Some(t) => Err(DiscoveryError::Invalid(key, format!("{t:?} is not a topic a device can publish to"))),
             None => Ok(None),
         }
-    };
-    let number = |key: &'static str| -> Option<f64> {
-        match config.get(key)? {
+    }
+
+    pub(crate) fn number(&self, key: &'static str) -> Option<f64> {
+        match self.map.get(key)? {
             Json::Number(n) => n.as_f64(),
             Json::String(s) => s.trim().parse().ok(),
             _ => None,
         }
         .filter(|n: &f64| n.is_finite())
-    };
-    let list = |key: &'static str| -> Vec<String> {
-        config
+    }
+
+    /// A list of words, at most [`MAX_OPTIONS`], each short.
+    pub(crate) fn list(&self, key: &'static str) -> Vec<String> {
+        self.map
             .get(key)
             .and_then(Json::as_array)
-            .map(|items| items.iter().filter_map(|i| i.as_str().map(str::to_owned)).take(64).collect())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str().filter(|s| s.len() <= MAX_FIELD).map(str::to_owned))
+                    .take(MAX_OPTIONS)
+                    .collect()
+            })
             .unwrap_or_default()
-    };
-    // A state with its template; a template outside the subset refuses the whole entity
-    // when the state is what the entity is about (`required`), else leaves that part out.
-    let mut state = |topic_key: &'static str,
-                     template_key: &'static str,
-                     required: bool|
-     -> Result<Option<State>, DiscoveryError> {
-        let Some(topic) = topic(topic_key)? else { return Ok(None) };
-        let template = match text(template_key)? {
+    }
+
+    /// A yes/no option, as JSON true or the text "true".
+    pub(crate) fn flag(&self, key: &'static str) -> Result<bool, DiscoveryError> {
+        Ok(matches!(self.map.get(key), Some(Json::Bool(true)))
+            || self.text(key)?.is_some_and(|r| r.eq_ignore_ascii_case("true")))
+    }
+
+    /// A state read from a topic through its template. A template outside the subset
+    /// refuses the whole entity when the state is what the entity is about (`required`),
+    /// else leaves that part out, said on the device.
+    pub(crate) fn state(
+        &mut self,
+        topic_key: &'static str,
+        template_key: &'static str,
+        required: bool,
+    ) -> Result<Option<StateSpec>, DiscoveryError> {
+        let Some(topic) = self.topic(topic_key)? else { return Ok(None) };
+        let template = match self.text(template_key)? {
             None => None,
             Some(source) => match Template::parse(&source) {
                 Ok(template) => Some(template),
                 Err(error) if required => return Err(DiscoveryError::Template(template_key, error)),
                 Err(error) => {
-                    left_out.push(format!("{template_key}: {error}"));
+                    self.left_out.push(format!("{template_key}: {error}"));
                     return Ok(None);
                 }
             },
         };
-        Ok(Some(State { topic, template }))
-    };
-    let required = matches!(component, Component::Sensor | Component::BinarySensor | Component::Event);
-    let main_state = match component {
-        Component::Climate => state("current_temperature_topic", "current_temperature_template", false)?,
-        Component::Cover => state("state_topic", "value_template", false)?,
-        Component::Light => state("state_topic", "state_value_template", false)?,
-        _ => state("state_topic", "value_template", required)?,
-    };
-    let command_topic = topic("command_topic")?;
-    match component {
-        Component::Sensor | Component::BinarySensor | Component::Event if main_state.is_none() => {
-            return Err(DiscoveryError::Missing("state_topic", component.name()));
-        }
-        Component::Switch
-        | Component::Light
-        | Component::Button
-        | Component::Number
-        | Component::Select
-        | Component::Fan
-        | Component::Text
-            if command_topic.is_none() =>
-        {
-            return Err(DiscoveryError::Missing("command_topic", component.name()));
-        }
-        _ => {}
+        Ok(Some(StateSpec { topic, template }))
     }
-    let light = match component {
-        Component::Light => {
-            let json = text("schema")?.is_some_and(|s| s.eq_ignore_ascii_case("json"));
-            let modes = list("supported_color_modes");
-            let brightness_state =
-                if json { None } else { state("brightness_state_topic", "brightness_value_template", false)? };
-            let brightness_command_topic = if json { None } else { topic("brightness_command_topic")? };
-            let brightness = if json {
-                config.get("brightness").and_then(Json::as_bool).unwrap_or(false) || modes.iter().any(|m| m != "onoff")
-            } else {
-                brightness_command_topic.is_some()
-            };
-            Some(Light {
-                json,
-                brightness,
-                brightness_scale: number("brightness_scale").filter(|s| *s >= 1.0).unwrap_or(255.0),
-                brightness_state,
-                brightness_command_topic,
-            })
+
+    /// The entity's main state, on `state_topic` through `value_template`.
+    pub(crate) fn main_state(&mut self, required: bool) -> Result<Option<StateSpec>, DiscoveryError> {
+        let state = self.state("state_topic", "value_template", required)?;
+        if required && state.is_none() {
+            return Err(DiscoveryError::Missing("state_topic", self.component.name()));
         }
-        _ => None,
-    };
-    let climate = match component {
-        Component::Climate => Some(Climate {
-            target: state("temperature_state_topic", "temperature_state_template", false)?,
-            target_command_topic: topic("temperature_command_topic")?,
-            mode: state("mode_state_topic", "mode_state_template", false)?,
-            mode_command_topic: topic("mode_command_topic")?,
-            modes: match list("modes") {
-                modes if modes.is_empty() => {
-                    ["auto", "off", "cool", "heat", "dry", "fan_only"].map(String::from).to_vec()
-                }
-                modes => modes,
-            },
-            min_temp: number("min_temp"),
-            max_temp: number("max_temp"),
-            step: number("temp_step"),
-        }),
-        _ => None,
-    };
-    let cover = match component {
-        Component::Cover | Component::Valve => Some(Cover {
-            payload_open: text("payload_open")?.unwrap_or_else(|| "OPEN".into()),
-            payload_close: text("payload_close")?.unwrap_or_else(|| "CLOSE".into()),
-            // A valve stops only if its config says how.
-            payload_stop: text("payload_stop")?
-                .unwrap_or_else(|| if component == Component::Valve { String::new() } else { "STOP".into() }),
-            position: state("position_topic", "position_template", false)?,
-            set_position_topic: topic("set_position_topic")?,
-        }),
-        _ => None,
-    };
-    let fan = match component {
-        Component::Fan => Some(Fan {
-            percentage: state("percentage_state_topic", "percentage_value_template", false)?,
-            percentage_command_topic: topic("percentage_command_topic")?,
-            preset: state("preset_mode_state_topic", "preset_mode_value_template", false)?,
-            preset_command_topic: topic("preset_mode_command_topic")?,
-            presets: list("preset_modes"),
-        }),
-        _ => None,
-    };
-    let options = match component {
-        Component::Lock => {
-            let mut takes = vec![
-                text("payload_lock")?.unwrap_or_else(|| "LOCK".into()),
-                text("payload_unlock")?.unwrap_or_else(|| "UNLOCK".into()),
-            ];
-            takes.extend(text("payload_open")?);
-            takes
-        }
-        Component::Event => list("event_types"),
-        _ => list("options"),
-    };
-    if component == Component::Select && options.is_empty() {
-        return Err(DiscoveryError::Missing("options", "select"));
+        Ok(state)
     }
-    let (mode, availability) = availability(config, &mut left_out)?;
+
+    /// Commands in text on the topic `key` names, retained if the config asks.
+    pub(crate) fn command(&self, key: &'static str) -> Result<Option<CommandSpec>, DiscoveryError> {
+        let retain = self.flag("retain")?;
+        Ok(self.topic(key)?.map(|topic| CommandSpec { topic, form: Form::Text, retain }))
+    }
+
+    /// The entity's `command_topic`, which it cannot do without.
+    pub(crate) fn required_command(&self) -> Result<CommandSpec, DiscoveryError> {
+        self.command("command_topic")?.ok_or(DiscoveryError::Missing("command_topic", self.component.name()))
+    }
+
+    /// The entity's main value, or (`part`) one of its parts (`<object>_<part>`): named,
+    /// classed and categorised as the config says.
+    pub(crate) fn value(&self, part: Option<&str>) -> ValueSpec {
+        let mut value = ValueSpec::new(match part {
+            None => self.object.clone(),
+            Some(part) => format!("{}_{part}", self.object),
+        });
+        value.name = match (part, &self.name) {
+            (None, name) => name.clone(),
+            (Some(part), Some(name)) => Some(format!("{name} {}", part.replace('_', " "))),
+            (Some(_), None) => None,
+        };
+        value.entity = Some(self.tag.clone());
+        value.class = self.text("device_class").ok().flatten();
+        value.category =
+            self.text("entity_category").ok().flatten().filter(|c| matches!(c.as_str(), "config" | "diagnostic"));
+        if part.is_none() {
+            value.state_class = self.text("state_class").ok().flatten();
+            value.precision =
+                self.number("suggested_display_precision").filter(|p| (0.0..=10.0).contains(p)).map(|p| p as u8);
+        }
+        value
+    }
+
+    /// Its on and off, in its own words (`payload_on`, `payload_off`; ON and OFF if it
+    /// does not say).
+    pub(crate) fn on_off(&self) -> Result<Option<(Json, Json)>, DiscoveryError> {
+        let on = self.text("payload_on")?.unwrap_or_else(|| "ON".into());
+        let off = self.text("payload_off")?.unwrap_or_else(|| "OFF".into());
+        Ok(super::description::words(&on, &off))
+    }
+
+    /// The unit its config gives, kept if Hearth can keep it.
+    pub(crate) fn unit(&self) -> Result<Option<String>, DiscoveryError> {
+        Ok(self.text("unit_of_measurement")?.filter(|u| valid_unit(u)))
+    }
+}
+
+/// Reads an expanded config.
+fn entity(component: Component, id: String, map: &Map<String, Json>) -> Result<Entity, DiscoveryError> {
+    let mut config = Config::new(component, &id, map);
+    let mut values = component.values(&mut config)?;
+    values.retain(|v| valid_metric(&v.metric) && (v.state.is_some() || v.command.is_some()));
+    let availability = availability(&mut config)?;
     Ok(Entity {
         component,
+        unique_id: config.text("unique_id")?,
+        name: config.name.clone(),
+        device: device(map),
         id,
-        unique_id: text("unique_id")?,
-        name: text("name")?,
-        device: device(config),
-        unit: text("unit_of_measurement")?,
-        device_class: text("device_class")?,
-        state_class: text("state_class")?,
-        entity_category: text("entity_category")?.filter(|c| matches!(c.as_str(), "config" | "diagnostic")),
-        state: main_state,
-        command_topic,
-        retain: matches!(config.get("retain"), Some(Json::Bool(true)))
-            || text("retain")?.is_some_and(|r| r.eq_ignore_ascii_case("true")),
-        payload_on: text("payload_on")?.unwrap_or_else(|| "ON".into()),
-        payload_off: text("payload_off")?.unwrap_or_else(|| "OFF".into()),
-        light,
-        climate,
-        cover,
-        payload_press: (component == Component::Button)
-            .then(|| text("payload_press"))
-            .transpose()?
-            .map(|p| p.unwrap_or_else(|| "PRESS".into())),
-        range: (component == Component::Number).then(|| {
-            (
-                number("min").unwrap_or(0.0),
-                number("max").unwrap_or(100.0),
-                number("step").filter(|s| *s >= 0.001).unwrap_or(1.0),
-            )
-        }),
-        options,
-        fan,
-        reports_position: component == Component::Valve
-            && (matches!(config.get("reports_position"), Some(Json::Bool(true)))
-                || text("reports_position")?.is_some_and(|r| r.eq_ignore_ascii_case("true"))),
+        values,
         availability,
-        availability_mode: mode,
-        left_out,
+        left_out: config.left_out,
     })
 }
 
-fn availability(
-    config: &Map<String, Json>,
-    left_out: &mut Vec<String>,
-) -> Result<(AvailabilityMode, Vec<Availability>), DiscoveryError> {
-    let mode = match config.get("availability_mode").and_then(Json::as_str) {
-        Some("all") => AvailabilityMode::All,
-        Some("any") => AvailabilityMode::Any,
-        _ => AvailabilityMode::Latest,
-    };
+fn availability(config: &mut Config<'_>) -> Result<Vec<AvailabilitySpec>, DiscoveryError> {
     let payload = |entry: &Map<String, Json>, key: &str, default: &str| match entry.get(key) {
         Some(Json::String(s)) => s.clone(),
         Some(other @ (Json::Bool(_) | Json::Number(_))) => other.to_string(),
         _ => default.to_owned(),
     };
-    let mut entries: Vec<Map<String, Json>> = match config.get("availability") {
+    let mut entries: Vec<Map<String, Json>> = match config.map.get("availability") {
         Some(Json::Array(entries)) if entries.len() > MAX_AVAILABILITY => {
             return Err(DiscoveryError::Invalid("availability", format!("more than {MAX_AVAILABILITY} entries")));
         }
         Some(Json::Array(entries)) => entries.iter().filter_map(|e| e.as_object().cloned()).collect(),
         _ => Vec::new(),
     };
-    if let Some(topic) = config.get("availability_topic") {
+    if let Some(topic) = config.map.get("availability_topic") {
         let mut single = Map::new();
         single.insert("topic".into(), topic.clone());
         for (from, to) in [
@@ -670,45 +652,58 @@ fn availability(
             ("payload_not_available", "payload_not_available"),
             ("availability_template", "value_template"),
         ] {
-            if let Some(value) = config.get(from) {
+            if let Some(value) = config.map.get(from) {
                 single.insert(to.into(), value.clone());
             }
         }
         entries.push(single);
     }
     let mut out = Vec::new();
-    for entry in entries {
+    for entry in entries.into_iter().take(MAX_AVAILABILITY) {
         let Some(topic) = entry.get("topic").and_then(Json::as_str).filter(|t| valid_topic(t)) else {
             return Err(DiscoveryError::Invalid("availability", "an entry without a valid topic".into()));
         };
-        let (template, unreadable) = match entry.get("value_template").and_then(Json::as_str).map(Template::parse) {
-            None => (None, None),
-            Some(Ok(template)) => (Some(template), None),
+        // An entry whose template cannot be read is left out: it never says online, so a
+        // device is never shown online on a guess.
+        let template = match entry.get("value_template").and_then(Json::as_str).map(Template::parse) {
+            None => None,
+            Some(Ok(template)) => Some(template),
             Some(Err(error)) => {
-                left_out.push(format!("availability {topic}: {error}; the device is not shown online from it"));
-                (None, Some(error.to_string()))
+                config.left_out.push(format!("availability {topic}: {error}; the device is not shown online from it"));
+                continue;
             }
         };
-        out.push(Availability {
+        out.push(AvailabilitySpec {
             topic: topic.to_owned(),
             template,
-            unreadable,
             online: payload(&entry, "payload_available", "online"),
             offline: payload(&entry, "payload_not_available", "offline"),
         });
     }
-    Ok((mode, out))
+    Ok(out)
 }
 
 fn device(config: &Map<String, Json>) -> DeviceInfo {
     let Some(device) = config.get("device").and_then(Json::as_object) else { return DeviceInfo::default() };
-    let text = |key: &str| device.get(key).and_then(Json::as_str).filter(|s| s.len() <= MAX_FIELD).map(str::to_owned);
+    let text = |key: &str| device.get(key).and_then(Json::as_str).and_then(super::description::about_text);
     let identifiers = match device.get("identifiers") {
         Some(Json::String(id)) => vec![id.clone()],
         Some(Json::Array(ids)) => ids.iter().filter_map(|i| i.as_str().map(str::to_owned)).take(8).collect(),
         _ => Vec::new(),
     };
-    DeviceInfo { identifiers, name: text("name"), manufacturer: text("manufacturer"), model: text("model") }
+    let identifiers = identifiers.into_iter().filter(|i| !i.is_empty() && i.len() <= MAX_FIELD).collect();
+    // The area may also be given beside the device block, as older configs did.
+    let area = text("suggested_area")
+        .or_else(|| config.get("suggested_area").and_then(Json::as_str).and_then(super::description::about_text));
+    DeviceInfo {
+        identifiers,
+        name: text("name"),
+        manufacturer: text("manufacturer"),
+        model: text("model"),
+        area,
+        firmware: text("sw_version"),
+        via: device.get("via_device").is_some_and(|v| !v.is_null()),
+    }
 }
 
 /// A topic a device may publish to or be commanded on: no wildcards, no empty levels at
@@ -726,18 +721,33 @@ fn shorten(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::reading::Value;
 
-    use crate::discovery::corpus as message;
+    use crate::conventions::corpus as message;
 
-    fn announced(name: &str) -> Entity {
+    pub(crate) fn announced(name: &str) -> Entity {
         let (topic, payload) = message(name);
         match parse("homeassistant", &topic, &payload) {
-            Ok(Announcement::Entity(entity)) => *entity,
+            Ok(Discovery::Entity(entity)) => *entity,
             other => panic!("{name}: {other:?}"),
         }
+    }
+
+    /// The values of a config of `component` (topic `homeassistant/<component>/node/thing/config`).
+    pub(crate) fn values_of(component: &str, config: &str) -> Vec<ValueSpec> {
+        let topic = format!("homeassistant/{component}/node/thing/config");
+        match parse("homeassistant", &topic, config.as_bytes()) {
+            Ok(Discovery::Entity(entity)) => entity.values,
+            other => panic!("{component}: {other:?}"),
+        }
+    }
+
+    fn render(state: Option<&StateSpec>, payload: &str) -> Option<Value> {
+        let mut value = ValueSpec::new("x");
+        value.state = state.cloned();
+        value.read_state(&Message::new("t", payload.as_bytes()))
     }
 
     #[test]
@@ -745,16 +755,17 @@ mod tests {
         for name in ["z2m-ha-sensor-temperature.config", "z2m-2.10-ha-sensor-temperature.config"] {
             let sensor = announced(name);
             assert_eq!(sensor.component, Component::Sensor);
-            assert_eq!(sensor.unit.as_deref(), Some("°C"));
-            assert_eq!(sensor.device_class.as_deref(), Some("temperature"));
+            let value = &sensor.values[0];
+            assert_eq!(value.unit.as_deref(), Some("°C"));
+            assert_eq!(value.class.as_deref(), Some("temperature"));
+            assert_eq!(value.state_class.as_deref(), Some("measurement"));
             assert_eq!(sensor.device.manufacturer.as_deref(), Some("Aqara"));
-            let state = sensor.state.unwrap_or_else(|| panic!("{name}: no state"));
-            assert_eq!(state.topic, "zigbee2mqtt/weather_sensor");
-            let value = state.template.map(|t| t.render(r#"{"temperature":21.5,"humidity":40}"#));
-            assert_eq!(value, Some(Ok(Value::Number(21.5))), "{name}");
+            assert!(sensor.device.via, "{name}: Zigbee2MQTT's devices reach HA through its bridge");
+            let state = value.state.as_ref();
+            assert_eq!(state.map(|s| s.topic.as_str()), Some("zigbee2mqtt/weather_sensor"));
+            assert_eq!(render(state, r#"{"temperature":21.5,"humidity":40}"#), Some(Value::Number(21.5)), "{name}");
             assert_eq!(sensor.availability[0].topic, "zigbee2mqtt/bridge/state");
-            let online = sensor.availability[0].template.as_ref().map(|t| t.render(r#"{"state":"online"}"#));
-            assert_eq!(online, Some(Ok(Value::Text("online".into()))));
+            assert_eq!(sensor.availability[0].read(&Message::new("", br#"{"state":"online"}"#)), Some(true));
         }
     }
 
@@ -763,10 +774,15 @@ mod tests {
         let sensor = announced("esphome-ha-sensor-temperature.config");
         assert_eq!(sensor.id, "garagedoor1 garage_temperature");
         assert_eq!(sensor.name.as_deref(), Some("Garage Temperature"));
-        assert_eq!(sensor.state.map(|s| s.topic).as_deref(), Some("garagedoor1/sensor/garage_temperature/state"));
-        assert_eq!(sensor.state_class.as_deref(), Some("measurement"));
+        let value = &sensor.values[0];
+        assert_eq!(value.name.as_deref(), Some("Garage Temperature"));
+        assert_eq!(value.state.as_ref().map(|s| s.topic.as_str()), Some("garagedoor1/sensor/garage_temperature/state"));
+        assert_eq!(value.state_class.as_deref(), Some("measurement"));
+        assert_eq!(value.precision, Some(1), "suggested_display_precision is kept");
         assert_eq!(sensor.device.identifiers, ["20500de464ec"]);
         assert_eq!(sensor.device.model.as_deref(), Some("esp32"));
+        assert_eq!(sensor.device.firmware.as_deref(), Some("2026.8.0 (config hash 0x0dd1e1e6)"));
+        assert!(!sensor.device.via);
         assert_eq!(sensor.availability[0].topic, "garagedoor1/status");
         assert_eq!(
             (sensor.availability[0].online.as_str(), sensor.availability[0].offline.as_str()),
@@ -777,34 +793,26 @@ mod tests {
     #[test]
     fn the_base_topic_is_put_in() {
         let switch = announced("ha-tilde-switch.constructed.config");
-        assert_eq!(switch.command_topic.as_deref(), Some("homeassistant/switch/irrigation/set"));
-        assert_eq!(switch.state.map(|s| s.topic).as_deref(), Some("homeassistant/switch/irrigation/state"));
+        let value = &switch.values[0];
+        assert_eq!(value.command.as_ref().map(|c| c.topic.as_str()), Some("homeassistant/switch/irrigation/set"));
+        assert_eq!(value.state.as_ref().map(|s| s.topic.as_str()), Some("homeassistant/switch/irrigation/state"));
         assert_eq!(switch.availability[0].topic, "homeassistant/switch/irrigation/availability");
     }
 
+    /// The device block's suggested area, where Home Assistant puts it and beside it.
     #[test]
-    fn switches_lights_climate_and_covers_keep_their_controls() {
-        let switch = announced("z2m-ha-switch-left.config");
-        assert_eq!(switch.command_topic.as_deref(), Some("zigbee2mqtt/wall_switch_double/left/set"));
-        let state =
-            switch.state.and_then(|s| s.template).map(|t| t.render(r#"{"state_left":"ON","state_right":"OFF"}"#));
-        assert_eq!(state, Some(Ok(Value::Text("ON".into()))));
-        let light = announced("z2m-ha-light-ikea-bulb.config");
-        let shape = light.light.unwrap_or_else(|| panic!("no light part"));
-        assert!(shape.json && shape.brightness);
-        assert_eq!(shape.brightness_scale, 254.0);
-        let trv = announced("z2m-ha-climate-trv.config");
-        let climate = trv.climate.unwrap_or_else(|| panic!("no climate part"));
-        assert_eq!(climate.modes, ["heat", "auto", "off"]);
-        assert_eq!((climate.min_temp, climate.max_temp), (Some(5.0), Some(35.0)));
-        assert!(climate.target_command_topic.is_some_and(|t| t.ends_with("current_heating_setpoint")));
-        // Its action template ({% set %}) is outside the subset; the rest is kept.
-        assert_eq!(trv.state.map(|s| s.topic).as_deref(), Some("zigbee2mqtt/TS0601_thermostat"));
-        let cover = announced("z2m-ha-cover.config");
-        assert!(cover.cover.is_some_and(|c| c.set_position_topic.is_some()));
-        // JSON true/false as payloads read as text.
-        let restart = announced("z2m-ha-binary_sensor-bridge-restart_required.config");
-        assert_eq!((restart.payload_on.as_str(), restart.payload_off.as_str()), ("true", "false"));
+    fn the_suggested_area_is_read_in_both_places() {
+        for config in [
+            r#"{"stat_t":"a/b","dev":{"ids":"n1","name":"Meter","sa":"Utility room"}}"#,
+            r#"{"stat_t":"a/b","dev":{"ids":"n1","name":"Meter"},"suggested_area":"Utility room"}"#,
+        ] {
+            let Ok(Discovery::Entity(entity)) =
+                parse("homeassistant", "homeassistant/sensor/n1/flow/config", config.as_bytes())
+            else {
+                panic!("{config}")
+            };
+            assert_eq!(entity.device.area.as_deref(), Some("Utility room"), "{config}");
+        }
     }
 
     /// Home Assistant's device-based discovery: one config, shared options at the top and
@@ -814,14 +822,15 @@ mod tests {
     #[test]
     fn a_device_based_config_gives_each_component_as_an_entity() {
         let (topic, payload) = message("ha-device-discovery.constructed.config");
-        let Ok(Announcement::Device { id, entities, refused, removed }) = parse("homeassistant", &topic, &payload)
-        else {
+        let Ok(Discovery::Device { id, entities, refused, removed }) = parse("homeassistant", &topic, &payload) else {
             panic!("not a device config")
         };
         assert_eq!(id, "0AFFD2");
         assert!(refused.is_empty() && removed.is_empty(), "{refused:?} {removed:?}");
-        let shown: Vec<(&str, Option<&str>, Option<&str>)> =
-            entities.iter().map(|e| (e.id.as_str(), e.unit.as_deref(), e.device_class.as_deref())).collect();
+        let shown: Vec<(&str, Option<&str>, Option<&str>)> = entities
+            .iter()
+            .map(|e| (e.id.as_str(), e.values[0].unit.as_deref(), e.values[0].class.as_deref()))
+            .collect();
         assert_eq!(
             shown,
             [
@@ -830,7 +839,7 @@ mod tests {
             ]
         );
         for entity in &entities {
-            assert_eq!(entity.state.as_ref().map(|s| s.topic.as_str()), Some("sensorBedroom/state"));
+            assert_eq!(entity.values[0].state.as_ref().map(|s| s.topic.as_str()), Some("sensorBedroom/state"));
             assert_eq!(
                 (entity.device.name.as_deref(), entity.device.manufacturer.as_deref()),
                 (Some("Kitchen"), Some("Bla electronics"))
@@ -841,18 +850,18 @@ mod tests {
             "relay":{"p":"switch","stat_t":"node/relay","cmd_t":"node/relay/set"},
             "old":{"p":"sensor"},
             "mop":{"p":"vacuum","stat_t":"node/vacuum"}}}"#;
-        let Ok(Announcement::Device { entities, refused, removed, .. }) =
+        let Ok(Discovery::Device { entities, refused, removed, .. }) =
             parse("homeassistant", "homeassistant/device/n1/config", config.as_bytes())
         else {
             panic!("not a device config")
         };
         let relay = entities.iter().find(|e| e.id == "@n1 relay").unwrap_or_else(|| panic!("no relay"));
-        assert_eq!(relay.state.as_ref().map(|s| s.topic.as_str()), Some("node/relay"), "its own topic wins");
+        assert_eq!(relay.values[0].state.as_ref().map(|s| s.topic.as_str()), Some("node/relay"), "its own topic wins");
         assert_eq!(removed, [(Component::Sensor, "@n1 old".to_owned())]);
         assert!(matches!(refused.as_slice(), [(key, DiscoveryError::Component(p))] if key == "mop" && p == "vacuum"));
         assert_eq!(
             parse("homeassistant", "homeassistant/device/n1/config", b""),
-            Ok(Announcement::DeviceRemoved { id: "n1".into() })
+            Ok(Discovery::DeviceRemoved { id: "n1".into() })
         );
         let no_device = parse(
             "homeassistant",
@@ -864,14 +873,7 @@ mod tests {
 
     #[test]
     fn retain_asks_for_retained_commands_in_both_spellings() {
-        let retain = |config: &str| match parse(
-            "homeassistant",
-            "homeassistant/switch/porch/heater/config",
-            config.as_bytes(),
-        ) {
-            Ok(Announcement::Entity(entity)) => entity.retain,
-            other => panic!("{config}: {other:?}"),
-        };
+        let retain = |config: &str| values_of("switch", config)[0].command.as_ref().is_some_and(|c| c.retain);
         assert!(retain(r#"{"stat_t":"porch/s","cmd_t":"porch/c","ret":true}"#));
         assert!(retain(r#"{"stat_t":"porch/s","cmd_t":"porch/c","retain":"true"}"#));
         assert!(!retain(r#"{"stat_t":"porch/s","cmd_t":"porch/c","ret":false}"#));
@@ -881,23 +883,20 @@ mod tests {
     #[test]
     fn an_availability_that_cannot_be_read_never_says_online() {
         let config = r#"{"stat_t":"z/d","avty":[{"t":"z/bridge/state","val_tpl":"{% if x %}online{% endif %}"}]}"#;
-        let Ok(Announcement::Entity(sensor)) =
-            parse("homeassistant", "homeassistant/sensor/d/config", config.as_bytes())
+        let Ok(Discovery::Entity(sensor)) = parse("homeassistant", "homeassistant/sensor/d/config", config.as_bytes())
         else {
             panic!("refused")
         };
-        assert_eq!(sensor.availability.len(), 1);
-        assert!(sensor.availability[0].unreadable.is_some());
+        assert!(sensor.availability.is_empty());
         assert!(sensor.left_out.iter().any(|l| l.contains("not shown online")));
         // Zigbee2MQTT's disabled devices: a constant.
         let disabled = r#"{"stat_t":"z/d","avty":[{"t":"z/d/availability","val_tpl":"{{ \"offline\" }}"}]}"#;
-        let Ok(Announcement::Entity(sensor)) =
+        let Ok(Discovery::Entity(sensor)) =
             parse("homeassistant", "homeassistant/sensor/d/config", disabled.as_bytes())
         else {
             panic!("refused")
         };
-        let said = sensor.availability[0].template.as_ref().map(|t| t.render("online"));
-        assert_eq!(said, Some(Ok(crate::reading::Value::Text("offline".into()))));
+        assert_eq!(sensor.availability[0].read(&Message::new("", b"online")), Some(false));
     }
 
     #[test]
@@ -906,7 +905,7 @@ mod tests {
         assert!(payload.is_empty());
         assert!(matches!(
             parse("homeassistant", &topic, &payload),
-            Ok(Announcement::Removed { component: Component::Sensor, .. })
+            Ok(Discovery::Removed { component: Component::Sensor, .. })
         ));
     }
 

@@ -5,8 +5,10 @@
 //! the owner sees on the device. Rendering is pure and bounded by the template's length:
 //! no loops, no calls, no access to anything but the message.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use crate::conventions::Message;
 use crate::reading::Value;
 
 /// Longest template accepted.
@@ -14,8 +16,10 @@ const MAX_TEMPLATE: usize = 256;
 /// Most steps into `value_json` and most filters.
 const MAX_STEPS: usize = 8;
 
-/// A parsed value template.
-#[derive(Debug, Clone, PartialEq)]
+/// A parsed value template. Kept as the text it was written as, and parsed again when read
+/// back, so that a stored description's templates are parsed once, when it is loaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Template {
     source: Source,
     filters: Vec<Filter>,
@@ -66,6 +70,8 @@ pub enum TemplateError {
     Unsupported(String),
     #[error("the message is not JSON")]
     NotJson,
+    #[error("the message is not text")]
+    NotText,
     #[error("the message has no {0:?}")]
     Missing(String),
     #[error("{0:?} is not a number")]
@@ -103,13 +109,16 @@ impl Template {
 
     /// The template applied to one message's payload.
     pub fn render(&self, payload: &str) -> Result<Value, TemplateError> {
+        self.render_message(&Message::new("", payload.as_bytes()))
+    }
+
+    /// The template applied to one message, whose payload is parsed as JSON once however
+    /// many templates read it.
+    pub fn render_message(&self, message: &Message<'_>) -> Result<Value, TemplateError> {
         let mut current = match &self.source {
-            Source::Value => Some(Json::String(payload.to_owned())),
+            Source::Value => Some(Json::String(message.text().ok_or(TemplateError::NotText)?.to_owned())),
             Source::Constant(text) => Some(Json::String(text.clone())),
-            Source::Json(steps) => {
-                let json: Json = serde_json::from_str(payload).map_err(|_| TemplateError::NotJson)?;
-                walk(&json, steps)
-            }
+            Source::Json(steps) => walk(message.json().ok_or(TemplateError::NotJson)?, steps),
         };
         for filter in &self.filters {
             current = apply(filter, current)?;
@@ -133,6 +142,20 @@ impl Template {
                 Step::Index(i) => format!("{path}[{i}]"),
             }),
         }
+    }
+}
+
+impl TryFrom<String> for Template {
+    type Error = TemplateError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text)
+    }
+}
+
+impl From<Template> for String {
+    fn from(template: Template) -> Self {
+        template.text
     }
 }
 
