@@ -1,6 +1,8 @@
 //! Fuzzing on stable Rust, with a fixed budget: seeds from `tests/fuzz/` (and valid
 //! packets made here) are mutated (bytes flipped, cut, repeated, spliced, interesting
 //! values written in) and fed to payload decoding, rule import (JSON and YAML), the
+//! conventions that read what devices announce (Home Assistant discovery, value
+//! templates, Zigbee2MQTT device lists, and the native conventions' topics), the
 //! embedded MQTT server and the CoAP server, the last two over real sockets. Nothing may
 //! panic (a panic hook counts every panic in the process, the hub's tasks included), hang
 //! or stop the hub serving a real device afterwards.
@@ -187,6 +189,67 @@ fn payload_decoding_survives_mutated_payloads() -> anyhow::Result<()> {
         // The topic comes from the network too.
         let topic = String::from_utf8_lossy(payload);
         let _ = readings_from_publish("dev1", &topic, b"1", now);
+    })?;
+    Ok(())
+}
+
+/// A seed of the form `topic\npayload`, split.
+fn split_seed(input: &[u8]) -> (String, &[u8]) {
+    let at = input.iter().position(|b| *b == b'\n').unwrap_or(input.len());
+    (String::from_utf8_lossy(&input[..at]).into_owned(), input.get(at + 1..).unwrap_or_default())
+}
+
+/// Home Assistant discovery configs (single and device-based) and the native conventions'
+/// messages, topic and payload mutated: every convention reads them, and what a config
+/// announces is turned into what Hearth keeps.
+#[test]
+fn discovery_survives_mutated_configs() -> anyhow::Result<()> {
+    use hub::conventions::{Convention, Message, ecosystem, home_assistant};
+    let seeds = corpus("discovery")?;
+    fuzz("discovery", &seeds, |input| {
+        let (topic, payload) = split_seed(input);
+        if let Ok(home_assistant::Discovery::Entity(entity)) = home_assistant::parse("homeassistant", &topic, payload) {
+            let _ = entity.announce();
+        }
+        let message = Message::new(&topic, payload);
+        for convention in Convention::ALL {
+            let _ = ecosystem(*convention).read(&message);
+        }
+    })?;
+    Ok(())
+}
+
+/// Value templates and the messages they read, both mutated.
+#[test]
+fn templates_survive_mutated_templates() -> anyhow::Result<()> {
+    use hub::conventions::home_assistant::template::Template;
+    let seeds = corpus("templates")?;
+    fuzz("templates", &seeds, |input| {
+        let (template, message) = split_seed(input);
+        if let Ok(template) = Template::parse(&template) {
+            let _ = template.render(&String::from_utf8_lossy(message));
+        }
+    })?;
+    Ok(())
+}
+
+/// Zigbee2MQTT device lists (its own test's list, and one built from eight real device
+/// definitions), mutated: read as a bridge's list, and each device's state read as its
+/// description says.
+#[test]
+fn zigbee2mqtt_device_lists_survive_mutation() -> anyhow::Result<()> {
+    use hub::conventions::{Convention, Description, Ecosystem, Heard, Message, zigbee2mqtt};
+    let seeds = corpus("zigbee2mqtt")?;
+    fuzz("zigbee2mqtt device list", &seeds, |list| {
+        let _ = zigbee2mqtt::devices(list);
+        if let Heard::Listed { devices, .. } = zigbee2mqtt::Zigbee2mqtt.read(&Message::new("z/bridge/devices", list)) {
+            for device in devices.into_iter().take(4) {
+                let mut description = Description::new(Convention::Zigbee2mqtt, &device.identity.key, &device.topic);
+                description.values = device.values;
+                // Its state, as the list itself pretends to be one.
+                let _ = zigbee2mqtt::Zigbee2mqtt.read_own(&description, "", &Message::new(&device.topic, list));
+            }
+        }
     })?;
     Ok(())
 }

@@ -465,6 +465,9 @@ async fn a_zigbee2mqtt_bridge_s_devices_on_the_dashboard_and_a_switch_that_works
     assert!(card.contains("via Zigbee2MQTT") && card.contains("Xiaomi"), "{card}");
     let sensor = b.text("article.device:has([data-metric='temperature'])").await?;
     assert!(sensor.contains("21.75") && sensor.contains("°C") && sensor.contains("hPa"), "{sensor}");
+    // Each value under the name its device gives it, not its key.
+    let temperature = b.text("article.device li[data-metric='temperature'] > span").await?;
+    assert!(temperature.contains("Temperature"), "{temperature}");
     b.screenshot("bridge-dashboard").await?;
 
     b.click(&format!("article[data-device='{plug}'] .switch[data-metric='state'] button.on")).await?;
@@ -484,7 +487,7 @@ async fn a_zigbee2mqtt_bridge_s_devices_on_the_dashboard_and_a_switch_that_works
     // Its settings (Zigbee2MQTT's config category) are folded apart from its light, and
     // work from there.
     let main = b.text(&format!("article[data-device='{bulb}'] > .switches")).await?;
-    assert!(main.contains("brightness") && !main.contains("power_on_behavior"), "{main}");
+    assert!(main.contains("Brightness") && !main.contains("Power-on behavior"), "{main}");
     b.click(&format!("article[data-device='{bulb}'] details.settings summary")).await?;
     let setting = format!("article[data-device='{bulb}'] details.settings .choice[data-metric='power_on_behavior']");
     b.choose(&format!("{setting} select"), "previous").await?;

@@ -46,11 +46,12 @@ fn DeviceCard(
     let folded = more.len() + settings;
     let class_of = move |metric: &str| described.iter().find(|v| v.metric == metric).and_then(|v| v.class.clone());
     let class_more = class_of.clone();
+    let names = label_of(&device);
     let row = move |m: hearth_model::devices::Metric, class: Option<String>| {
         let ts = m.ts;
         view! {
             <li data-metric=m.metric.clone()>
-                <span>{icon(class.as_deref(), &m.metric)} {m.metric.clone()}</span>
+                <span title=m.metric.clone()>{icon(class.as_deref(), &m.metric)} {names(&m.metric)}</span>
                 <span>
                     <span class="value">{m.value.show()}</span>
                     " " {m.unit.clone().unwrap_or_default()}
@@ -65,6 +66,13 @@ fn DeviceCard(
         (format!("/devices/{id}"), name.unwrap_or(id))
     });
     let online = device.discovered.as_ref().and_then(|d| d.online);
+    // The name it gave itself, where its owner named it otherwise.
+    let announced = device.discovered.as_ref().and_then(|d| d.name.clone()).filter(|n| *n != device.name);
+    // A device that is its own connection publishes in its namespaces; a bridge, for others.
+    let connection = (!device.namespaces.is_empty()).then(|| {
+        let what = if device.discovered.is_some() { "publishes in " } else { "bridge for " };
+        format!("{what}{}", shortened(&device.namespaces))
+    });
     let switches = device.clone();
     let discovered = device
         .discovered
@@ -73,15 +81,14 @@ fn DeviceCard(
     view! {
         <article class="card device" data-device=device.id.clone()>
             <h2><A href=href>{device.name.clone()}</A></h2>
+            {announced.map(|n| view! { <p class="muted announced">"calls itself " {n}</p> })}
             <p class="muted class">{if device.belongs_to == BelongsTo::Tenant { "tenant's device".to_owned() } else { device.class.to_string() }}</p>
             {bridge.map(|(href, name)| view! { <p class="muted via">"via " <A href=href>{name}</A></p> })}
             {discovered.filter(|d| !d.is_empty()).map(|d| view! { <p class="muted model">{d}</p> })}
             {online.map(|online| view! {
                 <p class=if online { "availability online" } else { "availability offline warning" }>{if online { "online" } else { "offline" }}</p>
             })}
-            {(!device.namespaces.is_empty()).then(|| view! {
-                <p class="muted namespaces">"bridge for " {device.namespaces.join(", ")}</p>
-            })}
+            {connection.map(|c| view! { <p class="muted namespaces">{c}</p> })}
             {device.plaintext.then(|| view! {
                 <p class="warning in-clear" title="Allowed plain MQTT: its secret and readings cross the network unencrypted">"sends in clear"</p>
             })}
@@ -99,10 +106,40 @@ fn DeviceCard(
                     <Switches device=settings_device settings=true />
                 </details>
             })}
-            {device.rejected.map(|r| view! { <p class="error">"Refused " {r.count} ": " {r.last_reason}</p> })}
+            {device.rejected.map(|r| match r.recent.len() > 1 {
+                false => view! { <p class="error">"Refused " {r.count} ": " {r.last_reason}</p> }.into_any(),
+                // Each different reason, newest first.
+                true => view! {
+                    <div class="error refusals">
+                        <p>"Refused " {r.count} ":"</p>
+                        <ul>
+                            {r.recent.into_iter().map(|x| view! { <li>{x.reason} " (" {x.count} "×)"</li> }).collect_view()}
+                        </ul>
+                    </div>
+                }.into_any(),
+            })}
         </article>
     }
     .into_any()
+}
+
+/// What each of a device's values is called: the name its device gives it, or its metric.
+fn label_of(device: &Device) -> impl Fn(&str) -> String + Clone + 'static {
+    let named: Vec<(String, String)> = device
+        .discovered
+        .iter()
+        .flat_map(|d| d.values.iter())
+        .filter_map(|v| Some((v.metric.clone(), v.name.clone()?)))
+        .collect();
+    move |metric: &str| named.iter().find(|(m, _)| m == metric).map_or_else(|| metric.to_owned(), |(_, n)| n.clone())
+}
+
+/// Namespaces as a line: the first few, and how many more.
+fn shortened(namespaces: &[String]) -> String {
+    match namespaces.len() {
+        0..=3 => namespaces.join(", "),
+        n => format!("{} and {} more", namespaces[..2].join(", "), n - 2),
+    }
 }
 
 /// A glyph for a value, by its Home Assistant device class, or else by its name. Plain
@@ -182,6 +219,8 @@ fn Switches(
     let id_choices = device.id.clone();
     let id_numbers = device.id.clone();
     let id = device.id.clone();
+    let names = label_of(&device);
+    let (names_numbers, names_choices) = (names.clone(), names.clone());
     view! {
         <div class="row switches">
             {settable.into_iter().map(|(metric, now)| {
@@ -200,7 +239,7 @@ fn Switches(
                 let is_off = matches!(now, Some(hearth_model::Value::Bool(false)));
                 view! {
                     <span class="switch" data-metric=metric.clone()>
-                        <span class="muted">{metric.clone()}</span>
+                        <span class="muted" title=metric.clone()>{names(&metric)}</span>
                         <button class=if is_on { "on" } else { "secondary on" } on:click=move |_| send(metric_on.clone(), true)>"On"</button>
                         <button class=if is_off { "off" } else { "secondary off" } on:click=move |_| send_off(metric_off.clone(), false)>"Off"</button>
                     </span>
@@ -225,7 +264,7 @@ fn Switches(
                 };
                 view! {
                     <form class="switch number" data-metric=metric.clone() on:submit=set>
-                        <span class="muted">{metric.clone()}</span>
+                        <span class="muted" title=metric.clone()>{names_numbers(&metric)}</span>
                         <input type="number" step="any" prop:value=typed on:input=move |ev| typed.set(event_target_value(&ev)) />
                         <button class="secondary" type="submit">"Set"</button>
                     </form>
@@ -246,7 +285,7 @@ fn Switches(
                 };
                 view! {
                     <form class="switch choice" data-metric=metric.clone() on:submit=set>
-                        <span class="muted">{metric.clone()}</span>
+                        <span class="muted" title=metric.clone()>{names_choices(&metric)}</span>
                         <select on:change=move |ev| picked.set(event_target_value(&ev))>
                             {options.into_iter().map(|o| view! { <option value=o.clone()>{o.clone()}</option> }).collect_view()}
                         </select>

@@ -89,9 +89,10 @@ pub fn DevicePage() -> impl IntoView {
                 {(!d.namespaces.is_empty()).then(|| {
                     let id = d.id.clone();
                     let behind = move || home.devices.with(|ds| ds.iter().filter(|x| x.bridge.as_deref() == Some(id.as_str())).map(|x| (x.id.clone(), x.name.clone())).collect::<Vec<_>>());
+                    let own = d.discovered.is_some();
                     view! {
                         <section class="card behind">
-                            <h3>"Devices behind this bridge"</h3>
+                            <h3>{if own { "Its connection" } else { "Devices behind this bridge" }}</h3>
                             <p class="muted">"It publishes in " {d.namespaces.join(", ")}</p>
                             <ul>
                                 {move || behind().into_iter().map(|(id, name)| view! {

@@ -137,7 +137,7 @@ impl Bridges {
     fn learn(&self, record: &DeviceRecord) {
         let Ok(mut inner) = self.inner.write() else { return };
         if !record.namespaces.is_empty() {
-            let connection = Connection { namespaces: record.namespaces.clone(), tenancy: record.tenancy_id };
+            let connection = Connection::new(record.namespaces.clone(), record.tenancy_id);
             inner.registry.set_connection(&record.id, connection);
         }
         let Some(text) = &record.discovered else { return };
@@ -159,7 +159,7 @@ impl Bridges {
         match namespaces.is_empty() {
             true => inner.registry.remove_connection(&device.id),
             false => {
-                let connection = Connection { namespaces: namespaces.to_vec(), tenancy: device.tenancy_id };
+                let connection = Connection::new(namespaces.to_vec(), device.tenancy_id);
                 inner.registry.set_connection(&device.id, connection);
             }
         }

@@ -3,6 +3,7 @@
 //! namespaces and availability only: what devices said of themselves is the catalog's.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rumqttc::mqttbytes::{matches, valid_filter};
 
@@ -12,8 +13,10 @@ use rumqttc::mqttbytes::{matches, valid_filter};
 /// more (decision 0020).
 pub const MAX_NAMESPACES: usize = super::MAX_BEHIND + 32;
 const MAX_NAMESPACE_LEN: usize = 128;
-/// Most availability payloads kept for topics no device has claimed yet.
-const MAX_UNCLAIMED: usize = 1024;
+/// Most availability payloads kept for topics no device has claimed yet, per connection
+/// (so that one cannot push out another's) and in all.
+const MAX_UNCLAIMED: usize = 64;
+const MAX_UNCLAIMED_ALL: usize = 4096;
 
 /// A device that publishes for itself or for others inside namespaces its manager granted.
 #[derive(Debug, Clone)]
@@ -21,19 +24,38 @@ pub struct Connection {
     pub namespaces: Vec<String>,
     /// The tenancy whose it is, if a tenant's: the devices it brings are theirs too.
     pub tenancy: Option<i64>,
+    /// Its namespaces by their first level, which is always a name (see
+    /// [`check_namespaces`]): a topic is matched only against those that can match it,
+    /// not against the hundreds a bridge granted its discovery device by device holds.
+    by_first: HashMap<String, Vec<String>>,
 }
 
 impl Connection {
+    pub fn new(namespaces: Vec<String>, tenancy: Option<i64>) -> Self {
+        let mut by_first: HashMap<String, Vec<String>> = HashMap::new();
+        for namespace in &namespaces {
+            let first = namespace.split('/').next().unwrap_or_default();
+            by_first.entry(first.to_owned()).or_default().push(namespace.clone());
+        }
+        Self { namespaces, tenancy, by_first }
+    }
+
+    /// Its namespaces that `topic` is in.
+    fn matching<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a String> {
+        let first = topic.split('/').next().unwrap_or_default();
+        self.by_first.get(first).into_iter().flatten().filter(move |n| matches(topic, n))
+    }
+
     /// Whether `topic` is inside its namespaces.
     pub fn covers(&self, topic: &str) -> bool {
-        self.namespaces.iter().any(|n| matches(topic, n))
+        self.matching(topic).next().is_some()
     }
 }
 
 #[derive(Default)]
 pub struct Registry {
-    /// Connection id -> what it may do.
-    connections: HashMap<String, Connection>,
+    /// Connection id -> what it may do (shared: a message is read without the lock).
+    connections: HashMap<String, Arc<Connection>>,
     /// Device id -> the connection it comes through (its own id, for a device that is its
     /// own connection).
     members: HashMap<String, String>,
@@ -50,7 +72,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn set_connection(&mut self, id: &str, connection: Connection) {
-        self.connections.insert(id.to_owned(), connection);
+        self.connections.insert(id.to_owned(), Arc::new(connection));
     }
 
     pub fn remove_connection(&mut self, id: &str) {
@@ -58,11 +80,11 @@ impl Registry {
         self.unclaimed.retain(|((c, _), _)| c != id);
     }
 
-    pub fn connection(&self, id: &str) -> Option<&Connection> {
+    pub fn connection(&self, id: &str) -> Option<&Arc<Connection>> {
         self.connections.get(id)
     }
 
-    pub fn connections(&self) -> impl Iterator<Item = (&String, &Connection)> {
+    pub fn connections(&self) -> impl Iterator<Item = (&String, &Arc<Connection>)> {
         self.connections.iter()
     }
 
@@ -72,7 +94,7 @@ impl Registry {
         self.connections
             .iter()
             .filter_map(|(id, c)| {
-                let longest = c.namespaces.iter().filter(|n| matches(topic, n)).map(String::len).max()?;
+                let longest = c.matching(topic).map(String::len).max()?;
                 Some((std::cmp::Reverse(longest), id))
             })
             .min()
@@ -143,11 +165,20 @@ impl Registry {
     }
 
     /// Keeps what was said on an availability topic no device has claimed yet, for the
-    /// device that will (the newest per topic, at most [`MAX_UNCLAIMED`] in all).
+    /// device that will: the newest per topic, at most [`MAX_UNCLAIMED`] per connection
+    /// (its oldest gives way) and [`MAX_UNCLAIMED_ALL`] in all. Availability payloads are
+    /// words; a longer one says nothing worth keeping.
     pub fn remember(&mut self, connection: &str, topic: &str, payload: &[u8]) {
+        if payload.len() > 256 {
+            return;
+        }
         let key = (connection.to_owned(), topic.to_owned());
         self.unclaimed.retain(|(k, _)| *k != key);
-        if self.unclaimed.len() >= MAX_UNCLAIMED {
+        let own: Vec<usize> =
+            self.unclaimed.iter().enumerate().filter(|(_, ((c, _), _))| c == connection).map(|(at, _)| at).collect();
+        if own.len() >= MAX_UNCLAIMED {
+            self.unclaimed.remove(own[0]);
+        } else if self.unclaimed.len() >= MAX_UNCLAIMED_ALL {
             self.unclaimed.remove(0);
         }
         self.unclaimed.push((key, payload.to_vec()));
@@ -228,6 +259,18 @@ mod tests {
     }
 
     #[test]
+    fn a_topic_is_covered_by_the_namespaces_it_is_in() {
+        let namespaces = ["zigbee2mqtt/#", "homeassistant/+/0x1/#", "tele/plug/+"].map(String::from).to_vec();
+        let connection = Connection::new(namespaces, None);
+        for inside in ["zigbee2mqtt/plug", "zigbee2mqtt", "homeassistant/sensor/0x1/t/config", "tele/plug/LWT"] {
+            assert!(connection.covers(inside), "{inside}");
+        }
+        for outside in ["zigbee2mqttx/plug", "homeassistant/sensor/0x2/t/config", "tele/plug/a/b", "hearth/x/y", ""] {
+            assert!(!connection.covers(outside), "{outside}");
+        }
+    }
+
+    #[test]
     fn filters_overlap_when_a_topic_matches_both() {
         for (a, b) in [
             ("zigbee2mqtt/#", "zigbee2mqtt/front_door"),
@@ -255,10 +298,12 @@ mod tests {
         registry.remember("c", "node/status", b"offline");
         assert_eq!(registry.claim("c", "node/status").as_deref(), Some(&b"offline"[..]));
         assert_eq!(registry.claim("c", "node/status"), None);
+        registry.remember("other", "mine/status", b"online");
         for n in 0..MAX_UNCLAIMED + 5 {
             registry.remember("c", &format!("n{n}/status"), b"online");
         }
         assert_eq!(registry.claim("c", "n0/status"), None, "the oldest gave way");
         assert!(registry.claim("c", &format!("n{}/status", MAX_UNCLAIMED + 4)).is_some());
+        assert!(registry.claim("other", "mine/status").is_some(), "one connection pushed out another's");
     }
 }
