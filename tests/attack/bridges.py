@@ -2,8 +2,9 @@
 device's credentials would: starts the given hub binary (a release build) on loopback with a
 fresh data directory, then tries to write outside a namespace, to hear what is not one's
 own, to send oversized or malformed discovery, and to flood a bridge with configs while a
-device and the owner are served, and to get a node's retained commands. Uses Eclipse Paho
-and mosquitto_pub.
+device and the owner are served, to get a node's retained commands, to grant too many
+namespaces, and to push out another connection's early availability; and checks that a
+Shelly is asked its name inside its own prefix. Uses Eclipse Paho and mosquitto_pub.
 
     python3 tests/attack/bridges.py target/release/hub
 """
@@ -60,7 +61,9 @@ def devices():
     return must(owner.get(base + "/api/devices"), 200)
 
 def named(name):
-    return next((d for d in devices() if d["name"] == name), None)
+    """The device named `name`, by its owner or (a device that is its own connection keeps
+    its owner's name) by itself."""
+    return next((d for d in devices() if name in (d["name"], (d.get("discovered") or {}).get("name"))), None)
 
 def refusal(dev_id):
     d = next((d for d in devices() if d["id"] == dev_id), {})
@@ -225,6 +228,57 @@ t = time.monotonic()
 ok = publish(meter, f"hearth/{meter[0]}/power", "61.5")
 check(f"after {count} subscriptions in a row the hub serves a device at once ({time.monotonic() - t:.2f} s)",
       ok and time.monotonic() - t < 2)
+
+# 7. Namespaces: a Zigbee2MQTT network granted its discovery device by device fits; past the
+# limit a grant is refused.
+grant = ["zigbee2mqtt-big/#"] + [f"homeassistant/+/0x00158d00{n:08x}/#" for n in range(543)]
+big = must(owner.post(base + "/api/devices", json={"name": "Big Zigbee"}), 201)
+r = owner.put(base + f"/api/devices/{big['id']}/bridge", json={"namespaces": grant})
+check("544 namespaces are granted", r.status_code == 200, r.status_code)
+r = owner.put(base + f"/api/devices/{big['id']}/bridge", json={"namespaces": grant + ["zigbee2mqtt-more/#"]})
+check("545 are refused", r.status_code == 422, r.status_code)
+
+# 8. What a node says of its availability before its configs waits for them; a connection
+# that says it for hundreds of nodes it never describes pushes out only its own.
+mailbox = device("Mailbox", ["mailbox/#", "homeassistant/+/mailbox/#"])
+publish(mailbox, "mailbox/status", "online")
+noisy = device("Noisy", ["noisy/#"])
+c = client(noisy, "noisy-status")
+for n in range(5000):
+    c.publish(f"noisy/n{n}/online", "true", qos=0)
+c.publish("noisy/n0/online", "true", qos=1).wait_for_publish(timeout=30)
+c.disconnect(); c.loop_stop()
+config = {"name": "Mail", "stat_t": "mailbox/mail", "avty_t": "mailbox/status", "dev": {"ids": "mb", "name": "Mailbox"}}
+publish(mailbox, "homeassistant/binary_sensor/mailbox/mail/config", json.dumps(config))
+box = next((d for d in devices() if d["id"] == mailbox[0]), {})
+check("the node's early status is kept for it through another's flood of statuses",
+      (box.get("discovered") or {}).get("online") is True, box.get("discovered"))
+noisy_now = next((d for d in devices() if d["id"] == noisy[0]), {})
+check("5,000 statuses alone made no devices", not noisy_now.get("discovered")
+      and not any(d.get("bridge") == noisy[0] for d in devices()), noisy_now.get("discovered"))
+
+# 9. A Shelly that is its own connection: the hub asks it its name on its own RPC topic,
+# with a source inside its namespace; nothing it answers there is refused.
+shelly = device("Shelly", ["shellyplus1pm-aabbcc/#"])
+asked = []
+listener = client(shelly, "shelly-listen", asked)
+listener.subscribe("shellyplus1pm-aabbcc/rpc", qos=1)
+time.sleep(0.3)
+publish(shelly, "shellyplus1pm-aabbcc/status/switch:0", open(f"{corpus}/shelly-gen2-status-switch0.json").read())
+for _ in range(30):
+    if len(asked) >= 2: break
+    time.sleep(0.1)
+listener.disconnect(); listener.loop_stop()
+sources = {json.loads(p).get("src") for _, p in asked}
+check("the hub asks a Shelly inside its own prefix", sources == {"shellyplus1pm-aabbcc/hearth"}, asked)
+for _, p in asked:
+    request = json.loads(p)
+    publish(shelly, f"{request['src']}/rpc", json.dumps({"id": request["id"], "src": "shellyplus1pm-aabbcc",
+            "dst": request["src"], "result": {"device": {"name": "Hall"}, "name": "Hall", "app": "Plus1PM"}}))
+sh = next((d for d in devices() if d["id"] == shelly[0]), {})
+check("its answers are read, not refused", not sh.get("rejected") and (sh.get("discovered") or {}).get("name") == "Hall",
+      (sh.get("rejected"), sh.get("discovered", {}).get("name")))
+check("it is one device", sum(1 for d in devices() if d.get("bridge") == shelly[0]) == 0)
 
 print(f"{sum(results)}/{len(results)} checks passed")
 sys.exit(0 if all(results) else 1)
