@@ -72,6 +72,13 @@ async fn a_device_keeps_the_name_its_config_gave_when_the_others_repeat_only_its
     for entity in ["Leak", "Water Level", "Flow", "Brew Strength"] {
         assert!(!names.contains(&entity), "a device is named after its entity {entity:?}: {names:?}");
     }
+    // A stray state under the gateway's namespace that no config names is no one's: not a
+    // value of whichever device its topic resembles.
+    send(&hub, &gateway, messages(&[("diy/cm1/valve/state", "open")])).await?;
+    let list = devices(&hub, &owner).await?;
+    assert!(list.iter().all(|d| metric(d, "valve").is_none()), "a stray value joined a device: {list:?}");
+    let refused = with_id(&list, &gateway.0).map(|d| d["rejected"]["last_reason"].to_string()).unwrap_or_default();
+    assert!(refused.contains("diy/cm1/valve/state"), "{refused}");
     // A station that is its own connection says its name in its first config only.
     let station = connection(&hub, &owner, "Weather station", &["homeassistant/sensor/garden/#", "garden/#"]).await?;
     send(
@@ -390,6 +397,15 @@ async fn a_device_removed_from_zigbee2mqtt_leaves_hearth() -> anyhow::Result<()>
     let found = devices(&hub, &owner).await?;
     assert!(named(&found, &weather_name).is_some());
     assert!(named(&found, &plug_name).is_none(), "the removed plug is still there");
+    // A list with nothing in it, or one whose entry for the sensor cannot be read (a name
+    // with a wildcard), says nothing of the sensor leaving.
+    let mut unreadable = weather.clone();
+    unreadable["friendly_name"] = json!("weather+sensor");
+    for list in [json!([]), json!([unreadable])] {
+        send(&hub, &z2m, vec![("zigbee2mqtt/bridge/devices".into(), list.to_string())]).await?;
+        let found = devices(&hub, &owner).await?;
+        assert!(named(&found, &weather_name).is_some(), "the sensor left with {list}");
+    }
     Ok(())
 }
 
@@ -445,5 +461,14 @@ async fn a_device_that_is_its_own_connection_is_one_device() -> anyhow::Result<(
     })
     .await?;
     assert_eq!(readings.last().map(|r| r["value"].clone()), Some(json!(24.5)));
+    // What its description does not set it takes on Hearth's own topics, as before it
+    // described itself.
+    let sent = owner
+        .post(hub.url(&format!("/api/devices/{}/command", plug.0)))
+        .json(&json!({ "metric": "led", "value": true }))
+        .send()
+        .await?;
+    assert_eq!(sent.status(), 200);
+    assert_eq!(sent.json::<Value>().await?["topic"], format!("hearth/{}/set/led", plug.0));
     Ok(())
 }

@@ -3,13 +3,15 @@
 Usage: paho_replay.py HOST PORT < plan.json
 
 The plan is a JSON list of connections, each {"username", "password", "messages": [[topic,
-payload], ...]}. Each connection publishes its messages in order at QoS 1 and waits for
-every acknowledgement before disconnecting. Prints one line per connection: the username
-and how many messages were acknowledged. Exits non-zero if a connection or a message fails.
+payload], ...]}. The connections run at once, as a home's devices do (at most 64 at a time);
+each publishes its messages in order at QoS 1 and waits for every acknowledgement before
+disconnecting. Prints one line per connection: the username and how many messages were
+acknowledged. Exits non-zero if a connection or a message fails.
 """
 
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import paho.mqtt.client as mqtt
 
@@ -40,8 +42,9 @@ def replay(host, port, connection):
 def main():
     host, port = sys.argv[1], int(sys.argv[2])
     plan = json.load(sys.stdin)
-    for connection in plan:
-        count = replay(host, port, connection)
+    with ThreadPoolExecutor(max_workers=min(64, max(1, len(plan)))) as pool:
+        counts = list(pool.map(lambda connection: replay(host, port, connection), plan))
+    for connection, count in zip(plan, counts):
         print(f"{connection['username']} {count}", flush=True)
 
 

@@ -487,6 +487,9 @@ async fn command(
     let (topic, _) = sent.map_err(|e| match e {
         crate::automation::ActionError::Bridged(e) => AppError::field("metric", e.to_string()),
         crate::automation::ActionError::MqttOff => AppError::Conflict("MQTT is off: there is nowhere to send commands"),
+        crate::automation::ActionError::OthersNamespace(_) => {
+            AppError::Conflict("its command topic is inside another bridge's namespaces on the broker")
+        }
         other => AppError::internal(other),
     })?;
     tracing::info!(device.id = %id, metric = %req.metric, "command sent from the API");

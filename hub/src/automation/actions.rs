@@ -53,6 +53,8 @@ pub enum ActionError {
     NoCoapAddress(String),
     #[error(transparent)]
     Bridged(#[from] crate::bridges::CommandError),
+    #[error("refused: {0:?} is inside another bridge's namespaces on the broker")]
+    OthersNamespace(String),
 }
 
 impl Commands {
@@ -91,6 +93,13 @@ impl Commands {
                 }
             }
         };
+        // On a broker the hub does not run, a topic inside another connection's namespace
+        // reaches that connection's devices: a command goes only where its own may be read.
+        if let Commands::External { .. } = self
+            && bridges.bridge_for(&out.topic).is_some_and(|owner| owner != out.to)
+        {
+            return Err(ActionError::OthersNamespace(out.topic));
+        }
         let topic = out.topic.clone();
         let sent = self.send(out).await?;
         Ok((topic, sent))

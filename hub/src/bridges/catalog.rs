@@ -66,7 +66,8 @@ impl Catalog {
                 self.by_topic.remove(&key);
             }
         }
-        for topic in old.listened() {
+        let topics: std::collections::HashSet<&str> = old.listened().collect();
+        for topic in topics {
             let key = (connection.to_owned(), topic.to_owned());
             if let Some(listeners) = self.listeners.get_mut(&key) {
                 listeners.retain(|l| match l {

@@ -13,7 +13,7 @@
 mod catalog;
 mod registry;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use hearth_model::devices::Discovered;
@@ -38,6 +38,11 @@ pub const MAX_BRIDGE_MESSAGE: usize = crate::conventions::zigbee2mqtt::MAX_LIST;
 /// The metric availability is recorded as (true: online), so that the dashboard shows it,
 /// charts keep its history and rules trigger on its change.
 pub const ONLINE: &str = "online";
+/// How long the hub waits before asking again a device that has not said its name.
+const GREET_AGAIN_MS: i64 = 3600 * 1000;
+/// Most other names one device goes by (one per convention is enough).
+const MAX_ALIASES: usize = 8;
+
 /// A device behind a bridge not heard from for this long is offline (Zigbee2MQTT's own
 /// default for battery devices is 25 hours).
 pub const OFFLINE_AFTER_MS: i64 = 25 * 3600 * 1000;
@@ -64,6 +69,8 @@ pub enum CommandError {
     NotSettable { device: String, metric: String, takes: String },
     #[error("{device:?} cannot take {value} for {metric:?}")]
     BadValue { device: String, metric: String, value: String },
+    #[error("{device:?} comes through a bridge that no longer has namespaces")]
+    NoBridge { device: String },
 }
 
 /// A message for a device, as its connection takes it.
@@ -98,8 +105,8 @@ pub struct Bridges {
     /// Held while devices are added or changed, so that two messages cannot add the same
     /// device twice or lose each other's values.
     adding: Arc<tokio::sync::Mutex<()>>,
-    /// Devices the hub has asked about itself since it started.
-    greeted: Arc<Mutex<HashSet<String>>>,
+    /// Devices the hub has asked about themselves, and when (until they answer).
+    greeted: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 #[derive(Default)]
@@ -172,6 +179,11 @@ impl Bridges {
         registry.remove_connection(id);
         let mut gone = registry.members(id);
         gone.push(id.to_owned());
+        if let Ok(mut greeted) = self.greeted.lock() {
+            for device in &gone {
+                greeted.remove(device);
+            }
+        }
         for device in gone {
             if let Some(connection) = registry.member_of(&device).map(str::to_owned) {
                 catalog.forget(&connection, &device);
@@ -226,6 +238,7 @@ impl Bridges {
     pub fn retains(&self, kept: &crate::ingest::retained::Kept) -> bool {
         let Ok(inner) = self.inner.read() else { return false };
         inner.registry.member_of(&kept.target) == Some(kept.device.as_str())
+            && inner.registry.connection(&kept.device).is_some()
             && inner.catalog.get(&kept.target).is_some_and(|d| {
                 d.values.iter().filter_map(|v| v.command.as_ref()).any(|c| c.retain && c.topic == kept.topic)
             })
@@ -241,10 +254,12 @@ impl Bridges {
         };
         let message = Message::new(topic, payload);
         let mut out = Published::default();
+        // A bridge's own list is read as its list, whatever else claims the topic.
+        let list = topic.ends_with("/bridge/devices");
         // Values and availability read from topics of their own (Home Assistant discovery's).
-        if let Some(readings) = self.listened(connection, &message, now) {
+        if let Some(readings) = self.listened(connection, &message, now).filter(|_| !list) {
             out.readings = readings;
-        } else if let Some((device, description, rest)) = self.own_topic(connection, topic) {
+        } else if let Some((device, description, rest)) = self.own_topic(connection, topic).filter(|_| !list) {
             let heard = ecosystem(description.convention).read_own(&description, &rest, &message);
             self.apply_own(connection, &device, heard, &message, now, &mut out)?;
         } else {
@@ -380,8 +395,7 @@ impl Bridges {
                     false => Err(bad(reasons.join("; "))),
                 }
             }
-            Heard::Listed { scope, devices } => {
-                let listed: HashSet<String> = devices.iter().map(|d| d.identity.key.clone()).collect();
+            Heard::Listed { scope, devices, keys } => {
                 let mut full = 0;
                 for device in devices {
                     // Its state topic must be the connection's to write, or its readings
@@ -395,7 +409,11 @@ impl Bridges {
                         Err(other) => return Err(other),
                     }
                 }
-                self.unlisted(connection, &scope, &listed, now).await?;
+                // A list with nothing in it (Zigbee2MQTT's always has its coordinator) is no
+                // news that every device left.
+                if !keys.is_empty() {
+                    self.unlisted(connection, &scope, &keys.into_iter().collect(), now).await?;
+                }
                 match full {
                     0 => Ok(()),
                     n => Err(Refusal::Full(n)),
@@ -474,8 +492,15 @@ impl Bridges {
             Found::Described => return Ok(None),
             Found::Device(id, before) => {
                 let after = merge(&before, &announcement);
-                if after != *before {
-                    self.store_described(&id, connection, &before, &after, &announcement).await?;
+                if after == *before {
+                    // Nothing new (a native device's every telemetry message): nothing to
+                    // store or index again.
+                    self.greet(connection, &id, &before, now, out);
+                    return Ok(Some(id));
+                }
+                if !self.store_described(&id, connection, &before, &after, &announcement).await? {
+                    // Removed meanwhile: it is not put back.
+                    return Ok(None);
                 }
                 (id, after)
             }
@@ -499,13 +524,7 @@ impl Bridges {
         if !announcement.left_out.is_empty() {
             self.rejections.record(&id, "mqtt", &announcement.left_out.join("; "), now);
         }
-        let greet =
-            description.name.is_none() && self.greeted.lock().is_ok_and(|mut greeted| greeted.insert(id.clone()));
-        if greet {
-            for (topic, payload) in ecosystem(description.convention).greet(&description) {
-                out.requests.push(Command { bridge: connection.to_owned(), topic, payload, retain: false });
-            }
-        }
+        self.greet(connection, &id, &description, now, out);
         if let Ok(mut inner) = self.inner.write() {
             let Inner { registry, catalog } = &mut *inner;
             // What was said of its availability before it claimed the topic.
@@ -519,6 +538,27 @@ impl Bridges {
             catalog.insert(connection, &id, description);
         }
         Ok(Some(id))
+    }
+
+    /// Asks a device that has not said its name what its convention asks (a Shelly its
+    /// configured name): when first met, and again at most once an hour until it answers
+    /// (a request sent before it subscribed is lost).
+    fn greet(&self, connection: &str, id: &str, description: &Description, now: i64, out: &mut Published) {
+        if description.name.is_some() {
+            return;
+        }
+        let asks = ecosystem(description.convention).greet(description);
+        if asks.is_empty() {
+            return;
+        }
+        let Ok(mut greeted) = self.greeted.lock() else { return };
+        if greeted.get(id).is_some_and(|at| now - at < GREET_AGAIN_MS) {
+            return;
+        }
+        greeted.insert(id.to_owned(), now);
+        for (topic, payload) in asks {
+            out.requests.push(Command { bridge: connection.to_owned(), topic, payload, retain: false });
+        }
     }
 
     /// The device an announcement is of: by its key; by its own topic, or a topic whose
@@ -554,27 +594,38 @@ impl Bridges {
                 }
             }
         }
-        // A value read from another device's own topic.
-        for value in announcement.values.iter().filter_map(|v| v.state.as_ref()) {
-            if let Some((id, "")) = catalog.by_own_topic(connection, &value.topic) {
-                return found(id);
+        // A value read from, or commanded on, another device's own topic (Zigbee2MQTT's
+        // Home Assistant configs of its devices, a button's with a command topic alone).
+        let states = announcement.values.iter().filter_map(|v| v.state.as_ref()).map(|s| (s.topic.as_str(), false));
+        let commands = announcement.values.iter().filter_map(|v| v.command.as_ref()).map(|c| (c.topic.as_str(), true));
+        for (topic, command) in states.chain(commands) {
+            match catalog.by_own_topic(connection, topic) {
+                Some((id, "")) if !command => return found(id),
+                Some((id, rest)) if command && (rest == "set" || rest.starts_with("set/")) => return found(id),
+                _ => {}
             }
         }
-        // Topics under another device's roots, or its topics under this one's.
+        // Topics under another device's roots, or its topics under this one's: the same
+        // device, if exactly one is (several: none of them, rather than a guess). A device
+        // said to come through another joins only a device behind the connection.
         let members = inner.registry.members(connection);
         let roots = ecosystem(convention).roots(&own);
         let under = |topic: &str, roots: &[String]| roots.iter().any(|r| topic.starts_with(r.as_str()));
-        for (id, described) in catalog.of(&members) {
+        let mut candidates = catalog.of(&members).filter(|(id, described)| {
             let theirs = ecosystem(described.convention).roots(described);
-            if announcement.listened().any(|t| under(t, &theirs)) || described.listened().any(|t| under(t, &roots)) {
-                return found(id);
-            }
+            let same =
+                announcement.listened().any(|t| under(t, &theirs)) || described.listened().any(|t| under(t, &roots));
+            same && !(announcement.behind && *id == connection)
+        });
+        match (candidates.next(), candidates.next()) {
+            (Some((id, _)), None) => found(id),
+            _ => Found::New,
         }
-        Found::New
     }
 
     /// Keeps a changed description: a device behind a connection takes the name it
     /// announces; a device that is its own connection keeps the name its manager gave it.
+    /// `false` if the device is gone.
     async fn store_described(
         &self,
         id: &str,
@@ -582,14 +633,14 @@ impl Bridges {
         before: &Description,
         after: &Description,
         announcement: &Announcement,
-    ) -> Result<(), Refusal> {
+    ) -> Result<bool, Refusal> {
         let text = serde_json::to_string(after).map_err(|_| Refusal::Store)?;
         let renamed = after.name != before.name || announcement.about.name.is_some();
         let name = match (id != connection, renamed) {
             (true, true) => after.name.as_deref().and_then(shown_name),
             _ => None,
         };
-        self.store.set_device_described(id, Some(&text), name.as_deref()).await.map_err(stored)
+        self.store.set_device_described(id, connection, Some(&text), name.as_deref()).await.map_err(stored)
     }
 
     /// Adds the device a connection announced: the connection itself, if it is not yet a
@@ -609,7 +660,9 @@ impl Bridges {
             (inner.catalog.get(connection).is_some(), inner.registry.count_behind(connection))
         };
         if !announcement.behind && !itself {
-            self.store.set_device_described(connection, Some(&text), None).await.map_err(stored)?;
+            if !self.store.set_device_described(connection, connection, Some(&text), None).await.map_err(stored)? {
+                return Err(Refusal::Store);
+            }
             tracing::info!(device.id = %connection, convention = %description.convention, "device described itself");
             return Ok(connection.to_owned());
         }
@@ -643,9 +696,7 @@ impl Bridges {
                         .filter_map(|v| v.entity.clone())
                         .filter(|tag| match gone {
                             Gone::Entity(gone) => tag == gone,
-                            Gone::DeviceConfig(config) => {
-                                tag.split_once(':').is_some_and(|(_, id)| id.starts_with(&format!("@{config} ")))
-                            }
+                            Gone::DeviceConfig(config) => of_device_config(tag, config),
                         })
                         .collect();
                     (!tags.is_empty()).then(|| (id.to_owned(), d.clone(), tags))
@@ -660,8 +711,9 @@ impl Bridges {
                 continue;
             }
             let text = serde_json::to_string(&after).map_err(|_| Refusal::Store)?;
-            self.store.set_device_described(&id, Some(&text), None).await.map_err(stored)?;
-            if let Ok(mut inner) = self.inner.write() {
+            if self.store.set_device_described(&id, connection, Some(&text), None).await.map_err(stored)?
+                && let Ok(mut inner) = self.inner.write()
+            {
                 inner.catalog.insert(connection, &id, after);
             }
         }
@@ -693,8 +745,11 @@ impl Bridges {
     /// A device its connection took back: removed, or, if it is the connection itself, no
     /// longer described.
     async fn forget(&self, connection: &str, id: &str, now: i64) -> Result<(), Refusal> {
+        if let Ok(mut greeted) = self.greeted.lock() {
+            greeted.remove(id);
+        }
         if id == connection {
-            self.store.set_device_described(id, None, None).await.map_err(stored)?;
+            self.store.set_device_described(id, connection, None, None).await.map_err(stored)?;
             if let Ok(mut inner) = self.inner.write() {
                 inner.catalog.forget(connection, id);
             }
@@ -736,15 +791,25 @@ impl Bridges {
             .collect()
     }
 
-    /// A command to a described device, as its connection takes it; `None` if `device` did
-    /// not describe itself (it takes commands on Hearth's own topics).
+    /// A command to a described device, as its connection takes it; `None` if it takes the
+    /// command on Hearth's own topics: a device that did not describe itself, or a
+    /// connection's own device for what its description does not set, or once it is a
+    /// connection no more.
     pub fn command(&self, device: &str, metric: &str, value: &Value) -> Option<Result<Command, CommandError>> {
         let inner = self.inner.read().ok()?;
         let connection = inner.registry.member_of(device)?.to_owned();
         let described = inner.catalog.get(device)?;
+        let granted = inner.registry.connection(&connection).is_some();
         drop(inner);
         let spec = described.value(metric);
-        let Some((spec, command)) = spec.and_then(|v| Some((v, v.command.as_ref()?))) else {
+        let settable = spec.and_then(|v| Some((v, v.command.as_ref()?)));
+        if connection == device && (settable.is_none() || !granted) {
+            return None;
+        }
+        if !granted {
+            return Some(Err(CommandError::NoBridge { device: device.to_owned() }));
+        }
+        let Some((spec, command)) = settable else {
             let takes: Vec<&str> =
                 described.values.iter().filter(|v| v.command.is_some()).map(|v| v.metric.as_str()).collect();
             let takes = if takes.is_empty() { "nothing".to_owned() } else { takes.join(", ") };
@@ -786,7 +851,7 @@ fn merge(before: &Description, announcement: &Announcement) -> Description {
     let mut after = before.clone();
     let identity = &announcement.identity;
     let known = after.keys().any(|(c, k)| c == identity.convention && k == identity.key);
-    if !known {
+    if !known && after.aliases.len() < MAX_ALIASES {
         after.aliases.push((identity.convention, identity.key.clone()));
     }
     announcement.about.apply(&mut after);
@@ -826,12 +891,25 @@ fn merge(before: &Description, announcement: &Announcement) -> Description {
         }
     }
     for spec in &announcement.availability {
+        // What a device's telemetry implies of its availability does not replace what its
+        // discovery said (Tasmota's own words for online and offline).
+        if announcement.part == Part::Seen && after.availability.iter().any(|a| a.topic == spec.topic) {
+            continue;
+        }
         after.availability.retain(|a| a.topic != spec.topic);
         if after.availability.len() < MAX_AVAILABILITY {
             after.availability.push(spec.clone());
         }
     }
     after
+}
+
+/// Whether an entity's tag is a component of the device-based config `config`: tagged
+/// `<component>:@<id> <key>` (keys hold no space), its own exactly, not another config's
+/// whose id starts the same (`kitchen` and `kitchen x`).
+fn of_device_config(tag: &str, config: &str) -> bool {
+    let id = tag.split_once(':').and_then(|(_, id)| id.rsplit_once(' ')).map(|(id, _)| id);
+    id.and_then(|id| id.strip_prefix('@')) == Some(config)
 }
 
 /// What a device's message showed of a value it already had: what was not said before (a
@@ -907,5 +985,91 @@ pub async fn sweep_periodically(
         if !readings.is_empty() && ingest.submit(readings).await.is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conventions::{AvailabilitySpec, CommandSpec, Form, ValueSpec};
+
+    fn announced(identity: Identity, part: Part, values: Vec<ValueSpec>) -> Announcement {
+        let mut announcement = Announcement::of(identity, part);
+        announcement.values = values;
+        announcement
+    }
+
+    fn value(metric: &str, entity: Option<&str>) -> ValueSpec {
+        let mut value = ValueSpec::new(metric);
+        value.entity = entity.map(str::to_owned);
+        value
+    }
+
+    /// A node's own topics showed a value; its config describes it: the config's value
+    /// takes its place, the config's key becomes another name of the node; what its
+    /// telemetry says of availability leaves its discovery's words alone.
+    #[test]
+    fn a_config_describes_what_a_node_showed_and_telemetry_keeps_discovery_s_words() {
+        let node = Identity::new(Convention::Esphome, "garage");
+        let before = merge(
+            &Description::new(Convention::Esphome, "garage", "garage"),
+            &announced(node.clone(), Part::Seen, vec![value("t", None)]),
+        );
+        let mut described = value("t", Some("sensor:garage t"));
+        described.class = Some("temperature".into());
+        let config = announced(
+            Identity::new(Convention::HomeAssistant, "mac"),
+            Part::Entity("sensor:garage t".into()),
+            vec![described],
+        );
+        let after = merge(&before, &config);
+        assert_eq!(after.values.len(), 1);
+        assert_eq!(after.values[0].class.as_deref(), Some("temperature"));
+        assert_eq!(after.aliases, [(Convention::HomeAssistant, "mac".to_owned())]);
+
+        let plug = Identity::new(Convention::Tasmota, "plug");
+        let mut discovery = announced(plug.clone(), Part::Seen, Vec::new());
+        discovery.availability = vec![AvailabilitySpec::words("tele/plug/LWT", "Up", "Down")];
+        let described = merge(&Description::new(Convention::Tasmota, "plug", "plug"), &discovery);
+        let mut telemetry = announced(plug, Part::Seen, vec![value("POWER", None)]);
+        telemetry.availability = vec![AvailabilitySpec::words("tele/plug/LWT", "Online", "Offline")];
+        let after = merge(&described, &telemetry);
+        assert_eq!((after.availability[0].online.as_str(), after.availability[0].offline.as_str()), ("Up", "Down"));
+    }
+
+    /// Telemetry teaches what was not said (a command), and leaves what was.
+    #[test]
+    fn telemetry_learns_what_was_not_said() {
+        let plug = Identity::new(Convention::Tasmota, "plug");
+        let mut named = value("POWER1", None);
+        named.name = Some("Kettle".into());
+        let before = merge(
+            &Description::new(Convention::Tasmota, "plug", "plug"),
+            &announced(plug.clone(), Part::Seen, vec![named]),
+        );
+        let mut seen = value("POWER1", None);
+        seen.command = Some(CommandSpec::new("cmnd/plug/POWER1", Form::Text));
+        let after = merge(&before, &announced(plug, Part::Seen, vec![seen]));
+        assert_eq!(after.values[0].name.as_deref(), Some("Kettle"));
+        assert!(after.values[0].command.is_some());
+    }
+
+    /// A device goes by a bounded number of other names, whatever it announces.
+    #[test]
+    fn other_names_are_bounded() {
+        let mut description = Description::new(Convention::Esphome, "node", "node");
+        for n in 0..100 {
+            let identity = Identity::new(Convention::HomeAssistant, format!("id{n}"));
+            description = merge(&description, &announced(identity, Part::Seen, Vec::new()));
+        }
+        assert_eq!(description.aliases.len(), MAX_ALIASES);
+    }
+
+    #[test]
+    fn a_device_config_s_components_are_its_own() {
+        assert!(of_device_config("sensor:@kitchen t", "kitchen"));
+        assert!(!of_device_config("sensor:@kitchen x t", "kitchen"), "the config kitchen/x is another");
+        assert!(of_device_config("sensor:@kitchen x t", "kitchen x"));
+        assert!(!of_device_config("sensor:kitchen t", "kitchen"), "a single-entity config is no device config");
     }
 }

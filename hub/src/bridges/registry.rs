@@ -2,7 +2,7 @@
 //! connection each device comes through, and whether each device is online. Membership,
 //! namespaces and availability only: what devices said of themselves is the catalog's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rumqttc::mqttbytes::{matches, valid_filter};
@@ -57,8 +57,9 @@ pub struct Registry {
     /// Connection id -> what it may do (shared: a message is read without the lock).
     connections: HashMap<String, Arc<Connection>>,
     /// Device id -> the connection it comes through (its own id, for a device that is its
-    /// own connection).
+    /// own connection), and the other way round.
     members: HashMap<String, String>,
+    by_connection: HashMap<String, HashSet<String>>,
     /// Device id -> whether it was last said (or, from silence, taken) to be online.
     online: HashMap<String, bool>,
     /// Device id -> when it was last heard from.
@@ -103,12 +104,25 @@ impl Registry {
 
     /// `device` comes through `connection` from now on.
     pub fn join(&mut self, device: &str, connection: &str) {
-        self.members.insert(device.to_owned(), connection.to_owned());
+        if let Some(before) = self.members.insert(device.to_owned(), connection.to_owned())
+            && before != connection
+            && let Some(set) = self.by_connection.get_mut(&before)
+        {
+            set.remove(device);
+        }
+        self.by_connection.entry(connection.to_owned()).or_default().insert(device.to_owned());
     }
 
     /// Forgets `device`: its membership and its availability.
     pub fn leave(&mut self, device: &str) {
-        self.members.remove(device);
+        if let Some(connection) = self.members.remove(device)
+            && let Some(set) = self.by_connection.get_mut(&connection)
+        {
+            set.remove(device);
+            if set.is_empty() {
+                self.by_connection.remove(&connection);
+            }
+        }
         self.online.remove(device);
         self.heard.remove(device);
     }
@@ -118,14 +132,18 @@ impl Registry {
         self.members.get(device).map(String::as_str)
     }
 
-    /// The devices that come through `connection`, itself included if it is one.
+    /// The devices that come through `connection`, itself included if it is one, in a
+    /// stable order.
     pub fn members(&self, connection: &str) -> Vec<String> {
-        self.members.iter().filter(|(_, c)| *c == connection).map(|(d, _)| d.clone()).collect()
+        let mut members: Vec<String> = self.by_connection.get(connection).into_iter().flatten().cloned().collect();
+        members.sort();
+        members
     }
 
     /// How many devices come through `connection`, besides itself.
     pub fn count_behind(&self, connection: &str) -> usize {
-        self.members.iter().filter(|(d, c)| *c == connection && *d != connection).count()
+        let members = self.by_connection.get(connection);
+        members.map_or(0, |m| m.len() - usize::from(m.contains(connection)))
     }
 
     pub fn online(&self, device: &str) -> Option<bool> {
@@ -179,7 +197,16 @@ impl Registry {
         if own.len() >= MAX_UNCLAIMED {
             self.unclaimed.remove(own[0]);
         } else if self.unclaimed.len() >= MAX_UNCLAIMED_ALL {
-            self.unclaimed.remove(0);
+            // Full (64 connections or more each at their share): the one holding the most
+            // gives way.
+            let mut held: HashMap<&str, usize> = HashMap::new();
+            for ((c, _), _) in &self.unclaimed {
+                *held.entry(c.as_str()).or_default() += 1;
+            }
+            let most = held.into_iter().max_by_key(|(_, n)| *n).map(|(c, _)| c.to_owned());
+            if let Some(at) = most.and_then(|most| self.unclaimed.iter().position(|((c, _), _)| *c == most)) {
+                self.unclaimed.remove(at);
+            }
         }
         self.unclaimed.push((key, payload.to_vec()));
     }
@@ -289,6 +316,35 @@ mod tests {
         ] {
             assert!(!overlap(a, b) && !overlap(b, a), "{a} {b}");
         }
+    }
+
+    #[test]
+    fn members_are_kept_per_connection() {
+        let mut registry = Registry::default();
+        registry.join("c", "c");
+        registry.join("d1", "c");
+        registry.join("d2", "c");
+        registry.join("e1", "other");
+        assert_eq!(registry.members("c"), ["c", "d1", "d2"]);
+        assert_eq!(registry.count_behind("c"), 2);
+        registry.join("d2", "other");
+        registry.leave("d1");
+        assert_eq!(registry.members("c"), ["c"]);
+        assert_eq!((registry.count_behind("c"), registry.count_behind("other")), (0, 2));
+        assert_eq!(registry.member_of("d2"), Some("other"));
+    }
+
+    /// Full, the connection holding the most gives way, not one within its share.
+    #[test]
+    fn when_every_share_is_full_the_largest_holder_gives_way() {
+        let mut registry = Registry::default();
+        registry.remember("quiet", "node/status", b"online");
+        for c in 0..MAX_UNCLAIMED_ALL / MAX_UNCLAIMED {
+            for n in 0..MAX_UNCLAIMED {
+                registry.remember(&format!("c{c}"), &format!("n{n}/status"), b"online");
+            }
+        }
+        assert!(registry.claim("quiet", "node/status").is_some());
     }
 
     #[test]

@@ -212,7 +212,8 @@ impl ValueSpec {
         let state = self.state.as_ref()?;
         let value = match &state.template {
             Some(template) => template.render_message(message).ok()?,
-            None => Value::Text(message.text()?.to_owned()),
+            // A value is short: a longer payload is not copied to find that out.
+            None => Value::Text(message.text().filter(|t| t.len() <= 4 * MAX_TEXT_LEN)?.to_owned()),
         };
         let text = match &value {
             Value::Text(t) => t.clone(),
@@ -264,12 +265,16 @@ impl AvailabilitySpec {
 
     /// Whether `message` says online (`Some(true)`), offline, or neither.
     pub fn read(&self, message: &Message<'_>) -> Option<bool> {
-        let said = match &self.template {
+        let rendered = match &self.template {
             Some(template) => match template.render_message(message).ok()? {
                 Value::Text(t) => t,
                 other => as_json(&other).to_string(),
             },
-            None => message.text()?.to_owned(),
+            None => String::new(),
+        };
+        let said = match &self.template {
+            Some(_) => rendered.as_str(),
+            None => message.text()?,
         };
         match said {
             s if s == self.online => Some(true),

@@ -14,6 +14,30 @@ use super::{About, Announcement, Convention, Ecosystem, Heard, Identity, Message
 /// ESPHome, as a convention.
 pub struct Esphome;
 
+/// ESPHome's entity domains, as the second level of its state topics: a topic of the same
+/// shape with another (`diy/kitchen/valve/state`) is not an ESPHome node's.
+const DOMAINS: [&str; 19] = [
+    "alarm_control_panel",
+    "binary_sensor",
+    "button",
+    "climate",
+    "cover",
+    "date",
+    "datetime",
+    "event",
+    "fan",
+    "light",
+    "lock",
+    "number",
+    "select",
+    "sensor",
+    "switch",
+    "text",
+    "text_sensor",
+    "time",
+    "valve",
+];
+
 impl Ecosystem for Esphome {
     fn read(&self, message: &Message<'_>) -> Heard {
         let Some(text) = message.text() else { return Heard::NotMine };
@@ -22,7 +46,7 @@ impl Ecosystem for Esphome {
             [node, "status"] => {
                 Heard::Online { device: Some(Identity::new(Convention::Esphome, *node)), online: text == "online" }
             }
-            [node, domain, object, "state"] => {
+            [node, domain, object, "state"] if DOMAINS.contains(domain) => {
                 let on_off = matches!(*domain, "binary_sensor" | "switch" | "light" | "fan");
                 let said = match (on_off, text) {
                     (true, t) if t.eq_ignore_ascii_case("on") => Json::Bool(true),
@@ -44,7 +68,8 @@ impl Ecosystem for Esphome {
                     samples: vec![Sample { metric: (*object).to_owned(), value, unit: None }],
                 }
             }
-            [_, _, _, "command" | "brightness_command"] | [_, "debug"] => Heard::Nothing,
+            [_, domain, _, "command" | "brightness_command"] if DOMAINS.contains(domain) => Heard::Nothing,
+            [_, "debug"] => Heard::Nothing,
             _ => Heard::NotMine,
         }
     }
@@ -98,6 +123,11 @@ mod tests {
         let Heard::Reported { device, .. } = read("esphome-switch-state.constructed") else { panic!("no value") };
         assert!(device.values[0].command.as_ref().is_some_and(|c| c.topic.ends_with("/command")));
         assert!(matches!(read("esphome-status-online"), Heard::Online { online: true, device: Some(_) }));
+        assert!(matches!(
+            Esphome.read(&Message::new("node/binary_sensor/status/state", b"ON")),
+            Heard::Reported { .. }
+        ));
+        assert_eq!(Esphome.read(&Message::new("diy/kitchen/valve/state", b"open")), Heard::NotMine);
         let Heard::Announced { devices, .. } = read("esphome-discover") else { panic!("not read") };
         assert_eq!(devices[0].about.name.as_deref(), Some("GarageDoor1"));
         assert_eq!(devices[0].about.firmware.as_deref(), Some("2026.8.0"));

@@ -89,17 +89,18 @@ pub fn ecosystem(convention: Convention) -> &'static dyn Ecosystem {
 pub struct Message<'a> {
     pub topic: &'a str,
     pub payload: &'a [u8],
+    text: OnceLock<Option<&'a str>>,
     json: OnceLock<Option<Json>>,
 }
 
 impl<'a> Message<'a> {
     pub fn new(topic: &'a str, payload: &'a [u8]) -> Self {
-        Self { topic, payload, json: OnceLock::new() }
+        Self { topic, payload, text: OnceLock::new(), json: OnceLock::new() }
     }
 
     /// The payload as text, without surrounding spaces; `None` if it is not UTF-8.
     pub fn text(&self) -> Option<&'a str> {
-        std::str::from_utf8(self.payload).ok().map(str::trim)
+        *self.text.get_or_init(|| std::str::from_utf8(self.payload).ok().map(str::trim))
     }
 
     /// The payload as JSON; `None` if it is not JSON, or larger than [`MAX_JSON`].
@@ -251,9 +252,9 @@ pub enum Heard {
     /// Devices describing themselves; `refused` says, per part, what could not be read
     /// (the rest is taken); `gone`, what they take back at the same time.
     Announced { devices: Vec<Announcement>, refused: Vec<String>, gone: Vec<Gone> },
-    /// A bridge's whole list of its devices whose topics start with `scope`: those not in
-    /// it have left.
-    Listed { scope: String, devices: Vec<Announcement> },
+    /// A bridge's whole list of its devices whose topics start with `scope`: those whose
+    /// keys are not among `keys` have left (`devices` are those Hearth can read).
+    Listed { scope: String, devices: Vec<Announcement>, keys: Vec<String> },
     /// Values a device reports, and what they show of it.
     Reported { device: Box<Announcement>, samples: Vec<Sample> },
     /// Values of the device whose own topic this is; `left_out` names what could not be

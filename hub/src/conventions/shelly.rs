@@ -30,7 +30,9 @@ impl Ecosystem for Shelly {
             return Heard::Online { device: Some(Identity::new(Convention::Shelly, prefix)), online };
         }
         if let Some((prefix, component)) = topic.split_once("/status/") {
-            let Some(status) = message.object() else { return Heard::Refused("status is not a JSON object".into()) };
+            // A component is `<kind>[:<n>]`, its status an object: anything else on a topic
+            // of this shape (an ESPHome node's `status` entity) is another convention's.
+            let Some(status) = message.object().filter(|_| is_component(component)) else { return Heard::NotMine };
             let mut found = Found::default();
             Status { found: &mut found }.read(prefix, component, status);
             return found.report(announcement(prefix));
@@ -71,6 +73,15 @@ impl Ecosystem for Shelly {
         };
         vec![request(2, "Shelly.GetDeviceInfo"), request(3, "Sys.GetConfig")]
     }
+}
+
+/// Whether `name` is a component's, as Shelly names them: `switch:0`, `wifi`, `em1data:2`.
+fn is_component(name: &str) -> bool {
+    let (kind, n) = name.split_once(':').unwrap_or((name, "0"));
+    !kind.is_empty()
+        && kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `Switch.Set` for switch `id`, sent on `<prefix>/rpc` (`topic`).
@@ -269,6 +280,9 @@ mod tests {
             samples(Shelly.read(&Message::new("plug/status/switch:0", status))).into_iter().map(|s| s.metric).collect();
         assert_eq!(metrics, ["switch_0.aenergy.total", "switch_0.apower", "switch_0.output"]);
         assert_eq!(Shelly.read(&Message::new("plug/status/mqtt", br#"{"connected":true}"#)), Heard::Nothing);
+        // An ESPHome node's `status` entity is not a Shelly's.
+        assert_eq!(Shelly.read(&Message::new("node/binary_sensor/status/state", b"ON")), Heard::NotMine);
+        assert_eq!(Shelly.read(&Message::new("plug/status/switch:0", b"ON")), Heard::NotMine);
     }
 
     /// The hub asks a Shelly it meets for its name, with a source under the device's own

@@ -20,10 +20,11 @@ pub struct Zigbee2mqtt;
 impl Ecosystem for Zigbee2mqtt {
     fn read(&self, message: &Message<'_>) -> Heard {
         if let Some(base) = message.topic.strip_suffix("/bridge/devices") {
-            return match devices(message.payload) {
-                Ok(list) => Heard::Listed {
+            return match list(message.payload) {
+                Ok((list, keys)) => Heard::Listed {
                     scope: format!("{base}/"),
                     devices: list.into_iter().map(|device| device.announce(base)).collect(),
+                    keys,
                 },
                 Err(error) => Heard::Refused(error.to_string()),
             };
@@ -319,13 +320,21 @@ fn numeric_class(name: &str) -> (Option<&'static str>, Option<&'static str>, Opt
 /// Reads the payload of `<base>/bridge/devices`. The coordinator is left out; entries
 /// without an IEEE address or a usable name are skipped.
 pub fn devices(payload: &[u8]) -> Result<Vec<Device>, Z2mError> {
+    list(payload).map(|(devices, _)| devices)
+}
+
+/// Reads `<base>/bridge/devices`: the devices Hearth can read, and the IEEE address of
+/// every entry of the list (the coordinator's and those that cannot be read included): a
+/// device is gone from the network only if its address is not among them.
+pub fn list(payload: &[u8]) -> Result<(Vec<Device>, Vec<String>), Z2mError> {
     if payload.len() > MAX_LIST {
         return Err(Z2mError::TooLarge(payload.len()));
     }
     let Json::Array(entries) = serde_json::from_slice(payload).map_err(|e| Z2mError::Json(e.to_string()))? else {
         return Err(Z2mError::Json("not a list".into()));
     };
-    Ok(entries.iter().filter_map(device).take(MAX_DEVICES).collect())
+    let keys = entries.iter().filter_map(|e| e.get("ieee_address")?.as_str().map(str::to_owned)).collect();
+    Ok((entries.iter().filter_map(device).take(MAX_DEVICES).collect(), keys))
 }
 
 fn device(entry: &Json) -> Option<Device> {
@@ -468,9 +477,15 @@ fn short(text: &str) -> bool {
 }
 
 /// A friendly name Zigbee2MQTT can publish under: no wildcards, no leading or trailing
-/// slash (it may hold slashes and spaces).
+/// slash (it may hold slashes and spaces), and not its own `bridge` (whose topics, the
+/// device list among them, are the bridge's).
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains(['+', '#']) && !name.starts_with('/') && !name.ends_with('/')
+    !name.is_empty()
+        && !name.contains(['+', '#'])
+        && !name.starts_with('/')
+        && !name.ends_with('/')
+        && name != "bridge"
+        && !name.starts_with("bridge/")
 }
 
 #[cfg(test)]
@@ -585,12 +600,13 @@ mod tests {
             {"type":"numeric","name":"current_heating_setpoint","property":"current_heating_setpoint","label":"Setpoint","unit":"°C","access":7},
             {"type":"numeric","name":"external_temperature_input","property":"external_temperature_input","label":"External temperature","unit":"°C","access":7},
             {"type":"binary","name":"water_leak","property":"water_leak","label":"Water leak","access":1,"value_on":true,"value_off":false}]}}]"#;
-        let Heard::Listed { scope, devices } =
+        let Heard::Listed { scope, devices, keys } =
             Zigbee2mqtt.read(&Message::new("zigbee2mqtt/bridge/devices", list.as_bytes()))
         else {
             panic!("not a list")
         };
         assert_eq!(scope, "zigbee2mqtt/");
+        assert_eq!(keys, ["0x1"]);
         let device = &devices[0];
         assert!(device.behind);
         assert_eq!(device.topic, "zigbee2mqtt/hall/door");

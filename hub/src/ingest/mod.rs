@@ -20,6 +20,8 @@ pub use hearth_model::devices::{Refused, Rejection};
 /// Most different reasons kept per device: a bridge refused for several things at once
 /// shows each, while one that sends a thousand different bad topics keeps only the newest.
 pub const MAX_REASONS: usize = 8;
+/// Longest reason kept, in characters.
+const MAX_REASON: usize = 512;
 
 /// Recent refusals per device (in memory: a diagnostic, not a record), and a signal to
 /// open pages that a device's refusals changed.
@@ -38,6 +40,9 @@ impl Default for Rejections {
 impl Rejections {
     /// Records and logs a refused message. The payload itself is never logged.
     pub fn record(&self, device: &str, protocol: &'static str, reason: &str, now: i64) {
+        // A reason can quote what was sent (a topic of up to 64 KiB): kept short.
+        let reason: String = reason.chars().take(MAX_REASON).collect();
+        let reason = reason.as_str();
         static REFUSED: crate::repeated::Repeated = crate::repeated::Repeated::new("message refused");
         if REFUSED.log_this(device) {
             tracing::warn!(device.id = %device, protocol, reason, "message refused, not stored");

@@ -1032,7 +1032,7 @@ async fn authenticate(store: &Store, connect: &Connect) -> Result<String, Connec
 
 /// A device may only subscribe within its own topics (for commands addressed to it). A
 /// bridge may subscribe to any filter (Zigbee2MQTT subscribes to `zigbee2mqtt/#`), but the
-/// server routes to it only the commands of the devices behind it (see `publish_to`).
+/// server routes to it only the commands of the devices behind it (see `Router::route_to`).
 fn may_subscribe(device: &str, bridge: bool, filter: &str) -> bool {
     let own = format!("hearth/{device}");
     valid_filter(filter)

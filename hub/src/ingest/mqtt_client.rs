@@ -154,7 +154,10 @@ pub async fn run(
                             Ok(published) => {
                                 // What the hub asks of a device it just met, through the
                                 // broker (aside: this loop empties the client's queue).
-                                for request in published.requests {
+                                let own = |r: &crate::bridges::Command| {
+                                    bridges.bridge_for(&r.topic).is_none_or(|owner| owner == r.bridge)
+                                };
+                                for request in published.requests.into_iter().filter(own) {
                                     let client = client.clone();
                                     tokio::spawn(async move {
                                         let _ = client

@@ -193,26 +193,29 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Replaces (or, with `None`, takes away) what an active device said of itself, and,
-    /// with `name`, its name.
+    /// Replaces (or, with `None`, takes away) what an active device of `connection` (the
+    /// connection itself, or a device behind it) said of itself, and, with `name`, its
+    /// name. `Ok(false)` if there is no such device (removed meanwhile).
     pub async fn set_device_described(
         &self,
         id: &str,
+        connection: &str,
         discovered: Option<&str>,
         name: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let discovered_sealed = discovered.map(|d| self.hub_key.seal(d.as_bytes(), &discovered_aad(id))).transpose()?;
         let name_sealed = name.map(|n| self.hub_key.seal(n.as_bytes(), &name_aad(id))).transpose()?;
-        sqlx::query(
-            "UPDATE devices SET discovered_sealed = ?, name_sealed = COALESCE(?, name_sealed)
-             WHERE id = ? AND removed_ms IS NULL",
+        let done = sqlx::query(
+            "UPDATE devices SET discovered_sealed = ?1, name_sealed = COALESCE(?2, name_sealed)
+             WHERE id = ?3 AND (id = ?4 OR bridge_id = ?4) AND removed_ms IS NULL",
         )
         .bind(discovered_sealed)
         .bind(name_sealed)
         .bind(id)
+        .bind(connection)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Sets (or, with `None`, takes away) where rules send an active device CoAP commands.
