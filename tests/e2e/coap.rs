@@ -235,7 +235,17 @@ async fn forged_client_hellos_cost_no_state_and_push_no_one_out() -> anyhow::Res
             socket.send(CLIENT_HELLO).await?;
         }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The hub has read the flood (or the kernel dropped what it could not hold): a source
+    // that asks after it gets its cookie request, and the hub reads its socket in order.
+    let probe = tokio::net::UdpSocket::bind("127.0.0.250:0").await?;
+    probe.connect(addr).await?;
+    probe.send(CLIENT_HELLO).await?;
+    let mut buf = [0u8; 2048];
+    let read = tokio::time::timeout(Duration::from_secs(5), probe.recv(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(n)) if buf[..n].get(13) == Some(&3)),
+        "the hub did not answer after the flood: {read:?}"
+    );
 
     // The first peer answers with its cookie, after the flood: the handshake goes on (a
     // ServerHello, type 2), because nothing was kept that the flood could push out.
@@ -335,11 +345,23 @@ async fn the_hub_observes_a_device_that_serves_its_readings() -> anyhow::Result<
     })
     .await?;
 
-    // Observing nothing stops it: a later value is not stored.
-    assert_eq!(observe(json!([])).send().await?.status(), 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Observing another of its resources instead stops observing this one: a later value
+    // is not stored. The proof that it would have come: the server's clock (`/time`, which
+    // it notifies every second) notified twice after the new value, on the same path.
+    let clock = format!("coaps://127.0.0.1:{}/time", port + 1);
+    assert_eq!(observe(json!([clock])).send().await?.status(), 200);
+    let ticks = || async {
+        let readings = hub.readings(&owner, &thermo, "time").await.ok()?;
+        Some(readings.iter().filter_map(|r| r["ts"].as_i64()).collect::<Vec<i64>>())
+    };
+    wait_until(Duration::from_secs(10), "the clock observed", || async { ticks().await.filter(|t| !t.is_empty()) })
+        .await?;
     put("30.5")?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let put_at = hub.now_ms();
+    wait_until(Duration::from_secs(10), "two ticks after the new value", || async {
+        ticks().await.filter(|t| t.iter().filter(|ts| **ts > put_at).count() >= 2)
+    })
+    .await?;
     assert!(!values().await.unwrap_or_default().contains(&30.5), "a value came after observing stopped");
     Ok(())
 }

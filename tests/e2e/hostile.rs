@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use hearth_tests::{Config, OWNER_PASSWORD, TestHub, mqtt_connect, wait_closed, wait_puback};
+use hearth_tests::{Config, OWNER_PASSWORD, TestHub, mqtt_connect, wait_closed, wait_puback, wait_until};
 use rumqttc::{Event, Packet, QoS, SubscribeFilter};
 use serde_json::{Value, json};
 
@@ -200,9 +200,10 @@ async fn six_hundred_idle_sockets_do_not_keep_a_device_out() -> anyhow::Result<(
     let (id, secret) = hub.add_device(&owner, "Door sensor").await?;
     let addr = hub.mqtt.ok_or_else(|| anyhow::anyhow!("no MQTT"))?;
     let stop = tokio_util::sync::CancellationToken::new();
-    let flood = tokio::spawn(idle_flood(addr, 600, stop.clone()));
-    // Let the flood fill what it can.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flood = tokio::spawn(idle_flood(addr, 600, stop.clone(), opened.clone()));
+    // The flood has opened its 600 sockets.
+    flooded(&opened, 600).await?;
     let started = Instant::now();
     let (client, mut events) = mqtt_connect(addr, "door", &id, &secret).await?;
     client.publish(format!("hearth/{id}/open"), QoS::AtLeastOnce, false, "true").await?;
@@ -222,6 +223,7 @@ pub(crate) async fn idle_flood(
     addr: std::net::SocketAddr,
     count: usize,
     stop: tokio_util::sync::CancellationToken,
+    so_far: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) -> anyhow::Result<usize> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut open: Vec<tokio::net::TcpStream> = Vec::new();
@@ -244,10 +246,21 @@ pub(crate) async fn idle_flood(
                 _ => break,
             }
             opened += 1;
+            so_far.store(opened, std::sync::atomic::Ordering::SeqCst);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(opened)
+}
+
+/// Returns once an [`idle_flood`] has opened `count` sockets (it goes on re-opening those
+/// the hub closes).
+pub(crate) async fn flooded(so_far: &std::sync::atomic::AtomicUsize, count: usize) -> anyhow::Result<()> {
+    let what = format!("{count} idle sockets opened");
+    wait_until(Duration::from_secs(20), &what, || async {
+        (so_far.load(std::sync::atomic::Ordering::SeqCst) >= count).then_some(())
+    })
+    .await
 }
 
 /// Range parameters near the limits of a 64-bit number wrapped past the caps. They are
@@ -379,14 +392,22 @@ async fn half_sent_requests_do_not_hold_the_web_server() -> anyhow::Result<()> {
     println!("the owner logged in in {:?} while 300 half-sent requests were open", started.elapsed());
     // A refused connection is told 503 (once its request head is in, or after 2 s) and
     // closed; a held one is still waiting for its headers.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let mut open = 0;
-    for s in &held {
-        let mut byte = [0u8; 1];
-        if matches!(s.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
-            open += 1;
+    let still_open = || {
+        let mut open = 0;
+        for s in &held {
+            let mut byte = [0u8; 1];
+            if matches!(s.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                open += 1;
+            }
         }
-    }
+        open
+    };
+    let open = wait_until(Duration::from_secs(10), "the refused connections closed", || async {
+        let open = still_open();
+        (open <= 32).then_some(open)
+    })
+    .await
+    .unwrap_or_else(|_| still_open());
     assert!(open <= 32, "{open} of 300 connections from one address were held");
     hub.stop().await?;
     Ok(())

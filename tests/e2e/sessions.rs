@@ -135,13 +135,31 @@ async fn a_command_sent_while_a_device_sleeps_arrives_when_it_reconnects_even_af
     let (wall2, wall2_key) = hub.add_device(&owner, "Second switch").await?;
     let rule = json!({ "name": "Lamp on again", "triggers": [{ "type": "reading", "device": wall2, "metric": "pressed" }],
         "actions": [{ "type": "mqtt", "device": lamp, "metric": "power", "value": "on" }] });
-    assert_eq!(owner.post(hub.url("/api/rules")).json(&rule).send().await?.status(), 201);
+    let rule = created(owner.post(hub.url("/api/rules")).json(&rule).send().await?).await?;
     hub.publish((&wall2, &wall2_key), &format!("hearth/{wall2}/pressed"), "1".into()).await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    ran(&hub, &owner, rule).await?;
     let (_client, mut events, present) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", false).await?;
     assert!(!present);
     assert!(nothing_comes(&mut events).await?);
     Ok(())
+}
+
+/// The id of a rule the API just created.
+async fn created(response: reqwest::Response) -> anyhow::Result<i64> {
+    anyhow::ensure!(response.status() == 201, "creating a rule: {}", response.status());
+    let body: Value = response.json().await?;
+    body["id"].as_i64().ok_or_else(|| anyhow::anyhow!("no id in {body}"))
+}
+
+/// Returns once a run of `rule` is done: its command was handed to the server, which kept
+/// it (or not) for the sessions away before the run's trace was written.
+async fn ran(hub: &TestHub, owner: &reqwest::Client, rule: i64) -> anyhow::Result<()> {
+    wait_until(Duration::from_secs(10), "the rule's run", || async {
+        let runs: Value =
+            owner.get(hub.url(&format!("/api/rules/{rule}/runs"))).send().await.ok()?.json().await.ok()?;
+        runs.as_array()?.iter().any(|r| r["status"] == "done").then_some(())
+    })
+    .await
 }
 
 /// The same for a bridge: Zigbee2MQTT keeps its session; a command to one of its devices
@@ -170,9 +188,9 @@ async fn a_bridge_gets_its_devices_commands_sent_while_it_was_away() -> anyhow::
     let (wall, wall_key) = hub.add_device(&owner, "Wall switch").await?;
     let rule = json!({ "name": "Plug on", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
         "actions": [{ "type": "mqtt", "device": plug, "metric": "state", "value": true }] });
-    assert_eq!(owner.post(hub.url("/api/rules")).json(&rule).send().await?.status(), 201);
+    let rule = created(owner.post(hub.url("/api/rules")).json(&rule).send().await?).await?;
     hub.publish((&wall, &wall_key), &format!("hearth/{wall}/pressed"), "1".into()).await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    ran(&hub, &owner, rule).await?;
     let config = hub.stop().await?;
     let hub = TestHub::start_with(config).await?;
     let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;

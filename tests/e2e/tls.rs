@@ -252,7 +252,8 @@ async fn under_a_flood_a_device_connects_over_tls_and_the_owner_logs_in() -> any
     let (id, secret) = hub.add_device(&owner, "Door sensor").await?;
     let mqtts = port(hub.mqtts)?;
     let stop = tokio_util::sync::CancellationToken::new();
-    let flood = tokio::spawn(crate::hostile::idle_flood(mqtts, 600, stop.clone()));
+    let so_far = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flood = tokio::spawn(crate::hostile::idle_flood(mqtts, 600, stop.clone(), so_far.clone()));
     let attacker = hub.client_builder()?.local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))).build()?;
     let mut guesses = tokio::task::JoinSet::new();
     for n in 0..100 {
@@ -262,7 +263,8 @@ async fn under_a_flood_a_device_connects_over_tls_and_the_owner_logs_in() -> any
             attacker.post(url).json(&body).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
         });
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The flood has opened its 600 sockets, the guesses are on their way.
+    crate::hostile::flooded(&so_far, 600).await?;
 
     let started = Instant::now();
     let (client, mut events) = mqtt_connect_tls(mqtts, &hub.ca_pem()?, "door", &id, &secret).await?;
