@@ -776,6 +776,10 @@ impl Bridges {
 
     /// Changes of availability since last asked, as `online` readings at the hub's time.
     fn availability_changes(&self) -> Vec<Reading> {
+        // Most messages change nothing: the write lock only when something did.
+        if self.inner.read().is_ok_and(|i| !i.registry.has_changes()) {
+            return Vec::new();
+        }
         let Ok(mut inner) = self.inner.write() else { return Vec::new() };
         inner
             .registry

@@ -177,6 +177,10 @@ impl Registry {
         }
     }
 
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
     /// Changes of availability since last asked: (device, online, when).
     pub fn take_changes(&mut self) -> Vec<(String, bool, i64)> {
         std::mem::take(&mut self.changes)

@@ -9,7 +9,7 @@
 use serde_json::Value as Json;
 
 use super::description::{AvailabilitySpec, CommandSpec, Description, Form, ValueSpec, about_text, words};
-use super::{About, Announcement, Convention, Ecosystem, Heard, Identity, Message, Part, Sample, json_value};
+use super::{About, Announcement, Convention, Ecosystem, Found, Heard, Identity, Message, Part};
 
 /// ESPHome, as a convention.
 pub struct Esphome;
@@ -53,20 +53,14 @@ impl Ecosystem for Esphome {
                     (true, t) if t.eq_ignore_ascii_case("off") => Json::Bool(false),
                     (_, t) => t.parse::<f64>().map_or_else(|_| Json::String(t.to_owned()), Json::from),
                 };
-                let Some(value) = json_value(&said).filter(|_| crate::reading::valid_metric(object)) else {
-                    return Heard::Nothing;
-                };
                 let mut spec = ValueSpec::new(*object);
                 if matches!(*domain, "switch" | "light" | "fan") {
                     spec.on_off = words("ON", "OFF");
                     spec.command = Some(CommandSpec::new(format!("{node}/{domain}/{object}/command"), Form::Text));
                 }
-                let mut device = announcement(node);
-                device.values = vec![spec];
-                Heard::Reported {
-                    device: Box::new(device),
-                    samples: vec![Sample { metric: (*object).to_owned(), value, unit: None }],
-                }
+                let mut found = Found::default();
+                found.push(spec, &said);
+                found.report(announcement(node))
             }
             [_, domain, _, "command" | "brightness_command"] if DOMAINS.contains(domain) => Heard::Nothing,
             [_, "debug"] => Heard::Nothing,

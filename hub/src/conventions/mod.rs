@@ -299,15 +299,10 @@ impl Found {
     }
 }
 
-/// A JSON value as a reading's value: numbers, booleans and short text; anything else
-/// gives none.
+/// A JSON value as a reading's value: numbers, booleans and short text, as Hearth's own
+/// payloads take them; anything else gives none.
 pub fn json_value(value: &Json) -> Option<Value> {
-    match value {
-        Json::Number(n) => n.as_f64().filter(|n| n.is_finite()).map(Value::Number),
-        Json::Bool(b) => Some(Value::Bool(*b)),
-        Json::String(s) if s.chars().count() <= crate::reading::MAX_TEXT_LEN => Some(Value::Text(s.clone())),
-        _ => None,
-    }
+    crate::ingest::decode::json_value("", value).ok().flatten()
 }
 
 /// A message of the corpus in `hub/tests/data/ecosystems` (see its INDEX.md): its topic,

@@ -68,11 +68,17 @@ impl Ecosystem for Shelly {
     fn greet(&self, device: &Description) -> Vec<(String, Vec<u8>)> {
         let prefix = &device.key;
         let request = |id: u32, method: &str| {
-            let request = json!({ "id": id, "src": format!("{prefix}/{SOURCE}"), "method": method });
+            let request = json!({ "id": id, "src": source(prefix), "method": method });
             (format!("{prefix}/rpc"), request.to_string().into_bytes())
         };
         vec![request(2, "Shelly.GetDeviceInfo"), request(3, "Sys.GetConfig")]
     }
+}
+
+/// The source the hub names in its requests to the Shelly under `prefix`: the Shelly
+/// answers on `<source>/rpc`, inside its own prefix.
+fn source(prefix: &str) -> String {
+    format!("{prefix}/{SOURCE}")
 }
 
 /// Whether `name` is a component's, as Shelly names them: `switch:0`, `wifi`, `em1data:2`.
@@ -88,9 +94,7 @@ fn is_component(name: &str) -> bool {
 pub fn switch_set(topic: &str, id: u32, on: Json) -> Vec<u8> {
     let prefix = topic.strip_suffix("/rpc").unwrap_or(topic);
     let params = json!({ "id": id, "on": on });
-    json!({ "id": 1, "src": format!("{prefix}/{SOURCE}"), "method": "Switch.Set", "params": params })
-        .to_string()
-        .into_bytes()
+    json!({ "id": 1, "src": source(prefix), "method": "Switch.Set", "params": params }).to_string().into_bytes()
 }
 
 /// A Shelly's answer to the hub: what it says of itself (its name from `Sys.GetConfig`,

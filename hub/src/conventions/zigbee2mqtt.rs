@@ -654,5 +654,8 @@ mod tests {
         let offline = Zigbee2mqtt.read_own(&description, "availability", &Message::new("", br#"{"state":"offline"}"#));
         assert_eq!(offline, Heard::Online { device: None, online: false });
         assert_eq!(Zigbee2mqtt.read_own(&description, "set", &Message::new("", b"{}")), Heard::Nothing);
+        let large = vec![b' '; MAX_STATE + 1];
+        let refused = Zigbee2mqtt.read_own(&description, "", &Message::new("zigbee2mqtt/power_plug", &large));
+        assert!(matches!(refused, Heard::Refused(r) if r.contains("more than")), "a state over 64 KiB");
     }
 }

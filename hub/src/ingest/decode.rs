@@ -82,24 +82,11 @@ pub fn decode_object(device: &str, payload: &[u8], now: i64) -> Result<Vec<Readi
     Ok(readings)
 }
 
-/// As [`decode_object`], for a device's whole state as its ecosystem publishes it through a
-/// bridge (a Zigbee2MQTT device's, which can hold a few hundred values): up to
-/// `max_metrics` values in up to `max_payload` bytes, and a key that is not a metric name or
-/// a value Hearth cannot store is left out, and named in the list returned, instead of
-/// refusing the whole message.
-pub fn decode_relayed(
-    device: &str,
-    payload: &[u8],
-    now: i64,
-    max_payload: usize,
-    max_metrics: usize,
-) -> Result<(Vec<Reading>, Vec<String>), DecodeError> {
-    let object = parse_object(payload_text_within(payload, max_payload)?)?;
-    let ts = ts_of(&object, now)?;
-    relayed_readings(device, &object, ts, max_metrics)
-}
-
-/// A relayed state's values at `ts`, and the keys left out; its own `ts` is not read.
+/// A device's whole state as its ecosystem publishes it through a bridge (a Zigbee2MQTT
+/// device's, which can hold a few hundred values), already parsed: up to `max_metrics`
+/// values at `ts`, and a key that is not a metric name or a value Hearth cannot store is
+/// left out, and named in the list returned, instead of refusing the whole message. Its
+/// own `ts` is not read.
 pub fn relayed_readings(
     device: &str,
     object: &Map<String, Json>,
@@ -163,11 +150,7 @@ fn flatten(
 }
 
 fn payload_text(payload: &[u8]) -> Result<&str, DecodeError> {
-    payload_text_within(payload, MAX_PAYLOAD)
-}
-
-fn payload_text_within(payload: &[u8], max: usize) -> Result<&str, DecodeError> {
-    if payload.len() > max {
+    if payload.len() > MAX_PAYLOAD {
         return Err(DecodeError::TooLarge(payload.len()));
     }
     let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?.trim();
@@ -206,7 +189,7 @@ fn text_value(s: String) -> Result<Value, DecodeError> {
 }
 
 /// `Ok(None)` for JSON null (skipped), an error for arrays and objects.
-fn json_value(metric: &str, v: &Json) -> Result<Option<Value>, DecodeError> {
+pub(crate) fn json_value(metric: &str, v: &Json) -> Result<Option<Value>, DecodeError> {
     match v {
         Json::Bool(b) => Ok(Some(Value::Bool(*b))),
         Json::Number(n) => match n.as_f64() {
@@ -318,15 +301,18 @@ mod tests {
     /// out and named, the rest is kept; more values than the limit are left out likewise.
     #[test]
     fn a_relayed_state_keeps_what_it_can_and_names_the_rest() {
-        let state = br#"{"temperature":21.5,"ntc status":"ok","color":{"x":0.3,"y":0.4},"update":{"state":"idle"}}"#;
-        let (readings, left_out) = decode_relayed("d", state, NOW, 64 * 1024, 320).unwrap();
+        let relayed = |state: &str, max| {
+            let object = parse_object(state).unwrap_or_default();
+            relayed_readings("d", &object, NOW, max)
+        };
+        let state = r#"{"temperature":21.5,"ntc status":"ok","color":{"x":0.3,"y":0.4},"update":{"state":"idle"}}"#;
+        let (readings, left_out) = relayed(state, 320).unwrap();
         let metrics: Vec<&str> = readings.iter().map(|r| r.metric.as_str()).collect();
         assert_eq!(metrics, ["color.x", "color.y", "temperature", "update.state"]);
         assert_eq!(left_out, ["ntc status"]);
         let many: String = (0..300).map(|i| format!("\"m{i}\":1")).collect::<Vec<_>>().join(",");
-        let (readings, left_out) = decode_relayed("d", format!("{{{many}}}").as_bytes(), NOW, 64 * 1024, 280).unwrap();
+        let (readings, left_out) = relayed(&format!("{{{many}}}"), 280).unwrap();
         assert_eq!((readings.len(), left_out.len()), (280, 16));
-        assert_eq!(decode_relayed("d", br#"{"a b":1}"#, NOW, 1024, 8), Err(DecodeError::BadMetric("a b".into())));
-        assert_eq!(decode_relayed("d", &[b' '; 2048], NOW, 1024, 8), Err(DecodeError::TooLarge(2048)));
+        assert_eq!(relayed(r#"{"a b":1}"#, 8), Err(DecodeError::BadMetric("a b".into())));
     }
 }

@@ -10,16 +10,8 @@ pub(super) fn values(config: &mut Config<'_>) -> Result<Vec<ValueSpec>, Discover
     let open = config.text("payload_open")?.unwrap_or_else(|| "OPEN".into());
     let close = config.text("payload_close")?.unwrap_or_else(|| "CLOSE".into());
     let mut values = vec![ValueSpec { state, on_off: words(&open, &close), command, ..config.value(None) }];
-    let position = config.state("position_topic", "position_template", false)?;
-    let set_position = config.command("set_position_topic")?;
-    if position.is_some() || set_position.is_some() {
-        values.push(ValueSpec {
-            state: position,
-            command: set_position,
-            unit: Some("%".into()),
-            ..config.value(Some("position"))
-        });
-    }
+    let position = config.part("position", ("position_topic", "position_template"), "set_position_topic")?;
+    values.extend(position.map(|p| ValueSpec { unit: Some("%".into()), ..p }));
     Ok(values)
 }
 

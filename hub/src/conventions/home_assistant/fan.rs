@@ -7,26 +7,12 @@ pub(super) fn values(config: &mut Config<'_>) -> Result<Vec<ValueSpec>, Discover
     let state = config.main_state(false)?;
     let command = config.required_command()?;
     let mut values = vec![ValueSpec { state, on_off: config.on_off()?, command: Some(command), ..config.value(None) }];
-    let percentage = config.state("percentage_state_topic", "percentage_value_template", false)?;
-    let percentage_command = config.command("percentage_command_topic")?;
-    if percentage.is_some() || percentage_command.is_some() {
-        values.push(ValueSpec {
-            state: percentage,
-            command: percentage_command,
-            unit: Some("%".into()),
-            ..config.value(Some("percentage"))
-        });
-    }
-    let preset = config.state("preset_mode_state_topic", "preset_mode_value_template", false)?;
-    let preset_command = config.command("preset_mode_command_topic")?;
-    if preset.is_some() || preset_command.is_some() {
-        values.push(ValueSpec {
-            state: preset,
-            command: preset_command,
-            options: config.list("preset_modes"),
-            ..config.value(Some("preset"))
-        });
-    }
+    let percentage = ("percentage_state_topic", "percentage_value_template");
+    let percentage = config.part("percentage", percentage, "percentage_command_topic")?;
+    values.extend(percentage.map(|p| ValueSpec { unit: Some("%".into()), ..p }));
+    let preset = ("preset_mode_state_topic", "preset_mode_value_template");
+    let preset = config.part("preset", preset, "preset_mode_command_topic")?;
+    values.extend(preset.map(|p| ValueSpec { options: config.list("preset_modes"), ..p }));
     Ok(values)
 }
 

@@ -13,11 +13,8 @@ pub(super) fn values(config: &mut Config<'_>) -> Result<Vec<ValueSpec>, Discover
     }
     let state = config.state("state_topic", "state_value_template", false)?;
     let mut values = vec![ValueSpec { state, on_off: config.on_off()?, command: Some(command), ..config.value(None) }];
-    let brightness = config.state("brightness_state_topic", "brightness_value_template", false)?;
-    let brightness_command = config.command("brightness_command_topic")?;
-    if brightness.is_some() || brightness_command.is_some() {
-        values.push(ValueSpec { state: brightness, command: brightness_command, ..config.value(Some("brightness")) });
-    }
+    let brightness = ("brightness_state_topic", "brightness_value_template");
+    values.extend(config.part("brightness", brightness, "brightness_command_topic")?);
     Ok(values)
 }
 

@@ -575,6 +575,20 @@ impl<'a> Config<'a> {
         self.command("command_topic")?.ok_or(DiscoveryError::Missing("command_topic", self.component.name()))
     }
 
+    /// A part of the entity with topics of its own (a cover's position, a fan's speed, a
+    /// light's brightness): read on the topic `state` names through its `template`, set on
+    /// the one `command` names; `None` if it has neither.
+    pub(crate) fn part(
+        &mut self,
+        part: &str,
+        (state, template): (&'static str, &'static str),
+        command: &'static str,
+    ) -> Result<Option<ValueSpec>, DiscoveryError> {
+        let state = self.state(state, template, false)?;
+        let command = self.command(command)?;
+        Ok((state.is_some() || command.is_some()).then(|| ValueSpec { state, command, ..self.value(Some(part)) }))
+    }
+
     /// The entity's main value, or (`part`) one of its parts (`<object>_<part>`): named,
     /// classed and categorised as the config says.
     pub(crate) fn value(&self, part: Option<&str>) -> ValueSpec {
