@@ -42,8 +42,8 @@ async fn states(namespaces: Vec<String>, messages: usize) -> anyhow::Result<f64>
     let dir = tempfile::tempdir()?;
     let config = hub::config::Config::for_test(&dir.path().join("data"));
     let store = hub::open_store(&config).await?;
-    let (events, _) = tokio::sync::broadcast::channel(64);
-    let bridges = hub::bridges::Bridges::load(store.clone(), hub::ingest::Rejections::default(), events).await?;
+    let lifecycle = hub::lifecycle::Lifecycle::new(store.clone());
+    let bridges = hub::bridges::Bridges::load(store.clone(), hub::ingest::Rejections::default(), lifecycle).await?;
     let bridge = hub::devices::add(&store, "Zigbee2MQTT", 0).await?;
     store.set_device_namespaces(&bridge.id, &namespaces).await?;
     let record = store.device(&bridge.id).await?.ok_or_else(|| anyhow::anyhow!("no bridge"))?;
@@ -68,8 +68,8 @@ async fn listened(values: usize, messages: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let config = hub::config::Config::for_test(&dir.path().join("data"));
     let store = hub::open_store(&config).await?;
-    let (events, _) = tokio::sync::broadcast::channel(64);
-    let bridges = hub::bridges::Bridges::load(store.clone(), hub::ingest::Rejections::default(), events).await?;
+    let lifecycle = hub::lifecycle::Lifecycle::new(store.clone());
+    let bridges = hub::bridges::Bridges::load(store.clone(), hub::ingest::Rejections::default(), lifecycle).await?;
     let node = hub::devices::add(&store, "Node", 0).await?;
     let namespaces = vec!["homeassistant/+/node/#".to_owned(), "node/#".to_owned()];
     store.set_device_namespaces(&node.id, &namespaces).await?;

@@ -1,5 +1,6 @@
-//! Device lifecycle: ids, credentials, and telling the protocol servers when a device's
-//! credentials change so its open sessions end at once. Used by the API and the CLI alike.
+//! Devices' ids and credentials, and telling the protocol servers when a device's
+//! credentials change so its open sessions end at once (removal is
+//! [`crate::lifecycle::Lifecycle::remove_device`]'s). Used by the API and the CLI alike.
 
 use subtle::ConstantTimeEq;
 use tokio::sync::broadcast;
@@ -20,6 +21,8 @@ pub enum DeviceEvent {
     PlaintextRevoked(String),
     /// Its namespaces as a bridge changed: its sessions end and start again under the new ones.
     NamespacesChanged(String),
+    /// It is a tenant's own device and the tenancy ended: it may no longer log in.
+    TenancyEnded(String),
 }
 
 impl DeviceEvent {
@@ -28,7 +31,8 @@ impl DeviceEvent {
             Self::CredentialsChanged(id)
             | Self::Removed(id)
             | Self::PlaintextRevoked(id)
-            | Self::NamespacesChanged(id) => id,
+            | Self::NamespacesChanged(id)
+            | Self::TenancyEnded(id) => id,
         }
     }
 }
@@ -138,26 +142,13 @@ pub async fn regenerate(
     Ok(Credentials { id: id.to_owned(), secret })
 }
 
-/// Removes a device: its credentials are destroyed and its sessions end.
-pub async fn remove(
-    store: &Store,
-    events: &broadcast::Sender<DeviceEvent>,
-    id: &str,
-    now: i64,
-) -> Result<(), DeviceError> {
-    if !store.remove_device(id, now).await? {
-        return Err(DeviceError::NotFound);
-    }
-    let _ = events.send(DeviceEvent::Removed(id.to_owned()));
-    Ok(())
-}
-
-/// Whether `secret` is the current secret of active device `id`. Compared in constant time.
-pub async fn verify(store: &Store, id: &str, secret: &[u8]) -> Result<bool, StoreError> {
+/// Whether `secret` is the current secret of device `id`, which may log in at `now` (see
+/// [`Store::login_secret`]). Compared in constant time.
+pub async fn verify(store: &Store, id: &str, secret: &[u8], now: i64) -> Result<bool, StoreError> {
     if !crate::reading::valid_device_id(id) {
         return Ok(false);
     }
-    Ok(match store.device_secret(id).await? {
+    Ok(match store.login_secret(id, now).await? {
         Some(stored) => bool::from(stored.as_bytes().ct_eq(secret)),
         None => false,
     })

@@ -17,6 +17,7 @@ pub mod devices;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod lifecycle;
 pub mod outbox;
 pub mod reading;
 pub mod repeated;
@@ -188,7 +189,8 @@ pub async fn run(
     };
     let (device_events, _) = broadcast::channel(64);
     let rejections = ingest::Rejections::default();
-    let bridges = bridges::Bridges::load(store.clone(), rejections.clone(), device_events.clone()).await?;
+    let lifecycle = lifecycle::Lifecycle::new(store.clone());
+    let bridges = bridges::Bridges::load(store.clone(), rejections.clone(), lifecycle.clone()).await?;
     let retained = ingest::retained::Retained::load(store.clone(), clock.clone()).await?;
     let addresses = listeners.addresses()?;
     let (mqtt_port, coaps_port) = (addresses.mqtt.map(|a| a.port()), addresses.coap_dtls.map(|a| a.port()));
@@ -203,6 +205,10 @@ pub async fn run(
     tasks.spawn(audit::flush_periodically(audit.clone(), shutdown.clone()));
     tasks.spawn(bridges::sweep_periodically(bridges.clone(), ingest.clone(), clock.clone(), shutdown.clone()));
     let mut commands = automation::Commands::Off;
+    // What reads devices' messages starts once the lifecycle's followers are attached (a
+    // connection's message may remove a device).
+    let mut serving = Vec::new();
+    let mut external_client = None;
     if let Some(listener) = listeners.mqtt {
         tracing::info!(addr = %listener.local_addr()?, "embedded MQTT server listening");
         let ctx = MqttContext {
@@ -225,9 +231,9 @@ pub async fn run(
         if let (Some(listener), Some(tls)) = (listeners.mqtts, &tls) {
             tracing::info!(addr = %listener.local_addr()?, "embedded MQTT server listening over TLS");
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.mqtt.clone());
-            tasks.spawn(server.clone().serve(listener, Some(acceptor), shutdown.clone()));
+            serving.push(server.clone().serve(listener, Some(acceptor), shutdown.clone()));
         }
-        tasks.spawn(server.serve(listener, None, shutdown.clone()));
+        serving.push(server.serve(listener, None, shutdown.clone()));
     }
     if config.mqtt.mode == MqttMode::External
         && let Some(external) = config.mqtt.external.clone()
@@ -242,7 +248,30 @@ pub async fn run(
             bridges: bridges.clone(),
             device_events: device_events.subscribe(),
         };
-        tasks.spawn(ingest::mqtt_client::run(external, client, ctx, shutdown.clone()));
+        external_client = Some(ingest::mqtt_client::run(external, client, ctx, shutdown.clone()));
+    }
+    let observers = ingest::coap_observe::Observers::new(
+        ingest::coap_observe::ObserveContext {
+            store: store.clone(),
+            ingest: ingest.clone(),
+            rejections: rejections.clone(),
+        },
+        shutdown.clone(),
+    );
+    let access = auth::AccessChanges::default();
+    let followers = Arc::new(lifecycle::Followers {
+        device_events: device_events.clone(),
+        commands: commands.clone(),
+        bridges: bridges.clone(),
+        observers: observers.clone(),
+        access: access.clone(),
+    });
+    lifecycle.attach(&followers);
+    for server in serving {
+        tasks.spawn(server);
+    }
+    if let Some(client) = external_client {
+        tasks.spawn(client);
     }
     if listeners.coap.dtls.is_some() || listeners.coap.plain.is_some() {
         let ctx = CoapContext {
@@ -257,21 +286,13 @@ pub async fn run(
     tasks.spawn(auth::prune_sessions_periodically(store.clone(), clock.clone(), shutdown.clone()));
     let signer = Arc::new(store.receipt_signer().await?);
     tasks.spawn(sharing::sweep_periodically(
-        store.clone(),
+        (store.clone(), lifecycle.clone()),
         signer.clone(),
         config.consent.jurisdiction.clone(),
         clock.clone(),
         shutdown.clone(),
     ));
 
-    let observers = ingest::coap_observe::Observers::new(
-        ingest::coap_observe::ObserveContext {
-            store: store.clone(),
-            ingest: ingest.clone(),
-            rejections: rejections.clone(),
-        },
-        shutdown.clone(),
-    );
     observers.start_all().await?;
     let outbox = outbox::Outbox::new(store.clone(), &config.cloud, clock.clone());
     let retry_max = std::time::Duration::from_secs(u64::from(config.cloud.retry_max_s));
@@ -312,8 +333,9 @@ pub async fn run(
         automations,
         outbox,
         shutdown: shutdown.clone(),
-        access: auth::AccessChanges::default(),
+        access,
         audit,
+        lifecycle,
     };
     let limits =
         http::Limits { header_timeout: std::time::Duration::from_secs(u64::from(config.http.header_timeout_s)) };
@@ -334,6 +356,7 @@ pub async fn run(
     }
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
+    drop(followers);
     drop(ingest);
     writer_stop.cancel();
     writer.await.context("the writer task failed")?;

@@ -12,6 +12,7 @@ use crate::clock::Clock;
 use crate::consent::receipt::ReceiptSigner;
 use crate::consent::{DAY_MS, GrantRecord, Terms, categories_of};
 use crate::devices::random_string;
+use crate::lifecycle::Lifecycle;
 use crate::store::{ReceiptRecord, RecipientRecord, Store, StoreError};
 use hearth_model::consent::ReceiptEvent;
 
@@ -115,8 +116,14 @@ pub fn expiry(terms: &Terms, granted_at: i64) -> i64 {
 }
 
 /// Records an expiry receipt for every grant that ran out, and shreds every tenancy whose
-/// retention ended. Errors are logged; the next sweep tries again.
-pub async fn sweep(store: &Store, signer: &ReceiptSigner, jurisdiction: &str, now: i64) -> Result<(), StoreError> {
+/// retention ended (through `lifecycle`, so that nothing of it stays alive in memory).
+/// Errors are logged; the next sweep tries again.
+pub async fn sweep(
+    (store, lifecycle): (&Store, &Lifecycle),
+    signer: &ReceiptSigner,
+    jurisdiction: &str,
+    now: i64,
+) -> Result<(), StoreError> {
     for grant in store.grants_expired_unrecorded(now).await? {
         let Some(recipient) = store.recipient_any(&grant.recipient_id).await? else { continue };
         let subject = store.user_name(grant.subject_id).await?.unwrap_or_default();
@@ -127,29 +134,39 @@ pub async fn sweep(store: &Store, signer: &ReceiptSigner, jurisdiction: &str, no
         }
     }
     for tenancy in store.tenancies_due_for_shredding(now).await? {
-        if store.shred_tenancy(tenancy, now).await? {
+        if lifecycle.shred_tenancy(tenancy, now).await? {
             tracing::warn!(tenancy, "retention ended: the tenancy's key was destroyed and its data is gone");
         }
     }
     Ok(())
 }
 
-/// Runs [`sweep`] at start and then every minute until `shutdown`.
+/// Runs [`sweep`] at start and then every minute until `shutdown`, and tells `lifecycle`
+/// each tenancy whose end the clock reaches, at that moment. (A tenancy that ended while
+/// the hub was stopped needs nothing: its devices are refused at login.)
 pub async fn sweep_periodically(
-    store: Store,
+    (store, lifecycle): (Store, Lifecycle),
     signer: Arc<ReceiptSigner>,
     jurisdiction: String,
     clock: Clock,
     shutdown: CancellationToken,
 ) {
+    let mut ends_seen = clock.now_ms();
     loop {
         let now = clock.now_ms();
-        if let Err(error) = sweep(&store, &signer, &jurisdiction, now).await {
+        for tenancy in store.ownership().rule.ended_between(ends_seen, now) {
+            lifecycle.tenancy_ended(tenancy).await;
+        }
+        ends_seen = now;
+        if let Err(error) = sweep((&store, &lifecycle), &signer, &jurisdiction, now).await {
             tracing::warn!(error = %crate::error::chain(&error), "consent sweep failed; will retry");
         }
+        let next_sweep = now + SWEEP_EVERY.as_millis() as i64;
+        let next = store.ownership().rule.next_end_after(now).map_or(next_sweep, |end| end.min(next_sweep));
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = clock.sleep_until(now + SWEEP_EVERY.as_millis() as i64) => {}
+            () = clock.sleep_until(next) => {}
+            () = lifecycle.ends_changed() => {}
         }
     }
 }
@@ -165,6 +182,7 @@ mod tests {
     async fn expiry_is_recorded_once_with_a_signed_receipt_without_anyone_acting() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db"), Key::generate().unwrap()).await.unwrap();
+        let lifecycle = Lifecycle::new(store.clone());
         let owner = store.create_first_owner("olga", "x", 0).await.unwrap().unwrap();
         let recipient = RecipientRecord {
             id: "rc_1".into(),
@@ -202,10 +220,10 @@ mod tests {
         assert!(store.create_grant(&grant, &granted).await.unwrap());
 
         // Before expiry the sweep records nothing; after it, one "expired" receipt.
-        sweep(&store, &signer, "EU", grant.expires_ms - 1).await.unwrap();
+        sweep((&store, &lifecycle), &signer, "EU", grant.expires_ms - 1).await.unwrap();
         assert_eq!(store.receipts_of("g_1").await.unwrap().len(), 1);
-        sweep(&store, &signer, "EU", grant.expires_ms + 5).await.unwrap();
-        sweep(&store, &signer, "EU", grant.expires_ms + 10).await.unwrap();
+        sweep((&store, &lifecycle), &signer, "EU", grant.expires_ms + 5).await.unwrap();
+        sweep((&store, &lifecycle), &signer, "EU", grant.expires_ms + 10).await.unwrap();
         let receipts = store.receipts_of("g_1").await.unwrap();
         assert_eq!(
             receipts.iter().map(|r| r.event).collect::<Vec<_>>(),
@@ -226,6 +244,7 @@ mod tests {
     async fn a_tenancy_is_shredded_by_the_sweep_once_its_retention_has_run_out() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db"), Key::generate().unwrap()).await.unwrap();
+        let lifecycle = Lifecycle::new(store.clone());
         let owner = store.create_first_owner("olga", "x", 0).await.unwrap().unwrap();
         let signer = store.receipt_signer().await.unwrap();
         let end = 10 * DAY_MS;
@@ -235,10 +254,10 @@ mod tests {
 
         // One millisecond before the retention ends, the sweep leaves it; at the end, it goes.
         let due = end + 2 * DAY_MS;
-        sweep(&store, &signer, "EU", due - 1).await.unwrap();
+        sweep((&store, &lifecycle), &signer, "EU", due - 1).await.unwrap();
         assert_eq!(store.tenancy(tenancy).await.unwrap().unwrap().shredded, None);
         assert_eq!(store.keys_of(subject).len(), 1);
-        sweep(&store, &signer, "EU", due).await.unwrap();
+        sweep((&store, &lifecycle), &signer, "EU", due).await.unwrap();
         assert_eq!(store.tenancy(tenancy).await.unwrap().unwrap().shredded, Some(due));
         assert!(store.keys_of(subject).is_empty(), "the tenancy's key is destroyed");
         let wrapped: Option<Vec<u8>> =

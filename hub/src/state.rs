@@ -54,4 +54,6 @@ pub struct AppState {
     pub access: crate::auth::AccessChanges,
     /// The security log.
     pub audit: crate::audit::Audit,
+    /// Removing devices, ending and shredding tenancies.
+    pub lifecycle: crate::lifecycle::Lifecycle,
 }

@@ -10,6 +10,7 @@ mod consent;
 mod conventions;
 mod fuzz;
 mod hostile;
+mod lifecycle;
 mod mqtt;
 mod ownership;
 mod promise;

@@ -235,9 +235,9 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     managed_device(&state, user.clone(), &id).await?;
-    devices::remove(&state.store, &state.device_events, &id, state.clock.now_ms()).await?;
-    state.bridges.removed(&id);
-    state.observers.reload(&id).await;
+    if !state.lifecycle.remove_device(&id, state.clock.now_ms()).await? {
+        return Err(AppError::NotFound);
+    }
     tracing::info!(device.id = %id, "device removed");
     super::scope::audit(&state, &user, "device", addr, format!("device {id} removed")).await;
 

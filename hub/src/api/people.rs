@@ -157,10 +157,9 @@ async fn end_tenancy(
     if t.end.is_some_and(|end| end <= now) {
         return Err(AppError::Conflict("that tenancy has already ended"));
     }
-    if !state.store.end_tenancy(id, at).await? {
+    if !state.lifecycle.end_tenancy(id, at).await? {
         return Err(AppError::Conflict("the end must be after the start and before the next tenancy"));
     }
-    state.access.changed();
     let t = state.store.tenancy(id).await?.ok_or(AppError::NotFound)?;
     tracing::info!(tenancy = id, end = at, "tenancy end set");
     super::scope::audit(&state, &user, "tenancy", addr, format!("tenancy {id} ends at {at}")).await;
@@ -182,19 +181,10 @@ async fn shred(
     if t.end.is_none_or(|end| end > now) {
         return Err(AppError::Conflict("the tenancy has not ended yet; export first, then shred once it ends"));
     }
-    let own = state.store.ownership().rule.own_devices(id);
-    state.store.shred_tenancy(id, now).await?;
-    // Commands its rules queued for sleeping devices or kept retained are gone before this
-    // answers (and cleared on an external broker).
-    state.commands.forget_tenancy(id, &own).await;
-    // Its own devices went with it: their sessions end, a bridge of theirs speaks for no
-    // one, and nothing of theirs is observed any more.
-    for device in &own {
-        let _ = state.device_events.send(crate::devices::DeviceEvent::Removed(device.clone()));
-        state.bridges.removed(device);
-        state.observers.reload(device).await;
-    }
-    state.access.changed();
+    // Everything of it in memory goes before this answers: the commands its rules queued
+    // or kept retained (cleared on an external broker too), its own devices' sessions, a
+    // bridge of theirs, their observations.
+    state.lifecycle.shred_tenancy(id, now).await?;
     tracing::warn!(tenancy = id, "tenancy shredded at the tenant's request");
     // In the hub's log (the tenancy's own went with it): that it happened, nothing of it.
     state.audit.record("tenancy", None, (None, None), format!("tenancy {id} shredded by its tenant")).await;

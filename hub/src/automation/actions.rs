@@ -144,9 +144,22 @@ impl Commands {
     /// and those for its own devices (`own`); on an external broker they are cleared there.
     pub async fn forget_tenancy(&self, tenancy: i64, own: &[String]) {
         match self {
-            Commands::Embedded(server) => server.forget_tenancy(tenancy).await,
+            Commands::Embedded(server) => server.forget_tenancy(tenancy, own).await,
             Commands::External { client, retained } => {
                 let forgotten = retained.forget_tenancy(tenancy, own).await;
+                crate::ingest::retained::clear_on_broker(client, forgotten).await;
+            }
+            Commands::Off => {}
+        }
+    }
+
+    /// Forgets removed devices' queued and retained commands and sessions (the store
+    /// deleted them); on an external broker the retained ones are cleared there.
+    pub async fn forget_devices(&self, devices: &[String]) {
+        match self {
+            Commands::Embedded(server) => server.forget_devices(devices).await,
+            Commands::External { client, retained } => {
+                let forgotten = retained.forget_devices(devices).await;
                 crate::ingest::retained::clear_on_broker(client, forgotten).await;
             }
             Commands::Off => {}

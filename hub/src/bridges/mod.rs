@@ -99,8 +99,8 @@ pub struct Bridges {
     store: Store,
     /// Where what a device's announcement left out is shown (on the device it describes).
     rejections: crate::ingest::Rejections,
-    /// Where a device removed by what its connection said is announced.
-    events: tokio::sync::broadcast::Sender<crate::devices::DeviceEvent>,
+    /// Removes a device its connection took back, as any removal.
+    lifecycle: crate::lifecycle::Lifecycle,
     inner: Arc<RwLock<Inner>>,
     /// Held while devices are added or changed, so that two messages cannot add the same
     /// device twice or lose each other's values.
@@ -130,10 +130,16 @@ impl Bridges {
     pub async fn load(
         store: Store,
         rejections: crate::ingest::Rejections,
-        events: tokio::sync::broadcast::Sender<crate::devices::DeviceEvent>,
+        lifecycle: crate::lifecycle::Lifecycle,
     ) -> Result<Self, StoreError> {
-        let bridges =
-            Self { store, rejections, events, inner: Arc::default(), adding: Arc::default(), greeted: Arc::default() };
+        let bridges = Self {
+            store,
+            rejections,
+            lifecycle,
+            inner: Arc::default(),
+            adding: Arc::default(),
+            greeted: Arc::default(),
+        };
         for record in bridges.store.devices().await? {
             bridges.learn(&record);
         }
@@ -755,12 +761,8 @@ impl Bridges {
             }
             return Ok(());
         }
-        self.store.remove_device(id, now).await.map_err(stored)?;
-        if let Ok(mut inner) = self.inner.write() {
-            inner.catalog.forget(connection, id);
-            inner.registry.leave(id);
-        }
-        let _ = self.events.send(crate::devices::DeviceEvent::Removed(id.to_owned()));
+        // Like any removal: the registry, its commands and whatever else holds it follow.
+        self.lifecycle.remove_device(id, now).await.map_err(stored)?;
         tracing::info!(device.id = %id, bridge.id = %connection, "device removed by its bridge");
         Ok(())
     }

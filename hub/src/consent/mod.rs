@@ -68,6 +68,26 @@ impl Ownership {
         self.tenant_devices.iter().filter(|(_, t)| **t == tenancy).map(|(d, _)| d.clone()).collect()
     }
 
+    /// Whether `device` may log in at `now`: the home's devices always; a tenant's own
+    /// device only during its tenancy (a former tenant's bridge adds no devices).
+    pub fn admits(&self, device: &str, now: i64) -> bool {
+        self.tenant_devices.get(device).is_none_or(|&t| self.acts_at(Subject::Tenancy(t), now))
+    }
+
+    /// Tenancies whose end falls in `(after, upto]`, as the hub's clock reaches it.
+    pub fn ended_between(&self, after: i64, upto: i64) -> Vec<i64> {
+        self.tenancies
+            .iter()
+            .filter(|s| s.end.is_some_and(|end| end > after && end <= upto))
+            .map(|s| s.tenancy)
+            .collect()
+    }
+
+    /// The first tenancy end after `now`, if one is set.
+    pub fn next_end_after(&self, now: i64) -> Option<i64> {
+        self.tenancies.iter().filter_map(|s| s.end).filter(|&end| end > now).min()
+    }
+
     /// Whether `subject` may act in the home at `now` (a rule of theirs run, a command of
     /// theirs sent): the owner always; a tenancy's tenant from its start until its end, and
     /// not before or after (a tenancy is shredded only after it ended).

@@ -26,6 +26,7 @@ use zeroize::Zeroizing;
 use super::Rejections;
 use super::decode::{self, DecodeError};
 use super::pipeline::{Committed, Ingest};
+use crate::clock::Clock;
 use crate::devices::DeviceEvent;
 use crate::reading::{Reading, Value, valid_device_id};
 use crate::store::Store;
@@ -99,7 +100,7 @@ pub async fn serve(ctx: CoapContext, listeners: CoapListeners, shutdown: Cancell
         tracing::info!(addr = %listener.local_addr(), "CoAP over DTLS listening");
         tokio::spawn(accept_dtls(
             listener,
-            ctx.store.clone(),
+            (ctx.store.clone(), ctx.ingest.clock()),
             ctx.handshake_timeout,
             identities.clone(),
             dtls_tx,
@@ -162,13 +163,13 @@ fn rand_u16() -> u16 {
 /// so requests can be checked against it.
 async fn accept_dtls(
     listener: hearth_dtls::Listener,
-    store: Store,
+    (store, clock): (Store, Clock),
     handshake_timeout: Duration,
     identities: Sessions,
     sender: mpsc::UnboundedSender<Incoming>,
     shutdown: CancellationToken,
 ) {
-    let mut config = hearth_dtls::Config::new(psk_lookup(store.clone()));
+    let mut config = hearth_dtls::Config::new(psk_lookup(store.clone(), clock.clone()));
     config.handshake_timeout = handshake_timeout;
     let (events, mut happened) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -202,7 +203,8 @@ async fn accept_dtls(
         if let Ok(mut map) = identities.lock() {
             map.insert(generation, Identity { device: session.identity().to_owned(), ended: ended.clone() });
         }
-        tokio::spawn(pump(session, generation, ended, store.clone(), identities.clone(), sender.clone()));
+        let stored = (store.clone(), clock.clone());
+        tokio::spawn(pump(session, generation, ended, stored, identities.clone(), sender.clone()));
     }
 }
 
@@ -212,14 +214,14 @@ async fn pump(
     mut session: hearth_dtls::Session,
     generation: u64,
     ended: CancellationToken,
-    store: Store,
+    (store, clock): (Store, Clock),
     identities: Sessions,
     sender: mpsc::UnboundedSender<Incoming>,
 ) {
     let (peer, identity) = (session.peer(), session.identity().to_owned());
     // The key the handshake used may have changed (or the device gone) between its lookup
     // and now, before this session could be ended by the change: ask again.
-    let current = store.device_secret(&identity).await;
+    let current = store.login_secret(&identity, clock.now_ms()).await;
     if !matches!(&current, Ok(Some(secret)) if session.keyed_with(secret.as_bytes())) {
         tracing::info!(device.id = %identity, %peer, "DTLS session ended: the device's key changed during its handshake");
         forget_session(&identities, generation);
@@ -275,7 +277,7 @@ static BUSY: crate::repeated::Repeated = crate::repeated::Repeated::new("DTLS ha
 static FAILED: crate::repeated::Repeated = crate::repeated::Repeated::new("DTLS handshake failed");
 
 /// Pre-shared keys: the device id is the PSK identity, its secret the key.
-fn psk_lookup(store: Store) -> hearth_dtls::PskLookup {
+fn psk_lookup(store: Store, clock: Clock) -> hearth_dtls::PskLookup {
     Arc::new(move |id: &str| {
         if !valid_device_id(id) {
             return None;
@@ -288,8 +290,9 @@ fn psk_lookup(store: Store) -> hearth_dtls::PskLookup {
             tracing::error!("a DTLS handshake needs the multi-threaded runtime");
             return None;
         }
-        let (store, id) = (store.clone(), id.to_owned());
-        let secret = tokio::task::block_in_place(|| runtime.block_on(async move { store.device_secret(&id).await }));
+        let (store, id, now) = (store.clone(), id.to_owned(), clock.now_ms());
+        let secret =
+            tokio::task::block_in_place(|| runtime.block_on(async move { store.login_secret(&id, now).await }));
         match secret {
             Ok(secret) => secret.map(|s| Zeroizing::new(s.as_bytes().to_vec())),
             Err(error) => {
@@ -470,7 +473,8 @@ impl Server {
                     packet.get_option(CoapOption::UriQuery).into_iter().flatten().find_map(|q| {
                         std::str::from_utf8(q).ok().and_then(|q| q.strip_prefix("k=")).map(str::to_owned)
                     })?;
-                match crate::devices::verify(&self.ctx.store, device, key.as_bytes()).await {
+                let now = self.ctx.ingest.now_ms();
+                match crate::devices::verify(&self.ctx.store, device, key.as_bytes(), now).await {
                     Ok(true) => Some(device.to_owned()),
                     _ => None,
                 }

@@ -118,8 +118,9 @@ impl Observers {
             old.cancel();
         }
         let record = match self.ctx.store.device(device).await {
-            Ok(Some(record)) => record,
-            Ok(None) => return,
+            // A tenant's own device is observed only during its tenancy.
+            Ok(Some(record)) if self.ctx.store.ownership().rule.admits(device, self.ctx.ingest.now_ms()) => record,
+            Ok(_) => return,
             Err(error) => {
                 tracing::warn!(%error, device.id = %device, "could not read a device's CoAP resources");
                 return;

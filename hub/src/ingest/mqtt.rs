@@ -257,52 +257,35 @@ impl MqttServer {
         }
     }
 
-    /// Until `shutdown`, forgets what the store forgets: a shredded tenancy's queued and
-    /// retained commands and its own devices' sessions, and a removed device's sessions and
-    /// retained commands. Events missed, and every minute, the retained commands are brought
-    /// in line with the store and with what devices ask for now.
+    /// Until `shutdown`, every minute, brings the retained commands in line with the store
+    /// and with what devices ask for now (a discovery config that no longer asks for them).
     pub async fn watch(self, shutdown: CancellationToken) {
         let ctx = &self.shared.ctx;
-        let mut shredded = ctx.store.subscribe_shredded();
-        let mut events = ctx.device_events.subscribe();
         let mut every_minute = tokio::time::interval(PRUNE_EVERY);
         loop {
-            let missed = tokio::select! {
+            tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = every_minute.tick() => true,
-                tenancy = shredded.recv() => match tenancy {
-                    Ok(tenancy) => {
-                        self.forget_tenancy(tenancy).await;
-                        false
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => true,
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-                event = events.recv() => match event {
-                    Ok(DeviceEvent::Removed(id)) => {
-                        self.shared.forget(|device| device == id, |_| false);
-                        ctx.retained.forget_device(&id).await;
-                        false
-                    }
-                    Ok(_) => false,
-                    Err(broadcast::error::RecvError::Lagged(_)) => true,
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-            };
-            if missed && let Err(error) = ctx.retained.prune(|k| ctx.bridges.retains(k)).await {
+                _ = every_minute.tick() => {}
+            }
+            if let Err(error) = ctx.retained.prune(|k| ctx.bridges.retains(k)).await {
                 tracing::warn!(%error, "could not check the retained MQTT commands");
             }
         }
     }
 
     /// Forgets a shredded tenancy's queued and retained commands and its own devices'
-    /// sessions (the store deleted them). Called by the shred itself, and again by
-    /// [`MqttServer::watch`].
-    pub async fn forget_tenancy(&self, tenancy: i64) {
-        let own = self.shared.ctx.store.ownership().rule.own_devices(tenancy);
+    /// (`own`) persistent sessions: the store deleted them (see [`crate::lifecycle`]).
+    pub async fn forget_tenancy(&self, tenancy: i64, own: &[String]) {
         let subject = crate::consent::Subject::Tenancy(tenancy);
         self.shared.forget(|device| own.iter().any(|d| d == device), |queued| queued.subject == subject);
-        self.shared.ctx.retained.forget_tenancy(tenancy, &own).await;
+        self.shared.ctx.retained.forget_tenancy(tenancy, own).await;
+    }
+
+    /// Forgets removed devices' persistent sessions and retained commands (the store
+    /// deleted them; their open sessions end on their device event).
+    pub async fn forget_devices(&self, devices: &[String]) {
+        self.shared.forget(|device| devices.iter().any(|d| d == device), |_| false);
+        self.shared.ctx.retained.forget_devices(devices).await;
     }
 
     /// Takes back the persistent sessions the store kept (those away for less than a week).
@@ -675,7 +658,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let checked = tokio::select! {
         () = gives_way.cancelled() => return Err(ConnError::GaveWay),
-        checked = authenticate(&shared.ctx.store, &connect) => checked,
+        checked = authenticate(&shared.ctx.store, &connect, shared.ctx.clock.now_ms()) => checked,
     };
     drop(waiting);
     let device = match checked {
@@ -1012,7 +995,7 @@ fn packet_name(p: &Packet) -> &'static str {
 }
 
 /// Checks CONNECT: MQTT 3.1.1, username = device id, password = its secret.
-async fn authenticate(store: &Store, connect: &Connect) -> Result<String, ConnectReturnCode> {
+async fn authenticate(store: &Store, connect: &Connect, now: i64) -> Result<String, ConnectReturnCode> {
     if connect.protocol != Protocol::V4 {
         return Err(ConnectReturnCode::RefusedProtocolVersion);
     }
@@ -1020,7 +1003,7 @@ async fn authenticate(store: &Store, connect: &Connect) -> Result<String, Connec
         return Err(ConnectReturnCode::BadClientId);
     }
     let Some(login) = &connect.login else { return Err(ConnectReturnCode::NotAuthorized) };
-    match devices::verify(store, &login.username, login.password.as_bytes()).await {
+    match devices::verify(store, &login.username, login.password.as_bytes(), now).await {
         Ok(true) => Ok(login.username.clone()),
         Ok(false) => Err(ConnectReturnCode::BadUserNamePassword),
         Err(error) => {

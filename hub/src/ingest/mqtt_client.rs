@@ -73,7 +73,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let ExternalContext { store, ingest, rejections, bridges, mut device_events, retained } = ctx;
-    let mut shredded = store.subscribe_shredded();
     let mut every_minute = tokio::time::interval(super::mqtt::PRUNE_EVERY);
     // Clearing retained commands on the broker waits for room in the client's queue, which
     // this loop empties: it is done aside.
@@ -88,19 +87,8 @@ pub async fn run(
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
             event = events.poll() => event,
-            // A shredded tenancy's retained commands (also when the retention sweep shreds
-            // it), and those missed or no longer asked for, are cleared on the broker.
-            tenancy = shredded.recv() => {
-                match tenancy {
-                    Ok(tenancy) => {
-                        let own = store.ownership().rule.own_devices(tenancy);
-                        clear(retained.forget_tenancy(tenancy, &own).await);
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => clear(prune(&retained, &bridges).await),
-                    Err(broadcast::error::RecvError::Closed) => break,
-                }
-                continue;
-            }
+            // Retained commands no longer asked for, or whose rows went, are cleared on the
+            // broker (a removal's and a shred's are cleared by the lifecycle at once).
             _ = every_minute.tick() => {
                 clear(prune(&retained, &bridges).await);
                 continue;
@@ -114,8 +102,6 @@ pub async fn run(
                             let _ = client.try_subscribe(namespace, QoS::AtLeastOnce);
                         }
                     }
-                    // Its retained commands are cleared on the broker (the store deleted them).
-                    Ok(DeviceEvent::Removed(device)) => clear(retained.forget_device(&device).await),
                     Err(broadcast::error::RecvError::Lagged(_)) => clear(prune(&retained, &bridges).await),
                     _ => {}
                 }

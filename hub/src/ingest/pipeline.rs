@@ -72,6 +72,11 @@ impl Ingest {
         self.clock.now_ms()
     }
 
+    /// The hub's clock.
+    pub fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
     /// Queues readings that need no acknowledgement (MQTT QoS 0, CoAP NON).
     pub async fn submit(&self, readings: Vec<Reading>) -> Result<(), Closed> {
         self.announce(&readings);

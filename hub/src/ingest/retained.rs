@@ -176,9 +176,9 @@ impl Retained {
         self.forget(|k| k.subject == subject || own.contains(&k.device) || own.contains(&k.target)).await
     }
 
-    /// Forgets a removed device's retained commands, and those its sessions would get.
-    pub async fn forget_device(&self, id: &str) -> Vec<Kept> {
-        self.forget(|k| k.device == id || k.target == id).await
+    /// Forgets removed devices' retained commands, and those their sessions would get.
+    pub async fn forget_devices(&self, ids: &[String]) -> Vec<Kept> {
+        self.forget(|k| ids.contains(&k.device) || ids.contains(&k.target)).await
     }
 
     /// Brings these in line with the store and with what devices ask for now: forgets the
@@ -313,10 +313,10 @@ mod tests {
         }
         let gone = retained.forget_tenancy(7, &["kettle".to_owned()]).await;
         assert_eq!(gone.iter().map(|k| k.topic.as_str()).collect::<Vec<_>>(), ["k/set"]);
-        let gone = retained.forget_device("lamp").await;
+        let gone = retained.forget_devices(&["lamp".to_owned()]).await;
         assert_eq!(gone.iter().map(|k| k.topic.as_str()).collect::<Vec<_>>(), ["z/lamp/set"]);
         assert_eq!(retained.matching("bridge", "#", all).len(), 1);
-        assert_eq!(retained.forget_device("bridge").await.len(), 1);
+        assert_eq!(retained.forget_devices(&["bridge".to_owned()]).await.len(), 1);
         assert_eq!(retained.len(), 0);
     }
 }

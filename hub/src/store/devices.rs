@@ -333,6 +333,15 @@ impl Store {
         Ok(Some(Zeroizing::new(secret)))
     }
 
+    /// The secret `id` logs in with at `now`: none for a removed device, nor for a
+    /// tenant's own device outside its tenancy (a former tenant's bridge adds nothing).
+    pub async fn login_secret(&self, id: &str, now: i64) -> Result<Option<Zeroizing<String>>, StoreError> {
+        if !self.ownership().rule.admits(id, now) {
+            return Ok(None);
+        }
+        self.device_secret(id).await
+    }
+
     /// Whether `id` is an active device.
     pub async fn device_exists(&self, id: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE id = ? AND removed_ms IS NULL")
