@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use tokio_util::sync::CancellationToken;
 
 use tokio::sync::broadcast;
@@ -26,6 +26,7 @@ use crate::bridges::Bridges;
 use crate::config::ExternalMqtt;
 use crate::conventions::hearth;
 use crate::devices::DeviceEvent;
+use crate::reading::Reading;
 use crate::store::Store;
 
 /// The client for the external broker: the caller keeps a clone to publish commands, and
@@ -120,43 +121,9 @@ pub async fn run(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let now = ingest.now_ms();
-                let (device, readings) = match publish.topic.starts_with("hearth/") {
-                    true => {
-                        let device = publish.topic.split('/').nth(1).unwrap_or_default().to_owned();
-                        let known = crate::reading::valid_device_id(&device)
-                            && store.device_exists(&device).await.unwrap_or(false);
-                        let readings = if known {
-                            hearth::readings(&device, &publish.topic, &publish.payload, now).map_err(|e| e.to_string())
-                        } else {
-                            Err("unknown device".to_owned())
-                        };
-                        (device, readings)
-                    }
-                    false => match bridges.bridge_for(&publish.topic) {
-                        Some(bridge) => match bridges.publish(&bridge, &publish.topic, &publish.payload, now).await {
-                            // Not acknowledged: the broker sends it again after a reconnect.
-                            Err(crate::bridges::Refusal::Store) => continue,
-                            Err(refusal) => (bridge, Err(refusal.to_string())),
-                            Ok(published) => {
-                                // What the hub asks of a device it just met, through the
-                                // broker (aside: this loop empties the client's queue).
-                                let own = |r: &crate::bridges::Command| {
-                                    bridges.bridge_for(&r.topic).is_none_or(|owner| owner == r.bridge)
-                                };
-                                for request in published.requests.into_iter().filter(own) {
-                                    let client = client.clone();
-                                    tokio::spawn(async move {
-                                        let _ = client
-                                            .publish(request.topic, QoS::AtLeastOnce, false, request.payload)
-                                            .await;
-                                    });
-                                }
-                                (bridge, Ok(published.readings))
-                            }
-                        },
-                        None => continue,
-                    },
-                };
+                // Not acknowledged when it could not be read now: the broker sends it again
+                // after a reconnect.
+                let Some((device, readings)) = read(&store, &bridges, &client, &publish, now).await else { continue };
                 match readings {
                     Ok(readings) if readings.is_empty() => {
                         let _ = client.try_ack(&publish);
@@ -190,4 +157,41 @@ pub async fn run(
         }
     }
     let _ = client.try_disconnect();
+}
+
+/// Reads a message from the broker: the device it is for, and its readings or why it was
+/// refused. `None`: not for the hub, or not readable now (not to be acknowledged).
+async fn read(
+    store: &Store,
+    bridges: &Bridges,
+    client: &AsyncClient,
+    publish: &Publish,
+    now: i64,
+) -> Option<(String, Result<Vec<Reading>, String>)> {
+    if publish.topic.starts_with("hearth/") {
+        let device = publish.topic.split('/').nth(1).unwrap_or_default().to_owned();
+        let known = crate::reading::valid_device_id(&device) && store.device_exists(&device).await.unwrap_or(false);
+        let readings = match known {
+            true => hearth::readings(&device, &publish.topic, &publish.payload, now).map_err(|e| e.to_string()),
+            false => Err("unknown device".to_owned()),
+        };
+        return Some((device, readings));
+    }
+    let bridge = bridges.bridge_for(&publish.topic)?;
+    match bridges.publish(&bridge, &publish.topic, &publish.payload, now).await {
+        Err(crate::bridges::Refusal::Store) => None,
+        Err(refusal) => Some((bridge, Err(refusal.to_string()))),
+        Ok(published) => {
+            // What the hub asks of a device it just met, through the broker (aside: the
+            // loop that called this empties the client's queue).
+            let own = |r: &crate::bridges::Command| bridges.bridge_for(&r.topic).is_none_or(|owner| owner == r.bridge);
+            for request in published.requests.into_iter().filter(own) {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let _ = client.publish(request.topic, QoS::AtLeastOnce, false, request.payload).await;
+                });
+            }
+            Some((bridge, Ok(published.readings)))
+        }
+    }
 }

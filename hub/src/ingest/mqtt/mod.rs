@@ -24,10 +24,10 @@ use std::time::Duration;
 
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
-use rumqttc::mqttbytes::{matches, valid_filter};
+use rumqttc::mqttbytes::matches;
 use rumqttc::{
     Codec, ConnAck, Connect, ConnectReturnCode, Packet, Protocol, PubAck, PubComp, PubRec, Publish, QoS, SubAck,
-    SubscribeReasonCode, UnsubAck,
+    UnsubAck,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,10 +37,15 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use zeroize::Zeroizing;
 
+mod session;
+
+use self::session::Session;
 use super::Rejections;
 use super::decode;
 use super::pipeline::{CommitFailed, Ingest};
+use crate::consent::Subject;
 use crate::conventions::hearth;
 use crate::crowd::Crowd;
 use crate::devices::{self, DeviceEvent};
@@ -60,8 +65,6 @@ const MAX_SESSIONS_PER_DEVICE: usize = 4;
 /// of their own, so that sockets that never log in cannot take devices' places.
 const MAX_WAITING: usize = 64;
 const MAX_WAITING_PER_ADDRESS: usize = 8;
-/// Filters one session may hold.
-const MAX_SUBSCRIPTIONS: usize = 32;
 /// Persistent sessions (clean session off) kept at once; past this, the one away longest
 /// gives way. One device keeps at most 4 (its own away longest gives way), so that one
 /// device's credentials cannot push the others' sleeping sessions out.
@@ -71,11 +74,6 @@ const MAX_PERSISTENT_PER_DEVICE: usize = 4;
 const MAX_QUEUED: i64 = 100;
 /// How long a persistent session is kept while its client stays away.
 const SESSION_EXPIRY_MS: i64 = 7 * 24 * 3600 * 1000;
-/// Where Home Assistant says it is online (its birth message), which discovery devices
-/// listen to.
-const BIRTH_TOPIC: &str = "homeassistant/status";
-/// QoS 1 messages sent to one session and not acknowledged yet.
-const MAX_UNACKED: usize = 16;
 /// Messages queued to one subscriber before newer ones are dropped.
 const OUTBOX: usize = 64;
 /// How often retained commands are checked against the store and against what devices ask.
@@ -507,6 +505,27 @@ impl Shared {
         }
     }
 
+    /// Registers connection `conn` as the session `key` and returns what ends it. A second
+    /// CONNECT with the same client id takes the session over, as MQTT requires, but only
+    /// the same device's; a device at its limit (half-open sessions left by a dropped
+    /// Wi-Fi, say) loses its oldest session to the new one.
+    fn take_place(&self, key: &(String, String), conn: u64) -> CancellationToken {
+        let session = CancellationToken::new();
+        let Ok(mut sessions) = self.sessions.lock() else { return session };
+        let of_device = sessions.keys().filter(|(d, _)| *d == key.0).count();
+        if !sessions.contains_key(key) && of_device >= MAX_SESSIONS_PER_DEVICE {
+            let oldest =
+                sessions.iter().filter(|((d, _), _)| *d == key.0).min_by_key(|(_, (c, _))| *c).map(|(k, _)| k.clone());
+            if let Some((_, old)) = oldest.and_then(|k| sessions.remove(&k)) {
+                old.cancel();
+            }
+        }
+        if let Some((_, old)) = sessions.insert(key.clone(), (conn, session.clone())) {
+            old.cancel();
+        }
+        session
+    }
+
     /// Ends the persistent session `key`, if there is one (a CONNECT with clean session on).
     async fn discard(&self, key: &(String, String)) {
         let existed = self.persistent.lock().is_ok_and(|mut p| p.remove(key).is_some());
@@ -639,119 +658,31 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     shutdown: CancellationToken,
 ) -> Result<(), ConnError> {
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let gives_way = waiting.gives_way.clone();
-    let connect_timeout = match transport {
-        Transport::Tls(left) => left,
-        Transport::Local | Transport::Clear => shared.ctx.connect_timeout,
-    };
     let mut framed = Framed::new(stream, Codec { max_incoming_size: MAX_PACKET, max_outgoing_size: MAX_PACKET });
-    let first = tokio::select! {
-        () = gives_way.cancelled() => return Err(ConnError::GaveWay),
-        first = timeout(connect_timeout, framed.next()) => first,
-    };
-    let connect = match first {
-        Err(_) => return Err(ConnError::ConnectTimeout),
-        Ok(None) => return Ok(()),
-        Ok(Some(Err(e))) => return Err(e.into()),
-        Ok(Some(Ok(Packet::Connect(c)))) => c,
-        Ok(Some(Ok(_))) => return Err(ConnError::Protocol("first packet was not CONNECT".into())),
-    };
+    let Some(connect) = read_connect(shared, &mut framed, transport, &waiting).await? else { return Ok(()) };
     let checked = tokio::select! {
-        () = gives_way.cancelled() => return Err(ConnError::GaveWay),
+        () = waiting.gives_way.cancelled() => return Err(ConnError::GaveWay),
         checked = authenticate(&shared.ctx.store, &connect, shared.ctx.clock.now_ms()) => checked,
     };
     drop(waiting);
     let device = match checked {
         Ok(device) => device,
-        Err(code) => {
-            if code == ConnectReturnCode::BadUserNamePassword {
-                let user = connect.login.as_ref().map(|l| l.username.as_str()).unwrap_or("");
-                // A tenant's own device's failures are the tenancy's; a made-up id's, the
-                // hub's own, without the id (it may be anything typed).
-                let device = if crate::reading::valid_device_id(user) {
-                    shared.ctx.store.device(user).await.ok().flatten()
-                } else {
-                    None
-                };
-                let (subject, name) = match &device {
-                    Some(d) => (
-                        d.tenancy_id.map(crate::consent::Subject::Tenancy).or(Some(crate::consent::Subject::Owner)),
-                        d.id.as_str(),
-                    ),
-                    None => (None, ""),
-                };
-                shared.ctx.audit.failure(
-                    "device login refused",
-                    subject,
-                    (name, peer.ip()),
-                    "MQTT: wrong device id or secret",
-                );
-            }
-            if REFUSED_LOGINS.log_this(peer.ip()) {
-                let user = connect.login.as_ref().map(|l| l.username.as_str()).unwrap_or("");
-                tracing::warn!(%peer, user, reason = ?code, "MQTT login refused");
-            }
-            let _ = send(&mut framed, Packet::ConnAck(ConnAck::new(code, false))).await;
-            return Err(ConnError::Refused);
-        }
+        Err(code) => return refuse(shared, &mut framed, &connect, peer, code).await,
     };
     // Listening before the mark is read: a mark taken away from here on is seen.
-    let mut events = shared.ctx.device_events.subscribe();
+    let events = shared.ctx.device_events.subscribe();
     if transport == Transport::Clear {
-        match shared.ctx.store.device(&device).await {
-            Ok(Some(record)) if record.plaintext => {
-                if let Err(error) = shared.ctx.store.note_device_in_clear(&device, shared.ctx.clock.now_ms()).await {
-                    tracing::warn!(%error, "could not note a plain MQTT connection");
-                }
-            }
-            Ok(record) => {
-                if IN_CLEAR.log_this(&device) {
-                    tracing::warn!(device.id = %device, %peer, "plain MQTT refused: the device is not marked as unable to do TLS (use port 8883 with the hub's CA certificate)");
-                }
-                // A tenant's own device's refusals are the tenancy's.
-                let tenancy = record.and_then(|r| r.tenancy_id);
-                let subject = tenancy.map(crate::consent::Subject::Tenancy).or(Some(crate::consent::Subject::Owner));
-                shared.ctx.audit.failure(
-                    "plain MQTT refused",
-                    subject,
-                    (device.as_str(), peer.ip()),
-                    "MQTT in clear from a device not marked as unable to do TLS",
-                );
-                let _ = send(&mut framed, Packet::ConnAck(ConnAck::new(ConnectReturnCode::NotAuthorized, false))).await;
-                return Err(ConnError::Refused);
-            }
-            Err(error) => {
-                tracing::error!(%error, "could not read a device");
-                let _ = send(&mut framed, Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false)))
-                    .await;
-                return Err(ConnError::Refused);
-            }
-        }
+        may_use_clear(shared, &mut framed, &device, peer).await?;
     }
     let client_id = if connect.client_id.is_empty() { format!("{device}#{conn}") } else { connect.client_id.clone() };
     let key = (device.clone(), client_id);
-    let session = CancellationToken::new();
     let Ok(_permit) = shared.logged_in.clone().try_acquire_owned() else {
         tracing::warn!(device.id = %device, %peer, "MQTT session refused: too many sessions");
         let _ = send(&mut framed, Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false))).await;
         return Err(ConnError::Refused);
     };
-    if let Ok(mut sessions) = shared.sessions.lock() {
-        let of_device: Vec<&(String, String)> = sessions.keys().filter(|(d, _)| *d == device).collect();
-        if !sessions.contains_key(&key) && of_device.len() >= MAX_SESSIONS_PER_DEVICE {
-            // A device at its limit (half-open sessions left by a dropped Wi-Fi, say): its
-            // oldest session gives way to the new one.
-            let oldest =
-                sessions.iter().filter(|((d, _), _)| *d == device).min_by_key(|(_, (c, _))| *c).map(|(k, _)| k.clone());
-            if let Some((_, old)) = oldest.and_then(|k| sessions.remove(&k)) {
-                old.cancel();
-            }
-        }
-        if let Some((_, old)) = sessions.insert(key.clone(), (conn, session.clone())) {
-            old.cancel();
-        }
-    }
-    let (out_tx, mut out_rx) = mpsc::channel::<Publish>(OUTBOX);
+    let ended = shared.take_place(&key, conn);
+    let (out_tx, out_rx) = mpsc::channel::<Publish>(OUTBOX);
     // A client that asks to keep its session (clean session off, with a client id of its
     // own) gets its subscriptions back, and what was queued for it while it was away.
     let persistent = !connect.clean_session && !connect.client_id.is_empty();
@@ -777,209 +708,264 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     // that asks for none); silence for 1.5 times that ends the session.
     let asked = Duration::from_secs(u64::from(connect.keep_alive));
     let keep_alive = if asked.is_zero() { shared.ctx.max_keep_alive } else { asked.min(shared.ctx.max_keep_alive) };
-    let keep_alive = keep_alive.mul_f32(1.5);
-    // Filter -> granted QoS.
-    let mut subscriptions: HashMap<String, QoS> = kept.into_iter().collect();
-    let mut last_heard = Instant::now();
-    let mut pending: FuturesOrdered<Ack> = FuturesOrdered::new();
-    let mut draining = false;
-    // QoS 1 messages sent and not acknowledged: packet id -> the queued message's seq, if
-    // it came from the session's queue.
-    let mut unacked: HashMap<u16, Option<i64>> = HashMap::new();
-    let mut next_pkid: u16 = 0;
-    // Queued messages sent on this connection and not acknowledged yet (by their row: a
-    // watermark would skip a row number the store reuses, or one queued out of order).
-    let mut in_flight: std::collections::HashSet<i64> = std::collections::HashSet::new();
-    // Retained commands waiting in `pending` to go out after a SUBACK, by topic, and whether a
-    // newer command on that topic went out before them (then they are not sent).
-    let mut awaiting: HashMap<String, bool> = HashMap::new();
+    let password = Zeroizing::new(connect.login.map(|l| l.password).unwrap_or_default());
+    let mut live = Live {
+        shared,
+        key,
+        conn,
+        transport,
+        password,
+        session: Session::new(&device, bridge, persistent, kept),
+        pending: FuturesOrdered::new(),
+        draining: false,
+        out_tx,
+        wake,
+    };
+    live.run(&mut framed, (out_rx, events), (ended, shutdown), keep_alive.mul_f32(1.5)).await
+}
 
-    loop {
-        if draining && pending.is_empty() {
-            return Ok(());
+/// Reads the CONNECT, within the deadline (what is left of it after a TLS handshake).
+/// `None`: the client went away first.
+async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    framed: &mut Framed<S, Codec>,
+    transport: Transport,
+    waiting: &crate::crowd::Place,
+) -> Result<Option<Connect>, ConnError> {
+    let connect_timeout = match transport {
+        Transport::Tls(left) => left,
+        Transport::Local | Transport::Clear => shared.ctx.connect_timeout,
+    };
+    let first = tokio::select! {
+        () = waiting.gives_way.cancelled() => return Err(ConnError::GaveWay),
+        first = timeout(connect_timeout, framed.next()) => first,
+    };
+    match first {
+        Err(_) => Err(ConnError::ConnectTimeout),
+        Ok(None) => Ok(None),
+        Ok(Some(Err(e))) => Err(e.into()),
+        Ok(Some(Ok(Packet::Connect(c)))) => Ok(Some(c)),
+        Ok(Some(Ok(_))) => Err(ConnError::Protocol("first packet was not CONNECT".into())),
+    }
+}
+
+/// Refuses a login with `code`, noting a wrong secret in the security log.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    framed: &mut Framed<S, Codec>,
+    connect: &Connect,
+    peer: SocketAddr,
+    code: ConnectReturnCode,
+) -> Result<(), ConnError> {
+    let user = connect.login.as_ref().map(|l| l.username.as_str()).unwrap_or("");
+    if code == ConnectReturnCode::BadUserNamePassword {
+        // A tenant's own device's failures are the tenancy's; a made-up id's, the hub's
+        // own, without the id (it may be anything typed).
+        let device = if crate::reading::valid_device_id(user) {
+            shared.ctx.store.device(user).await.ok().flatten()
+        } else {
+            None
+        };
+        let (subject, name) = match &device {
+            Some(d) => (d.tenancy_id.map(Subject::Tenancy).or(Some(Subject::Owner)), d.id.as_str()),
+            None => (None, ""),
+        };
+        shared.ctx.audit.failure("device login refused", subject, (name, peer.ip()), "MQTT: wrong device id or secret");
+    }
+    if REFUSED_LOGINS.log_this(peer.ip()) {
+        tracing::warn!(%peer, user, reason = ?code, "MQTT login refused");
+    }
+    let _ = send(framed, Packet::ConnAck(ConnAck::new(code, false))).await;
+    Err(ConnError::Refused)
+}
+
+/// Plain MQTT from elsewhere than the hub: only for a device marked as unable to do TLS.
+async fn may_use_clear<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    framed: &mut Framed<S, Codec>,
+    device: &str,
+    peer: SocketAddr,
+) -> Result<(), ConnError> {
+    match shared.ctx.store.device(device).await {
+        Ok(Some(record)) if record.plaintext => {
+            if let Err(error) = shared.ctx.store.note_device_in_clear(device, shared.ctx.clock.now_ms()).await {
+                tracing::warn!(%error, "could not note a plain MQTT connection");
+            }
+            Ok(())
         }
-        let idle = sleep_until(last_heard + keep_alive);
-        tokio::select! {
-            biased;
-            Some(ack) = pending.next(), if !pending.is_empty() => match ack {
-                Ok(Some(Packet::Publish(publish))) if publish.retain && awaiting.contains_key(&publish.topic) => {
-                    // A retained command waited behind acks; if a newer command on its topic
-                    // went out meanwhile, it is stale and is not sent.
-                    if awaiting.remove(&publish.topic) == Some(true) {
-                        unacked.remove(&publish.pkid);
-                    } else {
-                        send(&mut framed, Packet::Publish(publish)).await?;
-                    }
-                }
-                Ok(Some(packet)) => send(&mut framed, packet).await?,
-                Ok(None) => {}
-                Err(CommitFailed) => return Err(ConnError::CommitFailed),
-            },
-            () = shutdown.cancelled(), if !draining => draining = true,
-            () = session.cancelled() => return Ok(()),
-            event = events.recv() => match event {
-                Ok(DeviceEvent::PlaintextRevoked(id)) if id == device && transport != Transport::Clear => {}
-                Ok(event) if event.device() == device => {
-                    tracing::info!(device.id = %device, ?event, "closing MQTT session: what the device may do changed");
-                    return Ok(());
-                }
-                Ok(_) => {}
-                // Events were missed: one may have taken the mark away.
-                Err(broadcast::error::RecvError::Lagged(_)) if transport == Transport::Clear => {
-                    if !shared.ctx.store.device(&device).await.ok().flatten().is_some_and(|d| d.plaintext) {
-                        tracing::info!(device.id = %device, "closing MQTT session in clear: no longer allowed");
-                        return Ok(());
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return Err(ConnError::Closed),
-            },
-            Some(mut publish) = out_rx.recv() => {
-                if let Some(superseded) = awaiting.get_mut(&publish.topic) {
-                    *superseded = true;
-                }
-                if publish.qos == QoS::AtLeastOnce {
-                    if unacked.len() >= 4 * MAX_UNACKED {
-                        // A subscriber that does not acknowledge gets no more until it does.
-                        tracing::debug!(device.id = %device, "subscriber not acknowledging; message dropped");
-                        continue;
-                    }
-                    publish.pkid = free_pkid(&mut next_pkid, &unacked);
-                    unacked.insert(publish.pkid, None);
-                }
-                send(&mut framed, Packet::Publish(publish)).await?;
+        Ok(record) => {
+            if IN_CLEAR.log_this(device) {
+                tracing::warn!(device.id = %device, %peer, "plain MQTT refused: the device is not marked as unable to do TLS (use port 8883 with the hub's CA certificate)");
             }
-            () = wake.notified(), if persistent && unacked.len() < MAX_UNACKED => {
-                for queued in shared.queued(&key, &in_flight, MAX_UNACKED - unacked.len()) {
-                    if let Some(superseded) = awaiting.get_mut(&queued.topic) {
-                        *superseded = true;
-                    }
-                    in_flight.insert(queued.seq);
-                    let mut publish = Publish::from_bytes(queued.topic, QoS::AtLeastOnce, queued.payload);
-                    publish.pkid = free_pkid(&mut next_pkid, &unacked);
-                    unacked.insert(publish.pkid, Some(queued.seq));
-                    send(&mut framed, Packet::Publish(publish)).await?;
-                }
-            }
-            packet = framed.next(), if !draining && pending.len() < MAX_INFLIGHT => {
-                last_heard = Instant::now();
-                let packet = match packet {
-                    None => {
-                        draining = true;
-                        continue;
-                    }
-                    Some(Err(e)) => return Err(e.into()),
-                    Some(Ok(packet)) => packet,
-                };
-                match packet {
-                    Packet::Publish(publish) => pending.push_back(on_publish(shared, &device, bridge, publish).await?),
-                    Packet::PubRel(rel) => pending.push_back(ready(Packet::PubComp(PubComp::new(rel.pkid)))),
-                    Packet::Subscribe(sub) => {
-                        let codes: Vec<SubscribeReasonCode> = sub.filters.iter().map(|f| {
-                            // QoS 2 is served as QoS 1 (commands are idempotent on/off and values).
-                            let qos = if f.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-                            if !may_subscribe(&device, bridge, &f.path) {
-                                tracing::warn!(device.id = %device, filter = %f.path, "subscription refused: outside the device's topics");
-                                SubscribeReasonCode::Failure
-                            } else if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains_key(&f.path) {
-                                tracing::debug!(device.id = %device, filter = %f.path, "subscription refused: too many");
-                                SubscribeReasonCode::Failure
-                            } else {
-                                subscriptions.insert(f.path.clone(), qos);
-                                if !persistent {
-                                    shared.router.add(&device, conn, f.path.clone(), out_tx.clone(), qos);
-                                }
-                                SubscribeReasonCode::Success(qos)
-                            }
-                        }).collect();
-                        if persistent && codes.iter().any(|c| matches!(c, SubscribeReasonCode::Success(_))) {
-                            let list: Vec<(String, QoS)> = subscriptions.iter().map(|(f, q)| (f.clone(), *q)).collect();
-                            shared.save_subscriptions(&key, &list).await;
-                        }
-                        // Devices that speak Home Assistant's discovery wait for its birth
-                        // message, retained on `homeassistant/status`, to announce themselves
-                        // (again): the hub plays that part for a bridge that listens there.
-                        let birth = bridge
-                            && sub.filters.iter().zip(&codes).any(|(f, c)| {
-                                // Only to a filter that names Home Assistant's topics: one
-                                // for everything gets its own devices' commands and no more.
-                                matches!(c, SubscribeReasonCode::Success(_))
-                                    && f.path.starts_with("homeassistant/")
-                                    && matches(BIRTH_TOPIC, &f.path)
-                            });
-                        // The commands kept retained for this device on the topics it now
-                        // subscribes to, flagged retained, at the QoS granted, each once.
-                        let mut kept = Vec::new();
-                        for (filter, code) in sub.filters.iter().zip(&codes) {
-                            let SubscribeReasonCode::Success(qos) = code else { continue };
-                            let still = |k: &super::retained::Kept| shared.ctx.bridges.retains(k);
-                            for (topic, payload) in shared.ctx.retained.matching(&device, &filter.path, still) {
-                                if !kept.iter().any(|p: &Publish| p.topic == topic) {
-                                    let mut publish = Publish::from_bytes(topic, *qos, payload);
-                                    publish.retain = true;
-                                    kept.push(publish);
-                                }
-                            }
-                        }
-                        pending.push_back(ready(Packet::SubAck(SubAck::new(sub.pkid, codes))));
-                        if birth {
-                            let mut online = Publish::new(BIRTH_TOPIC, QoS::AtMostOnce, "online");
-                            online.retain = true;
-                            pending.push_back(ready(Packet::Publish(online)));
-                        }
-                        for mut publish in kept {
-                            if publish.qos == QoS::AtLeastOnce {
-                                if unacked.len() >= 4 * MAX_UNACKED {
-                                    tracing::debug!(device.id = %device, "subscriber not acknowledging; retained command not sent");
-                                    continue;
-                                }
-                                publish.pkid = free_pkid(&mut next_pkid, &unacked);
-                                unacked.insert(publish.pkid, None);
-                            }
-                            awaiting.insert(publish.topic.clone(), false);
-                            pending.push_back(ready(Packet::Publish(publish)));
-                        }
-                    }
-                    Packet::Unsubscribe(unsub) => {
-                        for filter in &unsub.topics {
-                            subscriptions.remove(filter);
-                            shared.router.remove(&device, conn, Some(filter));
-                        }
-                        if persistent {
-                            let list: Vec<(String, QoS)> = subscriptions.iter().map(|(f, q)| (f.clone(), *q)).collect();
-                            shared.save_subscriptions(&key, &list).await;
-                        }
-                        pending.push_back(ready(Packet::UnsubAck(UnsubAck::new(unsub.pkid))));
-                    }
-                    Packet::PingReq => pending.push_back(ready(Packet::PingResp)),
-                    Packet::Disconnect => draining = true,
-                    Packet::PubAck(ack) => {
-                        if let Some(Some(seq)) = unacked.remove(&ack.pkid) {
-                            in_flight.remove(&seq);
-                            shared.acknowledged(&key, seq).await;
-                        }
-                        // Room for more of what is queued.
-                        if persistent {
-                            wake.notify_one();
-                        }
-                    }
-                    // We send nothing at QoS 2; nothing else may come from a client.
-                    Packet::PubRec(_) | Packet::PubComp(_) => {}
-                    other => return Err(ConnError::Protocol(format!("unexpected {:?} from client", packet_name(&other)))),
-                }
-            },
-            () = idle => return Err(ConnError::KeepAlive),
+            // A tenant's own device's refusals are the tenancy's.
+            let subject = record.and_then(|r| r.tenancy_id).map(Subject::Tenancy).or(Some(Subject::Owner));
+            let why = "MQTT in clear from a device not marked as unable to do TLS";
+            shared.ctx.audit.failure("plain MQTT refused", subject, (device, peer.ip()), why);
+            let _ = send(framed, Packet::ConnAck(ConnAck::new(ConnectReturnCode::NotAuthorized, false))).await;
+            Err(ConnError::Refused)
+        }
+        Err(error) => {
+            tracing::error!(%error, "could not read a device");
+            let _ = send(framed, Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false))).await;
+            Err(ConnError::Refused)
         }
     }
 }
 
-/// The next packet id not awaiting an ack (1..=65535; 0 is not a packet id).
-fn free_pkid(next: &mut u16, unacked: &HashMap<u16, Option<i64>>) -> u16 {
-    loop {
-        *next = next.wrapping_add(1).max(1);
-        if !unacked.contains_key(next) {
-            return *next;
+/// A logged-in connection: its session's state and the answers it owes, in order.
+struct Live<'a> {
+    shared: &'a Shared,
+    /// (device, client id).
+    key: (String, String),
+    conn: u64,
+    transport: Transport,
+    /// What it logged in with, checked again when device events were missed.
+    password: Zeroizing<String>,
+    session: Session,
+    /// Answers in the order their packets came (a PUBACK waits for its commit).
+    pending: FuturesOrdered<Ack>,
+    /// The client disconnected or the hub is stopping: what is owed is sent, then it ends.
+    draining: bool,
+    /// Where the router delivers this connection's commands.
+    out_tx: mpsc::Sender<Publish>,
+    /// Wakes a persistent session for what was queued for it.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Live<'_> {
+    fn device(&self) -> &str {
+        &self.key.0
+    }
+
+    /// Moves bytes until the session ends: answers owed, commands for the device, its
+    /// queue, its packets, the events that end it, and its keep-alive.
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        framed: &mut Framed<S, Codec>,
+        (mut out_rx, mut events): (mpsc::Receiver<Publish>, broadcast::Receiver<DeviceEvent>),
+        (ended, shutdown): (CancellationToken, CancellationToken),
+        keep_alive: Duration,
+    ) -> Result<(), ConnError> {
+        let mut last_heard = Instant::now();
+        loop {
+            if self.draining && self.pending.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                Some(answer) = self.pending.next(), if !self.pending.is_empty() => match answer {
+                    Ok(Some(Packet::Publish(publish))) if self.session.awaits(&publish) => {
+                        if let Some(publish) = self.session.retained_turn(publish) {
+                            send(framed, Packet::Publish(publish)).await?;
+                        }
+                    }
+                    Ok(Some(packet)) => send(framed, packet).await?,
+                    Ok(None) => {}
+                    Err(CommitFailed) => return Err(ConnError::CommitFailed),
+                },
+                () = shutdown.cancelled(), if !self.draining => self.draining = true,
+                () = ended.cancelled() => return Ok(()),
+                event = events.recv() => if !self.still_allowed(event).await? {
+                    return Ok(());
+                },
+                Some(publish) = out_rx.recv() => if let Some(publish) = self.session.command(publish) {
+                    send(framed, Packet::Publish(publish)).await?;
+                },
+                () = self.wake.notified(), if self.session.is_persistent() && self.session.room() > 0 => {
+                    let queued = self.shared.queued(&self.key, self.session.in_flight(), self.session.room());
+                    for publish in self.session.send_queued(queued) {
+                        send(framed, Packet::Publish(publish)).await?;
+                    }
+                }
+                packet = framed.next(), if !self.draining && self.pending.len() < MAX_INFLIGHT => {
+                    last_heard = Instant::now();
+                    match packet {
+                        None => self.draining = true,
+                        Some(Err(e)) => return Err(e.into()),
+                        Some(Ok(packet)) => self.on_packet(packet).await?,
+                    }
+                },
+                () = sleep_until(last_heard + keep_alive) => return Err(ConnError::KeepAlive),
+            }
         }
+    }
+
+    /// Whether the session goes on after a device event: not when what its device may do
+    /// changed. When events were missed, its credentials are checked again.
+    async fn still_allowed(
+        &mut self,
+        event: Result<DeviceEvent, broadcast::error::RecvError>,
+    ) -> Result<bool, ConnError> {
+        let device = self.device();
+        match event {
+            Ok(DeviceEvent::PlaintextRevoked(id)) if id == device && self.transport != Transport::Clear => Ok(true),
+            Ok(event) if event.device() == device => {
+                tracing::info!(device.id = %device, ?event, "closing MQTT session: what the device may do changed");
+                Ok(false)
+            }
+            Ok(_) => Ok(true),
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                let store = &self.shared.ctx.store;
+                let now = self.shared.ctx.clock.now_ms();
+                let valid = devices::verify(store, device, self.password.as_bytes(), now).await.unwrap_or(false);
+                let clear_ok = self.transport != Transport::Clear
+                    || store.device(device).await.ok().flatten().is_some_and(|d| d.plaintext);
+                if !(valid && clear_ok) {
+                    tracing::info!(device.id = %device, "closing MQTT session: its device may no longer use it");
+                }
+                Ok(valid && clear_ok)
+            }
+            Err(broadcast::error::RecvError::Closed) => Err(ConnError::Closed),
+        }
+    }
+
+    /// One packet from the client.
+    async fn on_packet(&mut self, packet: Packet) -> Result<(), ConnError> {
+        let shared = self.shared;
+        match packet {
+            Packet::Publish(publish) => {
+                let answer = on_publish(shared, &self.key.0, self.session.is_bridge(), publish).await?;
+                self.pending.push_back(answer);
+            }
+            Packet::PubRel(rel) => self.pending.push_back(ready(Packet::PubComp(PubComp::new(rel.pkid)))),
+            Packet::Subscribe(sub) => {
+                let device = self.key.0.clone();
+                let still = |k: &super::retained::Kept| shared.ctx.bridges.retains(k);
+                let out = self.session.subscribe(&sub.filters, |f| shared.ctx.retained.matching(&device, f, still));
+                for (filter, qos) in out.routed {
+                    shared.router.add(&device, self.conn, filter, self.out_tx.clone(), qos);
+                }
+                if let Some(list) = out.save {
+                    shared.save_subscriptions(&self.key, &list).await;
+                }
+                self.pending.push_back(ready(Packet::SubAck(SubAck::new(sub.pkid, out.codes))));
+                for publish in out.then {
+                    self.pending.push_back(ready(Packet::Publish(publish)));
+                }
+            }
+            Packet::Unsubscribe(unsub) => {
+                for filter in &unsub.topics {
+                    shared.router.remove(self.device(), self.conn, Some(filter));
+                }
+                if let Some(list) = self.session.unsubscribe(&unsub.topics) {
+                    shared.save_subscriptions(&self.key, &list).await;
+                }
+                self.pending.push_back(ready(Packet::UnsubAck(UnsubAck::new(unsub.pkid))));
+            }
+            Packet::PingReq => self.pending.push_back(ready(Packet::PingResp)),
+            Packet::Disconnect => self.draining = true,
+            Packet::PubAck(ack) => {
+                if let Some(seq) = self.session.acknowledged(ack.pkid) {
+                    shared.acknowledged(&self.key, seq).await;
+                }
+                // Room for more of what is queued.
+                self.wake.notify_one();
+            }
+            // We send nothing at QoS 2; nothing else may come from a client.
+            Packet::PubRec(_) | Packet::PubComp(_) => {}
+            other => return Err(ConnError::Protocol(format!("unexpected {:?} from client", packet_name(&other)))),
+        }
+        Ok(())
     }
 }
 
@@ -1011,17 +997,6 @@ async fn authenticate(store: &Store, connect: &Connect, now: i64) -> Result<Stri
             Err(ConnectReturnCode::ServiceUnavailable)
         }
     }
-}
-
-/// A device may only subscribe within its own topics (for commands addressed to it). A
-/// bridge may subscribe to any filter (Zigbee2MQTT subscribes to `zigbee2mqtt/#`), but the
-/// server routes to it only the commands of the devices behind it (see `Router::route_to`).
-fn may_subscribe(device: &str, bridge: bool, filter: &str) -> bool {
-    let own = format!("hearth/{device}");
-    valid_filter(filter)
-        && (bridge && !filter.starts_with('$')
-            || filter == own
-            || filter.strip_prefix(&own).is_some_and(|rest| rest.starts_with('/')))
 }
 
 async fn on_publish(shared: &Shared, device: &str, bridge: bool, publish: Publish) -> Result<Ack, ConnError> {
@@ -1066,25 +1041,4 @@ async fn on_publish(shared: &Shared, device: &str, bridge: bool, publish: Publis
             _ => Err(CommitFailed),
         }
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_device_subscribes_only_under_its_own_id() {
-        assert!(may_subscribe("dev1", false, "hearth/dev1/#"));
-        assert!(may_subscribe("dev1", false, "hearth/dev1/set/+"));
-        assert!(may_subscribe("dev1", false, "hearth/dev1"));
-        assert!(!may_subscribe("dev1", false, "hearth/#"));
-        assert!(!may_subscribe("dev1", false, "hearth/+/set"));
-        assert!(!may_subscribe("dev1", false, "hearth/dev10/#"));
-        assert!(!may_subscribe("dev1", false, "#"));
-        // A bridge subscribes where its software does; what reaches it is decided when routing.
-        assert!(may_subscribe("dev1", true, "#"));
-        assert!(may_subscribe("dev1", true, "zigbee2mqtt/#"));
-        assert!(!may_subscribe("dev1", true, "$SYS/#"));
-        assert!(!may_subscribe("dev1", true, "a/#/b"));
-    }
 }
