@@ -173,7 +173,7 @@ pub async fn run(
     let (ingest, writer) = pipeline::spawn_writer(store.clone(), series, policy, clock.clone(), writer_stop.clone());
 
     let tls = match config.tls_wanted() {
-        true => Some(Arc::new(tls::Tls::load(&config.tls, &config.data_dir).context("preparing TLS")?)),
+        true => Some(Arc::new(tls::Tls::load(&config.tls, &config.data_dir, clock.now_ms()).context("preparing TLS")?)),
         false => None,
     };
     let fingerprint = tls.as_ref().map(|tls| tls.ca().fingerprint.clone());
@@ -187,7 +187,7 @@ pub async fn run(
         auth::announce(&code, fingerprint.as_deref());
         auth::Setup::new(Some(code))
     };
-    let (device_events, _) = broadcast::channel(64);
+    let (device_events, _) = broadcast::channel(1024);
     let rejections = ingest::Rejections::default();
     let lifecycle = lifecycle::Lifecycle::new(store.clone());
     let bridges = bridges::Bridges::load(store.clone(), rejections.clone(), lifecycle.clone()).await?;
@@ -199,7 +199,7 @@ pub async fn run(
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(tls) = &tls {
-        tasks.spawn(tls::refresh_periodically(tls.clone(), shutdown.clone()));
+        tasks.spawn(tls::refresh_periodically(tls.clone(), clock.clone(), shutdown.clone()));
     }
     let audit = audit::Audit::new(store.clone(), clock.clone());
     tasks.spawn(audit::flush_periodically(audit.clone(), shutdown.clone()));

@@ -122,25 +122,39 @@ impl Lifecycle {
         match &ended {
             Ended::Device(id) => {
                 f.commands.forget_devices(std::slice::from_ref(id)).await;
-                end_devices(&f, std::slice::from_ref(id), DeviceEvent::Removed).await;
+                end_devices(&f, std::slice::from_ref(id), true).await;
             }
-            Ended::Tenancy { devices, .. } => end_devices(&f, devices, DeviceEvent::TenancyEnded).await,
+            Ended::Tenancy { tenancy, devices } => {
+                // What its rules kept retained or queued is handed out no more (the store
+                // keeps it until the shred); on an external broker it is cleared there.
+                f.commands.forget_tenancy(*tenancy, &[]).await;
+                end_devices(&f, devices, false).await;
+            }
             Ended::Shredded { tenancy, devices } => {
                 f.commands.forget_tenancy(*tenancy, devices).await;
-                end_devices(&f, devices, DeviceEvent::Removed).await;
+                end_devices(&f, devices, true).await;
             }
         }
         f.access.changed();
     }
 }
 
-/// Ends the sessions and observations of `devices`; removed ones leave the registry.
-async fn end_devices(f: &Followers, devices: &[String], event: fn(String) -> DeviceEvent) {
-    for device in devices {
-        let event = event(device.clone());
-        if matches!(event, DeviceEvent::Removed(_)) {
+/// Ends the sessions and observations of `devices`; `removed` ones leave the registry. A
+/// device behind a connection has neither (its connection's end is its end), so it is not
+/// announced: a tenancy with a large Zigbee network sends one event per device that logs in.
+async fn end_devices(f: &Followers, devices: &[String], removed: bool) {
+    let behind: Vec<bool> = devices.iter().map(|d| f.bridges.bridge_of(d).is_some()).collect();
+    for (device, behind) in devices.iter().zip(behind) {
+        if removed {
             f.bridges.removed(device);
         }
+        if behind {
+            continue;
+        }
+        let event = match removed {
+            true => DeviceEvent::Removed(device.clone()),
+            false => DeviceEvent::TenancyEnded(device.clone()),
+        };
         let _ = f.device_events.send(event);
         f.observers.reload(device).await;
     }

@@ -235,9 +235,11 @@ impl Deliverer {
                 }
             }
             if failed {
+                // On the hub's clock: tests move it on rather than wait out the backoff.
+                let retry_at = self.clock.now_ms() + i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX);
                 tokio::select! {
                     () = self.shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = self.clock.sleep_until(retry_at) => {}
                 }
                 backoff = (backoff * 2).min(self.retry_max);
             }

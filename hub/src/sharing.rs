@@ -2,6 +2,7 @@
 //! the background sweep that records expiries and shreds tenancies whose retention ran
 //! out. The rules themselves live in [`crate::consent`]; this module is their I/O.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,13 +152,14 @@ pub async fn sweep_periodically(
     clock: Clock,
     shutdown: CancellationToken,
 ) {
-    let mut ends_seen = clock.now_ms();
+    let mut ended: HashSet<i64> = store.ownership().rule.ended_by(clock.now_ms()).collect();
     loop {
         let now = clock.now_ms();
-        for tenancy in store.ownership().rule.ended_between(ends_seen, now) {
+        let newly: Vec<i64> = store.ownership().rule.ended_by(now).filter(|t| !ended.contains(t)).collect();
+        for tenancy in newly {
+            ended.insert(tenancy);
             lifecycle.tenancy_ended(tenancy).await;
         }
-        ends_seen = now;
         if let Err(error) = sweep((&store, &lifecycle), &signer, &jurisdiction, now).await {
             tracing::warn!(error = %crate::error::chain(&error), "consent sweep failed; will retry");
         }

@@ -31,6 +31,7 @@ use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::TlsConfig;
 
 const CA_DAYS: i64 = 3650;
@@ -89,13 +90,13 @@ struct Issued {
 impl Tls {
     /// Loads the certificates (making the hub's own where there are none yet, or renewing
     /// them) and builds the server configurations.
-    pub fn load(config: &TlsConfig, data_dir: &Path) -> anyhow::Result<Self> {
+    pub fn load(config: &TlsConfig, data_dir: &Path, now_ms: i64) -> anyhow::Result<Self> {
         let source = match (&config.cert_file, &config.key_file) {
             (Some(cert), Some(key)) => Source::Owner { cert: cert.clone(), key: key.clone() },
             (None, None) => Source::Hub { dir: data_dir.join("tls"), extra_names: config.names.clone() },
             _ => bail!("tls.cert_file and tls.key_file go together"),
         };
-        let (chain, key, ca) = source.certificates(now_s(), MakeCa::IfNone)?;
+        let (chain, key, ca) = source.certificates(now_ms / 1000, MakeCa::IfNone)?;
         let current = certified(chain, key)?;
         current.keys_match().context("the TLS certificate and key do not match")?;
         let current = Arc::new(Current(RwLock::new(current)));
@@ -120,9 +121,10 @@ impl Tls {
         matches!(self.source, Source::Owner { .. })
     }
 
-    /// Renews (or re-reads) the server certificate if it is due; returns whether it changed.
-    pub fn refresh(&self) -> anyhow::Result<bool> {
-        let (chain, key, ca) = self.source.certificates(now_s(), MakeCa::Never)?;
+    /// Renews (or re-reads) the server certificate if it is due at `now_ms`; returns
+    /// whether it changed.
+    pub fn refresh(&self, now_ms: i64) -> anyhow::Result<bool> {
+        let (chain, key, ca) = self.source.certificates(now_ms / 1000, MakeCa::Never)?;
         if ca.der != self.ca.der {
             bail!("the CA certificate changed under the running hub; restart it to present the new one");
         }
@@ -138,14 +140,14 @@ impl Tls {
 }
 
 /// Checks the certificates twice a day until `shutdown`.
-pub async fn refresh_periodically(tls: Arc<Tls>, shutdown: CancellationToken) {
+pub async fn refresh_periodically(tls: Arc<Tls>, clock: Clock, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(CHECK_EVERY) => {}
+            () = clock.sleep_until(clock.now_ms() + CHECK_EVERY.as_millis() as i64) => {}
         }
-        let tls = tls.clone();
-        match tokio::task::spawn_blocking(move || tls.refresh()).await {
+        let (tls, now) = (tls.clone(), clock.now_ms());
+        match tokio::task::spawn_blocking(move || tls.refresh(now)).await {
             Ok(Ok(true)) => tracing::info!("TLS server certificate renewed"),
             Ok(Ok(false)) => {}
             Ok(Err(error)) => tracing::error!(error = format!("{error:#}"), "could not renew the TLS certificate"),
@@ -196,10 +198,6 @@ fn provider() -> Arc<CryptoProvider> {
 fn certified(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> anyhow::Result<Arc<CertifiedKey>> {
     let key = provider().key_provider.load_private_key(key).context("loading the TLS private key")?;
     Ok(Arc::new(CertifiedKey::new(chain, key)))
-}
-
-fn now_s() -> i64 {
-    crate::clock::now_ms() / 1000
 }
 
 /// The names and addresses the server certificate covers: the host name's `.local` name

@@ -293,3 +293,31 @@ async fn under_a_flood_a_device_connects_over_tls_and_the_owner_logs_in() -> any
     hub.stop().await?;
     Ok(())
 }
+
+/// When the server certificate HTTPS presents expires, as OpenSSL reads it.
+async fn presented_until(addr: SocketAddr) -> anyhow::Result<String> {
+    let script = format!("openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -enddate");
+    let (ok, out) = tokio::task::spawn_blocking(move || run_tool("bash", &["-c", &script])).await??;
+    anyhow::ensure!(ok && out.starts_with("notAfter="), "{out}");
+    Ok(out.trim().to_owned())
+}
+
+/// The running hub renews its server certificate a month before it expires, by the hub's
+/// clock (moved on here, not waited for), under the same CA, and presents it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_hub_renews_its_certificate_a_month_before_it_expires() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start_with(tls_config(dir.path())).await?;
+    let https = port(hub.https)?;
+    let first = presented_until(https).await?;
+    // 397 days of validity; renewed once fewer than 30 are left, at the twice-daily check.
+    hub.clock.advance(Duration::from_secs(360 * 86_400));
+    assert_eq!(presented_until(https).await?, first, "renewed with 37 days left");
+    hub.clock.advance(Duration::from_secs(8 * 86_400 + 13 * 3600));
+    let renewed = hearth_tests::wait_until(Duration::from_secs(10), "the renewed certificate", || async {
+        presented_until(https).await.ok().filter(|until| *until != first)
+    })
+    .await?;
+    println!("certificate {first}, renewed: {renewed}");
+    Ok(())
+}

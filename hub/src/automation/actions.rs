@@ -147,7 +147,7 @@ impl Commands {
             Commands::Embedded(server) => server.forget_tenancy(tenancy, own).await,
             Commands::External { client, retained } => {
                 let forgotten = retained.forget_tenancy(tenancy, own).await;
-                crate::ingest::retained::clear_on_broker(client, forgotten).await;
+                crate::ingest::retained::clear_on_broker_now(client, forgotten);
             }
             Commands::Off => {}
         }
@@ -160,7 +160,7 @@ impl Commands {
             Commands::Embedded(server) => server.forget_devices(devices).await,
             Commands::External { client, retained } => {
                 let forgotten = retained.forget_devices(devices).await;
-                crate::ingest::retained::clear_on_broker(client, forgotten).await;
+                crate::ingest::retained::clear_on_broker_now(client, forgotten);
             }
             Commands::Off => {}
         }

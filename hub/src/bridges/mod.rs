@@ -60,6 +60,8 @@ pub enum Refusal {
     Full(usize),
     #[error("devices behind the bridge could not be stored")]
     Store,
+    #[error("the bridge's tenancy has ended")]
+    Ended,
 }
 
 /// Why a command could not be sent to a device.
@@ -254,6 +256,11 @@ impl Bridges {
     /// devices it announces added, changed or taken away. Nothing outside its namespaces is
     /// read.
     pub async fn publish(&self, connection: &str, topic: &str, payload: &[u8], now: i64) -> Result<Published, Refusal> {
+        // A former tenant's bridge (on an external broker, where the hub cannot refuse its
+        // login) adds, changes and removes nothing.
+        if !self.store.ownership().rule.admits(connection, now) {
+            return Err(Refusal::Ended);
+        }
         let granted = self.inner.read().ok().and_then(|i| i.registry.connection(connection).cloned());
         let Some(granted) = granted.filter(|c| c.covers(topic)) else {
             return Err(Refusal::Outside(topic.to_owned()));

@@ -74,13 +74,9 @@ impl Ownership {
         self.tenant_devices.get(device).is_none_or(|&t| self.acts_at(Subject::Tenancy(t), now))
     }
 
-    /// Tenancies whose end falls in `(after, upto]`, as the hub's clock reaches it.
-    pub fn ended_between(&self, after: i64, upto: i64) -> Vec<i64> {
-        self.tenancies
-            .iter()
-            .filter(|s| s.end.is_some_and(|end| end > after && end <= upto))
-            .map(|s| s.tenancy)
-            .collect()
+    /// Tenancies that have ended by `now`.
+    pub fn ended_by(&self, now: i64) -> impl Iterator<Item = i64> + '_ {
+        self.tenancies.iter().filter(move |s| s.end.is_some_and(|end| end <= now)).map(|s| s.tenancy)
     }
 
     /// The first tenancy end after `now`, if one is set.
@@ -421,6 +417,19 @@ mod tests {
         assert_eq!(o.subject_at("meter", 20 * H - 1), Some(Subject::Tenancy(1)));
         assert_eq!(o.subject_at("meter", 20 * H), Some(Subject::Owner), "end is exclusive");
         assert_eq!(o.subject_at("meter", 1000 * H), Some(Subject::Tenancy(2)), "open-ended");
+    }
+
+    #[test]
+    fn a_tenant_s_own_device_logs_in_during_the_tenancy_only() {
+        let o = home();
+        assert!(o.admits("meter", 0) && o.admits("meter", 25 * H), "the home's devices always");
+        assert!(o.admits("plug", 10 * H) && o.admits("plug", 20 * H - 1));
+        assert!(!o.admits("plug", 20 * H), "from the end on");
+        assert!(!o.admits("plug", 9 * H), "nor before the start");
+        assert_eq!(o.ended_by(20 * H - 1).count(), 0);
+        assert_eq!(o.ended_by(20 * H).collect::<Vec<_>>(), [1], "ended at its end; the open-ended one never");
+        assert_eq!(o.next_end_after(0), Some(20 * H));
+        assert_eq!(o.next_end_after(20 * H), None);
     }
 
     #[test]

@@ -160,9 +160,10 @@ async fn observe(ctx: ObserveContext, device: String, resource: Resource, stop: 
                 }
                 let now = ctx.ingest.now_ms();
                 ctx.rejections.record(&device, "coap-observe", &format!("observing {}: {error}", resource.metric), now);
+                let clock = ctx.ingest.clock();
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    () = tokio::time::sleep(wait) => {}
+                    () = clock.sleep_until(clock.now_ms() + ms(wait)) => {}
                 }
                 wait = (wait * 2).min(RETRY_MAX);
             }
@@ -202,6 +203,8 @@ async fn registered(
     let mut token = [0u8; 4];
     crate::crypto::random_bytes(&mut token)?;
     let mut buf = vec![0u8; 1500];
+    // The hub's clock decides when a value is stale (tests move it on).
+    let clock = ctx.ingest.clock();
     loop {
         let reply = get(link, resource, &token, &mut buf).await?;
         store(ctx, device, resource, &reply).await;
@@ -210,17 +213,17 @@ async fn registered(
             // No Observe here: ask again when the value may have changed.
             tokio::select! {
                 () = stop.cancelled() => return Ok(()),
-                () = tokio::time::sleep(fresh.clamp(POLL_MIN, POLL_MAX)) => continue,
+                () = clock.sleep_until(clock.now_ms() + ms(fresh.clamp(POLL_MIN, POLL_MAX))) => continue,
             }
         }
-        let mut deadline = tokio::time::Instant::now() + fresh + GRACE;
+        let mut deadline = clock.now_ms() + ms(fresh + GRACE);
         loop {
             let received = tokio::select! {
                 () = stop.cancelled() => return Ok(()),
-                received = tokio::time::timeout_at(deadline, link.recv(&mut buf)) => received,
+                // Nothing for longer than the last value was fresh: register again.
+                () = clock.sleep_until(deadline) => break,
+                received = link.recv(&mut buf) => received,
             };
-            // Nothing for longer than the last value was fresh: register again.
-            let Ok(received) = received else { break };
             let Ok(packet) = Packet::from_bytes(&buf[..received?]) else { continue };
             let ours = packet.get_token() == token.as_slice();
             if packet.header.get_type() == MessageType::Confirmable {
@@ -230,7 +233,7 @@ async fn registered(
             }
             if ours && matches!(packet.header.code, MessageClass::Response(_)) {
                 store(ctx, device, resource, &packet).await;
-                deadline = tokio::time::Instant::now() + Duration::from_secs(max_age(&packet)) + GRACE;
+                deadline = clock.now_ms() + ms(Duration::from_secs(max_age(&packet)) + GRACE);
                 if packet.get_option(CoapOption::Observe).is_none() {
                     // The device ended the observation (an error, or a last value).
                     break;
@@ -295,6 +298,11 @@ async fn empty(link: &Link, kind: MessageType, message_id: u16) {
     if let Ok(bytes) = packet.to_bytes() {
         let _ = link.send(&bytes).await;
     }
+}
+
+/// A duration in the hub clock's milliseconds.
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The Max-Age option (seconds), or CoAP's default.

@@ -170,7 +170,9 @@ async fn read(
 ) -> Option<(String, Result<Vec<Reading>, String>)> {
     if publish.topic.starts_with("hearth/") {
         let device = publish.topic.split('/').nth(1).unwrap_or_default().to_owned();
-        let known = crate::reading::valid_device_id(&device) && store.device_exists(&device).await.unwrap_or(false);
+        let known = crate::reading::valid_device_id(&device)
+            && store.ownership().rule.admits(&device, now)
+            && store.device_exists(&device).await.unwrap_or(false);
         let readings = match known {
             true => hearth::readings(&device, &publish.topic, &publish.payload, now).map_err(|e| e.to_string()),
             false => Err("unknown device".to_owned()),

@@ -215,6 +215,21 @@ pub async fn clear_on_broker(client: &rumqttc::AsyncClient, forgotten: Vec<Kept>
     }
 }
 
+/// Clears `forgotten` on the broker without waiting: into the client's queue while it has
+/// room, the rest aside. (A removal may come from the client's own loop, a connection
+/// taking a device back, and that loop is what empties the queue.)
+pub fn clear_on_broker_now(client: &rumqttc::AsyncClient, forgotten: Vec<Kept>) {
+    let mut rest = forgotten.into_iter();
+    for kept in rest.by_ref() {
+        let topic = kept.topic.clone();
+        if client.try_publish(topic, rumqttc::QoS::AtLeastOnce, true, Vec::new()).is_err() {
+            let (client, left) = (client.clone(), std::iter::once(kept).chain(rest).collect());
+            tokio::spawn(async move { clear_on_broker(&client, left).await });
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -550,10 +550,14 @@ impl Shared {
 
     /// Queued messages of session `key` not sent yet on this connection (up to `room`), in
     /// the order they were queued.
+    /// Those of a subject that may no longer act (a former tenant's rules) wait for its
+    /// shred, undelivered.
     fn queued(&self, key: &(String, String), in_flight: &std::collections::HashSet<i64>, room: usize) -> Vec<Queued> {
+        let (rule, now) = (self.ctx.store.ownership(), self.ctx.clock.now_ms());
         let Ok(persistent) = self.persistent.lock() else { return Vec::new() };
         let Some(session) = persistent.get(key) else { return Vec::new() };
-        session.queue.iter().filter(|q| !in_flight.contains(&q.seq)).take(room).cloned().collect()
+        let deliverable = |q: &&Queued| !in_flight.contains(&q.seq) && rule.rule.acts_at(q.subject, now);
+        session.queue.iter().filter(deliverable).take(room).cloned().collect()
     }
 
     /// A queued message was acknowledged: it leaves the queue and the store.
@@ -660,6 +664,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut framed = Framed::new(stream, Codec { max_incoming_size: MAX_PACKET, max_outgoing_size: MAX_PACKET });
     let Some(connect) = read_connect(shared, &mut framed, transport, &waiting).await? else { return Ok(()) };
+    // Listening before the credentials and the mark are read: a change from here on (a
+    // removal, a tenancy's end, a mark taken away) is seen.
+    let events = shared.ctx.device_events.subscribe();
     let checked = tokio::select! {
         () = waiting.gives_way.cancelled() => return Err(ConnError::GaveWay),
         checked = authenticate(&shared.ctx.store, &connect, shared.ctx.clock.now_ms()) => checked,
@@ -669,8 +676,6 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(device) => device,
         Err(code) => return refuse(shared, &mut framed, &connect, peer, code).await,
     };
-    // Listening before the mark is read: a mark taken away from here on is seen.
-    let events = shared.ctx.device_events.subscribe();
     if transport == Transport::Clear {
         may_use_clear(shared, &mut framed, &device, peer).await?;
     }
@@ -930,7 +935,10 @@ impl Live<'_> {
             Packet::PubRel(rel) => self.pending.push_back(ready(Packet::PubComp(PubComp::new(rel.pkid)))),
             Packet::Subscribe(sub) => {
                 let device = self.key.0.clone();
-                let still = |k: &super::retained::Kept| shared.ctx.bridges.retains(k);
+                // Not a former tenant's: kept until its shred, handed out to no one.
+                let (rule, now) = (shared.ctx.store.ownership(), shared.ctx.clock.now_ms());
+                let still =
+                    |k: &super::retained::Kept| rule.rule.acts_at(k.subject, now) && shared.ctx.bridges.retains(k);
                 let out = self.session.subscribe(&sub.filters, |f| shared.ctx.retained.matching(&device, f, still));
                 for (filter, qos) in out.routed {
                     shared.router.add(&device, self.conn, filter, self.out_tx.clone(), qos);
