@@ -37,7 +37,7 @@ async fn run(triggers: usize, background: usize) -> anyhow::Result<()> {
     // Production batching (commit interval 250 ms), loopback port 0.
     let mut config = hub::config::Config::for_test(&dir.path().join("data"));
     config.store = hub::config::StoreConfig::default();
-    let store = hub::open_store(&config).await?;
+    let store = hub::open_store(&config, hub::clock::Clock::system().now_ms()).await?;
     let owner = store.create_first_owner("bench", "unused", 0).await?.ok_or_else(|| anyhow::anyhow!("no owner"))?;
     let sensor = hub::devices::add(&store, "sensor", 0).await?;
     let actuator = hub::devices::add(&store, "actuator", 0).await?;

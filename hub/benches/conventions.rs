@@ -41,7 +41,7 @@ fn device_list() -> String {
 async fn states(namespaces: Vec<String>, messages: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let config = hub::config::Config::for_test(&dir.path().join("data"));
-    let store = hub::open_store(&config).await?;
+    let store = hub::open_store(&config, hub::clock::Clock::system().now_ms()).await?;
     let lifecycle = hub::lifecycle::Lifecycle::new(store.clone());
     let bridges = hub::bridges::Bridges::load(store.clone(), hub::ingest::Rejections::default(), lifecycle).await?;
     let bridge = hub::devices::add(&store, "Zigbee2MQTT", 0).await?;
@@ -67,7 +67,7 @@ async fn states(namespaces: Vec<String>, messages: usize) -> anyhow::Result<f64>
 async fn listened(values: usize, messages: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let config = hub::config::Config::for_test(&dir.path().join("data"));
-    let store = hub::open_store(&config).await?;
+    let store = hub::open_store(&config, hub::clock::Clock::system().now_ms()).await?;
     let lifecycle = hub::lifecycle::Lifecycle::new(store.clone());
     let bridges = hub::bridges::Bridges::load(store.clone(), hub::ingest::Rejections::default(), lifecycle).await?;
     let node = hub::devices::add(&store, "Node", 0).await?;

@@ -25,7 +25,7 @@ async fn run(readings: usize, clients: usize) -> anyhow::Result<()> {
     // Production batching (commit interval 250 ms), loopback port 0.
     let mut config = hub::config::Config::for_test(&dir.path().join("data"));
     config.store = hub::config::StoreConfig::default();
-    let store = hub::open_store(&config).await?;
+    let store = hub::open_store(&config, hub::clock::Clock::system().now_ms()).await?;
     let mut devices = Vec::new();
     for i in 0..clients {
         devices.push(hub::devices::add(&store, &format!("bench {i}"), 0).await?);

@@ -64,7 +64,7 @@ struct Figures {
 }
 
 async fn hearth(dir: &Path, readings: &[Reading]) -> anyhow::Result<Figures> {
-    let store = Store::open(&dir.join("hearth.db"), Key::generate()?).await?;
+    let store = Store::open(&dir.join("hearth.db"), Key::generate()?, 0).await?;
     for d in 0..DEVICES {
         store.create_device(&format!("dev{d:03}"), "bench", "secret", 0).await?;
     }
@@ -132,7 +132,7 @@ async fn baseline(dir: &Path, readings: &[Reading]) -> anyhow::Result<Figures> {
 /// sees when 200 sensors report every 10-60 s). Bytes per reading before and after the
 /// finished hours are compacted.
 async fn sparse(dir: &Path) -> anyhow::Result<(usize, f64, f64)> {
-    let store = Store::open(&dir.join("sparse.db"), Key::generate()?).await?;
+    let store = Store::open(&dir.join("sparse.db"), Key::generate()?, 0).await?;
     for d in 0..DEVICES {
         store.create_device(&format!("dev{d:03}"), "bench", "secret", 0).await?;
     }

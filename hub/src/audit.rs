@@ -147,7 +147,7 @@ mod tests {
     #[tokio::test]
     async fn a_flood_of_failures_is_one_entry_per_source_with_its_count() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db"), Key::generate().unwrap()).await.unwrap();
+        let store = Store::open(&dir.path().join("t.db"), Key::generate().unwrap(), 0).await.unwrap();
         let audit = Audit::new(store, Clock::default());
         let stranger: IpAddr = "192.168.1.66".parse().unwrap();
         let home: IpAddr = "192.168.1.20".parse().unwrap();
@@ -169,7 +169,7 @@ mod tests {
     #[tokio::test]
     async fn the_log_stays_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db"), Key::generate().unwrap()).await.unwrap();
+        let store = Store::open(&dir.path().join("t.db"), Key::generate().unwrap(), 0).await.unwrap();
         for n in 0..50 {
             store.add_security_event((n, None), "x", b"{}", (10, 1_000_000)).await.unwrap();
         }

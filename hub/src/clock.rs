@@ -19,9 +19,9 @@ pub fn valid_ms(ms: i64) -> bool {
     (0..=LATEST_MS).contains(&ms)
 }
 
-/// Milliseconds since the Unix epoch, from the system clock. Prefer a [`Clock`].
+/// Milliseconds since the Unix epoch, from the system clock: only through a [`Clock`].
 #[allow(clippy::disallowed_methods)]
-pub fn now_ms() -> i64 {
+fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 

@@ -143,14 +143,14 @@ pub fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Opens the store in the configured data directory, creating the hub key on first run.
-pub async fn open_store(config: &Config) -> anyhow::Result<store::Store> {
+pub async fn open_store(config: &Config, now: i64) -> anyhow::Result<store::Store> {
     prepare_data_dir(config)?;
     let key_path = config.data_dir.join("hub.key");
     let (key, created) = crypto::Key::load_or_create(&key_path)?;
     if created {
         tracing::warn!(path = %key_path.display(), "created a new hub key: back it up, without it the data cannot be read");
     }
-    Ok(store::Store::open(&config.data_dir.join("hearth.db"), key).await?)
+    Ok(store::Store::open(&config.data_dir.join("hearth.db"), key, now).await?)
 }
 
 /// Runs the hub until `shutdown` is cancelled, then stops taking input, commits what was
@@ -164,7 +164,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // One TLS stack for the whole process (upstream MQTT and webhooks): rustls on ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let store = open_store(&config).await?;
+    let store = open_store(&config, clock.now_ms()).await?;
     let series = store.load_series_state().await?;
     // The writer outlives the protocol servers: they still wait for commits of what they
     // accepted before they stop.
@@ -284,7 +284,7 @@ pub async fn run(
         tasks.spawn(ingest::coap::serve(ctx, listeners.coap, shutdown.clone()));
     }
     tasks.spawn(auth::prune_sessions_periodically(store.clone(), clock.clone(), shutdown.clone()));
-    let signer = Arc::new(store.receipt_signer().await?);
+    let signer = Arc::new(store.receipt_signer(clock.now_ms()).await?);
     tasks.spawn(sharing::sweep_periodically(
         (store.clone(), lifecycle.clone()),
         signer.clone(),

@@ -89,7 +89,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Device { command } => device_command(&config, command).await,
         Command::VerifyLog { checkpoint } => {
-            let store = hub::open_store(&config).await?;
+            let store = hub::open_store(&config, hub::clock::Clock::system().now_ms()).await?;
             let checkpoint = match checkpoint {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)?;
@@ -98,7 +98,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
                         .ok()
                         .and_then(|v| v["jws"].as_str().map(str::to_owned))
                         .unwrap_or(text);
-                    let public = store.receipt_signer().await?.public_key();
+                    let public = store.receipt_signer(hub::clock::Clock::system().now_ms()).await?.public_key();
                     Some(hub::consent::log::Checkpoint::read(&jws, &public)?)
                 }
                 None => None,
@@ -117,7 +117,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn device_command(config: &Config, command: DeviceCommand) -> anyhow::Result<()> {
-    let store = hub::open_store(config).await?;
+    let store = hub::open_store(config, hub::clock::Clock::system().now_ms()).await?;
     match command {
         DeviceCommand::Add { name } => {
             let creds = hub::devices::add(&store, &name, hub::clock::Clock::system().now_ms()).await?;

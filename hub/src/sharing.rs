@@ -183,7 +183,7 @@ mod tests {
     #[tokio::test]
     async fn expiry_is_recorded_once_with_a_signed_receipt_without_anyone_acting() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db"), Key::generate().unwrap()).await.unwrap();
+        let store = Store::open(&dir.path().join("t.db"), Key::generate().unwrap(), 0).await.unwrap();
         let lifecycle = Lifecycle::new(store.clone());
         let owner = store.create_first_owner("olga", "x", 0).await.unwrap().unwrap();
         let recipient = RecipientRecord {
@@ -216,7 +216,7 @@ mod tests {
             created_ms: 1_000,
             revoked_ms: None,
         };
-        let signer = store.receipt_signer().await.unwrap();
+        let signer = store.receipt_signer(0).await.unwrap();
         let ctx = ReceiptContext { jurisdiction: "EU", subject_name: "olga", recipient: &recipient };
         let granted = make_receipt(&signer, &ctx, &grant, ReceiptEvent::Granted, 1_000).unwrap();
         assert!(store.create_grant(&grant, &granted).await.unwrap());
@@ -239,16 +239,16 @@ mod tests {
         assert_eq!(log.iter().map(|r| r.entry.kind.as_str()).collect::<Vec<_>>(), vec!["granted", "expired"]);
         assert_eq!(store.verify_access_log(None).await.unwrap().chain, Ok(2));
         // The same key signs after a restart: receipts stay verifiable.
-        assert_eq!(store.receipt_signer().await.unwrap().kid(), signer.kid());
+        assert_eq!(store.receipt_signer(0).await.unwrap().kid(), signer.kid());
     }
 
     #[tokio::test]
     async fn a_tenancy_is_shredded_by_the_sweep_once_its_retention_has_run_out() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db"), Key::generate().unwrap()).await.unwrap();
+        let store = Store::open(&dir.path().join("t.db"), Key::generate().unwrap(), 0).await.unwrap();
         let lifecycle = Lifecycle::new(store.clone());
         let owner = store.create_first_owner("olga", "x", 0).await.unwrap().unwrap();
-        let signer = store.receipt_signer().await.unwrap();
+        let signer = store.receipt_signer(0).await.unwrap();
         let end = 10 * DAY_MS;
         let tenancy = store.create_tenancy((DAY_MS, Some(end)), 2, (&[7; 32], owner, end), 0).await.unwrap().unwrap();
         let subject = crate::consent::Subject::Tenancy(tenancy);

@@ -33,7 +33,7 @@ async fn log_reads(store: &hub::store::Store, counts: &[i64]) -> anyhow::Result<
 async fn verify_log_finds_an_edited_entry() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let store = hub::open_store(&Config::for_test(&data)).await?;
+    let store = hub::open_store(&Config::for_test(&data), 0).await?;
     log_reads(&store, &[3, 5]).await?;
     let (ok, text) = verify(&data)?;
     assert!(ok && text.contains("2 entries verified"), "{text}");
@@ -52,9 +52,9 @@ async fn verify_log_finds_an_edited_entry() -> anyhow::Result<()> {
 async fn a_kept_checkpoint_finds_a_rehashed_log() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let store = hub::open_store(&Config::for_test(&data)).await?;
+    let store = hub::open_store(&Config::for_test(&data), 0).await?;
     log_reads(&store, &[3, 5, 8]).await?;
-    let signer = store.receipt_signer().await?;
+    let signer = store.receipt_signer(0).await?;
     let (seq, hash) = store.access_log_head().await?.ok_or_else(|| anyhow::anyhow!("empty log"))?;
     let kept = dir.path().join("checkpoint.jws");
     std::fs::write(&kept, Checkpoint { seq, hash, at: 2_000 }.sign(&signer))?;

@@ -107,7 +107,7 @@ async fn sigkill_loses_no_acknowledged_reading() -> anyhow::Result<()> {
 
     // Every acknowledged reading is in the database.
     let config = Config { data_dir: data.clone(), ..Config::default() };
-    let store = hub::open_store(&config).await?;
+    let store = hub::open_store(&config, 0).await?;
     let (stored, _) = store
         .readings(&id, "energy", (0, i64::MAX), usize::MAX, hub::store::readings::Keys::All)
         .await?

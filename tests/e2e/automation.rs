@@ -491,7 +491,7 @@ async fn a_dry_run_over_history_matches_what_the_rule_did_live() -> anyhow::Resu
         "actions": [{ "type": "mqtt", "device": plug, "metric": "power", "value": "on" }]
     });
     let id = create_rule(&hub, &owner, rule.clone()).await?;
-    let from = hub::clock::now_ms();
+    let from = hub.now_ms();
     let dev = (sensor.as_str(), secret.as_str());
     for (metric, value) in [
         ("temperature", "20"),
@@ -506,7 +506,7 @@ async fn a_dry_run_over_history_matches_what_the_rule_did_live() -> anyhow::Resu
         hub.publish(dev, &format!("hearth/{sensor}/{metric}"), value.into()).await?;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let to = hub::clock::now_ms() + 1;
+    let to = hub.now_ms() + 1;
     let live = wait_until(Duration::from_secs(5), "four live runs", || async {
         runs(&hub, &owner, id).await.ok().filter(|r| r.len() == 4)
     })

@@ -56,7 +56,7 @@ impl Rng {
         let seed = std::env::var("HEARTH_FUZZ_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| hub::clock::now_ms().unsigned_abs());
+            .unwrap_or_else(|| hub::clock::Clock::system().now_ms().unsigned_abs());
         println!("fuzz seed {seed} (HEARTH_FUZZ_SEED={seed} replays it)");
         Self(seed | 1)
     }

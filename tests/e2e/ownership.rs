@@ -540,7 +540,7 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
         let probe = &bytes[..bytes.len().min(48)];
         assert!(!files.windows(probe.len()).any(|w| w == probe), "a sealed copy of the tenancy is still in the files");
     }
-    let store = hub::open_store(&config).await?;
+    let store = hub::open_store(&config, hub::clock::Clock::system().now_ms()).await?;
     let mut opened = String::new();
     for id in world.ids.values() {
         if let Some((readings, _)) = store.readings(id, "power", (0, i64::MAX), 100_000, Keys::All).await? {

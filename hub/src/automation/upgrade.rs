@@ -90,7 +90,7 @@ mod tests {
     #[tokio::test]
     async fn old_coap_actions_name_their_device_or_turn_their_rule_off() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db"), Key::generate().unwrap()).await.unwrap();
+        let store = Store::open(&dir.path().join("t.db"), Key::generate().unwrap(), 0).await.unwrap();
         let owner = store.create_first_owner("olga", "x", 0).await.unwrap().unwrap();
         assert!(store.create_device("lamp", "Lamp", "secret", 0).await.unwrap());
         assert!(store.set_device_coap("lamp", Some("192.0.2.7:5683")).await.unwrap());

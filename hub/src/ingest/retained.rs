@@ -237,7 +237,7 @@ mod tests {
 
     /// A store with the devices commands are kept for.
     async fn store(dir: &tempfile::TempDir, key: &Key) -> Store {
-        let store = Store::open(&dir.path().join("t.db"), key.clone()).await.unwrap();
+        let store = Store::open(&dir.path().join("t.db"), key.clone(), 0).await.unwrap();
         for id in ["porch", "bridge", "lamp", "fan", "kettle", "other", "x"] {
             store.create_device(id, id, "a device secret", 1).await.unwrap();
         }

@@ -136,7 +136,7 @@ const GRANT_SELECT: &str =
 
 impl Store {
     /// The receipt-signing key, created on first use and kept sealed with the hub key.
-    pub async fn receipt_signer(&self) -> Result<ReceiptSigner, StoreError> {
+    pub async fn receipt_signer(&self, now: i64) -> Result<ReceiptSigner, StoreError> {
         let row = sqlx::query("SELECT id, sealed FROM signing_keys ORDER BY id DESC LIMIT 1")
             .fetch_optional(&self.pool)
             .await?;
@@ -158,7 +158,7 @@ impl Store {
             .bind(id)
             .bind(sealed)
             .bind(signer.public_key().as_bytes().as_slice())
-            .bind(crate::clock::now_ms())
+            .bind(now)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -380,7 +380,7 @@ mod tests {
             }
             pool.close().await;
         }
-        let store = Store::open(&path, Key::generate().unwrap()).await.unwrap();
+        let store = Store::open(&path, Key::generate().unwrap(), 0).await.unwrap();
         assert!(store.create_device("newplug", "Plug", "secret", 10).await.unwrap());
         let marks: Vec<(String, bool)> =
             sqlx::query_as("SELECT id, plaintext FROM devices ORDER BY id").fetch_all(store.pool()).await.unwrap();

@@ -95,11 +95,11 @@ impl Store {
     }
 
     /// Opens (creating if needed) the database at `path`, applies migrations, and loads or
-    /// creates the data keys.
+    /// creates the data keys (a new one as made at `now`).
     ///
     /// WAL with `synchronous = FULL`: a transaction that returned is on disk, so a reading
     /// acknowledged after its commit survives a power cut.
-    pub async fn open(path: &Path, hub_key: Key) -> Result<Self, StoreError> {
+    pub async fn open(path: &Path, hub_key: Key, now: i64) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -119,7 +119,7 @@ impl Store {
             log_lock: Arc::default(),
             shredded: tokio::sync::broadcast::channel(16).0,
         };
-        store.load_data_keys().await?;
+        store.load_data_keys(now).await?;
         store.reload_ownership().await?;
         Ok(store)
     }
@@ -134,7 +134,7 @@ impl Store {
         self.pool.close().await;
     }
 
-    async fn load_data_keys(&self) -> Result<(), StoreError> {
+    async fn load_data_keys(&self, now: i64) -> Result<(), StoreError> {
         let rows = sqlx::query("SELECT id, subject, wrapped FROM data_keys WHERE destroyed_ms IS NULL")
             .fetch_all(&self.pool)
             .await?;
@@ -151,8 +151,7 @@ impl Store {
         }
         if !has_owner_key {
             let mut tx = self.write().await?;
-            // Opening the store happens before anything runs on the hub's clock.
-            let (id, key) = self.create_data_key(&mut tx, Subject::Owner, crate::clock::now_ms()).await?;
+            let (id, key) = self.create_data_key(&mut tx, Subject::Owner, now).await?;
             tx.commit().await?;
             self.cache_key(id, key)?;
         }

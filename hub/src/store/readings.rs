@@ -426,7 +426,7 @@ mod tests {
     use crate::reading::Reading;
 
     async fn store_with_device(dir: &std::path::Path) -> Store {
-        let store = Store::open(&dir.join("t.db"), Key::generate().unwrap()).await.unwrap();
+        let store = Store::open(&dir.join("t.db"), Key::generate().unwrap(), 0).await.unwrap();
         assert!(store.create_device("dev1", "Device", "secret", 0).await.unwrap());
         store
     }
