@@ -296,25 +296,11 @@ async fn a_connected_persistent_session_gets_every_command() -> anyhow::Result<(
     Ok(())
 }
 
-/// The next message within `wait`, with its retain flag.
-async fn next_flagged(events: &mut EventLoop, wait: Duration) -> anyhow::Result<Option<(String, String, bool)>> {
-    let got = tokio::time::timeout(wait, async {
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    return Ok(Some((p.topic, String::from_utf8_lossy(&p.payload).into_owned(), p.retain)));
-                }
-                Ok(_) => {}
-                Err(e) => return Err(anyhow::anyhow!("{e}")),
-            }
-        }
-    })
-    .await;
-    got.unwrap_or(Ok(None))
-}
-
 /// Connects with a clean session (as a node waking from deep sleep does), subscribes to
-/// `filter` at QoS 1, and returns what comes within 2 s after the SUBACK.
+/// `filter` at QoS 1, and returns what comes for it: the commands kept retained, and any
+/// sent meanwhile. A second subscription is the marker that ends the capture: its SUBACK
+/// comes after everything the first one brought (both servers answer a client's packets in
+/// order), so nothing is waited out.
 async fn wake_and_listen(
     mqtt: SocketAddr,
     device: (&str, &str),
@@ -322,15 +308,24 @@ async fn wake_and_listen(
 ) -> anyhow::Result<Vec<(String, String, bool)>> {
     let (client, mut events, _) = connect(mqtt, device, &format!("{}-wakes", device.0), true).await?;
     client.subscribe(filter, QoS::AtLeastOnce).await?;
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while !matches!(events.poll().await, Ok(Event::Incoming(Packet::SubAck(_)))) {}
-    })
-    .await?;
+    client.subscribe(format!("hearth/{}/marker", device.0), QoS::AtMostOnce).await?;
     let mut got = Vec::new();
-    while let Some(message) = next_flagged(&mut events, Duration::from_secs(2)).await? {
-        got.push(message);
-        anyhow::ensure!(got.len() <= 16, "too many messages: {got:?}");
-    }
+    let mut subacks = 0;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while subacks < 2 {
+            match events.poll().await? {
+                Event::Incoming(Packet::SubAck(_)) => subacks += 1,
+                Event::Incoming(Packet::Publish(p)) => {
+                    got.push((p.topic, String::from_utf8_lossy(&p.payload).into_owned(), p.retain));
+                    anyhow::ensure!(got.len() <= 16, "too many messages: {got:?}");
+                }
+                _ => {}
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer to both subscriptions within 5 s; so far {got:?}"))??;
     client.disconnect().await?;
     let _ = tokio::time::timeout(Duration::from_secs(2), async { while events.poll().await.is_ok() {} }).await;
     Ok(got)
