@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use hearth_tests::browser::Browser;
 use hearth_tests::{Listener, OWNER_PASSWORD, TENANT_PASSWORD, TestHub, wait_puback, wait_until};
 use rumqttc::QoS;
@@ -309,7 +310,7 @@ async fn a_rule_made_in_the_editor_switches_a_lamp() -> anyhow::Result<()> {
     b.click("#rule-dry-run").await?;
     let text = b.wait_for_text("Would have fired 1 time", t).await?;
     assert!(text.contains(&format!("MQTT hearth/{lamp}/set/power = on")), "{text}");
-    assert!(lamp_in.quiet(Duration::from_millis(300)).await, "a dry run sends nothing");
+    lamp_in.nothing_before_marker(&hub, &owner, &lamp, 1).await.context("a dry run sends nothing")?;
     b.screenshot("rule-editor").await?;
     b.click("#rule-save").await?;
     b.wait_for_text("Saved \"Lamp follows the button\"", t).await?;
@@ -335,7 +336,7 @@ async fn a_rule_made_in_the_editor_switches_a_lamp() -> anyhow::Result<()> {
     let url = hub.url(&format!("/api/rules/{}", rule["id"]));
     assert_eq!(owner.put(url).json(&rule["rule"]).send().await?.status(), 200);
     press("true").await?;
-    assert!(lamp_in.quiet(Duration::from_millis(500)).await, "a disabled rule sends nothing");
+    lamp_in.nothing_before_marker(&hub, &owner, &lamp, 2).await.context("a disabled rule sends nothing")?;
 
     // Rules from a file: paste YAML, and the rule is there.
     let yaml = "rules:\n- name: Say hello at start\n  triggers:\n  - type: start\n  actions:\n  - type: notify\n    message: hello\n";

@@ -375,9 +375,32 @@ impl Listener {
             .ok_or_else(|| anyhow::anyhow!("listener closed"))
     }
 
-    /// Nothing more arrives within `d`.
+    /// Nothing more arrives within `d` (at most 200 ms in a test: prefer
+    /// [`Listener::nothing_before_marker`]).
     pub async fn quiet(&mut self, d: Duration) -> bool {
         tokio::time::timeout(d, self.rx.recv()).await.is_err()
+    }
+
+    /// Proves that nothing reached this listener before now, without waiting anything out:
+    /// the owner commands `device`'s `marker` metric (`device` being the one listened
+    /// for), and that must be the next thing heard, since commands to a device's sessions
+    /// go out in the order they are sent.
+    pub async fn nothing_before_marker(
+        &mut self,
+        hub: &TestHub,
+        owner: &reqwest::Client,
+        device: &str,
+        n: u32,
+    ) -> anyhow::Result<()> {
+        let sent = owner.post(hub.url(&format!("/api/devices/{device}/command")));
+        let sent = sent.json(&json!({ "metric": "marker", "value": n })).send().await?;
+        anyhow::ensure!(sent.status().is_success(), "the marker command: {}", sent.text().await?);
+        let heard = self.next().await?;
+        anyhow::ensure!(
+            heard == (format!("hearth/{device}/set/marker"), n.to_string()),
+            "heard {heard:?} before marker {n}"
+        );
+        Ok(())
     }
 }
 
