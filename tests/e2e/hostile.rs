@@ -468,18 +468,23 @@ async fn one_device_cannot_take_every_observe_slot() -> anyhow::Result<()> {
     for n in 0..300u16 {
         observe(&socket, &greedy, &greedy_key, n).await?;
     }
+    // The marker: the other device, observed from the same socket. Its next reading is
+    // committed, and so notified, after the greedy one's.
+    const MARKER: u16 = 9999;
+    assert!(observe(&socket, &other, &other_key, MARKER).await?, "the marker's observation");
     // A new reading: how many of the 300 registrations are still notified?
     hub.publish((&greedy, &greedy_key), &format!("hearth/{greedy}/power"), "6".into()).await?;
+    hub.publish((&other, &other_key), &format!("hearth/{other}/power"), "7".into()).await?;
     let mut notified = std::collections::BTreeSet::new();
     let mut buf = [0u8; 1500];
-    while let Ok(Ok(len)) = tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf)).await {
-        if let Ok(p) = coap_lite::Packet::from_bytes(&buf[..len])
-            && p.get_observe_value().is_some()
-        {
-            notified.insert(p.get_token().to_vec());
-        }
-        if notified.len() > 300 {
+    for _ in 0..1000 {
+        let len = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf)).await??;
+        let Ok(p) = coap_lite::Packet::from_bytes(&buf[..len]) else { continue };
+        if p.get_token() == MARKER.to_be_bytes() {
             break;
+        }
+        if p.get_observe_value().is_some() {
+            notified.insert(p.get_token().to_vec());
         }
     }
     println!("one device's 300 observations: {} notified of the next reading", notified.len());
