@@ -157,9 +157,30 @@ q = queued()
 tenancy_key = f"tenancy:{tenants[2][1]}"
 check("7. the tenant's flood keeps to its share", q.get(tenancy_key) == 3 and q.get("owner") == owners and owners > 0, q)
 
+# 9. The tenant's bridge is connected when the tenancy ends (below).
+bridge = must(tenant.post(base + "/api/devices", json={"name": "Tenant's Zigbee"}), 201)
+must(tenant.put(base + f"/api/devices/{bridge['id']}/bridge", json={"namespaces": ["tz/#"]}), 200)
+def as_bridge(tool, *args):
+    return [tool, "-h", "127.0.0.1", "-p", str(mqtt), "-u", bridge["id"], "-P", bridge["secret"], *args]
+listening = subprocess.Popen(as_bridge("mosquitto_sub", "-t", "tz/#", "-k", "60"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+time.sleep(0.5)
+check("9. (the tenant's bridge is connected)", listening.poll() is None)
+
 # 8. The tenancy ends and is shredded: what its rules queued goes with it.
 end = must(owner.post(base + f"/api/tenancies/{tenants[2][1]}/end", json={}), 200)
 time.sleep(max(0, end["end"] / 1000 - time.time()) + 0.2)
+# 9. At the end its bridge's session ends, and it logs in no more (nor adds devices).
+try:
+    listening.wait(timeout=5)
+except subprocess.TimeoutExpired:
+    listening.kill()
+check("9. the former tenant's bridge's session ended with the tenancy", listening.returncode is not None
+      and listening.returncode != -9, listening.returncode)
+r = subprocess.run(as_bridge("mosquitto_pub", "-q", "1", "-t", "tz/bridge/devices", "-m", "[]"),
+                   capture_output=True, text=True, timeout=10)
+check("9. the former tenant's bridge is refused", r.returncode != 0 and "refused" in (r.stderr + r.stdout).lower(),
+      (r.returncode, r.stderr))
 must(tenant.post(base + f"/api/tenancies/{tenants[2][1]}/shred"), 204)
 q = queued()
 check("8. shredding deletes the tenancy's queued cloud messages", tenancy_key not in q and q.get("owner") == owners, q)
