@@ -161,13 +161,20 @@ impl Browser {
 
     /// Waits until the page's text contains `needle`; returns that text. A page that is
     /// being replaced (a navigation, a reload after logging in) can make the body stale
-    /// between finding and reading it: that is "not yet", not a failure.
+    /// between finding and reading it, or leave none for a moment: that is "not yet", not a
+    /// failure.
     pub async fn wait_for_text(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let text = match self.client.find(Locator::Css("body")).await?.text().await {
-                Err(e) if e.to_string().contains("stale element") => String::new(),
-                other => other?,
+            // Between two documents (a navigation, the reload after logging in) there may be
+            // no body at all for a moment: that is "not yet" too.
+            let text = match self.client.find(Locator::Css("body")).await {
+                Ok(body) => match body.text().await {
+                    Err(e) if e.to_string().contains("stale element") => String::new(),
+                    other => other?,
+                },
+                Err(e) if e.to_string().contains("no such element") => String::new(),
+                Err(e) => return Err(e.into()),
             };
             if text.contains(needle) {
                 return Ok(text);
