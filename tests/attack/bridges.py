@@ -74,9 +74,15 @@ publish(zigbee, "zigbee2mqtt/bridge/devices", open(f"{corpus}/z2m-bridge-devices
 heard_zigbee, heard_other, heard_meter = [], [], []
 listeners = [client(zigbee, "z-listen", heard_zigbee), client(other, "o-listen", heard_other),
              client(meter, "m-listen", heard_meter)]
-for c, f in zip(listeners, ["#", "#", "#"]):
+# The meter may subscribe only under its own topics: there it would hear its own reading if
+# the hub passed readings on. (Its `#` is refused at the SUBACK, and would prove nothing.)
+granted = {}
+for c, name, f in zip(listeners, ["zigbee", "other", "meter"], ["#", "#", f"hearth/{meter[0]}/#"]):
+    c.on_subscribe = lambda _c, _u, _m, codes, _p, name=name: granted.__setitem__(name, [int(x.value) for x in codes])
     c.subscribe(f, qos=1)
 time.sleep(0.5)
+check("every listener's subscription is granted", all(granted.get(n) == [1] for n in ["zigbee", "other", "meter"]),
+      granted)
 for _ in range(50):
     if named("power_plug"): break
     time.sleep(0.1)
@@ -84,10 +90,17 @@ plug = named("power_plug")
 check("the bridge's devices are added", plug is not None)
 
 # 2. Writing outside: as the meter, as another device's topic, as Hearth's own.
+def refused_for(dev_id, topic, why):
+    """The device's last refusal names `topic` and says `why` (polled for up to 3 s)."""
+    for _ in range(30):
+        r = refusal(dev_id)
+        if f'"{topic}"' in r and why in r:
+            return True
+        time.sleep(0.1)
+    return False
 for topic in [f"hearth/{meter[0]}/power", "tele/kitchen/SENSOR", "zigbee2mqttx/a", "homeassistant/sensor/x/config"]:
     publish(zigbee, topic, '{"power": 123456.5}')
-    time.sleep(0.1)
-    check(f"a bridge cannot write {topic}", "outside" in refusal(zigbee[0]), refusal(zigbee[0]))
+    check(f"a bridge cannot write {topic}", refused_for(zigbee[0], topic, "outside"), refusal(zigbee[0]))
 m = next(d for d in devices() if d["id"] == meter[0])
 check("nothing was stored as the meter", m["metrics"] == [], m["metrics"])
 # A plain device cannot use a bridge's topics either.
@@ -126,8 +139,20 @@ behind = sum(1 for d in devices() if d.get("bridge") == other[0])
 check(f"a {len(text) // 1024} KiB device list is read, at most 512 devices behind one bridge ({behind}, "
       f"{time.monotonic() - started:.1f} s)", 0 < behind <= 512, behind)
 check("the refusal says the bridge is full", "512" in refusal(other[0]), refusal(other[0]))
-publish(zigbee, "zigbee2mqtt/bridge/devices", "[" + " " * (4 * 1024 * 1024 + 10) + "]")
-check("a list over 4 MiB is not taken, and the hub serves on", publish(meter, f"hearth/{meter[0]}/power", "43.5"))
+# Over 4 MiB: the list as it was, a new device, and padding. Taken, the new device would
+# appear; it must not, and the hub serves on.
+probe = dict(listed[1]); probe["ieee_address"] = "0x00000000000f4b1e"; probe["friendly_name"] = "oversize_probe"
+oversize = json.dumps(listed + [probe])
+oversize = oversize[:-1] + " " * (4 * 1024 * 1024 + 10 - len(oversize)) + "]"
+publish(zigbee, "zigbee2mqtt/bridge/devices", oversize)
+check("a list over 4 MiB is not taken, and the hub serves on",
+      publish(meter, f"hearth/{meter[0]}/power", "43.5") and named("oversize_probe") is None)
+# The same list under the limit is taken (so the check above could fail).
+publish(zigbee, "zigbee2mqtt/bridge/devices", json.dumps(listed + [probe]))
+for _ in range(30):
+    if named("oversize_probe"): break
+    time.sleep(0.1)
+check("(the same list under 4 MiB is taken)", named("oversize_probe") is not None)
 
 # 5. Malformed discovery, then a flood of configs while a device and the owner are served.
 for topic, payload, why in [("homeassistant/vacuum/r/config", "{}", "vacuum"),
