@@ -29,6 +29,31 @@ pub struct Config {
     pub cloud: CloudConfig,
     /// Certificates for HTTPS and MQTT over TLS.
     pub tls: TlsConfig,
+    /// What each household (the owner's, each tenancy's) may hold at most.
+    pub budgets: BudgetsConfig,
+}
+
+/// Each household's share of what the hub holds: the owner's household and each tenancy
+/// have one each, so that one filling its share takes nothing from another's. When one is
+/// reached, the owner is told (at most once an hour per budget and household).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetsConfig {
+    /// MQTT sessions logged in at once. Past it, the household's new session is refused
+    /// (its devices' sessions past 4 each already give way to their newest).
+    pub sessions: usize,
+    /// MQTT sessions kept for devices that are away (clean session off). Past it, the
+    /// household's own session away longest gives way.
+    pub persistent_sessions: usize,
+    /// QoS 1 commands queued for one sleeping session, from one household. Past it, that
+    /// household's oldest command to the session is dropped.
+    pub queued_commands: usize,
+}
+
+impl Default for BudgetsConfig {
+    fn default() -> Self {
+        Self { sessions: 512, persistent_sessions: 256, queued_commands: 100 }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -256,6 +281,7 @@ impl Default for Config {
             consent: ConsentConfig::default(),
             cloud: CloudConfig::default(),
             tls: TlsConfig::default(),
+            budgets: BudgetsConfig::default(),
         }
     }
 }
@@ -367,6 +393,7 @@ impl Config {
             consent: ConsentConfig::default(),
             cloud: CloudConfig::default(),
             tls: TlsConfig::default(),
+            budgets: BudgetsConfig::default(),
         }
     }
 
@@ -406,6 +433,15 @@ impl Config {
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Invalid("tls.cert_file and tls.key_file go together".into()));
+        }
+        let budgets = &self.budgets;
+        if [budgets.sessions, budgets.persistent_sessions, budgets.queued_commands]
+            .iter()
+            .any(|b| !(1..=10_000).contains(b))
+        {
+            return Err(ConfigError::Invalid(
+                "budgets.sessions, budgets.persistent_sessions and budgets.queued_commands must be 1 to 10000".into(),
+            ));
         }
         if self.store.max_batch == 0 {
             return Err(ConfigError::Invalid("store.max_batch must be at least 1".into()));

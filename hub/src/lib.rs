@@ -7,6 +7,7 @@ pub mod auth;
 pub mod automation;
 pub mod bridges;
 pub mod buckets;
+pub mod budgets;
 pub mod clock;
 pub mod config;
 pub mod consent;
@@ -223,6 +224,7 @@ pub async fn run(
             clock: clock.clone(),
             bridges: bridges.clone(),
             retained: retained.clone(),
+            budgets: crate::budgets::Budgets::new(config.budgets.clone(), store.clone(), clock.clone()),
         };
         let server = MqttServer::new(ctx);
         server.restore().await?;

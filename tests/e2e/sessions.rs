@@ -523,3 +523,143 @@ async fn on_an_external_broker_a_retained_command_is_kept_there_and_cleared_with
     .await?;
     Ok(())
 }
+
+/// Persistent sessions are budgeted per household: a tenant whose devices open more than
+/// the hub keeps in all (observed: 66 devices, 264 sessions in 0.9 s) pushes out only its
+/// own, and the owner's sleeping lamp keeps its session and the command queued for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_empty_the_owner_s_sessions() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    let (lamp, lamp_key) = hub.add_device(&owner, "Battery lamp").await?;
+    let (client, events, _) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", false).await?;
+    subscribe_and_leave(client, events, &format!("hearth/{lamp}/set/#")).await?;
+    command(&hub, &owner, &lamp, "power", json!("on")).await?;
+
+    let (tenant, _) = hub.tenant(&owner, "ana", json!({})).await?;
+    // A tenancy starts a moment after it is made.
+    hub.clock.advance(Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let mut opened = 0;
+    for d in 0..66 {
+        let device = hub.add_device(&tenant, &format!("Sensor {d}")).await?;
+        for c in 0..4 {
+            let (client, mut events, _) = connect(mqtt, (&device.0, &device.1), &format!("s{d}-{c}"), false).await?;
+            client.disconnect().await?;
+            let _ = tokio::time::timeout(Duration::from_secs(2), async { while events.poll().await.is_ok() {} }).await;
+            opened += 1;
+        }
+    }
+    println!("the tenant opened {opened} persistent sessions in {:.1} s", started.elapsed().as_secs_f64());
+
+    let (_client, mut events, present) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", false).await?;
+    assert!(present, "the owner's lamp lost its session to the tenant's");
+    let got = next_message(&mut events).await?;
+    assert_eq!(got, Some((format!("hearth/{lamp}/set/power"), "on".to_owned(), QoS::AtLeastOnce)));
+    told(&hub, &owner, "budgets.persistent_sessions").await
+}
+
+/// The owner is told in the app which budget a tenancy reached.
+async fn told(hub: &TestHub, owner: &reqwest::Client, budget: &str) -> anyhow::Result<()> {
+    let note = wait_until(Duration::from_secs(5), "the owner's notification", || async {
+        let notes: Value = owner.get(hub.url("/api/notifications")).send().await.ok()?.json().await.ok()?;
+        let notes = notes.as_array()?.iter().filter_map(|n| n["message"].as_str()).map(str::to_owned);
+        notes.into_iter().find(|m| m.contains(budget))
+    })
+    .await?;
+    anyhow::ensure!(note.starts_with("Tenancy "), "the note does not say whose budget: {note}");
+    Ok(())
+}
+
+/// A sleeping bridge's queue is shared per household: a tenant's many commands to a
+/// household device behind the owner's bridge (observed: 120, past the bridge's 100) push
+/// out only the tenant's own, and the owner's command to another device still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_push_out_the_owner_s_queued_commands() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    let (bridge, key) = hub.add_device(&owner, "Zigbee2MQTT").await?;
+    let grant = owner.put(hub.url(&format!("/api/devices/{bridge}/bridge")));
+    assert_eq!(grant.json(&json!({ "namespaces": ["zigbee2mqtt/#"] })).send().await?.status(), 200);
+    let list = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hub/tests/data/ecosystems/z2m-bridge-devices.json"),
+    )?;
+    hub.publish((&bridge, &key), "zigbee2mqtt/bridge/devices", list).await?;
+    let (client, events, _) = connect(mqtt, (&bridge, &key), "zigbee2mqtt_9f2c", false).await?;
+    subscribe_and_leave(client, events, "zigbee2mqtt/#").await?;
+    let named = |name: &'static str| {
+        let owner = owner.clone();
+        let url = hub.url("/api/devices");
+        async move {
+            let list: Value = owner.get(url).send().await.ok()?.json().await.ok()?;
+            let device = list.as_array()?.iter().find(|d| d["name"] == name)?;
+            device["id"].as_str().map(str::to_owned)
+        }
+    };
+    let boiler = wait_until(Duration::from_secs(5), "the bulb", || named("bulb")).await?;
+    let plug = wait_until(Duration::from_secs(5), "the plug", || named("power_plug")).await?;
+
+    // The owner's command to the "boiler" waits in the bridge's session; then the tenant's
+    // 120 to the plug (a household device: the tenant may command it).
+    command(&hub, &owner, &boiler, "state", json!(true)).await?;
+    let class = owner.put(hub.url(&format!("/api/devices/{plug}/class"))).json(&json!({ "class": "household" }));
+    assert_eq!(class.send().await?.status(), 200);
+    let (tenant, _) = hub.tenant(&owner, "ana", json!({})).await?;
+    hub.clock.advance(Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    for _ in 0..120 {
+        command(&hub, &tenant, &plug, "state", json!(false)).await?;
+    }
+    println!("the tenant's 120 commands were accepted in {:.1} s", started.elapsed().as_secs_f64());
+
+    let (_client, mut events, present) = connect(mqtt, (&bridge, &key), "zigbee2mqtt_9f2c", false).await?;
+    assert!(present);
+    let mut got = Vec::new();
+    let owner_s = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some((topic, payload, _)) = next_message(&mut events).await? {
+            let boiler = topic == "zigbee2mqtt/bulb/set";
+            got.push(topic);
+            if boiler {
+                anyhow::ensure!(payload.contains("ON"), "the boiler's command is {payload}");
+                return anyhow::Ok(true);
+            }
+        }
+        Ok(false)
+    })
+    .await;
+    println!("the bridge got {} queued commands", got.len());
+    assert!(matches!(owner_s, Ok(Ok(true))), "the owner's command was pushed out: {owner_s:?}");
+    told(&hub, &owner, "budgets.queued_commands").await
+}
+
+/// Logged-in sessions are budgeted per household too: a tenant whose devices hold all of
+/// theirs is refused a new one (and the owner is told), while the owner's device still
+/// logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_s_sessions_take_no_place_of_the_owner_s() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::for_test(dir.path());
+    config.budgets.sessions = 8;
+    let hub = TestHub::start_with(config).await?;
+    let owner = hub.owner().await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    let lamp = hub.add_device(&owner, "Lamp").await?;
+    let (tenant, _) = hub.tenant(&owner, "ana", json!({})).await?;
+    hub.clock.advance(Duration::from_secs(2));
+    let mut held = Vec::new();
+    for d in 0..2 {
+        let device = hub.add_device(&tenant, &format!("Sensor {d}")).await?;
+        for c in 0..4 {
+            held.push(connect(mqtt, (&device.0, &device.1), &format!("s{d}-{c}"), true).await?);
+        }
+    }
+    let third = hub.add_device(&tenant, "Sensor 2").await?;
+    let refused = connect(mqtt, (&third.0, &third.1), "s2", true).await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("ServiceUnavailable")), "the tenant's 9th session");
+    let (_client, _events, _) = connect(mqtt, (&lamp.0, &lamp.1), "lamp", true).await?;
+    told(&hub, &owner, "budgets.sessions").await
+}

@@ -14,8 +14,8 @@ use rumqttc::mqttbytes::matches;
 use crate::consent::Subject;
 use crate::store::{Store, StoreError};
 
-/// Retained commands one device's (or one bridge's) sessions may get; past this, its
-/// oldest gives way.
+/// Retained commands one device's (or one bridge's) sessions may get from one subject;
+/// past this, that subject's oldest for the device gives way (another's are not touched).
 pub const MAX_PER_DEVICE: usize = 256;
 /// Retained commands one subject (the owner, or one tenancy) may have sent; past this, its
 /// oldest gives way, so that one household cannot push out another's.
@@ -94,8 +94,9 @@ impl Retained {
                 kept.iter().filter(|k| k.device == device && k.topic == topic).map(|k| k.seq).collect();
             if replaces.is_empty() {
                 let oldest_of = |pick: &dyn Fn(&Kept) -> bool| kept.iter().find(|k| pick(k)).map(|k| k.seq);
-                if kept.iter().filter(|k| k.device == device).count() >= MAX_PER_DEVICE {
-                    replaces.extend(oldest_of(&|k| k.device == device));
+                let ours = |k: &Kept| k.device == device && k.subject == subject;
+                if kept.iter().filter(|k| ours(k)).count() >= MAX_PER_DEVICE {
+                    replaces.extend(oldest_of(&ours));
                 } else if kept.iter().filter(|k| k.subject == subject).count() >= MAX_PER_SUBJECT {
                     replaces.extend(oldest_of(&|k| k.subject == subject));
                 } else if kept.len() >= MAX_RETAINED {
@@ -290,6 +291,26 @@ mod tests {
         assert_eq!(retained.matching("other", "#", all).len(), 1);
         let reopened = Retained::load(store(&dir, &key).await, crate::clock::Clock::system()).await.unwrap();
         assert_eq!(reopened.len(), MAX_PER_DEVICE + 1);
+    }
+
+    /// A tenancy's commands through the owner's bridge fill only the tenancy's share of it:
+    /// the owner's command to the boiler behind the same bridge stays.
+    #[tokio::test]
+    async fn one_household_s_commands_do_not_push_out_another_s_on_the_same_bridge() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Key::generate().unwrap();
+        let store = store(&dir, &key).await;
+        let owner = store.create_first_owner("olga", "x", 0).await.unwrap().unwrap();
+        let tenancy = store.create_tenancy((0, None), 2, (&[7; 32], owner, 1), 0).await.unwrap().unwrap();
+        let retained = Retained::load(store, crate::clock::Clock::system()).await.unwrap();
+        retained.keep(("bridge", "lamp"), "bridge/boiler/set", "ON".into(), Subject::Owner).await.unwrap();
+        for n in 0..MAX_PER_DEVICE + 3 {
+            let topic = format!("bridge/light{n}/set");
+            retained.keep(("bridge", "x"), &topic, "ON".into(), Subject::Tenancy(tenancy)).await.unwrap();
+        }
+        let topics: Vec<String> = retained.matching("bridge", "#", all).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(topics.len(), MAX_PER_DEVICE + 1);
+        assert!(topics.contains(&"bridge/boiler/set".to_owned()), "the owner's command was pushed out");
     }
 
     /// A command for a device removed meanwhile is not kept: the check is in the writing

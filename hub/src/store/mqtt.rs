@@ -167,8 +167,8 @@ impl Store {
         Ok(())
     }
 
-    /// Queues a message for a session; past `max` queued, its oldest are dropped. Returns
-    /// the message's sequence number.
+    /// Queues a message for a session; past `max` queued of its subject, that subject's
+    /// oldest are dropped. Returns the message's sequence number.
     #[allow(clippy::too_many_arguments)]
     pub async fn queue_mqtt(
         &self,
@@ -177,7 +177,7 @@ impl Store {
         topic: &str,
         payload: &[u8],
         now: i64,
-        max: i64,
+        max: usize,
     ) -> Result<i64, StoreError> {
         let msg_id = new_msg_id()?;
         let (key_id, sealed) = self.seal_message(subject, &message_aad(device, client, &msg_id), topic, payload)?;
@@ -195,13 +195,15 @@ impl Store {
         .bind(sealed)
         .fetch_one(&mut *tx)
         .await?;
+        // Past `max`, the subject's own oldest gives way: another's share is not touched.
         sqlx::query(
-            "DELETE FROM mqtt_queue WHERE seq IN (SELECT seq FROM mqtt_queue WHERE device_id = ? AND client_id = ?
-             ORDER BY seq DESC LIMIT -1 OFFSET ?)",
+            "DELETE FROM mqtt_queue WHERE seq IN (SELECT seq FROM mqtt_queue
+             WHERE device_id = ? AND client_id = ? AND subject = ? ORDER BY seq DESC LIMIT -1 OFFSET ?)",
         )
         .bind(device)
         .bind(client)
-        .bind(max)
+        .bind(subject.to_string())
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -45,6 +45,7 @@ use self::session::Session;
 use super::Rejections;
 use super::decode;
 use super::pipeline::{CommitFailed, Ingest};
+use crate::budgets::{Budget, Budgets};
 use crate::consent::Subject;
 use crate::conventions::hearth;
 use crate::crowd::Crowd;
@@ -56,8 +57,6 @@ use crate::store::Store;
 const MAX_PACKET: usize = decode::MAX_PAYLOAD + 1024;
 /// QoS 1/2 publishes awaiting their commit per connection; past this we stop reading.
 const MAX_INFLIGHT: usize = 256;
-/// Logged-in sessions at once.
-const MAX_SESSIONS: usize = 512;
 /// Sessions of one device at once (a device with several client ids, or one reconnecting
 /// before its old session timed out); past this, its oldest session gives way.
 const MAX_SESSIONS_PER_DEVICE: usize = 4;
@@ -65,13 +64,11 @@ const MAX_SESSIONS_PER_DEVICE: usize = 4;
 /// of their own, so that sockets that never log in cannot take devices' places.
 const MAX_WAITING: usize = 64;
 const MAX_WAITING_PER_ADDRESS: usize = 8;
-/// Persistent sessions (clean session off) kept at once; past this, the one away longest
-/// gives way. One device keeps at most 4 (its own away longest gives way), so that one
-/// device's credentials cannot push the others' sleeping sessions out.
-const MAX_PERSISTENT: usize = 256;
+/// Persistent sessions (clean session off) one device keeps at once; past this, its own
+/// away longest gives way, so that one device's credentials cannot push the others'
+/// sleeping sessions out. A household's devices keep its budget of them
+/// ([`Budget::PersistentSessions`]); past it, the household's own away longest gives way.
 const MAX_PERSISTENT_PER_DEVICE: usize = 4;
-/// QoS 1 messages queued for one persistent session; past this, its oldest are dropped.
-const MAX_QUEUED: i64 = 100;
 /// How long a persistent session is kept while its client stays away.
 const SESSION_EXPIRY_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Messages queued to one subscriber before newer ones are dropped.
@@ -108,6 +105,8 @@ pub struct MqttContext {
     pub bridges: crate::bridges::Bridges,
     /// Commands kept for sessions that subscribe later.
     pub retained: super::retained::Retained,
+    /// Each household's share of sessions and queued commands.
+    pub budgets: Budgets,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +213,8 @@ struct Shared {
     sessions: Mutex<HashMap<(String, String), (u64, CancellationToken)>>,
     /// Connections that have not logged in yet (see [`Crowd`]).
     waiting: Arc<Crowd>,
-    logged_in: Arc<Semaphore>,
+    /// Each household's logged-in sessions ([`Budget::Sessions`]).
+    logged_in: Mutex<HashMap<Subject, Arc<Semaphore>>>,
     next_conn: AtomicU64,
 }
 
@@ -249,7 +249,7 @@ impl MqttServer {
                 persistent: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
                 waiting: Crowd::new(MAX_WAITING, MAX_WAITING_PER_ADDRESS),
-                logged_in: Arc::new(Semaphore::new(MAX_SESSIONS)),
+                logged_in: Mutex::default(),
                 next_conn: AtomicU64::new(1),
             }),
         }
@@ -381,6 +381,22 @@ fn qos_of(level: u8) -> QoS {
 }
 
 impl Shared {
+    /// A place among the logged-in sessions of `device`'s household; `None` when they are
+    /// all taken (the owner is told).
+    fn logged_in(&self, device: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let household = self.ctx.store.ownership().rule.holder(device);
+        let places = {
+            let mut all = self.logged_in.lock().ok()?;
+            let limit = self.ctx.budgets.limit(Budget::Sessions);
+            all.entry(household).or_insert_with(|| Arc::new(Semaphore::new(limit))).clone()
+        };
+        let permit = places.try_acquire_owned().ok();
+        if permit.is_none() {
+            self.ctx.budgets.reached(Budget::Sessions, household, &format!("device {device}"));
+        }
+        permit
+    }
+
     /// Hands a message to `device`'s persistent sessions subscribed to `topic`: QoS 0 to
     /// those connected; QoS 1 into the store first, then to the session if connected.
     async fn deliver_persistent(
@@ -417,7 +433,8 @@ impl Shared {
                 continue;
             }
             let now = self.ctx.clock.now_ms();
-            let stored = self.ctx.store.queue_mqtt((&key.0, &key.1), subject, topic, payload, now, MAX_QUEUED).await;
+            let max = self.ctx.budgets.limit(Budget::QueuedCommands);
+            let stored = self.ctx.store.queue_mqtt((&key.0, &key.1), subject, topic, payload, now, max).await;
             let seq = match stored {
                 Ok(seq) => seq,
                 Err(error) => {
@@ -428,8 +445,12 @@ impl Shared {
             let Ok(mut persistent) = self.persistent.lock() else { return };
             let Some(session) = persistent.get_mut(&key) else { continue };
             session.queue.push_back(Queued { seq, subject, topic: topic.to_owned(), payload: payload.clone() });
-            while session.queue.len() > MAX_QUEUED as usize {
-                session.queue.pop_front();
+            // Past its share, the household's own oldest gives way (as the store did).
+            if session.queue.iter().filter(|q| q.subject == subject).count() > max {
+                if let Some(at) = session.queue.iter().position(|q| q.subject == subject) {
+                    session.queue.remove(at);
+                }
+                self.ctx.budgets.reached(Budget::QueuedCommands, subject, &format!("for device {}", key.0));
             }
             if let Some((_, _, wake)) = &session.online {
                 wake.notify_one();
@@ -451,19 +472,24 @@ impl Shared {
             let Ok(mut persistent) = self.persistent.lock() else { return (false, Vec::new()) };
             let present = persistent.contains_key(key);
             let mut evicted = Vec::new();
-            let oldest_away = |persistent: &HashMap<(String, String), Persistent>, device: Option<&str>| {
+            let oldest_away = |persistent: &HashMap<(String, String), Persistent>, among: &dyn Fn(&str) -> bool| {
                 persistent
                     .iter()
-                    .filter(|((d, _), s)| s.online.is_none() && device.is_none_or(|device| d == device))
+                    .filter(|((d, _), s)| s.online.is_none() && among(d))
                     .min_by_key(|(_, s)| s.seen_ms)
                     .map(|(k, _)| k.clone())
             };
             let own = persistent.keys().filter(|(d, _)| *d == key.0).count();
             if !present && own >= MAX_PERSISTENT_PER_DEVICE {
-                evicted.extend(oldest_away(&persistent, Some(&key.0)));
+                evicted.extend(oldest_away(&persistent, &|d| d == key.0));
             }
-            if !present && evicted.is_empty() && persistent.len() >= MAX_PERSISTENT {
-                evicted.extend(oldest_away(&persistent, None));
+            let rule = self.ctx.store.ownership();
+            let household = rule.rule.holder(&key.0);
+            let theirs = |d: &str| rule.rule.holder(d) == household;
+            let held = persistent.keys().filter(|(d, _)| theirs(d)).count();
+            if !present && evicted.is_empty() && held >= self.ctx.budgets.limit(Budget::PersistentSessions) {
+                evicted.extend(oldest_away(&persistent, &theirs));
+                self.ctx.budgets.reached(Budget::PersistentSessions, household, &format!("device {}", key.0));
             }
             for k in &evicted {
                 persistent.remove(k);
@@ -681,8 +707,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let client_id = if connect.client_id.is_empty() { format!("{device}#{conn}") } else { connect.client_id.clone() };
     let key = (device.clone(), client_id);
-    let Ok(_permit) = shared.logged_in.clone().try_acquire_owned() else {
-        tracing::warn!(device.id = %device, %peer, "MQTT session refused: too many sessions");
+    let Some(_permit) = shared.logged_in(&device) else {
+        tracing::warn!(device.id = %device, %peer, "MQTT session refused: its household has too many sessions");
         let _ = send(&mut framed, Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false))).await;
         return Err(ConnError::Refused);
     };
