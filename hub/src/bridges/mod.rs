@@ -34,6 +34,12 @@ pub const MAX_BEHIND: usize = 512;
 /// Largest message a connection may send: its device list (a few hundred devices with
 /// their descriptions). Other devices keep the ordinary limit.
 pub const MAX_BRIDGE_MESSAGE: usize = crate::conventions::zigbee2mqtt::MAX_LIST;
+/// Largest description of one device, as stored (a Zigbee device with many features takes
+/// a few kilobytes).
+pub const MAX_DESCRIBED: usize = 64 * 1024;
+/// Largest message a connection may send on any other topic (the largest any convention
+/// reads: a state, a device-based discovery config).
+pub const MAX_MESSAGE: usize = crate::conventions::MAX_JSON;
 
 /// The metric availability is recorded as (true: online), so that the dashboard shows it,
 /// charts keep its history and rules trigger on its change.
@@ -115,6 +121,22 @@ pub struct Bridges {
 struct Inner {
     registry: Registry,
     catalog: Catalog,
+}
+
+/// A description as stored; refused past [`MAX_DESCRIBED`] (many values each with long
+/// options, say), so that what one device says of itself stays small wherever it is kept.
+fn described_text(description: &Description) -> Result<String, Refusal> {
+    let text = serde_json::to_string(description).map_err(|_| Refusal::Store)?;
+    if text.len() > MAX_DESCRIBED {
+        let reason = format!("its description would be {} bytes, more than the {MAX_DESCRIBED} allowed", text.len());
+        return Err(Refusal::Bad { topic: String::new(), reason });
+    }
+    Ok(text)
+}
+
+/// What the first convention that reads `message` heard in it.
+fn read_any(message: &Message<'_>) -> Option<Heard> {
+    Convention::ALL.iter().map(|c| ecosystem(*c).read(message)).find(|h| *h != Heard::NotMine)
 }
 
 /// How an announcement's device was found.
@@ -265,10 +287,16 @@ impl Bridges {
         let Some(granted) = granted.filter(|c| c.covers(topic)) else {
             return Err(Refusal::Outside(topic.to_owned()));
         };
+        // A bridge's own list is read as its list, whatever else claims the topic. Only a
+        // list may be large; every other message of every convention is at most
+        // `MAX_MESSAGE`, so that the work one message makes stays small.
+        let list = topic.ends_with("/bridge/devices");
+        if !list && payload.len() > MAX_MESSAGE {
+            let reason = format!("{} bytes, more than the {MAX_MESSAGE} a message may be", payload.len());
+            return Err(Refusal::Bad { topic: topic.to_owned(), reason });
+        }
         let message = Message::new(topic, payload);
         let mut out = Published::default();
-        // A bridge's own list is read as its list, whatever else claims the topic.
-        let list = topic.ends_with("/bridge/devices");
         // Values and availability read from topics of their own (Home Assistant discovery's).
         if let Some(readings) = self.listened(connection, &message, now).filter(|_| !list) {
             out.readings = readings;
@@ -276,7 +304,16 @@ impl Bridges {
             let heard = ecosystem(description.convention).read_own(&description, &rest, &message);
             self.apply_own(connection, &device, heard, &message, now, &mut out)?;
         } else {
-            let heard = Convention::ALL.iter().map(|c| ecosystem(*c).read(&message)).find(|h| *h != Heard::NotMine);
+            let heard = match payload.len() > MAX_MESSAGE {
+                // A large list is read away from the runtime's workers, which serve everyone
+                // else meanwhile.
+                true => {
+                    let (topic, payload) = (topic.to_owned(), payload.to_vec());
+                    let read = tokio::task::spawn_blocking(move || read_any(&Message::new(&topic, &payload)));
+                    read.await.map_err(|_| Refusal::Store)?
+                }
+                false => read_any(&message),
+            };
             let heard = heard.ok_or_else(|| Refusal::Unknown(topic.to_owned()))?;
             self.apply(connection, &granted, heard, &message, now, &mut out).await?;
         }
@@ -647,7 +684,7 @@ impl Bridges {
         after: &Description,
         announcement: &Announcement,
     ) -> Result<bool, Refusal> {
-        let text = serde_json::to_string(after).map_err(|_| Refusal::Store)?;
+        let text = described_text(after)?;
         let renamed = after.name != before.name || announcement.about.name.is_some();
         let name = match (id != connection, renamed) {
             (true, true) => after.name.as_deref().and_then(shown_name),
@@ -667,7 +704,7 @@ impl Bridges {
         description: &Description,
         now: i64,
     ) -> Result<String, Refusal> {
-        let text = serde_json::to_string(description).map_err(|_| Refusal::Store)?;
+        let text = described_text(description)?;
         let (itself, behind) = {
             let Ok(inner) = self.inner.read() else { return Err(Refusal::Store) };
             (inner.catalog.get(connection).is_some(), inner.registry.count_behind(connection))

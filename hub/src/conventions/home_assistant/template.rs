@@ -72,6 +72,8 @@ pub enum TemplateError {
     NotJson,
     #[error("the message is not text")]
     NotText,
+    #[error("the message is {0} bytes, too long to be one value")]
+    TooLarge(usize),
     #[error("the message has no {0:?}")]
     Missing(String),
     #[error("{0:?} is not a number")]
@@ -116,7 +118,15 @@ impl Template {
     /// many templates read it.
     pub fn render_message(&self, message: &Message<'_>) -> Result<Value, TemplateError> {
         let mut current = match &self.source {
-            Source::Value => Some(Json::String(message.text().ok_or(TemplateError::NotText)?.to_owned())),
+            // A value is short: a longer payload is not copied (once per value that reads
+            // it) to find that out.
+            Source::Value => {
+                let text = message.text().ok_or(TemplateError::NotText)?;
+                if text.len() > 4 * crate::reading::MAX_TEXT_LEN {
+                    return Err(TemplateError::TooLarge(text.len()));
+                }
+                Some(Json::String(text.to_owned()))
+            }
             Source::Constant(text) => Some(Json::String(text.clone())),
             Source::Json(steps) => walk(message.json().ok_or(TemplateError::NotJson)?, steps),
         };
