@@ -27,6 +27,10 @@ pub enum Budget {
     PersistentSessions,
     /// Commands queued for one sleeping session.
     QueuedCommands,
+    /// Devices that are bridges.
+    Bridges,
+    /// Bytes of what devices said of themselves.
+    DescribedBytes,
 }
 
 impl Budget {
@@ -36,6 +40,8 @@ impl Budget {
             Self::Sessions => "sessions",
             Self::PersistentSessions => "persistent_sessions",
             Self::QueuedCommands => "queued_commands",
+            Self::Bridges => "bridges",
+            Self::DescribedBytes => "described_bytes",
         }
     }
 
@@ -44,6 +50,8 @@ impl Budget {
             Self::Sessions => "MQTT sessions logged in at once",
             Self::PersistentSessions => "MQTT sessions kept for devices that are away",
             Self::QueuedCommands => "commands waiting for one sleeping device",
+            Self::Bridges => "bridges",
+            Self::DescribedBytes => "bytes of what its devices said of themselves",
         }
     }
 
@@ -52,6 +60,8 @@ impl Budget {
             Self::Sessions => "a new session was refused",
             Self::PersistentSessions => "the session away longest gave way",
             Self::QueuedCommands => "the oldest waiting command was dropped",
+            Self::Bridges => "another bridge was refused",
+            Self::DescribedBytes => "a device's new description was refused",
         }
     }
 }
@@ -76,6 +86,8 @@ impl Budgets {
             Budget::Sessions => self.limits.sessions,
             Budget::PersistentSessions => self.limits.persistent_sessions,
             Budget::QueuedCommands => self.limits.queued_commands,
+            Budget::Bridges => self.limits.bridges,
+            Budget::DescribedBytes => self.limits.described_bytes,
         }
     }
 

@@ -48,11 +48,17 @@ pub struct BudgetsConfig {
     /// QoS 1 commands queued for one sleeping session, from one household. Past it, that
     /// household's oldest command to the session is dropped.
     pub queued_commands: usize,
+    /// Devices that are bridges (granted topic namespaces). Past it, granting another is
+    /// refused.
+    pub bridges: usize,
+    /// Bytes of what the household's devices said of themselves (discovery configs, device
+    /// lists), as stored. Past it, a new or larger description is refused.
+    pub described_bytes: usize,
 }
 
 impl Default for BudgetsConfig {
     fn default() -> Self {
-        Self { sessions: 512, persistent_sessions: 256, queued_commands: 100 }
+        Self { sessions: 512, persistent_sessions: 256, queued_commands: 100, bridges: 16, described_bytes: 8 << 20 }
     }
 }
 
@@ -435,13 +441,16 @@ impl Config {
             return Err(ConfigError::Invalid("tls.cert_file and tls.key_file go together".into()));
         }
         let budgets = &self.budgets;
-        if [budgets.sessions, budgets.persistent_sessions, budgets.queued_commands]
-            .iter()
-            .any(|b| !(1..=10_000).contains(b))
-        {
+        let counts = [budgets.sessions, budgets.persistent_sessions, budgets.queued_commands, budgets.bridges];
+        if counts.iter().any(|b| !(1..=10_000).contains(b)) {
             return Err(ConfigError::Invalid(
-                "budgets.sessions, budgets.persistent_sessions and budgets.queued_commands must be 1 to 10000".into(),
+                "budgets.sessions, budgets.persistent_sessions, budgets.queued_commands and budgets.bridges must be 1 \
+                 to 10000"
+                    .into(),
             ));
+        }
+        if !((64 << 10)..=(1 << 30)).contains(&budgets.described_bytes) {
+            return Err(ConfigError::Invalid("budgets.described_bytes must be 65536 to 1073741824".into()));
         }
         if self.store.max_batch == 0 {
             return Err(ConfigError::Invalid("store.max_batch must be at least 1".into()));

@@ -191,7 +191,8 @@ pub async fn run(
     let (device_events, _) = broadcast::channel(1024);
     let rejections = ingest::Rejections::default();
     let lifecycle = lifecycle::Lifecycle::new(store.clone());
-    let bridges = bridges::Bridges::load(store.clone(), rejections.clone(), lifecycle.clone()).await?;
+    let budgets = budgets::Budgets::new(config.budgets.clone(), store.clone(), clock.clone());
+    let bridges = bridges::Bridges::load(store.clone(), rejections.clone(), lifecycle.clone(), budgets.clone()).await?;
     let retained = ingest::retained::Retained::load(store.clone(), clock.clone()).await?;
     let addresses = listeners.addresses()?;
     let (mqtt_port, coaps_port) = (addresses.mqtt.map(|a| a.port()), addresses.coap_dtls.map(|a| a.port()));
@@ -224,7 +225,7 @@ pub async fn run(
             clock: clock.clone(),
             bridges: bridges.clone(),
             retained: retained.clone(),
-            budgets: crate::budgets::Budgets::new(config.budgets.clone(), store.clone(), clock.clone()),
+            budgets: budgets.clone(),
         };
         let server = MqttServer::new(ctx);
         server.restore().await?;

@@ -1101,3 +1101,73 @@ async fn every_zigbee2mqtt_device_definition_is_read() -> anyhow::Result<()> {
     assert!(wrong.is_empty(), "{} wrong, the first: {:#?}", wrong.len(), &wrong);
     Ok(())
 }
+
+/// A household's bridges and what its devices say of themselves are budgeted: a tenant's
+/// third bridge is refused, and its devices' descriptions past its share (long select
+/// options, here) are refused with the budget's name, while the owner's household keeps
+/// its own share of both; the owner is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_household_s_bridges_and_descriptions_are_budgeted_apart_from_another_s() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::for_test(dir.path());
+    config.budgets.bridges = 2;
+    config.budgets.described_bytes = 64 * 1024;
+    let hub = TestHub::start_with(config).await?;
+    let owner = hub.owner().await?;
+    let (tenant, _) = hub.tenant(&owner, "ana", json!({})).await?;
+    hub.clock.advance(Duration::from_secs(2));
+    let grant = |who: &reqwest::Client, id: &str, namespace: &str| {
+        let namespaces = json!({ "namespaces": [namespace, format!("{id}/#")] });
+        who.put(hub.url(&format!("/api/devices/{id}/bridge"))).json(&namespaces).send()
+    };
+    let mut bridges = Vec::new();
+    for n in 0..3 {
+        let device = hub.add_device(&tenant, &format!("Tenant's bridge {n}")).await?;
+        let granted = grant(&tenant, &device.0, &format!("t{n}/#")).await?;
+        let (status, body) = (granted.status(), granted.text().await?);
+        match n {
+            0 | 1 => assert_eq!(status, 200, "{body}"),
+            _ => assert!(status == 422 && body.contains("budgets.bridges"), "the third bridge: {status} {body}"),
+        }
+        bridges.push(device);
+    }
+    let owner_bridge = hub.add_device(&owner, "Owner's bridge").await?;
+    assert_eq!(grant(&owner, &owner_bridge.0, "homeassistant/#").await?.status(), 200);
+
+    // The tenant's bridge announces selects with long options until its share is spent.
+    let (bridge, key) = (&bridges[0].0, &bridges[0].1);
+    assert_eq!(grant(&tenant, bridge, "homeassistant/#").await?.status(), 200);
+    let options: Vec<String> = (0..32).map(|o| format!("{o:03}{}", "o".repeat(150))).collect();
+    for n in 0..20 {
+        let config = json!({ "name": format!("Mode {n}"), "stat_t": format!("homeassistant/m{n}/state"),
+            "cmd_t": format!("homeassistant/m{n}/set"), "options": options });
+        let topic = format!("homeassistant/select/m{n}/config");
+        mosquitto_pub(&hub, (bridge, key), &topic, Message::Text(&config.to_string())).await?;
+    }
+    let reason = wait_until(Duration::from_secs(5), "the refusal on the tenant's bridge", || async {
+        let list = devices(&hub, &tenant).await.ok()?;
+        let reason = list.iter().find(|d| d["id"] == bridge.as_str())?["rejected"]["last_reason"].clone();
+        reason.as_str().filter(|r| r.contains("budgets.described_bytes")).map(str::to_owned)
+    })
+    .await?;
+    let theirs = devices(&hub, &tenant).await?.len();
+    println!("the tenant's household holds {theirs} devices; the last refusal: {reason}");
+    assert!(theirs < 3 + 20, "every description was taken");
+
+    // The owner's bridge still describes its devices.
+    let (id, secret) = (&owner_bridge.0, &owner_bridge.1);
+    let config = json!({ "name": "Cellar", "stat_t": format!("{id}/cellar"), "unit_of_meas": "°C" });
+    mosquitto_pub(&hub, (id, secret), "homeassistant/sensor/cellar/config", Message::Text(&config.to_string())).await?;
+    wait_until(Duration::from_secs(5), "the owner's cellar described", || async {
+        let list = devices(&hub, &owner).await.ok()?;
+        let values = with_id(&list, id)?["discovered"]["values"].as_array()?.clone();
+        values.iter().any(|v| v["metric"] == "cellar").then_some(())
+    })
+    .await?;
+    let notes: Value = owner.get(hub.url("/api/notifications")).send().await?.json().await?;
+    let notes = notes.to_string();
+    for budget in ["budgets.bridges", "budgets.described_bytes"] {
+        assert!(notes.contains(budget), "the owner was not told of {budget}: {notes}");
+    }
+    Ok(())
+}

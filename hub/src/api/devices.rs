@@ -387,6 +387,9 @@ async fn set_namespaces(
     namespaces.sort();
     namespaces.dedup();
     crate::bridges::check_namespaces(&namespaces).map_err(|reason| AppError::field("namespaces", reason))?;
+    if !namespaces.is_empty() {
+        state.bridges.may_bridge(&device).map_err(|reason| AppError::field("namespaces", reason))?;
+    }
     // On an external broker the hub cannot tell who published a message: it reads each for
     // the bridge whose namespace it falls in. There only the owner grants namespaces, and no
     // two bridges' namespaces overlap (no topic falls in both), so no one can claim another's

@@ -21,6 +21,8 @@ use hearth_model::devices::Discovered;
 use self::catalog::{Catalog, Listener};
 use self::registry::{Connection, Registry};
 pub use self::registry::{MAX_NAMESPACES, check_namespaces, overlap};
+use crate::budgets::{Budget, Budgets};
+use crate::consent::Subject;
 use crate::conventions::description::{MAX_AVAILABILITY, MAX_VALUES, about_text, as_json, word};
 use crate::conventions::{
     Announcement, Convention, Description, Gone, Heard, Identity, Message, Part, Sample, ValueSpec, ecosystem,
@@ -115,12 +117,17 @@ pub struct Bridges {
     adding: Arc<tokio::sync::Mutex<()>>,
     /// Devices the hub has asked about themselves, and when (until they answer).
     greeted: Arc<Mutex<HashMap<String, i64>>>,
+    /// Each household's share of bridges and of bytes described.
+    budgets: Budgets,
 }
 
 #[derive(Default)]
 struct Inner {
     registry: Registry,
     catalog: Catalog,
+    /// Each described device's household and the bytes its description takes as stored
+    /// (counted while the catalog holds it).
+    sizes: HashMap<String, (Subject, usize)>,
 }
 
 /// A description as stored; refused past [`MAX_DESCRIBED`] (many values each with long
@@ -132,6 +139,11 @@ fn described_text(description: &Description) -> Result<String, Refusal> {
         return Err(Refusal::Bad { topic: String::new(), reason });
     }
     Ok(text)
+}
+
+/// The household of a device or connection held by `tenancy` (none: the owner's).
+fn household(tenancy: Option<i64>) -> Subject {
+    tenancy.map_or(Subject::Owner, Subject::Tenancy)
 }
 
 /// What the first convention that reads `message` heard in it.
@@ -155,6 +167,7 @@ impl Bridges {
         store: Store,
         rejections: crate::ingest::Rejections,
         lifecycle: crate::lifecycle::Lifecycle,
+        budgets: Budgets,
     ) -> Result<Self, StoreError> {
         let bridges = Self {
             store,
@@ -163,6 +176,7 @@ impl Bridges {
             inner: Arc::default(),
             adding: Arc::default(),
             greeted: Arc::default(),
+            budgets,
         };
         for record in bridges.store.devices().await? {
             bridges.learn(&record);
@@ -183,10 +197,60 @@ impl Bridges {
             Ok(description) => {
                 inner.registry.join(&record.id, &connection);
                 inner.catalog.insert(&connection, &record.id, description);
+                inner.sizes.insert(record.id.clone(), (household(record.tenancy_id), text.len()));
             }
             Err(error) => {
                 tracing::warn!(device.id = %record.id, %error, "what a device said of itself cannot be read; it is left out until it says it again")
             }
+        }
+    }
+
+    /// Whether `device` may become a bridge: its household has room for one more (a bridge
+    /// already is one).
+    pub fn may_bridge(&self, device: &DeviceRecord) -> Result<(), String> {
+        let holder = household(device.tenancy_id);
+        let Ok(inner) = self.inner.read() else { return Ok(()) };
+        if inner.registry.connection(&device.id).is_some() {
+            return Ok(());
+        }
+        let held = inner.registry.connections().filter(|(_, c)| household(c.tenancy) == holder).count();
+        let limit = self.budgets.limit(Budget::Bridges);
+        if held < limit {
+            return Ok(());
+        }
+        self.budgets.reached(Budget::Bridges, holder, &format!("device {}", device.id));
+        Err(format!("the household already has {held} bridges, its budget (budgets.bridges = {limit})"))
+    }
+
+    /// Whether the household of `connection` has room for `device`'s description of
+    /// `bytes` (in place of the one it had).
+    fn room_for(&self, connection: &str, device: &str, bytes: usize) -> Result<(), Refusal> {
+        let Ok(inner) = self.inner.read() else { return Err(Refusal::Store) };
+        let holder = household(inner.registry.connection(connection).and_then(|c| c.tenancy));
+        let used: usize = inner
+            .sizes
+            .iter()
+            .filter(|(d, (h, _))| *h == holder && d.as_str() != device && inner.catalog.get(d).is_some())
+            .map(|(_, (_, n))| n)
+            .sum();
+        let limit = self.budgets.limit(Budget::DescribedBytes);
+        if used + bytes <= limit {
+            return Ok(());
+        }
+        self.budgets.reached(Budget::DescribedBytes, holder, &format!("through bridge {connection}"));
+        let reason = format!(
+            "the household's devices' descriptions would take {} bytes, more than its budget of {limit} \
+             (budgets.described_bytes)",
+            used + bytes
+        );
+        Err(Refusal::Bad { topic: String::new(), reason })
+    }
+
+    /// `device`, of `connection`, is now described in `bytes` as stored.
+    fn described(&self, connection: &str, device: &str, bytes: usize) {
+        if let Ok(mut inner) = self.inner.write() {
+            let holder = household(inner.registry.connection(connection).and_then(|c| c.tenancy));
+            inner.sizes.insert(device.to_owned(), (holder, bytes));
         }
     }
 
@@ -205,7 +269,7 @@ impl Bridges {
     /// A device was removed: a connection takes the devices behind it along.
     pub fn removed(&self, id: &str) {
         let Ok(mut inner) = self.inner.write() else { return };
-        let Inner { registry, catalog } = &mut *inner;
+        let Inner { registry, catalog, sizes } = &mut *inner;
         registry.remove_connection(id);
         let mut gone = registry.members(id);
         gone.push(id.to_owned());
@@ -219,6 +283,7 @@ impl Bridges {
                 catalog.forget(&connection, &device);
             }
             registry.leave(&device);
+            sizes.remove(&device);
         }
     }
 
@@ -576,7 +641,7 @@ impl Bridges {
         }
         self.greet(connection, &id, &description, now, out);
         if let Ok(mut inner) = self.inner.write() {
-            let Inner { registry, catalog } = &mut *inner;
+            let Inner { registry, catalog, .. } = &mut *inner;
             // What was said of its availability before it claimed the topic.
             for spec in &description.availability {
                 let said = registry.claim(connection, &spec.topic);
@@ -685,12 +750,18 @@ impl Bridges {
         announcement: &Announcement,
     ) -> Result<bool, Refusal> {
         let text = described_text(after)?;
+        self.room_for(connection, id, text.len())?;
         let renamed = after.name != before.name || announcement.about.name.is_some();
         let name = match (id != connection, renamed) {
             (true, true) => after.name.as_deref().and_then(shown_name),
             _ => None,
         };
-        self.store.set_device_described(id, connection, Some(&text), name.as_deref()).await.map_err(stored)
+        let kept = self.store.set_device_described(id, connection, Some(&text), name.as_deref()).await;
+        let kept = kept.map_err(stored)?;
+        if kept {
+            self.described(connection, id, text.len());
+        }
+        Ok(kept)
     }
 
     /// Adds the device a connection announced: the connection itself, if it is not yet a
@@ -709,10 +780,13 @@ impl Bridges {
             let Ok(inner) = self.inner.read() else { return Err(Refusal::Store) };
             (inner.catalog.get(connection).is_some(), inner.registry.count_behind(connection))
         };
+        let new = if !announcement.behind && !itself { connection } else { "" };
+        self.room_for(connection, new, text.len())?;
         if !announcement.behind && !itself {
             if !self.store.set_device_described(connection, connection, Some(&text), None).await.map_err(stored)? {
                 return Err(Refusal::Store);
             }
+            self.described(connection, connection, text.len());
             tracing::info!(device.id = %connection, convention = %description.convention, "device described itself");
             return Ok(connection.to_owned());
         }
@@ -725,6 +799,7 @@ impl Bridges {
             tracing::error!(%error, "could not add a device behind a bridge");
             Refusal::Store
         })?;
+        self.described(connection, &id, text.len());
         tracing::info!(device.id = %id, bridge.id = %connection, convention = %description.convention, "device discovered");
         Ok(id)
     }
@@ -761,10 +836,11 @@ impl Bridges {
                 continue;
             }
             let text = serde_json::to_string(&after).map_err(|_| Refusal::Store)?;
-            if self.store.set_device_described(&id, connection, Some(&text), None).await.map_err(stored)?
-                && let Ok(mut inner) = self.inner.write()
-            {
-                inner.catalog.insert(connection, &id, after);
+            if self.store.set_device_described(&id, connection, Some(&text), None).await.map_err(stored)? {
+                self.described(connection, &id, text.len());
+                if let Ok(mut inner) = self.inner.write() {
+                    inner.catalog.insert(connection, &id, after);
+                }
             }
         }
         Ok(())
