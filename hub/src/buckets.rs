@@ -12,35 +12,69 @@ pub use hearth_model::Bucket;
 
 /// Summarises time-sorted `readings` in buckets `width` ms wide (at least 1).
 pub fn buckets(readings: &[(i64, Value)], width: i64) -> Vec<Bucket> {
-    let width = width.max(1);
-    let mut out: Vec<Bucket> = Vec::new();
-    let (mut sum, mut numbers, mut flags, mut ons) = (0.0, 0usize, 0usize, 0usize);
+    let mut out = Bucketer::new(width);
     for (ts, value) in readings {
-        let start = ts - ts.rem_euclid(width);
-        if out.last().is_none_or(|b| b.start != start) {
-            out.push(Bucket { start, count: 0, min: None, avg: None, max: None, on: None, last: None });
-            (sum, numbers, flags, ons) = (0.0, 0, 0, 0);
+        out.push(*ts, value);
+    }
+    out.finish()
+}
+
+/// Summarises readings handed one at a time, in time order, in buckets of one width: only
+/// the buckets are held, however many readings go through.
+pub struct Bucketer {
+    width: i64,
+    out: Vec<Bucket>,
+    sum: f64,
+    numbers: usize,
+    flags: usize,
+    ons: usize,
+}
+
+impl Bucketer {
+    /// Buckets `width` ms wide (at least 1), aligned to the epoch.
+    pub fn new(width: i64) -> Self {
+        Self { width: width.max(1), out: Vec::new(), sum: 0.0, numbers: 0, flags: 0, ons: 0 }
+    }
+
+    /// Adds the reading `value` made at `ts` (no earlier than the one before).
+    pub fn push(&mut self, ts: i64, value: &Value) {
+        let start = ts - ts.rem_euclid(self.width);
+        if self.out.last().is_none_or(|b| b.start != start) {
+            self.out.push(Bucket { start, count: 0, min: None, avg: None, max: None, on: None, last: None });
+            (self.sum, self.numbers, self.flags, self.ons) = (0.0, 0, 0, 0);
         }
-        let Some(bucket) = out.last_mut() else { continue };
+        let Some(bucket) = self.out.last_mut() else { return };
         bucket.count += 1;
         match value {
             Value::Number(x) => {
-                numbers += 1;
-                sum += x;
+                self.numbers += 1;
+                self.sum += x;
                 bucket.min = Some(bucket.min.map_or(*x, |m| m.min(*x)));
                 bucket.max = Some(bucket.max.map_or(*x, |m| m.max(*x)));
-                bucket.avg = Some(sum / numbers as f64);
+                bucket.avg = Some(self.sum / self.numbers as f64);
             }
             Value::Bool(b) => {
-                flags += 1;
-                ons += usize::from(*b);
-                bucket.on = Some(ons as f64 / flags as f64);
+                self.flags += 1;
+                self.ons += usize::from(*b);
+                bucket.on = Some(self.ons as f64 / self.flags as f64);
                 bucket.last = Some(value.clone());
             }
             Value::Text(_) => bucket.last = Some(value.clone()),
         }
     }
-    out
+
+    /// Buckets so far.
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    pub fn finish(self) -> Vec<Bucket> {
+        self.out
+    }
 }
 
 /// The bucket width that splits `[from, to)` into at most about `n` buckets: the span over

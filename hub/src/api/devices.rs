@@ -16,7 +16,7 @@ use super::routes::{EVERYONE, OWNER, Route, TENANT, Who};
 use super::scope::Scope;
 use super::{ApiJson, ApiQuery};
 use crate::auth::{ClientAddr, CurrentUser, SUBJECTS};
-use crate::buckets::{buckets, width_for};
+use crate::buckets::{Bucketer, width_for};
 use crate::devices::{self, Credentials, DeviceError};
 use crate::error::AppError;
 use crate::reading::{valid_device_id, valid_metric};
@@ -596,16 +596,23 @@ async fn readings(
     if q.points.is_some_and(|p| p == 0 || p > MAX_POINTS) {
         return Err(AppError::field("points", format!("must be 1-{MAX_POINTS}")));
     }
-    // Downsampling reads the whole range; raw answers stop at the limit.
-    let limit = if q.points.is_some() { usize::MAX } else { MAX_RAW_READINGS };
-    let (rows, truncated) = state
-        .store
-        .readings(&id, &metric, (from, to), limit, Keys::Only(&scope.keys))
-        .await?
-        .ok_or(AppError::NotFound)?;
-    let (readings, buckets) = match q.points {
-        Some(n) => (None, Some(buckets(&rows, width_for(from, to, n)))),
-        None => (Some(rows.into_iter().map(|(ts, value)| Point { ts, value }).collect()), None),
-    };
-    Ok(ApiJson(Readings { device: id, metric, from, to, readings, buckets, truncated }))
+    let keys = Keys::Only(&scope.keys);
+    // Downsampling goes through the whole range a page at a time, holding only buckets;
+    // raw answers stop at the limit.
+    if let Some(n) = q.points {
+        let mut buckets = Bucketer::new(width_for(from, to, n));
+        let found = state.store.each_reading(&id, &metric, (from, to), keys, |ts, value| {
+            buckets.push(ts, &value);
+            true
+        });
+        if !found.await? {
+            return Err(AppError::NotFound);
+        }
+        let buckets = Some(buckets.finish());
+        return Ok(ApiJson(Readings { device: id, metric, from, to, readings: None, buckets, truncated: false }));
+    }
+    let found = state.store.readings(&id, &metric, (from, to), MAX_RAW_READINGS, keys).await?;
+    let (rows, truncated) = found.ok_or(AppError::NotFound)?;
+    let readings = Some(rows.into_iter().map(|(ts, value)| Point { ts, value }).collect());
+    Ok(ApiJson(Readings { device: id, metric, from, to, readings, buckets: None, truncated }))
 }

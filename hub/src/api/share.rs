@@ -15,7 +15,7 @@ use super::routes::{Route, Who};
 use super::scope::subject_of;
 use super::{ApiJson, ApiQuery};
 use crate::auth::CurrentRecipient;
-use crate::buckets::{Bucket, buckets};
+use crate::buckets::Bucket;
 use crate::consent::{GrantRecord, MIN_SHARED_READINGS, Permit, Refusal, check_terms};
 use crate::error::AppError;
 use crate::state::AppState;
@@ -124,14 +124,24 @@ async fn data(
             if !permit.covers(&s.metric) || q.metric.as_ref().is_some_and(|m| *m != s.metric) {
                 continue;
             }
-            let readings = state.store.shared_readings(&permit, &s.device, &s.metric, (from, to)).await?;
-            if readings.is_empty() {
-                continue;
-            }
+            // Raw readings stop at the rows left; aggregates are summed a page at a time.
+            let too_many = || AppError::field("to", format!("more than {MAX_ROWS} rows; ask for a shorter range"));
+            let one = (s.device.as_str(), s.metric.as_str());
             let (raw, aggregates) = match permit.granularity().width_ms() {
-                None => (Some(readings), None),
+                None => {
+                    let (readings, more) =
+                        state.store.shared_readings(&permit, one, (from, to), MAX_ROWS - rows).await?;
+                    if more {
+                        return Err(too_many());
+                    }
+                    if readings.is_empty() {
+                        continue;
+                    }
+                    (Some(readings), None)
+                }
                 Some(width) => {
-                    let aggregates = buckets(&readings, width)
+                    let aggregates = state.store.shared_buckets(&permit, one, (from, to), width).await?;
+                    let aggregates = aggregates
                         .into_iter()
                         .filter(|b| b.count >= MIN_SHARED_READINGS)
                         .map(|b| Bucket { last: None, ..b });
@@ -139,11 +149,11 @@ async fn data(
                 }
             };
             if aggregates.as_ref().is_some_and(Vec::is_empty) {
-                continue; // only sparse buckets: as if there were none
+                continue; // no buckets, or only sparse ones: as if there were none
             }
             rows += raw.as_ref().map_or(0, Vec::len) + aggregates.as_ref().map_or(0, Vec::len);
             if rows > MAX_ROWS {
-                return Err(AppError::field("to", format!("more than {MAX_ROWS} rows; ask for a shorter range")));
+                return Err(too_many());
             }
             series.push(SharedSeries { device: s.device, metric: s.metric, unit: s.unit, readings: raw, aggregates });
         }

@@ -472,20 +472,39 @@ impl Store {
         })
     }
 
-    /// The readings of one series that `permit` lets its recipient see, within `range`.
+    /// The readings of one series that `permit` lets its recipient see, within `range`: at
+    /// most `limit` of them, and whether more were left out.
     pub async fn shared_readings(
         &self,
         permit: &Permit,
-        device: &str,
-        metric: &str,
+        (device, metric): (&str, &str),
         range: (i64, i64),
-    ) -> Result<Vec<(i64, Value)>, StoreError> {
-        if !permit.covers(metric) {
-            return Ok(Vec::new());
+        limit: usize,
+    ) -> Result<(Vec<(i64, Value)>, bool), StoreError> {
+        let Some(range) = shared_range(permit, metric, range) else { return Ok((Vec::new(), false)) };
+        let found = self.readings(device, metric, range, limit, Keys::Only(permit.keys())).await?;
+        Ok(found.unwrap_or_default())
+    }
+
+    /// The same readings summarised in buckets `width` ms wide, read a page at a time: a
+    /// share of years holds its buckets, never its readings.
+    pub async fn shared_buckets(
+        &self,
+        permit: &Permit,
+        (device, metric): (&str, &str),
+        range: (i64, i64),
+        width: i64,
+    ) -> Result<Vec<crate::buckets::Bucket>, StoreError> {
+        let mut buckets = crate::buckets::Bucketer::new(width);
+        if let Some(range) = shared_range(permit, metric, range) {
+            let keys = Keys::Only(permit.keys());
+            self.each_reading(device, metric, range, keys, |ts, value| {
+                buckets.push(ts, &value);
+                true
+            })
+            .await?;
         }
-        let Some((from, to)) = permit.clamp(Some(range.0), Some(range.1)) else { return Ok(Vec::new()) };
-        let found = self.readings(device, metric, (from, to), usize::MAX, Keys::Only(permit.keys())).await?;
-        Ok(found.map(|(r, _)| r).unwrap_or_default())
+        Ok(buckets.finish())
     }
 
     /// Series holding readings under any of `keys`: what a subject (or a permit) can reach.
@@ -558,4 +577,9 @@ async fn append_log(tx: &mut sqlx::SqliteConnection, e: &NewLogEntry<'_>) -> Res
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// The part of `range` a permit shows of `metric`; `None` if it shows nothing of it.
+fn shared_range(permit: &Permit, metric: &str, range: (i64, i64)) -> Option<(i64, i64)> {
+    permit.covers(metric).then(|| permit.clamp(Some(range.0), Some(range.1)))?
 }

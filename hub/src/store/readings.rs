@@ -366,58 +366,97 @@ impl Store {
         &self,
         device: &str,
         metric: &str,
-        (from, to): (i64, i64),
+        range: (i64, i64),
         limit: usize,
         keys: Keys<'_>,
     ) -> Result<Option<(Vec<(i64, Value)>, bool)>, StoreError> {
+        let mut out = Vec::new();
+        let found = self
+            .each_reading(device, metric, range, keys, |ts, value| {
+                out.push((ts, value));
+                out.len() <= limit
+            })
+            .await?;
+        let truncated = out.len() > limit;
+        out.truncate(limit);
+        Ok(found.then_some((out, truncated)))
+    }
+
+    /// Hands `each` the readings of one series with `from <= ts < to` sealed under `keys`,
+    /// in time order, until it returns `false`. However long the range, at most a page of
+    /// [`PAGE`] chunks and one hour's readings are held at once (a chart of years, a share
+    /// of years summarised by day). `Ok(false)` if the series does not exist.
+    pub async fn each_reading(
+        &self,
+        device: &str,
+        metric: &str,
+        (from, to): (i64, i64),
+        keys: Keys<'_>,
+        mut each: impl FnMut(i64, Value) -> bool,
+    ) -> Result<bool, StoreError> {
         let series: Option<i64> = sqlx::query_scalar("SELECT id FROM series WHERE device_id = ? AND metric = ?")
             .bind(device)
             .bind(metric)
             .fetch_optional(&self.pool)
             .await?;
-        let Some(series) = series else { return Ok(None) };
+        let Some(series) = series else { return Ok(false) };
         if from >= to {
-            return Ok(Some((Vec::new(), false)));
+            return Ok(true);
         }
-        let rows = sqlx::query(
-            "SELECT hour, seq, key_id, body FROM chunks
-             WHERE series_id = ? AND hour BETWEEN ? AND ? ORDER BY hour, seq",
-        )
-        .bind(series)
-        .bind(hour_of(from))
-        .bind(hour_of(to - 1))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::new();
-        let mut hour_start = 0;
+        // Chunks of one hour may overlap in time: an hour's readings are sorted once all
+        // its chunks are read, then handed on.
+        let mut hour_readings: Vec<(i64, Value)> = Vec::new();
         let mut current_hour = None;
-        for row in rows {
-            let (hour, seq, key_id): (i64, i64, i64) =
-                (row.try_get("hour")?, row.try_get("seq")?, row.try_get("key_id")?);
-            if current_hour != Some(hour) {
-                // Chunks of one hour may overlap in time: sort each hour once it is complete.
-                out[hour_start..].sort_by_key(|(ts, _): &(i64, Value)| *ts);
-                if out.len() > limit {
-                    out.truncate(limit);
-                    return Ok(Some((out, true)));
+        let mut hand_on = |readings: &mut Vec<(i64, Value)>| {
+            readings.sort_by_key(|(ts, _)| *ts);
+            readings.drain(..).all(|(ts, value)| each(ts, value))
+        };
+        // The page after (hour, seq), in key order.
+        let (mut hour, mut seq) = (hour_of(from), -1);
+        loop {
+            let rows = sqlx::query(
+                "SELECT hour, seq, key_id, body FROM chunks
+                 WHERE series_id = ?1 AND hour >= ?2 AND hour <= ?4 AND (hour > ?2 OR seq > ?3)
+                 ORDER BY hour, seq LIMIT ?5",
+            )
+            .bind(series)
+            .bind(hour)
+            .bind(seq)
+            .bind(hour_of(to - 1))
+            .bind(PAGE)
+            .fetch_all(&self.pool)
+            .await?;
+            let last_page = rows.len() < PAGE as usize;
+            for row in rows {
+                let key_id: i64;
+                (hour, seq, key_id) = (row.try_get("hour")?, row.try_get("seq")?, row.try_get("key_id")?);
+                if current_hour != Some(hour) {
+                    if !hand_on(&mut hour_readings) {
+                        return Ok(true);
+                    }
+                    current_hour = Some(hour);
                 }
-                hour_start = out.len();
-                current_hour = Some(hour);
+                if !keys.allows(key_id) {
+                    continue;
+                }
+                let sealed: Vec<u8> = row.try_get("body")?;
+                let body =
+                    self.with_data_key(key_id, |k| Ok(k.open(&sealed, &chunk_aad(series, hour, seq, key_id))?))?;
+                let entries = codec::decode(hour, &body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                hour_readings.extend(entries.into_iter().filter(|(ts, _)| (from..to).contains(ts)));
             }
-            if !keys.allows(key_id) {
-                continue;
+            if last_page {
+                break;
             }
-            let sealed: Vec<u8> = row.try_get("body")?;
-            let body = self.with_data_key(key_id, |k| Ok(k.open(&sealed, &chunk_aad(series, hour, seq, key_id))?))?;
-            let entries = codec::decode(hour, &body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.extend(entries.into_iter().filter(|(ts, _)| (from..to).contains(ts)));
         }
-        out[hour_start..].sort_by_key(|(ts, _)| *ts);
-        let truncated = out.len() > limit;
-        out.truncate(limit);
-        Ok(Some((out, truncated)))
+        hand_on(&mut hour_readings);
+        Ok(true)
     }
 }
+
+/// Chunks read from the store at once when going through a series (an hour's readings
+/// compact into one chunk: a page is ten days of a sensor).
+const PAGE: i64 = 256;
 
 #[cfg(test)]
 mod tests {
