@@ -254,6 +254,9 @@ fn walk(json: &Json, steps: &[Step]) -> Option<Json> {
         .cloned()
 }
 
+/// Most bytes of a text a refusal shows.
+const SHOWN: usize = 64;
+
 /// One filter applied; `None` is Jinja's undefined (a key the message did not have).
 fn apply(filter: &Filter, value: Option<Json>) -> Result<Option<Json>, TemplateError> {
     let number = |value: &Option<Json>| {
@@ -265,7 +268,17 @@ fn apply(filter: &Filter, value: Option<Json>) -> Result<Option<Json>, TemplateE
         }
         .filter(|n| n.is_finite())
     };
-    let shown = |value: &Option<Json>| value.as_ref().map_or_else(|| "undefined".to_owned(), Json::to_string);
+    // Said briefly: a message's long text is not copied into every value's refusal.
+    let shown = |value: &Option<Json>| match value {
+        None => "undefined".to_owned(),
+        Some(Json::Array(_)) => "a list".to_owned(),
+        Some(Json::Object(_)) => "an object".to_owned(),
+        Some(Json::String(s)) if s.len() > SHOWN => {
+            let cut = (0..=SHOWN).rev().find(|at| s.is_char_boundary(*at)).unwrap_or(0);
+            format!("{}…", Json::String(s[..cut].to_owned()))
+        }
+        Some(other) => other.to_string(),
+    };
     // A fallback stands in for a value that is there but not a number, as in HA; a value
     // the message does not have stays missing (the message gives no reading, not a zero).
     if value.is_none() && !matches!(filter, Filter::Default(_)) {
