@@ -43,7 +43,9 @@ async fn states(namespaces: Vec<String>, messages: usize) -> anyhow::Result<f64>
     let config = hub::config::Config::for_test(&dir.path().join("data"));
     let store = hub::open_store(&config, hub::clock::Clock::system().now_ms()).await?;
     let lifecycle = hub::lifecycle::Lifecycle::new(store.clone());
-    let bridges = hub::bridges::Bridges::load(store.clone(), hub::ingest::Rejections::default(), lifecycle).await?;
+    let budgets = hub::budgets::Budgets::new(config.budgets.clone(), store.clone(), hub::clock::Clock::system());
+    let rejections = hub::ingest::Rejections::default();
+    let bridges = hub::bridges::Bridges::load(store.clone(), rejections, lifecycle, budgets).await?;
     let bridge = hub::devices::add(&store, "Zigbee2MQTT", 0).await?;
     store.set_device_namespaces(&bridge.id, &namespaces).await?;
     let record = store.device(&bridge.id).await?.ok_or_else(|| anyhow::anyhow!("no bridge"))?;
@@ -69,7 +71,9 @@ async fn listened(values: usize, messages: usize) -> anyhow::Result<f64> {
     let config = hub::config::Config::for_test(&dir.path().join("data"));
     let store = hub::open_store(&config, hub::clock::Clock::system().now_ms()).await?;
     let lifecycle = hub::lifecycle::Lifecycle::new(store.clone());
-    let bridges = hub::bridges::Bridges::load(store.clone(), hub::ingest::Rejections::default(), lifecycle).await?;
+    let budgets = hub::budgets::Budgets::new(config.budgets.clone(), store.clone(), hub::clock::Clock::system());
+    let rejections = hub::ingest::Rejections::default();
+    let bridges = hub::bridges::Bridges::load(store.clone(), rejections, lifecycle, budgets).await?;
     let node = hub::devices::add(&store, "Node", 0).await?;
     let namespaces = vec!["homeassistant/+/node/#".to_owned(), "node/#".to_owned()];
     store.set_device_namespaces(&node.id, &namespaces).await?;

@@ -84,3 +84,19 @@ def idle_flood(port, stop, count=600, source="127.0.0.2"):
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, opened_box
+
+
+def hub_pid(data):
+    """The process id of the hub `start` ran with the data directory `data` (found by its
+    configuration file on its command line), for scripts that read /proc/<pid>."""
+    conf = os.path.join(os.path.dirname(data), "hub.toml").encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            args = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if conf in args:
+            return int(entry)
+    raise SystemExit(f"no hub running with {conf.decode()}")
