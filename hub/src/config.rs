@@ -58,7 +58,7 @@ pub struct BudgetsConfig {
 
 impl Default for BudgetsConfig {
     fn default() -> Self {
-        Self { sessions: 512, persistent_sessions: 256, queued_commands: 100, bridges: 16, described_bytes: 8 << 20 }
+        Self { sessions: 512, persistent_sessions: 256, queued_commands: 100, bridges: 256, described_bytes: 8 << 20 }
     }
 }
 
