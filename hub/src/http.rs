@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::add_extension::AddExtension;
 
-use crate::crowd::Crowd;
+use crate::crowd::{Crowd, Known};
 use crate::repeated::Repeated;
 
 /// Connections at once, and from one source address (a browser opens about six, a live
@@ -106,11 +106,11 @@ async fn stalled(started: Instant, moved: Arc<AtomicU64>) {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    limits: Limits,
+    (limits, known): (Limits, Arc<Known>),
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
-    let crowd = Crowd::new(MAX_CONNECTIONS, MAX_PER_ADDRESS);
+    let crowd = Crowd::new(MAX_CONNECTIONS, MAX_PER_ADDRESS, known);
     let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -133,15 +133,27 @@ pub async fn serve(
         let tls = tls.clone();
         tracker.spawn(async move {
             let gives_way = place.gives_way.clone();
-            let _place = place;
+            let place = place;
             let started = Instant::now();
+            // Its first bytes: from then on it gives way after its address's silent sockets.
+            let mut byte = [0; 1];
+            let first = tokio::select! {
+                first = tokio::time::timeout(limits.header_timeout, stream.peek(&mut byte)) => first,
+                () = gives_way.cancelled() => return,
+                () = shutdown.cancelled() => return,
+            };
+            match first {
+                Ok(Ok(n)) if n > 0 => place.spoke(),
+                _ => return,
+            }
             let moved = Arc::new(AtomicU64::new(0));
             let io = Watched { inner: stream, started, moved: moved.clone() };
             let Some(tls) = tls else {
                 return connection(io, service, peer, limits, (started, moved), gives_way, shutdown).await;
             };
+            let left = limits.header_timeout.saturating_sub(started.elapsed());
             let handshake = tokio::select! {
-                handshake = tokio::time::timeout(limits.header_timeout, tls.accept(io)) => handshake,
+                handshake = tokio::time::timeout(left, tls.accept(io)) => handshake,
                 () = gives_way.cancelled() => return,
                 () = shutdown.cancelled() => return,
             };

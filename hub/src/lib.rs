@@ -192,6 +192,9 @@ pub async fn run(
     let rejections = ingest::Rejections::default();
     let lifecycle = lifecycle::Lifecycle::new(store.clone());
     let budgets = budgets::Budgets::new(config.budgets.clone(), store.clone(), clock.clone());
+    // Addresses logins were accepted from, by any server: they keep places strangers
+    // cannot take (decision 0024).
+    let known = std::sync::Arc::new(crowd::Known::default());
     let bridges = bridges::Bridges::load(store.clone(), rejections.clone(), lifecycle.clone(), budgets.clone()).await?;
     let retained = ingest::retained::Retained::load(store.clone(), clock.clone()).await?;
     let addresses = listeners.addresses()?;
@@ -226,6 +229,7 @@ pub async fn run(
             bridges: bridges.clone(),
             retained: retained.clone(),
             budgets: budgets.clone(),
+            known: known.clone(),
         };
         let server = MqttServer::new(ctx);
         server.restore().await?;
@@ -339,6 +343,7 @@ pub async fn run(
         access,
         audit,
         lifecycle,
+        known: known.clone(),
     };
     let limits =
         http::Limits { header_timeout: std::time::Duration::from_secs(u64::from(config.http.header_timeout_s)) };
@@ -348,13 +353,13 @@ pub async fn run(
             tracing::info!(addr = %https.local_addr()?, "web UI and API listening over HTTPS");
             tracing::info!(addr = %listeners.http.local_addr()?, "plain HTTP listening: redirects, CA certificate, /trust");
             let plain = api::trust::plain_router(tls.ca().clone(), port);
-            tasks.spawn(http::serve(listeners.http, plain, limits, None, shutdown.clone()));
+            tasks.spawn(http::serve(listeners.http, plain, (limits, known.clone()), None, shutdown.clone()));
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.https.clone());
-            http::serve(https, api::router(state), limits, Some(acceptor), shutdown.clone()).await;
+            http::serve(https, api::router(state), (limits, known), Some(acceptor), shutdown.clone()).await;
         }
         _ => {
             tracing::warn!(addr = %listeners.http.local_addr()?, "web UI and API listening in clear (http.tls = false): use only behind a TLS proxy on this machine");
-            http::serve(listeners.http, api::router(state), limits, None, shutdown.clone()).await;
+            http::serve(listeners.http, api::router(state), (limits, known), None, shutdown.clone()).await;
         }
     }
     shutdown.cancel();

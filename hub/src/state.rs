@@ -56,4 +56,6 @@ pub struct AppState {
     pub audit: crate::audit::Audit,
     /// Removing devices, ending and shredding tenancies.
     pub lifecycle: crate::lifecycle::Lifecycle,
+    /// Addresses logins were accepted from: they keep places strangers cannot take.
+    pub known: std::sync::Arc<crate::crowd::Known>,
 }

@@ -85,6 +85,7 @@ async fn setup(
         return Err(AppError::Conflict("the hub is already set up"));
     };
     state.setup.finish();
+    state.known.remember(addr);
     tracing::info!(user = %req.username, "owner account created; setup code retired");
     let who = (Some(req.username.as_str()), Some(addr));
     state.audit.record("setup", Some(Subject::Owner), who, "the owner account was created".into()).await;
@@ -143,6 +144,7 @@ async fn login(
     }
     let (Some(user), Some((subject, _))) = (user.as_ref(), whose) else { return Err(AppError::Unauthorized) };
     state.logins.succeeded(&attempt, now);
+    state.known.remember(addr);
     state.audit.record("login", subject, (Some(&user.username), Some(addr)), "logged in".into()).await;
     let cookie = start_session(&state, user.id, now).await?;
     let session = state.store.user_session(user.id).await?.ok_or(AppError::Unauthorized)?;

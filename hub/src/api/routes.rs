@@ -87,7 +87,15 @@ async fn gate(State((state, who)): State<(AppState, Who)>, request: Request, nex
         },
     };
     match checked {
-        Ok(()) => next.run(Request::from_parts(parts, body)).await,
+        Ok(()) => {
+            // Its address proved itself: it keeps places strangers cannot take.
+            if who != Who::Anyone
+                && let Some(peer) = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            {
+                state.known.remember(peer.0.ip());
+            }
+            next.run(Request::from_parts(parts, body)).await
+        }
         Err(error) => error.into_response(),
     }
 }

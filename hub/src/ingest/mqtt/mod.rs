@@ -107,6 +107,8 @@ pub struct MqttContext {
     pub retained: super::retained::Retained,
     /// Each household's share of sessions and queued commands.
     pub budgets: Budgets,
+    /// Addresses logins were accepted from: they keep places strangers cannot take.
+    pub known: Arc<crate::crowd::Known>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,13 +246,13 @@ impl MqttServer {
     pub fn new(ctx: MqttContext) -> Self {
         Self {
             shared: Arc::new(Shared {
-                ctx,
                 router: Router::default(),
                 persistent: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
-                waiting: Crowd::new(MAX_WAITING, MAX_WAITING_PER_ADDRESS),
+                waiting: Crowd::new(MAX_WAITING, MAX_WAITING_PER_ADDRESS, ctx.known.clone()),
                 logged_in: Mutex::default(),
                 next_conn: AtomicU64::new(1),
+                ctx,
             }),
         }
     }
@@ -646,6 +648,18 @@ async fn accept(
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
     let waiting = shared.waiting.enter(peer.ip());
+    let started = Instant::now();
+    // Its first bytes (a ClientHello, a CONNECT): from then on it gives way after the
+    // sockets of its address that said nothing.
+    let mut byte = [0; 1];
+    tokio::select! {
+        () = waiting.gives_way.cancelled() => return Err(ConnError::GaveWay),
+        first = timeout(shared.ctx.connect_timeout, stream.peek(&mut byte)) => match first {
+            Ok(Ok(n)) if n > 0 => waiting.spoke(),
+            Ok(_) => return Ok(()),
+            Err(_) => return Err(ConnError::ConnectTimeout),
+        },
+    }
     let Some(tls) = tls else {
         let transport = match peer.ip().to_canonical().is_loopback() && shared.ctx.plain_from_loopback {
             true => Transport::Local,
@@ -653,10 +667,10 @@ async fn accept(
         };
         return connection(shared, stream, peer, transport, waiting, shutdown).await;
     };
-    let started = Instant::now();
+    let left = shared.ctx.connect_timeout.saturating_sub(started.elapsed());
     let handshake = tokio::select! {
         () = waiting.gives_way.cancelled() => return Err(ConnError::GaveWay),
-        handshake = timeout(shared.ctx.connect_timeout, tls.accept(stream)) => handshake,
+        handshake = timeout(left, tls.accept(stream)) => handshake,
     };
     match handshake {
         Err(_) => Err(ConnError::ConnectTimeout),
@@ -702,6 +716,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(device) => device,
         Err(code) => return refuse(shared, &mut framed, &connect, peer, code).await,
     };
+    // Its address proved itself: it keeps places strangers cannot take.
+    shared.ctx.known.remember(peer.ip());
     if transport == Transport::Clear {
         may_use_clear(shared, &mut framed, &device, peer).await?;
     }
