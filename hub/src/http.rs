@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,8 @@ struct Watched {
     inner: TcpStream,
     started: Instant,
     moved: Arc<AtomicU64>,
+    /// Set at the first bytes read (in clear: over TLS, the handshake's end counts).
+    spoke: Option<Arc<AtomicBool>>,
 }
 
 impl Watched {
@@ -65,6 +67,9 @@ impl AsyncRead for Watched {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.note();
+            if let Some(spoke) = &self.spoke {
+                spoke.store(true, Ordering::Relaxed);
+            }
         }
         polled
     }
@@ -135,30 +140,23 @@ pub async fn serve(
             let gives_way = place.gives_way.clone();
             let place = place;
             let started = Instant::now();
-            // Its first bytes: from then on it gives way after its address's silent sockets.
-            let mut byte = [0; 1];
-            let first = tokio::select! {
-                first = tokio::time::timeout(limits.header_timeout, stream.peek(&mut byte)) => first,
-                () = gives_way.cancelled() => return,
-                () = shutdown.cancelled() => return,
-            };
-            match first {
-                Ok(Ok(n)) if n > 0 => place.spoke(),
-                _ => return,
-            }
             let moved = Arc::new(AtomicU64::new(0));
-            let io = Watched { inner: stream, started, moved: moved.clone() };
+            // In clear, its first bytes are its opening; over TLS, its whole handshake.
+            let spoke = tls.is_none().then(|| place.spoke_flag());
+            let io = Watched { inner: stream, started, moved: moved.clone(), spoke };
             let Some(tls) = tls else {
                 return connection(io, service, peer, limits, (started, moved), gives_way, shutdown).await;
             };
-            let left = limits.header_timeout.saturating_sub(started.elapsed());
             let handshake = tokio::select! {
-                handshake = tokio::time::timeout(left, tls.accept(io)) => handshake,
+                handshake = tokio::time::timeout(limits.header_timeout, tls.accept(io)) => handshake,
                 () = gives_way.cancelled() => return,
                 () = shutdown.cancelled() => return,
             };
             match handshake {
-                Ok(Ok(io)) => connection(io, service, peer, limits, (started, moved), gives_way, shutdown).await,
+                Ok(Ok(io)) => {
+                    place.spoke();
+                    connection(io, service, peer, limits, (started, moved), gives_way, shutdown).await
+                }
                 Ok(Err(error)) => {
                     if HANDSHAKE_FAILED.log_this(peer.ip()) {
                         tracing::info!(%peer, %error, "TLS handshake failed");

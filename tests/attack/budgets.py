@@ -389,12 +389,13 @@ def attack_memory(hub):
 
 # ---------------------------------------------------------------------------------------
 # 5. Floods of connections that say nothing, from many addresses, at the TLS ports.
-def flood(port, sources, rate, seconds, stop, stats, held_max=4000):
+def flood(port, sources, rate, seconds, stop, stats, held_max=4000, first=b""):
     """Opens TCP connections to `port` at `rate` a second (0: as fast as it goes), round
-    robin over `sources`, each non-blocking and then left idle, until `stop` or `seconds`;
-    keeps the newest `held_max` open. Puts (attempts, seconds, share of the newest held
-    that were established) in `stats`."""
-    held, opened = collections.deque(), 0
+    robin over `sources`, each non-blocking and then left idle (after sending `first`, if
+    given, as soon as it is connected), until `stop` or `seconds`; keeps the newest
+    `held_max` open. Puts (attempts, seconds, share of the newest held that were
+    established) in `stats`."""
+    held, opened, unsent = collections.deque(), 0, collections.deque()
     t0 = time.monotonic()
     while not stop.is_set() and time.monotonic() - t0 < seconds:
         due = (int((time.monotonic() - t0) * rate) - opened) if rate else 200
@@ -409,8 +410,16 @@ def flood(port, sources, rate, seconds, stop, stats, held_max=4000):
                 s.close()
             else:
                 held.append(s)
+                if first: unsent.append(s)
             opened += 1
             while len(held) > held_max: held.popleft().close()
+        # Each says its first bytes once connected (at most a few hundred tries a round).
+        for _ in range(min(len(unsent), 400)):
+            s = unsent.popleft()
+            try: s.send(first)
+            except (BlockingIOError, InterruptedError): unsent.append(s)
+            except OSError as e:
+                if e.errno == 107: unsent.append(s)  # not connected yet
     took = time.monotonic() - t0
     # Of the newest held, those the handshake completed for (a dropped SYN leaves none).
     established = 0
@@ -420,11 +429,12 @@ def flood(port, sources, rate, seconds, stop, stats, held_max=4000):
     stats.append((opened, took, established / max(1, len(held))))
     for s in held: s.close()
 
-def under_flood(port, sources, rate, honest, warm=1.0, seconds=12):
+def under_flood(port, sources, rate, honest, warm=1.0, seconds=12, first=b""):
     """Runs `honest()` while a flood runs (after `warm` s of it); returns its result, the
     rate the flood reached and the share of its connections established."""
     stop, stats = threading.Event(), []
-    flooder = threading.Thread(target=flood, args=(port, sources, rate, seconds, stop, stats), daemon=True)
+    flooder = threading.Thread(target=flood, args=(port, sources, rate, seconds, stop, stats),
+                               kwargs={"first": first}, daemon=True)
     flooder.start()
     time.sleep(warm)
     try: out = honest()
@@ -514,6 +524,31 @@ def attack_floods(hub):
            f"the owner's instant login {show(out)}")
     check(f"5. through {rate:,.0f} idle connections/s from 300 addresses at the HTTPS port, the owner logging in at "
           "once is answered within 1 s of its first packet", out[0] and out[1] < 1.0, show(out))
+
+    # A tenant logs its own device in once from each of 100 addresses (so they are known,
+    # as its household's), then floods from them: its own places give way, not the
+    # owner's device pausing 1.5 s.
+    status, invite = hub.owner("POST", "/api/tenancies", {})
+    assert status == 201, invite
+    status, _, headers = hub.call("POST", "/api/invites/accept", {"code": invite["code"], "username": "tenant",
+                                                                 "password": "a long tenant password"}, source="127.0.0.20")
+    assert status == 201, status
+    time.sleep(1.1)  # the tenancy starts on the next second
+    theirs = hub.device("Tenant's plug", cookie=headers["set-cookie"].split(";")[0])
+    tenant_addresses = [f"127.0.3.{n}" for n in range(10, 110)]
+    proved = 0
+    for source in tenant_addresses:
+        try:
+            c = Mqtt(hub.mqtts_port, theirs, source, f"t-{source}", context=hub.context)
+            proved += c.accepted; c.close()
+        except (OSError, ssl.SSLError):
+            pass
+    out, rate, established = under_flood(hub.mqtts_port, tenant_addresses, 136,
+                                         lambda: mqtt_device(hub, dev, "127.0.0.6", 1.5))
+    figure(f"MQTTS flood at {rate:,.0f} connections/s from 100 addresses a tenant logged in from ({proved} of 100 "
+           f"proved; {established:.0%} established): the owner's device {show(out)}")
+    check("5. through 136 idle connections/s from 100 addresses a tenant logged in from, the owner's device that "
+          "pauses 1.5 s is acknowledged within 1 s of its ClientHello", out[0] and out[1] < 1.0, show(out))
     figure("log: " + " | ".join(log_lines(hub, "make room", "TLS handshake failed")))
 
 
@@ -555,6 +590,14 @@ def attack_own_address(hub):
            + (f"; {refused[0]}" if refused else ""))
     check(f"6. through {rate:,.0f} new idle connections/s from its own address, a device gets CONNACK accepted "
           "10 times of 10", accepted == 10, f"{accepted} of 10")
+    # The same, each socket saying one byte (the start of a CONNECT) and then nothing.
+    tries, rate, established = under_flood(hub.mqtt_port, ["127.0.0.1"], 0, lambda: tries_of("c", 10), first=b"\x10")
+    accepted = sum(1 for ok, _, _ in tries if ok)
+    refused = [show(t) for t in tries if not t[0]]
+    figure(f"{accepted} of 10 accepted through {rate:,.0f} connections/s saying one byte ({established:.0%} "
+           "established)" + (f"; {refused[0]}" if refused else ""))
+    check(f"6. through {rate:,.0f} new connections/s from its own address that each say one byte, a device gets "
+          "CONNACK accepted 10 times of 10", accepted == 10, f"{accepted} of 10")
     figure("log: " + " | ".join(log_lines(hub, "make room")))
 
 

@@ -85,7 +85,7 @@ async fn setup(
         return Err(AppError::Conflict("the hub is already set up"));
     };
     state.setup.finish();
-    state.known.remember(addr);
+    state.known.remember(addr, Subject::Owner);
     tracing::info!(user = %req.username, "owner account created; setup code retired");
     let who = (Some(req.username.as_str()), Some(addr));
     state.audit.record("setup", Some(Subject::Owner), who, "the owner account was created".into()).await;
@@ -144,10 +144,12 @@ async fn login(
     }
     let (Some(user), Some((subject, _))) = (user.as_ref(), whose) else { return Err(AppError::Unauthorized) };
     state.logins.succeeded(&attempt, now);
-    state.known.remember(addr);
     state.audit.record("login", subject, (Some(&user.username), Some(addr)), "logged in".into()).await;
     let cookie = start_session(&state, user.id, now).await?;
     let session = state.store.user_session(user.id).await?.ok_or(AppError::Unauthorized)?;
+    if let Some(household) = super::scope::subject_of(&session) {
+        state.known.remember(addr, household);
+    }
     Ok((
         [(SET_COOKIE, cookie)],
         ApiJson(Me { username: user.username.clone(), role: session.role, tenancy: session.tenancy_id }),

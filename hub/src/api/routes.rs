@@ -88,11 +88,13 @@ async fn gate(State((state, who)): State<(AppState, Who)>, request: Request, nex
     };
     match checked {
         Ok(()) => {
-            // Its address proved itself: it keeps places strangers cannot take.
-            if who != Who::Anyone
+            // An owner's or a tenant's address proved itself: it keeps places strangers
+            // cannot take (a guest's or a recipient's does not).
+            if let Some(user) = parts.extensions.get::<CurrentUser>()
+                && let Some(household) = super::scope::subject_of(&user.0)
                 && let Some(peer) = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             {
-                state.known.remember(peer.0.ip());
+                state.known.remember(peer.0.ip(), household);
             }
             next.run(Request::from_parts(parts, body)).await
         }

@@ -119,6 +119,9 @@ pub struct Bridges {
     greeted: Arc<Mutex<HashMap<String, i64>>>,
     /// Each household's share of bridges and of bytes described.
     budgets: Budgets,
+    /// Held while a large device list is read: one at a time, so that lists sent at once
+    /// by many bridges cost one list's memory and one core.
+    reading_list: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Default)]
@@ -177,6 +180,7 @@ impl Bridges {
             adding: Arc::default(),
             greeted: Arc::default(),
             budgets,
+            reading_list: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         for record in bridges.store.devices().await? {
             bridges.learn(&record);
@@ -373,6 +377,7 @@ impl Bridges {
                 // A large list is read away from the runtime's workers, which serve everyone
                 // else meanwhile.
                 true => {
+                    let _reading = self.reading_list.acquire().await.map_err(|_| Refusal::Store)?;
                     let (topic, payload) = (topic.to_owned(), payload.to_vec());
                     let read = tokio::task::spawn_blocking(move || read_any(&Message::new(&topic, &payload)));
                     read.await.map_err(|_| Refusal::Store)?

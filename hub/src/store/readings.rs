@@ -411,6 +411,9 @@ impl Store {
             readings.sort_by_key(|(ts, _)| *ts);
             readings.drain(..).all(|(ts, value)| each(ts, value))
         };
+        // One read transaction: every page sees the same store, so an hour compacted
+        // between two pages (its chunks merged into one with a new number) is not read twice.
+        let mut snapshot = self.pool.begin().await?;
         // The page after (hour, seq), in key order.
         let (mut hour, mut seq) = (hour_of(from), -1);
         loop {
@@ -424,7 +427,7 @@ impl Store {
             .bind(seq)
             .bind(hour_of(to - 1))
             .bind(PAGE)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *snapshot)
             .await?;
             let last_page = rows.len() < PAGE as usize;
             for row in rows {

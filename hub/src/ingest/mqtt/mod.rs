@@ -488,13 +488,20 @@ impl Shared {
             let rule = self.ctx.store.ownership();
             let household = rule.rule.holder(&key.0);
             let theirs = |d: &str| rule.rule.holder(d) == household;
-            let held = persistent.keys().filter(|(d, _)| theirs(d)).count();
-            if !present && evicted.is_empty() && held >= self.ctx.budgets.limit(Budget::PersistentSessions) {
-                evicted.extend(oldest_away(&persistent, &theirs));
-                self.ctx.budgets.reached(Budget::PersistentSessions, household, &format!("device {}", key.0));
-            }
             for k in &evicted {
                 persistent.remove(k);
+            }
+            // Past its share, the household's sessions away longest give way: as many as it
+            // takes (some kept while their clients were connected). With all of them
+            // connected, none can: its logged-in budget bounds them.
+            let limit = self.ctx.budgets.limit(Budget::PersistentSessions);
+            let mut held = persistent.keys().filter(|(d, _)| theirs(d)).count();
+            while !present && held >= limit {
+                let Some(gone) = oldest_away(&persistent, &theirs) else { break };
+                persistent.remove(&gone);
+                evicted.push(gone);
+                held -= 1;
+                self.ctx.budgets.reached(Budget::PersistentSessions, household, &format!("device {}", key.0));
             }
             let session = persistent.entry(key.clone()).or_insert_with(|| Persistent {
                 subscriptions: Vec::new(),
@@ -648,18 +655,6 @@ async fn accept(
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
     let waiting = shared.waiting.enter(peer.ip());
-    let started = Instant::now();
-    // Its first bytes (a ClientHello, a CONNECT): from then on it gives way after the
-    // sockets of its address that said nothing.
-    let mut byte = [0; 1];
-    tokio::select! {
-        () = waiting.gives_way.cancelled() => return Err(ConnError::GaveWay),
-        first = timeout(shared.ctx.connect_timeout, stream.peek(&mut byte)) => match first {
-            Ok(Ok(n)) if n > 0 => waiting.spoke(),
-            Ok(_) => return Ok(()),
-            Err(_) => return Err(ConnError::ConnectTimeout),
-        },
-    }
     let Some(tls) = tls else {
         let transport = match peer.ip().to_canonical().is_loopback() && shared.ctx.plain_from_loopback {
             true => Transport::Local,
@@ -667,15 +662,18 @@ async fn accept(
         };
         return connection(shared, stream, peer, transport, waiting, shutdown).await;
     };
-    let left = shared.ctx.connect_timeout.saturating_sub(started.elapsed());
+    let started = Instant::now();
     let handshake = tokio::select! {
         () = waiting.gives_way.cancelled() => return Err(ConnError::GaveWay),
-        handshake = timeout(left, tls.accept(stream)) => handshake,
+        handshake = timeout(shared.ctx.connect_timeout, tls.accept(stream)) => handshake,
     };
     match handshake {
         Err(_) => Err(ConnError::ConnectTimeout),
         Ok(Err(error)) => Err(ConnError::Tls(error.to_string())),
         Ok(Ok(stream)) => {
+            // A whole handshake: from now on it gives way after its address's places
+            // that have shown none.
+            waiting.spoke();
             let left = shared.ctx.connect_timeout.saturating_sub(started.elapsed());
             connection(shared, stream, peer, Transport::Tls(left), waiting, shutdown).await
         }
@@ -704,6 +702,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut framed = Framed::new(stream, Codec { max_incoming_size: MAX_PACKET, max_outgoing_size: MAX_PACKET });
     let Some(connect) = read_connect(shared, &mut framed, transport, &waiting).await? else { return Ok(()) };
+    // A whole CONNECT: it gives way after its address's places that have shown none.
+    waiting.spoke();
     // Listening before the credentials and the mark are read: a change from here on (a
     // removal, a tenancy's end, a mark taken away) is seen.
     let events = shared.ctx.device_events.subscribe();
@@ -717,7 +717,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         Err(code) => return refuse(shared, &mut framed, &connect, peer, code).await,
     };
     // Its address proved itself: it keeps places strangers cannot take.
-    shared.ctx.known.remember(peer.ip());
+    shared.ctx.known.remember(peer.ip(), shared.ctx.store.ownership().rule.holder(&device));
     if transport == Transport::Clear {
         may_use_clear(shared, &mut framed, &device, peer).await?;
     }
