@@ -1,15 +1,17 @@
 //! A read of years holds pages, not years: five years of one sensor reporting every 10 s
-//! (15.8 million readings) summarised by day, as a daily share of them is, grows the
-//! process's peak memory by less than 16 MB. Alone in its test binary, so that the peak
-//! measured is this read's.
+//! (15.8 million readings), read under a daily share of them (the summaries a recipient
+//! gets), grows the process's peak memory by less than 16 MB. Alone in its test binary, so
+//! that the peak measured is this read's.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
-use hub::buckets::Bucketer;
+use hearth_model::consent::{Offer, Terms};
+use hearth_model::people::{Granularity, Subject};
+use hub::consent::{GrantRecord, Permit};
 use hub::crypto::Key;
 use hub::reading::{Reading, Value};
 use hub::store::Store;
-use hub::store::readings::Keys;
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 const EVERY_MS: i64 = 10_000;
@@ -24,7 +26,7 @@ fn status(field: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_years_of_a_sensor_are_summarised_in_bounded_memory() {
+async fn a_daily_share_of_five_years_of_a_sensor_holds_pages_not_years() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("t.db"), Key::generate().unwrap(), 0).await.unwrap();
     assert!(store.create_device("meter", "Meter", "a device secret", 0).await.unwrap());
@@ -52,15 +54,10 @@ async fn five_years_of_a_sensor_are_summarised_in_bounded_memory() {
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
     let before = status("VmRSS:");
     let started = Instant::now();
-    let mut days = Bucketer::new(DAY_MS);
-    let range = (start, start + DAYS * DAY_MS);
-    let found = store.each_reading("meter", "power", range, Keys::All, |ts, value| {
-        days.push(ts, &value);
-        true
-    });
-    assert!(found.await.unwrap());
+    let end = start + DAYS * DAY_MS;
+    let permit = daily_share(&store, start, end);
+    let days = store.shared_buckets(&permit, ("meter", "power"), (start, end), DAY_MS).await.unwrap();
     let peak = status("VmHWM:");
-    let days = days.finish();
     let growth = peak.saturating_sub(before);
     let read: usize = days.iter().map(|b| b.count).sum();
     println!(
@@ -72,4 +69,31 @@ async fn five_years_of_a_sensor_are_summarised_in_bounded_memory() {
     assert_eq!(read as i64, written);
     assert_eq!(days.len() as i64, DAYS);
     assert!(growth < 16_000_000, "the read grew the peak RSS by {growth} bytes");
+}
+
+/// A recipient's permit to the owner's power readings from `from`, by day, checked at `now`.
+fn daily_share(store: &Store, from: i64, now: i64) -> Permit {
+    let terms = Terms {
+        categories: BTreeSet::new(),
+        metrics: BTreeSet::from(["power".to_owned()]),
+        granularity: Granularity::Day,
+        window_from: from,
+        window_to: None,
+        duration_days: 3650,
+        purpose: "energy advice".into(),
+        offer: Offer { text: "advice".into(), amount: None, currency: None, period: None },
+    };
+    let grant = GrantRecord {
+        id: "g1".into(),
+        request_id: 1,
+        recipient_id: "r1".into(),
+        subject_id: 1,
+        terms,
+        created_ms: from,
+        expires_ms: now + DAY_MS,
+        revoked_ms: None,
+    };
+    let keys: BTreeSet<i64> = store.keys_of(Subject::Owner);
+    assert!(!keys.is_empty(), "the owner has no data key");
+    Permit::check(&grant, "r1", keys, now).unwrap()
 }
