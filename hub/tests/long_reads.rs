@@ -55,7 +55,7 @@ async fn a_daily_share_of_five_years_of_a_sensor_holds_pages_not_years() {
     let before = status("VmRSS:");
     let started = Instant::now();
     let end = start + DAYS * DAY_MS;
-    let permit = daily_share(&store, start, end);
+    let permit = daily_share(&store, start, end).unwrap();
     let days = store.shared_buckets(&permit, ("meter", "power"), (start, end), DAY_MS).await.unwrap();
     let peak = status("VmHWM:");
     let growth = peak.saturating_sub(before);
@@ -72,7 +72,7 @@ async fn a_daily_share_of_five_years_of_a_sensor_holds_pages_not_years() {
 }
 
 /// A recipient's permit to the owner's power readings from `from`, by day, checked at `now`.
-fn daily_share(store: &Store, from: i64, now: i64) -> Permit {
+fn daily_share(store: &Store, from: i64, now: i64) -> Result<Permit, hub::consent::Refusal> {
     let terms = Terms {
         categories: BTreeSet::new(),
         metrics: BTreeSet::from(["power".to_owned()]),
@@ -95,5 +95,5 @@ fn daily_share(store: &Store, from: i64, now: i64) -> Permit {
     };
     let keys: BTreeSet<i64> = store.keys_of(Subject::Owner);
     assert!(!keys.is_empty(), "the owner has no data key");
-    Permit::check(&grant, "r1", keys, now).unwrap()
+    Permit::check(&grant, "r1", keys, now)
 }
