@@ -27,6 +27,8 @@ pub enum Budget {
     PersistentSessions,
     /// Commands queued for one sleeping session.
     QueuedCommands,
+    /// Devices.
+    Devices,
     /// Devices that are bridges.
     Bridges,
     /// Bytes of what devices said of themselves.
@@ -40,6 +42,7 @@ impl Budget {
             Self::Sessions => "sessions",
             Self::PersistentSessions => "persistent_sessions",
             Self::QueuedCommands => "queued_commands",
+            Self::Devices => "devices",
             Self::Bridges => "bridges",
             Self::DescribedBytes => "described_bytes",
         }
@@ -50,6 +53,7 @@ impl Budget {
             Self::Sessions => "MQTT sessions logged in at once",
             Self::PersistentSessions => "MQTT sessions kept for devices that are away",
             Self::QueuedCommands => "commands waiting for one sleeping device",
+            Self::Devices => "devices",
             Self::Bridges => "bridges",
             Self::DescribedBytes => "bytes of what its devices said of themselves",
         }
@@ -60,6 +64,7 @@ impl Budget {
             Self::Sessions => "a new session was refused",
             Self::PersistentSessions => "the session away longest gave way",
             Self::QueuedCommands => "the oldest waiting command was dropped",
+            Self::Devices => "a new device was refused",
             Self::Bridges => "another bridge was refused",
             Self::DescribedBytes => "a device's new description was refused",
         }
@@ -76,6 +81,17 @@ pub struct Budgets {
 }
 
 impl Budgets {
+    /// Whether `household`, holding `held` devices, may have one more; if not, the owner is
+    /// told, and the error says which budget.
+    pub fn room_for_device(&self, household: Subject, held: usize, detail: &str) -> Result<(), String> {
+        let limit = self.limit(Budget::Devices);
+        if held < limit {
+            return Ok(());
+        }
+        self.reached(Budget::Devices, household, detail);
+        Err(format!("the household already has {held} devices, its budget (budgets.devices = {limit})"))
+    }
+
     pub fn new(limits: BudgetsConfig, store: Store, clock: Clock) -> Self {
         Self { limits: Arc::new(limits), store, clock, told: Arc::default() }
     }
@@ -86,6 +102,7 @@ impl Budgets {
             Budget::Sessions => self.limits.sessions,
             Budget::PersistentSessions => self.limits.persistent_sessions,
             Budget::QueuedCommands => self.limits.queued_commands,
+            Budget::Devices => self.limits.devices,
             Budget::Bridges => self.limits.bridges,
             Budget::DescribedBytes => self.limits.described_bytes,
         }

@@ -48,6 +48,9 @@ pub struct BudgetsConfig {
     /// QoS 1 commands queued for one sleeping session, from one household. Past it, that
     /// household's oldest command to the session is dropped.
     pub queued_commands: usize,
+    /// Devices, added by hand or brought by the household's bridges. Past it, a new one is
+    /// refused.
+    pub devices: usize,
     /// Devices that are bridges (granted topic namespaces). Past it, granting another is
     /// refused.
     pub bridges: usize,
@@ -58,7 +61,14 @@ pub struct BudgetsConfig {
 
 impl Default for BudgetsConfig {
     fn default() -> Self {
-        Self { sessions: 512, persistent_sessions: 256, queued_commands: 100, bridges: 256, described_bytes: 8 << 20 }
+        Self {
+            sessions: 512,
+            persistent_sessions: 256,
+            queued_commands: 100,
+            devices: 2048,
+            bridges: 256,
+            described_bytes: 8 << 20,
+        }
     }
 }
 
@@ -448,6 +458,9 @@ impl Config {
                  to 10000"
                     .into(),
             ));
+        }
+        if !(1..=100_000).contains(&budgets.devices) {
+            return Err(ConfigError::Invalid("budgets.devices must be 1 to 100000".into()));
         }
         if !((64 << 10)..=(1 << 30)).contains(&budgets.described_bytes) {
             return Err(ConfigError::Invalid("budgets.described_bytes must be 65536 to 1073741824".into()));

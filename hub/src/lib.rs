@@ -344,6 +344,7 @@ pub async fn run(
         audit,
         lifecycle,
         known: known.clone(),
+        budgets: budgets.clone(),
     };
     let limits =
         http::Limits { header_timeout: std::time::Duration::from_secs(u64::from(config.http.header_timeout_s)) };

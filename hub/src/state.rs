@@ -58,4 +58,6 @@ pub struct AppState {
     pub lifecycle: crate::lifecycle::Lifecycle,
     /// Addresses logins were accepted from: they keep places strangers cannot take.
     pub known: std::sync::Arc<crate::crowd::Known>,
+    /// Each household's share of what the hub holds.
+    pub budgets: crate::budgets::Budgets,
 }

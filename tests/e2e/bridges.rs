@@ -975,6 +975,7 @@ async fn every_zigbee2mqtt_device_definition_is_read() -> anyhow::Result<()> {
     // descriptions (a home of 200 devices takes a fraction of it).
     let mut config = Config::for_test(&dir.path().join("data"));
     config.budgets.described_bytes = 1 << 30;
+    config.budgets.devices = 100_000;
     let hub = TestHub::start_with(config).await?;
     let owner = hub.owner().await?;
     let started = std::time::Instant::now();
@@ -1173,5 +1174,44 @@ async fn a_household_s_bridges_and_descriptions_are_budgeted_apart_from_another_
     for budget in ["budgets.bridges", "budgets.described_bytes"] {
         assert!(notes.contains(budget), "the owner was not told of {budget}: {notes}");
     }
+    Ok(())
+}
+
+/// A household's devices are budgeted: a tenant past its share can add no device by hand
+/// and its bridge brings none (the refusal on the bridge names the budget), while the
+/// owner still adds theirs; the owner is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_household_s_devices_are_budgeted_apart_from_another_s() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::for_test(dir.path());
+    config.budgets.devices = 3;
+    let hub = TestHub::start_with(config).await?;
+    let owner = hub.owner().await?;
+    let (tenant, _) = hub.tenant(&owner, "ana", json!({})).await?;
+    hub.clock.advance(Duration::from_secs(2));
+    let bridge = hub.add_device(&tenant, "Tenant's Zigbee").await?;
+    let grant = tenant.put(hub.url(&format!("/api/devices/{}/bridge", bridge.0)));
+    assert_eq!(grant.json(&json!({ "namespaces": ["zigbee2mqtt/#"] })).send().await?.status(), 200);
+    hub.add_device(&tenant, "Sensor 1").await?;
+    hub.add_device(&tenant, "Sensor 2").await?;
+    let fourth = tenant.post(hub.url("/api/devices")).json(&json!({ "name": "Sensor 3" })).send().await?;
+    let (status, body) = (fourth.status(), fourth.text().await?);
+    assert!(status == 422 && body.contains("budgets.devices"), "the tenant's fourth device: {status} {body}");
+
+    // Its bridge's list brings none, and says why.
+    mosquitto_pub(&hub, (&bridge.0, &bridge.1), "zigbee2mqtt/bridge/devices", Message::File("z2m-bridge-devices.json"))
+        .await?;
+    let reason = wait_until(Duration::from_secs(5), "the refusal on the tenant's bridge", || async {
+        let list = devices(&hub, &tenant).await.ok()?;
+        let reason = list.iter().find(|d| d["id"] == bridge.0.as_str())?["rejected"]["last_reason"].clone();
+        reason.as_str().filter(|r| r.contains("budgets.devices")).map(str::to_owned)
+    })
+    .await?;
+    assert_eq!(devices(&hub, &tenant).await?.iter().filter(|d| d["bridge"].is_string()).count(), 0, "{reason}");
+
+    // The owner's household has its own share.
+    hub.add_device(&owner, "Boiler").await?;
+    let notes: Value = owner.get(hub.url("/api/notifications")).send().await?.json().await?;
+    assert!(notes.to_string().contains("budgets.devices"), "the owner was not told: {notes}");
     Ok(())
 }

@@ -181,6 +181,9 @@ async fn add(
     let now = state.clock.now_ms();
     super::scope::may_act(&state, &user, now)?;
     let tenancy = user.tenancy_id;
+    let household = tenancy.map_or(crate::consent::Subject::Owner, crate::consent::Subject::Tenancy);
+    let held = state.store.count_devices(tenancy).await?;
+    state.budgets.room_for_device(household, held, "a device added by hand").map_err(|e| AppError::field("name", e))?;
     let creds = devices::add(&state.store, &req.name, now).await?;
     if let Some(tenancy) = tenancy {
         state.store.set_device_tenancy(&creds.id, tenancy).await?;

@@ -798,6 +798,12 @@ impl Bridges {
         if behind >= MAX_BEHIND {
             return Err(Refusal::Full(1));
         }
+        let held = self.store.count_devices(granted.tenancy).await.map_err(stored)?;
+        let detail = format!("through bridge {connection}");
+        if let Err(reason) = self.budgets.room_for_device(household(granted.tenancy), held, &detail) {
+            self.rejections.record(connection, "mqtt", &reason, now);
+            return Err(Refusal::Bad { topic: String::new(), reason });
+        }
         let name = first_name(description, announcement);
         let added = devices::add_bridged(&self.store, &name, connection, granted.tenancy, &text, now).await;
         let id = added.map_err(|error: DeviceError| {

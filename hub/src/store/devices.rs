@@ -247,6 +247,15 @@ impl Store {
     }
 
     /// Active devices, names opened.
+    /// How many devices the household of `tenancy` holds (none: the owner's).
+    pub async fn count_devices(&self, tenancy: Option<i64>) -> Result<usize, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE tenancy_id IS ?")
+            .bind(tenancy)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     pub async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
         self.devices_where(false).await
     }
