@@ -63,15 +63,6 @@ impl Bucketer {
         }
     }
 
-    /// Buckets so far.
-    pub fn len(&self) -> usize {
-        self.out.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.out.is_empty()
-    }
-
     pub fn finish(self) -> Vec<Bucket> {
         self.out
     }

@@ -138,7 +138,6 @@ pub async fn serve(
         let tls = tls.clone();
         tracker.spawn(async move {
             let gives_way = place.gives_way.clone();
-            let place = place;
             let started = Instant::now();
             let moved = Arc::new(AtomicU64::new(0));
             // In clear, its first bytes are its opening; over TLS, its whole handshake.

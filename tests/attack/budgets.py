@@ -27,7 +27,7 @@ owner 127.0.0.4/.5, devices 127.0.0.1, .6, .7. Hub CPU time and memory are read 
 """
 import collections, http.client, json, os, re, signal, socket, sqlite3, ssl, struct, sys, threading, time
 
-from hubproc import free_port, hub_pid, idle_flood, start
+from hubproc import free_port, hub_pid, idle_flood, remaining, start, utf8
 
 binary = sys.argv[1]
 began = time.monotonic()
@@ -64,14 +64,6 @@ def memory(pid):
     return int(status["VmRSS"].split()[0]) * 1024, int(status["VmHWM"].split()[0]) * 1024
 
 # --- Raw MQTT 3.1.1 ---
-def remaining(n):
-    out = bytearray()
-    while True:
-        b, n = n % 128, n // 128
-        out.append(b | (0x80 if n else 0))
-        if not n: return bytes(out)
-def utf8(s):
-    b = s.encode(); return struct.pack(">H", len(b)) + b
 def packet(kind, body):
     return bytes([kind]) + remaining(len(body)) + body
 

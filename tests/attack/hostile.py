@@ -8,7 +8,7 @@ packets; HTTP with the standard library, bound to the actor's address.
 """
 import http.client, json, os, socket, struct, subprocess, sys, threading, time
 
-from hubproc import dtls_port, free_port, idle_flood, start
+from hubproc import dtls_port, free_port, idle_flood, remaining, start, utf8
 
 binary = sys.argv[1]
 mqtt_port = free_port()
@@ -47,14 +47,6 @@ def device(name):
     return d["id"], d["secret"]
 
 # --- Raw MQTT 3.1.1 ---
-def remaining(n):
-    out = bytearray()
-    while True:
-        b, n = n % 128, n // 128
-        out.append(b | (0x80 if n else 0))
-        if not n: return bytes(out)
-def utf8(s):
-    b = s.encode(); return struct.pack(">H", len(b)) + b
 def mqtt_connect(client_id, user, password, keep_alive=30, source="127.0.0.1"):
     s = socket.create_connection(("127.0.0.1", mqtt_port), timeout=5, source_address=(source, 0))
     var = utf8("MQTT") + bytes([4, 0xC2]) + struct.pack(">H", keep_alive)

@@ -1,6 +1,6 @@
 """Starts a hub binary for the black-box checks: loopback only, a fresh data directory,
 stopped when the script exits."""
-import atexit, os, re, socket, ssl, subprocess, tempfile, threading, time, requests
+import atexit, os, re, socket, ssl, struct, subprocess, tempfile, threading, time, requests
 
 
 def free_port():
@@ -100,3 +100,19 @@ def hub_pid(data):
         if conf in args:
             return int(entry)
     raise SystemExit(f"no hub running with {conf.decode()}")
+
+
+# --- Raw MQTT 3.1.1, for scripts that speak it byte by byte ---
+def remaining(n):
+    """An MQTT remaining-length field."""
+    out = bytearray()
+    while True:
+        b, n = n % 128, n // 128
+        out.append(b | (0x80 if n else 0))
+        if not n: return bytes(out)
+
+
+def utf8(s):
+    """An MQTT string: its length, then its UTF-8 bytes."""
+    b = s.encode(); return struct.pack(">H", len(b)) + b
+

@@ -162,15 +162,14 @@ async fn ran(hub: &TestHub, owner: &reqwest::Client, rule: i64) -> anyhow::Resul
     .await
 }
 
-/// The same for a bridge: Zigbee2MQTT keeps its session; a command to one of its devices
-/// sent while it is away reaches it when it reconnects, on its own topic.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bridge_gets_its_devices_commands_sent_while_it_was_away() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let hub = TestHub::start(dir.path()).await?;
-    let owner = hub.owner().await?;
-    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
-    let (bridge, key) = hub.add_device(&owner, "Zigbee2MQTT").await?;
+/// A Zigbee2MQTT bridge of the owner's with the corpus's devices behind it, that keeps its
+/// session, subscribed to its namespace, and is away; returns its credentials.
+async fn sleeping_zigbee_bridge(
+    hub: &TestHub,
+    owner: &reqwest::Client,
+    mqtt: SocketAddr,
+) -> anyhow::Result<(String, String)> {
+    let (bridge, key) = hub.add_device(owner, "Zigbee2MQTT").await?;
     let grant = owner.put(hub.url(&format!("/api/devices/{bridge}/bridge")));
     assert_eq!(grant.json(&json!({ "namespaces": ["zigbee2mqtt/#"] })).send().await?.status(), 200);
     let list = std::fs::read_to_string(
@@ -179,6 +178,18 @@ async fn a_bridge_gets_its_devices_commands_sent_while_it_was_away() -> anyhow::
     hub.publish((&bridge, &key), "zigbee2mqtt/bridge/devices", list).await?;
     let (client, events, _) = connect(mqtt, (&bridge, &key), "zigbee2mqtt_9f2c", false).await?;
     subscribe_and_leave(client, events, "zigbee2mqtt/#").await?;
+    Ok((bridge, key))
+}
+
+/// The same for a bridge: Zigbee2MQTT keeps its session; a command to one of its devices
+/// sent while it is away reaches it when it reconnects, on its own topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_gets_its_devices_commands_sent_while_it_was_away() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    let (bridge, key) = sleeping_zigbee_bridge(&hub, &owner, mqtt).await?;
     let plug = wait_until(Duration::from_secs(5), "the plug", || async {
         let list: Value = owner.get(hub.url("/api/devices")).send().await.ok()?.json().await.ok()?;
         let plug = list.as_array()?.iter().find(|d| d["name"] == "power_plug")?;
@@ -582,15 +593,7 @@ async fn a_tenant_cannot_push_out_the_owner_s_queued_commands() -> anyhow::Resul
     let hub = TestHub::start(dir.path()).await?;
     let owner = hub.owner().await?;
     let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
-    let (bridge, key) = hub.add_device(&owner, "Zigbee2MQTT").await?;
-    let grant = owner.put(hub.url(&format!("/api/devices/{bridge}/bridge")));
-    assert_eq!(grant.json(&json!({ "namespaces": ["zigbee2mqtt/#"] })).send().await?.status(), 200);
-    let list = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hub/tests/data/ecosystems/z2m-bridge-devices.json"),
-    )?;
-    hub.publish((&bridge, &key), "zigbee2mqtt/bridge/devices", list).await?;
-    let (client, events, _) = connect(mqtt, (&bridge, &key), "zigbee2mqtt_9f2c", false).await?;
-    subscribe_and_leave(client, events, "zigbee2mqtt/#").await?;
+    let (bridge, key) = sleeping_zigbee_bridge(&hub, &owner, mqtt).await?;
     let named = |name: &'static str| {
         let owner = owner.clone();
         let url = hub.url("/api/devices");
