@@ -40,7 +40,7 @@ grant = ok(tenant.post(base + f"/api/consent/requests/{req['id']}/grant", json={
 ok(requests.get(base + f"/api/share/grants/{grant['id']}/data", headers=rh))
 guest_invite = ok(owner.post(base + "/api/guests", json={"devices": [device["id"]]}))
 ok(requests.Session().post(base + "/api/invites/accept", json={"code": guest_invite["code"], "username": "gus", "password": "a long guest password"}))
-ok(owner.post(base + "/api/rules", json={"name": "r", "triggers": [{"type": "reading", "device": device["id"], "metric": "power"}],
+ok(owner.post(base + "/api/rules", json={"name": "r", "insist": True, "triggers": [{"type": "reading", "device": device["id"], "metric": "power"}],
                                         "actions": [{"type": "notify", "message": "x"}]}))
 
 # Everything each caller can list or read.

@@ -79,7 +79,7 @@ for n in range(3):
         check(f"4. tenancy {n + 1} ends", r.status_code == 200, r.text)
         time.sleep(1.1)
 check("4. the third tenancy was created after two ended", len(tenants) == 3)
-rule = {"name": "r", "triggers": [{"type": "interval", "every_s": 5}],
+rule = {"name": "r", "insist": True, "triggers": [{"type": "interval", "every_s": 5}],
         "actions": [{"type": "mqtt", "device": meter["id"], "metric": "power", "value": "on"}]}
 r = tenants[0][0].post(base + "/api/rules", json=rule)
 check("3. a former tenant cannot make a rule", r.status_code == 403, r.status_code)

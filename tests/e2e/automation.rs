@@ -62,6 +62,7 @@ async fn a_reading_fires_a_rule_and_the_device_gets_its_command() -> anyhow::Res
         &hub,
         &owner,
         json!({
+            "insist": true,
             "name": "Heat when cold",
             "triggers": [{ "type": "threshold", "device": sensor, "metric": "temperature", "below": 18.0 }],
             "actions": [
@@ -75,6 +76,7 @@ async fn a_reading_fires_a_rule_and_the_device_gets_its_command() -> anyhow::Res
         &hub,
         &owner,
         json!({
+            "insist": true,
             "name": "Alarm when away",
             "triggers": [{ "type": "reading", "device": sensor, "metric": "temperature" }],
             "conditions": [{ "type": "virtual", "name": "away", "op": "==", "value": true }],
@@ -135,24 +137,26 @@ async fn a_reading_fires_a_rule_and_the_device_gets_its_command() -> anyhow::Res
         }
     };
     let notify = json!([{ "type": "notify", "message": "x" }]);
-    let (status, error) = bad(json!({ "name": "r", "triggers": [{ "type": "reading", "device": "nosuchdevice",
+    let (status, error) =
+        bad(json!({ "insist": true, "name": "r", "triggers": [{ "type": "reading", "device": "nosuchdevice",
         "metric": "t" }], "actions": notify }))
-    .await?;
+        .await?;
     assert_eq!((status, error.contains("no device \"nosuchdevice\"")), (422, true), "{error}");
     let (status, error) =
-        bad(json!({ "name": "r", "triggers": [{ "type": "cron", "expr": "every tuesday" }], "actions": notify }))
+        bad(json!({ "insist": true, "name": "r", "triggers": [{ "type": "cron", "expr": "every tuesday" }], "actions": notify }))
             .await?;
     assert_eq!((status, error.contains("cron")), (422, true), "{error}");
-    let (status, _) = bad(json!({ "name": "r", "triggers": [{ "type": "start" }], "actions": [] })).await?;
+    let (status, _) =
+        bad(json!({ "insist": true, "name": "r", "triggers": [{ "type": "start" }], "actions": [] })).await?;
     assert_eq!(status, 422);
     create_rule(
         &hub,
         &owner,
-        json!({ "name": "A", "triggers": [{ "type": "virtual", "name": "x" }],
+        json!({ "insist": true, "name": "A", "triggers": [{ "type": "virtual", "name": "x" }],
             "actions": [{ "type": "set", "name": "y", "value": true }] }),
     )
     .await?;
-    let (status, error) = bad(json!({ "name": "B", "triggers": [{ "type": "virtual", "name": "y" }],
+    let (status, error) = bad(json!({ "insist": true, "name": "B", "triggers": [{ "type": "virtual", "name": "y" }],
         "actions": [{ "type": "set", "name": "x", "value": true }] }))
     .await?;
     assert_eq!((status, error.contains("forever") && error.contains("A")), (422, true), "{error}");
@@ -210,6 +214,7 @@ async fn a_rule_commands_a_coap_device() -> anyhow::Result<()> {
     wait_until(Duration::from_secs(10), "libcoap's server", || async { get().ok().filter(|(ok, _)| *ok) }).await?;
 
     let lamp_on = json!({
+        "insist": true,
         "name": "Lamp on",
         "triggers": [{ "type": "change", "device": button, "metric": "pressed" }],
         "actions": [{ "type": "coap", "device": lamp, "path": "example_data", "method": "put", "payload": "lamp-on" }]
@@ -251,6 +256,7 @@ async fn a_rule_commands_a_coap_device() -> anyhow::Result<()> {
         .await?;
     assert_eq!(address.status(), 200);
     let lamp_off = json!({
+        "insist": true,
         "name": "Lamp off",
         "triggers": [{ "type": "change", "device": button, "metric": "pressed" }],
         "actions": [{ "type": "coap", "device": lamp, "path": "example_data", "method": "put", "payload": "lamp-off" }]
@@ -319,6 +325,7 @@ async fn the_cloud_is_cut_local_rules_keep_firing_and_the_outbox_drains_in_order
         &hub,
         &owner,
         json!({
+            "insist": true,
             "name": "Report and switch",
             "mode": "queued",
             "triggers": [{ "type": "reading", "device": meter, "metric": "power" }],
@@ -414,6 +421,7 @@ async fn delays_and_missed_time_triggers_survive_a_restart() -> anyhow::Result<(
         &hub,
         &owner,
         json!({
+            "insist": true,
             "name": "Light off later",
             "triggers": [{ "type": "reading", "device": door, "metric": "open" }],
             "actions": [{ "type": "delay", "seconds": 6 }, { "type": "mqtt", "device": light, "metric": "power", "value": "off" }]
@@ -425,12 +433,15 @@ async fn delays_and_missed_time_triggers_survive_a_restart() -> anyhow::Result<(
     let caught = create_rule(
         &hub,
         &owner,
-        json!({ "name": "Catch up", "catch_up": true, "triggers": every_second, "actions": notify }),
+        json!({ "insist": true, "name": "Catch up", "catch_up": true, "triggers": every_second, "actions": notify }),
     )
     .await?;
-    let not_caught =
-        create_rule(&hub, &owner, json!({ "name": "No catch up", "triggers": every_second, "actions": notify }))
-            .await?;
+    let not_caught = create_rule(
+        &hub,
+        &owner,
+        json!({ "insist": true, "name": "No catch up", "triggers": every_second, "actions": notify }),
+    )
+    .await?;
     // The rule's trigger fires, and the hub stops during its delay, once both schedules
     // have run.
     let clock = hub.clock.clone();
@@ -499,6 +510,7 @@ async fn a_dry_run_over_history_matches_what_the_rule_did_live() -> anyhow::Resu
     let (sensor, secret) = hub.add_device(&owner, "Sensor").await?;
     let (plug, _) = hub.add_device(&owner, "Plug").await?;
     let rule = json!({
+        "insist": true,
         "name": "Cold, or the door opens while it is cool",
         "mode": "parallel",
         "triggers": [
@@ -623,7 +635,7 @@ async fn webhooks_are_retried_refusals_dropped_and_a_full_outbox_drops_its_oldes
         create_rule(
             &hub,
             &owner,
-            json!({ "name": format!("to {destination}"), "mode": "queued",
+            json!({ "insist": true, "name": format!("to {destination}"), "mode": "queued",
                 "triggers": [{ "type": "reading", "device": sensor, "metric": metric }],
                 "actions": [{ "type": "cloud", "destination": destination, "payload": { "metric": metric } }] }),
         )
@@ -700,7 +712,7 @@ async fn the_upstream_bridge_speaks_tls_and_checks_the_broker_certificate() -> a
     create_rule(
         &hub,
         &owner,
-        json!({ "name": "up", "triggers": [{ "type": "reading", "device": sensor, "metric": "t" }],
+        json!({ "insist": true, "name": "up", "triggers": [{ "type": "reading", "device": sensor, "metric": "t" }],
             "actions": [
                 { "type": "cloud", "destination": "trusted", "topic": "secure", "payload": {} },
                 { "type": "cloud", "destination": "untrusted", "topic": "insecure", "payload": {} }
@@ -744,7 +756,7 @@ async fn a_rule_made_after_a_restart_knows_the_values_from_before() -> anyhow::R
     let id = create_rule(
         &hub,
         &owner,
-        json!({ "name": "On change", "triggers": [{ "type": "change", "device": sensor, "metric": "temperature" }],
+        json!({ "insist": true, "name": "On change", "triggers": [{ "type": "change", "device": sensor, "metric": "temperature" }],
             "actions": [{ "type": "notify", "message": "changed" }] }),
     )
     .await?;

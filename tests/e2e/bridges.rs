@@ -162,7 +162,7 @@ async fn a_bridge_receives_only_its_own_devices_commands() -> anyhow::Result<()>
     // A rule commands the plug when a wall switch reports: it goes to the plug's bridge, on
     // Zigbee2MQTT's set topic, with Zigbee2MQTT's own on value.
     let (wall, wall_key) = hub.add_device(&owner, "Wall switch").await?;
-    let rule = json!({ "name": "Plug on", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
+    let rule = json!({ "insist": true, "name": "Plug on", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
         "actions": [{ "type": "mqtt", "device": plug, "metric": "state", "value": true }] });
     let created = owner.post(hub.url("/api/rules")).json(&rule).send().await?;
     assert_eq!(created.status(), 201, "{}", created.text().await?);
@@ -245,7 +245,7 @@ async fn tasmota_shelly_and_esphome_devices_appear_from_their_own_topics() -> an
         let id = named(&list, name).and_then(|d| d["id"].as_str()).unwrap_or_default();
         actions.push(json!({ "type": "mqtt", "device": id, "metric": relay, "value": false }));
     }
-    let rule = json!({ "name": "All off", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
+    let rule = json!({ "insist": true, "name": "All off", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
         "actions": actions });
     let created = owner.post(hub.url("/api/rules")).json(&rule).send().await?;
     assert_eq!(created.status(), 201, "{}", created.text().await?);
@@ -334,7 +334,7 @@ async fn home_assistant_discovery_names_values_units_and_classes() -> anyhow::Re
     // Commands where the configs say, as they say.
     let id = garage["id"].as_str().unwrap_or_default();
     let (wall, wall_key) = hub.add_device(&owner, "Wall switch").await?;
-    let rule = json!({ "name": "Garage", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
+    let rule = json!({ "insist": true, "name": "Garage", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
         "actions": [{ "type": "mqtt", "device": id, "metric": "garage_esp_status_led", "value": "on" },
                     { "type": "mqtt", "device": id, "metric": "garage_relay", "value": false }] });
     let created = owner.post(hub.url("/api/rules")).json(&rule).send().await?;
@@ -815,7 +815,7 @@ async fn availability_from_last_will_and_from_silence_is_shown_and_triggers_rule
         online("Kitchen plug").await.filter(|(_, v, shown)| *v == json!(true) && *shown == json!(true))
     })
     .await?;
-    let rule = json!({ "name": "Plug gone", "triggers": [{ "type": "change", "device": tasmota, "metric": "online" }],
+    let rule = json!({ "insist": true, "name": "Plug gone", "triggers": [{ "type": "change", "device": tasmota, "metric": "online" }],
         "actions": [{ "type": "notify", "message": "the kitchen plug changed" }] });
     let created = owner.post(hub.url("/api/rules")).json(&rule).send().await?;
     assert_eq!(created.status(), 201, "{}", created.text().await?);

@@ -328,7 +328,7 @@ async fn a_class_change_applies_forward_and_building_data_stays_the_owners() -> 
     );
 
     // Rules: a building device is the owner's to automate, not the tenant's.
-    let rule = json!({ "name": "Boiler alarm", "triggers": [{ "type": "threshold", "device": boiler,
+    let rule = json!({ "insist": true, "name": "Boiler alarm", "triggers": [{ "type": "threshold", "device": boiler,
         "metric": "pressure", "below": 1.0 }], "actions": [{ "type": "notify", "message": "Low pressure" }] });
     let resp = tenant.post(hub.url("/api/rules")).json(&rule).send().await?;
     assert_eq!(resp.status(), 422);

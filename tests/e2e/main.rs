@@ -9,6 +9,7 @@ mod coap;
 mod consent;
 mod conventions;
 mod fuzz;
+mod home;
 mod hostile;
 mod lifecycle;
 mod mqtt;

@@ -327,7 +327,7 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
         if let Some(device) = command {
             actions.push(json!({ "type": "mqtt", "device": device, "metric": "relay", "value": "on" }));
         }
-        json!({ "name": "Watch", "mode": "queued", "triggers": triggers, "actions": actions })
+        json!({ "insist": true, "name": "Watch", "mode": "queued", "triggers": triggers, "actions": actions })
     };
     let create = |client: &reqwest::Client, rule: Value| {
         let request = client.post(hub.url("/api/rules")).json(&rule);
@@ -342,7 +342,7 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
     people[0].rule = create(&owner, watch(&[&meter, &boiler, &plug], None)).await?;
     create(
         &owner,
-        json!({ "name": "Relay", "triggers": [{ "type": "reading", "device": boiler, "metric": "power" }],
+        json!({ "insist": true, "name": "Relay", "triggers": [{ "type": "reading", "device": boiler, "metric": "power" }],
         "actions": [{ "type": "mqtt", "device": meter, "metric": "relay", "value": "on" },
             { "type": "mqtt", "device": plug, "metric": "state", "value": "on" }] }),
     )
@@ -626,7 +626,7 @@ async fn checkpoint(
             let text = body(person.client.get(hub.url("/api/export"))).await?;
             world.record("export", caller, &text, false);
             for device in ["meter", "boiler", "plug"] {
-                let rule = json!({ "name": "Replay",
+                let rule = json!({ "insist": true, "name": "Replay",
                     "triggers": [{ "type": "reading", "device": world.ids[device], "metric": "power" }],
                     "actions": [{ "type": "notify", "message": "x" }] });
                 let resp = person

@@ -166,7 +166,7 @@ async fn a_former_tenant_no_longer_commands_the_home() -> anyhow::Result<()> {
     let (tenant, id) = hub.tenant(&owner, "tessa", json!({})).await?;
     hub.clock.advance(Duration::from_secs(2));
 
-    let rule = json!({ "name": "Blink", "triggers": [{ "type": "interval", "every_s": 5 }],
+    let rule = json!({ "insist": true, "name": "Blink", "triggers": [{ "type": "interval", "every_s": 5 }],
         "actions": [{ "type": "mqtt", "device": lamp, "metric": "power", "value": "on" }] });
     let resp = tenant.post(hub.url("/api/rules")).json(&rule).send().await?;
     assert_eq!(resp.status(), 201, "during the tenancy the tenant makes rules");
@@ -245,7 +245,7 @@ async fn a_devices_credentials_read_back_no_tenants_reading() -> anyhow::Result<
 
     // The owner's command still reaches the device's subscription: the channel works, and
     // the tenant's reading did not come before it.
-    let rule = json!({ "name": "Ping", "triggers": [{ "type": "interval", "every_s": 5 }],
+    let rule = json!({ "insist": true, "name": "Ping", "triggers": [{ "type": "interval", "every_s": 5 }],
         "actions": [{ "type": "mqtt", "device": id, "metric": "relay", "value": "on" }] });
     assert_eq!(owner.post(hub.url("/api/rules")).json(&rule).send().await?.status(), 201);
     hub.clock.advance(Duration::from_secs(5));
@@ -351,7 +351,7 @@ async fn a_tenants_rules_cannot_crowd_out_the_owners_cloud_messages() -> anyhow:
     let hub = TestHub::start_with(config).await?;
     let owner = hub.owner().await?;
     let every_5s = |name: &str, destination: &str| {
-        json!({ "name": name, "triggers": [{ "type": "interval", "every_s": 5 }],
+        json!({ "insist": true, "name": name, "triggers": [{ "type": "interval", "every_s": 5 }],
                 "actions": [{ "type": "cloud", "destination": destination, "payload": { "from": name } }] })
     };
     let resp = owner.post(hub.url("/api/rules")).json(&every_5s("owner's", "shared")).send().await?;
@@ -540,7 +540,7 @@ async fn a_tenants_coap_commands_reach_only_registered_devices() -> anyhow::Resu
     let (tenant, _) = hub.tenant(&owner, "tessa", json!({})).await?;
     hub.clock.advance(Duration::from_secs(2));
     let rule = |action: Value| {
-        json!({ "name": "Lamp", "triggers": [{ "type": "change", "device": button, "metric": "pressed" }],
+        json!({ "insist": true, "name": "Lamp", "triggers": [{ "type": "change", "device": button, "metric": "pressed" }],
             "actions": [action] })
     };
     let save = |rule: Value| tenant.post(hub.url("/api/rules")).json(&rule).send();

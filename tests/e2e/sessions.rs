@@ -92,7 +92,7 @@ async fn a_command_sent_while_a_device_sleeps_arrives_when_it_reconnects_even_af
     let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
     let (lamp, lamp_key) = hub.add_device(&owner, "Battery lamp").await?;
     let (wall, wall_key) = hub.add_device(&owner, "Wall switch").await?;
-    let rule = json!({ "name": "Lamp on", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
+    let rule = json!({ "insist": true, "name": "Lamp on", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
         "actions": [{ "type": "mqtt", "device": lamp, "metric": "power", "value": "on" }] });
     assert_eq!(owner.post(hub.url("/api/rules")).json(&rule).send().await?.status(), 201);
 
@@ -106,7 +106,7 @@ async fn a_command_sent_while_a_device_sleeps_arrives_when_it_reconnects_even_af
     let runs = format!("/api/rules/{}/runs", 1);
     wait_until(Duration::from_secs(5), "the rule's run", || async {
         let text = owner.get(hub.url(&runs)).send().await.ok()?.text().await.ok()?;
-        text.contains("sent").then_some(())
+        text.contains("queued until the device wakes").then_some(())
     })
     .await?;
     let config = hub.stop().await?;
@@ -133,7 +133,7 @@ async fn a_command_sent_while_a_device_sleeps_arrives_when_it_reconnects_even_af
     let _ = tokio::time::timeout(Duration::from_secs(2), async { while events.poll().await.is_ok() {} }).await;
     let owner = hub.login().await?;
     let (wall2, wall2_key) = hub.add_device(&owner, "Second switch").await?;
-    let rule = json!({ "name": "Lamp on again", "triggers": [{ "type": "reading", "device": wall2, "metric": "pressed" }],
+    let rule = json!({ "insist": true, "name": "Lamp on again", "triggers": [{ "type": "reading", "device": wall2, "metric": "pressed" }],
         "actions": [{ "type": "mqtt", "device": lamp, "metric": "power", "value": "on" }] });
     let rule = created(owner.post(hub.url("/api/rules")).json(&rule).send().await?).await?;
     hub.publish((&wall2, &wall2_key), &format!("hearth/{wall2}/pressed"), "1".into()).await?;
@@ -197,7 +197,7 @@ async fn a_bridge_gets_its_devices_commands_sent_while_it_was_away() -> anyhow::
     })
     .await?;
     let (wall, wall_key) = hub.add_device(&owner, "Wall switch").await?;
-    let rule = json!({ "name": "Plug on", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
+    let rule = json!({ "insist": true, "name": "Plug on", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
         "actions": [{ "type": "mqtt", "device": plug, "metric": "state", "value": true }] });
     let rule = created(owner.post(hub.url("/api/rules")).json(&rule).send().await?).await?;
     hub.publish((&wall, &wall_key), &format!("hearth/{wall}/pressed"), "1".into()).await?;
@@ -251,7 +251,7 @@ async fn a_shredded_tenancy_s_queued_commands_are_never_delivered() -> anyhow::R
     let now = hub.now_ms();
     let (tenant, tenancy) = hub.tenant(&owner, "ana", json!({ "start": now + 1000, "end": now + 3_600_000 })).await?;
     hub.clock.advance(Duration::from_millis(1500));
-    let rule = json!({ "name": "Lamp on", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
+    let rule = json!({ "insist": true, "name": "Lamp on", "triggers": [{ "type": "reading", "device": wall, "metric": "pressed" }],
         "actions": [{ "type": "mqtt", "device": lamp, "metric": "power", "value": "on" }] });
     let created = tenant.post(hub.url("/api/rules")).json(&rule).send().await?;
     assert_eq!(created.status(), 201);
@@ -262,7 +262,7 @@ async fn a_shredded_tenancy_s_queued_commands_are_never_delivered() -> anyhow::R
     // The command was sent, so it waits in the lamp's session.
     wait_until(Duration::from_secs(5), "the tenant's rule to send", || async {
         let text = tenant.get(hub.url(&format!("/api/rules/{id}/runs"))).send().await.ok()?.text().await.ok()?;
-        text.contains("sent").then_some(())
+        text.contains("queued until the device wakes").then_some(())
     })
     .await?;
 
@@ -286,7 +286,7 @@ async fn a_connected_persistent_session_gets_every_command() -> anyhow::Result<(
     let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
     let (lamp, lamp_key) = hub.add_device(&owner, "Lamp").await?;
     let (wall, wall_key) = hub.add_device(&owner, "Wall switch").await?;
-    let rule = json!({ "name": "Lamp follows", "triggers": [{ "type": "reading", "device": wall, "metric": "level" }],
+    let rule = json!({ "insist": true, "name": "Lamp follows", "triggers": [{ "type": "reading", "device": wall, "metric": "level" }],
         "actions": [{ "type": "mqtt", "device": lamp, "metric": "level", "value": "set" }] });
     assert_eq!(owner.post(hub.url("/api/rules")).json(&rule).send().await?.status(), 201);
     let (client, mut events, _) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", false).await?;
@@ -665,4 +665,36 @@ async fn a_tenant_s_sessions_take_no_place_of_the_owner_s() -> anyhow::Result<()
     assert!(refused.is_err_and(|e| e.to_string().contains("ServiceUnavailable")), "the tenant's 9th session");
     let (_client, _events, _) = connect(mqtt, (&lamp.0, &lamp.1), "lamp", true).await?;
     told(&hub, &owner, "budgets.sessions").await
+}
+
+/// A command from the app says what became of it: nothing of the lamp is connected
+/// (unheard), the lamp sleeps with a kept session (queued), the lamp is connected
+/// (delivered); the queued one arrives when it wakes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_says_whether_it_was_delivered_queued_or_unheard() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    let owner = hub.owner().await?;
+    let (lamp, lamp_key) = hub.add_device(&owner, "Lamp").await?;
+    let command = |on: bool| {
+        let request = owner.post(hub.url(&format!("/api/devices/{lamp}/command")));
+        async move {
+            let sent: Value = request.json(&json!({ "metric": "power", "value": on })).send().await?.json().await?;
+            anyhow::Ok(sent["delivery"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    assert_eq!(command(true).await?, "unheard");
+    let (client, events, _) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", false).await?;
+    subscribe_and_leave(client, events, &format!("hearth/{lamp}/set/#")).await?;
+    assert_eq!(command(false).await?, "queued");
+    let (_client, mut events, present) = connect(mqtt, (&lamp, &lamp_key), "lamp-1", false).await?;
+    assert!(present);
+    let (topic, payload, _) = next_message(&mut events).await?.ok_or_else(|| anyhow::anyhow!("nothing queued"))?;
+    assert_eq!((topic, payload), (format!("hearth/{lamp}/set/power"), "false".to_owned()));
+    assert_eq!(command(true).await?, "delivered");
+    let (_, payload, _) = next_message(&mut events).await?.ok_or_else(|| anyhow::anyhow!("nothing delivered"))?;
+    assert_eq!(payload, "true");
+    hub.stop().await?;
+    Ok(())
 }

@@ -364,7 +364,7 @@ async fn pages_keep_what_is_open_and_say_what_is_wrong() -> anyhow::Result<()> {
     let (button, secret) = hub.add_device(&owner, "Button").await?;
     let dev = (button.as_str(), secret.as_str());
     let topic = format!("hearth/{button}/pressed");
-    let rule = json!({ "name": "Count presses", "triggers": [{ "type": "reading", "device": button, "metric": "pressed" }],
+    let rule = json!({ "insist": true, "name": "Count presses", "triggers": [{ "type": "reading", "device": button, "metric": "pressed" }],
         "actions": [{ "type": "notify", "message": "pressed" }] });
     let resp = owner.post(hub.url("/api/rules")).json(&rule).send().await?;
     anyhow::ensure!(resp.status() == 201, "creating the rule: {}", resp.status());

@@ -1,5 +1,7 @@
 //! Devices, their credentials, their readings and the live stream.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{Bucket, DeviceClass, Value};
@@ -99,6 +101,56 @@ pub struct Device {
     /// set them; shown to the owner and tenants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub observe: Vec<String>,
+    /// A device, or a bridge that only speaks for the devices behind it.
+    #[serde(default)]
+    pub kind: DeviceKind,
+    /// Its room: as people chose, or else as discovery suggested (`suggested_area`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// Pinned first on the home page.
+    #[serde(default)]
+    pub favourite: bool,
+    /// Left out of the home page (still on its room's list of hidden devices, and in rules).
+    #[serde(default)]
+    pub hidden: bool,
+    /// Names people gave its values, by metric (in place of what its device calls them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What a device is to the people of the home.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// Something in the home: a sensor, a plug, a light (also one that is its own
+    /// connection, as a Tasmota plug is).
+    #[default]
+    Device,
+    /// A coordinator or gateway that publishes for others (a Zigbee2MQTT bridge) and says
+    /// nothing of itself: on the bridges page, never a card or a rule's target.
+    Bridge,
+}
+
+names!(DeviceKind, "device kind", { Device => "device", Bridge => "bridge" });
+
+/// `PATCH /api/devices/{id}`: what people choose for a device; each field left out stays
+/// as it is. Discovery never overwrites these.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceChanges {
+    /// A new name; empty gives back the name it was added or announced with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its room; empty gives back the room discovery suggested, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub favourite: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<bool>,
+    /// Names for its values, by metric; an empty name gives back its device's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `PUT /api/devices/{id}/observe`: the CoAP resources of a device that serves its readings
@@ -208,7 +260,28 @@ pub struct SendCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandSent {
     pub topic: String,
+    /// What became of it at once.
+    #[serde(default)]
+    pub delivery: Delivery,
 }
+
+/// What became of a command when it was sent; whether the device did it, its next report
+/// says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// Handed to an external broker, which says no more.
+    #[default]
+    Sent,
+    /// Handed to the device (or its bridge), connected now.
+    Delivered,
+    /// Kept for a sleeping device, until its session comes back.
+    Queued,
+    /// Nothing of the device is connected or waiting for it: it will not hear this.
+    Unheard,
+}
+
+names!(Delivery, "delivery", { Sent => "sent", Delivered => "delivered", Queued => "queued", Unheard => "unheard" });
 
 /// `PUT /api/devices/{id}/bridge`: the topic namespaces (MQTT filters such as
 /// `zigbee2mqtt/#` or `tele/kitchen-plug/#`) the device may publish in for the devices
@@ -377,6 +450,12 @@ mod tests {
         }
         for p in ProposalStatus::ALL {
             assert_eq!(serde_json::to_string(p)?, format!("\"{p}\""));
+        }
+        for k in DeviceKind::ALL {
+            assert_eq!(serde_json::to_string(k)?, format!("\"{k}\""));
+        }
+        for d in Delivery::ALL {
+            assert_eq!(serde_json::to_string(d)?, format!("\"{d}\""));
         }
         Ok(())
     }

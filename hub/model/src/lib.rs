@@ -13,6 +13,7 @@ pub mod consent;
 pub mod devices;
 pub mod error;
 pub mod people;
+pub mod present;
 pub mod rules;
 pub mod runs;
 pub mod series;

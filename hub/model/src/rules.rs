@@ -44,6 +44,23 @@ pub struct Rule {
     /// Run once at start if a time trigger came due while the hub was down.
     #[serde(default)]
     pub catch_up: bool,
+    /// Saved although it listens to or sets a value its device never reported or
+    /// announced (the author knows it will); without it such a rule is refused.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub insist: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// How a rule uses one of a device's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Use {
+    /// Listens to it (a trigger or a condition).
+    Hears,
+    /// Sets it (an MQTT action).
+    Sets,
 }
 
 fn enabled_by_default() -> bool {
@@ -229,6 +246,38 @@ impl Rule {
         for a in &self.actions {
             if let Action::Mqtt { device, .. } | Action::Coap { device, .. } = a {
                 out.insert(device);
+            }
+        }
+        out
+    }
+
+    /// The devices' values this rule listens to or sets: (device, metric, how).
+    pub fn metrics(&self) -> BTreeSet<(&str, &str, Use)> {
+        let mut out = BTreeSet::new();
+        for t in &self.triggers {
+            if let Trigger::Reading { device, metric }
+            | Trigger::Change { device, metric }
+            | Trigger::Threshold { device, metric, .. } = t
+            {
+                out.insert((device.as_str(), metric.as_str(), Use::Hears));
+            }
+        }
+        fn walk<'a>(c: &'a Condition, out: &mut BTreeSet<(&'a str, &'a str, Use)>) {
+            match c {
+                Condition::Compare { device, metric, .. } => {
+                    out.insert((device, metric, Use::Hears));
+                }
+                Condition::All { conditions } | Condition::Any { conditions } => {
+                    conditions.iter().for_each(|c| walk(c, out));
+                }
+                Condition::Not { condition } => walk(condition, out),
+                Condition::Virtual { .. } | Condition::Time { .. } => {}
+            }
+        }
+        self.conditions.iter().for_each(|c| walk(c, &mut out));
+        for a in &self.actions {
+            if let Action::Mqtt { device, metric, .. } = a {
+                out.insert((device.as_str(), metric.as_str(), Use::Sets));
             }
         }
         out

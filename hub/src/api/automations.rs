@@ -24,8 +24,8 @@ use crate::error::AppError;
 use crate::reading::{Reading, Value};
 use crate::state::AppState;
 use crate::store::readings::Keys;
-use crate::store::{Role, RuleRow, Session};
-use hearth_model::rules::{DryRun, DryRunRequest, RuleView};
+use crate::store::{DeviceRecord, Role, RuleRow, Session};
+use hearth_model::rules::{DryRun, DryRunRequest, RuleView, Use};
 
 /// This domain's rows of the route table.
 pub(super) const ROUTES: &[Route] = &[
@@ -97,6 +97,20 @@ async fn check(state: &AppState, user: &Session, rule: &Rule, others: &[(String,
             _ => return Err(AppError::field("rule", format!("no device {id:?} that you can use"))),
         }
     }
+    let all = state.store.devices().await?;
+    for action in &rule.actions {
+        if let Action::Mqtt { device, .. } | Action::Coap { device, .. } = action
+            && super::devices::is_bridge(state, &all, device)
+        {
+            return Err(AppError::field(
+                "rule",
+                format!("{:?} is a bridge: command the devices behind it", name_of(&all, device)),
+            ));
+        }
+    }
+    if !rule.insist {
+        check_metrics(state, rule, &all).await?;
+    }
     for action in &rule.actions {
         if let Action::Coap { device, .. } = action
             && state.store.device(device).await?.and_then(|d| d.coap_address).is_none()
@@ -113,6 +127,59 @@ async fn check(state: &AppState, user: &Session, rule: &Rule, others: &[(String,
         return Err(AppError::field(
             "rule",
             format!("these rules would start each other forever through virtual values: {}", cycle.join(" -> ")),
+        ));
+    }
+    Ok(())
+}
+
+/// The name people know device `id` by.
+fn name_of<'a>(all: &'a [DeviceRecord], id: &'a str) -> &'a str {
+    all.iter().find(|d| d.id == id).map_or(id, |d| d.name.as_str())
+}
+
+/// A rule that listens to a value its device never reported nor announced, or sets one it
+/// never announced taking, could never fire or would go nowhere: refused with the reason
+/// (and the nearest value it has), unless its author insists.
+async fn check_metrics(state: &AppState, rule: &Rule, all: &[DeviceRecord]) -> Result<(), AppError> {
+    for (device, metric, how) in rule.metrics() {
+        let described = state.bridges.view(device).map(|d| d.values).unwrap_or_default();
+        let reported: Vec<String> = state.store.series_of(device).await?.into_iter().map(|s| s.metric).collect();
+        let known: Vec<&str> = match how {
+            Use::Hears => {
+                reported.iter().map(String::as_str).chain(described.iter().map(|v| v.metric.as_str())).collect()
+            }
+            // What it takes: as it announced, or, saying nothing of itself, what it reports.
+            Use::Sets if described.is_empty() => reported.iter().map(String::as_str).collect(),
+            Use::Sets => described.iter().filter(|v| v.settable).map(|v| v.metric.as_str()).collect(),
+        };
+        if known.contains(&metric) {
+            continue;
+        }
+        let what = match how {
+            Use::Hears => "never reported or announced",
+            Use::Sets => "never announced taking",
+        };
+        let nearest = known
+            .iter()
+            .min_by_key(|k| strsim::levenshtein(k, metric))
+            .filter(|k| strsim::levenshtein(k, metric) <= metric.chars().count().div_ceil(3));
+        let hint = match nearest {
+            Some(k) => format!(" (did you mean {k:?}?)"),
+            None if known.is_empty() => String::new(),
+            None => {
+                format!(" (it has {})", known.iter().take(8).map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", "))
+            }
+        };
+        return Err(AppError::field(
+            "metric",
+            format!(
+                "{:?} {what} {metric:?}{hint}: the rule could never {}. Save it anyway if you know it will.",
+                name_of(all, device),
+                match how {
+                    Use::Hears => "fire on it",
+                    Use::Sets => "set it",
+                },
+            ),
         ));
     }
     Ok(())

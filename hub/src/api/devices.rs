@@ -7,9 +7,9 @@ use axum::routing::on;
 use hearth_model::DeviceClass;
 use hearth_model::automations::{Note, NotificationSource};
 use hearth_model::devices::{
-    BelongsTo, ClassChanged, ClassProposal, CoapExample, CommandSent, Credentials as CredentialsView, Device, Metric,
-    MqttExample, NewDevice, Point, RangeQuery, Readings, SendCommand, SetClass, SetCoapAddress, SetNamespaces,
-    SetObserve, SetPlaintext,
+    BelongsTo, ClassChanged, ClassProposal, CoapExample, CommandSent, Credentials as CredentialsView, Device,
+    DeviceChanges, DeviceKind, Metric, MqttExample, NewDevice, Point, RangeQuery, Readings, SendCommand, SetClass,
+    SetCoapAddress, SetNamespaces, SetObserve, SetPlaintext,
 };
 
 use super::routes::{EVERYONE, OWNER, Route, TENANT, Who};
@@ -29,6 +29,7 @@ pub(super) const ROUTES: &[Route] = &[
     Route::new("GET", "/api/devices", Who::People(EVERYONE), |m| on(m, list)),
     Route::new("POST", "/api/devices", Who::People(SUBJECTS), |m| on(m, add)),
     Route::new("GET", "/api/devices/{id}", Who::People(EVERYONE), |m| on(m, one)),
+    Route::new("PATCH", "/api/devices/{id}", Who::People(SUBJECTS), |m| on(m, change)),
     Route::new("DELETE", "/api/devices/{id}", Who::People(SUBJECTS), |m| on(m, remove)),
     Route::new("POST", "/api/devices/{id}/credentials", Who::People(SUBJECTS), |m| on(m, regenerate)),
     Route::new("PUT", "/api/devices/{id}/class", Who::People(OWNER), |m| on(m, set_class)),
@@ -63,6 +64,11 @@ fn manages(user: &Session, device: &DeviceRecord) -> bool {
     }
 }
 
+/// Whether device `id` is a bridge: devices are behind it, and it said nothing of itself.
+pub(super) fn is_bridge(state: &AppState, all: &[DeviceRecord], id: &str) -> bool {
+    all.iter().any(|d| d.bridge_id.as_deref() == Some(id)) && state.bridges.view(id).is_none()
+}
+
 /// The device `id` if the user sees it (404 otherwise, as if it did not exist).
 async fn visible_device(state: &AppState, user: &Session, id: &str) -> Result<(DeviceRecord, Scope), AppError> {
     let scope = Scope::of(state, user).await?;
@@ -77,8 +83,10 @@ async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<V
     let scope = Scope::of(state, user).await?;
     let mut latest: Vec<LatestValue> = state.store.latest_values(only, Keys::Only(&scope.keys)).await?;
     let ownership = state.store.ownership();
+    let all = state.store.devices().await?;
+    let bridges: Vec<String> = all.iter().filter(|d| is_bridge(state, &all, &d.id)).map(|d| d.id.clone()).collect();
     let mut out = Vec::new();
-    for d in state.store.devices().await? {
+    for d in all {
         if only.is_some_and(|id| id != d.id) || !scope.sees(&d) {
             continue;
         }
@@ -87,7 +95,18 @@ async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<V
             .map(|l| Metric { metric: l.metric, unit: l.unit, ts: l.ts, value: l.value })
             .collect();
         let manageable = manages(user, &d);
+        let discovered = state.bridges.view(&d.id);
+        let kind = match bridges.contains(&d.id) {
+            true => DeviceKind::Bridge,
+            false => DeviceKind::Device,
+        };
+        let room = d.chosen.room.clone().or_else(|| discovered.as_ref().and_then(|x| x.area.clone()));
         out.push(Device {
+            kind,
+            room,
+            favourite: d.chosen.favourite,
+            hidden: d.chosen.hidden,
+            labels: d.chosen.labels,
             rejected: if manageable { state.rejections.get(&d.id) } else { None },
             class: ownership.rule.current_class(&d.id),
             belongs_to: if d.tenancy_id.is_some() { BelongsTo::Tenant } else { BelongsTo::Owner },
@@ -98,7 +117,7 @@ async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<V
             clear_seen: d.clear_seen_ms.filter(|_| manageable),
             // Where a bridge publishes is its manager's business.
             namespaces: if manageable { d.namespaces } else { Vec::new() },
-            discovered: state.bridges.view(&d.id),
+            discovered,
             observe: if user.role == Role::Guest { Vec::new() } else { d.observe },
             bridge: d.bridge_id,
             id: d.id,
@@ -490,7 +509,7 @@ async fn command(
         return Err(AppError::field("metric", "use 1-64 letters, digits, '_', '.' or '-'"));
     }
     let sent = state.commands.command(&state.bridges, &id, &req.metric, &req.value, subject).await;
-    let (topic, _) = sent.map_err(|e| match e {
+    let (topic, delivery) = sent.map_err(|e| match e {
         crate::automation::ActionError::Bridged(e) => AppError::field("metric", e.to_string()),
         crate::automation::ActionError::MqttOff => AppError::Conflict("MQTT is off: there is nowhere to send commands"),
         crate::automation::ActionError::OthersNamespace(_) => {
@@ -500,7 +519,68 @@ async fn command(
     })?;
     tracing::info!(device.id = %id, metric = %req.metric, "command sent from the API");
     super::scope::audit(&state, &user, "device", addr, format!("device {id}: {} set by hand", req.metric)).await;
-    Ok(ApiJson(CommandSent { topic }))
+    Ok(ApiJson(CommandSent { topic, delivery }))
+}
+
+/// Most values of one device people may name.
+const MAX_LABELS: usize = 256;
+
+/// What people choose for a device: its name, room, favourite or hidden, names for its
+/// values. Whoever manages it or may command it now (the owner; a tenant their own and,
+/// during the tenancy, the household's) may; discovery never overwrites it.
+async fn change(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<DeviceChanges>,
+) -> Result<ApiJson<Device>, AppError> {
+    if !valid_device_id(&id) {
+        return Err(AppError::NotFound);
+    }
+    let (device, _) = visible_device(&state, &user, &id).await?;
+    let now = state.clock.now_ms();
+    let commands = super::scope::subject_of(&user).is_some_and(|subject| {
+        let rule = &state.store.ownership().rule;
+        rule.acts_at(subject, now) && rule.may_command(subject, &id, now)
+    });
+    if !manages(&user, &device) && !commands {
+        return Err(AppError::Forbidden("only who lives with a device names it"));
+    }
+    // Empty gives back what it had before people chose.
+    let chosen_text = |field: &'static str, text: String| -> Result<Option<String>, AppError> {
+        let text = text.trim().to_owned();
+        match text.is_empty() {
+            true => Ok(None),
+            false if devices::valid_name(&text) => Ok(Some(text)),
+            false => Err(AppError::field(field, format!("use 1-{} printable characters", devices::MAX_NAME_LEN))),
+        }
+    };
+    let mut chosen = device.chosen;
+    if let Some(name) = req.name {
+        chosen.name = chosen_text("name", name)?;
+    }
+    if let Some(room) = req.room {
+        chosen.room = chosen_text("room", room)?;
+    }
+    chosen.favourite = req.favourite.unwrap_or(chosen.favourite);
+    chosen.hidden = req.hidden.unwrap_or(chosen.hidden);
+    for (metric, label) in req.labels {
+        if !valid_metric(&metric) {
+            return Err(AppError::field("labels", format!("{metric:?} is no metric")));
+        }
+        match chosen_text("labels", label)? {
+            Some(label) => chosen.labels.insert(metric, label),
+            None => chosen.labels.remove(&metric),
+        };
+    }
+    if chosen.labels.len() > MAX_LABELS {
+        return Err(AppError::field("labels", format!("at most {MAX_LABELS} values of a device are named")));
+    }
+    if !state.store.set_device_chosen(&id, &chosen).await? {
+        return Err(AppError::NotFound);
+    }
+    tracing::info!(device.id = %id, "device renamed or placed");
+    views(&state, &user, Some(&id)).await?.pop().map(ApiJson).ok_or(AppError::NotFound)
 }
 
 /// Leaves `user` a notification from the hub.

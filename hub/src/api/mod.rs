@@ -109,9 +109,9 @@ mod tests {
         let mut seen = BTreeSet::new();
         for r in super::routes() {
             assert!(r.path.starts_with("/api/"), "{}", r.path);
-            assert!(["GET", "POST", "PUT", "DELETE"].contains(&r.method), "{} {}", r.method, r.path);
+            assert!(["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&r.method), "{} {}", r.method, r.path);
             assert!(seen.insert((r.method, r.path)), "{} {} twice", r.method, r.path);
         }
-        assert_eq!(seen.len(), 70);
+        assert_eq!(seen.len(), 71);
     }
 }

@@ -58,6 +58,7 @@ impl Route {
             "GET" => MethodFilter::GET,
             "POST" => MethodFilter::POST,
             "PUT" => MethodFilter::PUT,
+            "PATCH" => MethodFilter::PATCH,
             _ => MethodFilter::DELETE,
         };
         (self.handler)(filter).route_layer(from_fn_with_state((state.clone(), self.who), gate))

@@ -5,6 +5,7 @@
 use serde_json::json;
 
 use hearth_model::automations::{Note, NotificationSource};
+use hearth_model::devices::Delivery;
 
 use super::coap::CoapError;
 use super::model::{Action, CoapTarget, RuleError, parse_coap_address_or};
@@ -68,7 +69,7 @@ impl Commands {
         metric: &str,
         value: &hearth_model::Value,
         subject: Subject,
-    ) -> Result<(String, &'static str), ActionError> {
+    ) -> Result<(String, Delivery), ActionError> {
         let out = match bridges.command(device, metric, value) {
             Some(command) => {
                 let command = command?;
@@ -107,12 +108,9 @@ impl Commands {
 
     /// Publishes a command: on `hearth/<device>/set/<metric>`, or for a device behind a
     /// bridge on the bridge's own topic, to the bridge alone.
-    async fn send(&self, out: Outgoing) -> Result<&'static str, ActionError> {
+    async fn send(&self, out: Outgoing) -> Result<Delivery, ActionError> {
         match self {
-            Commands::Embedded(server) => {
-                server.send(out).await;
-                Ok("sent")
-            }
+            Commands::Embedded(server) => Ok(server.send(out).await),
             Commands::External { client, retained } => {
                 // The broker keeps it; the hub notes it was sent, to clear it there when its
                 // subject's data is shredded or its device removed. A command on a topic that
@@ -134,7 +132,7 @@ impl Commands {
                 {
                     client.publish(out.topic, QoS::AtLeastOnce, true, Vec::new()).await?;
                 }
-                Ok("sent to the broker")
+                Ok(Delivery::Sent)
             }
             Commands::Off => Err(ActionError::MqttOff),
         }
@@ -197,7 +195,14 @@ impl Effects {
         match &job.action {
             Action::Mqtt { device, metric, value } => {
                 self.may_command(job, device, now)?;
-                let (topic, sent) = self.commands.command(&self.bridges, device, metric, value, job.subject).await?;
+                let (topic, delivery) =
+                    self.commands.command(&self.bridges, device, metric, value, job.subject).await?;
+                let sent = match delivery {
+                    Delivery::Sent => "sent to the broker",
+                    Delivery::Delivered => "sent",
+                    Delivery::Queued => "queued until the device wakes",
+                    Delivery::Unheard => "sent, but nothing of the device is connected to hear it",
+                };
                 Ok(match topic.starts_with("hearth/") {
                     true => sent.to_owned(),
                     false => format!("{sent} on {topic}"),

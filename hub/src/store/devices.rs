@@ -1,16 +1,41 @@
 //! Device rows: the sealed name the user typed and the sealed secret (recoverable by the
 //! hub, because a DTLS pre-shared key must be).
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use zeroize::Zeroizing;
 
 use super::{Store, StoreError};
 
+/// What people chose for a device, apart from what discovery announces (which never
+/// overwrites it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chosen {
+    /// The name people gave it, in place of the one it was added or announced with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its room, in place of the one discovery suggests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    #[serde(default)]
+    pub favourite: bool,
+    #[serde(default)]
+    pub hidden: bool,
+    /// Names for its values, by metric.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
 /// A device as stored, with its name opened.
 #[derive(Debug, Clone)]
 pub struct DeviceRecord {
     pub id: String,
+    /// The name people chose for it, or else the one it was added or announced with.
     pub name: String,
+    /// What people chose for it.
+    pub chosen: Chosen,
     pub created_ms: i64,
     pub credentials_ms: i64,
     /// Set for a tenant's own device.
@@ -51,6 +76,10 @@ fn discovered_aad(id: &str) -> Vec<u8> {
     format!("device-discovered:{id}").into_bytes()
 }
 
+fn chosen_aad(id: &str) -> Vec<u8> {
+    format!("device-chosen:{id}").into_bytes()
+}
+
 fn secret_aad(id: &str, credentials_ms: i64) -> Vec<u8> {
     format!("device-secret:{id}:{credentials_ms}").into_bytes()
 }
@@ -60,7 +89,7 @@ macro_rules! select_devices {
     ($rest:literal) => {
         concat!(
             "SELECT id, name_sealed, coap_sealed, created_ms, credentials_ms, tenancy_id, plaintext, clear_seen_ms,
-                    namespaces_sealed, bridge_id, discovered_sealed, observe_sealed
+                    namespaces_sealed, bridge_id, discovered_sealed, observe_sealed, chosen_sealed
              FROM devices ",
             $rest
         )
@@ -218,6 +247,23 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Replaces what people chose for an active device. `Ok(false)` if there is no such device.
+    pub async fn set_device_chosen(&self, id: &str, chosen: &Chosen) -> Result<bool, StoreError> {
+        let sealed = match *chosen == Chosen::default() {
+            true => None,
+            false => {
+                let json = serde_json::to_vec(chosen).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Some(self.hub_key.seal(&json, &chosen_aad(id))?)
+            }
+        };
+        let done = sqlx::query("UPDATE devices SET chosen_sealed = ? WHERE id = ? AND removed_ms IS NULL")
+            .bind(sealed)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Sets (or, with `None`, takes away) where rules send an active device CoAP commands.
     /// `Ok(false)` if there is no such device.
     pub async fn set_device_coap(&self, id: &str, address: Option<&str>) -> Result<bool, StoreError> {
@@ -311,7 +357,14 @@ impl Store {
         let observe = open_text("observe_sealed", observe_aad(&id))?
             .map(|text| text.split('\n').map(str::to_owned).collect())
             .unwrap_or_default();
+        let chosen: Chosen = open_text("chosen_sealed", chosen_aad(&id))?
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|_| StoreError::Corrupt(format!("device {id} chosen")))?
+            .unwrap_or_default();
+        let name = chosen.name.clone().unwrap_or(name);
         Ok(DeviceRecord {
+            chosen,
             observe,
             namespaces,
             discovered,

@@ -21,7 +21,7 @@ use sqlx::{Row, SqlitePool};
 pub use accounts::{Role, Session, User};
 pub use automations::{OutboxRow, OutboxStatus, RuleRow, TimerRow};
 pub use consent::{LogCheck, LogRow, NewLogEntry, ReceiptRecord, RecipientRecord, RequestRecord};
-pub use devices::DeviceRecord;
+pub use devices::{Chosen, DeviceRecord};
 pub use people::{AcceptError, ClassProposalRecord, GuestRecord, InviteKind, TenancyRecord};
 pub use readings::{CommitBatch, LatestValue, SeriesInfo, SeriesState};
 

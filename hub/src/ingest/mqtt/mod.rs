@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
+use hearth_model::devices::Delivery;
 use rumqttc::mqttbytes::matches;
 use rumqttc::{
     Codec, ConnAck, Connect, ConnectReturnCode, Packet, Protocol, PubAck, PubComp, PubRec, Publish, QoS, SubAck,
@@ -154,14 +155,19 @@ type Subscription = (u64, String, mpsc::Sender<Publish>, QoS);
 
 impl Router {
     /// To `device`'s sessions only.
-    fn route_to(&self, device: &str, topic: &str, payload: &bytes::Bytes) {
-        let Ok(subs) = self.subs.read() else { return };
+    /// Hands a message to `device`'s connected subscriptions matching `topic`; returns
+    /// whether any took it.
+    fn route_to(&self, device: &str, topic: &str, payload: &bytes::Bytes) -> bool {
+        let Ok(subs) = self.subs.read() else { return false };
+        let mut taken = false;
         for (_, filter, tx, qos) in subs.get(device).into_iter().flatten().filter(|(_, f, _, _)| matches(topic, f)) {
             let p = Publish::from_bytes(topic, *qos, payload.clone());
-            if tx.try_send(p).is_err() {
-                tracing::debug!(%filter, "subscriber queue full; message dropped");
+            match tx.try_send(p) {
+                Ok(()) => taken = true,
+                Err(_) => tracing::debug!(%filter, "subscriber queue full; message dropped"),
             }
         }
+        taken
     }
 
     fn add(&self, device: &str, conn: u64, filter: String, tx: mpsc::Sender<Publish>, qos: QoS) {
@@ -310,21 +316,35 @@ impl MqttServer {
     /// to its topic: at once to those connected, and, at QoS 1, kept for persistent
     /// sessions whose client is away. Kept retained for sessions that subscribe later if it
     /// is to be (a command on the topic that is not drops the one kept before).
-    pub async fn send(&self, out: Outgoing) {
+    /// Sends a command to its connection: to its sessions connected now, into its
+    /// persistent sessions' queues, and kept retained if it asks to be. Says what became
+    /// of it.
+    pub async fn send(&self, out: Outgoing) -> Delivery {
         let retained = &self.shared.ctx.retained;
         let kept = match out.retain {
-            true => {
-                retained.keep((&out.to, &out.target), &out.topic, out.payload.clone(), out.subject).await.map(|_| ())
-            }
-            false => retained.clear(&out.to, &out.topic).await.map(|_| ()),
+            true => retained
+                .keep((&out.to, &out.target), &out.topic, out.payload.clone(), out.subject)
+                .await
+                .map(|seq| seq.is_some()),
+            false => retained.clear(&out.to, &out.topic).await.map(|_| false),
         };
-        if let Err(error) = kept {
-            // The command before must not be handed out in its place.
-            tracing::error!(%error, device.id = %out.target, "could not keep a retained MQTT command");
-            let _ = retained.clear(&out.to, &out.topic).await;
+        let kept = match kept {
+            Ok(kept) => kept,
+            Err(error) => {
+                // The command before must not be handed out in its place.
+                tracing::error!(%error, device.id = %out.target, "could not keep a retained MQTT command");
+                let _ = retained.clear(&out.to, &out.topic).await;
+                false
+            }
+        };
+        let live = self.shared.router.route_to(&out.to, &out.topic, &out.payload);
+        let persistent = self.shared.deliver_persistent(&out.to, &out.topic, &out.payload, out.subject).await;
+        match (live, persistent) {
+            (true, _) | (false, Some(Delivery::Delivered)) => Delivery::Delivered,
+            (false, Some(Delivery::Queued)) => Delivery::Queued,
+            _ if kept => Delivery::Queued,
+            _ => Delivery::Unheard,
         }
-        self.shared.router.route_to(&out.to, &out.topic, &out.payload);
-        self.shared.deliver_persistent(&out.to, &out.topic, &out.payload, out.subject).await;
     }
 
     /// Accepts connections until `shutdown`; then lets open connections send the acks of
@@ -407,9 +427,10 @@ impl Shared {
         topic: &str,
         payload: &bytes::Bytes,
         subject: crate::consent::Subject,
-    ) {
+    ) -> Option<Delivery> {
+        let mut delivery = None;
         let matching: Vec<((String, String), QoS)> = {
-            let Ok(persistent) = self.persistent.lock() else { return };
+            let Ok(persistent) = self.persistent.lock() else { return None };
             persistent
                 .iter()
                 .filter(|((d, _), _)| d == device)
@@ -430,7 +451,9 @@ impl Shared {
                 if let Ok(persistent) = self.persistent.lock()
                     && let Some((_, tx, _)) = persistent.get(&key).and_then(|s| s.online.as_ref())
                 {
-                    let _ = tx.try_send(Publish::from_bytes(topic, QoS::AtMostOnce, payload.clone()));
+                    if tx.try_send(Publish::from_bytes(topic, QoS::AtMostOnce, payload.clone())).is_ok() {
+                        delivery = Some(Delivery::Delivered);
+                    }
                 }
                 continue;
             }
@@ -444,7 +467,7 @@ impl Shared {
                     continue;
                 }
             };
-            let Ok(mut persistent) = self.persistent.lock() else { return };
+            let Ok(mut persistent) = self.persistent.lock() else { return delivery };
             let Some(session) = persistent.get_mut(&key) else { continue };
             session.queue.push_back(Queued { seq, subject, topic: topic.to_owned(), payload: payload.clone() });
             // Past its share, the household's own oldest gives way (as the store did).
@@ -454,10 +477,16 @@ impl Shared {
                 }
                 self.ctx.budgets.reached(Budget::QueuedCommands, subject, &format!("for device {}", key.0));
             }
-            if let Some((_, _, wake)) = &session.online {
-                wake.notify_one();
+            match &session.online {
+                Some((_, _, wake)) => {
+                    wake.notify_one();
+                    delivery = Some(Delivery::Delivered);
+                }
+                None if delivery.is_none() => delivery = Some(Delivery::Queued),
+                None => {}
             }
         }
+        delivery
     }
 
     /// Attaches connection `conn` to the persistent session `key`, creating it if new;

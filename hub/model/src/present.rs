@@ -1,0 +1,228 @@
+//! How a device and its values read to the people of the home: the names they chose,
+//! rooms, state words by device class, units and display precision. The web UI shows
+//! devices only through this, so every card, page and picker says the same thing.
+
+use crate::Value;
+use crate::devices::{Device, DeviceKind, DiscoveredValue};
+
+/// Where devices without a room are listed.
+pub const NO_ROOM: &str = "Other devices";
+
+/// Longest value shown whole on a card; longer ones are cut, the whole in their title.
+pub const SHORT: usize = 16;
+
+/// The devices people live with (not bridges), by room: rooms in alphabetical order, then
+/// those without one; within a room, favourites first, then by name.
+pub fn by_room(devices: &[Device]) -> Vec<(String, Vec<Device>)> {
+    let mut rooms: Vec<(String, Vec<Device>)> = Vec::new();
+    for d in devices.iter().filter(|d| d.kind == DeviceKind::Device) {
+        let room = d.room.clone().unwrap_or_else(|| NO_ROOM.to_owned());
+        match rooms.iter_mut().find(|(r, _)| *r == room) {
+            Some((_, list)) => list.push(d.clone()),
+            None => rooms.push((room, vec![d.clone()])),
+        }
+    }
+    rooms.sort_by(|(a, _), (b, _)| (a == NO_ROOM, a.to_lowercase()).cmp(&(b == NO_ROOM, b.to_lowercase())));
+    for (_, list) in &mut rooms {
+        list.sort_by(|a, b| (!a.favourite, a.name.to_lowercase()).cmp(&(!b.favourite, b.name.to_lowercase())));
+    }
+    rooms
+}
+
+/// What its device said of one of its values.
+pub fn described<'a>(device: &'a Device, metric: &str) -> Option<&'a DiscoveredValue> {
+    device.discovered.as_ref()?.values.iter().find(|v| v.metric == metric)
+}
+
+/// What a value is called: the name people gave it, else its device's name for it, else
+/// its key in words (`switch_0.aenergy.total` reads "Switch 0 aenergy total").
+pub fn label(device: &Device, metric: &str) -> String {
+    if let Some(name) = device.labels.get(metric) {
+        return name.clone();
+    }
+    if let Some(name) = described(device, metric).and_then(|v| v.name.clone()) {
+        return name;
+    }
+    words(metric)
+}
+
+/// A key in words: separators as spaces, the first letter a capital.
+pub fn words(key: &str) -> String {
+    let spaced: String = key.chars().map(|c| if matches!(c, '_' | '.' | '-' | ':') { ' ' } else { c }).collect();
+    let mut chars = spaced.trim().chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Its Home Assistant device class, as its device described it or as its key says.
+pub fn class(device: &Device, metric: &str) -> Option<String> {
+    if let Some(class) = described(device, metric).and_then(|v| v.class.clone()) {
+        return Some(class);
+    }
+    let key = metric.rsplit('.').next().unwrap_or(metric).to_ascii_lowercase();
+    let known = [
+        "temperature",
+        "humidity",
+        "battery",
+        "power",
+        "energy",
+        "voltage",
+        "current",
+        "illuminance",
+        "pressure",
+        "co2",
+        "occupancy",
+        "motion",
+        "contact",
+    ];
+    known.iter().find(|k| key == **k).map(|k| match *k {
+        "pressure" => "atmospheric_pressure".to_owned(),
+        "co2" => "carbon_dioxide".to_owned(),
+        "contact" => "door".to_owned(),
+        k => k.to_owned(),
+    })
+}
+
+/// The words for on and off of a binary value of `class` (Home Assistant's meaning: on is
+/// open, wet, detected, low, unlocked).
+pub fn state_words(class: Option<&str>) -> (&'static str, &'static str) {
+    match class.unwrap_or_default() {
+        "door" | "garage_door" | "window" | "opening" => ("Open", "Closed"),
+        "moisture" => ("Wet", "Dry"),
+        "motion" | "occupancy" | "smoke" | "gas" | "carbon_monoxide" | "sound" | "vibration" => ("Detected", "Clear"),
+        "presence" => ("Home", "Away"),
+        "lock" => ("Unlocked", "Locked"),
+        "battery" => ("Low", "Normal"),
+        "battery_charging" => ("Charging", "Not charging"),
+        "connectivity" => ("Connected", "Disconnected"),
+        "plug" => ("Plugged in", "Unplugged"),
+        "problem" | "safety" => ("Problem", "OK"),
+        "tamper" => ("Tampering", "Clear"),
+        "moving" => ("Moving", "Still"),
+        "running" => ("Running", "Not running"),
+        "light" => ("Light", "Dark"),
+        "heat" => ("Hot", "Normal"),
+        "cold" => ("Cold", "Normal"),
+        "update" => ("Update available", "Up to date"),
+        _ => ("On", "Off"),
+    }
+}
+
+/// Digits after the point: as its device asked, else what its class reads best with.
+pub fn precision(device: &Device, metric: &str) -> Option<usize> {
+    if let Some(p) = described(device, metric).and_then(|v| v.precision) {
+        return Some(usize::from(p));
+    }
+    Some(match class(device, metric)?.as_str() {
+        "temperature" | "voltage" => 1,
+        "energy" | "current" => 2,
+        "humidity"
+        | "moisture"
+        | "battery"
+        | "power"
+        | "illuminance"
+        | "atmospheric_pressure"
+        | "carbon_dioxide"
+        | "signal_strength" => 0,
+        _ => return None,
+    })
+}
+
+/// Its unit, as reported or else as its device described it.
+pub fn unit(device: &Device, metric: &str) -> Option<String> {
+    let reported = device.metrics.iter().find(|m| m.metric == metric).and_then(|m| m.unit.clone());
+    reported.or_else(|| described(device, metric).and_then(|v| v.unit.clone()))
+}
+
+/// A value as people read it: a state word for a binary value, a number at its precision
+/// with its unit, text as it is.
+pub fn value(device: &Device, metric: &str, value: &Value) -> String {
+    let class = class(device, metric);
+    let shown = match value {
+        Value::Bool(b) => {
+            let (on, off) = state_words(class.as_deref());
+            return (if *b { on } else { off }).to_owned();
+        }
+        Value::Number(n) => match precision(device, metric) {
+            Some(p) => format!("{n:.p$}"),
+            None => value.show(),
+        },
+        _ => value.show(),
+    };
+    match unit(device, metric) {
+        Some(unit) if matches!(value, Value::Number(_)) => format!("{shown} {unit}"),
+        _ => shown,
+    }
+}
+
+/// `text` cut to `SHORT` characters with an ellipsis, and whether it was.
+pub fn short(text: &str) -> (String, bool) {
+    match text.chars().count() > SHORT {
+        true => (text.chars().take(SHORT - 1).chain(['…']).collect(), true),
+        false => (text.to_owned(), false),
+    }
+}
+
+/// Its battery level in percent, where it reports one.
+pub fn battery(device: &Device) -> Option<f64> {
+    device.metrics.iter().find_map(|m| match (class(device, &m.metric).as_deref(), &m.value) {
+        (Some("battery"), Value::Number(n)) => Some(*n),
+        _ => None,
+    })
+}
+
+/// Below this a battery is low.
+pub const LOW_BATTERY: f64 = 15.0;
+
+/// The values a device reported or announced, for pickers: (metric, label, unit), what it
+/// takes as commands only with `settable`.
+pub fn metrics(device: &Device, settable: bool) -> Vec<(String, String, Option<String>)> {
+    let described: Vec<&DiscoveredValue> = device.discovered.iter().flat_map(|d| d.values.iter()).collect();
+    let mut keys: Vec<String> = match settable {
+        true if !described.is_empty() => described.iter().filter(|v| v.settable).map(|v| v.metric.clone()).collect(),
+        true => device.metrics.iter().map(|m| m.metric.clone()).collect(),
+        false => {
+            device.metrics.iter().map(|m| m.metric.clone()).chain(described.iter().map(|v| v.metric.clone())).collect()
+        }
+    };
+    keys.sort();
+    keys.dedup();
+    keys.into_iter().map(|k| (label(device, &k), unit(device, &k), k)).map(|(l, u, k)| (k, l, u)).collect()
+}
+
+/// The values a command to `metric` takes, where they are few: on/off, or a list.
+pub fn choices(device: &Device, metric: &str) -> Vec<String> {
+    match described(device, metric) {
+        Some(v) if v.on_off => vec!["on".into(), "off".into()],
+        Some(v) => v.options.clone(),
+        None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_read_as_words() {
+        assert_eq!(words("switch_0.aenergy.total"), "Switch 0 aenergy total");
+        assert_eq!(words("ENERGY.ApparentPower"), "ENERGY ApparentPower");
+        assert_eq!(words(""), "");
+    }
+
+    #[test]
+    fn long_values_are_cut() {
+        assert_eq!(short("953312.477"), ("953312.477".to_owned(), false));
+        let (cut, was) = short("2026-12-07T03:55:12.123456Z");
+        assert!(was && cut.ends_with('…') && cut.chars().count() == SHORT, "{cut}");
+    }
+
+    #[test]
+    fn doors_open_and_close() {
+        assert_eq!(state_words(Some("door")), ("Open", "Closed"));
+        assert_eq!(state_words(Some("moisture")), ("Wet", "Dry"));
+        assert_eq!(state_words(None), ("On", "Off"));
+    }
+}

@@ -1,0 +1,154 @@
+//! The home as people arrange it: names they choose that discovery never overwrites, rooms
+//! (suggested by discovery, chosen by people), favourites and hidden devices, bridges told
+//! apart from the devices behind them.
+
+use hearth_tests::TestHub;
+use hearth_tests::discovered::{connection, devices, herdsman_devices, messages, publish_all, with_id};
+use serde_json::{Value, json};
+
+async fn send(hub: &TestHub, device: &(String, String), list: Vec<(String, String)>) -> anyhow::Result<()> {
+    let addr = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;
+    publish_all(addr, (&device.0, &device.1), list).await
+}
+
+async fn change(hub: &TestHub, client: &reqwest::Client, id: &str, changes: Value) -> anyhow::Result<(u16, Value)> {
+    let resp = client.patch(hub.url(&format!("/api/devices/{id}"))).json(&changes).send().await?;
+    Ok((resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null)))
+}
+
+/// A renamed Zigbee plug, a renamed value and a chosen room survive Zigbee2MQTT announcing
+/// its devices again and the hub restarting; the name the device announced stays readable
+/// apart. A room suggested by discovery (`suggested_area`) is the room until people choose
+/// another, and comes back when they clear theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_rooms_people_choose_survive_a_re_announce_and_a_restart() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let z2m = connection(&hub, &owner, "Zigbee2MQTT", &["zigbee2mqtt/#"]).await?;
+    let list = tokio::task::block_in_place(|| herdsman_devices(&["--models", "WSDCGQ11LM,ZNCZ02LM"]))?;
+    let announce = vec![("zigbee2mqtt/bridge/devices".to_owned(), Value::Array(list.clone()).to_string())];
+    send(&hub, &z2m, announce.clone()).await?;
+    let plug_name = list[1]["friendly_name"].as_str().unwrap_or_default().to_owned();
+    let meter = connection(&hub, &owner, "Energy meter", &["homeassistant/sensor/meter/#", "meter/#"]).await?;
+    let config = |name: &str| {
+        json!({ "name": "Energy", "stat_t": "meter/energy", "unit_of_meas": "kWh", "dev_cla": "energy",
+            "dev": { "ids": "meter1", "name": name, "sa": "Utility room" } })
+        .to_string()
+    };
+    send(&hub, &meter, messages(&[("homeassistant/sensor/meter/energy/config", &config("Meter"))])).await?;
+
+    let found = devices(&hub, &owner).await?;
+    let plug = found.iter().find(|d| d["name"] == plug_name.as_str()).ok_or_else(|| anyhow::anyhow!("no plug"))?;
+    let plug = plug["id"].as_str().unwrap_or_default().to_owned();
+    let bridge = with_id(&found, &z2m.0).ok_or_else(|| anyhow::anyhow!("no bridge"))?;
+    assert_eq!(bridge["kind"], "bridge", "a coordinator that says nothing of itself is a bridge: {bridge}");
+    let the_plug = with_id(&found, &plug).ok_or_else(|| anyhow::anyhow!("no plug"))?;
+    assert_eq!(the_plug["kind"], "device", "{the_plug}");
+    let the_meter = with_id(&found, &meter.0).ok_or_else(|| anyhow::anyhow!("no meter"))?;
+    assert_eq!((&the_meter["kind"], &the_meter["room"]), (&json!("device"), &json!("Utility room")), "{the_meter}");
+
+    let (status, changed) = change(
+        &hub,
+        &owner,
+        &plug,
+        json!({ "name": "Kettle plug", "room": "Kitchen", "favourite": true, "labels": { "power": "Kettle draw" } }),
+    )
+    .await?;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(
+        (&changed["name"], &changed["room"], &changed["favourite"]),
+        (&json!("Kettle plug"), &json!("Kitchen"), &json!(true))
+    );
+    let (status, _) = change(&hub, &owner, &meter.0, json!({ "room": "Cellar", "hidden": true })).await?;
+    assert_eq!(status, 200);
+
+    // Discovery announces again, the meter under another name; then the hub restarts.
+    send(&hub, &z2m, announce).await?;
+    send(&hub, &meter, messages(&[("homeassistant/sensor/meter/energy/config", &config("Power meter"))])).await?;
+    let config = hub.stop().await?;
+    let hub = TestHub::start_with(config).await?;
+    let owner = hub.login().await?;
+    let found = devices(&hub, &owner).await?;
+    let the_plug = with_id(&found, &plug).ok_or_else(|| anyhow::anyhow!("no plug"))?;
+    assert_eq!(the_plug["name"], "Kettle plug", "{the_plug}");
+    assert_eq!(the_plug["discovered"]["name"], plug_name.as_str(), "what it announced stays readable: {the_plug}");
+    assert_eq!((&the_plug["room"], &the_plug["favourite"]), (&json!("Kitchen"), &json!(true)));
+    assert_eq!(the_plug["labels"]["power"], "Kettle draw", "{the_plug}");
+    let the_meter = with_id(&found, &meter.0).ok_or_else(|| anyhow::anyhow!("no meter"))?;
+    assert_eq!((&the_meter["room"], &the_meter["hidden"]), (&json!("Cellar"), &json!(true)), "{the_meter}");
+    assert_eq!(the_meter["name"], "Energy meter", "the name its owner gave when adding it: {the_meter}");
+
+    // Cleared, the suggested room and the announced name come back.
+    let (status, changed) = change(&hub, &owner, &meter.0, json!({ "room": "", "hidden": false })).await?;
+    assert_eq!((status, &changed["room"], &changed["hidden"]), (200, &json!("Utility room"), &json!(false)));
+    let (status, changed) = change(&hub, &owner, &plug, json!({ "name": "" })).await?;
+    assert_eq!((status, &changed["name"]), (200, &json!(plug_name)));
+    // What is no name is refused, field by field.
+    let (status, refused) = change(&hub, &owner, &plug, json!({ "name": "a\u{7}b" })).await?;
+    assert_eq!((status, refused["fields"]["name"].is_string()), (422, true), "{refused}");
+    let (status, refused) = change(&hub, &owner, &plug, json!({ "labels": { "not a metric": "x" } })).await?;
+    assert_eq!((status, refused["fields"]["labels"].is_string()), (422, true), "{refused}");
+    let (status, _) = change(&hub, &owner, &plug, json!({ "colour": "red" })).await?;
+    assert_eq!(status, 422, "unknown fields are refused");
+    hub.stop().await?;
+    Ok(())
+}
+
+/// The rule editor's observation: a rule on a misspelt "temprature" of a sensor that never
+/// reported it, and "power on" sent to the Zigbee2MQTT bridge itself, were saved and could
+/// never do anything. Now each is refused with its reason (the nearest value the device
+/// has, or that it is a bridge); a rule on a value the device announced, or one its author
+/// insists on, is saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_on_a_value_no_device_has_is_refused_unless_its_author_insists() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let z2m = connection(&hub, &owner, "Zigbee2MQTT", &["zigbee2mqtt/#"]).await?;
+    let list = tokio::task::block_in_place(|| herdsman_devices(&["--models", "WSDCGQ11LM,ZNCZ02LM"]))?;
+    let [sensor, plug] = [&list[0], &list[1]].map(|d| d["friendly_name"].as_str().unwrap_or_default().to_owned());
+    send(&hub, &z2m, vec![("zigbee2mqtt/bridge/devices".to_owned(), Value::Array(list).to_string())]).await?;
+    let found = devices(&hub, &owner).await?;
+    let id = |name: &str| found.iter().find(|d| d["name"] == name).and_then(|d| d["id"].as_str()).unwrap_or_default();
+    let (sensor, plug) = (id(&sensor).to_owned(), id(&plug).to_owned());
+    let (native, native_key) = hub.add_device(&owner, "Hall sensor").await?;
+    let rule = |trigger: (&str, &str), action: (&str, &str), insist: bool| {
+        json!({ "name": "r", "insist": insist,
+            "triggers": [{ "type": "threshold", "device": trigger.0, "metric": trigger.1, "below": 18.0 }],
+            "actions": [{ "type": "mqtt", "device": action.0, "metric": action.1, "value": true }] })
+    };
+    let save = |rule: Value| {
+        let request = owner.post(hub.url("/api/rules")).json(&rule);
+        async move {
+            let resp = request.send().await?;
+            anyhow::Ok((resp.status().as_u16(), resp.json::<Value>().await.unwrap_or(Value::Null)))
+        }
+    };
+    let (status, refused) = save(rule((&sensor, "temprature"), (&plug, "state"), false)).await?;
+    let reason = refused["fields"]["metric"].as_str().unwrap_or_default();
+    assert_eq!(status, 422, "{refused}");
+    assert!(reason.contains("\"temprature\"") && reason.contains("did you mean \"temperature\""), "{reason}");
+    let (status, refused) = save(rule((&sensor, "temperature"), (&z2m.0, "state"), false)).await?;
+    let reason = refused["fields"]["rule"].as_str().unwrap_or_default();
+    assert_eq!((status, reason.contains("is a bridge")), (422, true), "{refused}");
+    // The plug announced its power, but takes no command for it.
+    let (status, refused) = save(rule((&sensor, "temperature"), (&plug, "power"), false)).await?;
+    assert_eq!(status, 422, "{refused}");
+    assert!(refused["fields"]["metric"].as_str().is_some_and(|r| r.contains("never announced taking")), "{refused}");
+    let (status, saved) = save(rule((&sensor, "temperature"), (&plug, "state"), false)).await?;
+    assert_eq!(status, 201, "what both announced: {saved}");
+    // A device that says nothing of itself: what it reported is known, the rest insisted on.
+    let (status, _) = save(rule((&native, "temperature"), (&plug, "state"), false)).await?;
+    assert_eq!(status, 422);
+    hub.publish((&native, &native_key), &format!("hearth/{native}/temperature"), "17.5".into()).await?;
+    let (status, saved) = save(rule((&native, "temperature"), (&plug, "state"), false)).await?;
+    assert_eq!(status, 201, "{saved}");
+    let (status, saved) = save(rule((&sensor, "temprature"), (&plug, "state"), true)).await?;
+    assert_eq!((status, &saved["rule"]["insist"]), (201, &json!(true)), "the author insisted: {saved}");
+    // A bridge is never a command's target, insisted or not.
+    let (status, _) = save(rule((&sensor, "temperature"), (&z2m.0, "state"), true)).await?;
+    assert_eq!(status, 422);
+    hub.stop().await?;
+    Ok(())
+}
