@@ -12,8 +12,8 @@ use hearth_model::account::{Login, NewToken, SecurityEvent, Setup, SetupStatus, 
 use hearth_model::automations::{Imported, Notification};
 use hearth_model::consent::{Checkpoint, DataRequest, Grant, LedgerLine, LogEntry, Narrowing, Receipt, Verification};
 use hearth_model::devices::{
-    ClassChanged, ClassProposal, CommandSent, Credentials, Device, NewDevice, Readings, SendCommand, SetClass,
-    SetCoapAddress, SetPlaintext, TlsInfo,
+    ClassChanged, ClassProposal, CommandSent, Credentials, Device, DeviceChanges, NewDevice, Readings, SendCommand,
+    SetClass, SetCoapAddress, SetPlaintext, TlsInfo,
 };
 use hearth_model::people::{
     AcceptInvite, EndTenancy, Guest, Invite, NewGuest, NewRecipient, NewTenancy, Recipient, RecipientCredentials,
@@ -137,6 +137,14 @@ pub async fn add_device(name: &str) -> Result<Credentials, ApiError> {
 /// Sets one of a device's values now (a switch, a light).
 pub async fn command(id: &str, metric: &str, value: hearth_model::Value) -> Result<CommandSent, ApiError> {
     post(&format!("/api/devices/{id}/command"), Some(&SendCommand { metric: metric.to_owned(), value })).await
+}
+
+/// What people choose for a device: its name, room, favourite, hidden, names of values.
+pub async fn change_device(id: &str, changes: &DeviceChanges) -> Result<Device, ApiError> {
+    let request =
+        Request::patch(&format!("/api/devices/{id}")).json(changes).map_err(|e| ApiError::Network(e.to_string()))?;
+    let resp = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
+    parse(resp).await
 }
 
 pub async fn regenerate(id: &str) -> Result<Credentials, ApiError> {

@@ -13,8 +13,8 @@ use hearth_model::{Me, Reading, Role};
 
 use crate::api::{self, ApiError};
 use crate::pages::{
-    automations::AutomationsPage, dashboard::Dashboard, device::DevicePage, invite::InvitePage, login::Login,
-    people::PeoplePage, setup::Setup, sharing::SharingPage,
+    automations::AutomationsPage, dashboard::BridgesPage, dashboard::Dashboard, device::DevicePage, invite::InvitePage,
+    login::Login, people::PeoplePage, setup::Setup, sharing::SharingPage,
 };
 
 /// Where the user is in the app's life.
@@ -187,6 +187,7 @@ fn Shell(
                 <Routes fallback=|| view! { <p>"Page not found."</p> }>
                     <Route path=path!("/") view=Dashboard />
                     <Route path=path!("/devices/:id") view=DevicePage />
+                    <Route path=path!("/bridges") view=BridgesPage />
                     <Route path=path!("/automations") view=AutomationsPage />
                     <Route path=path!("/sharing") view=move || view! { <SharingPage me=sharing_me.clone() /> } />
                     <Route path=path!("/people") view=move || view! { <PeoplePage me=people_me.clone() /> } />

@@ -87,11 +87,12 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
         .publish(format!("hearth/{id}/temperature"), QoS::AtLeastOnce, false, r#"{"value":21.5,"unit":"°C"}"#)
         .await?;
     wait_puback(&mut events, None).await?;
-    let text = b.wait_for_text("21.5", Duration::from_secs(10)).await?;
-    assert!(text.contains("temperature") && text.contains("°C"), "{text}");
-    client.publish(format!("hearth/{id}/temperature"), QoS::AtLeastOnce, false, "22.25").await?;
+    // Its key in words, at the precision a temperature reads best with, with its unit.
+    let text = b.wait_for_text("21.5 °C", Duration::from_secs(10)).await?;
+    assert!(text.contains("Temperature"), "{text}");
+    client.publish(format!("hearth/{id}/temperature"), QoS::AtLeastOnce, false, "22.4").await?;
     wait_puback(&mut events, None).await?;
-    b.wait_for_text("22.25", Duration::from_secs(10)).await?;
+    b.wait_for_text("22.4 °C", Duration::from_secs(10)).await?;
     b.screenshot("dashboard").await?;
 
     // Phone-sized screen: nothing runs off the side.
@@ -102,7 +103,7 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
 
     // The device page draws its history chart.
     b.client.set_window_size(1280, 800).await?;
-    b.click(&format!("article[data-device='{id}'] h2 a")).await?;
+    b.click(&format!("article[data-device='{id}'] h3 a")).await?;
     b.find("svg.chart polyline").await?;
     b.screenshot("device").await?;
 
@@ -118,7 +119,7 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
     b.fill("#login-username", "owner").await?;
     b.fill("#login-password", OWNER_PASSWORD).await?;
     b.click("#login-submit").await?;
-    b.wait_for_text("22.25", Duration::from_secs(10)).await?;
+    b.wait_for_text("22.4 °C", Duration::from_secs(10)).await?;
 
     browser.close().await?;
     hub.stop().await?;
@@ -171,7 +172,7 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     b.fill("#invite-password", TENANT_PASSWORD).await?;
     b.click("#invite-submit").await?;
     b.wait_for_text("tessa (tenant)", t).await?;
-    b.wait_for_text("household", t).await?;
+    b.wait_for_text("Meter", t).await?;
     // The tenancy starts a moment after it is made.
     hub.clock.advance(Duration::from_millis(1100));
     let start = hub.now_ms();
@@ -258,7 +259,8 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     b.click("#invite-submit").await?;
     b.wait_for_text("gus (guest)", t).await?;
     let value = b.text(&format!("article[data-device='{meter}'] .value")).await?;
-    assert_eq!(value, "9", "the guest sees the tenant's latest reading");
+    // Energy reads with two decimals, with its unit if it gave one.
+    assert!(value.starts_with("9.00"), "the guest sees the tenant's latest reading: {value}");
     assert!(b.client.find(fantoccini::Locator::Css("#device-name")).await.is_err(), "guests cannot add devices");
     assert!(b.client.find(fantoccini::Locator::Css("header nav a")).await.is_err(), "nor share anything");
 
@@ -312,7 +314,11 @@ async fn a_rule_made_in_the_editor_switches_a_lamp() -> anyhow::Result<()> {
     assert!(text.contains(&format!("MQTT hearth/{lamp}/set/power = on")), "{text}");
     lamp_in.nothing_before_marker(&hub, &owner, &lamp, 1).await.context("a dry run sends nothing")?;
     b.screenshot("rule-editor").await?;
+    // The lamp never said it takes "power": the hub says so, and the author insists.
     b.click("#rule-save").await?;
+    let refused = b.wait_for_text("never announced taking \"power\"", t).await?;
+    assert!(!refused.contains("Saved"), "{refused}");
+    b.click("#rule-insist").await?;
     b.wait_for_text("Saved \"Lamp follows the button\"", t).await?;
     b.wait_for_text("Not run yet.", t).await?;
 
@@ -465,16 +471,30 @@ async fn a_zigbee2mqtt_bridge_s_devices_on_the_dashboard_and_a_switch_that_works
     let card = b.text(&format!("article[data-device='{plug}']")).await?;
     assert!(card.contains("via Zigbee2MQTT") && card.contains("Xiaomi"), "{card}");
     let sensor = b.text("article.device:has([data-metric='temperature'])").await?;
-    assert!(sensor.contains("21.75") && sensor.contains("°C") && sensor.contains("hPa"), "{sensor}");
+    // At the precision its class reads best with, with its unit.
+    assert!(sensor.contains("21.8 °C") && sensor.contains(" hPa") && sensor.contains("48 %"), "{sensor}");
     // Each value under the name its device gives it, not its key.
     let temperature = b.text("article.device li[data-metric='temperature'] > span").await?;
     assert!(temperature.contains("Temperature"), "{temperature}");
     b.screenshot("bridge-dashboard").await?;
 
-    b.click(&format!("article[data-device='{plug}'] .switch[data-metric='state'] button.on")).await?;
+    // The bridge is on the bridges page, not among the home's cards.
+    let cards = b.client.find_all(fantoccini::Locator::Css(&format!("article[data-device='{bridge}']"))).await?;
+    assert!(cards.is_empty(), "the bridge has a card among the devices");
+    assert!(b.text("#bridges-link").await?.contains("Bridges (1)"));
+
+    // A control says it is sending, then that the device did it when its report says so.
+    let switch = format!("article[data-device='{plug}'] .switch[data-metric='state']");
+    b.click(&format!("{switch} button.on")).await?;
     let (topic, payload) = heard.next().await?;
     assert_eq!(topic, "zigbee2mqtt/power_plug/set");
     assert_eq!(serde_json::from_str::<Value>(&payload)?, json!({ "state": "ON" }));
+    assert!(b.text(&format!("{switch} .feedback")).await?.contains("Sending"), "no pending state");
+    hub.publish((&bridge, &key), "zigbee2mqtt/power_plug", r#"{"state":"ON","power":3}"#.into()).await?;
+    wait_until(t, "the switch confirmed", || async {
+        b.text(&format!("{switch} .feedback.confirmed")).await.ok().filter(|x| x.contains("Done"))
+    })
+    .await?;
     // A number: the bulb's brightness.
     let list: Value = owner.get(hub.url("/api/devices")).send().await?.json().await?;
     let bulb = list.as_array().and_then(|l| l.iter().find(|d| d["name"] == "bulb")).map(|d| d["id"].clone());
@@ -485,6 +505,11 @@ async fn a_zigbee2mqtt_bridge_s_devices_on_the_dashboard_and_a_switch_that_works
     let (topic, payload) = heard.next().await?;
     assert_eq!(topic, "zigbee2mqtt/bulb/set");
     assert_eq!(serde_json::from_str::<Value>(&payload)?, json!({ "brightness": 128 }));
+    // The bulb never reports it: after the stated time the control says so.
+    wait_until(Duration::from_secs(15), "no answer from the bulb", || async {
+        b.text(&format!("{control} .feedback.no-answer")).await.ok().filter(|x| x.contains("No answer"))
+    })
+    .await?;
     // Its settings (Zigbee2MQTT's config category) are folded apart from its light, and
     // work from there.
     let main = b.text(&format!("article[data-device='{bulb}'] > .switches")).await?;

@@ -12,7 +12,9 @@ use hearth_model::automations::Notification;
 use hearth_model::rules::{DryRun, RuleView};
 use hearth_model::{Trace, Value};
 
-use crate::api;
+use hearth_model::present;
+
+use crate::api::{self, ApiError};
 use crate::app::Home;
 use crate::components::load::{error_text, latest};
 use crate::time::{ago, local, now_ms};
@@ -263,17 +265,52 @@ fn blank(name: String) -> Rule {
         mode: Mode::default(),
         max_runs: 10,
         catch_up: false,
+        insist: false,
     }
 }
 
-/// Options for a device `<select>`: the devices of this home.
+/// Options for a device `<select>`: the devices of this home by room (bridges are no
+/// rule's device: their devices are).
 fn device_options(home: Home) -> impl IntoView {
     move || {
-        home.devices
-            .get()
+        present::by_room(&home.devices.get())
             .into_iter()
-            .map(|d| view! { <option value=d.id.clone()>{d.name} " (" {d.id.clone()} ")"</option> })
+            .map(|(room, list)| {
+                view! {
+                    <optgroup label=room>
+                        {list.into_iter().map(|d| view! { <option value=d.id.clone()>{d.name}</option> }).collect_view()}
+                    </optgroup>
+                }
+            })
             .collect_view()
+    }
+}
+
+/// A metric's text field offering the values its device reported or announced (those it
+/// takes as commands, with `settable`), each with its name and unit.
+fn metric_field(
+    home: Home,
+    id: &'static str,
+    sig: RwSignal<String>,
+    device: RwSignal<String>,
+    settable: bool,
+) -> impl IntoView {
+    let list = format!("{id}-known");
+    let known = move || {
+        home.devices.with(|ds| {
+            let Some(d) = ds.iter().find(|d| d.id == device.get()) else { return Vec::new() };
+            present::metrics(d, settable)
+        })
+    };
+    view! {
+        <input id=id list=list.clone() placeholder="pick or type" autocomplete="off" aria-label="Value of the device"
+            prop:value=move || sig.get() on:input=move |ev| sig.set(event_target_value(&ev)) />
+        <datalist id=list>
+            {move || known().into_iter().map(|(metric, label, unit)| {
+                let text = match unit { Some(u) => format!("{label} ({u})"), None => label };
+                view! { <option value=metric>{text}</option> }
+            }).collect_view()}
+        </datalist>
     }
 }
 
@@ -314,7 +351,8 @@ fn RuleEditor(
     let dry_days = RwSignal::new("1".to_owned());
     // Device selects start on the first device once the list is there.
     Effect::new(move |_| {
-        if let Some(first) = home.devices.get().first() {
+        let first = present::by_room(&home.devices.get()).into_iter().flat_map(|(_, list)| list).next();
+        if let Some(first) = first {
             for sig in [f.t_device, f.c_device, a_device] {
                 if sig.get_untracked().is_empty() {
                     sig.set(first.id.clone());
@@ -340,16 +378,23 @@ fn RuleEditor(
             f.build()
         }
     };
-    let submit = move |ev: SubmitEvent| {
-        ev.prevent_default();
+    // A value no device has: the hub's reason, and saving anyway if the author insists.
+    let unknown = RwSignal::new(None::<String>);
+    let save = move |insist: bool| {
         // One message at a time: a new attempt clears what the last one said.
         saved.set(None);
-        let rule = match current() {
+        unknown.set(None);
+        let mut rule = match current() {
             Ok(r) => r,
             Err(e) => return error.set(Some(e)),
         };
+        rule.insist |= insist;
         spawn_local(async move {
             match api::create_rule(&rule).await {
+                Err(ApiError::Refused { fields, .. }) if fields.contains_key("metric") => {
+                    error.set(None);
+                    unknown.set(fields.get("metric").cloned());
+                }
                 Ok(r) => {
                     error.set(None);
                     saved.set(Some(format!("Saved \"{}\".", r.rule.name)));
@@ -362,6 +407,10 @@ fn RuleEditor(
                 Err(e) => error.set(Some(e.to_string())),
             }
         });
+    };
+    let submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        save(false);
     };
     let run_dry = move |_| {
         saved.set(None);
@@ -411,7 +460,7 @@ fn RuleEditor(
                                 on:change=move |ev| f.t_device.set(event_target_value(&ev))>{device_options(home)}</select></label>
                         })}
                         {move || matches!(t.get().as_str(), "reading" | "change" | "threshold").then(|| view! {
-                            <label>"Metric" {field("trigger-metric", f.t_metric, "temperature")}</label>
+                            <label>"Value" {metric_field(home, "trigger-metric", f.t_metric, f.t_device, false)}</label>
                         })}
                         {move || (t.get() == "threshold").then(|| view! {
                             <div class="row">
@@ -436,7 +485,7 @@ fn RuleEditor(
                             <label>"Device" <select id="condition-device" prop:value=move || f.c_device.get()
                                 on:change=move |ev| f.c_device.set(event_target_value(&ev))>{device_options(home)}</select></label>
                             <div class="row">
-                                {field("condition-metric", f.c_metric, "metric")}
+                                {metric_field(home, "condition-metric", f.c_metric, f.c_device, false)}
                                 {choice("condition-op", f.c_op, &[("<", "<"), ("<=", "≤"), ("==", "="), ("!=", "≠"), (">=", "≥"), (">", ">")])}
                                 {field("condition-value", f.c_value, "value")}
                             </div>
@@ -462,7 +511,7 @@ fn RuleEditor(
                             <label>"To device" <select id="action-device" prop:value=move || a_device.get()
                                 on:change=move |ev| a_device.set(event_target_value(&ev))>{device_options(home)}</select></label>
                             <div class="row">
-                                {field("action-metric", a_metric, "power")}
+                                {metric_field(home, "action-metric", a_metric, a_device, true)}
                                 {field("action-value", a_value, "on")}
                             </div>
                         })}
@@ -491,6 +540,12 @@ fn RuleEditor(
                 </div>
             </form>
             {move || error.get().map(|e| view! { <p class="error" id="rule-error">{e}</p> })}
+            {move || unknown.get().map(|why| view! {
+                <div class="error" id="rule-unknown-metric" role="alert">
+                    <p>{why}</p>
+                    <button type="button" class="secondary" id="rule-insist" on:click=move |_| save(true)>"Save anyway"</button>
+                </div>
+            })}
             {move || saved.get().map(|s| view! { <p class="ok">{s}</p> })}
             {move || dry.get().map(|d| view! {
                 <div id="dry-run">

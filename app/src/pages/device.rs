@@ -1,5 +1,7 @@
-//! One device: its metrics, a history chart per metric over a chosen range, new
-//! credentials, removal.
+//! One device: what it is (maker, model, firmware, via which bridge, online, battery), its
+//! controls and values, a history chart per value over a chosen range, its name and room,
+//! the rules that use it; connection plumbing (credentials, plain MQTT, CoAP address) only
+//! where it applies, in a section of its own.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -7,11 +9,13 @@ use leptos_router::components::A;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
 use hearth_model::DeviceClass;
-use hearth_model::devices::{BelongsTo, Credentials, Device};
+use hearth_model::devices::{BelongsTo, Credentials, Device, DeviceChanges, DeviceKind};
+use hearth_model::present;
 
 use crate::api;
 use crate::app::Home;
 use crate::components::chart::Chart;
+use crate::components::controls::Controls;
 use crate::components::credentials::CredentialsPanel;
 use crate::time::{ago, local, now_ms};
 
@@ -83,32 +87,18 @@ pub fn DevicePage() -> impl IntoView {
                     <A href="/">"All devices"</A></p>
             }.into_any(),
             None => view! { <p class="muted">"Loading device…"</p> }.into_any(),
-            Some(d) => view! {
-                <h2>{d.name.clone()}</h2>
-                <p class="muted">"id " <code>{d.id.clone()}</code> " · added " {local(d.created)}</p>
-                {(!d.namespaces.is_empty()).then(|| {
-                    let id = d.id.clone();
-                    let behind = move || home.devices.with(|ds| ds.iter().filter(|x| x.bridge.as_deref() == Some(id.as_str())).map(|x| (x.id.clone(), x.name.clone())).collect::<Vec<_>>());
-                    let own = d.discovered.is_some();
-                    view! {
-                        <section class="card behind">
-                            <h3>{if own { "Its connection" } else { "Devices behind this bridge" }}</h3>
-                            <p class="muted">"It publishes in " {d.namespaces.join(", ")}</p>
-                            <ul>
-                                {move || behind().into_iter().map(|(id, name)| view! {
-                                    <li><A href=format!("/devices/{id}")>{name}</A></li>
-                                }).collect_view()}
-                            </ul>
-                        </section>
-                    }
-                })}
-                <ClassLine device=d.clone() on_error=error />
-                <CoapLine device=d.clone() on_error=error />
-                <PlaintextLine device=d.clone() on_error=error />
-                <div class="row">
+            Some(d) => {
+                // Credentials, plain MQTT and a CoAP address are a connection's: a device
+                // behind a bridge has none of them.
+                let own_connection = d.bridge.is_none();
+                view! {
+                <h2 id="device-title">{d.name.clone()}</h2>
+                <About device=d.clone() />
+                <Controls device=d.clone() settings=false />
+                <div class="row values">
                     {d.metrics.iter().map(|m| {
                         let name = m.metric.clone();
-                        let label = format!("{}: {} {}", m.metric, m.value.show(), m.unit.clone().unwrap_or_default());
+                        let label = format!("{}: {}", present::label(&d, &m.metric), present::value(&d, &m.metric, &m.value));
                         let pick = name.clone();
                         let ts = m.ts;
                         view! {
@@ -120,7 +110,41 @@ pub fn DevicePage() -> impl IntoView {
                         }
                     }).collect_view()}
                 </div>
-            }.into_any(),
+                {d.discovered.as_ref().is_some_and(|x| x.values.iter().any(|v| v.category.is_some() && v.settable)).then(|| view! {
+                    <details class="card settings">
+                        <summary>"Settings"</summary>
+                        <Controls device=d.clone() settings=true />
+                    </details>
+                })}
+                <Arrange device=d.clone() on_error=error />
+                <UsedBy device=d.id.clone() />
+                {(d.kind == DeviceKind::Bridge || !d.namespaces.is_empty()).then(|| {
+                    let id = d.id.clone();
+                    let behind = move || home.devices.with(|ds| ds.iter().filter(|x| x.bridge.as_deref() == Some(id.as_str())).map(|x| (x.id.clone(), x.name.clone())).collect::<Vec<_>>());
+                    let own = d.discovered.is_some();
+                    view! {
+                        <section class="card behind">
+                            <h3>{if own { "Its connection" } else { "Devices behind this bridge" }}</h3>
+                            {(!d.namespaces.is_empty()).then(|| view! { <p class="muted">"It publishes in " {d.namespaces.join(", ")}</p> })}
+                            <ul>
+                                {move || behind().into_iter().map(|(id, name)| view! {
+                                    <li><A href=format!("/devices/{id}")>{name}</A></li>
+                                }).collect_view()}
+                            </ul>
+                        </section>
+                    }
+                })}
+                {own_connection.then(|| view! {
+                    <details class="card connection" id="connection">
+                        <summary>"Connection and credentials"</summary>
+                        <p class="muted">"id " <code>{d.id.clone()}</code> " · added " {local(d.created)}</p>
+                        <CoapLine device=d.clone() on_error=error />
+                        <PlaintextLine device=d.clone() on_error=error />
+                        {d.manageable.then(|| view! { <button class="secondary" on:click=regenerate>"New credentials"</button> })}
+                    </details>
+                })}
+                }.into_any()
+            }
         }}
         <section class="card">
             <div class="row">
@@ -143,11 +167,146 @@ pub fn DevicePage() -> impl IntoView {
             </Transition>
         </section>
         <section class="row" style:display=move || if device().is_some_and(|d| d.manageable) { "" } else { "none" }>
-            <button class="secondary" on:click=regenerate>"New credentials"</button>
             <button class="danger" on:click=remove>"Remove device"</button>
         </section>
         {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
         {move || issued.get().map(|c| view! { <CredentialsPanel credentials=c on_close=move || issued.set(None) /> })}
+    }
+    .into_any()
+}
+
+/// What the device is: maker, model, firmware, via which bridge, room, whether it is
+/// online, its battery, whose readings it makes.
+#[component]
+fn About(
+    /// The device.
+    device: Device,
+) -> impl IntoView {
+    let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
+    let d = device.discovered.clone();
+    let line = |what: &'static str, text: Option<String>| {
+        text.filter(|t| !t.is_empty()).map(|t| view! { <dt>{what}</dt><dd data-about=what>{t}</dd> })
+    };
+    let announced = d.as_ref().and_then(|x| x.name.clone()).filter(|n| *n != device.name);
+    let via = device.bridge.clone().map(|id| {
+        let name = home.devices.with_untracked(|ds| ds.iter().find(|x| x.id == id).map(|x| x.name.clone()));
+        (format!("/devices/{id}"), name.unwrap_or(id))
+    });
+    let online = d
+        .as_ref()
+        .and_then(|x| x.online)
+        .map(|o| if o { "Online" } else { "Unavailable (it said it is offline)" }.to_owned());
+    let battery = present::battery(&device).map(|b| match b < present::LOW_BATTERY {
+        true => format!("{b:.0} % (low)"),
+        false => format!("{b:.0} %"),
+    });
+    view! {
+        <dl class="about card" id="device-about">
+            {line("Maker", d.as_ref().and_then(|x| x.manufacturer.clone()))}
+            {line("Model", d.as_ref().and_then(|x| x.model.clone()))}
+            {line("Firmware", d.as_ref().and_then(|x| x.firmware.clone()))}
+            {line("Calls itself", announced)}
+            {via.map(|(href, name)| view! { <dt>"Via"</dt><dd data-about="Via"><A href=href>{name}</A></dd> })}
+            {line("Room", device.room.clone())}
+            {line("State", online)}
+            {line("Battery", battery)}
+        </dl>
+        <ClassLine device=device.clone() on_error=RwSignal::new(None) />
+    }
+    .into_any()
+}
+
+/// Its name, room, favourite and hidden, as people choose them (discovery never
+/// overwrites them).
+#[component]
+fn Arrange(
+    /// The device.
+    device: Device,
+    /// Where errors go.
+    on_error: RwSignal<Option<String>>,
+) -> impl IntoView {
+    let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
+    if !home.can_add {
+        return ().into_any();
+    }
+    let name = RwSignal::new(device.name.clone());
+    let room = RwSignal::new(device.room.clone().unwrap_or_default());
+    let favourite = RwSignal::new(device.favourite);
+    let hidden = RwSignal::new(device.hidden);
+    let saved = RwSignal::new(false);
+    let rooms = home.devices.with_untracked(|ds| {
+        let mut rooms: Vec<String> = ds.iter().filter_map(|d| d.room.clone()).collect();
+        rooms.sort();
+        rooms.dedup();
+        rooms
+    });
+    let id = StoredValue::new(device.id.clone());
+    let save = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let changes = DeviceChanges {
+            name: Some(name.get_untracked()),
+            room: Some(room.get_untracked()),
+            favourite: Some(favourite.get_untracked()),
+            hidden: Some(hidden.get_untracked()),
+            labels: Default::default(),
+        };
+        saved.set(false);
+        spawn_local(async move {
+            match api::change_device(&id.get_value(), &changes).await {
+                Ok(_) => {
+                    on_error.set(None);
+                    saved.set(true);
+                    home.reload();
+                }
+                Err(e) => on_error.set(Some(e.to_string())),
+            }
+        });
+    };
+    view! {
+        <form class="card arrange" id="arrange" on:submit=save>
+            <h3>"Name and room"</h3>
+            <label>"Name " <input id="arrange-name" maxlength="64" prop:value=name on:input=move |ev| name.set(event_target_value(&ev)) /></label>
+            <label>"Room " <input id="arrange-room" list="rooms" maxlength="64" placeholder="Kitchen" prop:value=room
+                on:input=move |ev| room.set(event_target_value(&ev)) /></label>
+            <datalist id="rooms">{rooms.into_iter().map(|r| view! { <option value=r /> }).collect_view()}</datalist>
+            <label><input type="checkbox" id="arrange-favourite" prop:checked=favourite
+                on:change=move |ev| favourite.set(event_target_checked(&ev)) /> " Favourite (first on the home page)"</label>
+            <label><input type="checkbox" id="arrange-hidden" prop:checked=hidden
+                on:change=move |ev| hidden.set(event_target_checked(&ev)) /> " Hidden from the home page"</label>
+            <button type="submit" id="arrange-save">"Save"</button>
+            {move || saved.get().then(|| view! { <span class="ok" role="status">"Saved."</span> })}
+        </form>
+    }
+    .into_any()
+}
+
+/// The author's rules that listen to or command this device.
+#[component]
+fn UsedBy(
+    /// The device's id.
+    device: String,
+) -> impl IntoView {
+    let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
+    if !home.can_add {
+        return ().into_any();
+    }
+    let rules = LocalResource::new(move || async move { api::rules().await.unwrap_or_default() });
+    view! {
+        <section class="card used-by">
+            <h3>"Rules using it"</h3>
+            <Transition fallback=|| view! { <p class="muted">"…"</p> }>
+                {move || Suspend::new({
+                    let device = device.clone();
+                    async move {
+                        let using: Vec<String> = rules.await.into_iter().filter(|r| r.rule.devices().contains(device.as_str())).map(|r| r.rule.name).collect();
+                        match using.is_empty() {
+                            true => view! { <p class="muted">"No rule uses it. " <A href="/automations">"Make one"</A></p> }.into_any(),
+                            false => view! { <ul>{using.into_iter().map(|n| view! { <li><A href="/automations">{n}</A></li> }).collect_view()}</ul> }.into_any(),
+                        }
+                    }
+                })}
+            </Transition>
+        </section>
     }
     .into_any()
 }

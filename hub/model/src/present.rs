@@ -22,9 +22,9 @@ pub fn by_room(devices: &[Device]) -> Vec<(String, Vec<Device>)> {
             None => rooms.push((room, vec![d.clone()])),
         }
     }
-    rooms.sort_by(|(a, _), (b, _)| (a == NO_ROOM, a.to_lowercase()).cmp(&(b == NO_ROOM, b.to_lowercase())));
+    rooms.sort_by_key(|(room, _)| (room == NO_ROOM, room.to_lowercase()));
     for (_, list) in &mut rooms {
-        list.sort_by(|a, b| (!a.favourite, a.name.to_lowercase()).cmp(&(!b.favourite, b.name.to_lowercase())));
+        list.sort_by_key(|d| (!d.favourite, d.name.to_lowercase()));
     }
     rooms
 }
@@ -76,11 +76,13 @@ pub fn class(device: &Device, metric: &str) -> Option<String> {
         "occupancy",
         "motion",
         "contact",
+        "online",
     ];
     known.iter().find(|k| key == **k).map(|k| match *k {
         "pressure" => "atmospheric_pressure".to_owned(),
         "co2" => "carbon_dioxide".to_owned(),
         "contact" => "door".to_owned(),
+        "online" => "connectivity".to_owned(),
         k => k.to_owned(),
     })
 }

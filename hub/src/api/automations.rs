@@ -342,7 +342,10 @@ async fn dry_run(
     if req.from >= req.to || req.to - req.from > DRY_RUN_MAX_MS {
         return Err(AppError::field("to", "the range must be after `from` and at most 31 days long"));
     }
-    check(&state, &user, &req.rule, &[]).await?;
+    // Trying a rule out saves nothing: a value its device never had only never fires.
+    let mut rule = req.rule.clone();
+    rule.insist = true;
+    check(&state, &user, &rule, &[]).await?;
     let scope = Scope::of(&state, &user).await?;
     // The series the rule looks at: those its triggers and conditions name, and every
     // series of a device it waits to fall silent.

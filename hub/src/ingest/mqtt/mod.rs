@@ -450,10 +450,9 @@ impl Shared {
             if qos == QoS::AtMostOnce {
                 if let Ok(persistent) = self.persistent.lock()
                     && let Some((_, tx, _)) = persistent.get(&key).and_then(|s| s.online.as_ref())
+                    && tx.try_send(Publish::from_bytes(topic, QoS::AtMostOnce, payload.clone())).is_ok()
                 {
-                    if tx.try_send(Publish::from_bytes(topic, QoS::AtMostOnce, payload.clone())).is_ok() {
-                        delivery = Some(Delivery::Delivered);
-                    }
+                    delivery = Some(Delivery::Delivered);
                 }
                 continue;
             }
