@@ -9,6 +9,7 @@ mod coap;
 mod consent;
 mod conventions;
 mod fuzz;
+mod glance;
 mod home;
 mod hostile;
 mod lifecycle;

@@ -5,38 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hearth_tests::{Config, Mosquitto, MosquittoOptions, TestHub, run_tool, wait_until};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use hearth_tests::{
+    Config, Mosquitto, MosquittoOptions, TestHub, mqtt_session as connect, run_tool, subscribe_and_leave, wait_until,
+};
+use rumqttc::{Event, EventLoop, Packet, QoS};
 use serde_json::{Value, json};
-
-/// Connects as `device` with client id `client` and the given clean-session flag; returns
-/// the client, its event loop and whether the server said it kept a session.
-async fn connect(
-    addr: SocketAddr,
-    (device, secret): (&str, &str),
-    client: &str,
-    clean: bool,
-) -> anyhow::Result<(AsyncClient, EventLoop, bool)> {
-    let mut options = MqttOptions::new(client, addr.ip().to_string(), addr.port());
-    options.set_credentials(device, secret);
-    options.set_keep_alive(Duration::from_secs(5));
-    options.set_clean_session(clean);
-    let (client, mut events) = AsyncClient::new(options, 16);
-    let present = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == rumqttc::ConnectReturnCode::Success => {
-                    return Ok(ack.session_present);
-                }
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => anyhow::bail!("refused: {:?}", ack.code),
-                Ok(_) => {}
-                Err(e) => anyhow::bail!("{e}"),
-            }
-        }
-    })
-    .await??;
-    Ok((client, events, present))
-}
 
 /// The next message the client receives (its event loop acknowledges QoS 1), within 5 s.
 async fn next_message(events: &mut EventLoop) -> anyhow::Result<Option<(String, String, QoS)>> {
@@ -62,26 +35,6 @@ async fn within(events: &mut EventLoop, wait: Duration) -> anyhow::Result<Option
     })
     .await;
     got.unwrap_or(Ok(None))
-}
-
-/// Subscribes at QoS 1, waits for the SUBACK, then disconnects cleanly.
-async fn subscribe_and_leave(client: AsyncClient, mut events: EventLoop, filter: &str) -> anyhow::Result<()> {
-    client.subscribe(filter, QoS::AtLeastOnce).await?;
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Ok(Event::Incoming(Packet::SubAck(ack))) = events.poll().await {
-                anyhow::ensure!(
-                    ack.return_codes == [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)],
-                    "{ack:?}"
-                );
-                return Ok(());
-            }
-        }
-    })
-    .await??;
-    client.disconnect().await?;
-    let _ = tokio::time::timeout(Duration::from_secs(2), async { while events.poll().await.is_ok() {} }).await;
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod discovered;
+pub mod home;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -731,4 +732,53 @@ impl Output {
         let _ = reader.join();
         text.lock().map(|t| t.clone()).unwrap_or_default()
     }
+}
+
+/// Connects as `device` with client id `client` and the given clean-session flag; returns
+/// the client, its event loop and whether the server said it kept a session.
+pub async fn mqtt_session(
+    addr: SocketAddr,
+    (device, secret): (&str, &str),
+    client: &str,
+    clean: bool,
+) -> anyhow::Result<(AsyncClient, EventLoop, bool)> {
+    let mut options = MqttOptions::new(client, addr.ip().to_string(), addr.port());
+    options.set_credentials(device, secret);
+    options.set_keep_alive(Duration::from_secs(5));
+    options.set_clean_session(clean);
+    let (client, mut events) = AsyncClient::new(options, 16);
+    let present = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == rumqttc::ConnectReturnCode::Success => {
+                    return Ok(ack.session_present);
+                }
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => anyhow::bail!("refused: {:?}", ack.code),
+                Ok(_) => {}
+                Err(e) => anyhow::bail!("{e}"),
+            }
+        }
+    })
+    .await??;
+    Ok((client, events, present))
+}
+
+/// Subscribes at QoS 1, waits for the SUBACK, then disconnects cleanly.
+pub async fn subscribe_and_leave(client: AsyncClient, mut events: EventLoop, filter: &str) -> anyhow::Result<()> {
+    client.subscribe(filter, QoS::AtLeastOnce).await?;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::SubAck(ack))) = events.poll().await {
+                anyhow::ensure!(
+                    ack.return_codes == [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+                    "{ack:?}"
+                );
+                return Ok(());
+            }
+        }
+    })
+    .await??;
+    client.disconnect().await?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async { while events.poll().await.is_ok() {} }).await;
+    Ok(())
 }

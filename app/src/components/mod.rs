@@ -4,5 +4,6 @@ pub mod chart;
 pub mod controls;
 pub mod credentials;
 pub mod form;
+pub mod icon;
 pub mod load;
 pub mod tokens;

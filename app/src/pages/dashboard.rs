@@ -13,6 +13,7 @@ use crate::api;
 use crate::app::Home;
 use crate::components::controls::Controls;
 use crate::components::credentials::CredentialsPanel;
+use crate::components::icon::{self, Icon};
 use crate::time::{ago, now_ms};
 
 /// What a card is drawn from: it is drawn again only when one of these changes (a value
@@ -152,27 +153,40 @@ fn DeviceCard(
         .as_ref()
         .map(|d| [d.manufacturer.clone(), d.model.clone()].into_iter().flatten().collect::<Vec<_>>().join(" "))
         .filter(|m| !m.is_empty());
-    // Settings and diagnostics (a device's categories) are folded apart: a wall switch may
-    // have a hundred settings besides its light.
-    let folded = move |d: &Device, metric: &str| present::described(d, metric).is_some_and(|v| v.category.is_some());
-    let settings = device.discovered.as_ref().map_or(0, |d| d.values.iter().filter(|v| v.category.is_some()).count());
+    // Settings and diagnostics are folded apart: a wall switch may have a hundred settings
+    // besides its light. A value with an On/Off control shows its state there.
+    let shown = move |d: &Device, metric: &str, settings: bool| {
+        present::diagnostic(d, metric) == settings && !present::switched(d, metric)
+    };
+    let settings = {
+        let described =
+            device.discovered.as_ref().map_or(0, |d| d.values.iter().filter(|v| v.category.is_some()).count());
+        let plumbing = device.metrics.iter().filter(|m| present::diagnostic(&device, &m.metric)).count();
+        described.max(plumbing)
+    };
     let rows = move |settings: bool| {
         move || {
             let Some(d) = live.get() else { return Vec::new().into_iter().collect_view() };
             d.metrics
                 .iter()
-                .filter(|m| folded(&d, &m.metric) == settings)
+                .filter(|m| shown(&d, &m.metric, settings))
                 .map(|m| {
                     let whole = present::value(&d, &m.metric, &m.value);
                     let (short, cut) = present::short(&whole);
                     let ts = m.ts;
+                    let on = match m.value {
+                        hearth_model::Value::Bool(b) => Some(b),
+                        _ => None,
+                    };
+                    let glyph = icon::for_class(present::class(&d, &m.metric).as_deref(), on);
+                    let title = move || match cut {
+                        true => format!("{whole}, {}", ago(ts, home.tick.get().max(now_ms()))),
+                        false => ago(ts, home.tick.get().max(now_ms())),
+                    };
                     view! {
-                        <li data-metric=m.metric.clone()>
-                            <span class="label" title=m.metric.clone()>{present::label(&d, &m.metric)}</span>
-                            <span>
-                                <span class="value" title=cut.then(|| whole.clone()) tabindex=cut.then_some("0")>{short}</span>
-                                <br /><span class="muted ago">{move || ago(ts, home.tick.get().max(now_ms()))}</span>
-                            </span>
+                        <li data-metric=m.metric.clone() title=title>
+                            <span class="label"><Icon icon=glyph />" "{present::label(&d, &m.metric)}</span>
+                            <span class="value" tabindex=cut.then_some("0")>{short}</span>
                         </li>
                     }
                 })
@@ -195,8 +209,14 @@ fn DeviceCard(
     view! {
         <article class="card device" data-device=device.id.clone() class:favourite=favourite>
             <h3><A href=href>{name}</A></h3>
-            {model.map(|m| view! { <p class="muted model">{m}</p> })}
-            {bridge.map(|(href, name)| view! { <p class="muted via">"via " <A href=href>{name}</A></p> })}
+            // What it is, how it is reached, when it last spoke: one line.
+            <p class="muted meta">
+                {model.map(|m| view! { <span class="model">{m}</span> })}
+                {bridge.map(|(href, name)| view! { <span class="via">"via " <A href=href>{name}</A></span> })}
+                {move || live.get().and_then(|d| d.metrics.iter().map(|m| m.ts).max()).map(|ts| view! {
+                    <span class="ago">{move || ago(ts, home.tick.get().max(now_ms()))}</span>
+                })}
+            </p>
             {status}
             <ul class="metrics">{rows(false)}</ul>
             <Controls device=device.clone() settings=false />

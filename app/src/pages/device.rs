@@ -30,12 +30,20 @@ pub fn DevicePage() -> impl IntoView {
     let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
     let params = use_params_map();
     let id = move || params.read().get("id").unwrap_or_default();
+    let id_now = move || params.read_untracked().get("id").unwrap_or_default();
     let device = move || home.devices.with(|ds| ds.iter().find(|d| d.id == id()).cloned());
     let chosen = RwSignal::new(None::<String>);
     let range = RwSignal::new(RANGES[1].1);
     let issued = RwSignal::new(None::<Credentials>);
     let error = RwSignal::new(None::<String>);
-    let metric = move || chosen.get().or_else(|| device().and_then(|d| d.metrics.first().map(|m| m.metric.clone())));
+    // At first the first of what it is for (not its link quality).
+    let metric = move || {
+        chosen.get().or_else(|| {
+            let d = device()?;
+            let first = d.metrics.iter().find(|m| !present::diagnostic(&d, &m.metric)).or(d.metrics.first());
+            first.map(|m| m.metric.clone())
+        })
+    };
     // Refetch when the metric, the range or the metric's latest reading changes.
     let latest_ts = move || {
         let m = metric();
@@ -79,15 +87,28 @@ pub fn DevicePage() -> impl IntoView {
         });
     };
 
+    // The page is drawn again when what it shows of the device changes, not on each reading
+    // (a control's feedback and a form being typed in stay); values follow readings in place.
+    let shape = Memo::new(move |_| {
+        device().map(|mut d| {
+            d.metrics.iter_mut().for_each(|m| (m.ts, m.value) = (0, hearth_model::Value::Bool(false)));
+            d.rejected = None;
+            d
+        })
+    });
+    let saved = RwSignal::new(false);
     view! {
-        {move || match device() {
+        {move || match shape.get() {
             None if home.loaded.get() => view! {
                 <h2>"No such device"</h2>
                 <p id="no-device">"There is no device " <code>{id()}</code> " here: it was removed, or it is not yours to see. "
                     <A href="/">"All devices"</A></p>
             }.into_any(),
             None => view! { <p class="muted">"Loading device…"</p> }.into_any(),
-            Some(d) => {
+            Some(_) => {
+                let Some(d) = home.devices.with_untracked(|ds| ds.iter().find(|d| d.id == id_now()).cloned()) else {
+                    return ().into_any();
+                };
                 // Credentials, plain MQTT and a CoAP address are a connection's: a device
                 // behind a bridge has none of them.
                 let own_connection = d.bridge.is_none();
@@ -98,7 +119,14 @@ pub fn DevicePage() -> impl IntoView {
                 <div class="row values">
                     {d.metrics.iter().map(|m| {
                         let name = m.metric.clone();
-                        let label = format!("{}: {}", present::label(&d, &m.metric), present::value(&d, &m.metric, &m.value));
+                        let label = {
+                            let metric = m.metric.clone();
+                            move || {
+                                let d = device()?;
+                                let now = d.metrics.iter().find(|x| x.metric == metric)?;
+                                Some(format!("{}: {}", present::label(&d, &metric), present::value(&d, &metric, &now.value)))
+                            }
+                        };
                         let pick = name.clone();
                         let ts = m.ts;
                         view! {
@@ -116,7 +144,11 @@ pub fn DevicePage() -> impl IntoView {
                         <Controls device=d.clone() settings=true />
                     </details>
                 })}
-                <Arrange device=d.clone() on_error=error />
+                <Arrange device=d.clone() on_error=error saved=saved />
+                <details class="card ownership" id="ownership">
+                    <summary>"Whose readings"</summary>
+                    <ClassLine device=d.clone() on_error=error />
+                </details>
                 <UsedBy device=d.id.clone() />
                 {(d.kind == DeviceKind::Bridge || !d.namespaces.is_empty()).then(|| {
                     let id = d.id.clone();
@@ -211,7 +243,6 @@ fn About(
             {line("State", online)}
             {line("Battery", battery)}
         </dl>
-        <ClassLine device=device.clone() on_error=RwSignal::new(None) />
     }
     .into_any()
 }
@@ -224,6 +255,8 @@ fn Arrange(
     device: Device,
     /// Where errors go.
     on_error: RwSignal<Option<String>>,
+    /// Whether the last change was saved (the page outlives this form).
+    saved: RwSignal<bool>,
 ) -> impl IntoView {
     let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
     if !home.can_add {
@@ -233,7 +266,6 @@ fn Arrange(
     let room = RwSignal::new(device.room.clone().unwrap_or_default());
     let favourite = RwSignal::new(device.favourite);
     let hidden = RwSignal::new(device.hidden);
-    let saved = RwSignal::new(false);
     let rooms = home.devices.with_untracked(|ds| {
         let mut rooms: Vec<String> = ds.iter().filter_map(|d| d.room.clone()).collect();
         rooms.sort();

@@ -6,6 +6,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use hearth_model::people::{Guest, Invite, Tenancy};
+use hearth_model::present;
 use hearth_model::{Me, Role};
 
 use crate::api;
@@ -83,15 +84,21 @@ fn Guests() -> impl IntoView {
                 </For>
             </ul>
             <form on:submit=submit>
-                {move || home.devices.get().into_iter().map(|d| {
-                    let id = d.id.clone();
-                    view! {
-                        <label><input type="checkbox" class="guest-device" value=d.id.clone() on:change=move |ev| {
-                            let on = event_target_checked(&ev);
-                            let id = id.clone();
-                            chosen.update(|c| if on { c.push(id) } else { c.retain(|x| *x != id) });
-                        } /> " " {d.name}</label>
-                    }
+                // The home's devices by room, as on the home page (bridges are no one's to see).
+                {move || present::by_room(&home.devices.get()).into_iter().map(|(room, list)| view! {
+                    <fieldset class="room-choice">
+                        <legend>{room}</legend>
+                        {list.into_iter().map(|d| {
+                            let id = d.id.clone();
+                            view! {
+                                <label class="inline"><input type="checkbox" class="guest-device" value=d.id.clone() on:change=move |ev| {
+                                    let on = event_target_checked(&ev);
+                                    let id = id.clone();
+                                    chosen.update(|c| if on { c.push(id) } else { c.retain(|x| *x != id) });
+                                } /> " " {d.name}</label>
+                            }
+                        }).collect_view()}
+                    </fieldset>
                 }).collect_view()}
                 {error.beside("devices")}
                 <button type="submit" id="guest-invite">"Invite a guest"</button>

@@ -34,6 +34,23 @@ pub fn described<'a>(device: &'a Device, metric: &str) -> Option<&'a DiscoveredV
     device.discovered.as_ref()?.values.iter().find(|v| v.metric == metric)
 }
 
+/// Plumbing of a connection that a device reports alongside its values: how well it
+/// hears, whether it is online (said apart, as "Unavailable").
+const DIAGNOSTIC_KEYS: [&str; 6] = ["linkquality", "online", "rssi", "last_seen", "update_available", "uptime"];
+
+/// A setting or a diagnostic (its device's category, or plumbing such as Zigbee's link
+/// quality): folded apart from what the device is for.
+pub fn diagnostic(device: &Device, metric: &str) -> bool {
+    described(device, metric).is_some_and(|v| v.category.is_some())
+        || DIAGNOSTIC_KEYS.contains(&metric.rsplit('.').next().unwrap_or(metric).to_ascii_lowercase().as_str())
+        || class(device, metric).as_deref() == Some("signal_strength")
+}
+
+/// Whether a value has an On/Off control, which shows its state.
+pub fn switched(device: &Device, metric: &str) -> bool {
+    described(device, metric).is_some_and(|v| v.settable && v.on_off)
+}
+
 /// What a value is called: the name people gave it, else its device's name for it, else
 /// its key in words (`switch_0.aenergy.total` reads "Switch 0 aenergy total").
 pub fn label(device: &Device, metric: &str) -> String {
@@ -219,6 +236,19 @@ mod tests {
         assert_eq!(short("953312.477"), ("953312.477".to_owned(), false));
         let (cut, was) = short("2026-12-07T03:55:12.123456Z");
         assert!(was && cut.ends_with('…') && cut.chars().count() == SHORT, "{cut}");
+    }
+
+    #[test]
+    fn link_quality_and_online_are_diagnostics() {
+        let device: Device = serde_json::from_value(serde_json::json!({
+            "id": "d", "name": "Plug", "created": 0, "credentials_changed": 0, "class": "household",
+            "belongs_to": "owner", "manageable": true, "metrics": []
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            diagnostic(&device, "linkquality") && diagnostic(&device, "online") && diagnostic(&device, "wifi.rssi")
+        );
+        assert!(!diagnostic(&device, "power") && !diagnostic(&device, "temperature"));
     }
 
     #[test]
