@@ -155,6 +155,11 @@ pub async fn remove(id: &str) -> Result<(), ApiError> {
     send_empty("DELETE", &format!("/api/devices/{id}")).await
 }
 
+/// The raw readings over `[from, to)` (the hub says if there were more than it returns).
+pub async fn raw(id: &str, metric: &str, from: i64, to: i64) -> Result<Readings, ApiError> {
+    get(&format!("/api/devices/{id}/metrics/{metric}/readings?from={from}&to={to}")).await
+}
+
 /// At most `points` buckets over `[from, to)`.
 pub async fn history(id: &str, metric: &str, from: i64, to: i64, points: usize) -> Result<Readings, ApiError> {
     get(&format!("/api/devices/{id}/metrics/{metric}/readings?from={from}&to={to}&points={points}")).await

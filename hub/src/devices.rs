@@ -86,7 +86,14 @@ fn new_secret() -> Result<Zeroizing<String>, crypto::Error> {
 /// Checks a device name the user typed.
 pub fn valid_name(name: &str) -> bool {
     let n = name.chars().count();
-    (1..=MAX_NAME_LEN).contains(&n) && !name.chars().any(char::is_control) && name.trim() == name
+    (1..=MAX_NAME_LEN).contains(&n) && !name.chars().any(|c| c.is_control() || invisible(c)) && name.trim() == name
+}
+
+/// Characters that change how text around them reads without showing themselves: bidi
+/// overrides and isolates, zero-width characters, line and paragraph separators. A name
+/// with them could pass for another.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}')
 }
 
 /// Adds a device with fresh credentials.

@@ -174,8 +174,14 @@ async fn the_home_at_a_glance() -> anyhow::Result<()> {
     }
     shots(b, "glance-plug").await?;
 
+    // The door's page: its logbook says when it opened, in words.
+    b.client.goto(&hub.url(&format!("/devices/{door}"))).await?;
+    let logbook = b.wait_for_text("Contact: Open", t).await?;
+    assert!(logbook.contains("Contact: Closed"), "the logbook has its change from closed: {logbook}");
+    b.client.goto(&hub.url(&format!("/devices/{plug}"))).await?;
+
     // Renamed on its page, it keeps the name when Zigbee2MQTT announces its devices again.
-    b.client.execute("document.querySelector('#arrange-name').value = ''", vec![]).await?;
+    b.find("#arrange-name").await?.clear().await?;
     b.fill("#arrange-name", "Kettle plug").await?;
     b.click("#arrange-save").await?;
     b.wait_for_text("Saved.", t).await?;

@@ -152,3 +152,56 @@ async fn a_rule_on_a_value_no_device_has_is_refused_unless_its_author_insists() 
     hub.stop().await?;
     Ok(())
 }
+
+/// Names and rooms are their device's manager's to choose: a tenant names their own
+/// devices, not the home's (their choices would outlive the tenancy and tell the next
+/// people who lived where); a name that hides characters is refused; what a tenant chose
+/// is gone from the store when the tenancy is shredded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_names_only_their_own_devices_and_the_names_go_with_the_tenancy() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (meter, _) = hub.add_device(&owner, "Meter").await?;
+    let (tenant, tenancy) = hub.tenant(&owner, "ana", json!({ "retention_days": 1 })).await?;
+    hub.clock.advance(std::time::Duration::from_secs(2));
+    let (lamp, lamp_key) = hub.add_device(&tenant, "Lamp").await?;
+    hub.publish((&lamp, &lamp_key), &format!("hearth/{lamp}/power"), "true".into()).await?;
+
+    let (status, _) = change(&hub, &tenant, &meter, json!({ "room": "Ana's bedroom" })).await?;
+    assert_eq!(status, 403, "a tenant renames the home's device");
+    let (status, _) = change(&hub, &owner, &meter, json!({ "room": "Hall" })).await?;
+    assert_eq!(status, 200);
+    let (status, mine) = change(
+        &hub,
+        &tenant,
+        &lamp,
+        json!({ "name": "Ana's lamp", "room": "Ana's bedroom", "labels": { "power": "On" } }),
+    )
+    .await?;
+    assert_eq!((status, &mine["room"], &mine["labels"]["power"]), (200, &json!("Ana's bedroom"), &json!("On")));
+    for name in ["\u{202E}pmal", "lamp\u{200B}", "a\u{2028}b"] {
+        let (status, refused) = change(&hub, &tenant, &lamp, json!({ "name": name })).await?;
+        assert_eq!(status, 422, "{name:?}: {refused}");
+    }
+    let (status, _) = change(&hub, &owner, &lamp, json!({ "name": "Spy" })).await?;
+    assert_eq!(status, 404, "the owner does not even see the tenant's lamp");
+
+    let ended = owner.post(hub.url(&format!("/api/tenancies/{tenancy}/end")));
+    assert_eq!(ended.json(&json!({})).send().await?.status(), 200);
+    hub.clock.advance(std::time::Duration::from_secs(2));
+    let shredded = tenant.post(hub.url(&format!("/api/tenancies/{tenancy}/shred"))).send().await?;
+    assert_eq!(shredded.status(), 204, "{}", shredded.text().await?);
+    let config = hub.stop().await?;
+    let db =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", config.data_dir.join("hearth.db").display())).await?;
+    let (gone,): (bool,) =
+        sqlx::query_as("SELECT chosen_sealed IS NULL FROM devices WHERE id = ?").bind(&lamp).fetch_one(&db).await?;
+    assert!(gone, "what the tenant chose for their lamp outlived the shredded tenancy");
+    let (kept,): (bool,) = sqlx::query_as("SELECT chosen_sealed IS NOT NULL FROM devices WHERE id = ?")
+        .bind(&meter)
+        .fetch_one(&db)
+        .await?;
+    assert!(kept, "the owner's choice for the meter stays");
+    Ok(())
+}

@@ -314,6 +314,26 @@ fn metric_field(
     }
 }
 
+/// The value a command sends, offering what the device takes (on/off, a list's options)
+/// and saying its unit.
+fn value_field(home: Home, sig: RwSignal<String>, device: RwSignal<String>, metric: RwSignal<String>) -> impl IntoView {
+    let described = move || {
+        home.devices.with(|ds| {
+            let d = ds.iter().find(|d| d.id == device.get())?;
+            let m = metric.get();
+            Some((present::choices(d, m.trim()), present::unit(d, m.trim())))
+        })
+    };
+    view! {
+        <input id="action-value" list="action-value-known" placeholder="on" autocomplete="off" aria-label="Value to send"
+            prop:value=move || sig.get() on:input=move |ev| sig.set(event_target_value(&ev)) />
+        <datalist id="action-value-known">
+            {move || described().map(|(choices, _)| choices.into_iter().map(|c| view! { <option value=c.clone()>{c.clone()}</option> }).collect_view())}
+        </datalist>
+        {move || described().and_then(|(_, unit)| unit).map(|u| view! { <span class="muted">{u}</span> })}
+    }
+}
+
 /// A `<select>` bound to a signal.
 fn choice(id: &'static str, sig: RwSignal<String>, options: &'static [(&'static str, &'static str)]) -> impl IntoView {
     view! {
@@ -512,7 +532,7 @@ fn RuleEditor(
                                 on:change=move |ev| a_device.set(event_target_value(&ev))>{device_options(home)}</select></label>
                             <div class="row">
                                 {metric_field(home, "action-metric", a_metric, a_device, true)}
-                                {field("action-value", a_value, "on")}
+                                {value_field(home, a_value, a_device, a_metric)}
                             </div>
                         })}
                         {move || (a_kind.get() == "notify").then(|| view! { {field("action-message", a_message, "The door is open")} })}

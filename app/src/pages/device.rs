@@ -8,9 +8,9 @@ use leptos::task::spawn_local;
 use leptos_router::components::A;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
-use hearth_model::DeviceClass;
 use hearth_model::devices::{BelongsTo, Credentials, Device, DeviceChanges, DeviceKind};
 use hearth_model::present;
+use hearth_model::{DeviceClass, Value};
 
 use crate::api;
 use crate::app::Home;
@@ -149,6 +149,7 @@ pub fn DevicePage() -> impl IntoView {
                     <summary>"Whose readings"</summary>
                     <ClassLine device=d.clone() on_error=error />
                 </details>
+                <Logbook device=d.clone() />
                 <UsedBy device=d.id.clone() />
                 {(d.kind == DeviceKind::Bridge || !d.namespaces.is_empty()).then(|| {
                     let id = d.id.clone();
@@ -259,7 +260,8 @@ fn Arrange(
     saved: RwSignal<bool>,
 ) -> impl IntoView {
     let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
-    if !home.can_add {
+    // Its manager's to choose (the owner the home's devices, a tenant their own).
+    if !device.manageable {
         return ().into_any();
     }
     let name = RwSignal::new(device.name.clone());
@@ -308,6 +310,84 @@ fn Arrange(
             <button type="submit" id="arrange-save">"Save"</button>
             {move || saved.get().then(|| view! { <span class="ok" role="status">"Saved."</span> })}
         </form>
+    }
+    .into_any()
+}
+
+/// How far back the logbook looks.
+const LOGBOOK_MS: i64 = 86_400_000;
+/// Most lines in the logbook.
+const LOGBOOK_LINES: usize = 30;
+
+/// Its state changes of the last day, newest first: each on/off or text value it is for
+/// (not its diagnostics) in words ("Contact: Open").
+#[component]
+fn Logbook(
+    /// The device.
+    device: Device,
+) -> impl IntoView {
+    let states: Vec<String> = device
+        .metrics
+        .iter()
+        .filter(|m| matches!(m.value, Value::Bool(_) | Value::Text(_)) && !present::diagnostic(&device, &m.metric))
+        .map(|m| m.metric.clone())
+        .collect();
+    if states.is_empty() {
+        return ().into_any();
+    }
+    let Some(home) = use_context::<Home>() else { return ().into_any() };
+    // Read again when one of these values changes.
+    let latest = {
+        let (id, states) = (device.id.clone(), states.clone());
+        Memo::new(move |_| {
+            home.devices.with(|ds| {
+                let d = ds.iter().find(|d| d.id == id)?;
+                d.metrics
+                    .iter()
+                    .filter(|m| states.contains(&m.metric))
+                    .map(|m| (m.ts, m.value.clone()))
+                    .max_by_key(|(ts, _)| *ts)
+            })
+        })
+    };
+    let shown = device.clone();
+    let lines = LocalResource::new(move || {
+        latest.track();
+        let (id, states, device) = (shown.id.clone(), states.clone(), shown.clone());
+        async move {
+            let to = now_ms() + 1;
+            let mut lines: Vec<(i64, String)> = Vec::new();
+            for metric in states {
+                let Ok(readings) = api::raw(&id, &metric, to - LOGBOOK_MS, to).await else { continue };
+                let mut last: Option<Value> = None;
+                for point in readings.readings.unwrap_or_default() {
+                    if last.as_ref() != Some(&point.value) {
+                        let words = present::value(&device, &metric, &point.value);
+                        lines.push((point.ts, format!("{}: {words}", present::label(&device, &metric))));
+                        last = Some(point.value);
+                    }
+                }
+            }
+            lines.sort_by_key(|(ts, _)| std::cmp::Reverse(*ts));
+            lines.truncate(LOGBOOK_LINES);
+            lines
+        }
+    });
+    view! {
+        <section class="card logbook" id="logbook">
+            <h3>"Logbook"</h3>
+            <Transition fallback=|| view! { <p class="muted">"…"</p> }>
+                {move || Suspend::new(async move {
+                    let lines = lines.await;
+                    match lines.is_empty() {
+                        true => view! { <p class="muted">"No changes in the last day."</p> }.into_any(),
+                        false => view! {
+                            <ul>{lines.into_iter().map(|(ts, line)| view! { <li><span class="muted">{local(ts)}</span> " " {line}</li> }).collect_view()}</ul>
+                        }.into_any(),
+                    }
+                })}
+            </Transition>
+        </section>
     }
     .into_any()
 }

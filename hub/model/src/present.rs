@@ -11,13 +11,15 @@ pub const NO_ROOM: &str = "Other devices";
 /// Longest value shown whole on a card; longer ones are cut, the whole in their title.
 pub const SHORT: usize = 16;
 
-/// The devices people live with (not bridges), by room: rooms in alphabetical order, then
-/// those without one; within a room, favourites first, then by name.
+/// The devices people live with (not bridges), by room (whatever its case): rooms in
+/// alphabetical order, then those without one; within a room, favourites first, then by
+/// name.
 pub fn by_room(devices: &[Device]) -> Vec<(String, Vec<Device>)> {
     let mut rooms: Vec<(String, Vec<Device>)> = Vec::new();
     for d in devices.iter().filter(|d| d.kind == DeviceKind::Device) {
         let room = d.room.clone().unwrap_or_else(|| NO_ROOM.to_owned());
-        match rooms.iter_mut().find(|(r, _)| *r == room) {
+        // "kitchen" and "Kitchen" are one room, under the spelling met first.
+        match rooms.iter_mut().find(|(r, _)| r.to_lowercase() == room.to_lowercase()) {
             Some((_, list)) => list.push(d.clone()),
             None => rooms.push((room, vec![d.clone()])),
         }
@@ -238,13 +240,38 @@ mod tests {
         assert!(was && cut.ends_with('…') && cut.chars().count() == SHORT, "{cut}");
     }
 
+    /// A device as the hub lists it, with `extra` fields.
+    fn device(id: &str, extra: serde_json::Value) -> Device {
+        let mut json = serde_json::json!({
+            "id": id, "name": id, "created": 0, "credentials_changed": 0, "class": "household",
+            "belongs_to": "owner", "manageable": true, "metrics": []
+        });
+        if let (Some(to), Some(from)) = (json.as_object_mut(), extra.as_object()) {
+            to.extend(from.clone());
+        }
+        serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn rooms_group_whatever_their_case_and_bridges_are_left_out() {
+        let devices = [
+            device("b", serde_json::json!({ "room": "kitchen" })),
+            device("a", serde_json::json!({ "room": "Kitchen", "favourite": true })),
+            device("c", serde_json::json!({})),
+            device("z2m", serde_json::json!({ "kind": "bridge" })),
+            device("d", serde_json::json!({ "room": "Attic" })),
+        ];
+        let rooms: Vec<(String, Vec<String>)> =
+            by_room(&devices).into_iter().map(|(r, list)| (r, list.into_iter().map(|d| d.id).collect())).collect();
+        let expected = [("Attic", vec!["d"]), ("kitchen", vec!["a", "b"]), (NO_ROOM, vec!["c"])];
+        let expected: Vec<(String, Vec<String>)> =
+            expected.iter().map(|(r, l)| (r.to_string(), l.iter().map(|x| x.to_string()).collect())).collect();
+        assert_eq!(rooms, expected);
+    }
+
     #[test]
     fn link_quality_and_online_are_diagnostics() {
-        let device: Device = serde_json::from_value(serde_json::json!({
-            "id": "d", "name": "Plug", "created": 0, "credentials_changed": 0, "class": "household",
-            "belongs_to": "owner", "manageable": true, "metrics": []
-        }))
-        .unwrap_or_else(|e| panic!("{e}"));
+        let device = device("plug", serde_json::json!({}));
         assert!(
             diagnostic(&device, "linkquality") && diagnostic(&device, "online") && diagnostic(&device, "wifi.rssi")
         );

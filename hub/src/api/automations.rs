@@ -109,7 +109,7 @@ async fn check(state: &AppState, user: &Session, rule: &Rule, others: &[(String,
         }
     }
     if !rule.insist {
-        check_metrics(state, rule, &all).await?;
+        check_metrics(state, &scope, rule, &all).await?;
     }
     for action in &rule.actions {
         if let Action::Coap { device, .. } = action
@@ -140,18 +140,11 @@ fn name_of<'a>(all: &'a [DeviceRecord], id: &'a str) -> &'a str {
 /// A rule that listens to a value its device never reported nor announced, or sets one it
 /// never announced taking, could never fire or would go nowhere: refused with the reason
 /// (and the nearest value it has), unless its author insists.
-async fn check_metrics(state: &AppState, rule: &Rule, all: &[DeviceRecord]) -> Result<(), AppError> {
+async fn check_metrics(state: &AppState, scope: &Scope, rule: &Rule, all: &[DeviceRecord]) -> Result<(), AppError> {
     for (device, metric, how) in rule.metrics() {
-        let described = state.bridges.view(device).map(|d| d.values).unwrap_or_default();
-        let reported: Vec<String> = state.store.series_of(device).await?.into_iter().map(|s| s.metric).collect();
-        let known: Vec<&str> = match how {
-            Use::Hears => {
-                reported.iter().map(String::as_str).chain(described.iter().map(|v| v.metric.as_str())).collect()
-            }
-            // What it takes: as it announced, or, saying nothing of itself, what it reports.
-            Use::Sets if described.is_empty() => reported.iter().map(String::as_str).collect(),
-            Use::Sets => described.iter().filter(|v| v.settable).map(|v| v.metric.as_str()).collect(),
-        };
+        // Only what the author may know: readings under keys they hold, and descriptions.
+        let known = super::devices::known_metrics(state, scope, device, how == Use::Sets).await?;
+        let known: Vec<&str> = known.iter().map(String::as_str).collect();
         if known.contains(&metric) {
             continue;
         }

@@ -525,61 +525,110 @@ async fn command(
 /// Most values of one device people may name.
 const MAX_LABELS: usize = 256;
 
+/// The values of device `id` the viewer knows of: reported under keys they hold, or
+/// announced by the device (`settable`: those it takes as commands; a device that says
+/// nothing of itself, what it reported).
+pub(super) async fn known_metrics(
+    state: &AppState,
+    scope: &Scope,
+    id: &str,
+    settable: bool,
+) -> Result<Vec<String>, AppError> {
+    let described = state.bridges.view(id).map(|d| d.values).unwrap_or_default();
+    let reported: Vec<String> = match settable && !described.is_empty() {
+        true => Vec::new(),
+        false => {
+            state.store.latest_values(Some(id), Keys::Only(&scope.keys)).await?.into_iter().map(|l| l.metric).collect()
+        }
+    };
+    let announced = described.into_iter().filter(|v| v.settable || !settable).map(|v| v.metric);
+    let mut known: Vec<String> = reported.into_iter().chain(announced).collect();
+    known.sort();
+    known.dedup();
+    Ok(known)
+}
+
 /// What people choose for a device: its name, room, favourite or hidden, names for its
-/// values. Whoever manages it or may command it now (the owner; a tenant their own and,
-/// during the tenancy, the household's) may; discovery never overwrites it.
+/// values. Its manager chooses (the owner the home's devices, a tenant their own: a
+/// tenant's choices must not outlive the tenancy on the home's devices); discovery never
+/// overwrites it. It goes into the security log.
 async fn change(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ClientAddr(addr): ClientAddr,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<DeviceChanges>,
 ) -> Result<ApiJson<Device>, AppError> {
     if !valid_device_id(&id) {
         return Err(AppError::NotFound);
     }
-    let (device, _) = visible_device(&state, &user, &id).await?;
-    let now = state.clock.now_ms();
-    let commands = super::scope::subject_of(&user).is_some_and(|subject| {
-        let rule = &state.store.ownership().rule;
-        rule.acts_at(subject, now) && rule.may_command(subject, &id, now)
-    });
-    if !manages(&user, &device) && !commands {
-        return Err(AppError::Forbidden("only who lives with a device names it"));
+    let (device, scope) = visible_device(&state, &user, &id).await?;
+    if !manages(&user, &device) {
+        return Err(AppError::Forbidden("only the device's manager names and places it"));
     }
     // Empty gives back what it had before people chose.
-    let chosen_text = |field: &'static str, text: String| -> Result<Option<String>, AppError> {
-        let text = text.trim().to_owned();
+    let chosen_text = |field: &'static str, text: &str| -> Result<Option<String>, AppError> {
+        let text = text.trim();
         match text.is_empty() {
             true => Ok(None),
-            false if devices::valid_name(&text) => Ok(Some(text)),
+            false if devices::valid_name(text) => Ok(Some(text.to_owned())),
             false => Err(AppError::field(field, format!("use 1-{} printable characters", devices::MAX_NAME_LEN))),
         }
     };
-    let mut chosen = device.chosen;
-    if let Some(name) = req.name {
-        chosen.name = chosen_text("name", name)?;
-    }
-    if let Some(room) = req.room {
-        chosen.room = chosen_text("room", room)?;
-    }
-    chosen.favourite = req.favourite.unwrap_or(chosen.favourite);
-    chosen.hidden = req.hidden.unwrap_or(chosen.hidden);
-    for (metric, label) in req.labels {
-        if !valid_metric(&metric) {
-            return Err(AppError::field("labels", format!("{metric:?} is no metric")));
+    let name = req.name.as_deref().map(|n| chosen_text("name", n)).transpose()?;
+    let room = req.room.as_deref().map(|r| chosen_text("room", r)).transpose()?;
+    let known = match req.labels.is_empty() {
+        true => Vec::new(),
+        false => known_metrics(&state, &scope, &id, false).await?,
+    };
+    let mut labels = Vec::new();
+    for (metric, label) in &req.labels {
+        if !known.contains(metric) {
+            return Err(AppError::field("labels", format!("the device has no value {metric:?}")));
         }
-        match chosen_text("labels", label)? {
-            Some(label) => chosen.labels.insert(metric, label),
-            None => chosen.labels.remove(&metric),
-        };
+        labels.push((metric.clone(), chosen_text("labels", label)?));
     }
-    if chosen.labels.len() > MAX_LABELS {
-        return Err(AppError::field("labels", format!("at most {MAX_LABELS} values of a device are named")));
+    let mut what: Vec<&str> = Vec::new();
+    for (field, given) in [
+        ("name", name.is_some()),
+        ("room", room.is_some()),
+        ("favourite", req.favourite.is_some()),
+        ("hidden", req.hidden.is_some()),
+        ("names of values", !labels.is_empty()),
+    ] {
+        if given {
+            what.push(field);
+        }
     }
-    if !state.store.set_device_chosen(&id, &chosen).await? {
+    let changed = state
+        .store
+        .change_device_chosen(&id, |mut chosen| {
+            if let Some(name) = name {
+                chosen.name = name;
+            }
+            if let Some(room) = room {
+                chosen.room = room;
+            }
+            chosen.favourite = req.favourite.unwrap_or(chosen.favourite);
+            chosen.hidden = req.hidden.unwrap_or(chosen.hidden);
+            for (metric, label) in labels {
+                match label {
+                    Some(label) => chosen.labels.insert(metric, label),
+                    None => chosen.labels.remove(&metric),
+                };
+            }
+            match chosen.labels.len() > MAX_LABELS {
+                true => Err(AppError::field("labels", format!("at most {MAX_LABELS} values of a device are named"))),
+                false => Ok(chosen),
+            }
+        })
+        .await?;
+    if !changed {
         return Err(AppError::NotFound);
     }
     tracing::info!(device.id = %id, "device renamed or placed");
+    let detail = format!("device {id}: {} chosen", what.join(", "));
+    super::scope::audit(&state, &user, "device", addr, detail).await;
     views(&state, &user, Some(&id)).await?.pop().map(ApiJson).ok_or(AppError::NotFound)
 }
 

@@ -135,18 +135,20 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE devices SET secret_sealed = NULL, coap_sealed = NULL, namespaces_sealed = NULL, observe_sealed = NULL,
-                 removed_ms = ?
+                 chosen_sealed = NULL, removed_ms = ?
              WHERE id = ? AND removed_ms IS NULL",
         )
         .bind(now)
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE devices SET removed_ms = ? WHERE bridge_id = ? AND removed_ms IS NULL")
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE devices SET chosen_sealed = NULL, removed_ms = ? WHERE bridge_id = ? AND removed_ms IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         for sql in [
             "DELETE FROM mqtt_queue WHERE device_id = ?",
             "DELETE FROM mqtt_sessions WHERE device_id = ?",
@@ -247,21 +249,45 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Replaces what people chose for an active device. `Ok(false)` if there is no such device.
-    pub async fn set_device_chosen(&self, id: &str, chosen: &Chosen) -> Result<bool, StoreError> {
-        let sealed = match *chosen == Chosen::default() {
-            true => None,
-            false => {
-                let json = serde_json::to_vec(chosen).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                Some(self.hub_key.seal(&json, &chosen_aad(id))?)
+    /// Changes what people chose for an active device, as `change` says, in one write
+    /// transaction (two changes at once never undo each other). `Ok(false)` if there is no
+    /// such device.
+    pub async fn change_device_chosen<E: From<StoreError>>(
+        &self,
+        id: &str,
+        change: impl FnOnce(Chosen) -> Result<Chosen, E>,
+    ) -> Result<bool, E> {
+        let mut tx = self.write().await.map_err(StoreError::from)?;
+        let row: Option<(Option<Vec<u8>>,)> =
+            sqlx::query_as("SELECT chosen_sealed FROM devices WHERE id = ? AND removed_ms IS NULL")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+        let Some((sealed,)) = row else { return Ok(false) };
+        let before = match sealed {
+            None => Chosen::default(),
+            Some(sealed) => {
+                serde_json::from_slice(&self.hub_key.open(&sealed, &chosen_aad(id)).map_err(StoreError::from)?)
+                    .map_err(|_| StoreError::Corrupt(format!("device {id} chosen")))?
             }
         };
-        let done = sqlx::query("UPDATE devices SET chosen_sealed = ? WHERE id = ? AND removed_ms IS NULL")
+        let chosen = change(before)?;
+        let sealed = match chosen == Chosen::default() {
+            true => None,
+            false => {
+                let json = serde_json::to_vec(&chosen).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Some(self.hub_key.seal(&json, &chosen_aad(id)).map_err(StoreError::from)?)
+            }
+        };
+        sqlx::query("UPDATE devices SET chosen_sealed = ? WHERE id = ?")
             .bind(sealed)
             .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(true)
     }
 
     /// Sets (or, with `None`, takes away) where rules send an active device CoAP commands.

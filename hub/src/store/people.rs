@@ -303,7 +303,9 @@ impl Store {
         }
         // The tenant's own devices go with the tenancy.
         sqlx::query(
-            "UPDATE devices SET secret_sealed = NULL, removed_ms = ? WHERE tenancy_id = ? AND removed_ms IS NULL",
+            "UPDATE devices SET secret_sealed = NULL, coap_sealed = NULL, namespaces_sealed = NULL, observe_sealed = NULL,
+                 discovered_sealed = NULL, chosen_sealed = NULL, removed_ms = ?
+             WHERE tenancy_id = ? AND removed_ms IS NULL",
         )
         .bind(now)
         .bind(id)
