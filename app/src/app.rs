@@ -223,6 +223,15 @@ fn connect_live(home: Home) {
         home.reload();
     });
     let on_error = Closure::<dyn FnMut()>::new(move || home.live.set(false));
+    // Leaving the page closes the stream: a page kept for the back button must not hold one
+    // of the browser's few connections to the hub (six per host), or the next page's
+    // requests wait behind it.
+    let leaving = source.clone();
+    let on_pagehide = Closure::<dyn FnMut()>::new(move || leaving.close());
+    if let Some(window) = web_sys::window() {
+        let _ = window.add_event_listener_with_callback("pagehide", on_pagehide.as_ref().unchecked_ref());
+    }
+    on_pagehide.forget();
     let _ = source.add_event_listener_with_callback("readings", on_readings.as_ref().unchecked_ref());
     let _ = source.add_event_listener_with_callback("lagged", on_lagged.as_ref().unchecked_ref());
     let _ = source.add_event_listener_with_callback("rejected", on_rejected.as_ref().unchecked_ref());

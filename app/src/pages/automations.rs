@@ -156,6 +156,8 @@ struct Form {
     trigger: RwSignal<String>,
     t_device: RwSignal<String>,
     t_metric: RwSignal<String>,
+    /// For a change: the value it becomes (empty: any change).
+    t_to: RwSignal<String>,
     t_above: RwSignal<String>,
     t_below: RwSignal<String>,
     t_minutes: RwSignal<String>,
@@ -181,6 +183,7 @@ impl Form {
             trigger: s("change"),
             t_device: s(""),
             t_metric: s(""),
+            t_to: s(""),
             t_above: s(""),
             t_below: s(""),
             t_minutes: s(""),
@@ -205,7 +208,15 @@ impl Form {
         let minutes = number("minutes", &g(self.t_minutes))?;
         let trigger = match g(self.trigger).as_str() {
             "reading" => Trigger::Reading { device, metric },
-            "change" => Trigger::Change { device, metric },
+            "change" => {
+                let to = match g(self.t_to).as_str() {
+                    "" => None,
+                    "true" => Some(Value::Bool(true)),
+                    "false" => Some(Value::Bool(false)),
+                    other => Some(Value::Text(other.to_owned())),
+                };
+                Trigger::Change { device, metric, to }
+            }
             "threshold" => Trigger::Threshold {
                 device,
                 metric,
@@ -331,6 +342,55 @@ fn value_field(home: Home, sig: RwSignal<String>, device: RwSignal<String>, metr
             {move || described().map(|(choices, _)| choices.into_iter().map(|c| view! { <option value=c.clone()>{c.clone()}</option> }).collect_view())}
         </datalist>
         {move || described().and_then(|(_, unit)| unit).map(|u| view! { <span class="muted">{u}</span> })}
+    }
+}
+
+/// For a change trigger: the value it waits for, in the words of the value's class ("Open"
+/// for a door), and the trigger in words ("When Front door's Contact becomes Open").
+#[component]
+fn Becomes(
+    /// The home's devices.
+    home: Home,
+    /// The editor's fields.
+    form: Form,
+) -> impl IntoView {
+    // (value, words) for each value it can become; none for a number.
+    let options = move || {
+        home.devices.with(|ds| {
+            let d = ds.iter().find(|d| d.id == form.t_device.get())?;
+            let metric = form.t_metric.get();
+            let metric = metric.trim();
+            let binary = present::described(d, metric).is_some_and(|v| v.on_off)
+                || d.metrics.iter().any(|m| m.metric == metric && matches!(m.value, Value::Bool(_)));
+            let choices: Vec<(String, String)> = match binary {
+                true => {
+                    let (on, off) = present::state_words(present::class(d, metric).as_deref());
+                    vec![("true".into(), on.into()), ("false".into(), off.into())]
+                }
+                false => present::choices(d, metric).into_iter().map(|o| (o.clone(), o)).collect(),
+            };
+            let words = format!("When {}'s {}", d.name, present::label(d, metric));
+            Some((choices, words))
+        })
+    };
+    let sentence = move || {
+        let (choices, words) = options()?;
+        let to = form.t_to.get();
+        Some(match choices.iter().find(|(v, _)| *v == to) {
+            Some((_, becomes)) => format!("{words} becomes {becomes}"),
+            None => format!("{words} changes"),
+        })
+    };
+    view! {
+        {move || options().filter(|(choices, _)| !choices.is_empty()).map(|(choices, _)| view! {
+            <label>"Becomes"
+                <select id="trigger-to" prop:value=move || form.t_to.get() on:change=move |ev| form.t_to.set(event_target_value(&ev))>
+                    <option value="">"anything (any change)"</option>
+                    {choices.into_iter().map(|(value, words)| view! { <option value=value>{words}</option> }).collect_view()}
+                </select>
+            </label>
+        })}
+        {move || sentence().map(|s| view! { <p class="muted" id="trigger-words">{s}</p> })}
     }
 }
 
@@ -482,6 +542,7 @@ fn RuleEditor(
                         {move || matches!(t.get().as_str(), "reading" | "change" | "threshold").then(|| view! {
                             <label>"Value" {metric_field(home, "trigger-metric", f.t_metric, f.t_device, false)}</label>
                         })}
+                        {move || (t.get() == "change").then(|| view! { <Becomes home=home form=f /> })}
                         {move || (t.get() == "threshold").then(|| view! {
                             <div class="row">
                                 <label>"Above" {field("trigger-above", f.t_above, "")}</label>

@@ -91,8 +91,14 @@ pub enum Mode {
 pub enum Trigger {
     /// Every reading of the metric.
     Reading { device: String, metric: String },
-    /// A reading whose value differs from the previous one.
-    Change { device: String, metric: String },
+    /// A reading whose value differs from the previous one; with `to`, only one that
+    /// becomes `to` (a door that opens: `true`).
+    Change {
+        device: String,
+        metric: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<Value>,
+    },
     /// The value enters the range (`above` < value < `below`; either bound may be left
     /// out), and with `for_s` stays in it that long.
     Threshold {
@@ -256,7 +262,7 @@ impl Rule {
         let mut out = BTreeSet::new();
         for t in &self.triggers {
             if let Trigger::Reading { device, metric }
-            | Trigger::Change { device, metric }
+            | Trigger::Change { device, metric, .. }
             | Trigger::Threshold { device, metric, .. } = t
             {
                 out.insert((device.as_str(), metric.as_str(), Use::Hears));

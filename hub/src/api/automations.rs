@@ -346,7 +346,7 @@ async fn dry_run(
     for t in &req.rule.triggers {
         match t {
             Trigger::Reading { device, metric }
-            | Trigger::Change { device, metric }
+            | Trigger::Change { device, metric, .. }
             | Trigger::Threshold { device, metric, .. } => {
                 series.insert((device.clone(), metric.clone()));
             }

@@ -129,6 +129,21 @@ pub struct Evaluation {
     pub holds: Vec<HoldOp>,
 }
 
+/// Whether a reading's value is the one a change trigger waits for (`"on"` and `true` are
+/// one, as commands take them; texts whatever their case).
+fn becomes(to: &Value, value: &Value) -> bool {
+    match (to, value) {
+        (Value::Text(t), Value::Bool(b)) => match t.to_ascii_lowercase().as_str() {
+            "on" | "true" | "open" => *b,
+            "off" | "false" | "closed" => !*b,
+            _ => false,
+        },
+        (Value::Text(a), Value::Text(b)) => a.eq_ignore_ascii_case(b),
+        (Value::Number(a), Value::Number(b)) => (a - b).abs() < 1e-9,
+        (a, b) => a == b,
+    }
+}
+
 /// Decides what `event` sets off among `rules`, given `world` and the time `now` (ms) in
 /// time zone `tz` (the hub's local time, for time-of-day triggers and conditions).
 pub fn evaluate<Tz: TimeZone>(rules: &[Compiled], world: &World, event: &Event<'_>, now: i64, tz: &Tz) -> Evaluation {
@@ -139,9 +154,10 @@ pub fn evaluate<Tz: TimeZone>(rules: &[Compiled], world: &World, event: &Event<'
                 (Trigger::Reading { device, metric }, Event::Reading(r)) if same(r, device, metric) => {
                     Some(reading_cause(r, format!("{metric} of {device} reported {}", show(&r.value))))
                 }
-                (Trigger::Change { device, metric }, Event::Reading(r)) if same(r, device, metric) => {
+                (Trigger::Change { device, metric, to }, Event::Reading(r)) if same(r, device, metric) => {
                     let before = world.latest.get(&(r.device.clone(), r.metric.clone()));
                     match before {
+                        _ if to.as_ref().is_some_and(|to| !becomes(to, &r.value)) => None,
                         Some((v, ts)) if *v == r.value || *ts > r.ts => None,
                         Some((v, _)) => Some(reading_cause(
                             r,
@@ -522,6 +538,29 @@ mod tests {
         // A late reading (older than the latest) is no change and no crossing.
         let late = feed(&rules, &mut w, &reading("d", "t", n(30.0), 1), 8);
         assert_eq!(fired(&late), vec![(1, true)]);
+    }
+
+    /// "When the door opens": a change to one value only, however the value is written.
+    #[test]
+    fn a_change_to_one_value() {
+        let rules = [
+            compiled(
+                1,
+                json!({ "name": "opens", "triggers": [{ "type": "change", "device": "door", "metric": "contact", "to": true }],
+                "actions": [{ "type": "notify", "message": "x" }] }),
+            ),
+            compiled(
+                2,
+                json!({ "name": "closes", "triggers": [{ "type": "change", "device": "door", "metric": "contact", "to": "off" }],
+                "actions": [{ "type": "notify", "message": "x" }] }),
+            ),
+        ];
+        let mut w = World::default();
+        let b = Value::Bool;
+        assert_eq!(fired(&feed(&rules, &mut w, &reading("door", "contact", b(false), 1), 1)), vec![(2, true)]);
+        assert_eq!(fired(&feed(&rules, &mut w, &reading("door", "contact", b(true), 2), 2)), vec![(1, true)]);
+        assert!(fired(&feed(&rules, &mut w, &reading("door", "contact", b(true), 3), 3)).is_empty(), "no change");
+        assert_eq!(fired(&feed(&rules, &mut w, &reading("door", "contact", b(false), 4), 4)), vec![(2, true)]);
     }
 
     #[test]

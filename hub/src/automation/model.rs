@@ -100,7 +100,7 @@ pub fn validate(rule: &Rule, destinations: &BTreeSet<String>) -> Result<(), Rule
 
 fn check_trigger(trigger: &Trigger) -> Result<(), RuleError> {
     match trigger {
-        Trigger::Reading { device, metric } | Trigger::Change { device, metric } => {
+        Trigger::Reading { device, metric } | Trigger::Change { device, metric, .. } => {
             check_device_metric(device, Some(metric))
         }
         Trigger::Threshold { device, metric, above, below, for_s } => {
