@@ -186,6 +186,11 @@ async fn the_home_at_a_glance() -> anyhow::Result<()> {
     // Renamed on its page, it keeps the name when Zigbee2MQTT announces its devices again.
     b.find("#arrange-name").await?.clear().await?;
     b.fill("#arrange-name", "Kettle plug").await?;
+    // And its power, as the household calls it.
+    b.click("#arrange details.labels summary").await?;
+    b.fill("#arrange .value-choice[data-metric='power'] input:not([type='checkbox'])", "Kettle draw").await?;
+    // Its energy total folded away from its card.
+    b.click("#arrange .value-choice[data-metric='energy'] input.hide-value").await?;
     b.click("#arrange-save").await?;
     b.wait_for_text("Saved.", t).await?;
     hub.publish((&z2m, &z2m_key), &announce.0, announce.1.clone()).await?;
@@ -195,6 +200,10 @@ async fn the_home_at_a_glance() -> anyhow::Result<()> {
         (card == "Kettle plug").then_some(())
     })
     .await?;
+    let card = b.text(&format!("article[data-device='{plug}'] li[data-metric='power']")).await?;
+    assert!(card.contains("Kettle draw"), "{card}");
+    let shown = count(b, &format!("article[data-device='{plug}'] > ul.metrics li[data-metric='energy']")).await?;
+    assert_eq!(shown, 0, "the folded energy total is still on the card");
     let list = devices(&hub, &owner).await?;
     let renamed = list.iter().find(|d| d["id"] == plug.as_str()).map(|d| d["name"].clone());
     assert_eq!(renamed, Some(json!("Kettle plug")), "after the re-announce");

@@ -89,6 +89,13 @@ async fn names_and_rooms_people_choose_survive_a_re_announce_and_a_restart() -> 
     assert_eq!((status, refused["fields"]["name"].is_string()), (422, true), "{refused}");
     let (status, refused) = change(&hub, &owner, &plug, json!({ "labels": { "not a metric": "x" } })).await?;
     assert_eq!((status, refused["fields"]["labels"].is_string()), (422, true), "{refused}");
+    // A value folded away from its card, and one it does not have.
+    let (status, changed) = change(&hub, &owner, &plug, json!({ "hidden_values": ["state", "power"] })).await?;
+    assert_eq!((status, &changed["hidden_values"]), (200, &json!(["power", "state"])), "{changed}");
+    let (status, refused) = change(&hub, &owner, &plug, json!({ "hidden_values": ["power", "colour"] })).await?;
+    assert_eq!((status, refused["fields"]["hidden_values"].is_string()), (422, true), "{refused}");
+    let (status, changed) = change(&hub, &owner, &plug, json!({ "hidden_values": [] })).await?;
+    assert_eq!((status, changed.get("hidden_values")), (200, None), "{changed}");
     let (status, _) = change(&hub, &owner, &plug, json!({ "colour": "red" })).await?;
     assert_eq!(status, 422, "unknown fields are refused");
     hub.stop().await?;

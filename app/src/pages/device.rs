@@ -274,15 +274,41 @@ fn Arrange(
         rooms.dedup();
         rooms
     });
+    // What people call each of its values, in place of what the device calls them (empty:
+    // the device's name for it, shown as the placeholder).
+    let values: Vec<(String, String, RwSignal<String>, RwSignal<bool>)> = present::metrics(&device, false)
+        .into_iter()
+        .map(|(metric, _, _)| {
+            let mut announced = device.clone();
+            announced.labels.remove(&metric);
+            let given = device.labels.get(&metric).cloned().unwrap_or_default();
+            let hidden = device.hidden_values.contains(&metric);
+            (metric.clone(), present::label(&announced, &metric), RwSignal::new(given), RwSignal::new(hidden))
+        })
+        .collect();
+    let original = StoredValue::new(device.labels.clone());
+    let values = StoredValue::new(values);
     let id = StoredValue::new(device.id.clone());
     let save = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
+        // Only the names that changed (so a value the device no longer has is not sent).
+        let labels = values.with_value(|values| {
+            values
+                .iter()
+                .map(|(metric, _, typed, _)| (metric.clone(), typed.get_untracked().trim().to_owned()))
+                .filter(|(metric, typed)| original.with_value(|o| o.get(metric).map_or("", String::as_str) != typed))
+                .collect()
+        });
+        let hidden_values = values.with_value(|values| {
+            values.iter().filter(|(_, _, _, hide)| hide.get_untracked()).map(|(metric, ..)| metric.clone()).collect()
+        });
         let changes = DeviceChanges {
             name: Some(name.get_untracked()),
             room: Some(room.get_untracked()),
             favourite: Some(favourite.get_untracked()),
             hidden: Some(hidden.get_untracked()),
-            labels: Default::default(),
+            labels,
+            hidden_values: Some(hidden_values),
         };
         saved.set(false);
         spawn_local(async move {
@@ -307,6 +333,24 @@ fn Arrange(
                 on:change=move |ev| favourite.set(event_target_checked(&ev)) /> " Favourite (first on the home page)"</label>
             <label><input type="checkbox" id="arrange-hidden" prop:checked=hidden
                 on:change=move |ev| hidden.set(event_target_checked(&ev)) /> " Hidden from the home page"</label>
+            {values.with_value(|values| (!values.is_empty()).then(|| view! {
+                <details class="labels">
+                    <summary>"Its values: names, and which its card shows"</summary>
+                    {values.iter().map(|(metric, announced, typed, hide)| {
+                        let (typed, hide) = (*typed, *hide);
+                        view! {
+                            <div class="row value-choice" data-metric=metric.clone()>
+                                <label>{metric.clone()}
+                                    <input maxlength="64" placeholder=announced.clone() prop:value=typed
+                                        on:input=move |ev| typed.set(event_target_value(&ev)) />
+                                </label>
+                                <label class="inline"><input type="checkbox" class="hide-value" prop:checked=hide
+                                    on:change=move |ev| hide.set(event_target_checked(&ev)) /> " Fold away"</label>
+                            </div>
+                        }
+                    }).collect_view()}
+                </details>
+            }))}
             <button type="submit" id="arrange-save">"Save"</button>
             {move || saved.get().then(|| view! { <span class="ok" role="status">"Saved."</span> })}
         </form>

@@ -116,6 +116,9 @@ pub struct Device {
     /// Names people gave its values, by metric (in place of what its device calls them).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Its values people folded away from its card (with its settings and diagnostics).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden_values: Vec<String>,
 }
 
 /// What a device is to the people of the home.
@@ -151,6 +154,9 @@ pub struct DeviceChanges {
     /// Names for its values, by metric; an empty name gives back its device's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Its values folded away from its card, all of them (this list replaces the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_values: Option<Vec<String>>,
 }
 
 /// `PUT /api/devices/{id}/observe`: the CoAP resources of a device that serves its readings

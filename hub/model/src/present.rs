@@ -41,9 +41,10 @@ pub fn described<'a>(device: &'a Device, metric: &str) -> Option<&'a DiscoveredV
 const DIAGNOSTIC_KEYS: [&str; 6] = ["linkquality", "online", "rssi", "last_seen", "update_available", "uptime"];
 
 /// A setting or a diagnostic (its device's category, or plumbing such as Zigbee's link
-/// quality): folded apart from what the device is for.
+/// quality), or a value people hid: folded apart from what the device is for.
 pub fn diagnostic(device: &Device, metric: &str) -> bool {
-    described(device, metric).is_some_and(|v| v.category.is_some())
+    device.hidden_values.iter().any(|m| m == metric)
+        || described(device, metric).is_some_and(|v| v.category.is_some())
         || DIAGNOSTIC_KEYS.contains(&metric.rsplit('.').next().unwrap_or(metric).to_ascii_lowercase().as_str())
         || class(device, metric).as_deref() == Some("signal_strength")
 }

@@ -107,6 +107,7 @@ async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<V
             favourite: d.chosen.favourite,
             hidden: d.chosen.hidden,
             labels: d.chosen.labels,
+            hidden_values: d.chosen.hidden_values.into_iter().collect(),
             rejected: if manageable { state.rejections.get(&d.id) } else { None },
             class: ownership.rule.current_class(&d.id),
             belongs_to: if d.tenancy_id.is_some() { BelongsTo::Tenant } else { BelongsTo::Owner },
@@ -577,10 +578,13 @@ async fn change(
     };
     let name = req.name.as_deref().map(|n| chosen_text("name", n)).transpose()?;
     let room = req.room.as_deref().map(|r| chosen_text("room", r)).transpose()?;
-    let known = match req.labels.is_empty() {
+    let known = match req.labels.is_empty() && req.hidden_values.as_ref().is_none_or(Vec::is_empty) {
         true => Vec::new(),
         false => known_metrics(&state, &scope, &id, false).await?,
     };
+    if let Some(unknown) = req.hidden_values.iter().flatten().find(|m| !known.contains(m)) {
+        return Err(AppError::field("hidden_values", format!("the device has no value {unknown:?}")));
+    }
     let mut labels = Vec::new();
     for (metric, label) in &req.labels {
         if !known.contains(metric) {
@@ -595,6 +599,7 @@ async fn change(
         ("favourite", req.favourite.is_some()),
         ("hidden", req.hidden.is_some()),
         ("names of values", !labels.is_empty()),
+        ("values hidden", req.hidden_values.is_some()),
     ] {
         if given {
             what.push(field);
@@ -611,6 +616,9 @@ async fn change(
             }
             chosen.favourite = req.favourite.unwrap_or(chosen.favourite);
             chosen.hidden = req.hidden.unwrap_or(chosen.hidden);
+            if let Some(hidden) = req.hidden_values {
+                chosen.hidden_values = hidden.into_iter().collect();
+            }
             for (metric, label) in labels {
                 match label {
                     Some(label) => chosen.labels.insert(metric, label),

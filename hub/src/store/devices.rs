@@ -1,7 +1,7 @@
 //! Device rows: the sealed name the user typed and the sealed secret (recoverable by the
 //! hub, because a DTLS pre-shared key must be).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -26,6 +26,9 @@ pub struct Chosen {
     /// Names for its values, by metric.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Its values folded away from its card.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub hidden_values: BTreeSet<String>,
 }
 
 /// A device as stored, with its name opened.
