@@ -30,7 +30,8 @@ fn matches(d: &Device, query: &str) -> bool {
     if query.is_empty() {
         return true;
     }
-    let model = d.discovered.as_ref().map(|x| format!("{:?} {:?}", x.manufacturer, x.model)).unwrap_or_default();
+    let model = d.discovered.iter().flat_map(|x| [&x.manufacturer, &x.model]).flatten().cloned().collect::<Vec<_>>();
+    let model = model.join(" ");
     let values = d.metrics.iter().map(|m| present::label(d, &m.metric)).collect::<Vec<_>>().join(" ");
     [d.name.as_str(), d.room.as_deref().unwrap_or_default(), &model, &values]
         .iter()

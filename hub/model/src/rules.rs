@@ -236,19 +236,7 @@ impl Rule {
                 _ => {}
             }
         }
-        fn walk<'a>(c: &'a Condition, out: &mut BTreeSet<&'a str>) {
-            match c {
-                Condition::Compare { device, .. } => {
-                    out.insert(device);
-                }
-                Condition::All { conditions } | Condition::Any { conditions } => {
-                    conditions.iter().for_each(|c| walk(c, out));
-                }
-                Condition::Not { condition } => walk(condition, out),
-                Condition::Virtual { .. } | Condition::Time { .. } => {}
-            }
-        }
-        self.conditions.iter().for_each(|c| walk(c, &mut out));
+        out.extend(self.compared().into_iter().map(|(device, _)| device));
         for a in &self.actions {
             if let Action::Mqtt { device, .. } | Action::Coap { device, .. } = a {
                 out.insert(device);
@@ -268,11 +256,20 @@ impl Rule {
                 out.insert((device.as_str(), metric.as_str(), Use::Hears));
             }
         }
-        fn walk<'a>(c: &'a Condition, out: &mut BTreeSet<(&'a str, &'a str, Use)>) {
+        out.extend(self.compared().into_iter().map(|(device, metric)| (device, metric, Use::Hears)));
+        for a in &self.actions {
+            if let Action::Mqtt { device, metric, .. } = a {
+                out.insert((device.as_str(), metric.as_str(), Use::Sets));
+            }
+        }
+        out
+    }
+
+    /// The (device, metric) its conditions compare, nested ones included.
+    fn compared(&self) -> Vec<(&str, &str)> {
+        fn walk<'a>(c: &'a Condition, out: &mut Vec<(&'a str, &'a str)>) {
             match c {
-                Condition::Compare { device, metric, .. } => {
-                    out.insert((device, metric, Use::Hears));
-                }
+                Condition::Compare { device, metric, .. } => out.push((device, metric)),
                 Condition::All { conditions } | Condition::Any { conditions } => {
                     conditions.iter().for_each(|c| walk(c, out));
                 }
@@ -280,12 +277,8 @@ impl Rule {
                 Condition::Virtual { .. } | Condition::Time { .. } => {}
             }
         }
+        let mut out = Vec::new();
         self.conditions.iter().for_each(|c| walk(c, &mut out));
-        for a in &self.actions {
-            if let Action::Mqtt { device, metric, .. } = a {
-                out.insert((device.as_str(), metric.as_str(), Use::Sets));
-            }
-        }
         out
     }
 

@@ -79,8 +79,10 @@ async fn check(state: &AppState, user: &Session, rule: &Rule, others: &[(String,
         .map_err(|e| AppError::field("rule", e.0))?;
     let scope = Scope::of(state, user).await?;
     let ownership = state.store.ownership();
+    let devices = state.store.devices().await?;
+    let device = |id: &str| devices.iter().find(|d| d.id == id);
     for id in rule.devices() {
-        match state.store.device(id).await? {
+        match device(id) {
             // A building device's readings are always the owner's, and so is the device:
             // a tenant's rule could never hear it and must not command it.
             Some(d)
@@ -93,31 +95,31 @@ async fn check(state: &AppState, user: &Session, rule: &Rule, others: &[(String,
                     format!("{id:?} is a building device: its readings and commands are the owner's"),
                 ));
             }
-            Some(d) if scope.sees(&d) => {}
+            Some(d) if scope.sees(d) => {}
             _ => return Err(AppError::field("rule", format!("no device {id:?} that you can use"))),
         }
     }
-    let all = state.store.devices().await?;
+    let fronts = super::devices::fronts(&devices);
     for action in &rule.actions {
-        if let Action::Mqtt { device, .. } | Action::Coap { device, .. } = action
-            && super::devices::is_bridge(state, &all, device)
+        if let Action::Mqtt { device: id, .. } | Action::Coap { device: id, .. } = action
+            && super::devices::is_bridge(&fronts, id, state.bridges.view(id).is_some())
         {
             return Err(AppError::field(
                 "rule",
-                format!("{:?} is a bridge: command the devices behind it", name_of(&all, device)),
+                format!("{:?} is a bridge: command the devices behind it", name_of(&devices, id)),
             ));
         }
     }
     if !rule.insist {
-        check_metrics(state, &scope, rule, &all).await?;
+        check_metrics(state, &scope, rule, &devices).await?;
     }
     for action in &rule.actions {
-        if let Action::Coap { device, .. } = action
-            && state.store.device(device).await?.and_then(|d| d.coap_address).is_none()
+        if let Action::Coap { device: id, .. } = action
+            && device(id).and_then(|d| d.coap_address.as_ref()).is_none()
         {
             return Err(AppError::field(
                 "rule",
-                format!("{device:?} has no CoAP address yet: the owner sets it on the device's page"),
+                format!("{id:?} has no CoAP address yet: the owner sets it on the device's page"),
             ));
         }
     }

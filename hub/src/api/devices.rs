@@ -64,9 +64,15 @@ fn manages(user: &Session, device: &DeviceRecord) -> bool {
     }
 }
 
-/// Whether device `id` is a bridge: devices are behind it, and it said nothing of itself.
-pub(super) fn is_bridge(state: &AppState, all: &[DeviceRecord], id: &str) -> bool {
-    all.iter().any(|d| d.bridge_id.as_deref() == Some(id)) && state.bridges.view(id).is_none()
+/// The devices others are behind.
+pub(super) fn fronts(all: &[DeviceRecord]) -> std::collections::HashSet<String> {
+    all.iter().filter_map(|d| d.bridge_id.clone()).collect()
+}
+
+/// Whether device `id` is a bridge: devices are behind it (it is among `fronts`), and it
+/// said nothing of itself (`described`).
+pub(super) fn is_bridge(fronts: &std::collections::HashSet<String>, id: &str, described: bool) -> bool {
+    fronts.contains(id) && !described
 }
 
 /// The device `id` if the user sees it (404 otherwise, as if it did not exist).
@@ -84,7 +90,7 @@ async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<V
     let mut latest: Vec<LatestValue> = state.store.latest_values(only, Keys::Only(&scope.keys)).await?;
     let ownership = state.store.ownership();
     let all = state.store.devices().await?;
-    let bridges: Vec<String> = all.iter().filter(|d| is_bridge(state, &all, &d.id)).map(|d| d.id.clone()).collect();
+    let fronts = fronts(&all);
     let mut out = Vec::new();
     for d in all {
         if only.is_some_and(|id| id != d.id) || !scope.sees(&d) {
@@ -96,7 +102,7 @@ async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<V
             .collect();
         let manageable = manages(user, &d);
         let discovered = state.bridges.view(&d.id);
-        let kind = match bridges.contains(&d.id) {
+        let kind = match is_bridge(&fronts, &d.id, discovered.is_some()) {
             true => DeviceKind::Bridge,
             false => DeviceKind::Device,
         };
