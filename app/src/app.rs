@@ -12,6 +12,7 @@ use hearth_model::devices::{Device, Metric};
 use hearth_model::{Me, Reading, Role};
 
 use crate::api::{self, ApiError};
+use crate::components::confirm::{Confirm, ConfirmDialog};
 use crate::pages::{
     automations::AutomationsPage, dashboard::BridgesPage, dashboard::Dashboard, device::DevicePage, invite::InvitePage,
     login::Login, people::PeoplePage, setup::Setup, sharing::SharingPage,
@@ -102,6 +103,13 @@ pub fn reload_page() {
     }
 }
 
+/// Removes the frame `index.html` paints before the wasm arrives; the app draws its own.
+fn remove_boot_frame() {
+    if let Some(boot) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.get_element_by_id("boot")) {
+        boot.remove();
+    }
+}
+
 #[component]
 pub fn App() -> impl IntoView {
     let phase = RwSignal::new(Phase::Loading);
@@ -116,12 +124,14 @@ pub fn App() -> impl IntoView {
             },
             Err(e) => Phase::Unreachable(e.to_string()),
         };
+        remove_boot_frame();
         phase.set(next);
     });
 
     view! {
         {move || match phase.get() {
-            Phase::Loading => view! { <main><p class="muted">"Connecting to your hub…"</p></main> }.into_any(),
+            // index.html's own frame says "Connecting to your hub…" until the hub answers.
+            Phase::Loading => ().into_any(),
             Phase::Unreachable(why) => view! { <main><p class="error">{why}</p></main> }.into_any(),
             Phase::Setup => view! { <Setup on_done=move |me| phase.set(Phase::Ready(me)) /> }.into_any(),
             Phase::Login => view! { <Login on_done=move |me| phase.set(Phase::Ready(me)) /> }.into_any(),
@@ -146,6 +156,7 @@ fn Shell(
         can_add: me.is_subject(),
     };
     provide_context(home);
+    let confirm = Confirm::provide();
     home.reload();
     connect_live(home);
     let tick = Closure::<dyn FnMut()>::new(move || home.tick.set(crate::time::now_ms()));
@@ -194,6 +205,7 @@ fn Shell(
                     <Route path=path!("/invite") view=Dashboard />
                 </Routes>
             </main>
+            <ConfirmDialog confirm />
         </Router>
     }
 }

@@ -2,12 +2,14 @@
 //! and talks to it with real clients. Assertions go through the public API.
 
 mod api;
+mod asking;
 mod authz;
 mod automation;
 mod bridges;
 mod coap;
 mod consent;
 mod conventions;
+mod frame;
 mod fuzz;
 mod glance;
 mod home;

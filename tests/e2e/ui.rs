@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use hearth_tests::browser::Browser;
+use hearth_tests::browser::{Browser, ca_pin};
 use hearth_tests::{Listener, OWNER_PASSWORD, TENANT_PASSWORD, TestHub, wait_puback, wait_until};
 use rumqttc::QoS;
 use serde_json::{Value, json};
@@ -23,18 +23,6 @@ async fn owner_logs_in(b: &Browser, hub: &TestHub) -> anyhow::Result<()> {
     b.fill("#login-username", "owner").await?;
     b.fill("#login-password", OWNER_PASSWORD).await?;
     b.click("#login-submit").await
-}
-
-/// The SHA-256 (base64) of the public key of the hub's CA, as OpenSSL computes it.
-fn ca_pin(hub: &TestHub) -> anyhow::Result<String> {
-    let ca = hub.ca_file();
-    let script = format!(
-        "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
-        hearth_tests::path_str(&ca)?
-    );
-    let (ok, out) = hearth_tests::run_tool("sh", &["-c", &script])?;
-    anyhow::ensure!(ok, "computing the pin: {out}");
-    Ok(out.trim().to_owned())
 }
 
 /// Onboarding over HTTPS, as in a home: Chromium trusts the hub by its CA's key (pinned),
@@ -232,6 +220,18 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     // The tenant revokes; the company's next read is refused.
     b.client.goto(&hub.url("/sharing")).await?;
     b.click("#grants .revoke").await?;
+    assert!(b.text("#confirm-title").await?.contains("Northwind Energy"), "revoking asks first, naming who");
+    b.click("#confirm-no").await?;
+    let kept: Value = company
+        .get(hub.url("/api/share/grants"))
+        .basic_auth(&client_id, Some(&client_secret))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(kept[0]["status"], "active", "Cancel revoked nothing: {kept}");
+    b.click("#grants .revoke").await?;
+    b.click("#confirm-yes").await?;
     b.find("#grants [data-status='revoked']").await?;
     let resp = company.get(&data_url).basic_auth(&client_id, Some(&client_secret)).send().await?;
     assert_eq!(resp.status(), 403);

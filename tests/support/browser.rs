@@ -11,6 +11,19 @@ use anyhow::{Context, bail};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
+/// The SHA-256 (base64) of the public key of the hub's CA, as OpenSSL computes it: what
+/// `Browser::start_pinning` trusts.
+pub fn ca_pin(hub: &crate::TestHub) -> anyhow::Result<String> {
+    let ca = hub.ca_file();
+    let script = format!(
+        "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
+        crate::path_str(&ca)?
+    );
+    let (ok, out) = crate::run_tool("sh", &["-c", &script])?;
+    anyhow::ensure!(ok, "computing the pin: {out}");
+    Ok(out.trim().to_owned())
+}
+
 pub struct Browser {
     pub client: Client,
     driver: Child,
@@ -195,6 +208,24 @@ impl Browser {
         Ok(())
     }
 
+    /// Sends a Chrome DevTools Protocol command to the page (through chromedriver's
+    /// `goog/cdp/execute`): network emulation, colour schemes, blocked URLs.
+    pub async fn cdp(&self, cmd: &str, params: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let command = Cdp { cmd: cmd.to_owned(), params };
+        self.client.issue_cmd(command).await.with_context(|| format!("CDP {cmd}"))
+    }
+
+    /// The page's width as laid out and the width of what it holds: more means the page
+    /// scrolls sideways.
+    pub async fn widths(&self) -> anyhow::Result<(u64, u64)> {
+        let widths = self
+            .client
+            .execute("return [document.documentElement.clientWidth, document.documentElement.scrollWidth]", vec![])
+            .await?;
+        let width = |i: usize| widths.get(i).and_then(serde_json::Value::as_u64).context("a width");
+        Ok((width(0)?, width(1)?))
+    }
+
     pub async fn close(mut self) -> anyhow::Result<()> {
         let client = self.client.clone();
         client.close().await?;
@@ -206,6 +237,23 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         kill_group(&mut self.driver);
+    }
+}
+
+/// A DevTools command, as chromedriver relays it.
+#[derive(Debug)]
+struct Cdp {
+    cmd: String,
+    params: serde_json::Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(&self, base_url: &url::Url, session_id: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/goog/cdp/execute", session_id.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(json!({ "cmd": self.cmd, "params": self.params }).to_string()))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Pieces shared by several pages.
 
 pub mod chart;
+pub mod confirm;
 pub mod controls;
 pub mod credentials;
 pub mod form;

@@ -9,6 +9,7 @@ use hearth_model::account::{SecurityEvent, Token, TokenInfo};
 use hearth_model::devices::TlsInfo;
 
 use crate::api;
+use crate::components::confirm::use_confirm;
 use crate::components::form::FormError;
 use crate::components::load::{Loading, latest};
 use crate::time::local;
@@ -17,6 +18,7 @@ use crate::time::local;
 pub fn Tokens() -> impl IntoView {
     let resource = LocalResource::new(api::tokens);
     let tokens: Memo<Vec<TokenInfo>> = latest(resource);
+    let confirm = use_confirm();
     let name = RwSignal::new(String::new());
     let days = RwSignal::new(String::from("90"));
     let made = RwSignal::new(None::<Token>);
@@ -44,13 +46,18 @@ pub fn Tokens() -> impl IntoView {
             <Loading resource waiting="Loading tokens…" />
             <ul>
                 <For each=move || tokens.get() key=|t| t.id let:t>
-                    <li>{t.name} " — expires " {local(t.expires)} " "
-                        <button class="secondary" on:click=move |_| spawn_local(async move {
-                            match api::revoke_token(t.id).await {
-                                Ok(()) => resource.refetch(),
-                                Err(e) => error.set(e),
-                            }
-                        })>"Revoke"</button>
+                    <li>{t.name.clone()} " — expires " {local(t.expires)} " "
+                        <button class="secondary revoke-token" on:click=move |_| confirm.ask(
+                            format!("Revoke the token “{}”?", t.name),
+                            "Scripts using it are refused from their next request. It cannot be brought back; you can make a new one.",
+                            "Revoke token",
+                            move || spawn_local(async move {
+                                match api::revoke_token(t.id).await {
+                                    Ok(()) => resource.refetch(),
+                                    Err(e) => error.set(e),
+                                }
+                            }),
+                        )>"Revoke"</button>
                     </li>
                 </For>
             </ul>

@@ -16,6 +16,7 @@ use hearth_model::present;
 
 use crate::api::{self, ApiError};
 use crate::app::Home;
+use crate::components::confirm::use_confirm;
 use crate::components::load::{error_text, latest};
 use crate::time::{ago, local, now_ms};
 
@@ -691,13 +692,22 @@ fn RuleCard(
         }
         fetch_runs();
     };
+    let confirm = use_confirm();
     let remove = move |_| {
-        spawn_local(async move {
-            match api::delete_rule(id).await {
-                Ok(()) => on_change(),
-                Err(e) => error.set(Some(e.to_string())),
-            }
-        });
+        let name = rule.with_untracked(|r| r.as_ref().map(|r| r.rule.name.clone())).unwrap_or_default();
+        confirm.ask(
+            format!("Delete the rule “{name}”?"),
+            "It stops at once and cannot be brought back.",
+            "Delete rule",
+            move || {
+                spawn_local(async move {
+                    match api::delete_rule(id).await {
+                        Ok(()) => on_change(),
+                        Err(e) => error.set(Some(e.to_string())),
+                    }
+                })
+            },
+        );
     };
     let json = move || rule.with(|r| r.as_ref().map(|r| serde_json::to_string_pretty(&r.rule).unwrap_or_default()));
     let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
@@ -716,7 +726,7 @@ fn RuleCard(
             <p class="last-run">{last_run}</p>
             <div class="row">
                 <button class="secondary runs" on:click=show_runs>"Recent runs"</button>
-                <button class="secondary" on:click=remove>"Delete"</button>
+                <button class="secondary delete-rule" on:click=remove>"Delete"</button>
             </div>
             <details><summary class="muted">"Definition"</summary><pre>{json}</pre></details>
             {move || traces.get().map(|list| view! {

@@ -15,6 +15,7 @@ use hearth_model::{DeviceClass, Value};
 use crate::api;
 use crate::app::Home;
 use crate::components::chart::Chart;
+use crate::components::confirm::use_confirm;
 use crate::components::controls::Controls;
 use crate::components::credentials::CredentialsPanel;
 use crate::time::{ago, local, now_ms};
@@ -58,33 +59,42 @@ pub fn DevicePage() -> impl IntoView {
         }
     });
     let navigate = use_navigate();
+    let confirm = use_confirm();
+    let name = move || device().map(|d| d.name).unwrap_or_default();
     let remove = move |_| {
-        let confirmed = web_sys::window()
-            .and_then(|w| {
-                w.confirm_with_message("Remove this device? Its credentials stop working; its history is kept.").ok()
-            })
-            .unwrap_or(false);
-        if !confirmed {
-            return;
-        }
         let navigate = navigate.clone();
-        spawn_local(async move {
-            match api::remove(&id()).await {
-                Ok(()) => {
-                    home.reload();
-                    navigate("/", Default::default());
-                }
-                Err(e) => error.set(Some(e.to_string())),
-            }
-        });
+        confirm.ask(
+            format!("Remove {}?", name()),
+            "Its credentials stop working at once and it leaves the home page; its history is kept.",
+            "Remove device",
+            move || {
+                let navigate = navigate.clone();
+                spawn_local(async move {
+                    match api::remove(&id()).await {
+                        Ok(()) => {
+                            home.reload();
+                            navigate("/", Default::default());
+                        }
+                        Err(e) => error.set(Some(e.to_string())),
+                    }
+                })
+            },
+        );
     };
     let regenerate = move |_| {
-        spawn_local(async move {
-            match api::regenerate(&id()).await {
-                Ok(c) => issued.set(Some(c)),
-                Err(e) => error.set(Some(e.to_string())),
-            }
-        });
+        confirm.ask(
+            format!("New credentials for {}?", name()),
+            "Its current secret stops working at once: the device is cut off until the new one is entered on it.",
+            "Issue new credentials",
+            move || {
+                spawn_local(async move {
+                    match api::regenerate(&id()).await {
+                        Ok(c) => issued.set(Some(c)),
+                        Err(e) => error.set(Some(e.to_string())),
+                    }
+                })
+            },
+        );
     };
 
     // The page is drawn again when what it shows of the device changes, not on each reading
@@ -173,7 +183,7 @@ pub fn DevicePage() -> impl IntoView {
                         <p class="muted">"id " <code>{d.id.clone()}</code> " · added " {local(d.created)}</p>
                         <CoapLine device=d.clone() on_error=error />
                         <PlaintextLine device=d.clone() on_error=error />
-                        {d.manageable.then(|| view! { <button class="secondary" on:click=regenerate>"New credentials"</button> })}
+                        {d.manageable.then(|| view! { <button class="secondary" id="new-credentials" on:click=regenerate>"New credentials"</button> })}
                     </details>
                 })}
                 }.into_any()
@@ -200,7 +210,7 @@ pub fn DevicePage() -> impl IntoView {
             </Transition>
         </section>
         <section class="row" style:display=move || if device().is_some_and(|d| d.manageable) { "" } else { "none" }>
-            <button class="danger" on:click=remove>"Remove device"</button>
+            <button class="danger" id="remove-device" on:click=remove>"Remove device"</button>
         </section>
         {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
         {move || issued.get().map(|c| view! { <CredentialsPanel credentials=c on_close=move || issued.set(None) /> })}

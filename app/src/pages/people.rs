@@ -11,6 +11,7 @@ use hearth_model::{Me, Role};
 
 use crate::api;
 use crate::app::Home;
+use crate::components::confirm::use_confirm;
 use crate::components::form::FormError;
 use crate::components::load::{Loading, latest};
 use crate::components::tokens::{SecurityLog, Tokens};
@@ -53,6 +54,7 @@ fn Guests() -> impl IntoView {
     let Some(home) = use_context::<Home>() else { return view! { <p>"…"</p> }.into_any() };
     let resource = LocalResource::new(api::guests);
     let guests: Memo<Vec<Guest>> = latest(resource);
+    let confirm = use_confirm();
     let chosen = RwSignal::new(Vec::<String>::new());
     let invite = RwSignal::new(None::<Invite>);
     let error = FormError::new();
@@ -73,13 +75,18 @@ fn Guests() -> impl IntoView {
             <Loading resource waiting="Loading guests…" />
             <ul>
                 <For each=move || guests.get() key=|g| (g.id, g.devices.clone()) let:g>
-                    <li>{g.username} " — " {g.devices.join(", ")} " "
-                        <button class="secondary" on:click=move |_| spawn_local(async move {
-                            match api::remove_guest(g.id).await {
-                                Ok(()) => resource.refetch(),
-                                Err(e) => error.set(e),
-                            }
-                        })>"Remove"</button>
+                    <li>{g.username.clone()} " — " {g.devices.join(", ")} " "
+                        <button class="secondary remove-guest" on:click=move |_| confirm.ask(
+                            format!("Remove the guest {}?", g.username),
+                            "Their account is deleted at once: they are logged out and see nothing more. Inviting them again makes a new one.",
+                            "Remove guest",
+                            move || spawn_local(async move {
+                                match api::remove_guest(g.id).await {
+                                    Ok(()) => resource.refetch(),
+                                    Err(e) => error.set(e),
+                                }
+                            }),
+                        )>"Remove"</button>
                     </li>
                 </For>
             </ul>
@@ -137,6 +144,17 @@ fn TenancyCard(
         })
     };
     let confirm = RwSignal::new(false);
+    let ask = use_confirm();
+    let tenant = tenancy.tenant.clone().unwrap_or_else(|| "the invited tenant".into());
+    let end = move |_| {
+        ask.ask(
+            format!("End {tenant}'s tenancy now?"),
+            "They lose access at once. Household readings from now on are yours; theirs stay sealed under \
+             their key until they destroy them or the retention period ends.",
+            "End tenancy",
+            move || run(Box::pin(async move { api::end_tenancy(id).await.map(drop) })),
+        )
+    };
     view! {
         <article class="card tenancy" data-tenancy=id>
             <p><strong>{tenancy.tenant.clone().unwrap_or_else(|| "Invite not yet accepted".into())}</strong></p>
@@ -150,7 +168,7 @@ fn TenancyCard(
                 ))}</p> }.into_any()
             }}
             {(owner && !ended && !shredded).then(|| view! {
-                <button class="secondary end-tenancy" on:click=move |_| run(Box::pin(async move { api::end_tenancy(id).await.map(drop) }))>
+                <button class="secondary end-tenancy" on:click=end>
                     "End this tenancy now"
                 </button>
             })}

@@ -15,6 +15,7 @@ use hearth_model::people::{Recipient, RecipientCredentials};
 use hearth_model::{Granularity, Me, Period, Role};
 
 use crate::api;
+use crate::components::confirm::use_confirm;
 use crate::components::form::FormError;
 use crate::components::load::{Loading, latest};
 use crate::time::local;
@@ -304,6 +305,20 @@ fn RequestItem(
 fn GrantItem(g: Grant, act: impl Fn(Result<(), api::ApiError>) + Copy + Send + Sync + 'static) -> impl IntoView {
     let id = g.id.clone();
     let active = g.status == GrantStatus::Active;
+    let confirm = use_confirm();
+    let recipient = g.recipient.clone();
+    let revoke = move |_| {
+        let id = id.clone();
+        confirm.ask(
+            format!("Revoke what {recipient} was granted?"),
+            "Its next request is refused and the revocation gets its own receipt. What it already read, it keeps.",
+            "Revoke grant",
+            move || {
+                let id = id.clone();
+                spawn_local(async move { act(api::revoke(&id).await.map(drop)) });
+            },
+        )
+    };
     view! {
         <div class="grant-item" data-grant=g.id.clone() data-status=g.status.as_str()>
             <p>
@@ -321,10 +336,7 @@ fn GrantItem(g: Grant, act: impl Fn(Result<(), api::ApiError>) + Copy + Send + S
                 }).collect_view()}
             </p>
             {active.then(|| view! {
-                <button class="secondary revoke" on:click=move |_| {
-                    let id = id.clone();
-                    spawn_local(async move { act(api::revoke(&id).await.map(drop)) });
-                }>"Revoke"</button>
+                <button class="secondary revoke" on:click=revoke>"Revoke"</button>
             })}
         </div>
     }

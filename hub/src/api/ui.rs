@@ -3,7 +3,7 @@
 //! and development see a fresh `trunk build` without recompiling the hub.
 
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 #[derive(rust_embed::Embed)]
@@ -12,69 +12,111 @@ use axum::response::{IntoResponse, Response};
 struct Dist;
 
 /// The Content-Security-Policy of every answer: everything from the hub itself, nothing
-/// inline but the one loader script Trunk writes into `index.html` (allowed by its hash),
-/// WebAssembly allowed to compile, no plugins, no framing, no base or form targets
-/// elsewhere.
+/// inline but what `index.html` carries (Trunk's loader script and the stylesheet, each
+/// allowed by its hash), WebAssembly allowed to compile, no plugins, no framing, no base or
+/// form targets elsewhere.
 pub fn content_security_policy() -> HeaderValue {
     let index = Dist::get("index.html").map(|f| String::from_utf8_lossy(&f.data).into_owned()).unwrap_or_default();
-    let hashes: String = inline_scripts(&index)
-        .map(|script| {
-            use base64::Engine;
-            use sha2::{Digest, Sha256};
-            format!(" 'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(Sha256::digest(script.as_bytes())))
-        })
-        .collect();
+    let scripts = hashes(inline_elements(&index, "script"));
+    let styles = hashes(inline_elements(&index, "style"));
     let policy = format!(
-        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'{hashes}; style-src 'self'; img-src 'self' data:; \
-         connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'{scripts}; style-src 'self'{styles}; img-src 'self' data:; \
+         connect-src 'self'; manifest-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+         frame-ancestors 'none'"
     );
     HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("default-src 'self'"))
 }
 
-/// The text of each `<script>` element without a `src`, exactly as the browser hashes it.
-fn inline_scripts(html: &str) -> impl Iterator<Item = &str> {
-    html.split("<script").skip(1).filter_map(|rest| {
-        let (tag, body) = rest.split_once('>')?;
-        if tag.contains("src=") {
-            return None;
+/// The CSP source of each text, as the browser hashes it: ` 'sha256-…'`.
+fn hashes(texts: Vec<&str>) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    texts
+        .into_iter()
+        .map(|text| {
+            format!(" 'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(Sha256::digest(text.as_bytes())))
+        })
+        .collect()
+}
+
+/// The text of each `<tag>` element without a `src`, exactly as the browser hashes it.
+fn inline_elements<'a>(html: &'a str, tag: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{tag}"), format!("</{tag}>"));
+    html.split(open.as_str())
+        .skip(1)
+        .filter_map(|rest| {
+            let (attributes, body) = rest.split_once('>')?;
+            // `<styles…>` or `<scripty…>` is another element.
+            if attributes.chars().next().is_some_and(|c| !c.is_whitespace()) || attributes.contains("src=") {
+                return None;
+            }
+            body.split_once(close.as_str()).map(|(text, _)| text)
+        })
+        .collect()
+}
+
+/// The encodings a request accepts, as `Accept-Encoding` says (`br;q=0` refuses brotli).
+fn accepts(headers: &HeaderMap, encoding: &str) -> bool {
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |item| {
+            let mut parts = item.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| p.strip_prefix("q=").is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0)));
+            name.eq_ignore_ascii_case(encoding) && !refused
+        },
+    )
+}
+
+/// A built file, or the copy Trunk's build compressed beforehand (`.br`, `.gz`) when the
+/// request accepts it: the wasm is compressed once at build time, at brotli's best, never
+/// per request.
+fn file(path: &str, headers: &HeaderMap) -> Option<(Option<&'static str>, rust_embed::EmbeddedFile)> {
+    let raw = Dist::get(path)?;
+    for (encoding, suffix) in [("br", "br"), ("gzip", "gz")] {
+        if accepts(headers, encoding)
+            && let Some(copy) = Dist::get(&format!("{path}.{suffix}"))
+        {
+            return Some((Some(encoding), rust_embed::EmbeddedFile { data: copy.data, metadata: raw.metadata }));
         }
-        body.split_once("</script>").map(|(script, _)| script)
-    })
+    }
+    Some((None, raw))
 }
 
 /// Any path outside `/api`: a file of the UI, or `index.html` so that deep links
 /// (`/devices/abc`) load the app, which then routes by itself.
-pub async fn serve(uri: Uri) -> Response {
+pub async fn serve(uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path().trim_start_matches('/');
-    if let Some(file) = (!path.is_empty()).then(|| Dist::get(path)).flatten() {
-        // Trunk names files by content hash: they never change, cache them for good.
-        let mime = HeaderValue::from_str(file.metadata.mimetype())
-            .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let (path, immutable) = match (!path.is_empty()).then(|| Dist::get(path)).flatten() {
+        Some(_) => (path, true),
+        None => ("index.html", false),
+    };
+    let Some((encoding, file)) = file(path, &headers) else {
         return (
-            [
-                (header::CONTENT_TYPE, mime),
-                (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")),
-            ],
-            Body::from(file.data),
-        )
-            .into_response();
-    }
-    match Dist::get("index.html") {
-        Some(index) => (
-            [
-                (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
-                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            ],
-            Body::from(index.data),
-        )
-            .into_response(),
-        None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "The web UI was not built into this hub. Build it with `trunk build --release` (hub/run does), \
              then rebuild the hub. The API is available under /api.",
         )
-            .into_response(),
+            .into_response();
+    };
+    let mime = if path == "index.html" {
+        HeaderValue::from_static("text/html; charset=utf-8")
+    } else {
+        HeaderValue::from_str(file.metadata.mimetype()).unwrap_or(HeaderValue::from_static("application/octet-stream"))
+    };
+    // Trunk names files by content hash: they never change, cache them for good. The page
+    // itself is asked for again each time, so a new hub's UI is seen at once.
+    let cache = if immutable {
+        HeaderValue::from_static("public, max-age=31536000, immutable")
+    } else {
+        HeaderValue::from_static("no-cache")
+    };
+    let mut response =
+        ([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, cache)], Body::from(file.data)).into_response();
+    if let Some(encoding) = encoding {
+        response.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
     }
+    response.headers_mut().insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    response
 }
 
 #[cfg(test)]
@@ -82,8 +124,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn inline_scripts_are_found_as_written() {
-        let html = "<head><script type=\"module\">\nimport x;\n</script><script src=\"/a.js\"></script></head>";
-        assert_eq!(inline_scripts(html).collect::<Vec<_>>(), vec!["\nimport x;\n"]);
+    fn inline_elements_are_found_as_written() {
+        let html = "<head><script type=\"module\">\nimport x;\n</script><script src=\"/a.js\"></script>\
+                    <style>body{}</style><styles>no</styles></head>";
+        assert_eq!(inline_elements(html, "script"), vec!["\nimport x;\n"]);
+        assert_eq!(inline_elements(html, "style"), vec!["body{}"]);
+    }
+
+    #[test]
+    fn accept_encoding_is_read_with_its_weights() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(value));
+            headers
+        };
+        assert!(accepts(&with("gzip, deflate, br, zstd"), "br"));
+        assert!(accepts(&with("gzip;q=1.0, BR;q=0.5"), "br"));
+        assert!(!accepts(&with("gzip, br;q=0"), "br"));
+        assert!(accepts(&with("gzip, br;q=0"), "gzip"));
+        assert!(!accepts(&with("identity"), "gzip"));
+        assert!(!accepts(&HeaderMap::new(), "br"));
+        // A name is matched whole: "gzip" is not "x-gzip2".
+        assert!(!accepts(&with("x-gzip2"), "gzip"));
     }
 }
