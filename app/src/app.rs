@@ -13,6 +13,7 @@ use hearth_model::{Me, Reading, Role};
 
 use crate::api::{self, ApiError};
 use crate::components::confirm::{Confirm, ConfirmDialog};
+use crate::components::icon::Icon;
 use crate::pages::{
     automations::AutomationsPage, dashboard::BridgesPage, dashboard::Dashboard, device::DevicePage, invite::InvitePage,
     login::Login, people::PeoplePage, setup::Setup, sharing::SharingPage,
@@ -39,6 +40,10 @@ pub struct Home {
     pub loaded: RwSignal<bool>,
     /// Whether the live stream is connected.
     pub live: RwSignal<bool>,
+    /// When the live stream was last heard from (a reading, a tick, its opening), ms.
+    pub heard: RwSignal<i64>,
+    /// Since when the live stream has been down, if it is.
+    pub down_since: RwSignal<Option<i64>>,
     /// Bumped every second, so "12 s ago" stays true.
     pub tick: RwSignal<i64>,
     pub error: RwSignal<Option<String>>,
@@ -151,6 +156,8 @@ fn Shell(
         devices: RwSignal::new(Vec::new()),
         loaded: RwSignal::new(false),
         live: RwSignal::new(false),
+        heard: RwSignal::new(crate::time::now_ms()),
+        down_since: RwSignal::new(None),
         tick: RwSignal::new(crate::time::now_ms()),
         error: RwSignal::new(None),
         can_add: me.is_subject(),
@@ -175,25 +182,45 @@ fn Shell(
             reload_page();
         })
     };
+    // On a phone the menu folds behind one button; following a link in it folds it again.
+    let menu = RwSignal::new(false);
+    let content = NodeRef::<leptos::html::Main>::new();
     view! {
         <Router>
+            // The router would take `#main` for a page of its own: focus the content instead.
+            <a class="skip" href="#main" on:click=move |ev| {
+                ev.prevent_default();
+                if let Some(main) = content.get() {
+                    let _ = main.focus();
+                }
+            }>"Skip to content"</a>
             <header>
                 <h1><A href="/">"Hearth"</A></h1>
                 <span
                     class=move || if home.live.get() { "live on" } else { "live" }
+                    role="img"
+                    aria-label=move || if home.live.get() { "live updates on" } else { "live updates off" }
                     title=move || if home.live.get() { "live updates on" } else { "live updates off" }
                 ></span>
-                <nav>
-                    {subject.then(|| view! {
-                        <A href="/automations">"Automations"</A>
-                        <A href="/sharing">"Sharing"</A>
-                        <A href="/people">{if role == Role::Owner { "Tenancies" } else { "Tenancy" }}</A>
-                    })}
-                </nav>
-                <span class="muted" id="whoami">{me.username} " (" {me.role.as_str()} ")"</span>
-                <button class="secondary" on:click=logout>"Log out"</button>
+                <button type="button" class="secondary menu-toggle" id="menu-toggle" aria-controls="menu"
+                    aria-expanded=move || menu.get().to_string() on:click=move |_| menu.update(|m| *m = !*m)>
+                    <Icon icon=icondata_mdi::MdiMenu /> <span class="label">"Menu"</span>
+                </button>
+                <div id="menu" class:open=menu on:click=move |_| menu.set(false)>
+                    <nav aria-label="Pages">
+                        <A href="/">"Home"</A>
+                        {subject.then(|| view! {
+                            <A href="/automations">"Automations"</A>
+                            <A href="/sharing">"Sharing"</A>
+                            <A href="/people">{if role == Role::Owner { "Tenancies" } else { "Tenancy" }}</A>
+                        })}
+                    </nav>
+                    <span class="muted" id="whoami">{me.username} " (" {me.role.as_str()} ")"</span>
+                    <button class="secondary" id="logout" on:click=logout>"Log out"</button>
+                </div>
             </header>
-            <main>
+            <HubAway home />
+            <main id="main" tabindex="-1" node_ref=content>
                 {move || home.error.get().map(|e| view! { <p class="error">{e}</p> })}
                 <Routes fallback=|| view! { <p>"Page not found."</p> }>
                     <Route path=path!("/") view=Dashboard />
@@ -210,47 +237,117 @@ fn Shell(
     }
 }
 
+/// How long the page waits, with the live stream down, before saying the hub is away: a
+/// stream that reconnects at once (the hub restarting its listener) is no news.
+const AWAY_AFTER_MS: i64 = 2_000;
+/// How long a live stream may say nothing before the page stops trusting it: the hub says
+/// `tick` every 10 s when it has nothing else to say.
+const SILENT_AFTER_MS: i64 = 25_000;
+
+/// Says so, above every page, when the hub cannot be reached: the values below are then
+/// from when it was last heard, and the page says when that was.
+#[component]
+fn HubAway(home: Home) -> impl IntoView {
+    let away = move || home.down_since.get().is_some_and(|since| home.tick.get() - since >= AWAY_AFTER_MS);
+    view! {
+        <div class="away-slot" role="status">
+            <Show when=away>
+                <p class="away" id="hub-away">
+                    <strong>"Your hub can't be reached."</strong>
+                    " The values shown are from " {move || crate::time::local(home.heard.get())}
+                    "; they update again as soon as it is back."
+                </p>
+            </Show>
+        </div>
+    }
+}
+
 /// Subscribes to the hub's Server-Sent Events. The browser reconnects by itself; after a
-/// reconnect the list is fetched again, since readings may have been missed.
+/// reconnect the list is fetched again, since readings may have been missed. A stream that
+/// has gone silent (no tick for 25 s) is closed and opened again: a connection to a hub
+/// that lost power is never closed by anyone.
 fn connect_live(home: Home) {
+    let current = StoredValue::new_local(None::<web_sys::EventSource>);
+    open_live(home, current);
+    let watchdog = Closure::<dyn FnMut()>::new(move || {
+        let silent = crate::time::now_ms() - home.heard.get_untracked() > SILENT_AFTER_MS;
+        if silent && home.live.get_untracked() {
+            home.live.set(false);
+            home.down_since.set(Some(home.heard.get_untracked()));
+            open_live(home, current);
+        }
+    });
+    if let Some(window) = web_sys::window() {
+        let _ = window.set_interval_with_callback_and_timeout_and_arguments_0(watchdog.as_ref().unchecked_ref(), 5_000);
+    }
+    watchdog.forget();
+    // Leaving the page closes the stream: a page kept for the back button must not hold one
+    // of the browser's few connections to the hub (six per host), or the next page's
+    // requests wait behind it.
+    let on_pagehide = Closure::<dyn FnMut()>::new(move || {
+        if let Some(source) = current.get_value() {
+            source.close();
+        }
+    });
+    if let Some(window) = web_sys::window() {
+        let _ = window.add_event_listener_with_callback("pagehide", on_pagehide.as_ref().unchecked_ref());
+    }
+    on_pagehide.forget();
+}
+
+/// Opens the live stream, closing the one before if any.
+fn open_live(home: Home, current: StoredValue<Option<web_sys::EventSource>, LocalStorage>) {
+    if let Some(old) = current.get_value() {
+        old.close();
+    }
     let Ok(source) = web_sys::EventSource::new("/api/live") else {
         home.error.set(Some("live updates are not available in this browser".into()));
         return;
     };
+    current.set_value(Some(source.clone()));
+    let heard = move || home.heard.set(crate::time::now_ms());
     let on_readings = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+        heard();
         if let Some(text) = event.data().as_string()
             && let Ok(batch) = serde_json::from_str::<Vec<Reading>>(&text)
         {
             home.apply(batch);
         }
     });
-    let on_lagged = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| home.reload());
+    let on_tick = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| heard());
+    let on_lagged = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| {
+        heard();
+        home.reload()
+    });
     // A device's message was refused: the list says why.
-    let on_rejected = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| home.reload());
+    let on_rejected = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| {
+        heard();
+        home.reload()
+    });
     let on_open = Closure::<dyn FnMut()>::new(move || {
+        heard();
+        home.down_since.set(None);
         if home.live.get_untracked() {
             return;
         }
         home.live.set(true);
         home.reload();
     });
-    let on_error = Closure::<dyn FnMut()>::new(move || home.live.set(false));
-    // Leaving the page closes the stream: a page kept for the back button must not hold one
-    // of the browser's few connections to the hub (six per host), or the next page's
-    // requests wait behind it.
-    let leaving = source.clone();
-    let on_pagehide = Closure::<dyn FnMut()>::new(move || leaving.close());
-    if let Some(window) = web_sys::window() {
-        let _ = window.add_event_listener_with_callback("pagehide", on_pagehide.as_ref().unchecked_ref());
-    }
-    on_pagehide.forget();
+    let on_error = Closure::<dyn FnMut()>::new(move || {
+        home.live.set(false);
+        if home.down_since.get_untracked().is_none() {
+            home.down_since.set(Some(crate::time::now_ms()));
+        }
+    });
     let _ = source.add_event_listener_with_callback("readings", on_readings.as_ref().unchecked_ref());
+    let _ = source.add_event_listener_with_callback("tick", on_tick.as_ref().unchecked_ref());
     let _ = source.add_event_listener_with_callback("lagged", on_lagged.as_ref().unchecked_ref());
     let _ = source.add_event_listener_with_callback("rejected", on_rejected.as_ref().unchecked_ref());
     source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
     source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     // The stream lives as long as the page: logging out reloads the page.
     on_readings.forget();
+    on_tick.forget();
     on_lagged.forget();
     on_rejected.forget();
     on_open.forget();

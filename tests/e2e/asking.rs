@@ -91,9 +91,12 @@ async fn every_destructive_action_asks_first_and_no_sends_nothing() -> anyhow::R
     b.click("#login-submit").await?;
     b.find(".card.device").await?;
 
-    // Delete a rule: Escape keeps it.
+    // Delete a rule: Escape keeps it. The dialog itself passes axe-core, in both schemes.
     b.client.goto(&hub.url("/automations")).await?;
     let delete = format!("[data-rule='{rule}'] .delete-rule");
+    b.click(&delete).await?;
+    b.audit("the confirmation dialog").await?;
+    b.click("#confirm-no").await?;
     ask(b, &delete, "Morning", Some(No::Escape)).await?;
     assert_eq!(rules().await?, 1, "Escape deleted nothing");
     ask(b, &delete, "Morning", None).await?;

@@ -64,6 +64,22 @@ async fn the_page_carries_its_frame_and_the_wasm_comes_precompressed() -> anyhow
     assert_eq!(encoding(&raw), None);
     let raw = raw.bytes().await?;
     assert!(raw[..] == on_disk("")?[..]);
+    // The app can go on a phone's home screen: a manifest, with icons that are there.
+    let manifest = fetch(&hub, "/manifest.webmanifest", "identity").await?;
+    let kind = manifest.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(kind.as_deref(), Some("application/manifest+json"));
+    let manifest: serde_json::Value = manifest.json().await?;
+    assert_eq!((manifest["display"].as_str(), manifest["start_url"].as_str()), (Some("standalone"), Some("/")));
+    let icons = manifest["icons"].as_array().context("icons")?;
+    assert!(icons.iter().any(|i| i["sizes"] == "512x512") && icons.iter().any(|i| i["sizes"] == "192x192"));
+    for icon in icons {
+        let src = icon["src"].as_str().context("an icon's src")?;
+        let got = fetch(&hub, src, "identity").await?;
+        let kind = got.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(kind.as_deref(), icon["type"].as_str(), "{src}");
+    }
+    assert!(html.contains(r#"<link rel="manifest" href="/manifest.webmanifest""#));
+
     println!("wasm: {} B raw, {} B gzip, {} B brotli", raw.len(), on_disk(".gz")?.len(), on_disk(".br")?.len());
     Ok(())
 }

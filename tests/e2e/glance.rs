@@ -33,11 +33,14 @@ async fn number(b: &Browser, script: &str) -> anyhow::Result<f64> {
     b.client.execute(script, vec![]).await?.as_f64().ok_or_else(|| anyhow::anyhow!("{script}: no number"))
 }
 
-/// Screenshots at both sizes, checking the phone's has nothing running off the side;
-/// leaves the window at the desktop's size.
+/// Screenshots at both sizes, axe-core's audit in both colour schemes and a phone's checks
+/// (nothing off the side, a one-line header, touch targets); leaves the window at the
+/// desktop's size.
 async fn shots(b: &Browser, name: &str) -> anyhow::Result<()> {
     b.client.set_window_size(DESKTOP.0, DESKTOP.1).await?;
     b.screenshot(&format!("{name}-desktop")).await?;
+    b.audit(name).await?;
+    b.phone_checks(name, DESKTOP).await?;
     b.client.set_window_size(PHONE.0, PHONE.1).await?;
     let overflow = number(b, "return document.documentElement.scrollWidth - window.innerWidth").await?;
     anyhow::ensure!(overflow <= 0.0, "{name}: {overflow} px run off the side of a phone");

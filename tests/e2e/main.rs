@@ -17,6 +17,7 @@ mod hostile;
 mod lifecycle;
 mod mqtt;
 mod ownership;
+mod phone;
 mod promise;
 mod sessions;
 mod store;

@@ -25,6 +25,14 @@ async fn owner_logs_in(b: &Browser, hub: &TestHub) -> anyhow::Result<()> {
     b.click("#login-submit").await
 }
 
+/// A page as people meet it: a screenshot, axe-core's audit in both colour schemes, and a
+/// phone's checks (nothing off the side at 360 px, a one-line header, 44 px targets).
+async fn look(b: &Browser, name: &str) -> anyhow::Result<()> {
+    b.screenshot(name).await?;
+    b.audit(name).await?;
+    b.phone_checks(name, (1280, 800)).await
+}
+
 /// Onboarding over HTTPS, as in a home: Chromium trusts the hub by its CA's key (pinned),
 /// and the whole journey (setup, a device over MQTT with TLS, the live dashboard, logout and
 /// login) runs under the Content-Security-Policy.
@@ -42,6 +50,8 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
 
     // First run: the setup page asks for the code the hub printed.
     b.client.goto(&hub.url("/")).await?;
+    b.find("#setup-code").await?;
+    look(b, "setup").await?;
     b.fill("#setup-code", "WRONG-CODE-0000").await?;
     b.fill("#setup-username", "owner").await?;
     b.fill("#setup-password", OWNER_PASSWORD).await?;
@@ -63,7 +73,7 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
     b.wait_for_text("mosquitto_pub", Duration::from_secs(5)).await?;
     b.wait_for_text("--cafile hearth-ca.pem", Duration::from_secs(5)).await?;
     b.wait_for_text("coap-client-openssl", Duration::from_secs(5)).await?;
-    b.screenshot("credentials").await?;
+    look(b, "credentials").await?;
     b.click("#credentials button").await?;
     b.wait_for_text("Kitchen sensor", Duration::from_secs(10)).await?;
     b.wait_for_text("No readings yet", Duration::from_secs(10)).await?;
@@ -81,7 +91,7 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
     client.publish(format!("hearth/{id}/temperature"), QoS::AtLeastOnce, false, "22.4").await?;
     wait_puback(&mut events, None).await?;
     b.wait_for_text("22.4 °C", Duration::from_secs(10)).await?;
-    b.screenshot("dashboard").await?;
+    look(b, "dashboard").await?;
 
     // Phone-sized screen: nothing runs off the side.
     b.client.set_window_size(390, 844).await?;
@@ -93,7 +103,7 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
     b.client.set_window_size(1280, 800).await?;
     b.click(&format!("article[data-device='{id}'] h3 a")).await?;
     b.find("svg.chart polyline").await?;
-    b.screenshot("device").await?;
+    look(b, "device").await?;
 
     // The People page shows the CA's fingerprint, to compare with what the hub printed.
     let tls: Value = hub.client_builder()?.build()?.get(hub.url("/api/tls")).send().await?.json().await?;
@@ -103,7 +113,9 @@ async fn onboarding_then_a_live_reading_on_the_dashboard() -> anyhow::Result<()>
 
     // Log out, log back in: still there.
     b.client.goto(&hub.url("/")).await?;
-    b.click("header button").await?;
+    b.click("#logout").await?;
+    b.find("#login-username").await?;
+    look(b, "login").await?;
     b.fill("#login-username", "owner").await?;
     b.fill("#login-password", OWNER_PASSWORD).await?;
     b.click("#login-submit").await?;
@@ -139,7 +151,7 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     b.click("header nav a[href='/people']").await?;
     b.click("#tenancy-create").await?;
     let code = b.text("#invite-code").await?;
-    b.screenshot("tenancy-invite").await?;
+    look(b, "tenancy-invite").await?;
     // On the same page: an API token, shown once, that works; and the security log.
     b.fill("#token-name", "dashboard").await?;
     b.click("#tokens button[type=submit]").await?;
@@ -149,12 +161,14 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     b.click("#security-log button").await?;
     b.wait_for_text("tenancy: tenancy", t).await?;
     b.wait_for_text("(\"dashboard\") created", t).await?;
-    b.screenshot("security-log").await?;
-    b.click("header button").await?;
+    look(b, "security-log").await?;
+    b.click("#logout").await?;
 
     // The tenant joins with it and chooses their own password.
     b.find("#login-username").await?;
     b.client.goto(&hub.url("/invite")).await?;
+    b.find("#invite-code-input").await?;
+    look(b, "invite").await?;
     b.fill("#invite-code-input", &code).await?;
     b.fill("#invite-username", "tessa").await?;
     b.fill("#invite-password", TENANT_PASSWORD).await?;
@@ -194,7 +208,7 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     b.client.goto(&hub.url("/sharing")).await?;
     b.wait_for_text("Northwind Energy (power company) asks to see your energy data as hourly summaries", t).await?;
     b.wait_for_text("Suggest a cheaper tariff", t).await?;
-    b.screenshot("consent-inbox").await?;
+    look(b, "consent-inbox").await?;
     b.click(&format!("#request-{request} .grant")).await?;
     b.find("#grants [data-status='active']").await?;
     b.wait_for_text("Receipt (granted", t).await?;
@@ -242,7 +256,7 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     b.click("#verify-log").await?;
     let text = b.wait_for_text("Intact: 3 entries verified", t).await?;
     assert!(text.contains("revoked") && text.contains("granted"), "{text}");
-    b.screenshot("consent-log").await?;
+    look(b, "consent-log").await?;
 
     // The tenant invites a guest for the meter; the guest sees the tenant's latest value,
     // read-only.
@@ -250,7 +264,7 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     b.click(".guest-device").await?;
     b.click("#guest-invite").await?;
     let guest_code = b.text("#guest-code").await?;
-    b.click("header button").await?;
+    b.click("#logout").await?;
     b.find("#login-username").await?;
     b.client.goto(&hub.url("/invite")).await?;
     b.fill("#invite-code-input", &guest_code).await?;
@@ -262,7 +276,9 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     // Energy reads with two decimals, with its unit if it gave one.
     assert!(value.starts_with("9.00"), "the guest sees the tenant's latest reading: {value}");
     assert!(b.client.find(fantoccini::Locator::Css("#device-name")).await.is_err(), "guests cannot add devices");
-    assert!(b.client.find(fantoccini::Locator::Css("header nav a")).await.is_err(), "nor share anything");
+    let pages = b.client.find_all(fantoccini::Locator::Css("header nav a")).await?;
+    assert_eq!(pages.len(), 1, "nor share anything: Home is their only page");
+    look(b, "guest-home").await?;
 
     browser.close().await?;
     hub.stop().await?;
@@ -313,7 +329,7 @@ async fn a_rule_made_in_the_editor_switches_a_lamp() -> anyhow::Result<()> {
     let text = b.wait_for_text("Would have fired 1 time", t).await?;
     assert!(text.contains(&format!("MQTT hearth/{lamp}/set/power = on")), "{text}");
     lamp_in.nothing_before_marker(&hub, &owner, &lamp, 1).await.context("a dry run sends nothing")?;
-    b.screenshot("rule-editor").await?;
+    look(b, "rule-editor").await?;
     // The lamp never said it takes "power": the hub says so, and the author insists.
     b.click("#rule-save").await?;
     let refused = b.wait_for_text("never announced taking \"power\"", t).await?;
@@ -328,7 +344,7 @@ async fn a_rule_made_in_the_editor_switches_a_lamp() -> anyhow::Result<()> {
     b.wait_for_text("Last: done — pressed of Button changed from on to off", t).await?;
     b.click(".rule .runs").await?;
     b.wait_for_text(&format!("→ MQTT hearth/{lamp}/set/power = on: sent"), t).await?;
-    b.screenshot("rule-runs").await?;
+    look(b, "rule-runs").await?;
 
     // Switched off in the UI, it no longer fires.
     b.click(".rule-enabled").await?;
@@ -396,7 +412,7 @@ async fn pages_keep_what_is_open_and_say_what_is_wrong() -> anyhow::Result<()> {
     .await?;
     let text = card.text().await?;
     assert!(text.contains("Count presses"), "the card was not rebuilt under the reader: {text}");
-    b.screenshot("rule-runs-stay-open").await?;
+    look(b, "rule-runs-stay-open").await?;
 
     // A save that works, then one that fails: only the failure shows.
     b.fill("#rule-name", "Another").await?;
@@ -476,7 +492,7 @@ async fn a_zigbee2mqtt_bridge_s_devices_on_the_dashboard_and_a_switch_that_works
     // Each value under the name its device gives it, not its key.
     let temperature = b.text("article.device li[data-metric='temperature'] > span").await?;
     assert!(temperature.contains("Temperature"), "{temperature}");
-    b.screenshot("bridge-dashboard").await?;
+    look(b, "bridge-dashboard").await?;
 
     // The bridge is on the bridges page, not among the home's cards.
     let cards = b.client.find_all(fantoccini::Locator::Css(&format!("article[data-device='{bridge}']"))).await?;

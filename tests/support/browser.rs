@@ -226,6 +226,95 @@ impl Browser {
         Ok((width(0)?, width(1)?))
     }
 
+    /// Runs axe-core (npm, installed by `.ci/install-tools test`) on the page as it is, in
+    /// the light and then the dark colour scheme, with the WCAG 2.0 and 2.1 A and AA rules;
+    /// fails listing every violation. Leaves the page in the light scheme.
+    pub async fn audit(&self, page: &str) -> anyhow::Result<()> {
+        let loaded = self.client.execute("return typeof axe !== 'undefined'", vec![]).await?;
+        if loaded != json!(true) {
+            let path =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/node_modules/axe-core/axe.min.js");
+            let axe = std::fs::read_to_string(&path)
+                .with_context(|| format!("{} (.ci/install-tools test installs it)", path.display()))?;
+            self.client.execute(&axe, vec![]).await.context("loading axe-core into the page")?;
+        }
+        let mut problems = Vec::new();
+        for scheme in ["light", "dark"] {
+            let media = json!({ "features": [{ "name": "prefers-color-scheme", "value": scheme }] });
+            self.cdp("Emulation.setEmulatedMedia", media).await?;
+            let dark = self.client.execute("return matchMedia('(prefers-color-scheme: dark)').matches", vec![]).await?;
+            anyhow::ensure!(dark == json!(scheme == "dark"), "{page}: the {scheme} scheme was not applied");
+            let found = self
+                .client
+                .execute_async(
+                    "const done = arguments[arguments.length - 1]; \
+                     axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } }) \
+                       .then(r => done(r.violations.map(v => `${v.impact} ${v.id}: ${v.help} (${v.nodes.length}: ` + \
+                          v.nodes.slice(0, 4).map(n => n.target.join(' ') + (n.failureSummary ? ' / ' + \
+                          n.failureSummary.split('\\n').slice(1, 2).join('') : '')).join('; ') + ')'))) \
+                       .catch(e => done(['axe failed: ' + e]));",
+                    vec![],
+                )
+                .await?;
+            for line in found.as_array().into_iter().flatten() {
+                problems.push(format!("{scheme}: {}", line.as_str().unwrap_or_default()));
+            }
+        }
+        self.cdp("Emulation.setEmulatedMedia", json!({ "features": [] })).await?;
+        anyhow::ensure!(problems.is_empty(), "{page}: axe-core finds\n{}", problems.join("\n"));
+        Ok(())
+    }
+
+    /// A phone's checks of the page as it is: at 360 px wide nothing runs off the side; at
+    /// 390x844 the header is one line (64 px at most) and every button, field, list and fold
+    /// is at least 44 px tall (buttons 44 px wide too). Leaves the window at `restore`.
+    pub async fn phone_checks(&self, page: &str, restore: (u32, u32)) -> anyhow::Result<()> {
+        self.client.set_window_size(360, 740).await?;
+        let (width, content) = self.widths().await?;
+        if content > width {
+            // Name the innermost elements that run past the edge: that is what to fix.
+            let culprits = self
+                .client
+                .execute(
+                    "const w = document.documentElement.clientWidth; \
+                     const over = [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > w + 1); \
+                     return over.filter(e => !over.some(o => o !== e && e.contains(o))).slice(0, 4) \
+                       .map(e => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}${e.className ? '.' + e.className : ''} \
+                         to ${Math.round(e.getBoundingClientRect().right)} px: ${(e.textContent || '').trim().slice(0, 40)}`);",
+                    vec![],
+                )
+                .await?;
+            anyhow::bail!("{page}: {content} px of content on a {width} px wide phone: {culprits}");
+        }
+        self.client.set_window_size(390, 844).await?;
+        let header = self
+            .client
+            .execute(
+                "const h = document.querySelector('header'); return h ? h.getBoundingClientRect().height : 0",
+                vec![],
+            )
+            .await?;
+        let header = header.as_f64().unwrap_or_default();
+        anyhow::ensure!(header <= 64.0, "{page}: the header is {header} px tall on a phone");
+        let small = self
+            .client
+            .execute(
+                "return [...document.querySelectorAll('button, input:not([type=checkbox]):not([type=radio]):not([type=hidden]), \
+                   select, summary, header nav a')] \
+                   .filter(e => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden') \
+                   .map(e => [e, e.getBoundingClientRect()]) \
+                   .filter(([e, r]) => r.height < 43.5 || (e.tagName === 'BUTTON' && r.width < 43.5)) \
+                   .map(([e, r]) => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}${e.className ? '.' + e.className : ''} \
+                     \"${(e.textContent || e.value || '').trim().slice(0, 20)}\" ${Math.round(r.width)}x${Math.round(r.height)}`)",
+                vec![],
+            )
+            .await?;
+        let small: Vec<&str> = small.as_array().into_iter().flatten().filter_map(serde_json::Value::as_str).collect();
+        anyhow::ensure!(small.is_empty(), "{page}: touch targets under 44 px: {}", small.join(", "));
+        self.client.set_window_size(restore.0, restore.1).await?;
+        Ok(())
+    }
+
     pub async fn close(mut self) -> anyhow::Result<()> {
         let client = self.client.clone();
         client.close().await?;

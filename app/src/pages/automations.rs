@@ -395,10 +395,15 @@ fn Becomes(
     }
 }
 
-/// A `<select>` bound to a signal.
-fn choice(id: &'static str, sig: RwSignal<String>, options: &'static [(&'static str, &'static str)]) -> impl IntoView {
+/// A `<select>` bound to a signal, named `name` for those who cannot see what it sits in.
+fn choice(
+    id: &'static str,
+    name: &'static str,
+    sig: RwSignal<String>,
+    options: &'static [(&'static str, &'static str)],
+) -> impl IntoView {
     view! {
-        <select id=id prop:value=move || sig.get() on:change=move |ev| sig.set(event_target_value(&ev))>
+        <select id=id aria-label=name prop:value=move || sig.get() on:change=move |ev| sig.set(event_target_value(&ev))>
             {options.iter().map(|(v, label)| view! { <option value=*v>{*label}</option> }).collect_view()}
         </select>
     }
@@ -531,7 +536,7 @@ fn RuleEditor(
                 {move || (!json_mode.get()).then(|| view! {
                     <fieldset>
                         <legend>"When"</legend>
-                        {choice("trigger-type", t, &[
+                        {choice("trigger-type", "When", t, &[
                             ("change", "a value changes"), ("reading", "a reading arrives"), ("threshold", "a value crosses a limit"),
                             ("silent", "a device goes silent"), ("time", "at a time of day"), ("interval", "every few seconds"),
                             ("cron", "on a schedule (cron)"), ("start", "the hub starts"),
@@ -562,13 +567,13 @@ fn RuleEditor(
                     </fieldset>
                     <fieldset>
                         <legend>"Only if"</legend>
-                        {choice("condition-type", c, &[("none", "always"), ("compare", "a value compares"), ("time", "within hours")])}
+                        {choice("condition-type", "Only if", c, &[("none", "always"), ("compare", "a value compares"), ("time", "within hours")])}
                         {move || (c.get() == "compare").then(|| view! {
                             <label>"Device" <select id="condition-device" prop:value=move || f.c_device.get()
                                 on:change=move |ev| f.c_device.set(event_target_value(&ev))>{device_options(home)}</select></label>
                             <div class="row">
                                 {metric_field(home, "condition-metric", f.c_metric, f.c_device, false)}
-                                {choice("condition-op", f.c_op, &[("<", "<"), ("<=", "≤"), ("==", "="), ("!=", "≠"), (">=", "≥"), (">", ">")])}
+                                {choice("condition-op", "Comparison", f.c_op, &[("<", "<"), ("<=", "≤"), ("==", "="), ("!=", "≠"), (">=", "≥"), (">", ">")])}
                                 {field("condition-value", f.c_value, "value")}
                             </div>
                         })}
@@ -588,7 +593,7 @@ fn RuleEditor(
                                 </li>
                             }).collect_view()}
                         </ol>
-                        {choice("action-type", a_kind, &[("mqtt", "send a command"), ("notify", "notify me"), ("delay", "wait"), ("set", "set a helper value")])}
+                        {choice("action-type", "Action", a_kind, &[("mqtt", "send a command"), ("notify", "notify me"), ("delay", "wait"), ("set", "set a helper value")])}
                         {move || (a_kind.get() == "mqtt").then(|| view! {
                             <label>"To device" <select id="action-device" prop:value=move || a_device.get()
                                 on:change=move |ev| a_device.set(event_target_value(&ev))>{device_options(home)}</select></label>
@@ -605,7 +610,7 @@ fn RuleEditor(
                         <button type="button" class="secondary" id="action-add" on:click=add_action>"Add this action"</button>
                     </fieldset>
                     <label>"If it triggers again while running"
-                        {choice("rule-mode", f.mode, &[("single", "ignore it"), ("restart", "start over"), ("queued", "run after"), ("parallel", "run alongside")])}
+                        {choice("rule-mode", "If it triggers again while running", f.mode, &[("single", "ignore it"), ("restart", "start over"), ("queued", "run after"), ("parallel", "run alongside")])}
                     </label>
                 })}
                 {move || json_mode.get().then(|| view! {
@@ -617,7 +622,7 @@ fn RuleEditor(
                 <div class="row">
                     <button type="submit" id="rule-save">"Save rule"</button>
                     {move || (!json_mode.get()).then(|| view! { <button type="button" class="secondary" on:click=to_json>"Edit as JSON"</button> })}
-                    {choice("dry-days", dry_days, &[("1", "last day"), ("7", "last week"), ("30", "last month")])}
+                    {choice("dry-days", "Past period to try the rule on", dry_days, &[("1", "last day"), ("7", "last week"), ("30", "last month")])}
                     <button type="button" class="secondary" id="rule-dry-run" on:click=run_dry>"Try it on past data"</button>
                 </div>
             </form>

@@ -239,6 +239,8 @@ fn AddDevice() -> impl IntoView {
     let name = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
     let issued = RwSignal::new(None::<Credentials>);
+    // A memo, so a reading arriving does not fold a form being typed in.
+    let empty = Memo::new(move |_| home.loaded.get() && home.devices.with(Vec::is_empty));
     let submit = move |ev: SubmitEvent| {
         ev.prevent_default();
         spawn_local(async move {
@@ -254,7 +256,9 @@ fn AddDevice() -> impl IntoView {
         });
     };
     view! {
-        <section class="card add-device">
+        // Out of the way below the home, folded, unless there is nothing else yet.
+        <details class="card add-device" prop:open=empty>
+            <summary>"Add a device"</summary>
             <form class="row" on:submit=submit>
                 <input id="device-name" placeholder="New device, e.g. Kitchen sensor" required maxlength="64"
                     aria-label="New device's name"
@@ -262,7 +266,7 @@ fn AddDevice() -> impl IntoView {
                 <button id="device-add" type="submit">"Add device"</button>
             </form>
             {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
-        </section>
+        </details>
         {move || issued.get().map(|c| view! { <CredentialsPanel credentials=c on_close=move || issued.set(None) /> })}
     }
     .into_any()

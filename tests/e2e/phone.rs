@@ -1,0 +1,92 @@
+//! The UI on a phone and when the hub goes away: the menu folds behind one button and
+//! unfolds on a tap; a stopped hub is said above every page within seconds, and said to be
+//! back when it is.
+
+use std::time::{Duration, Instant};
+
+use fantoccini::key::Key;
+use hearth_tests::browser::Browser;
+use hearth_tests::{OWNER_PASSWORD, TestHub};
+use serde_json::json;
+
+async fn logged_in(b: &Browser, hub: &TestHub) -> anyhow::Result<()> {
+    b.client.goto(&hub.url("/")).await?;
+    b.fill("#login-username", "owner").await?;
+    b.fill("#login-password", OWNER_PASSWORD).await?;
+    b.click("#login-submit").await?;
+    b.find(".card.device").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_phone_the_menu_folds_into_one_line() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    hub.add_device(&owner, "Hall sensor").await?;
+    let browser = Browser::start().await?;
+    let b = &browser;
+    b.client.set_window_size(390, 844).await?;
+    logged_in(b, &hub).await?;
+
+    let shown = |css: &'static str| async move {
+        let script = format!("const e = document.querySelector('{css}'); return !!e && e.getClientRects().length > 0");
+        anyhow::Ok(b.client.execute(&script, vec![]).await? == json!(true))
+    };
+    assert!(!shown("#menu nav").await?, "the menu is folded on a phone");
+    let header =
+        b.client.execute("return document.querySelector('header').getBoundingClientRect().height", vec![]).await?;
+    println!("the header is {header} px tall at 390x844");
+    assert_eq!(b.find("#menu-toggle").await?.attr("aria-expanded").await?.as_deref(), Some("false"));
+    b.click("#menu-toggle").await?;
+    assert!(shown("#menu nav").await?, "a tap unfolds it");
+    assert_eq!(b.find("#menu-toggle").await?.attr("aria-expanded").await?.as_deref(), Some("true"));
+    b.click("#menu nav a[href='/automations']").await?;
+    b.find("#rule-name").await?;
+    assert!(!shown("#menu nav").await?, "following a link folds it again");
+    b.phone_checks("automations (phone)", (390, 844)).await?;
+
+    // The skip link is the first thing a keyboard reaches, and lands on the page's content.
+    b.client.goto(&hub.url("/")).await?;
+    b.find(".card.device").await?;
+    let focused = || async {
+        let script = "const e = document.activeElement; return e ? (e.id || e.className) : ''";
+        anyhow::Ok(b.client.execute(script, vec![]).await?)
+    };
+    b.find("body").await?.send_keys(&char::from(Key::Tab).to_string()).await?;
+    assert_eq!(focused().await?, json!("skip"), "the first Tab reaches the skip link");
+    b.client.active_element().await?.send_keys(&char::from(Key::Enter).to_string()).await?;
+    assert_eq!(focused().await?, json!("main"), "Enter on it lands on the page's content");
+    browser.close().await
+}
+
+/// The hub stops: the page says so within 5 s, keeping the values it had and saying from
+/// when they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_hub_is_said_within_seconds() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (id, secret) = hub.add_device(&owner, "Hall sensor").await?;
+    hub.publish((&id, &secret), &format!("hearth/{id}/temperature"), "20.5".into()).await?;
+    let browser = Browser::start().await?;
+    let b = &browser;
+    logged_in(b, &hub).await?;
+    b.wait_for_text("20.5", Duration::from_secs(10)).await?;
+    b.find(".live.on").await?;
+    let away = b.client.execute("return document.querySelectorAll('#hub-away').length", vec![]).await?;
+    assert_eq!(away, json!(0), "no banner while the hub is there");
+
+    let stopped = Instant::now();
+    hub.stop().await?;
+    let banner = b.find("#hub-away").await?;
+    let after = stopped.elapsed();
+    assert!(after < Duration::from_secs(5), "the banner took {after:?}");
+    println!("the banner showed {} ms after the hub stopped", after.as_millis());
+    let text = banner.text().await?;
+    assert!(text.contains("can't be reached") && text.contains("from"), "{text}");
+    assert!(b.text("body").await?.contains("20.5"), "the last values stay, under the banner");
+    b.screenshot("hub-away").await?;
+    b.audit("hub-away").await?;
+    browser.close().await
+}
