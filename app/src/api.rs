@@ -68,30 +68,52 @@ async fn check(resp: Response) -> Result<Response, ApiError> {
     Ok(resp)
 }
 
-async fn parse<T: DeserializeOwned>(resp: Response) -> Result<T, ApiError> {
-    check(resp).await?.json::<T>().await.map_err(|e| ApiError::Unexpected(e.to_string()))
+/// Sends a request and reads its answer as text. Every call goes through this one
+/// non-generic future; only parsing is per type. (A generic fetch per answer type cost the
+/// wasm a copy of the whole exchange for each: see decision 0026.)
+async fn exchange(method: &str, url: &str, body: Option<(&'static str, String)>) -> Result<String, ApiError> {
+    let builder = match method {
+        "GET" => Request::get(url),
+        "PUT" => Request::put(url),
+        "PATCH" => Request::patch(url),
+        "DELETE" => Request::delete(url),
+        _ => Request::post(url),
+    };
+    let request = match body {
+        Some((content_type, body)) => builder.header("content-type", content_type).body(body),
+        None => builder.build(),
+    };
+    let request = request.map_err(|e| ApiError::Network(e.to_string()))?;
+    let resp = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
+    check(resp).await?.text().await.map_err(|e| ApiError::Unexpected(e.to_string()))
+}
+
+/// The hub's answer, read as `T`.
+fn read<T: DeserializeOwned>(text: &str) -> Result<T, ApiError> {
+    serde_json::from_str(text).map_err(|e| ApiError::Unexpected(e.to_string()))
+}
+
+/// `body` as JSON, ready for [`exchange`].
+fn json<B: Serialize>(body: &B) -> Result<Option<(&'static str, String)>, ApiError> {
+    let text = serde_json::to_string(body).map_err(|e| ApiError::Unexpected(e.to_string()))?;
+    Ok(Some(("application/json", text)))
 }
 
 async fn get<T: DeserializeOwned>(url: &str) -> Result<T, ApiError> {
-    let resp = Request::get(url).send().await.map_err(|e| ApiError::Network(e.to_string()))?;
-    parse(resp).await
+    read(&exchange("GET", url, None).await?)
 }
 
 async fn post<B: Serialize, T: DeserializeOwned>(url: &str, body: Option<&B>) -> Result<T, ApiError> {
-    let builder = Request::post(url);
-    let request = match body {
-        Some(b) => builder.json(b).map_err(|e| ApiError::Network(e.to_string()))?,
-        None => builder.build().map_err(|e| ApiError::Network(e.to_string()))?,
+    let body = match body {
+        Some(b) => json(b)?,
+        None => None,
     };
-    let resp = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
-    parse(resp).await
+    read(&exchange("POST", url, body).await?)
 }
 
 /// For endpoints that answer 204 with no body.
 async fn send_empty(method: &str, url: &str) -> Result<(), ApiError> {
-    let builder = if method == "DELETE" { Request::delete(url) } else { Request::post(url) };
-    let resp = builder.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
-    check(resp).await.map(drop)
+    exchange(method, url, None).await.map(drop)
 }
 
 /// A password on its way to the hub, wiped from memory once sent.
@@ -141,10 +163,7 @@ pub async fn command(id: &str, metric: &str, value: hearth_model::Value) -> Resu
 
 /// What people choose for a device: its name, room, favourite, hidden, names of values.
 pub async fn change_device(id: &str, changes: &DeviceChanges) -> Result<Device, ApiError> {
-    let request =
-        Request::patch(&format!("/api/devices/{id}")).json(changes).map_err(|e| ApiError::Network(e.to_string()))?;
-    let resp = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
-    parse(resp).await
+    read(&exchange("PATCH", &format!("/api/devices/{id}"), json(changes)?).await?)
 }
 
 pub async fn regenerate(id: &str) -> Result<Credentials, ApiError> {
@@ -301,9 +320,7 @@ pub async fn remove_guest(id: i64) -> Result<(), ApiError> {
 }
 
 async fn put<B: Serialize, T: DeserializeOwned>(url: &str, body: &B) -> Result<T, ApiError> {
-    let request = Request::put(url).json(body).map_err(|e| ApiError::Network(e.to_string()))?;
-    let resp = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
-    parse(resp).await
+    read(&exchange("PUT", url, json(body)?).await?)
 }
 
 pub async fn rules() -> Result<Vec<RuleView>, ApiError> {
@@ -342,10 +359,5 @@ pub async fn dismiss_notification(id: i64) -> Result<(), ApiError> {
 pub async fn import_rules(text: &str) -> Result<Imported, ApiError> {
     let yaml = !text.trim_start().starts_with('{');
     let content_type = if yaml { "application/yaml" } else { "application/json" };
-    let request = Request::post("/api/rules/import")
-        .header("content-type", content_type)
-        .body(text.to_owned())
-        .map_err(|e| ApiError::Network(e.to_string()))?;
-    let resp = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
-    parse(resp).await
+    read(&exchange("POST", "/api/rules/import", Some((content_type, text.to_owned()))).await?)
 }

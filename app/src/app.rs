@@ -79,6 +79,11 @@ impl Home {
                 match device.metrics.iter_mut().find(|m| m.metric == r.metric) {
                     Some(m) if m.ts > r.ts => {}
                     Some(m) => {
+                        // The hub keeps the same average of the gaps between readings.
+                        let gap = r.ts - m.ts;
+                        if gap > 0 {
+                            m.every = Some(m.every.map_or(gap, |every| (3 * every + gap) / 4));
+                        }
                         m.ts = r.ts;
                         m.value = r.value;
                         if r.unit.is_some() {
@@ -86,7 +91,13 @@ impl Home {
                         }
                     }
                     None => {
-                        device.metrics.push(Metric { metric: r.metric, unit: r.unit, ts: r.ts, value: r.value });
+                        device.metrics.push(Metric {
+                            metric: r.metric,
+                            unit: r.unit,
+                            ts: r.ts,
+                            value: r.value,
+                            every: None,
+                        });
                         device.metrics.sort_by(|a, b| a.metric.cmp(&b.metric));
                     }
                 }

@@ -24,8 +24,31 @@ pub fn local(ts: i64) -> String {
     String::from(date.to_locale_string("default", &JsValue::UNDEFINED))
 }
 
-/// Local time of day only (hh:mm).
+/// Local time of day only (hours and minutes, as the browser's locale writes them).
 pub fn clock(ts: i64) -> String {
     let date = js_sys::Date::new(&JsValue::from_f64(ts as f64));
-    format!("{:02}:{:02}", date.get_hours(), date.get_minutes())
+    let options = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&options, &"hour".into(), &"2-digit".into());
+    let _ = js_sys::Reflect::set(&options, &"minute".into(), &"2-digit".into());
+    String::from(date.to_locale_time_string_with_options("default", &options))
+}
+
+/// A number as the browser's locale writes it (`1,234.5`, `1.234,5`), with `digits` after
+/// the point when the device says how many, else at most three.
+pub fn number(n: f64, digits: Option<usize>) -> String {
+    let options = js_sys::Object::new();
+    let (least, most) = digits.map_or((0.0, 3.0), |d| (d as f64, d as f64));
+    let _ = js_sys::Reflect::set(&options, &"minimumFractionDigits".into(), &least.into());
+    let _ = js_sys::Reflect::set(&options, &"maximumFractionDigits".into(), &most.into());
+    let format = js_sys::Intl::NumberFormat::new(&js_sys::Array::new(), &options).format();
+    format
+        .call1(&JsValue::NULL, &JsValue::from_f64(n))
+        .ok()
+        .and_then(|s| s.as_string())
+        .unwrap_or_else(|| n.to_string())
+}
+
+/// A value as people read it, numbers in the browser's locale.
+pub fn shown(device: &hearth_model::devices::Device, metric: &str, value: &hearth_model::Value) -> String {
+    hearth_model::present::value_in(device, metric, value, number)
 }

@@ -144,12 +144,25 @@ async fn the_home_at_a_glance() -> anyhow::Result<()> {
     // Search: only the kitchen's devices (the pinned plug among them), once the whole word
     // is typed (keys arrive one by one: "k" alone matches more).
     b.fill("#search", "kitchen").await?;
-    wait_until(t, "the search", || async {
+    // Seven keys, each filtering fifty cards: on a loaded machine that takes a while.
+    let searched = wait_until(Duration::from_secs(30), "the search", || async {
         let shown = count(b, "article.card.device").await.ok()?;
         let kitchen = count(b, "section.room[data-room='Kitchen'] article.card.device").await.ok()?;
         (shown < 50 && shown == kitchen + 1).then_some(())
     })
-    .await?;
+    .await;
+    if let Err(e) = searched {
+        let typed = b.client.execute("return document.querySelector('#search').value", vec![]).await?;
+        let shown = b
+            .client
+            .execute(
+                "return [...document.querySelectorAll('article.card.device')].map(a => \
+            a.closest('section') ? a.closest('section').dataset.room + ': ' + a.querySelector('h3').textContent : '?')",
+                vec![],
+            )
+            .await?;
+        anyhow::bail!("{e}: the search box holds {typed}; the cards shown: {shown}");
+    }
     b.client.goto(&hub.url("/")).await?;
 
     // A control for a sleeping device says its command waits for it.

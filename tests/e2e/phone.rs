@@ -90,3 +90,75 @@ async fn a_stopped_hub_is_said_within_seconds() -> anyhow::Result<()> {
     b.audit("hub-away").await?;
     browser.close().await
 }
+
+/// Numbers and times are written as the browser's locale writes them: a German browser
+/// reads 1.234,5 and 20,5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_in_the_browser_s_locale() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (id, secret) = hub.add_device(&owner, "Hall sensor").await?;
+    hub.publish((&id, &secret), &format!("hearth/{id}/temperature"), "20.5".into()).await?;
+    hub.publish((&id, &secret), &format!("hearth/{id}/energy"), "1234.5".into()).await?;
+    let browser = Browser::start().await?;
+    let b = &browser;
+    b.cdp("Emulation.setLocaleOverride", json!({ "locale": "de-DE" })).await?;
+    logged_in(b, &hub).await?;
+    let card = b.wait_for_text("20,5", Duration::from_secs(10)).await?;
+    assert!(card.contains("1.234,50"), "energy at two decimals, grouped as in German: {card}");
+    assert!(!card.contains("20.5"), "{card}");
+    browser.close().await
+}
+
+/// A temperature reading made at `ts`.
+async fn send(hub: &TestHub, device: (&str, &str), ts: i64, v: f64) -> anyhow::Result<()> {
+    let topic = format!("hearth/{}/temperature", device.0);
+    hub.publish(device, &topic, json!({ "value": v, "ts": ts }).to_string()).await
+}
+
+/// A value knows how often it usually comes (an average of the gaps, each new gap weighing
+/// a quarter); once its device has been silent for three of those, its card says how old
+/// it is. A device that keeps to its rhythm says nothing of the kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_device_s_values_say_how_old_they_are() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let minute = 60_000;
+    let now = hub.now_ms();
+    let (quiet, quiet_key) = hub.add_device(&owner, "Attic sensor").await?;
+    let (busy, busy_key) = hub.add_device(&owner, "Hall sensor").await?;
+    for (n, ago) in [50, 45, 40].into_iter().enumerate() {
+        send(&hub, (&quiet, &quiet_key), now - ago * minute, 18.0 + n as f64).await?;
+    }
+    for ago in [2, 1] {
+        send(&hub, (&busy, &busy_key), now - ago * minute, 21.0).await?;
+    }
+
+    let list: serde_json::Value = owner.get(hub.url("/api/devices")).send().await?.json().await?;
+    let every = |id: &str| {
+        let device = list.as_array().and_then(|l| l.iter().find(|d| d["id"] == id)).cloned().unwrap_or_default();
+        device["metrics"][0]["every"].as_i64()
+    };
+    assert_eq!(every(&quiet), Some(5 * minute), "two gaps of 5 min: {list}");
+    assert_eq!(every(&busy), Some(minute));
+    // A reading older than the latest does not count as a gap.
+    send(&hub, (&quiet, &quiet_key), now - 60 * minute, 10.0).await?;
+    let list: serde_json::Value = owner.get(hub.url("/api/devices")).send().await?.json().await?;
+    let quiet_every = list
+        .as_array()
+        .and_then(|l| l.iter().find(|d| d["id"] == quiet.as_str()))
+        .map(|d| d["metrics"][0]["every"].clone());
+    assert_eq!(quiet_every, Some(json!(5 * minute)));
+
+    let browser = Browser::start().await?;
+    let b = &browser;
+    logged_in(b, &hub).await?;
+    let old = b.text(&format!("article[data-device='{quiet}'] .old")).await?;
+    assert!(old.contains("min ago"), "the attic's value says how old it is: {old}");
+    let marks = b.client.find_all(fantoccini::Locator::Css(&format!("article[data-device='{busy}'] .old"))).await?;
+    assert!(marks.is_empty(), "the hall keeps to its rhythm");
+    b.audit("a silent device's card").await?;
+    browser.close().await
+}

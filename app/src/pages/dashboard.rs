@@ -172,7 +172,7 @@ fn DeviceCard(
                 .iter()
                 .filter(|m| shown(&d, &m.metric, settings))
                 .map(|m| {
-                    let whole = present::value(&d, &m.metric, &m.value);
+                    let whole = crate::time::shown(&d, &m.metric, &m.value);
                     let (short, cut) = present::short(&whole);
                     let ts = m.ts;
                     let on = match m.value {
@@ -180,6 +180,12 @@ fn DeviceCard(
                         _ => None,
                     };
                     let glyph = icon::for_class(present::class(&d, &m.metric).as_deref(), on);
+                    // Past its usual interval, a value says how old it is.
+                    let reading = m.clone();
+                    let old = move || {
+                        let now = home.tick.get().max(now_ms());
+                        present::stale(&reading, now).then(|| view! { <span class="old">{ago(ts, now)}</span> })
+                    };
                     let title = move || match cut {
                         true => format!("{whole}, {}", ago(ts, home.tick.get().max(now_ms()))),
                         false => ago(ts, home.tick.get().max(now_ms())),
@@ -187,7 +193,7 @@ fn DeviceCard(
                     view! {
                         <li data-metric=m.metric.clone() title=title>
                             <span class="label"><Icon icon=glyph />" "{present::label(&d, &m.metric)}</span>
-                            <span class="value" tabindex=cut.then_some("0")>{short}</span>
+                            <span class="value" tabindex=cut.then_some("0")>{short}{old}</span>
                         </li>
                     }
                 })

@@ -134,7 +134,7 @@ pub fn DevicePage() -> impl IntoView {
                             move || {
                                 let d = device()?;
                                 let now = d.metrics.iter().find(|x| x.metric == metric)?;
-                                Some(format!("{}: {}", present::label(&d, &metric), present::value(&d, &metric, &now.value)))
+                                Some(format!("{}: {}", present::label(&d, &metric), crate::time::shown(&d, &metric, &now.value)))
                             }
                         };
                         let pick = name.clone();
@@ -416,7 +416,7 @@ fn Logbook(
                 let mut last: Option<Value> = None;
                 for point in readings.readings.unwrap_or_default() {
                     if last.as_ref() != Some(&point.value) {
-                        let words = present::value(&device, &metric, &point.value);
+                        let words = crate::time::shown(&device, &metric, &point.value);
                         lines.push((point.ts, format!("{}: {words}", present::label(&device, &metric))));
                         last = Some(point.value);
                     }

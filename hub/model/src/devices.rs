@@ -27,6 +27,9 @@ pub struct Metric {
     pub unit: Option<String>,
     pub ts: i64,
     pub value: Value,
+    /// How often it usually reports (ms): an average of the gaps between its readings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<i64>,
 }
 
 /// Why a device's messages were refused, and how often they were.

@@ -3,7 +3,7 @@
 //! devices only through this, so every card, page and picker says the same thing.
 
 use crate::Value;
-use crate::devices::{Device, DeviceKind, DiscoveredValue};
+use crate::devices::{Device, DeviceKind, DiscoveredValue, Metric};
 
 /// Where devices without a room are listed.
 pub const NO_ROOM: &str = "Other devices";
@@ -159,24 +159,46 @@ pub fn unit(device: &Device, metric: &str) -> Option<String> {
 }
 
 /// A value as people read it: a state word for a binary value, a number at its precision
-/// with its unit, text as it is.
+/// with its unit, text as it is. Numbers are written as `plain_number` does; the browser
+/// passes its own locale's writing to [`value_in`].
 pub fn value(device: &Device, metric: &str, value: &Value) -> String {
+    value_in(device, metric, value, plain_number)
+}
+
+/// A number with `digits` after the point, or as it came (to three decimals) when nothing
+/// says how many: `21.50`, `1500`.
+pub fn plain_number(n: f64, digits: Option<usize>) -> String {
+    match digits {
+        Some(p) => format!("{n:.p$}"),
+        None => Value::Number(n).show(),
+    }
+}
+
+/// [`value`], with numbers written by `number(n, digits)` (the browser's locale: `21,50`).
+pub fn value_in(device: &Device, metric: &str, value: &Value, number: impl Fn(f64, Option<usize>) -> String) -> String {
     let class = class(device, metric);
     let shown = match value {
         Value::Bool(b) => {
             let (on, off) = state_words(class.as_deref());
             return (if *b { on } else { off }).to_owned();
         }
-        Value::Number(n) => match precision(device, metric) {
-            Some(p) => format!("{n:.p$}"),
-            None => value.show(),
-        },
+        Value::Number(n) => number(*n, precision(device, metric)),
         _ => value.show(),
     };
     match unit(device, metric) {
         Some(unit) if matches!(value, Value::Number(_)) => format!("{shown} {unit}"),
         _ => shown,
     }
+}
+
+/// Whether a value is old news at `now`: its device has said nothing for three of its
+/// usual intervals, and for at least a minute longer than one. A value without an interval
+/// yet (it reported once) is never old.
+pub fn stale(metric: &Metric, now: i64) -> bool {
+    metric.every.is_some_and(|every| {
+        let every = every.max(1_000);
+        now - metric.ts > (3 * every).max(every + 60_000)
+    })
 }
 
 /// `text` cut to `SHORT` characters with an ellipsis, and whether it was.
@@ -277,6 +299,42 @@ mod tests {
             diagnostic(&device, "linkquality") && diagnostic(&device, "online") && diagnostic(&device, "wifi.rssi")
         );
         assert!(!diagnostic(&device, "power") && !diagnostic(&device, "temperature"));
+    }
+
+    #[test]
+    fn numbers_are_written_as_the_caller_writes_them() {
+        let device = device(
+            "t",
+            serde_json::json!({ "metrics": [
+            { "metric": "temperature", "unit": "°C", "ts": 1, "value": 21.456 }
+        ] }),
+        );
+        let reading = Value::Number(21.456);
+        assert_eq!(value(&device, "temperature", &reading), "21.5 °C");
+        let comma = |n: f64, digits: Option<usize>| plain_number(n, digits).replace('.', ",");
+        assert_eq!(value_in(&device, "temperature", &reading, comma), "21,5 °C");
+        assert_eq!(plain_number(1500.0, None), "1500");
+        assert_eq!(plain_number(0.12345, None), "0.123");
+    }
+
+    #[test]
+    fn a_value_is_old_after_three_silent_intervals() {
+        let reading = |ts: i64, every: Option<i64>| Metric {
+            metric: "temperature".into(),
+            unit: None,
+            ts,
+            value: Value::Number(20.0),
+            every,
+        };
+        let minute = 60_000;
+        // Every 10 min: old after 30 min of silence, not before.
+        assert!(!stale(&reading(0, Some(10 * minute)), 30 * minute));
+        assert!(stale(&reading(0, Some(10 * minute)), 30 * minute + 1));
+        // Every 5 s: three intervals are too short to mean anything; a minute more is.
+        assert!(!stale(&reading(0, Some(5_000)), 60_000));
+        assert!(stale(&reading(0, Some(5_000)), 65_001));
+        // Reported once: no interval to go by.
+        assert!(!stale(&reading(0, None), 1_000 * minute));
     }
 
     #[test]

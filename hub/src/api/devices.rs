@@ -98,7 +98,7 @@ async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<V
         }
         let metrics = latest
             .extract_if(.., |l| l.device == d.id)
-            .map(|l| Metric { metric: l.metric, unit: l.unit, ts: l.ts, value: l.value })
+            .map(|l| Metric { metric: l.metric, unit: l.unit, ts: l.ts, value: l.value, every: l.every })
             .collect();
         let manageable = manages(user, &d);
         let discovered = state.bridges.view(&d.id);

@@ -234,7 +234,7 @@ async fn load_rules<Tz: chrono::TimeZone>(
         let latest = store.latest_values(None, Keys::Only(&keys)).await?;
         let readings = latest
             .into_iter()
-            .map(|LatestValue { device, metric, unit, ts, value }| Reading { device, metric, ts, value, unit })
+            .map(|LatestValue { device, metric, unit, ts, value, .. }| Reading { device, metric, ts, value, unit })
             .collect();
         known.push((subject, readings));
     }

@@ -79,6 +79,8 @@ pub struct LatestValue {
     pub unit: Option<String>,
     pub ts: i64,
     pub value: Value,
+    /// How often the series usually reports (ms), once it has reported twice.
+    pub every: Option<i64>,
 }
 
 /// Where a chunk lives, and the key it is sealed under (all bound into its associated data).
@@ -206,7 +208,10 @@ impl Store {
             let sealed = self.with_data_key(key_id, |k| Ok(k.seal(&body, &latest_aad(series, ts, key_id))?))?;
             sqlx::query(
                 "INSERT INTO latest (series_id, ts, key_id, body) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts, key_id = excluded.key_id, body = excluded.body",
+                 ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts, key_id = excluded.key_id, body = excluded.body,
+                   every_ms = CASE WHEN excluded.ts <= latest.ts THEN latest.every_ms
+                                   WHEN latest.every_ms IS NULL THEN excluded.ts - latest.ts
+                                   ELSE (3 * latest.every_ms + excluded.ts - latest.ts) / 4 END",
             )
             .bind(series)
             .bind(ts)
@@ -293,7 +298,7 @@ impl Store {
     /// Every series with its latest value (for the dashboard), ordered by device, metric.
     pub async fn latest_values(&self, device: Option<&str>, keys: Keys<'_>) -> Result<Vec<LatestValue>, StoreError> {
         let rows = sqlx::query(
-            "SELECT s.id, s.device_id, s.metric, s.unit, l.ts, l.key_id, l.body
+            "SELECT s.id, s.device_id, s.metric, s.unit, l.ts, l.key_id, l.body, l.every_ms
              FROM series s JOIN latest l ON l.series_id = s.id
              WHERE ?1 IS NULL OR s.device_id = ?1
              ORDER BY s.device_id, s.metric",
@@ -321,6 +326,7 @@ impl Store {
                 unit: row.try_get("unit")?,
                 ts,
                 value,
+                every: row.try_get("every_ms")?,
             });
         }
         Ok(out)
