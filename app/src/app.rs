@@ -79,11 +79,8 @@ impl Home {
                 match device.metrics.iter_mut().find(|m| m.metric == r.metric) {
                     Some(m) if m.ts > r.ts => {}
                     Some(m) => {
-                        // The hub keeps the same average of the gaps between readings.
-                        let gap = r.ts - m.ts;
-                        if gap > 0 {
-                            m.every = Some(m.every.map_or(gap, |every| (3 * every + gap) / 4));
-                        }
+                        // How often it usually comes (`every`) is the hub's to say: the list
+                        // brings it again after a reconnect.
                         m.ts = r.ts;
                         m.value = r.value;
                         if r.unit.is_some() {
@@ -280,11 +277,17 @@ fn HubAway(home: Home) -> impl IntoView {
 fn connect_live(home: Home) {
     let current = StoredValue::new_local(None::<web_sys::EventSource>);
     open_live(home, current);
+    // Every 5 s: a stream gone silent is opened again, and so is one the browser gave up on
+    // (an answer other than the stream, say a 500); the banner stays up meanwhile.
     let watchdog = Closure::<dyn FnMut()>::new(move || {
-        let silent = crate::time::now_ms() - home.heard.get_untracked() > SILENT_AFTER_MS;
-        if silent && home.live.get_untracked() {
+        let now = crate::time::now_ms();
+        let silent = now - home.heard.get_untracked() > SILENT_AFTER_MS;
+        let closed = current.get_value().is_none_or(|s| s.ready_state() == web_sys::EventSource::CLOSED);
+        if (silent && home.live.get_untracked()) || closed {
             home.live.set(false);
-            home.down_since.set(Some(home.heard.get_untracked()));
+            if home.down_since.get_untracked().is_none() {
+                home.down_since.set(Some(now));
+            }
             open_live(home, current);
         }
     });
@@ -300,10 +303,20 @@ fn connect_live(home: Home) {
             source.close();
         }
     });
+    // Back to a page the browser kept: it reopens the stream and fetches what it missed.
+    let on_pageshow =
+        Closure::<dyn FnMut(web_sys::PageTransitionEvent)>::new(move |e: web_sys::PageTransitionEvent| {
+            if e.persisted() {
+                home.live.set(false);
+                open_live(home, current);
+            }
+        });
     if let Some(window) = web_sys::window() {
         let _ = window.add_event_listener_with_callback("pagehide", on_pagehide.as_ref().unchecked_ref());
+        let _ = window.add_event_listener_with_callback("pageshow", on_pageshow.as_ref().unchecked_ref());
     }
     on_pagehide.forget();
+    on_pageshow.forget();
 }
 
 /// Opens the live stream, closing the one before if any.
@@ -344,10 +357,20 @@ fn open_live(home: Home, current: StoredValue<Option<web_sys::EventSource>, Loca
         home.live.set(true);
         home.reload();
     });
+    let closing = source.clone();
     let on_error = Closure::<dyn FnMut()>::new(move || {
         home.live.set(false);
         if home.down_since.get_untracked().is_none() {
             home.down_since.set(Some(crate::time::now_ms()));
+        }
+        // The browser gives up on a stream answered with an error: a session that expired
+        // (401) goes back to the login page; anything else the watchdog retries.
+        if closing.ready_state() == web_sys::EventSource::CLOSED {
+            spawn_local(async move {
+                if let Err(ApiError::Unauthorized) = api::me().await {
+                    reload_page();
+                }
+            });
         }
     });
     let _ = source.add_event_listener_with_callback("readings", on_readings.as_ref().unchecked_ref());

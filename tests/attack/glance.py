@@ -9,7 +9,8 @@ directory, then
     label map of 5,000 entries, a body that is not JSON, and checks the hub still answers;
   - saves rules on a value no device has (refused unless insisted on) and a command to a
     Zigbee2MQTT bridge itself (refused even insisted on);
-  - sends a command to a device nothing of which is connected: the hub says unheard.
+  - sends a command to a device nothing of which is connected: the hub says unheard;
+  - asks for the UI's files with odd Accept-Encoding headers and paths out of the UI.
 
 Bounded in time (seconds); mosquitto_pub for the devices' messages.
 
@@ -100,5 +101,28 @@ check("the plug's own state", owner.post(base + "/api/rules", json=rule(plug["id
 # A command nothing hears.
 r = owner.post(base + f"/api/devices/{meter['id']}/command", json={"metric": "power", "value": True})
 check("a command to a device never connected", r.json().get("delivery"), "unheard")
+# The UI's files, asked for as a browser or a prober would: the copies compressed at build
+# time only where accepted, never cached for good unless named by content, no way out of
+# the built UI.
+def ui(path, encoding):
+    return requests.get(base + path, headers={"Accept-Encoding": encoding}, stream=True, timeout=10)
+page = ui("/", "identity")
+check("the page is asked for again each time", page.headers.get("cache-control"), "no-cache")
+wasm = page.text.split("module_or_path: '")[1].split("'")[0]
+got = ui(wasm, "gzip, deflate, br")
+check("the wasm comes as brotli where accepted", (got.headers.get("content-encoding"), got.headers.get("vary"),
+      got.headers.get("content-type")), ("br", "accept-encoding", "application/wasm"))
+check("and is cached for good (its name is its content)", got.headers.get("cache-control"),
+      "public, max-age=31536000, immutable")
+check("brotli refused with q=0 gives gzip", ui(wasm, "br;q=0, gzip").headers.get("content-encoding"), "gzip")
+check("brotli refused with Q=0.0 gives gzip", ui(wasm, "br; Q=0.0, gzip").headers.get("content-encoding"), "gzip")
+check("nothing accepted gives the raw file", ui(wasm, "identity").headers.get("content-encoding"), None)
+check("a weight that is not a number refuses nothing", ui(wasm, ";;q=,br;q=abc;;").headers.get("content-encoding"), "br")
+check("the manifest is not cached for good", ui("/manifest.webmanifest", "br").headers.get("cache-control"), "no-cache")
+for probe in ["/../Cargo.toml", "/..%2f..%2fetc%2fpasswd", "/%2e%2e/hub.key", "/index.html/../../hub.key"]:
+    r = ui(probe, "identity")
+    check(f"{probe} is the app's page, nothing else", (r.status_code, r.headers.get("content-type"), "hub.key" in r.text
+          or "[package]" in r.text), (200, "text/html; charset=utf-8", False))
+
 print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
 sys.exit(0 if all(results) else 1)

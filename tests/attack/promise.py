@@ -96,6 +96,7 @@ heard = sub.communicate(timeout=10)[0]
 check("2. subscribing with the device's credentials hears no tenant reading", "77.25" not in heard, heard)
 theirs = must(tenants[2][0].get(base + f"/api/devices/{meter['id']}/metrics/energy/readings?from=0&to=99999999999999"), 200)
 check("2. (the tenant has the reading)", any(p["value"] == 77.25 for p in theirs.get("readings", [])), theirs)
+publish(meter, 77.5)  # a second tenant reading: their meter now has a rhythm (10. below)
 
 # 5. The owner reclassifies the household meter during the tenancy: it waits for the tenant.
 r = owner.put(base + f"/api/devices/{meter['id']}/class", json={"class": "building"})
@@ -184,6 +185,14 @@ check("9. the former tenant's bridge is refused", r.returncode != 0 and "refused
 must(tenant.post(base + f"/api/tenancies/{tenants[2][1]}/shred"), 204)
 q = queued()
 check("8. shredding deletes the tenancy's queued cloud messages", tenancy_key not in q and q.get("owner") == owners, q)
+
+# 10. How often the tenant's meter reported is their household's life: the owner's first
+# reading after the tenancy carries none of it.
+publish(meter, 5.0)
+listed = must(owner.get(base + "/api/devices"), 200)
+energy = [m for d in listed if d["id"] == meter["id"] for m in d["metrics"] if m["metric"] == "energy"]
+check("10. the owner's first reading after the tenancy carries none of the tenant's rhythm",
+      len(energy) == 1 and energy[0].get("every") is None, energy)
 
 print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
 sys.exit(0 if all(results) else 1)

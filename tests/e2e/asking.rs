@@ -1,7 +1,8 @@
 //! Nothing destructive happens on one tap: deleting a rule, new credentials, removing a
 //! device, ending a tenancy, removing a guest and revoking a token each ask first, in a
 //! dialog that names what will happen, with Cancel focused. Dismissing it (Cancel, or
-//! Escape) sends nothing: the hub's state is checked, not the page's. (Revoking a grant is
+//! Escape) sends nothing: the hub's state is checked, not the page's; so does going Back
+//! with the question open. (Revoking a grant is
 //! asked the same way, in `ui::a_tenant_grants_and_revokes_in_the_consent_inbox`.)
 
 use std::time::Duration;
@@ -134,6 +135,18 @@ async fn every_destructive_action_asks_first_and_no_sends_nothing() -> anyhow::R
     ask(b, "#new-credentials", "Porch lamp", None).await?;
     b.find("#cred-secret").await?;
     assert!(!old_secret_works().await, "the old secret stops working once confirmed");
+
+    // A question belongs to its page: going Back drops it, and nothing is removed.
+    b.client.goto(&hub.url("/")).await?;
+    b.click(&format!("article[data-device='{lamp}'] h3 a")).await?;
+    b.click("#remove-device").await?;
+    b.client.execute("history.back()", vec![]).await?;
+    b.find("#search").await?;
+    let open = b.client.execute("return document.querySelector('#confirm').open", vec![]).await?;
+    assert_eq!(open, json!(false), "the question went with its page");
+    assert!(devices().await?, "going Back removed nothing");
+    b.client.execute("history.forward()", vec![]).await?;
+    b.find("#remove-device").await?;
 
     ask(b, "#remove-device", "Porch lamp", Some(No::Cancel)).await?;
     assert!(devices().await?, "Cancel removed nothing");

@@ -10,6 +10,7 @@ mod coap;
 mod consent;
 mod conventions;
 mod frame;
+mod freshness;
 mod fuzz;
 mod glance;
 mod home;

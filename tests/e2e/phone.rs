@@ -162,3 +162,33 @@ async fn a_silent_device_s_values_say_how_old_they_are() -> anyhow::Result<()> {
     b.audit("a silent device's card").await?;
     browser.close().await
 }
+
+/// A person whose access ends while their page is open (a guest removed) is not left with
+/// a page that says the hub is away for ever: the stream's refusal sends the page back to
+/// the login screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_guest_s_page_goes_back_to_the_login() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (lamp, _) = hub.add_device(&owner, "Porch lamp").await?;
+    let invite: serde_json::Value =
+        owner.post(hub.url("/api/guests")).json(&json!({ "devices": [lamp] })).send().await?.json().await?;
+    hub.accept_invite(invite["code"].as_str().unwrap_or_default(), "gus").await?;
+    let guests: serde_json::Value = owner.get(hub.url("/api/guests")).send().await?.json().await?;
+    let guest = guests[0]["id"].as_i64().unwrap_or_default();
+
+    let browser = Browser::start().await?;
+    let b = &browser;
+    b.client.goto(&hub.url("/")).await?;
+    b.fill("#login-username", "gus").await?;
+    b.fill("#login-password", hearth_tests::TENANT_PASSWORD).await?;
+    b.click("#login-submit").await?;
+    b.find(".card.device").await?;
+    b.find(".live.on").await?;
+
+    let removed = owner.delete(hub.url(&format!("/api/guests/{guest}"))).send().await?;
+    assert_eq!(removed.status(), 204);
+    b.find("#login-username").await?;
+    browser.close().await
+}

@@ -46,6 +46,16 @@ pub fn use_confirm() -> Confirm {
 #[component]
 pub fn ConfirmDialog(confirm: Confirm) -> impl IntoView {
     let dialog = NodeRef::<leptos::html::Dialog>::new();
+    // A question belongs to the page it was asked on: going elsewhere (Back, Forward) drops
+    // it, so a yes can never act on what another page shows.
+    let path = leptos_router::hooks::use_location().pathname;
+    Effect::new(move |seen: Option<String>| {
+        let now = path.get();
+        if seen.is_some_and(|before| before != now) {
+            confirm.0.set(None);
+        }
+        now
+    });
     Effect::new(move |_| {
         let asking = confirm.0.with(Option::is_some);
         if let Some(d) = dialog.get() {

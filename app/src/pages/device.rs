@@ -61,16 +61,19 @@ pub fn DevicePage() -> impl IntoView {
     let navigate = use_navigate();
     let confirm = use_confirm();
     let name = move || device().map(|d| d.name).unwrap_or_default();
+    // The device asked about is the one on the page when asking, whatever the page shows by
+    // the time the answer comes.
     let remove = move |_| {
         let navigate = navigate.clone();
+        let asked = id();
         confirm.ask(
             format!("Remove {}?", name()),
             "Its credentials stop working at once and it leaves the home page; its history is kept.",
             "Remove device",
             move || {
-                let navigate = navigate.clone();
+                let (navigate, asked) = (navigate.clone(), asked.clone());
                 spawn_local(async move {
-                    match api::remove(&id()).await {
+                    match api::remove(&asked).await {
                         Ok(()) => {
                             home.reload();
                             navigate("/", Default::default());
@@ -82,13 +85,15 @@ pub fn DevicePage() -> impl IntoView {
         );
     };
     let regenerate = move |_| {
+        let asked = id();
         confirm.ask(
             format!("New credentials for {}?", name()),
             "Its current secret stops working at once: the device is cut off until the new one is entered on it.",
             "Issue new credentials",
             move || {
+                let asked = asked.clone();
                 spawn_local(async move {
-                    match api::regenerate(&id()).await {
+                    match api::regenerate(&asked).await {
                         Ok(c) => issued.set(Some(c)),
                         Err(e) => error.set(Some(e.to_string())),
                     }

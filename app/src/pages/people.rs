@@ -146,11 +146,16 @@ fn TenancyCard(
     let confirm = RwSignal::new(false);
     let ask = use_confirm();
     let tenant = tenancy.tenant.clone().unwrap_or_else(|| "the invited tenant".into());
+    let retention = tenancy.retention_days;
     let end = move |_| {
         ask.ask(
             format!("End {tenant}'s tenancy now?"),
-            "They lose access at once. Household readings from now on are yours; theirs stay sealed under \
-             their key until they destroy them or the retention period ends.",
+            format!(
+                "From now on they can only read and export their own data; their own devices are cut off. \
+                 Household readings from now on are yours. Their data is destroyed {} days from now, or \
+                 sooner if they destroy it themselves.",
+                retention
+            ),
             "End tenancy",
             move || run(Box::pin(async move { api::end_tenancy(id).await.map(drop) })),
         )

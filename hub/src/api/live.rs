@@ -103,8 +103,10 @@ async fn live(
         }
     });
     // An idle stream says `tick` every 10 s: a page that hears nothing for longer knows its
-    // hub is gone even when no connection was closed (a Pi unplugged, Wi-Fi dropped).
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(LIVE_TICK).event(Event::default().event("tick").data(""))))
+    // hub is gone even when no connection was closed (a Pi unplugged, Wi-Fi dropped). It has
+    // a data line: browsers drop an event without one.
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(LIVE_TICK).event(Event::default().event("tick").data("tick"))))
 }
 
 /// What an open stream listens to.

@@ -61,10 +61,24 @@ fn accepts(headers: &HeaderMap, encoding: &str) -> bool {
         |item| {
             let mut parts = item.split(';').map(str::trim);
             let name = parts.next().unwrap_or_default();
-            let refused = parts.any(|p| p.strip_prefix("q=").is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0)));
+            let refused = parts.any(|p| {
+                let weight = p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="));
+                weight.is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+            });
             name.eq_ignore_ascii_case(encoding) && !refused
         },
     )
+}
+
+/// Whether Trunk named the file by its content (`app-0123456789abcdef_bg.wasm`): a new
+/// build gives it a new name, so it may be cached for good.
+fn content_named(path: &str) -> bool {
+    path.split('-').skip(1).any(|part| {
+        let hash = part.split(['.', '_']).next().unwrap_or_default();
+        // A 64-bit hash in hex, its leading zeros left out: 12 digits or more but once in
+        // 65,536 builds (such a build is then only not cached, never cached wrongly).
+        (12..=16).contains(&hash.len()) && hash.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 /// A built file, or the copy Trunk's build compressed beforehand (`.br`, `.gz`) when the
@@ -86,9 +100,9 @@ fn file(path: &str, headers: &HeaderMap) -> Option<(Option<&'static str>, rust_e
 /// (`/devices/abc`) load the app, which then routes by itself.
 pub async fn serve(uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path().trim_start_matches('/');
-    let (path, immutable) = match (!path.is_empty()).then(|| Dist::get(path)).flatten() {
-        Some(_) => (path, true),
-        None => ("index.html", false),
+    let path = match (!path.is_empty()).then(|| Dist::get(path)).flatten() {
+        Some(_) => path,
+        None => "index.html",
     };
     let Some((encoding, file)) = file(path, &headers) else {
         return (
@@ -103,9 +117,10 @@ pub async fn serve(uri: Uri, headers: HeaderMap) -> Response {
     } else {
         HeaderValue::from_str(file.metadata.mimetype()).unwrap_or(HeaderValue::from_static("application/octet-stream"))
     };
-    // Trunk names files by content hash: they never change, cache them for good. The page
-    // itself is asked for again each time, so a new hub's UI is seen at once.
-    let cache = if immutable {
+    // Trunk names the app's files by content hash: they never change, cache them for good.
+    // Everything else (the page, its icons and manifest) is asked for again each time, so a
+    // new hub's UI is seen at once.
+    let cache = if content_named(path) {
         HeaderValue::from_static("public, max-age=31536000, immutable")
     } else {
         HeaderValue::from_static("no-cache")
@@ -132,6 +147,18 @@ mod tests {
     }
 
     #[test]
+    fn only_files_named_by_their_content_are_cached_for_good() {
+        assert!(content_named("app-591f405df209d80e_bg.wasm"));
+        assert!(content_named("app-591f405df209d80e.js"));
+        assert!(content_named("app-f9ffebd5e9d3652_bg.wasm"));
+        assert!(content_named("hearth-3a1f75235538bb37.css"));
+        assert!(!content_named("index.html"));
+        assert!(!content_named("favicon.svg"));
+        assert!(!content_named("icon-192.png"));
+        assert!(!content_named("manifest.webmanifest"));
+    }
+
+    #[test]
     fn accept_encoding_is_read_with_its_weights() {
         let with = |value: &'static str| {
             let mut headers = HeaderMap::new();
@@ -141,6 +168,7 @@ mod tests {
         assert!(accepts(&with("gzip, deflate, br, zstd"), "br"));
         assert!(accepts(&with("gzip;q=1.0, BR;q=0.5"), "br"));
         assert!(!accepts(&with("gzip, br;q=0"), "br"));
+        assert!(!accepts(&with("gzip, br; Q=0.0"), "br"));
         assert!(accepts(&with("gzip, br;q=0"), "gzip"));
         assert!(!accepts(&with("identity"), "gzip"));
         assert!(!accepts(&HeaderMap::new(), "br"));

@@ -83,6 +83,12 @@ pub struct LatestValue {
     pub every: Option<i64>,
 }
 
+/// A gap between two readings longer than this (a device off for a week, a clock that
+/// started in 2000) says nothing of how often the value usually comes: it is left out of
+/// `latest.every_ms`. Readings under another key (a tenancy began or ended) start the
+/// average again, so one household's rhythm is never shown to the next.
+const LONGEST_GAP_MS: i64 = 7 * 24 * 3_600_000;
+
 /// Where a chunk lives, and the key it is sealed under (all bound into its associated data).
 #[derive(Clone, Copy)]
 struct ChunkKey {
@@ -209,7 +215,8 @@ impl Store {
             sqlx::query(
                 "INSERT INTO latest (series_id, ts, key_id, body) VALUES (?, ?, ?, ?)
                  ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts, key_id = excluded.key_id, body = excluded.body,
-                   every_ms = CASE WHEN excluded.ts <= latest.ts THEN latest.every_ms
+                   every_ms = CASE WHEN excluded.key_id <> latest.key_id THEN NULL
+                                   WHEN excluded.ts <= latest.ts OR excluded.ts - latest.ts > ?5 THEN latest.every_ms
                                    WHEN latest.every_ms IS NULL THEN excluded.ts - latest.ts
                                    ELSE (3 * latest.every_ms + excluded.ts - latest.ts) / 4 END",
             )
@@ -217,6 +224,7 @@ impl Store {
             .bind(ts)
             .bind(key_id)
             .bind(sealed)
+            .bind(LONGEST_GAP_MS)
             .execute(&mut *tx)
             .await?;
             latest_updates.push((series, ts));
