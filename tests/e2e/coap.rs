@@ -380,7 +380,8 @@ async fn a_device_without_observe_is_polled() -> anyhow::Result<()> {
     assert_eq!(mark.send().await?.status(), 200);
     let port = free_udp_port()?;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/aiocoap_poll_server.py");
-    let _device = Peer::spawn("python3", &[path_str(&script)?, &port.to_string()])?;
+    let _device =
+        Peer::ready("python3", &[path_str(&script)?, &port.to_string()], "listening", Duration::from_secs(60)).await?;
     let uri = format!("coap://127.0.0.1:{port}/temperature");
     wait_until(Duration::from_secs(10), "aiocoap's server", || async {
         let (_, got) = run_tool("coap-client-notls", &["-m", "get", "-B", "2", &uri]).ok()?;
@@ -415,10 +416,15 @@ async fn an_observation_the_device_forgot_is_registered_again() -> anyhow::Resul
     let port = free_udp_port()?;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/aiocoap_forgetful_server.py");
     let uri = format!("coap://127.0.0.1:{port}/temperature");
-    let start = |value: &str| -> anyhow::Result<Peer> {
-        Peer::spawn("python3", &[path_str(&script)?, &port.to_string(), value])
+    let start = |value: &'static str| {
+        let script = script.clone();
+        async move {
+            let port = port.to_string();
+            let args = [path_str(&script)?, &port, value];
+            Peer::ready("python3", &args, "listening", Duration::from_secs(60)).await
+        }
     };
-    let device = start("20.5")?;
+    let device = start("20.5").await?;
     wait_until(Duration::from_secs(10), "aiocoap's server", || async {
         let uri = uri.clone();
         let (_, got) =
@@ -441,7 +447,7 @@ async fn an_observation_the_device_forgot_is_registered_again() -> anyhow::Resul
     .await?;
     // The device restarts: same address, no observers, a new value it never notifies.
     drop(device);
-    let _device = start("21.75")?;
+    let _device = start("21.75").await?;
     wait_until(Duration::from_secs(10), "the restarted device", || async {
         let uri = uri.clone();
         let get = move || run_tool("coap-client-notls", &["-m", "get", "-B", "2", &uri]);

@@ -676,6 +676,37 @@ impl Peer {
             .with_context(|| format!("starting {program}"))?;
         Ok(Self(child))
     }
+
+    /// Starts a peer that prints `marker` on its standard output once it serves, and waits
+    /// for that line (a Python peer can take seconds to import its library on a loaded
+    /// machine). If the peer exits first, the error carries what it said on stderr.
+    pub async fn ready(program: &str, args: &[&str], marker: &str, within: Duration) -> anyhow::Result<Self> {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {program}"))?;
+        let out = Output::watch(child.stdout.take())?;
+        let err = Output::watch_err(child.stderr.take())?;
+        let mut peer = Self(child);
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if out.text().contains(marker) {
+                return Ok(peer);
+            }
+            if let Some(status) = peer.0.try_wait()? {
+                anyhow::bail!("{program} exited ({status}) before it served: {}", err.text());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{program} did not say {marker:?} within {within:?}: {}",
+                err.text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for Peer {
@@ -704,8 +735,14 @@ pub struct Output {
 
 impl Output {
     pub fn watch(stdout: Option<std::process::ChildStdout>) -> anyhow::Result<Self> {
-        use std::io::Read;
-        let mut stdout = stdout.ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        Self::collect(stdout.ok_or_else(|| anyhow::anyhow!("no stdout"))?)
+    }
+
+    pub fn watch_err(stderr: Option<std::process::ChildStderr>) -> anyhow::Result<Self> {
+        Self::collect(stderr.ok_or_else(|| anyhow::anyhow!("no stderr"))?)
+    }
+
+    fn collect(mut stdout: impl std::io::Read + Send + 'static) -> anyhow::Result<Self> {
         let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let sink = text.clone();
         let reader = std::thread::spawn(move || {
