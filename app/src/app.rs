@@ -9,6 +9,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 
 use hearth_model::devices::{Device, Metric};
+use hearth_model::present;
 use hearth_model::{Me, Reading, Role};
 
 use crate::api::{self, ApiError};
@@ -95,7 +96,7 @@ impl Home {
                             value: r.value,
                             every: None,
                         });
-                        device.metrics.sort_by(|a, b| a.metric.cmp(&b.metric));
+                        present::sort_by_text(&mut device.metrics, |m| m.metric.clone());
                     }
                 }
             }
@@ -335,7 +336,7 @@ fn open_live(home: Home, current: StoredValue<Option<web_sys::EventSource>, Loca
     let on_readings = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
         heard();
         if let Some(text) = event.data().as_string()
-            && let Ok(batch) = serde_json::from_str::<Vec<Reading>>(&text)
+            && let Ok(batch) = api::parse::<Vec<Reading>>(&text)
         {
             home.apply(batch);
         }

@@ -24,6 +24,57 @@ pub fn ca_pin(hub: &crate::TestHub) -> anyhow::Result<String> {
     Ok(out.trim().to_owned())
 }
 
+/// Starts chromedriver on a port of its choosing and reads the port from what it prints.
+/// On a loaded machine it has been seen to say nothing in 20 s: each try waits up to 30 s,
+/// a silent or dead driver is killed and started again, three tries in all, and the error
+/// says what each try printed.
+fn start_driver() -> anyhow::Result<(Child, u16)> {
+    let mut said = Vec::new();
+    for _ in 0..3 {
+        let mut driver = Command::new("chromedriver")
+            .arg("--port=0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("starting chromedriver (apt-get install chromium chromium-driver)")?;
+        let stdout = driver.stdout.take().context("chromedriver stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let port = line
+                    .split("started successfully on port ")
+                    .nth(1)
+                    .and_then(|p| p.trim_end_matches('.').trim().parse::<u16>().ok());
+                if tx.send((line, port)).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut lines = Vec::new();
+        let port = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((_, Some(port))) => break Some(port),
+                Ok((line, None)) => lines.push(line),
+                // Timed out, or the driver closed its output (it exited).
+                Err(_) => break None,
+            }
+        };
+        match port {
+            Some(port) => return Ok((driver, port)),
+            None => {
+                let status = driver.try_wait().ok().flatten();
+                kill_group(&mut driver);
+                said.push(format!("{status:?}: {lines:?}"));
+            }
+        }
+    }
+    bail!("chromedriver did not report its port in three tries: {said:?}")
+}
+
 pub struct Browser {
     pub client: Client,
     driver: Child,
@@ -38,34 +89,7 @@ impl Browser {
     /// Starts Chromium trusting, besides the usual, certificates whose chain holds the
     /// public key with this SHA-256 (base64), as a hub's CA is pinned.
     pub async fn start_pinning(spki_sha256: Option<&str>) -> anyhow::Result<Self> {
-        let mut driver = Command::new("chromedriver")
-            .arg("--port=0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("starting chromedriver (apt-get install chromium chromium-driver)")?;
-        let stdout = driver.stdout.take().context("chromedriver stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(port) = line
-                    .split("started successfully on port ")
-                    .nth(1)
-                    .and_then(|p| p.trim_end_matches('.').trim().parse::<u16>().ok())
-                {
-                    let _ = tx.send(port);
-                }
-            }
-        });
-        let port = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(port) => port,
-            Err(_) => {
-                kill_group(&mut driver);
-                bail!("chromedriver did not report its port");
-            }
-        };
+        let (mut driver, port) = start_driver()?;
         let profile = tempfile::tempdir()?;
         let args = [
             "--headless",

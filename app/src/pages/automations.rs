@@ -459,7 +459,7 @@ fn RuleEditor(
     };
     let current = move || -> Result<Rule, String> {
         if json_mode.get_untracked() {
-            serde_json::from_str(&json_text.get_untracked()).map_err(|e| format!("the JSON is not valid: {e}"))
+            api::parse(&json_text.get_untracked()).map_err(|e| format!("the JSON is not valid: {e}"))
         } else {
             f.build()
         }

@@ -50,7 +50,7 @@ pub fn Dashboard() -> impl IntoView {
     let favourites = move || {
         let mut list: Vec<Device> =
             shown(false).into_iter().filter(|d| d.favourite && d.kind == DeviceKind::Device).collect();
-        list.sort_by_key(|d| d.name.to_lowercase());
+        present::sort_by_text(&mut list, |d| d.name.to_lowercase());
         list
     };
     let rooms = move || present::by_room(&shown(false).into_iter().filter(|d| !d.favourite).collect::<Vec<_>>());

@@ -285,7 +285,7 @@ fn Arrange(
     let hidden = RwSignal::new(device.hidden);
     let rooms = home.devices.with_untracked(|ds| {
         let mut rooms: Vec<String> = ds.iter().filter_map(|d| d.room.clone()).collect();
-        rooms.sort();
+        present::sort_by_text(&mut rooms, String::clone);
         rooms.dedup();
         rooms
     });
@@ -427,7 +427,8 @@ fn Logbook(
                     }
                 }
             }
-            lines.sort_by_key(|(ts, _)| std::cmp::Reverse(*ts));
+            // Newest first: the key counts down as time goes on, padded so text order is number order.
+            present::sort_by_text(&mut lines, |(ts, _)| format!("{:020}", i64::MAX - (*ts).max(0)));
             lines.truncate(LOGBOOK_LINES);
             lines
         }

@@ -252,7 +252,7 @@ fn storage() -> Option<web_sys::Storage> {
 /// The checkpoint this browser kept for `username`, if any.
 fn kept_checkpoint(username: &str) -> Option<Checkpoint> {
     let text = storage()?.get_item(&checkpoint_slot(username)).ok()??;
-    serde_json::from_str(&text).ok()
+    api::parse(&text).ok()
 }
 
 fn keep_checkpoint(username: &str, checkpoint: &Checkpoint) {
