@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
@@ -15,10 +15,25 @@ use hearth_model::{Me, Reading, Role};
 use crate::api::{self, ApiError};
 use crate::components::confirm::{Confirm, ConfirmDialog};
 use crate::components::icon::Icon;
+#[cfg(not(feature = "manage"))]
+use crate::pages::Elsewhere as AutomationsPage;
+use crate::pages::PageLink;
+#[cfg(feature = "manage")]
+use crate::pages::automations::AutomationsPage;
+#[cfg(not(feature = "home"))]
+use crate::pages::{Elsewhere as BridgesPage, Elsewhere as Dashboard, Elsewhere as DevicePage};
+#[cfg(feature = "home")]
 use crate::pages::{
-    automations::AutomationsPage, dashboard::BridgesPage, dashboard::Dashboard, device::DevicePage, invite::InvitePage,
-    login::Login, people::PeoplePage, setup::Setup, sharing::SharingPage,
+    dashboard::{BridgesPage, Dashboard},
+    device::DevicePage,
 };
+use crate::pages::{invite::InvitePage, login::Login, setup::Setup};
+
+/// The path this page was loaded at, before any routing: the hub chose the build by it.
+pub fn first_path() -> &'static str {
+    static FIRST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    FIRST.get_or_init(|| web_sys::window().and_then(|w| w.location().pathname().ok()).unwrap_or_default())
+}
 
 /// Where the user is in the app's life.
 #[derive(Clone, Debug, PartialEq)]
@@ -206,7 +221,7 @@ fn Shell(
                 }
             }>"Skip to content"</a>
             <header>
-                <h1><A href="/">"Hearth"</A></h1>
+                <h1><PageLink href="/">"Hearth"</PageLink></h1>
                 <span
                     class=move || if home.live.get() { "live on" } else { "live" }
                     role="img"
@@ -219,11 +234,11 @@ fn Shell(
                 </button>
                 <div id="menu" class:open=menu on:click=move |_| menu.set(false)>
                     <nav aria-label="Pages">
-                        <A href="/">"Home"</A>
+                        <PageLink href="/">"Home"</PageLink>
                         {subject.then(|| view! {
-                            <A href="/automations">"Automations"</A>
-                            <A href="/sharing">"Sharing"</A>
-                            <A href="/people">{if role == Role::Owner { "Tenancies" } else { "Tenancy" }}</A>
+                            <PageLink href="/automations">"Automations"</PageLink>
+                            <PageLink href="/sharing">"Sharing"</PageLink>
+                            <PageLink href="/people">{if role == Role::Owner { "Tenancies" } else { "Tenancy" }}</PageLink>
                         })}
                     </nav>
                     <span class="muted" id="whoami">{me.username} " (" {me.role.as_str()} ")"</span>
@@ -238,8 +253,8 @@ fn Shell(
                     <Route path=path!("/devices/:id") view=DevicePage />
                     <Route path=path!("/bridges") view=BridgesPage />
                     <Route path=path!("/automations") view=AutomationsPage />
-                    <Route path=path!("/sharing") view=move || view! { <SharingPage me=sharing_me.clone() /> } />
-                    <Route path=path!("/people") view=move || view! { <PeoplePage me=people_me.clone() /> } />
+                    <Route path=path!("/sharing") view=move || crate::pages::sharing(sharing_me.clone()) />
+                    <Route path=path!("/people") view=move || crate::pages::people(people_me.clone()) />
                     <Route path=path!("/invite") view=Dashboard />
                 </Routes>
             </main>

@@ -27,43 +27,79 @@ fn encoding(response: &reqwest::Response) -> Option<String> {
     response.headers().get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_carries_its_frame_and_the_wasm_comes_precompressed() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let hub = TestHub::start(dir.path()).await?;
+/// The most a build's wasm may weigh in brotli, what a phone downloads to draw its page.
+const WASM_BROTLI_MAX: usize = 350_000;
 
-    let page = fetch(&hub, "/", "identity").await?;
+/// The page at `path`: its frame, its inline script and stylesheet allowed by their hashes,
+/// its wasm served as compressed at build time. Returns the wasm's path and its three sizes.
+async fn page_and_its_wasm(hub: &TestHub, path: &str) -> anyhow::Result<(String, [usize; 3])> {
+    let page = fetch(hub, path, "identity").await?;
     assert_eq!(encoding(&page), None, "identity asked, identity given");
     let csp = page.headers().get("content-security-policy").context("a CSP")?.to_str()?.to_owned();
     let html = page.text().await?;
-    assert!(html.contains(r#"<div id="boot">"#) && html.contains("Connecting to your hub"), "the frame is in the page");
+    assert!(html.contains(r#"<div id="boot">"#) && html.contains("Connecting to your hub"), "{path}: the frame");
+    assert!(html.contains(r#"<link rel="manifest" href="/manifest.webmanifest""#), "{path}: the manifest");
 
-    // The inline stylesheet is allowed by its hash, and nothing inline is allowed blindly.
-    let style =
-        html.split("<style>").nth(1).and_then(|s| s.split("</style>").next()).context("an inline stylesheet")?;
-    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(style.as_bytes()));
-    let style_src = csp.split(';').map(str::trim).find(|d| d.starts_with("style-src")).context("style-src")?;
-    assert!(style_src.contains(&format!("'sha256-{hash}'")), "{style_src} allows the stylesheet by its hash");
+    // What is inline is allowed by its hash, and nothing inline is allowed blindly.
+    let directive = |name: &str| csp.split(';').map(str::trim).find(|d| d.starts_with(name)).map(str::to_owned);
+    for (tag, directive) in [("style", directive("style-src")), ("script", directive("script-src"))] {
+        let directive = directive.context("a directive for inline elements")?;
+        let text = html
+            .split(&format!("<{tag}"))
+            .nth(1)
+            .and_then(|s| s.split_once('>'))
+            .and_then(|(_, s)| s.split(&format!("</{tag}>")).next())
+            .with_context(|| format!("{path}: an inline {tag}"))?;
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(text.as_bytes()));
+        assert!(directive.contains(&format!("'sha256-{hash}'")), "{path}: {directive} allows the {tag} by its hash");
+    }
     assert!(!csp.contains("unsafe-inline"), "{csp}");
 
     let wasm = html.split("module_or_path: '").nth(1).and_then(|s| s.split('\'').next()).context("the wasm's path")?;
     let name = wasm.trim_start_matches('/');
     let on_disk = |suffix: &str| std::fs::read(dist().join(format!("{name}{suffix}")));
 
-    let brotli = fetch(&hub, wasm, "gzip, deflate, br, zstd").await?;
+    let brotli = fetch(hub, wasm, "gzip, deflate, br, zstd").await?;
     assert_eq!(encoding(&brotli).as_deref(), Some("br"));
     assert_eq!(brotli.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()), Some("application/wasm"));
     assert_eq!(brotli.headers().get(header::VARY).and_then(|v| v.to_str().ok()), Some("accept-encoding"));
-    assert!(brotli.bytes().await?[..] == on_disk(".br")?[..], "the brotli copy made at build time, as it is");
+    let brotli = brotli.bytes().await?;
+    assert!(brotli[..] == on_disk(".br")?[..], "the brotli copy made at build time, as it is");
 
-    let gzip = fetch(&hub, wasm, "gzip, br;q=0").await?;
+    let gzip = fetch(hub, wasm, "gzip, br;q=0").await?;
     assert_eq!(encoding(&gzip).as_deref(), Some("gzip"), "br;q=0 refuses brotli");
-    assert!(gzip.bytes().await?[..] == on_disk(".gz")?[..]);
+    let gzip = gzip.bytes().await?;
+    assert!(gzip[..] == on_disk(".gz")?[..]);
 
-    let raw = fetch(&hub, wasm, "identity").await?;
+    let raw = fetch(hub, wasm, "identity").await?;
     assert_eq!(encoding(&raw), None);
     let raw = raw.bytes().await?;
     assert!(raw[..] == on_disk("")?[..]);
+    Ok((wasm.to_owned(), [raw.len(), gzip.len(), brotli.len()]))
+}
+
+/// Each page comes with its frame and the wasm of the build that draws it: the home's for
+/// the home, the management build's (under `/manage/`) for automations, sharing and
+/// tenancies. Each wasm is at most 350 KB in brotli, served as compressed at build time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_carries_its_frame_and_the_wasm_comes_precompressed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+
+    let mut builds = std::collections::BTreeMap::new();
+    for path in ["/", "/devices/abc", "/bridges", "/invite", "/automations", "/sharing", "/people"] {
+        let (wasm, sizes) = page_and_its_wasm(&hub, path).await?;
+        let managed = hearth_model::pages::managed(path);
+        assert_eq!(wasm.starts_with("/manage/"), managed, "{path} is drawn by {wasm}");
+        let [raw, gzip, brotli] = sizes;
+        assert!(brotli <= WASM_BROTLI_MAX, "{wasm}: {brotli} B in brotli, more than {WASM_BROTLI_MAX}");
+        if builds.insert(managed, wasm.clone()).is_none() {
+            println!("{wasm}: {raw} B raw, {gzip} B gzip, {brotli} B brotli");
+        }
+        assert_eq!(builds.get(&managed), Some(&wasm), "one wasm per build");
+    }
+    assert_eq!(builds.len(), 2, "two builds");
+
     // The app can go on a phone's home screen: a manifest, with icons that are there.
     let manifest = fetch(&hub, "/manifest.webmanifest", "identity").await?;
     let kind = manifest.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -78,9 +114,6 @@ async fn the_page_carries_its_frame_and_the_wasm_comes_precompressed() -> anyhow
         let kind = got.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
         assert_eq!(kind.as_deref(), icon["type"].as_str(), "{src}");
     }
-    assert!(html.contains(r#"<link rel="manifest" href="/manifest.webmanifest""#));
-
-    println!("wasm: {} B raw, {} B gzip, {} B brotli", raw.len(), on_disk(".gz")?.len(), on_disk(".br")?.len());
     Ok(())
 }
 
@@ -109,5 +142,52 @@ async fn the_frame_paints_without_the_wasm_and_gives_way_to_the_app() -> anyhow:
     b.find("#login-username").await?;
     let frames = b.client.execute("return document.querySelectorAll('#boot').length", vec![]).await?;
     assert_eq!(frames, json!(0), "the app's screen replaces the frame");
+    browser.close().await
+}
+
+/// The wasm files this page has fetched so far.
+async fn wasm_fetched(b: &Browser) -> anyhow::Result<Vec<String>> {
+    let script = "return performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)\
+                  .filter(p => p.endsWith('.wasm'))";
+    let got = b.client.execute(script, vec![]).await?;
+    Ok(serde_json::from_value(got)?)
+}
+
+/// The home downloads only the home's wasm. A link to a page of the other build loads that
+/// build from the hub (and its Home link comes back); a page of the other build reached by
+/// routing within this one (history) is loaded from the hub too, not drawn as "not found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_page_loads_only_the_wasm_of_its_build() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    hub.add_device(&owner, "Hall sensor").await?;
+    let browser = Browser::start().await?;
+    let b = &browser;
+    b.client.goto(&hub.url("/")).await?;
+    b.fill("#login-username", "owner").await?;
+    b.fill("#login-password", hearth_tests::OWNER_PASSWORD).await?;
+    b.click("#login-submit").await?;
+    b.find(".card.device").await?;
+    let home = wasm_fetched(b).await?;
+    assert!(home.len() == 1 && !home[0].starts_with("/manage/"), "the home fetched {home:?}");
+
+    b.click("header nav a[href='/automations']").await?;
+    b.find("#rule-name").await?;
+    let manage = wasm_fetched(b).await?;
+    assert!(manage.len() == 1 && manage[0].starts_with("/manage/"), "automations fetched {manage:?}");
+    b.click("header nav a[href='/sharing']").await?;
+    b.find("#grants").await?;
+    assert_eq!(wasm_fetched(b).await?, manage, "sharing is routed within the same build");
+
+    b.click("header nav a[href='/']").await?;
+    b.find(".card.device").await?;
+    assert_eq!(wasm_fetched(b).await?, home, "Home loads the home's build");
+
+    // Routing to the other build's page from within this one (as history would).
+    let route = "history.pushState({}, '', '/people'); dispatchEvent(new PopStateEvent('popstate', { state: {} }))";
+    b.client.execute(route, vec![]).await?;
+    b.find("#tenancies").await?;
+    assert_eq!(wasm_fetched(b).await?, manage, "the page came with its own build");
     browser.close().await
 }

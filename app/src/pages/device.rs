@@ -18,6 +18,7 @@ use crate::components::chart::Chart;
 use crate::components::confirm::use_confirm;
 use crate::components::controls::Controls;
 use crate::components::credentials::CredentialsPanel;
+use crate::pages::PageLink;
 use crate::time::{ago, local, now_ms};
 
 /// Ranges offered for the chart: label and length in ms.
@@ -472,8 +473,8 @@ fn UsedBy(
                     async move {
                         let using: Vec<String> = rules.await.into_iter().filter(|r| r.rule.devices().contains(device.as_str())).map(|r| r.rule.name).collect();
                         match using.is_empty() {
-                            true => view! { <p class="muted">"No rule uses it. " <A href="/automations">"Make one"</A></p> }.into_any(),
-                            false => view! { <ul>{using.into_iter().map(|n| view! { <li><A href="/automations">{n}</A></li> }).collect_view()}</ul> }.into_any(),
+                            true => view! { <p class="muted">"No rule uses it. " <PageLink href="/automations">"Make one"</PageLink></p> }.into_any(),
+                            false => view! { <ul>{using.into_iter().map(|n| view! { <li><PageLink href="/automations">{n}</PageLink></li> }).collect_view()}</ul> }.into_any(),
                         }
                     }
                 })}

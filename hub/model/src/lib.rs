@@ -12,6 +12,7 @@ pub mod automations;
 pub mod consent;
 pub mod devices;
 pub mod error;
+pub mod pages;
 pub mod people;
 pub mod present;
 pub mod rules;

@@ -1,6 +1,7 @@
 //! Serves the web UI built by Trunk into `dist/`. Release builds carry it inside the
 //! binary, so a Pi needs only the `hub` file; debug builds read `dist/` from disk, so tests
-//! and development see a fresh `trunk build` without recompiling the hub.
+//! and development see a fresh `app/build` without recompiling the hub. The UI is two builds
+//! (docs/decisions/0028): the home in `dist/`, the pages that manage it in `dist/manage/`.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -11,14 +12,29 @@ use axum::response::{IntoResponse, Response};
 #[allow_missing = true]
 struct Dist;
 
+/// The page of the home build, and of the build that manages the home
+/// (`hearth_model::pages`, docs/decisions/0028).
+const HOME_PAGE: &str = "index.html";
+const MANAGE_PAGE: &str = "manage/index.html";
+
 /// The Content-Security-Policy of every answer: everything from the hub itself, nothing
-/// inline but what `index.html` carries (Trunk's loader script and the stylesheet, each
+/// inline but what the two pages carry (Trunk's loader script and the stylesheet, each
 /// allowed by its hash), WebAssembly allowed to compile, no plugins, no framing, no base or
 /// form targets elsewhere.
 pub fn content_security_policy() -> HeaderValue {
-    let index = Dist::get("index.html").map(|f| String::from_utf8_lossy(&f.data).into_owned()).unwrap_or_default();
-    let scripts = hashes(inline_elements(&index, "script"));
-    let styles = hashes(inline_elements(&index, "style"));
+    let pages: Vec<String> = [HOME_PAGE, MANAGE_PAGE]
+        .iter()
+        .filter_map(|page| Dist::get(page))
+        .map(|f| String::from_utf8_lossy(&f.data).into_owned())
+        .collect();
+    let inline = |tag: &str| {
+        let mut texts: Vec<&str> = pages.iter().flat_map(|page| inline_elements(page, tag)).collect();
+        // The same stylesheet is in both pages: one hash for it.
+        texts.sort_unstable();
+        texts.dedup();
+        hashes(texts)
+    };
+    let (scripts, styles) = (inline("script"), inline("style"));
     let policy = format!(
         "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'{scripts}; style-src 'self'{styles}; img-src 'self' data:; \
          connect-src 'self'; manifest-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
@@ -96,23 +112,30 @@ fn file(path: &str, headers: &HeaderMap) -> Option<(Option<&'static str>, rust_e
     Some((None, raw))
 }
 
-/// Any path outside `/api`: a file of the UI, or `index.html` so that deep links
-/// (`/devices/abc`) load the app, which then routes by itself.
+/// Which page draws `path` (as in the URL): the management build's for its pages, when the
+/// hub has it, else the home build's, which then routes by itself.
+fn page_for(path: &str) -> &'static str {
+    if hearth_model::pages::managed(path) && Dist::get(MANAGE_PAGE).is_some() { MANAGE_PAGE } else { HOME_PAGE }
+}
+
+/// Any path outside `/api`: a file of the UI, or the page of the build that draws it, so
+/// that deep links (`/devices/abc`, `/automations`) load the app, which then routes by
+/// itself.
 pub async fn serve(uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path().trim_start_matches('/');
     let path = match (!path.is_empty()).then(|| Dist::get(path)).flatten() {
         Some(_) => path,
-        None => "index.html",
+        None => page_for(uri.path()),
     };
     let Some((encoding, file)) = file(path, &headers) else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "The web UI was not built into this hub. Build it with `trunk build --release` (hub/run does), \
+            "The web UI was not built into this hub. Build it with `app/build` (hub/run does), \
              then rebuild the hub. The API is available under /api.",
         )
             .into_response();
     };
-    let mime = if path == "index.html" {
+    let mime = if path.ends_with(".html") {
         HeaderValue::from_static("text/html; charset=utf-8")
     } else {
         HeaderValue::from_str(file.metadata.mimetype()).unwrap_or(HeaderValue::from_static("application/octet-stream"))
@@ -152,7 +175,9 @@ mod tests {
         assert!(content_named("app-591f405df209d80e.js"));
         assert!(content_named("app-f9ffebd5e9d3652_bg.wasm"));
         assert!(content_named("hearth-3a1f75235538bb37.css"));
+        assert!(content_named("manage/app-591f405df209d80e_bg.wasm"));
         assert!(!content_named("index.html"));
+        assert!(!content_named("manage/index.html"));
         assert!(!content_named("favicon.svg"));
         assert!(!content_named("icon-192.png"));
         assert!(!content_named("manifest.webmanifest"));
