@@ -5,7 +5,7 @@
 //! cache disabled, against a baseline of the same loads unthrottled. Prints the wasm's sizes
 //! (raw, gzip, brotli) and what the browser actually transferred.
 //!
-//! `trunk build --release --offline && cargo bench -p hearth-tests --bench paint`
+//! `app/build && cargo bench -p hearth-tests --bench paint`
 
 use std::time::Duration;
 
@@ -30,14 +30,19 @@ struct Load {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist");
-    let wasm = std::fs::read_dir(&dist)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "wasm"))
-        .context("no wasm in dist/: run `trunk build --release --offline` first")?;
-    let size =
-        |suffix: &str| -> anyhow::Result<u64> { Ok(std::fs::metadata(format!("{}{suffix}", wasm.display()))?.len()) };
-    println!("wasm: {} B raw, {} B gzip, {} B brotli", size("")?, size(".gz")?, size(".br")?);
+    // The UI's two builds (docs/decisions/0028): the home, which this loads, and the pages
+    // that manage it.
+    for (build, dir) in [("home", dist.clone()), ("manage", dist.join(hearth_model::pages::MANAGE_DIR))] {
+        let wasm = std::fs::read_dir(&dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "wasm"))
+            .with_context(|| format!("no wasm in {}: run `app/build` first", dir.display()))?;
+        let size = |suffix: &str| -> anyhow::Result<u64> {
+            Ok(std::fs::metadata(format!("{}{suffix}", wasm.display()))?.len())
+        };
+        println!("wasm ({build}): {} B raw, {} B gzip, {} B brotli", size("")?, size(".gz")?, size(".br")?);
+    }
 
     let dir = tempfile::tempdir()?;
     let mut config = hearth_tests::Config::for_test(&dir.path().join("data"));
