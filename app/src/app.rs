@@ -30,6 +30,8 @@ use crate::pages::{
 use crate::pages::{invite::InvitePage, login::Login, setup::Setup};
 
 /// The path this page was loaded at, before any routing: the hub chose the build by it.
+/// `main` reads it before mounting; read first later, it would be the routed path, and
+/// `Elsewhere` would say the page is missing instead of loading it (safe, never a loop).
 pub fn first_path() -> &'static str {
     static FIRST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     FIRST.get_or_init(|| web_sys::window().and_then(|w| w.location().pathname().ok()).unwrap_or_default())

@@ -51,8 +51,7 @@ async fn shots(b: &Browser, name: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_home_at_a_glance() -> anyhow::Result<()> {
-    let index = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/index.html");
-    anyhow::ensure!(index.exists(), "the UI is not built: run `trunk build --release --offline` (tests/run does)");
+    hearth_tests::browser::ui_is_built()?;
     let dir = tempfile::tempdir()?;
     let hub = TestHub::start(dir.path()).await?;
     let mqtt = hub.mqtt.ok_or_else(|| anyhow::anyhow!("MQTT is off"))?;

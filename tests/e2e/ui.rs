@@ -12,9 +12,7 @@ use serde_json::{Value, json};
 
 /// The browser tests need the UI that Trunk builds into `dist/`.
 fn ui_is_built() -> anyhow::Result<()> {
-    let index = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/index.html");
-    anyhow::ensure!(index.exists(), "the UI is not built: run `trunk build --release --offline` (tests/run does)");
-    Ok(())
+    hearth_tests::browser::ui_is_built()
 }
 
 /// Opens the hub's page and logs in as the owner.

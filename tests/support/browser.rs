@@ -24,6 +24,17 @@ pub fn ca_pin(hub: &crate::TestHub) -> anyhow::Result<String> {
     Ok(out.trim().to_owned())
 }
 
+/// The browser tests need both of the UI's builds (docs/decisions/0028): the home in
+/// `dist/`, the pages that manage it in `dist/manage/`. A plain `trunk build` makes only
+/// the first, and empties `dist/` of the second.
+pub fn ui_is_built() -> anyhow::Result<()> {
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist");
+    for page in [dist.join("index.html"), dist.join(hearth_model::pages::MANAGE_DIR).join("index.html")] {
+        anyhow::ensure!(page.exists(), "{} is not built: run `app/build` (tests/run does)", page.display());
+    }
+    Ok(())
+}
+
 /// Starts chromedriver on a port of its choosing and reads the port from what it prints.
 /// On a loaded machine it has been seen to say nothing in 20 s: each try waits up to 30 s,
 /// a silent or dead driver is killed and started again, three tries in all, and the error

@@ -15,6 +15,7 @@ struct Dist;
 /// The page of the home build, and of the build that manages the home
 /// (`hearth_model::pages`, docs/decisions/0028).
 const HOME_PAGE: &str = "index.html";
+/// Under `hearth_model::pages::MANAGE_DIR` (a test holds them together, and `app/build`).
 const MANAGE_PAGE: &str = "manage/index.html";
 
 /// The Content-Security-Policy of every answer: everything from the hub itself, nothing
@@ -24,6 +25,7 @@ const MANAGE_PAGE: &str = "manage/index.html";
 pub fn content_security_policy() -> HeaderValue {
     let pages: Vec<String> = [HOME_PAGE, MANAGE_PAGE]
         .iter()
+        .filter(|page| **page == HOME_PAGE || manage_built())
         .filter_map(|page| Dist::get(page))
         .map(|f| String::from_utf8_lossy(&f.data).into_owned())
         .collect();
@@ -112,19 +114,38 @@ fn file(path: &str, headers: &HeaderMap) -> Option<(Option<&'static str>, rust_e
     Some((None, raw))
 }
 
+/// Whether the management build is there, as the hub found it when it first looked: the
+/// CSP is computed once too, so the two never disagree (a debug hub reads `dist/` from
+/// disk, which a build may change under it).
+fn manage_built() -> bool {
+    static BUILT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BUILT.get_or_init(|| Dist::get(MANAGE_PAGE).is_some())
+}
+
 /// Which page draws `path` (as in the URL): the management build's for its pages, when the
 /// hub has it, else the home build's, which then routes by itself.
 fn page_for(path: &str) -> &'static str {
-    if hearth_model::pages::managed(path) && Dist::get(MANAGE_PAGE).is_some() { MANAGE_PAGE } else { HOME_PAGE }
+    if hearth_model::pages::managed(path) && manage_built() { MANAGE_PAGE } else { HOME_PAGE }
+}
+
+/// `path` as the name of a built file, if it can be one: segments of letters, digits, `.`,
+/// `_` and `-`, none empty, `.` or `..`. Nothing else reaches the lookup: a debug hub reads
+/// `dist/` from disk, and rust-embed follows a symbolic link there out of it
+/// (`/../../proc/self/exe`). Trunk names nothing otherwise.
+fn file_name(path: &str) -> Option<&str> {
+    let plain = |segment: &str| {
+        !matches!(segment, "" | "." | "..")
+            && segment.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    path.split('/').all(plain).then_some(path)
 }
 
 /// Any path outside `/api`: a file of the UI, or the page of the build that draws it, so
 /// that deep links (`/devices/abc`, `/automations`) load the app, which then routes by
 /// itself.
 pub async fn serve(uri: Uri, headers: HeaderMap) -> Response {
-    let path = uri.path().trim_start_matches('/');
-    let path = match (!path.is_empty()).then(|| Dist::get(path)).flatten() {
-        Some(_) => path,
+    let path = match file_name(uri.path().trim_start_matches('/')).filter(|name| Dist::get(name).is_some()) {
+        Some(name) => name,
         None => page_for(uri.path()),
     };
     let Some((encoding, file)) = file(path, &headers) else {
@@ -160,6 +181,37 @@ pub async fn serve(uri: Uri, headers: HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_manage_build_is_where_the_model_and_the_build_script_say() {
+        assert_eq!(MANAGE_PAGE, format!("{}/index.html", hearth_model::pages::MANAGE_DIR));
+        let script = include_str!("../../../app/build");
+        let dir = hearth_model::pages::MANAGE_DIR;
+        assert!(script.contains(&format!("--dist dist/{dir} --public-url /{dir}/")), "app/build builds into {dir}");
+    }
+
+    #[test]
+    fn only_plain_names_are_looked_up_as_files() {
+        for name in ["index.html", "manage/app-591f405df209d80e_bg.wasm", "icon-192.png", "manifest.webmanifest"] {
+            assert_eq!(file_name(name), Some(name));
+        }
+        for name in ["", "../hub.key", "manage/../../x", "a//b", "./index.html", "a\\b", "%2e%2e/x", "x/", "a b"] {
+            assert_eq!(file_name(name), None, "{name}");
+        }
+    }
+
+    /// A debug hub reads `dist/` from disk: a path out of it through a symbolic link (as
+    /// `/proc/self/exe` is) gets the page, never the file.
+    #[tokio::test]
+    async fn a_path_out_of_the_ui_through_a_link_gets_the_page() {
+        for path in ["/../../../../../../proc/self/exe", "/manage/../../../../../../proc/self/exe"] {
+            let response = serve(Uri::from_static(path), HeaderMap::new()).await;
+            // The page (or, with no UI built, the text saying so); a file would come as
+            // `application/…`. The body is not read: the binary can be hundreds of MB.
+            let kind = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            assert!(kind.starts_with("text/"), "{path} served a file of type {kind}");
+        }
+    }
 
     #[test]
     fn inline_elements_are_found_as_written() {
