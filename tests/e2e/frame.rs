@@ -164,10 +164,7 @@ async fn each_page_loads_only_the_wasm_of_its_build() -> anyhow::Result<()> {
     hub.add_device(&owner, "Hall sensor").await?;
     let browser = Browser::start().await?;
     let b = &browser;
-    b.client.goto(&hub.url("/")).await?;
-    b.fill("#login-username", "owner").await?;
-    b.fill("#login-password", hearth_tests::OWNER_PASSWORD).await?;
-    b.click("#login-submit").await?;
+    b.owner_logs_in(&hub).await?;
     b.find(".card.device").await?;
     let home = wasm_fetched(b).await?;
     assert!(home.len() == 1 && !home[0].starts_with("/manage/"), "the home fetched {home:?}");

@@ -5,15 +5,12 @@
 use std::time::{Duration, Instant};
 
 use fantoccini::key::Key;
+use hearth_tests::TestHub;
 use hearth_tests::browser::Browser;
-use hearth_tests::{OWNER_PASSWORD, TestHub};
 use serde_json::json;
 
 async fn logged_in(b: &Browser, hub: &TestHub) -> anyhow::Result<()> {
-    b.client.goto(&hub.url("/")).await?;
-    b.fill("#login-username", "owner").await?;
-    b.fill("#login-password", OWNER_PASSWORD).await?;
-    b.click("#login-submit").await?;
+    b.owner_logs_in(hub).await?;
     b.find(".card.device").await?;
     Ok(())
 }

@@ -15,14 +15,6 @@ fn ui_is_built() -> anyhow::Result<()> {
     hearth_tests::browser::ui_is_built()
 }
 
-/// Opens the hub's page and logs in as the owner.
-async fn owner_logs_in(b: &Browser, hub: &TestHub) -> anyhow::Result<()> {
-    b.client.goto(&hub.url("/")).await?;
-    b.fill("#login-username", "owner").await?;
-    b.fill("#login-password", OWNER_PASSWORD).await?;
-    b.click("#login-submit").await
-}
-
 /// A page as people meet it: a screenshot, axe-core's audit in both colour schemes, and a
 /// phone's checks (nothing off the side at 360 px, a one-line header, 44 px targets).
 async fn look(b: &Browser, name: &str) -> anyhow::Result<()> {
@@ -145,7 +137,7 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     let t = Duration::from_secs(10);
 
     // The owner creates a tenancy in the UI and gets the invite code.
-    owner_logs_in(b, &hub).await?;
+    b.owner_logs_in(&hub).await?;
     b.click("header nav a[href='/people']").await?;
     b.click("#tenancy-create").await?;
     let code = b.text("#invite-code").await?;
@@ -307,7 +299,7 @@ async fn a_rule_made_in_the_editor_switches_a_lamp() -> anyhow::Result<()> {
     let browser = Browser::start().await?;
     let b = &browser;
     let t = Duration::from_secs(10);
-    owner_logs_in(b, &hub).await?;
+    b.owner_logs_in(&hub).await?;
     b.click("header nav a[href='/automations']").await?;
     b.wait_for_text("Nothing new.", t).await?;
 
@@ -394,7 +386,7 @@ async fn pages_keep_what_is_open_and_say_what_is_wrong() -> anyhow::Result<()> {
     let browser = Browser::start().await?;
     let b = &browser;
     let t = Duration::from_secs(10);
-    owner_logs_in(b, &hub).await?;
+    b.owner_logs_in(&hub).await?;
     b.click("header nav a[href='/automations']").await?;
     b.wait_for_text("Last: done", t).await?;
 
@@ -480,7 +472,7 @@ async fn a_zigbee2mqtt_bridge_s_devices_on_the_dashboard_and_a_switch_that_works
     let browser = Browser::start().await?;
     let b = &browser;
     let t = Duration::from_secs(10);
-    owner_logs_in(b, &hub).await?;
+    b.owner_logs_in(&hub).await?;
     b.wait_for_text("weather_sensor", t).await?;
     let card = b.text(&format!("article[data-device='{plug}']")).await?;
     assert!(card.contains("via Zigbee2MQTT") && card.contains("Xiaomi"), "{card}");

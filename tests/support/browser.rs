@@ -97,6 +97,14 @@ impl Browser {
         Self::start_pinning(None).await
     }
 
+    /// Opens the hub's page and logs in as the owner (the login form, as a person would).
+    pub async fn owner_logs_in(&self, hub: &crate::TestHub) -> anyhow::Result<()> {
+        self.client.goto(&hub.url("/")).await?;
+        self.fill("#login-username", "owner").await?;
+        self.fill("#login-password", crate::OWNER_PASSWORD).await?;
+        self.click("#login-submit").await
+    }
+
     /// Starts Chromium trusting, besides the usual, certificates whose chain holds the
     /// public key with this SHA-256 (base64), as a hub's CA is pinned.
     pub async fn start_pinning(spki_sha256: Option<&str>) -> anyhow::Result<Self> {

@@ -26,7 +26,7 @@ pub fn here(path: &str) -> bool {
     // The builds' features, as values (clippy reads a literal `if` as always one way).
     const HOME: bool = cfg!(feature = "home");
     const MANAGE: bool = cfg!(feature = "manage");
-    (managed(path) && MANAGE) || (!managed(path) && HOME)
+    if managed(path) { MANAGE } else { HOME }
 }
 
 /// A link to one of the UI's pages: routed in the page when this build draws it, else an
@@ -58,23 +58,21 @@ pub fn Elsewhere() -> impl IntoView {
 }
 
 /// The sharing page, for `me`.
+#[cfg(feature = "manage")]
 pub fn sharing(me: Me) -> AnyView {
-    #[cfg(feature = "manage")]
-    return view! { <sharing::SharingPage me /> }.into_any();
-    #[cfg(not(feature = "manage"))]
-    return {
-        let _ = me;
-        view! { <Elsewhere /> }.into_any()
-    };
+    view! { <sharing::SharingPage me /> }.into_any()
 }
 
 /// The tenancies page, for `me`.
+#[cfg(feature = "manage")]
 pub fn people(me: Me) -> AnyView {
-    #[cfg(feature = "manage")]
-    return view! { <people::PeoplePage me /> }.into_any();
-    #[cfg(not(feature = "manage"))]
-    return {
-        let _ = me;
-        view! { <Elsewhere /> }.into_any()
-    };
+    view! { <people::PeoplePage me /> }.into_any()
 }
+
+/// In the home build, the sharing and tenancies pages are [`Elsewhere`].
+#[cfg(not(feature = "manage"))]
+pub fn sharing(_: Me) -> AnyView {
+    view! { <Elsewhere /> }.into_any()
+}
+#[cfg(not(feature = "manage"))]
+pub use sharing as people;

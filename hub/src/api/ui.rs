@@ -144,11 +144,16 @@ fn file_name(path: &str) -> Option<&str> {
 /// that deep links (`/devices/abc`, `/automations`) load the app, which then routes by
 /// itself.
 pub async fn serve(uri: Uri, headers: HeaderMap) -> Response {
-    let path = match file_name(uri.path().trim_start_matches('/')).filter(|name| Dist::get(name).is_some()) {
-        Some(name) => name,
-        None => page_for(uri.path()),
+    // One lookup per answer: a debug hub reads each from disk.
+    let found = file_name(uri.path().trim_start_matches('/')).and_then(|name| Some((name, file(name, &headers)?)));
+    let (path, found) = match found {
+        Some((name, found)) => (name, Some(found)),
+        None => {
+            let page = page_for(uri.path());
+            (page, file(page, &headers))
+        }
     };
-    let Some((encoding, file)) = file(path, &headers) else {
+    let Some((encoding, file)) = found else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "The web UI was not built into this hub. Build it with `app/build` (hub/run does), \
