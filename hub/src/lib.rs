@@ -15,6 +15,7 @@ pub mod conventions;
 pub mod crowd;
 pub mod crypto;
 pub mod devices;
+pub mod durable;
 pub mod error;
 pub mod http;
 pub mod ingest;
@@ -28,6 +29,7 @@ pub mod store;
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -130,10 +132,11 @@ impl Listeners {
     }
 }
 
-/// Creates the data directory, readable only by the hub's user.
+/// Creates the data directory, readable only by the hub's user, durably (a power cut right
+/// after the first start must not take the directory, with all it will hold, away).
 pub fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    durable::create_dir_all(dir, 0o700).with_context(|| format!("creating data directory {}", dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -147,11 +150,30 @@ pub fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
 pub async fn open_store(config: &Config, now: i64) -> anyhow::Result<store::Store> {
     prepare_data_dir(config)?;
     let key_path = config.data_dir.join("hub.key");
+    let db_path = config.data_dir.join("hearth.db");
+    forget_unfinished_key(&key_path, &db_path)?;
     let (key, created) = crypto::Key::load_or_create(&key_path)?;
     if created {
         tracing::warn!(path = %key_path.display(), "created a new hub key: back it up, without it the data cannot be read");
     }
-    Ok(store::Store::open(&config.data_dir.join("hearth.db"), key, now).await?)
+    let store = store::Store::open(&db_path, key, now).await?;
+    // The database's name, made durable with the key's (SQLite fsyncs the directory for
+    // its journals, not for the database file itself).
+    durable::sync_dir(&config.data_dir).with_context(|| format!("syncing {}", config.data_dir.display()))?;
+    Ok(store)
+}
+
+/// An empty hub key beside no database is what a power cut during the first start left
+/// behind with earlier versions (which wrote the key in place): nothing was ever sealed
+/// with it, so it is removed and made anew. An empty key beside a database is refused
+/// later, as the loss it is.
+fn forget_unfinished_key(key: &Path, db: &Path) -> anyhow::Result<()> {
+    let empty = std::fs::metadata(key).is_ok_and(|m| m.is_file() && m.len() == 0);
+    if empty && !db.exists() {
+        tracing::warn!(path = %key.display(), "an empty hub key from an interrupted first start: making a new one");
+        durable::remove(key).with_context(|| format!("removing {}", key.display()))?;
+    }
+    Ok(())
 }
 
 /// Runs the hub until `shutdown` is cancelled, then stops taking input, commits what was
@@ -182,6 +204,8 @@ pub async fn run(
         tracing::info!(%fingerprint, "clients trust the hub by this CA certificate (SHA-256)");
     }
     let setup = if store.has_owner().await? {
+        // A used code's removal that a power cut undid.
+        auth::forget(&config.data_dir.join("setup-code"));
         auth::Setup::default()
     } else {
         let code = auth::SetupCode::create(&config.data_dir).context("writing the setup code")?;

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::TlsConfig;
+use crate::durable::{self, beside};
 
 const CA_DAYS: i64 = 3650;
 /// Under the 398 days browsers accept from public CAs, in case a platform applies it to
@@ -262,7 +263,6 @@ fn hub_certificates(
     now: i64,
     make_ca: MakeCa,
 ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, Ca)> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (ca_file, ca_key_file) = (dir.join("ca.pem"), dir.join("ca.key"));
     let (server_file, server_key_file) = (dir.join("server.pem"), dir.join("server.key"));
     let missing = |r: &std::io::Result<String>| matches!(r, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
@@ -280,10 +280,22 @@ fn hub_certificates(
             let params = ca_params(&format!("Hearth hub {suffix}"), names, now);
             let key = KeyPair::generate().context("making the CA key")?;
             let cert = params.self_signed(&key).context("making the CA certificate")?;
-            write_private(&ca_key_file, key.serialize_pem().as_bytes())?;
-            write_public(&ca_file, cert.pem().as_bytes())?;
-            // A new CA invalidates any server certificate signed by an old one.
-            let _ = std::fs::remove_file(&server_file);
+            // A new CA invalidates any server certificate signed by an old one, and what a
+            // cut mid-write left: the directory is emptied of the hub's own files, then the
+            // CA's key and certificate appear in it together, or not at all.
+            for stale in [&server_file, &server_key_file] {
+                for path in [stale.to_path_buf(), beside(stale, ".tmp")] {
+                    durable::remove(&path).with_context(|| format!("removing {}", path.display()))?;
+                }
+            }
+            for path in [&ca_file, &ca_key_file] {
+                durable::remove(&beside(path, ".tmp")).with_context(|| format!("clearing {}", dir.display()))?;
+            }
+            let (key_pem, cert_pem) = (key.serialize_pem(), cert.pem());
+            let files: [(&str, &[u8], u32); 2] =
+                [("ca.key", key_pem.as_bytes(), 0o600), ("ca.pem", cert_pem.as_bytes(), 0o644)];
+            durable::create_set(dir, &files, 0o700)
+                .with_context(|| format!("making the hub's CA in {} (it must be empty or absent)", dir.display()))?;
             tracing::info!(path = %ca_file.display(), "made the hub's certificate authority");
             (params, key, cert.der().to_vec())
         }
@@ -307,6 +319,8 @@ fn hub_certificates(
         // A key and certificate from two different issues (a power cut between the two
         // writes) do not match: made anew.
         certified(vec![der.clone()], key.clone_key()).ok()?.keys_match().ok()?;
+        // Nor does one signed by another CA (a restored backup of the CA alone).
+        issued_by(&der, &ca_der).then_some(())?;
         Some((issued(&der)?, der, key))
     });
     let (server_der, server_key) = match existing {
@@ -509,6 +523,30 @@ fn issued(der: &[u8]) -> Option<Issued> {
     Some(Issued { not_after_s, names })
 }
 
+/// Whether the certificate `der` names the CA `ca_der` as its issuer, by name and, where
+/// both carry one, by key identifier.
+fn issued_by(der: &[u8], ca_der: &[u8]) -> bool {
+    use x509_parser::extensions::ParsedExtension;
+    let (Ok((_, cert)), Ok((_, ca))) =
+        (x509_parser::parse_x509_certificate(der), x509_parser::parse_x509_certificate(ca_der))
+    else {
+        return false;
+    };
+    let authority = cert.extensions().iter().find_map(|e| match e.parsed_extension() {
+        ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref().map(|k| k.0),
+        _ => None,
+    });
+    let subject = ca.extensions().iter().find_map(|e| match e.parsed_extension() {
+        ParsedExtension::SubjectKeyIdentifier(ski) => Some(ski.0),
+        _ => None,
+    });
+    let keys_agree = match (authority, subject) {
+        (Some(a), Some(s)) => a == s,
+        _ => true,
+    };
+    cert.issuer().as_raw() == ca.subject().as_raw() && keys_agree
+}
+
 fn at(seconds: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
@@ -524,29 +562,10 @@ fn write_public(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    // A stale one (a crash mid-write) may have other permissions: never reuse it.
-    let _ = std::fs::remove_file(&tmp);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(mode);
+    if let Some(dir) = path.parent() {
+        durable::create_dir_all(dir, 0o700).with_context(|| format!("creating {}", dir.display()))?;
     }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = opts.open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    if let Some(parent) = path.parent() {
-        let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
-    }
-    Ok(())
+    durable::write(path, bytes, mode).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
@@ -663,6 +682,22 @@ mod tests {
         let (fresh, key, _) = hub_certificates(dir.path(), &names, 1_800_000_000, MakeCa::Never)?;
         assert_ne!(fresh[0], chain[0]);
         certified(fresh, key)?.keys_match()?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_server_certificate_from_another_ca_is_made_anew() -> anyhow::Result<()> {
+        let names = vec!["hub.local".to_owned()];
+        let (mine, other) = (dir(), dir());
+        hub_certificates(mine.path(), &names, 1_800_000_000, MakeCa::IfNone)?;
+        hub_certificates(other.path(), &names, 1_800_000_000, MakeCa::IfNone)?;
+        // A backup of the CA restored over a directory whose server pair it never signed.
+        for file in ["server.pem", "server.key"] {
+            std::fs::copy(other.path().join(file), mine.path().join(file))?;
+        }
+        let (chain, _, ca) = hub_certificates(mine.path(), &names, 1_800_000_000, MakeCa::Never)?;
+        assert!(issued_by(&chain[0], &ca.der), "the server certificate chains to the hub's own CA");
+        assert_ne!(std::fs::read(mine.path().join("server.pem"))?, std::fs::read(other.path().join("server.pem"))?);
         Ok(())
     }
 

@@ -161,7 +161,7 @@ impl SetupCode {
     pub fn create(data_dir: &Path) -> std::io::Result<Self> {
         let code = Zeroizing::new(human_code(3).map_err(std::io::Error::other)?);
         let file = data_dir.join("setup-code");
-        write_private(&file, format!("{}\n", code.as_str()).as_bytes())?;
+        crate::durable::write(&file, format!("{}\n", code.as_str()).as_bytes(), 0o600)?;
         Ok(Self { code, failures: 0, file })
     }
 
@@ -221,17 +221,24 @@ impl Setup {
         SetupCheck::Replaced
     }
 
-    /// The owner exists: the code stops working and its file is removed.
+    /// The owner exists: the code stops working and its file is removed (durably: a used
+    /// code that comes back after a power cut would only mislead).
     pub fn finish(&self) {
         if let Ok(mut guard) = self.0.lock()
             && let Some(code) = guard.take()
         {
-            let _ = std::fs::remove_file(code.file());
+            forget(code.file());
         }
     }
 }
 
-/// Prints the setup code where the person installing the hub will see it.
+/// Removes a setup code's file, saying so if it cannot.
+pub fn forget(file: &Path) {
+    if let Err(error) = crate::durable::remove(file) {
+        tracing::error!(%error, file = %file.display(), "could not remove the used setup code");
+    }
+}
+
 /// Prints the setup code, and beside it the fingerprint of the hub's CA, which the owner
 /// compares with what their browser shows before trusting it.
 pub fn announce(code: &SetupCode, fingerprint: Option<&str>) {
@@ -241,20 +248,6 @@ pub fn announce(code: &SetupCode, fingerprint: Option<&str>) {
         println!("  Hub CA fingerprint (SHA-256), to compare before trusting it:\n  {fingerprint}");
     }
     println!();
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut file = opts.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 /// Login attempts, counted when they start (before the password is hashed), per (user

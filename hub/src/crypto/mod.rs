@@ -3,7 +3,7 @@
 //! It must not know about SQL or protocols: callers pass bytes and context, get bytes back.
 
 use std::fmt;
-use std::io::Write;
+
 use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -72,16 +72,8 @@ impl Key {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = Self::generate()?;
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    opts.mode(0o600);
-                }
-                let mut file = opts.open(path).map_err(io)?;
-                file.write_all(&key.0).map_err(io)?;
-                file.sync_all().map_err(io)?;
+                // Whole or not at all: a power cut never leaves a key file without its key.
+                crate::durable::create(path, &key.0, 0o600).map_err(io)?;
                 Ok((key, true))
             }
             Err(e) => Err(io(e)),
