@@ -246,9 +246,14 @@ pub struct CoapConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// Least time between two commits, in milliseconds (at most 1000). Readings that
-    /// arrive while the store is idle commit at once; under load they are grouped.
-    pub commit_interval_ms: u64,
+    /// Most milliseconds a QoS 1 reading from a device that sends now and then waits for
+    /// its commit (and acknowledgement), gathered with others (at most 900). Senders that
+    /// wait on their acknowledgements to send more are committed at once (decision 0029).
+    #[serde(alias = "commit_interval_ms")]
+    pub acked_within_ms: u64,
+    /// Most milliseconds a reading nobody waits for (MQTT QoS 0, CoAP NON) waits for its
+    /// commit (at most 60000): what a power cut may take of them.
+    pub unacked_within_ms: u64,
     /// Most readings in one transaction.
     pub max_batch: usize,
 }
@@ -342,7 +347,7 @@ impl Default for CoapConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { commit_interval_ms: 250, max_batch: 10_000 }
+        Self { acked_within_ms: 500, unacked_within_ms: 5_000, max_batch: 10_000 }
     }
 }
 
@@ -405,7 +410,7 @@ impl Config {
                 handshake_timeout_s: 2,
                 ..CoapConfig::default()
             },
-            store: StoreConfig { commit_interval_ms: 50, ..StoreConfig::default() },
+            store: StoreConfig { acked_within_ms: 50, unacked_within_ms: 50, ..StoreConfig::default() },
             consent: ConsentConfig::default(),
             cloud: CloudConfig::default(),
             tls: TlsConfig::default(),
@@ -419,8 +424,10 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.store.commit_interval_ms > 1000 {
-            return Err(ConfigError::Invalid("store.commit_interval_ms must be at most 1000".into()));
+        if self.store.acked_within_ms > 900 || self.store.unacked_within_ms > 60_000 {
+            return Err(ConfigError::Invalid(
+                "store.acked_within_ms must be at most 900, store.unacked_within_ms at most 60000".into(),
+            ));
         }
         if !(1..=120).contains(&self.mqtt.connect_timeout_s) || !(1..=120).contains(&self.coap.handshake_timeout_s) {
             return Err(ConfigError::Invalid(
@@ -506,8 +513,13 @@ impl Config {
         Ok(())
     }
 
-    pub fn commit_interval(&self) -> Duration {
-        Duration::from_millis(self.store.commit_interval_ms)
+    /// How long the writer may gather readings before committing them.
+    pub fn batch_policy(&self) -> crate::ingest::pipeline::BatchPolicy {
+        crate::ingest::pipeline::BatchPolicy {
+            acked_within: Duration::from_millis(self.store.acked_within_ms),
+            unacked_within: Duration::from_millis(self.store.unacked_within_ms),
+            max_batch: self.store.max_batch,
+        }
     }
 }
 
@@ -529,7 +541,9 @@ mod tests {
         let text = include_str!("../../hub.example.toml");
         let config: Config = toml::from_str(text).unwrap();
         config.validate().unwrap();
-        assert_eq!(config.store.commit_interval_ms, 250);
+        assert_eq!((config.store.acked_within_ms, config.store.unacked_within_ms), (500, 5_000));
+        let older: Config = toml::from_str("[store]\ncommit_interval_ms = 250").unwrap();
+        assert_eq!(older.store.acked_within_ms, 250, "an older file's commit interval still reads");
         assert_eq!((config.consent.jurisdiction.as_str(), config.consent.retention_days), ("EU", 30));
         assert_eq!((config.cloud.max_queued, config.cloud.destinations.len()), (10_000, 0));
         let with_cloud: Config = toml::from_str(

@@ -41,7 +41,7 @@ use crate::clock::Clock;
 use crate::config::{Config, MqttMode};
 use crate::ingest::coap::{CoapContext, CoapListeners};
 use crate::ingest::mqtt::{MqttContext, MqttServer};
-use crate::ingest::pipeline::{self, BatchPolicy};
+use crate::ingest::pipeline;
 
 /// The sockets the hub serves on, bound before `run` (port 0 in tests).
 pub struct Listeners {
@@ -192,8 +192,8 @@ pub async fn run(
     // The writer outlives the protocol servers: they still wait for commits of what they
     // accepted before they stop.
     let writer_stop = CancellationToken::new();
-    let policy = BatchPolicy { commit_interval: config.commit_interval(), max_batch: config.store.max_batch };
-    let (ingest, writer) = pipeline::spawn_writer(store.clone(), series, policy, clock.clone(), writer_stop.clone());
+    let (ingest, writer) =
+        pipeline::spawn_writer(store.clone(), series, config.batch_policy(), clock.clone(), writer_stop.clone());
 
     let tls = match config.tls_wanted() {
         true => Some(Arc::new(tls::Tls::load(&config.tls, &config.data_dir, clock.now_ms()).context("preparing TLS")?)),

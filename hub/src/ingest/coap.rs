@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 
 use super::Rejections;
 use super::decode::{self, DecodeError};
-use super::pipeline::{Committed, Ingest};
+use super::pipeline::{Committed, Ingest, Urgency};
 use crate::clock::Clock;
 use crate::devices::DeviceEvent;
 use crate::reading::{Reading, Value, valid_device_id};
@@ -555,7 +555,9 @@ impl Server {
                 return Reply::error(code, error);
             }
         };
-        match self.ctx.ingest.submit_acked(readings).await {
+        // A confirmable request waits for its answer; CoAP's own retransmission waits 2 s
+        // or more, so gathering it with others for a moment is safe.
+        match self.ctx.ingest.submit_acked(readings, Urgency::Quiet).await {
             Ok(receipt) => match receipt.await {
                 Ok(Ok(())) => Reply::new(ResponseType::Changed),
                 _ => Reply::error(ResponseType::ServiceUnavailable, "could not store the reading; try again"),

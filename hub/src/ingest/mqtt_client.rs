@@ -13,6 +13,8 @@
 //! enforce (docs/security.md has the ACL); commands for devices behind a bridge go out
 //! through the broker on their convention's topics.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
@@ -21,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio::sync::broadcast;
 
 use super::Rejections;
-use super::pipeline::Ingest;
+use super::pipeline::{Ingest, Urgency};
 use crate::bridges::Bridges;
 use crate::config::ExternalMqtt;
 use crate::conventions::hearth;
@@ -84,6 +86,8 @@ pub async fn run(
         }
     };
     let mut backoff = Duration::from_millis(250);
+    // Messages stored-or-not-yet: with some outstanding the broker is streaming to us.
+    let unacked = Arc::new(AtomicUsize::new(0));
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -132,13 +136,16 @@ pub async fn run(
                         rejections.record(&device, "mqtt-external", &reason, now);
                         let _ = client.try_ack(&publish);
                     }
-                    Ok(readings) => match ingest.submit_acked(readings).await {
+                    Ok(readings) => match ingest.submit_acked(readings, urgency(&unacked)).await {
                         Ok(receipt) => {
                             let client = client.clone();
+                            let unacked = Arc::clone(&unacked);
+                            unacked.fetch_add(1, Ordering::Relaxed);
                             tokio::spawn(async move {
                                 if let Ok(Ok(())) = receipt.await {
                                     let _ = client.ack(&publish).await;
                                 }
+                                unacked.fetch_sub(1, Ordering::Relaxed);
                             });
                         }
                         Err(_) => break,
@@ -161,6 +168,12 @@ pub async fn run(
 
 /// Reads a message from the broker: the device it is for, and its readings or why it was
 /// refused. `None`: not for the hub, or not readable now (not to be acknowledged).
+/// How soon the broker needs its next acknowledgement: at once while others are owed (it
+/// is streaming a burst to us), otherwise after gathering with other readings.
+fn urgency(unacked: &AtomicUsize) -> Urgency {
+    if unacked.load(Ordering::Relaxed) > 0 { Urgency::Waiting } else { Urgency::Quiet }
+}
+
 async fn read(
     store: &Store,
     bridges: &Bridges,

@@ -1,7 +1,15 @@
 //! The one path every reading takes after a protocol accepted it: a bounded channel into a
 //! single writer task that batches submissions into one transaction (group commit), then
-//! tells each submitter that its readings are durable and tells live views what is new.
-//! Protocol loops only ever wait on the channel's capacity, never on the disk.
+//! tells each submitter that its readings are durable. Live views and automations hear a
+//! reading when it is accepted, not when it is committed. Protocol loops only ever wait on
+//! the channel's capacity, never on the disk.
+//!
+//! Each submission says by when it must be committed (decision 0029): at once when its
+//! sender is waiting on the acknowledgement to send more (a bridge's burst, a client with
+//! messages in flight, one sending one at a time), within `acked_within` when it waits
+//! for an acknowledgement but sends rarely, within `unacked_within` when nobody waits (MQTT
+//! QoS 0, CoAP NON). The writer commits when the earliest of those is due, taking
+//! everything that queued meanwhile; while a commit runs, what arrives queues for the next.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,20 +45,34 @@ pub type Receipt = oneshot::Receiver<Result<(), CommitFailed>>;
 struct Submission {
     readings: Vec<Reading>,
     done: Option<oneshot::Sender<Result<(), CommitFailed>>>,
+    /// When it must be committed by.
+    due: Instant,
 }
 
-/// How the writer batches.
+/// How soon a sender that waits for its acknowledgement needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// It sends no more until acknowledged (or has more in flight): committed as soon as
+    /// the disk allows, with whatever else is waiting.
+    Waiting,
+    /// It sends now and then: gathered with others for up to [`BatchPolicy::acked_within`].
+    Quiet,
+}
+
+/// How long the writer may gather readings before committing them: the longer, the fewer
+/// commits (each one writes pages and an fsync to the SD card), the more a power cut may
+/// take of what nobody acknowledged.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchPolicy {
-    /// Least time between two commits: bounds fsyncs per second on an SD card. A reading
-    /// that arrives while the writer is idle and this long after the last commit is
-    /// committed at once.
-    pub commit_interval: Duration,
+    /// Most time a quiet acknowledged submission waits for its commit.
+    pub acked_within: Duration,
+    /// Most time an unacknowledged submission waits for its commit.
+    pub unacked_within: Duration,
     /// Most readings in one transaction.
     pub max_batch: usize,
 }
 
-/// A stored reading and the data key it was sealed under (which says whose it is).
+/// An accepted reading and the data key it is sealed under (which says whose it is).
 #[derive(Debug, Clone)]
 pub struct Committed {
     pub reading: Reading,
@@ -61,6 +83,8 @@ pub struct Committed {
 #[derive(Clone)]
 pub struct Ingest {
     clock: Clock,
+    store: Store,
+    policy: BatchPolicy,
     tx: mpsc::Sender<Submission>,
     live: broadcast::Sender<Arc<[Committed]>>,
     accepted: broadcast::Sender<Arc<[Reading]>>,
@@ -80,28 +104,44 @@ impl Ingest {
     /// Queues readings that need no acknowledgement (MQTT QoS 0, CoAP NON).
     pub async fn submit(&self, readings: Vec<Reading>) -> Result<(), Closed> {
         self.announce(&readings);
-        self.tx.send(Submission { readings, done: None }).await.map_err(|_| Closed)
+        let due = Instant::now() + self.policy.unacked_within;
+        self.tx.send(Submission { readings, done: None, due }).await.map_err(|_| Closed)
     }
 
-    /// Tells automations about readings as soon as they are accepted, before their commit:
-    /// a switch must not wait for the next group commit. Never waits.
+    /// Tells automations and live views about readings as soon as they are accepted, before
+    /// their commit: a switch must not wait for the next group commit, nor a screen. Live
+    /// views hear only readings someone owns, with the key that says whose. Never waits.
     fn announce(&self, readings: &[Reading]) {
         if self.accepted.receiver_count() > 0 {
             let _ = self.accepted.send(readings.into());
         }
+        if self.live.receiver_count() > 0 {
+            let ownership = self.store.ownership();
+            let owned: Vec<Committed> = readings
+                .iter()
+                .filter_map(|r| Some(Committed { key: ownership.key_for(&r.device, r.ts)?, reading: r.clone() }))
+                .collect();
+            if !owned.is_empty() {
+                let _ = self.live.send(owned.into());
+            }
+        }
     }
 
     /// Queues readings and returns a receipt that resolves after their commit. All readings
-    /// of one submission commit in the same transaction.
-    pub async fn submit_acked(&self, readings: Vec<Reading>) -> Result<Receipt, Closed> {
+    /// of one submission commit in the same transaction, by when `urgency` says.
+    pub async fn submit_acked(&self, readings: Vec<Reading>, urgency: Urgency) -> Result<Receipt, Closed> {
         let (done, receipt) = oneshot::channel();
         self.announce(&readings);
-        self.tx.send(Submission { readings, done: Some(done) }).await.map_err(|_| Closed)?;
+        let due = match urgency {
+            Urgency::Waiting => Instant::now(),
+            Urgency::Quiet => Instant::now() + self.policy.acked_within,
+        };
+        self.tx.send(Submission { readings, done: Some(done), due }).await.map_err(|_| Closed)?;
         Ok(receipt)
     }
 
-    /// Every committed batch, in commit order. A slow receiver misses batches (it sees
-    /// `Lagged`), it never slows ingest.
+    /// Every accepted submission that someone owns, in the order accepted. A slow receiver
+    /// misses batches (it sees `Lagged`), it never slows ingest.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Committed]>> {
         self.live.subscribe()
     }
@@ -124,61 +164,76 @@ pub fn spawn_writer(
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (live, _) = broadcast::channel(256);
     let (accepted, _) = broadcast::channel(4096);
-    let writer = Writer { store, state, policy, live: live.clone(), clock: clock.clone() };
+    let writer = Writer { store: store.clone(), state, policy, clock: clock.clone() };
     let handle = tokio::spawn(writer.run(rx, shutdown));
-    (Ingest { clock, tx, live, accepted }, handle)
+    (Ingest { clock, store, policy, tx, live, accepted }, handle)
 }
 
 struct Writer {
     store: Store,
     state: SeriesState,
     policy: BatchPolicy,
-    live: broadcast::Sender<Arc<[Committed]>>,
     clock: Clock,
 }
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Submission>, shutdown: CancellationToken) {
-        let mut last_commit = Instant::now() - self.policy.commit_interval;
+        let mut stopping = false;
         loop {
             let first = tokio::select! {
                 biased;
                 first = rx.recv() => first,
-                () = shutdown.cancelled() => {
+                () = shutdown.cancelled(), if !stopping => {
                     // Take nothing new; what is already queued is still committed below.
+                    stopping = true;
                     rx.close();
-                    rx.recv().await
+                    continue;
                 }
                 () = tokio::time::sleep(COMPACT_EVERY) => {
-                    self.compact_some().await;
+                    self.compact_some(&rx).await;
                     continue;
                 }
             };
             let Some(first) = first else { break };
+            let mut due = first.due;
+            let mut count = first.readings.len();
             let mut batch = vec![first];
-            let mut count = batch[0].readings.len();
-            let deadline = last_commit + self.policy.commit_interval;
             while count < self.policy.max_batch {
-                let next = if Instant::now() >= deadline {
-                    rx.try_recv().ok()
-                } else {
-                    tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+                // What queued during the last commit joins at once; then wait for more
+                // until the earliest submission is due.
+                let next = match rx.try_recv() {
+                    Ok(next) => Some(next),
+                    Err(_) if stopping || Instant::now() >= due => None,
+                    Err(_) => tokio::select! {
+                        biased;
+                        () = shutdown.cancelled(), if !stopping => {
+                            stopping = true;
+                            rx.close();
+                            None
+                        }
+                        next = tokio::time::timeout_at(due, rx.recv()) => next.ok().flatten(),
+                    },
                 };
                 let Some(next) = next else { break };
+                due = due.min(next.due);
                 count += next.readings.len();
                 batch.push(next);
             }
             self.commit(batch).await;
-            last_commit = Instant::now();
-            self.compact_some().await;
+            // Compaction only while nothing waits for a commit.
+            self.compact_some(&rx).await;
         }
         tracing::debug!("writer stopped");
     }
 
-    /// Merges the small chunks of hours that have ended (see `Store::compact`).
-    async fn compact_some(&mut self) {
+    /// Merges the small chunks of hours that have ended (see `Store::compact`), one hour of
+    /// one series at a time, until readings are waiting.
+    async fn compact_some(&mut self, rx: &mpsc::Receiver<Submission>) {
         let hour = crate::store::codec::hour_of(self.clock.now_ms());
         for (series, hour) in self.state.due_for_compaction(hour, COMPACT_BATCH) {
+            if !rx.is_empty() {
+                break;
+            }
             match self.store.compact(&mut self.state, series, hour).await {
                 Ok(removed) => tracing::trace!(series, hour, removed, "compacted"),
                 Err(error) => tracing::warn!(%error, series, hour, "compaction failed; chunks left as they are"),
@@ -201,14 +256,6 @@ impl Writer {
                 for receipt in receipts {
                     let _ = receipt.send(Ok(()));
                 }
-                let stored: Vec<Committed> = readings
-                    .into_iter()
-                    .zip(done.keys)
-                    .filter_map(|(reading, key)| Some(Committed { reading, key: key? }))
-                    .collect();
-                if !stored.is_empty() {
-                    let _ = self.live.send(stored.into());
-                }
             }
             Err(error) => {
                 // Nothing is acknowledged: devices keep their readings and send them again.
@@ -218,5 +265,79 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Key;
+    use crate::reading::Value;
+
+    /// A writer that gathers quiet acknowledged readings for 10 s and the others for 60 s:
+    /// anything answered in well under that was committed because someone waited.
+    async fn writer(dir: &std::path::Path) -> (Ingest, Store, CancellationToken, tokio::task::JoinHandle<()>) {
+        let store = Store::open(&dir.join("t.db"), Key::generate().unwrap(), 0).await.unwrap();
+        assert!(store.create_device("dev1", "Device", "secret", 0).await.unwrap());
+        let state = store.load_series_state().await.unwrap();
+        let policy = BatchPolicy {
+            acked_within: Duration::from_secs(10),
+            unacked_within: Duration::from_secs(60),
+            max_batch: 10_000,
+        };
+        let stop = CancellationToken::new();
+        let (ingest, handle) = spawn_writer(store.clone(), state, policy, Clock::system(), stop.clone());
+        (ingest, store, stop, handle)
+    }
+
+    fn reading(ts: i64) -> Vec<Reading> {
+        vec![Reading { device: "dev1".into(), metric: "t".into(), ts, value: Value::Number(ts as f64), unit: None }]
+    }
+
+    #[tokio::test]
+    async fn a_sender_waiting_on_each_answer_is_committed_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ingest, store, _stop, _writer) = writer(dir.path()).await;
+        // Fifty one at a time: gathered for their 10 s each, this would take minutes.
+        let started = Instant::now();
+        for ts in 0..50 {
+            let receipt = ingest.submit_acked(reading(1_000 + ts), Urgency::Waiting).await.unwrap();
+            receipt.await.unwrap().unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+        let latest = store.latest_values(Some("dev1"), crate::store::readings::Keys::All).await.unwrap();
+        assert_eq!(latest.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn quiet_readings_are_gathered_and_ride_along_with_a_waiting_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ingest, _store, stop, writer) = writer(dir.path()).await;
+        let mut quiet = ingest.submit_acked(reading(1_000), Urgency::Quiet).await.unwrap();
+        ingest.submit(reading(2_000)).await.unwrap();
+        // Gathered: not committed yet.
+        assert!(tokio::time::timeout(Duration::from_millis(150), &mut quiet).await.is_err());
+        let waiting = ingest.submit_acked(reading(3_000), Urgency::Waiting).await.unwrap();
+        let both = tokio::time::timeout(Duration::from_secs(5), async { (quiet.await, waiting.await) }).await;
+        let (quiet, waiting) = both.expect("the waiting reading's commit takes the gathered ones with it");
+        assert!(matches!((quiet, waiting), (Ok(Ok(())), Ok(Ok(())))));
+        // Stopping commits what is gathered at once.
+        let last = ingest.submit_acked(reading(4_000), Urgency::Quiet).await.unwrap();
+        stop.cancel();
+        let last = tokio::time::timeout(Duration::from_secs(5), last).await;
+        assert!(matches!(last, Ok(Ok(Ok(())))), "committed at shutdown, not after its 10 s");
+        tokio::time::timeout(Duration::from_secs(5), writer).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn live_views_hear_a_reading_when_it_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ingest, _store, _stop, _writer) = writer(dir.path()).await;
+        let mut live = ingest.subscribe();
+        ingest.submit(reading(5_000)).await.unwrap();
+        let heard = tokio::time::timeout(Duration::from_secs(5), live.recv()).await;
+        let heard = heard.expect("heard before its commit, 60 s away").unwrap();
+        assert_eq!(heard.len(), 1);
+        assert_eq!(heard[0].reading.ts, 5_000);
     }
 }

@@ -45,7 +45,7 @@ mod session;
 use self::session::Session;
 use super::Rejections;
 use super::decode;
-use super::pipeline::{CommitFailed, Ingest};
+use super::pipeline::{CommitFailed, Ingest, Urgency};
 use crate::budgets::{Budget, Budgets};
 use crate::consent::Subject;
 use crate::conventions::hearth;
@@ -78,6 +78,9 @@ const OUTBOX: usize = 64;
 pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How long one packet may take to leave; a reader that stops reading is closed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A publish this soon after the last acknowledgement comes from a client sending one at a
+/// time, waiting on each answer: its commit is not delayed (decision 0029).
+const ONE_AT_A_TIME: Duration = Duration::from_millis(200);
 
 /// Floods' events, counted rather than logged one by one.
 static REFUSED_LOGINS: Repeated = Repeated::new("MQTT login refused");
@@ -792,6 +795,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         password,
         session: Session::new(&device, bridge, persistent, kept),
         pending: FuturesOrdered::new(),
+        answered: None,
         draining: false,
         out_tx,
         wake,
@@ -899,6 +903,8 @@ struct Live<'a> {
     session: Session,
     /// Answers in the order their packets came (a PUBACK waits for its commit).
     pending: FuturesOrdered<Ack>,
+    /// When the last acknowledgement of a publish was sent.
+    answered: Option<Instant>,
     /// The client disconnected or the hub is stopping: what is owed is sent, then it ends.
     draining: bool,
     /// Where the router delivers this connection's commands.
@@ -934,7 +940,12 @@ impl Live<'_> {
                             send(framed, Packet::Publish(publish)).await?;
                         }
                     }
-                    Ok(Some(packet)) => send(framed, packet).await?,
+                    Ok(Some(packet)) => {
+                        if matches!(packet, Packet::PubAck(_) | Packet::PubRec(_)) {
+                            self.answered = Some(Instant::now());
+                        }
+                        send(framed, packet).await?;
+                    }
                     Ok(None) => {}
                     Err(CommitFailed) => return Err(ConnError::CommitFailed),
                 },
@@ -994,12 +1005,20 @@ impl Live<'_> {
         }
     }
 
+    /// How soon this client needs its next acknowledgement: at once when it has others
+    /// in flight (a bridge's burst, a client streaming) or sends one at a time right after
+    /// each answer; otherwise it is a device reporting now and then.
+    fn urgency(&self) -> Urgency {
+        let streaming = !self.pending.is_empty() || self.answered.is_some_and(|at| at.elapsed() < ONE_AT_A_TIME);
+        if streaming { Urgency::Waiting } else { Urgency::Quiet }
+    }
+
     /// One packet from the client.
     async fn on_packet(&mut self, packet: Packet) -> Result<(), ConnError> {
         let shared = self.shared;
         match packet {
             Packet::Publish(publish) => {
-                let answer = on_publish(shared, &self.key.0, self.session.is_bridge(), publish).await?;
+                let answer = on_publish(shared, &self.key.0, self.session.is_bridge(), self.urgency(), publish).await?;
                 self.pending.push_back(answer);
             }
             Packet::PubRel(rel) => self.pending.push_back(ready(Packet::PubComp(PubComp::new(rel.pkid)))),
@@ -1077,7 +1096,13 @@ async fn authenticate(store: &Store, connect: &Connect, now: i64) -> Result<Stri
     }
 }
 
-async fn on_publish(shared: &Shared, device: &str, bridge: bool, publish: Publish) -> Result<Ack, ConnError> {
+async fn on_publish(
+    shared: &Shared,
+    device: &str,
+    bridge: bool,
+    urgency: Urgency,
+    publish: Publish,
+) -> Result<Ack, ConnError> {
     let ctx = &shared.ctx;
     let ack = |pkid| match publish.qos {
         QoS::AtMostOnce => None,
@@ -1112,7 +1137,7 @@ async fn on_publish(shared: &Shared, device: &str, bridge: bool, publish: Publis
         ctx.ingest.submit(readings).await.map_err(|_| ConnError::Closed)?;
         return Ok(Box::pin(std::future::ready(Ok(None))));
     }
-    let receipt = ctx.ingest.submit_acked(readings).await.map_err(|_| ConnError::Closed)?;
+    let receipt = ctx.ingest.submit_acked(readings, urgency).await.map_err(|_| ConnError::Closed)?;
     Ok(Box::pin(async move {
         match receipt.await {
             Ok(Ok(())) => Ok(reply),
