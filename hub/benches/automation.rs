@@ -34,7 +34,7 @@ async fn run(triggers: usize, background: usize) -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .try_init();
     let dir = tempfile::tempdir()?;
-    // Production batching (commit interval 250 ms), loopback port 0.
+    // The production commit policy (decision 0029), loopback port 0.
     let mut config = hub::config::Config::for_test(&dir.path().join("data"));
     config.store = hub::config::StoreConfig::default();
     let store = hub::open_store(&config, hub::clock::Clock::system().now_ms()).await?;
@@ -82,7 +82,7 @@ async fn run(triggers: usize, background: usize) -> anyhow::Result<()> {
 
     println!(
         "automation benchmark: {triggers} triggers over MQTT, background {background} readings/s from \
-         {BACKGROUND_CLIENTS} clients at QoS 1, commit interval 250 ms"
+         {BACKGROUND_CLIENTS} clients at QoS 1, production commit policy"
     );
     let (mut commands, mut echoes) = (Vec::with_capacity(triggers), Vec::with_capacity(triggers));
     let (mut act_rx, mut echo_rx) = (act_rx, echo_rx);

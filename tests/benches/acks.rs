@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
 const MAX_PER_CLIENT: usize = 200_000;
@@ -103,14 +103,17 @@ async fn run(each: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `devices` publish QoS 1 for `each`, `inflight` at a time: their acknowledgements.
+/// `devices` publish QoS 1 for `each`, `inflight` at a time: their acknowledgements. All
+/// are connected before the clock starts.
 async fn load(addr: SocketAddr, devices: &[(String, String)], inflight: u16, each: Duration) -> anyhow::Result<Run> {
+    let mut connected = Vec::new();
+    for (id, secret) in devices {
+        connected.push((id.clone(), connect(addr, id, secret, inflight).await?));
+    }
     let started = Instant::now();
     let until = started + each;
-    let tasks: Vec<_> = devices
-        .iter()
-        .map(|(id, secret)| tokio::spawn(client(addr, id.clone(), secret.clone(), inflight, until)))
-        .collect();
+    let tasks: Vec<_> =
+        connected.into_iter().map(|(id, (client, events))| tokio::spawn(publish(id, client, events, until))).collect();
     let mut run = Run { acked: 0, seconds: 0.0, delays: Vec::new() };
     for task in tasks {
         let delays = task.await??;
@@ -122,19 +125,31 @@ async fn load(addr: SocketAddr, devices: &[(String, String)], inflight: u16, eac
     Ok(run)
 }
 
-/// One client publishing until `until`, `inflight` in flight: each PUBLISH-to-PUBACK delay.
-async fn client(
-    addr: SocketAddr,
-    id: String,
-    secret: String,
-    inflight: u16,
-    until: Instant,
-) -> anyhow::Result<Vec<Duration>> {
+/// A client of `addr` logged in as `id`, with `inflight` messages in flight at most.
+async fn connect(addr: SocketAddr, id: &str, secret: &str, inflight: u16) -> anyhow::Result<(AsyncClient, EventLoop)> {
     let mut options = MqttOptions::new(format!("acks-{id}"), addr.ip().to_string(), addr.port());
-    options.set_credentials(id.clone(), secret);
+    options.set_credentials(id, secret);
     options.set_inflight(inflight);
     options.set_keep_alive(Duration::from_secs(30));
     let (client, mut events) = AsyncClient::new(options, 1_000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline.into(), events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => return Ok((client, events)),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => anyhow::bail!("client {id} could not connect: {e}"),
+            Err(_) => anyhow::bail!("client {id}: no CONNACK within 10 s"),
+        }
+    }
+}
+
+/// One client publishing until `until`: each PUBLISH-to-PUBACK delay.
+async fn publish(
+    id: String,
+    client: AsyncClient,
+    mut events: EventLoop,
+    until: Instant,
+) -> anyhow::Result<Vec<Duration>> {
     let topic = format!("hearth/{id}/power");
     let stop = CancellationToken::new();
     let publisher = {
