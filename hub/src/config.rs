@@ -254,6 +254,9 @@ pub struct StoreConfig {
     /// Most milliseconds a reading nobody waits for (MQTT QoS 0, CoAP NON) waits for its
     /// commit (at most 60000): what a power cut may take of them.
     pub unacked_within_ms: u64,
+    /// Megabytes the data directory's file system keeps free: below this, readings are
+    /// refused (not acknowledged) so that logins and settings still have room. 0: none.
+    pub reserve_mb: u64,
     /// Most readings in one transaction.
     pub max_batch: usize,
 }
@@ -347,7 +350,7 @@ impl Default for CoapConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { acked_within_ms: 500, unacked_within_ms: 5_000, max_batch: 10_000 }
+        Self { acked_within_ms: 500, unacked_within_ms: 5_000, reserve_mb: 64, max_batch: 10_000 }
     }
 }
 
@@ -410,7 +413,7 @@ impl Config {
                 handshake_timeout_s: 2,
                 ..CoapConfig::default()
             },
-            store: StoreConfig { acked_within_ms: 50, unacked_within_ms: 50, ..StoreConfig::default() },
+            store: StoreConfig { acked_within_ms: 50, unacked_within_ms: 50, reserve_mb: 0, ..StoreConfig::default() },
             consent: ConsentConfig::default(),
             cloud: CloudConfig::default(),
             tls: TlsConfig::default(),
@@ -519,6 +522,7 @@ impl Config {
             acked_within: Duration::from_millis(self.store.acked_within_ms),
             unacked_within: Duration::from_millis(self.store.unacked_within_ms),
             max_batch: self.store.max_batch,
+            reserve_bytes: self.store.reserve_mb.saturating_mul(1_000_000),
         }
     }
 }

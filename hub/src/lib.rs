@@ -192,8 +192,13 @@ pub async fn run(
     // The writer outlives the protocol servers: they still wait for commits of what they
     // accepted before they stop.
     let writer_stop = CancellationToken::new();
-    let (ingest, writer) =
-        pipeline::spawn_writer(store.clone(), series, config.batch_policy(), clock.clone(), writer_stop.clone());
+    let (ingest, writer) = pipeline::spawn_writer(
+        store.clone(),
+        series,
+        (config.batch_policy(), &config.data_dir),
+        clock.clone(),
+        writer_stop.clone(),
+    );
 
     let tls = match config.tls_wanted() {
         true => Some(Arc::new(tls::Tls::load(&config.tls, &config.data_dir, clock.now_ms()).context("preparing TLS")?)),

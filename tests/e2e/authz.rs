@@ -108,6 +108,7 @@ async fn every_route_enforces_every_role() -> anyhow::Result<()> {
         row("GET", "/api/health", [200, 200, 200, 200, 200, 200]),
         row("GET", "/api/setup", [200, 200, 200, 200, 200, 200]),
         row("GET", "/api/tls", [200, 200, 200, 200, 200, 200]),
+        row("GET", "/api/storage", [A, 200, 200, 200, F, F]),
         row("POST", "/api/setup", [422, 422, 422, 422, 422, 422]).body(json!({})),
         row("POST", "/api/login", [422, 422, 422, 422, 422, 422]).body(json!({})),
         row("GET", "/api/me", [A, 200, 200, 200, 200, F]),

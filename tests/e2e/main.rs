@@ -9,6 +9,7 @@ mod bridges;
 mod coap;
 mod consent;
 mod conventions;
+mod disk;
 mod frame;
 mod freshness;
 mod fuzz;

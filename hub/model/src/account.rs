@@ -92,3 +92,25 @@ pub struct SecurityEvent {
     /// How many times it happened, for repeated failures counted over a minute.
     pub count: u64,
 }
+
+/// `GET /api/storage`: whether the hub takes readings, and the room it has for them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Storage {
+    /// Free bytes on the data directory's file system (for the hub's user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_bytes: Option<u64>,
+    /// Below this many free bytes, readings are refused.
+    pub reserve_bytes: u64,
+    /// While readings are refused (a full card): since when, why, how many so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusing: Option<Refusing>,
+}
+
+/// Readings are being refused, not acknowledged: their senders keep them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusing {
+    /// Since when (ms since the epoch).
+    pub since: i64,
+    pub reason: String,
+    pub refused: u64,
+}

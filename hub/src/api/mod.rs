@@ -52,6 +52,7 @@ pub fn routes() -> impl Iterator<Item = &'static Route> {
 const HEALTH: &[Route] = &[
     Route::new("GET", "/api/health", Who::Anyone, |m| on(m, health)),
     Route::new("GET", "/api/tls", Who::Anyone, |m| on(m, tls_info)),
+    Route::new("GET", "/api/storage", Who::People(routes::SUBJECTS), |m| on(m, storage)),
 ];
 
 /// Request bodies are small JSON documents.
@@ -76,6 +77,24 @@ pub fn router(state: AppState) -> Router {
 
 pub(crate) async fn health() -> ApiJson<serde_json::Value> {
     ApiJson(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// Whether the hub takes readings, and its room for them: for the people whose readings
+/// they are.
+async fn storage(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> ApiJson<hearth_model::account::Storage> {
+    let free_bytes = rustix::fs::statvfs(&state.config.data_dir).ok().map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+    let refusing = state.ingest.refusing().map(|r| hearth_model::account::Refusing {
+        since: r.since_ms,
+        reason: r.reason,
+        refused: r.refused,
+    });
+    ApiJson(hearth_model::account::Storage {
+        free_bytes,
+        reserve_bytes: state.config.store.reserve_mb.saturating_mul(1_000_000),
+        refusing,
+    })
 }
 
 /// How to trust the hub: not a secret, and needed before anyone logs in.
@@ -112,6 +131,6 @@ mod tests {
             assert!(["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&r.method), "{} {}", r.method, r.path);
             assert!(seen.insert((r.method, r.path)), "{} {} twice", r.method, r.path);
         }
-        assert_eq!(seen.len(), 71);
+        assert_eq!(seen.len(), 72);
     }
 }

@@ -11,7 +11,8 @@
 //! QoS 0, CoAP NON). The writer commits when the earliest of those is due, taking
 //! everything that queued meanwhile; while a commit runs, what arrives queues for the next.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -28,6 +29,9 @@ const CHANNEL_CAPACITY: usize = 4096;
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
 /// (series, hour) pairs compacted per round, so commits are never held up for long.
 const COMPACT_BATCH: usize = 32;
+/// After a failed commit (a full card), how long readings are refused at once before the
+/// writer tries the disk again.
+const RETRY_AFTER: Duration = Duration::from_secs(15);
 
 /// The commit failed: the readings are not stored and must not be acknowledged.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -70,6 +74,45 @@ pub struct BatchPolicy {
     pub unacked_within: Duration,
     /// Most readings in one transaction.
     pub max_batch: usize,
+    /// Free bytes the data directory's file system keeps: below this, readings are refused
+    /// (logins, settings and what the owner does to make room still have it).
+    pub reserve_bytes: u64,
+}
+
+/// Why readings are refused, while they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusing {
+    /// Since when (hub time, ms).
+    pub since_ms: i64,
+    pub reason: String,
+    /// Readings refused since then.
+    pub refused: u64,
+}
+
+/// Whether the store takes readings, as the writer last found out. Shared with the API.
+#[derive(Debug, Default)]
+pub struct Storage(Mutex<Option<Refusing>>);
+
+impl Storage {
+    /// `None` while readings are taken.
+    pub fn refusing(&self) -> Option<Refusing> {
+        self.0.lock().map_or_else(|p| p.into_inner().clone(), |g| g.clone())
+    }
+
+    fn set(&self, value: Option<Refusing>) {
+        match self.0.lock() {
+            Ok(mut g) => *g = value,
+            Err(p) => *p.into_inner() = value,
+        }
+    }
+
+    fn count(&self, readings: usize) {
+        if let Ok(mut g) = self.0.lock()
+            && let Some(r) = g.as_mut()
+        {
+            r.refused += readings as u64;
+        }
+    }
 }
 
 /// An accepted reading and the data key it is sealed under (which says whose it is).
@@ -85,6 +128,7 @@ pub struct Ingest {
     clock: Clock,
     store: Store,
     policy: BatchPolicy,
+    storage: Arc<Storage>,
     tx: mpsc::Sender<Submission>,
     live: broadcast::Sender<Arc<[Committed]>>,
     accepted: broadcast::Sender<Arc<[Reading]>>,
@@ -99,6 +143,11 @@ impl Ingest {
     /// The hub's clock.
     pub fn clock(&self) -> Clock {
         self.clock.clone()
+    }
+
+    /// Why readings are refused (a full card), or `None` while they are taken.
+    pub fn refusing(&self) -> Option<Refusing> {
+        self.storage.refusing()
     }
 
     /// Queues readings that need no acknowledgement (MQTT QoS 0, CoAP NON).
@@ -154,19 +203,30 @@ impl Ingest {
 }
 
 /// Starts the writer. It runs until `shutdown`, then commits what is queued and returns.
+/// Starts the writer of the store kept in `data_dir`. It runs until `shutdown`, then
+/// commits what is queued and returns.
 pub fn spawn_writer(
     store: Store,
     state: SeriesState,
-    policy: BatchPolicy,
+    (policy, data_dir): (BatchPolicy, &Path),
     clock: Clock,
     shutdown: CancellationToken,
 ) -> (Ingest, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (live, _) = broadcast::channel(256);
     let (accepted, _) = broadcast::channel(4096);
-    let writer = Writer { store: store.clone(), state, policy, clock: clock.clone() };
+    let storage = Arc::new(Storage::default());
+    let writer = Writer {
+        store: store.clone(),
+        state,
+        policy,
+        clock: clock.clone(),
+        data_dir: data_dir.to_owned(),
+        storage: storage.clone(),
+        retry_at: None,
+    };
     let handle = tokio::spawn(writer.run(rx, shutdown));
-    (Ingest { clock, store, policy, tx, live, accepted }, handle)
+    (Ingest { clock, store, policy, storage, tx, live, accepted }, handle)
 }
 
 struct Writer {
@@ -174,6 +234,10 @@ struct Writer {
     state: SeriesState,
     policy: BatchPolicy,
     clock: Clock,
+    data_dir: PathBuf,
+    storage: Arc<Storage>,
+    /// While readings are refused: when to try the disk again.
+    retry_at: Option<Instant>,
 }
 
 impl Writer {
@@ -220,8 +284,10 @@ impl Writer {
                 batch.push(next);
             }
             self.commit(batch).await;
-            // Compaction only while nothing waits for a commit.
-            self.compact_some(&rx).await;
+            // Compaction only while nothing waits for a commit, and the disk takes writes.
+            if self.retry_at.is_none() {
+                self.compact_some(&rx).await;
+            }
         }
         tracing::debug!("writer stopped");
     }
@@ -231,12 +297,18 @@ impl Writer {
     async fn compact_some(&mut self, rx: &mpsc::Receiver<Submission>) {
         let hour = crate::store::codec::hour_of(self.clock.now_ms());
         for (series, hour) in self.state.due_for_compaction(hour, COMPACT_BATCH) {
-            if !rx.is_empty() {
-                break;
+            if !rx.is_empty() || self.retry_at.is_some() {
+                self.state.mark_due(series, hour);
+                continue;
             }
             match self.store.compact(&mut self.state, series, hour).await {
                 Ok(removed) => tracing::trace!(series, hour, removed, "compacted"),
-                Err(error) => tracing::warn!(%error, series, hour, "compaction failed; chunks left as they are"),
+                Err(error) => {
+                    // Left as they were; tried again with the next round.
+                    tracing::warn!(%error, series, hour, "compaction failed; chunks left as they are");
+                    self.state.mark_due(series, hour);
+                    self.retry_at = self.retry_at.or(Some(Instant::now() + RETRY_AFTER));
+                }
             }
         }
     }
@@ -248,22 +320,69 @@ impl Writer {
             readings.extend(submission.readings);
             receipts.extend(submission.done);
         }
-        let started = Instant::now();
+        let refuse = |storage: &Storage, receipts: Vec<oneshot::Sender<Result<(), CommitFailed>>>, n| {
+            // Nothing is acknowledged: devices keep their readings and send them again.
+            storage.count(n);
+            for receipt in receipts {
+                let _ = receipt.send(Err(CommitFailed));
+            }
+        };
+        let now = Instant::now();
+        if self.retry_at.is_some_and(|at| now < at) {
+            refuse(&self.storage, receipts, readings.len());
+            return;
+        }
+        if let Some(reason) = self.short_of_space() {
+            self.refusing(reason);
+            refuse(&self.storage, receipts, readings.len());
+            return;
+        }
         let outcome = self.store.commit(&mut self.state, &readings).await;
         match outcome {
             Ok(done) => {
-                tracing::trace!(readings = done.readings, chunks = done.chunks, elapsed = ?started.elapsed(), "committed");
+                tracing::trace!(readings = done.readings, chunks = done.chunks, elapsed = ?now.elapsed(), "committed");
                 for receipt in receipts {
                     let _ = receipt.send(Ok(()));
                 }
-            }
-            Err(error) => {
-                // Nothing is acknowledged: devices keep their readings and send them again.
-                tracing::error!(%error, readings = readings.len(), "commit failed; readings not acknowledged");
-                for receipt in receipts {
-                    let _ = receipt.send(Err(CommitFailed));
+                if self.retry_at.take().is_some()
+                    && let Some(was) = self.storage.refusing()
+                {
+                    let seconds = (self.clock.now_ms() - was.since_ms) / 1000;
+                    tracing::warn!(seconds, refused = was.refused, "the store takes readings again");
+                    self.storage.set(None);
                 }
             }
+            Err(error) => {
+                self.refusing(format!("the store could not write: {error}"));
+                refuse(&self.storage, receipts, readings.len());
+            }
+        }
+    }
+
+    /// Why readings must be refused before trying: the file system is down to its reserve.
+    fn short_of_space(&self) -> Option<String> {
+        if self.policy.reserve_bytes == 0 {
+            return None;
+        }
+        let stat = rustix::fs::statvfs(&self.data_dir).ok()?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        (free < self.policy.reserve_bytes).then(|| {
+            format!(
+                "only {} MB free in {}; readings are refused below {} MB",
+                free / 1_000_000,
+                self.data_dir.display(),
+                self.policy.reserve_bytes / 1_000_000
+            )
+        })
+    }
+
+    /// Starts (or goes on) refusing readings for `reason`, said once in the log; the disk
+    /// is tried again after [`RETRY_AFTER`].
+    fn refusing(&mut self, reason: String) {
+        self.retry_at = Some(Instant::now() + RETRY_AFTER);
+        if self.storage.refusing().is_none() {
+            tracing::error!(%reason, retry_every = ?RETRY_AFTER, "refusing readings (not acknowledged) until the store takes them again");
+            self.storage.set(Some(Refusing { since_ms: self.clock.now_ms(), reason, refused: 0 }));
         }
     }
 }
@@ -284,9 +403,10 @@ mod tests {
             acked_within: Duration::from_secs(10),
             unacked_within: Duration::from_secs(60),
             max_batch: 10_000,
+            reserve_bytes: 0,
         };
         let stop = CancellationToken::new();
-        let (ingest, handle) = spawn_writer(store.clone(), state, policy, Clock::system(), stop.clone());
+        let (ingest, handle) = spawn_writer(store.clone(), state, (policy, dir), Clock::system(), stop.clone());
         (ingest, store, stop, handle)
     }
 

@@ -34,6 +34,11 @@ impl SeriesState {
         }
         due.into_iter().map(|(hour, series)| (series, hour)).collect()
     }
+
+    /// Marks an hour of a series as due again (its compaction did not happen).
+    pub fn mark_due(&mut self, series: i64, hour: i64) {
+        self.dirty.insert((hour, series));
+    }
 }
 
 /// What one commit did, for the writer, logs and benchmarks.
