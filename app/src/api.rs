@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
-use hearth_model::account::{Login, NewToken, SecurityEvent, Setup, SetupStatus, Token, TokenInfo};
+use hearth_model::account::{Login, NewToken, SecurityEvent, Setup, SetupStatus, Storage, Token, TokenInfo};
 use hearth_model::automations::{Imported, Notification};
 use hearth_model::consent::{Checkpoint, DataRequest, Grant, LedgerLine, LogEntry, Narrowing, Receipt, Verification};
 use hearth_model::devices::{
@@ -153,6 +153,11 @@ pub async fn logout() -> Result<(), ApiError> {
 
 pub async fn me() -> Result<Me, ApiError> {
     get("/api/me").await
+}
+
+/// Whether the hub takes readings (a full card refuses them), and its room.
+pub async fn storage() -> Result<Storage, ApiError> {
+    get("/api/storage").await
 }
 
 pub async fn devices() -> Result<Vec<Device>, ApiError> {

@@ -74,7 +74,8 @@ impl Home {
     pub fn reload(self) {
         spawn_local(async move {
             match api::devices().await {
-                Ok(devices) => {
+                Ok(mut devices) => {
+                    self.devices.with_untracked(|heard| keep_heard(heard, &mut devices, crate::time::now_ms()));
                     self.devices.set(devices);
                     self.loaded.set(true);
                     self.error.set(None);
@@ -126,6 +127,28 @@ impl Home {
 
 fn on_invite_page() -> bool {
     web_sys::window().and_then(|w| w.location().pathname().ok()).is_some_and(|p| p == "/invite")
+}
+
+/// The live stream tells of a reading when the hub accepts it, the list once it is stored
+/// (up to a minute later for readings nobody acknowledges): a list fetched in between must
+/// not take back what the stream said. Values heard in the last minute that are newer than
+/// the list's are kept.
+fn keep_heard(heard: &[Device], fresh: &mut [Device], now: i64) {
+    const COMMIT_LAG_MS: i64 = 60_000;
+    for device in fresh.iter_mut() {
+        let Some(before) = heard.iter().find(|d| d.id == device.id) else { continue };
+        for m in before.metrics.iter().filter(|m| now - m.ts < COMMIT_LAG_MS) {
+            match device.metrics.iter_mut().find(|f| f.metric == m.metric) {
+                Some(f) if f.ts < m.ts => {
+                    f.ts = m.ts;
+                    f.value = m.value.clone();
+                }
+                Some(_) => {}
+                None => device.metrics.push(m.clone()),
+            }
+        }
+        present::sort_by_text(&mut device.metrics, |m| m.metric.clone());
+    }
 }
 
 pub fn reload_page() {
@@ -199,6 +222,11 @@ fn Shell(
         let _ = window.set_interval_with_callback_and_timeout_and_arguments_0(tick.as_ref().unchecked_ref(), 1000);
     }
     tick.forget();
+    // A full card refuses readings: the people whose readings they are hear of it.
+    let refusing = RwSignal::new(None::<hearth_model::account::Refusing>);
+    if me.is_subject() {
+        watch_storage(refusing);
+    }
 
     let subject = me.is_subject();
     let people_me = me.clone();
@@ -248,6 +276,7 @@ fn Shell(
                 </div>
             </header>
             <HubAway home />
+            <CardFull refusing />
             <main id="main" tabindex="-1" node_ref=content>
                 {move || home.error.get().map(|e| view! { <p class="error">{e}</p> })}
                 <Routes fallback=|| view! { <p>"Page not found."</p> }>
@@ -286,6 +315,46 @@ fn HubAway(home: Home) -> impl IntoView {
                     "; they update again as soon as it is back."
                 </p>
             </Show>
+        </div>
+    }
+}
+
+/// How often the page asks whether the hub takes readings.
+const STORAGE_EVERY_MS: i32 = 60_000;
+
+/// Asks the hub now and every minute whether it refuses readings.
+fn watch_storage(refusing: RwSignal<Option<hearth_model::account::Refusing>>) {
+    let ask = move || {
+        spawn_local(async move {
+            if let Ok(storage) = api::storage().await {
+                refusing.set(storage.refusing);
+            }
+        })
+    };
+    ask();
+    let every = Closure::<dyn FnMut()>::new(ask);
+    if let Some(window) = web_sys::window() {
+        let _ = window
+            .set_interval_with_callback_and_timeout_and_arguments_0(every.as_ref().unchecked_ref(), STORAGE_EVERY_MS);
+    }
+    every.forget();
+}
+
+/// Says so, above every page, while the hub refuses readings because its storage is full.
+#[component]
+fn CardFull(refusing: RwSignal<Option<hearth_model::account::Refusing>>) -> impl IntoView {
+    view! {
+        <div class="away-slot" role="status">
+            {move || refusing.get().map(|r| view! {
+                <p class="away" id="card-full">
+                    <strong>"Your hub's storage is full: new readings are refused."</strong>
+                    " Since " {crate::time::local(r.since)}
+                    {(r.refused > 0).then(|| format!(", {} refused", r.refused))}
+                    " (" {r.reason} "). "
+                    "Devices keep what was not acknowledged and send it again once there is room. "
+                    "Free some space, or move the data directory to a USB SSD."
+                </p>
+            })}
         </div>
     }
 }

@@ -69,10 +69,20 @@ pub fn create(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let tmp = beside(path, ".tmp");
     remove_if_there(&tmp)?;
     write_new(&tmp, bytes, mode)?;
-    // A hard link, unlike a rename, refuses to replace.
-    let linked = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    linked?;
+    // A hard link, unlike a rename, refuses to replace. File systems without links (FAT
+    // on a USB stick) get a rename onto a name just seen free.
+    match fs::hard_link(&tmp, path) {
+        Ok(()) => fs::remove_file(&tmp)?,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Err(_) if !path.exists() => fs::rename(&tmp, path)?,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    }
     sync_dir(parent(path))
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use hearth_tests::browser::Browser;
 use hearth_tests::{TestHub, run_tool};
 use serde_json::Value;
 
@@ -65,7 +66,7 @@ async fn storage(hub: &TestHub, owner: &reqwest::Client) -> anyhow::Result<Value
     Ok(owner.get(hub.url("/api/storage")).send().await?.error_for_status()?.json().await?)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_card_refuses_readings_keeps_what_it_stored_and_recovers_by_itself() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let disk = SmallDisk::mount(dir.path(), 24)?;
@@ -97,6 +98,14 @@ async fn a_full_card_refuses_readings_keeps_what_it_stored_and_recovers_by_itsel
     assert_eq!(stored, [100.0, 101.0, 102.0, 103.0, 104.0]);
     let again = hub.login().await?;
     assert!(again.get(hub.url("/api/devices")).send().await?.status().is_success());
+    // The owner is told, above every page.
+    let browser = Browser::start().await?;
+    let b = &browser;
+    b.owner_logs_in(&hub).await?;
+    b.find(".card.device").await?;
+    let banner = b.find("#card-full").await?.text().await?;
+    assert!(banner.contains("storage is full") && banner.contains("MB free"), "{banner}");
+    b.audit("card-full").await?;
 
     // Room again: readings are taken within a minute, without a restart.
     std::fs::remove_file(&filler)?;
@@ -115,6 +124,11 @@ async fn a_full_card_refuses_readings_keeps_what_it_stored_and_recovers_by_itsel
     let stored: Vec<f64> =
         hub.readings(&owner, &device.0, "power").await?.iter().filter_map(|r| r["value"].as_f64()).collect();
     assert_eq!(stored, [100.0, 101.0, 102.0, 103.0, 104.0, 105.0], "the refused reading was never stored");
+    b.client.refresh().await?;
+    b.find(".card.device").await?;
+    let banners = b.client.execute("return document.querySelectorAll('#card-full').length", vec![]).await?;
+    assert_eq!(banners, serde_json::json!(0), "the banner goes once readings are taken again");
+    browser.close().await?;
     hub.stop().await?;
     drop(disk);
     Ok(())

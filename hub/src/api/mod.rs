@@ -80,15 +80,17 @@ pub(crate) async fn health() -> ApiJson<serde_json::Value> {
 }
 
 /// Whether the hub takes readings, and its room for them: for the people whose readings
-/// they are.
+/// they are. How many were refused, hub-wide, is the owner's to know.
 async fn storage(
     axum::extract::State(state): axum::extract::State<AppState>,
+    crate::auth::CurrentUser(user): crate::auth::CurrentUser,
 ) -> ApiJson<hearth_model::account::Storage> {
     let free_bytes = rustix::fs::statvfs(&state.config.data_dir).ok().map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+    let owner = user.role == hearth_model::Role::Owner;
     let refusing = state.ingest.refusing().map(|r| hearth_model::account::Refusing {
         since: r.since_ms,
         reason: r.reason,
-        refused: r.refused,
+        refused: if owner { r.refused } else { 0 },
     });
     ApiJson(hearth_model::account::Storage {
         free_bytes,

@@ -166,14 +166,14 @@ pub async fn run(
     let _ = client.try_disconnect();
 }
 
-/// Reads a message from the broker: the device it is for, and its readings or why it was
-/// refused. `None`: not for the hub, or not readable now (not to be acknowledged).
 /// How soon the broker needs its next acknowledgement: at once while others are owed (it
 /// is streaming a burst to us), otherwise after gathering with other readings.
 fn urgency(unacked: &AtomicUsize) -> Urgency {
     if unacked.load(Ordering::Relaxed) > 0 { Urgency::Waiting } else { Urgency::Quiet }
 }
 
+/// Reads a message from the broker: the device it is for, and its readings or why it was
+/// refused. `None`: not for the hub, or not readable now (not to be acknowledged).
 async fn read(
     store: &Store,
     bridges: &Bridges,

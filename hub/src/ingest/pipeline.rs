@@ -32,6 +32,17 @@ const COMPACT_BATCH: usize = 32;
 /// After a failed commit (a full card), how long readings are refused at once before the
 /// writer tries the disk again.
 const RETRY_AFTER: Duration = Duration::from_secs(15);
+/// What the disk said, without the database's own words (paths, table names).
+fn disk_error(error: &crate::store::StoreError) -> &'static str {
+    match error {
+        crate::store::StoreError::Db(sqlx::Error::Database(e)) if e.code().as_deref() == Some("13") => "full",
+        _ => "input/output error",
+    }
+}
+
+/// Least time between the end of one commit and the start of the next: however eagerly
+/// senders wait, at most a few hundred fsyncs a second reach the card.
+const MIN_COMMIT_GAP: Duration = Duration::from_millis(2);
 
 /// The commit failed: the readings are not stored and must not be acknowledged.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -202,7 +213,6 @@ impl Ingest {
     }
 }
 
-/// Starts the writer. It runs until `shutdown`, then commits what is queued and returns.
 /// Starts the writer of the store kept in `data_dir`. It runs until `shutdown`, then
 /// commits what is queued and returns.
 pub fn spawn_writer(
@@ -224,6 +234,8 @@ pub fn spawn_writer(
         data_dir: data_dir.to_owned(),
         storage: storage.clone(),
         retry_at: None,
+        for_space: false,
+        next_compact: Instant::now() + COMPACT_EVERY,
     };
     let handle = tokio::spawn(writer.run(rx, shutdown));
     (Ingest { clock, store, policy, storage, tx, live, accepted }, handle)
@@ -238,11 +250,17 @@ struct Writer {
     storage: Arc<Storage>,
     /// While readings are refused: when to try the disk again.
     retry_at: Option<Instant>,
+    /// Whether they are refused for want of space (rather than a failed write).
+    for_space: bool,
+    /// When compaction runs even if readings are waiting, so that a steady stream cannot
+    /// put it off for ever.
+    next_compact: Instant,
 }
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Submission>, shutdown: CancellationToken) {
         let mut stopping = false;
+        let mut last_commit = Instant::now() - MIN_COMMIT_GAP;
         loop {
             let first = tokio::select! {
                 biased;
@@ -253,7 +271,8 @@ impl Writer {
                     rx.close();
                     continue;
                 }
-                () = tokio::time::sleep(COMPACT_EVERY) => {
+                () = tokio::time::sleep_until(self.next_compact) => {
+                    self.idle();
                     self.compact_some(&rx).await;
                     continue;
                 }
@@ -264,10 +283,11 @@ impl Writer {
             let mut batch = vec![first];
             while count < self.policy.max_batch {
                 // What queued during the last commit joins at once; then wait for more
-                // until the earliest submission is due.
+                // until the earliest submission is due (and the card had its pause).
+                let until = due.max(last_commit + MIN_COMMIT_GAP);
                 let next = match rx.try_recv() {
                     Ok(next) => Some(next),
-                    Err(_) if stopping || Instant::now() >= due => None,
+                    Err(_) if stopping || Instant::now() >= until => None,
                     Err(_) => tokio::select! {
                         biased;
                         () = shutdown.cancelled(), if !stopping => {
@@ -275,7 +295,7 @@ impl Writer {
                             rx.close();
                             None
                         }
-                        next = tokio::time::timeout_at(due, rx.recv()) => next.ok().flatten(),
+                        next = tokio::time::timeout_at(until, rx.recv()) => next.ok().flatten(),
                     },
                 };
                 let Some(next) = next else { break };
@@ -284,31 +304,49 @@ impl Writer {
                 batch.push(next);
             }
             self.commit(batch).await;
-            // Compaction only while nothing waits for a commit, and the disk takes writes.
-            if self.retry_at.is_none() {
+            last_commit = Instant::now();
+            // Compaction while nothing waits for a commit, or once its time has come.
+            if rx.is_empty() || Instant::now() >= self.next_compact {
                 self.compact_some(&rx).await;
             }
         }
         tracing::debug!("writer stopped");
     }
 
+    /// Nothing arrived for a while: a refusal for want of space ends once there is room
+    /// (one for a failed write waits for a commit to succeed).
+    fn idle(&mut self) {
+        if self.retry_at.is_some_and(|at| Instant::now() >= at) && self.for_space && self.short_of_space().is_none() {
+            self.taking_again();
+        }
+    }
+
     /// Merges the small chunks of hours that have ended (see `Store::compact`), one hour of
-    /// one series at a time, until readings are waiting.
+    /// one series at a time: until readings are waiting, or a whole round when its time has
+    /// come (at least every [`COMPACT_EVERY`]). Not while the disk refuses writes.
     async fn compact_some(&mut self, rx: &mpsc::Receiver<Submission>) {
+        let forced = Instant::now() >= self.next_compact;
+        self.next_compact = Instant::now() + COMPACT_EVERY;
+        if self.retry_at.is_some() {
+            return;
+        }
         let hour = crate::store::codec::hour_of(self.clock.now_ms());
         for (series, hour) in self.state.due_for_compaction(hour, COMPACT_BATCH) {
-            if !rx.is_empty() || self.retry_at.is_some() {
+            if (!rx.is_empty() && !forced) || self.retry_at.is_some() {
                 self.state.mark_due(series, hour);
                 continue;
             }
             match self.store.compact(&mut self.state, series, hour).await {
                 Ok(removed) => tracing::trace!(series, hour, removed, "compacted"),
-                Err(error) => {
-                    // Left as they were; tried again with the next round.
+                Err(error) if error.is_disk() => {
+                    // Left as they were, tried again once the disk takes writes.
                     tracing::warn!(%error, series, hour, "compaction failed; chunks left as they are");
                     self.state.mark_due(series, hour);
-                    self.retry_at = self.retry_at.or(Some(Instant::now() + RETRY_AFTER));
+                    self.refusing(format!("the disk refused a write ({})", disk_error(&error)), false);
                 }
+                // Anything else (a chunk that no longer opens) would fail again: left as it
+                // is, as it reads, and said once.
+                Err(error) => tracing::warn!(%error, series, hour, "compaction failed; chunks left as they are"),
             }
         }
     }
@@ -333,7 +371,7 @@ impl Writer {
             return;
         }
         if let Some(reason) = self.short_of_space() {
-            self.refusing(reason);
+            self.refusing(reason, true);
             refuse(&self.storage, receipts, readings.len());
             return;
         }
@@ -344,18 +382,30 @@ impl Writer {
                 for receipt in receipts {
                     let _ = receipt.send(Ok(()));
                 }
-                if self.retry_at.take().is_some()
-                    && let Some(was) = self.storage.refusing()
-                {
-                    let seconds = (self.clock.now_ms() - was.since_ms) / 1000;
-                    tracing::warn!(seconds, refused = was.refused, "the store takes readings again");
-                    self.storage.set(None);
+                if self.retry_at.is_some() {
+                    self.taking_again();
                 }
             }
-            Err(error) => {
-                self.refusing(format!("the store could not write: {error}"));
+            Err(error) if error.is_disk() => {
+                tracing::error!(%error, readings = readings.len(), "commit failed; readings not acknowledged");
+                self.refusing(format!("the disk refused a write ({})", disk_error(&error)), false);
                 refuse(&self.storage, receipts, readings.len());
             }
+            Err(error) => {
+                // Not the disk (a busy database, a key shredded meanwhile): this batch only.
+                tracing::error!(%error, readings = readings.len(), "commit failed; readings not acknowledged");
+                refuse(&self.storage, receipts, readings.len());
+            }
+        }
+    }
+
+    /// Readings are taken again; said once.
+    fn taking_again(&mut self) {
+        self.retry_at = None;
+        if let Some(was) = self.storage.refusing() {
+            let seconds = (self.clock.now_ms() - was.since_ms) / 1000;
+            tracing::warn!(seconds, refused = was.refused, "the store takes readings again");
+            self.storage.set(None);
         }
     }
 
@@ -368,18 +418,19 @@ impl Writer {
         let free = stat.f_bavail.saturating_mul(stat.f_frsize);
         (free < self.policy.reserve_bytes).then(|| {
             format!(
-                "only {} MB free in {}; readings are refused below {} MB",
+                "only {} MB free; readings are refused below {} MB",
                 free / 1_000_000,
-                self.data_dir.display(),
                 self.policy.reserve_bytes / 1_000_000
             )
         })
     }
 
-    /// Starts (or goes on) refusing readings for `reason`, said once in the log; the disk
-    /// is tried again after [`RETRY_AFTER`].
-    fn refusing(&mut self, reason: String) {
+    /// Starts (or goes on) refusing readings for `reason` (`for_space`: the reserve, which
+    /// the writer checks again when idle), said once in the log; the disk is tried again
+    /// after [`RETRY_AFTER`].
+    fn refusing(&mut self, reason: String, for_space: bool) {
         self.retry_at = Some(Instant::now() + RETRY_AFTER);
+        self.for_space = for_space;
         if self.storage.refusing().is_none() {
             tracing::error!(%reason, retry_every = ?RETRY_AFTER, "refusing readings (not acknowledged) until the store takes them again");
             self.storage.set(Some(Refusing { since_ms: self.clock.now_ms(), reason, refused: 0 }));

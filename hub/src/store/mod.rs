@@ -47,6 +47,17 @@ pub enum StoreError {
     NoSubjectKey,
 }
 
+impl StoreError {
+    /// Whether the disk refused a write: full (SQLite's `SQLITE_FULL`), or an I/O error
+    /// (`SQLITE_IOERR`, with its extended codes). Not a busy database or missing key.
+    pub fn is_disk(&self) -> bool {
+        let Self::Db(sqlx::Error::Database(e)) = self else {
+            return matches!(self, Self::Db(sqlx::Error::Io(_)));
+        };
+        e.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|code| matches!(code & 0xff, 10 | 13))
+    }
+}
+
 /// Who owns which reading, with the key each subject's readings are sealed under. The
 /// writer takes one snapshot per commit; changes swap in a new one.
 #[derive(Debug, Default)]
