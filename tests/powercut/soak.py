@@ -956,6 +956,10 @@ def main():
             except Exception as e:  # noqa: BLE001 - keep cleaning up
                 print(f"clean-up of {lin.dir}: {e}")
     minutes = (time.monotonic() - started) / 60
+    # A cut under load proves something only if readings were acknowledged before it.
+    for ph in phases:
+        if ph.name in ("load", "restart") and ph.cuts and not ph.acked:
+            ph.fail("nothing acknowledged", f"{ph.cuts} cuts, but the hub acknowledged no reading before any of them")
     print("\n== results")
     for ph in phases:
         print(f"{ph.name}: {ph.cuts} cuts, {ph.acked} acknowledged readings, {ph.lost} lost, "

@@ -85,7 +85,7 @@ async fn storage(
     axum::extract::State(state): axum::extract::State<AppState>,
     crate::auth::CurrentUser(user): crate::auth::CurrentUser,
 ) -> ApiJson<hearth_model::account::Storage> {
-    let free_bytes = rustix::fs::statvfs(&state.config.data_dir).ok().map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+    let free_bytes = crate::ingest::pipeline::free_bytes(&state.config.data_dir);
     let owner = user.role == hearth_model::Role::Owner;
     let refusing = state.ingest.refusing().map(|r| hearth_model::account::Refusing {
         since: r.since_ms,

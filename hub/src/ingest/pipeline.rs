@@ -32,6 +32,13 @@ const COMPACT_BATCH: usize = 32;
 /// After a failed commit (a full card), how long readings are refused at once before the
 /// writer tries the disk again.
 const RETRY_AFTER: Duration = Duration::from_secs(15);
+/// Free bytes for the hub's user on the file system holding `dir`; `None` when it does not
+/// say (a FUSE file system that reports no size at all), so that no reserve applies.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    (stat.f_blocks > 0).then(|| stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
 /// What the disk said, without the database's own words (paths, table names).
 fn disk_error(error: &crate::store::StoreError) -> &'static str {
     match error {
@@ -414,8 +421,7 @@ impl Writer {
         if self.policy.reserve_bytes == 0 {
             return None;
         }
-        let stat = rustix::fs::statvfs(&self.data_dir).ok()?;
-        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        let free = free_bytes(&self.data_dir)?;
         (free < self.policy.reserve_bytes).then(|| {
             format!(
                 "only {} MB free; readings are refused below {} MB",
