@@ -47,9 +47,9 @@ fn disk_error(error: &crate::store::StoreError) -> &'static str {
     }
 }
 
-/// Least time between the end of one commit and the start of the next: however eagerly
-/// senders wait, at most a few hundred fsyncs a second reach the card.
-const MIN_COMMIT_GAP: Duration = Duration::from_millis(2);
+/// Least time between the starts of two commits: however eagerly senders wait, at most
+/// 1,000 commits (and their fsyncs) a second reach the card.
+const MIN_COMMIT_GAP: Duration = Duration::from_millis(1);
 
 /// The commit failed: the readings are not stored and must not be acknowledged.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -310,8 +310,8 @@ impl Writer {
                 count += next.readings.len();
                 batch.push(next);
             }
-            self.commit(batch).await;
             last_commit = Instant::now();
+            self.commit(batch).await;
             // Compaction while nothing waits for a commit, or once its time has come.
             if rx.is_empty() || Instant::now() >= self.next_compact {
                 self.compact_some(&rx).await;
