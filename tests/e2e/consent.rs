@@ -11,7 +11,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hearth_tests::{TestHub, run_tool, wait_until};
 use hub::crypto::Key;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 const HOUR: i64 = 3_600_000;
 
@@ -222,23 +221,16 @@ async fn a_tenant_shares_hourly_energy_revokes_and_shreds() -> anyhow::Result<()
         sqlx::query_scalar("SELECT key_id FROM tenancies WHERE id = ?").bind(tenancy).fetch_one(&pool).await?;
     let wrapped: Vec<u8> =
         sqlx::query_scalar("SELECT wrapped FROM data_keys WHERE id = ?").bind(tenancy_key).fetch_one(&pool).await?;
-    let chunks: Vec<(Vec<u8>, Vec<u8>)> =
-        sqlx::query("SELECT series_id, hour, seq, key_id, body FROM chunks WHERE key_id = ?")
-            .bind(tenancy_key)
-            .fetch_all(&pool)
-            .await?
-            .into_iter()
-            .map(|r| {
-                let aad = format!(
-                    "chunk:{}:{}:{}:{}",
-                    r.get::<i64, _>("series_id"),
-                    r.get::<i64, _>("hour"),
-                    r.get::<i64, _>("seq"),
-                    r.get::<i64, _>("key_id")
-                );
-                (aad.into_bytes(), r.get::<Vec<u8>, _>("body"))
-            })
-            .collect();
+    // Sealed readings, with the associated data each was sealed with: chunks, and the rows
+    // of recent commits not yet folded into chunks.
+    let chunks: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT CAST('chunk:' || series_id || ':' || hour || ':' || seq || ':' || key_id AS BLOB), body
+           FROM chunks WHERE key_id = ?1
+         UNION ALL SELECT CAST('recent:' || seq || ':' || key_id AS BLOB), body FROM recent WHERE key_id = ?1",
+    )
+    .bind(tenancy_key)
+    .fetch_all(&pool)
+    .await?;
     assert!(!chunks.is_empty());
     let key = hub_key.unwrap_key(&wrapped, format!("data-key:{tenancy_key}").as_bytes())?;
     assert!(chunks.iter().all(|(aad, body)| key.open(body, aad).is_ok()), "the test can open them before");
@@ -267,8 +259,12 @@ async fn a_tenant_shares_hourly_energy_revokes_and_shreds() -> anyhow::Result<()
         assert!(chunks.iter().all(|(aad, body)| key.open(body, aad).is_err()), "key {id} opens shredded data");
     }
     assert_eq!(opened_keys, 1, "only the owner's key is left");
-    let left: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM chunks WHERE key_id = ?").bind(tenancy_key).fetch_one(&pool).await?;
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM chunks WHERE key_id = ?1) + (SELECT COUNT(*) FROM recent WHERE key_id = ?1)",
+    )
+    .bind(tenancy_key)
+    .fetch_one(&pool)
+    .await?;
     assert_eq!(left, 0);
     pool.close().await;
     assert_eq!(seen(hub.readings(&owner, &meter, "energy").await?), vec![999.0]);

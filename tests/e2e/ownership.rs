@@ -570,7 +570,7 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
     Ok(())
 }
 
-/// The tenancy's wrapped data key and every sealed chunk and latest value under it, as the
+/// The tenancy's wrapped data key and every sealed chunk, recent row and latest value under it, as the
 /// database file holds them now.
 async fn sealed_copies(hub: &TestHub, tenancy: i64) -> anyhow::Result<Vec<Vec<u8>>> {
     let db = hub.data_dir.join("hearth.db");
@@ -579,7 +579,11 @@ async fn sealed_copies(hub: &TestHub, tenancy: i64) -> anyhow::Result<Vec<Vec<u8
         sqlx::query_scalar("SELECT key_id FROM tenancies WHERE id = ?").bind(tenancy).fetch_one(&pool).await?;
     let mut out: Vec<Vec<u8>> =
         sqlx::query_scalar("SELECT wrapped FROM data_keys WHERE id = ?").bind(key).fetch_all(&pool).await?;
-    for sql in ["SELECT body FROM chunks WHERE key_id = ?", "SELECT body FROM latest WHERE key_id = ?"] {
+    for sql in [
+        "SELECT body FROM chunks WHERE key_id = ?",
+        "SELECT body FROM recent WHERE key_id = ?",
+        "SELECT body FROM latest WHERE key_id = ?",
+    ] {
         out.extend(sqlx::query_scalar::<_, Vec<u8>>(sql).bind(key).fetch_all(&pool).await?);
     }
     pool.close().await;

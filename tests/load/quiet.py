@@ -1,7 +1,8 @@
 """A quiet home's load on a hub binary, and what it costs the SD card.
 
     python3 tests/load/quiet.py target/release/hub [--devices 50] [--every 10] [--minutes 5]
-                                                   [--qos 1] [--strace]
+                                                   [--qos 1] [--strace] [--acked-within MS]
+                                                   [--unacked-within MS]
 
 Starts the hub on loopback with a fresh data directory (production commit policy), adds
 `--devices` devices, and has each send its four values (temperature, humidity, pressure,
@@ -31,10 +32,17 @@ ap.add_argument("--every", type=float, default=10.0)
 ap.add_argument("--minutes", type=float, default=5.0)
 ap.add_argument("--qos", type=int, choices=(0, 1), default=1)
 ap.add_argument("--strace", action="store_true")
+ap.add_argument("--acked-within", type=int, help="store.acked_within_ms (default: the hub's)")
+ap.add_argument("--unacked-within", type=int, help="store.unacked_within_ms (default: the hub's)")
 args = ap.parse_args()
 
 mqtt_port = free_port()
-base, data = start(args.binary, mqtt_port)
+extra = "[store]\n"
+if args.acked_within:
+    extra += f"acked_within_ms = {args.acked_within}\n"
+if args.unacked_within:
+    extra += f"unacked_within_ms = {args.unacked_within}\n"
+base, data = start(args.binary, mqtt_port, extra)
 code = open(f"{data}/setup-code").read().strip()
 owner = requests.Session()
 r = owner.post(base + "/api/setup", json={"code": code, "username": "owner", "password": "a long owner password"})
@@ -89,8 +97,15 @@ until = started + args.minutes * 60
 phase = {d["id"]: (i / len(devices)) * args.every for i, d in enumerate(devices)}
 next_at = {d["id"]: started + phase[d["id"]] for d in devices}
 n = 0
+next_report = started + 600
 while True:
     now = time.monotonic()
+    if now >= next_report:
+        # A long run says how it goes every ten minutes (hourly folds show as steps).
+        so_far = written() - start_bytes
+        print(f"  after {(now - started) / 60:.0f} min: {so_far / 1e6:.1f} MB written, "
+              f"{so_far * 86400 / (now - started) / 1e6:.0f} MB/day so far", flush=True)
+        next_report += 600
     due = min(next_at.values())
     if due >= until:
         break
@@ -195,3 +210,12 @@ if frames:
     print(f"WAL sample: {len(frames)} frames in {commits} commits = {len(frames) / max(commits, 1):.1f} pages per commit; by table:")
     for name, count in by.most_common(8):
         print(f"  {name:<28} {count / max(commits, 1):6.2f} pages per commit")
+
+# What the writer said about folding recent readings into chunks (with RUST_LOG at debug
+# for hub::ingest::pipeline).
+folds = [line.strip() for line in open(os.path.join(os.path.dirname(data), "log"), errors="replace")
+         if "folded recent readings" in line]
+if folds:
+    print(f"folds: {len(folds)}")
+    for line in folds:
+        print("  " + line[-160:])

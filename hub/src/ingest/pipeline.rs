@@ -338,6 +338,21 @@ impl Writer {
             return;
         }
         let hour = crate::store::codec::hour_of(self.clock.now_ms());
+        if self.state.fold_due(hour) && (rx.is_empty() || forced) {
+            let started = Instant::now();
+            match self.store.fold(&mut self.state, hour).await {
+                Ok(moved) => {
+                    let (left, elapsed) = (self.state.recent_readings(), started.elapsed());
+                    tracing::debug!(moved, left, ?elapsed, "folded recent readings");
+                }
+                Err(error) if error.is_disk() => {
+                    tracing::warn!(%error, "folding recent readings failed; they stay where they are");
+                    self.refusing(format!("the disk refused a write ({})", disk_error(&error)), false);
+                    return;
+                }
+                Err(error) => tracing::warn!(%error, "folding recent readings failed; they stay where they are"),
+            }
+        }
         for (series, hour) in self.state.due_for_compaction(hour, COMPACT_BATCH) {
             if (!rx.is_empty() && !forced) || self.retry_at.is_some() {
                 self.state.mark_due(series, hour);

@@ -88,6 +88,32 @@ pub fn decode(hour: i64, mut body: &[u8]) -> Result<Vec<(i64, Value)>, CodecErro
     Ok(out)
 }
 
+/// Appends one (series, hour) chunk made by [`encode`] to a body holding several: what one
+/// small commit appends under one key (see `Store::commit`).
+pub fn put_group(out: &mut Vec<u8>, series: i64, hour: i64, chunk: &[u8]) {
+    put_varint(out, zigzag(series));
+    put_varint(out, zigzag(hour));
+    put_varint(out, chunk.len() as u64);
+    out.extend_from_slice(chunk);
+}
+
+/// One series' chunk of one hour inside a body of several: (series, hour, chunk).
+pub type Group<'a> = (i64, i64, &'a [u8]);
+
+/// The groups of a body made by [`put_group`].
+pub fn groups(mut body: &[u8]) -> Result<Vec<Group<'_>>, CodecError> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let series = unzigzag(get_varint(&mut body)?);
+        let hour = unzigzag(get_varint(&mut body)?);
+        let len = usize::try_from(get_varint(&mut body)?).map_err(|_| CodecError)?;
+        let (chunk, rest) = body.split_at_checked(len).ok_or(CodecError)?;
+        body = rest;
+        out.push((series, hour, chunk));
+    }
+    Ok(out)
+}
+
 const POW10: [f64; 4] = [1.0, 10.0, 100.0, 1000.0];
 
 /// Sensor values are mostly short decimals (21.5, 1013.25): store them as small integers
@@ -180,6 +206,20 @@ mod tests {
         encode(hour, &mut entries, &mut body);
         // 10 s apart: 2 bytes of delta, 1 tag, 2 bytes of mantissa.
         assert!(body.len() <= 100 * 5, "{} bytes", body.len());
+    }
+
+    #[test]
+    fn groups_round_trip_and_reject_truncation() {
+        let (a, b) = (Value::Number(21.5), Value::Bool(true));
+        let (mut one, mut two) = (Vec::new(), Vec::new());
+        encode(7, &mut [(7 * HOUR_MS + 5, &a)], &mut one);
+        encode(-2, &mut [(-2 * HOUR_MS + 9, &b)], &mut two);
+        let mut body = Vec::new();
+        put_group(&mut body, 3, 7, &one);
+        put_group(&mut body, 12, -2, &two);
+        let got = groups(&body).unwrap();
+        assert_eq!(got, vec![(3, 7, one.as_slice()), (12, -2, two.as_slice())]);
+        assert!(groups(&body[..body.len() - 1]).is_err());
     }
 
     #[test]

@@ -512,8 +512,8 @@ impl Store {
         let keys = serde_json::to_string(keys).map_err(corrupt)?;
         sqlx::query(
             "SELECT s.device_id, s.metric, s.unit FROM series s
-             WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.series_id = s.id
-                           AND c.key_id IN (SELECT value FROM json_each(?)))
+             WHERE EXISTS (SELECT 1 FROM series_keys k WHERE k.series_id = s.id
+                           AND k.key_id IN (SELECT value FROM json_each(?)))
              ORDER BY s.device_id, s.metric",
         )
         .bind(keys)

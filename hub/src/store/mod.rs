@@ -12,7 +12,7 @@ pub mod readings;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -88,6 +88,8 @@ pub struct Store {
     log_lock: Arc<tokio::sync::Mutex<()>>,
     /// Told each tenancy that was shredded, so that nothing in memory outlives its data.
     shredded: tokio::sync::broadcast::Sender<i64>,
+    /// Latest values newer than the `latest` table, by series (see `Store::commit`).
+    fresh: Arc<Mutex<HashMap<i64, readings::Fresh>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -129,6 +131,7 @@ impl Store {
             ownership: Arc::default(),
             log_lock: Arc::default(),
             shredded: tokio::sync::broadcast::channel(16).0,
+            fresh: Arc::default(),
         };
         store.load_data_keys(now).await?;
         store.reload_ownership().await?;

@@ -267,6 +267,8 @@ impl Store {
         sqlx::query("UPDATE tenancies SET shredded_ms = ? WHERE id = ?").bind(now).bind(id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM chunks WHERE key_id = ?").bind(key).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM latest WHERE key_id = ?").bind(key).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM recent WHERE key_id = ?").bind(key).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM series_keys WHERE key_id = ?").bind(key).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE tenancy_id = ?)")
             .bind(id)
             .execute(&mut *tx)
@@ -313,6 +315,7 @@ impl Store {
         .await?;
         tx.commit().await?;
         self.data_keys.write().map_err(|_| StoreError::Corrupt("key cache poisoned".into()))?.remove(&key);
+        self.forget_fresh(key);
         self.reload_ownership().await?;
         self.checkpoint_wal().await?;
         // Nobody listening (no automation runtime) is fine.
