@@ -226,7 +226,8 @@ async fn a_tenant_shares_hourly_energy_revokes_and_shreds() -> anyhow::Result<()
     let chunks: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
         "SELECT CAST('chunk:' || series_id || ':' || hour || ':' || seq || ':' || key_id AS BLOB), body
            FROM chunks WHERE key_id = ?1
-         UNION ALL SELECT CAST('recent:' || seq || ':' || key_id AS BLOB), body FROM recent WHERE key_id = ?1",
+         UNION ALL SELECT CAST('recent:' || seq || ':' || key_id || ':' || first_hour || ':' || last_hour AS BLOB), body
+           FROM recent WHERE key_id = ?1",
     )
     .bind(tenancy_key)
     .fetch_all(&pool)

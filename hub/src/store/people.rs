@@ -250,7 +250,8 @@ impl Store {
 
     /// Crypto-shredding: destroys the tenancy's key, so every reading sealed under it is
     /// unreadable by anyone, with or without the database and the hub key. Its sealed
-    /// chunks and latest values are deleted too (overwritten: `secure_delete` is on), and
+    /// chunks, recent rows and latest values (in the database and in memory), and which
+    /// series it reached, are deleted too (overwritten: `secure_delete` is on), and
     /// the write-ahead log is truncated so no old copy of the wrapped key lingers there.
     pub async fn shred_tenancy(&self, id: i64, now: i64) -> Result<bool, StoreError> {
         let mut tx = self.write().await?;
