@@ -213,7 +213,7 @@ if frames:
 
 # What the writer said about folding recent readings into chunks (with RUST_LOG at debug
 # for hub::ingest::pipeline).
-folds = [line.strip() for line in open(os.path.join(os.path.dirname(data), "log"), errors="replace")
+folds = [line.strip() for line in open(os.path.join(os.path.dirname(data), "out"), errors="replace")
          if "folded recent readings" in line]
 if folds:
     print(f"folds: {len(folds)}")
