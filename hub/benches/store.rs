@@ -2,6 +2,7 @@
 //! inserts of the same rows (the baseline), their ratio, and on-disk bytes per reading.
 //!
 //! `cargo bench -p hub --bench store` (optionally `-- READINGS`, default 1,000,000).
+//! `cargo bench -p hub --bench store -- wear HOURS`: what a quiet home costs the card.
 //! Both sides use the same library (sqlx), pragmas (WAL, synchronous=FULL) and batch size,
 //! on a single-threaded runtime; each best of three runs, in the same process.
 
@@ -19,9 +20,77 @@ const DEVICES: usize = 50;
 const METRICS: [&str; 4] = ["temperature", "humidity", "power", "co2"];
 
 fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = args.iter().find_map(|a| a.parse().ok());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(run(n))
+    if args.iter().any(|a| a == "wear") {
+        let dir = tempfile::tempdir()?;
+        return rt.block_on(wear(dir.path(), number.unwrap_or(12)));
+    }
+    rt.block_on(run(number.unwrap_or(1_000_000)))
+}
+
+/// Bytes this process has had written to storage (`write_bytes`: what reaches the card).
+fn written() -> anyhow::Result<u64> {
+    let io = std::fs::read_to_string("/proc/self/io")?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no write_bytes in /proc/self/io"))
+}
+
+/// What a quiet home costs the card, hour by hour (`-- wear HOURS`): the quiet
+/// home (200 series, one reading each per 10 s) committed as the writer commits it with
+/// `acked_within_ms` 900 (about 18 readings a commit, 4,000 commits an hour), then folded
+/// and compacted as the writer does once each hour has ended. Prints the bytes written by
+/// the commits and by the fold of each hour, and what a day of them comes to; a simulated
+/// hour takes seconds, so this shows the folds of a store many hours old, which a run in
+/// real time cannot.
+async fn wear(dir: &Path, hours: usize) -> anyhow::Result<()> {
+    let store = Store::open(&dir.join("wear.db"), Key::generate()?, 0).await?;
+    for d in 0..DEVICES {
+        store.create_device(&format!("dev{d:03}"), "bench", "secret", 0).await?;
+    }
+    let mut state = store.load_series_state().await?;
+    let per_hour = DEVICES * METRICS.len() * 360;
+    // Hours as the clock has them, so that each fold takes one whole hour, as the writer's
+    // does just after the hour ends.
+    let mut readings = workload(per_hour * hours);
+    let shift = readings.first().map_or(0, |r| (-r.ts).rem_euclid(hub::store::codec::HOUR_MS));
+    readings.iter_mut().for_each(|r| r.ts += shift);
+    println!("quiet home's wear: {hours} simulated hours of {per_hour} readings, 18 a commit, folded hourly");
+    let (mut commits_total, mut folds_total) = (0, 0);
+    for (h, hour) in readings.chunks(per_hour).enumerate() {
+        let before = written()?;
+        for commit in hour.chunks(18) {
+            store.commit(&mut state, commit).await?;
+        }
+        let committed = written()? - before;
+        let current = hub::store::codec::hour_of(hour.last().map_or(0, |r| r.ts)) + 1;
+        let (before, started) = (written()?, Instant::now());
+        let moved = store.fold(&mut state, current).await?;
+        for (series, h) in state.due_for_compaction(current, usize::MAX) {
+            store.compact(&mut state, series, h).await?;
+        }
+        let folded = written()? - before;
+        println!(
+            "hour {h:>3}: commits {:>6.0} KB ({:.1} KB each), fold {:>5.0} KB ({moved} readings in {:.0?})",
+            committed as f64 / 1e3,
+            committed as f64 / 1e3 / hour.len().div_ceil(18) as f64,
+            folded as f64 / 1e3,
+            started.elapsed()
+        );
+        (commits_total, folds_total) = (commits_total + committed, folds_total + folded);
+    }
+    let day = |bytes: u64| bytes as f64 * 24.0 / hours as f64 / 1e6;
+    println!(
+        "per day: commits {:.0} MB, folds and compaction {:.0} MB, in all {:.0} MB",
+        day(commits_total),
+        day(folds_total),
+        day(commits_total + folds_total)
+    );
+    store.close().await;
+    Ok(())
 }
 
 /// `n` readings: 200 series, one reading per series every 10 s, sensor-like values.
