@@ -103,7 +103,7 @@ async fn a_full_card_refuses_readings_keeps_what_it_stored_and_recovers_by_itsel
     let b = &browser;
     b.owner_logs_in(&hub).await?;
     b.find(".card.device").await?;
-    let banner = b.find("#card-full").await?.text().await?;
+    let banner = b.text("#card-full").await?;
     assert!(banner.contains("storage is full") && banner.contains("MB free"), "{banner}");
     b.audit("card-full").await?;
 

@@ -192,7 +192,7 @@ impl Browser {
     pub async fn click(&self, css: &str) -> anyhow::Result<()> {
         for _ in 0..20 {
             match self.find(css).await?.click().await {
-                Err(e) if e.to_string().contains("stale element") => {
+                Err(e) if went_stale(&e) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 other => return other.with_context(|| format!("clicking {css}")),
@@ -206,7 +206,7 @@ impl Browser {
     pub async fn text(&self, css: &str) -> anyhow::Result<String> {
         for _ in 0..20 {
             match self.find(css).await?.text().await {
-                Err(e) if e.to_string().contains("stale element") => {
+                Err(e) if went_stale(&e) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 other => return other.with_context(|| format!("reading {css}")),
@@ -226,7 +226,7 @@ impl Browser {
             // no body at all for a moment: that is "not yet" too.
             let text = match self.client.find(Locator::Css("body")).await {
                 Ok(body) => match body.text().await {
-                    Err(e) if e.to_string().contains("stale element") => String::new(),
+                    Err(e) if went_stale(&e) => String::new(),
                     other => other?,
                 },
                 Err(e) if e.to_string().contains("no such element") => String::new(),
@@ -393,4 +393,13 @@ impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
 fn kill_group(child: &mut Child) {
     let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
     let _ = child.wait();
+}
+
+/// Whether `e` says the element found a moment ago is no longer in the page: the page
+/// re-rendered or was replaced in between. Chromium says so in two ways: WebDriver's "stale
+/// element reference", or, when the whole document was swapped between finding and
+/// reading, an inspector error that the node "does not belong to the document".
+fn went_stale(e: &fantoccini::error::CmdError) -> bool {
+    let message = e.to_string();
+    message.contains("stale element") || message.contains("does not belong to the document")
 }
