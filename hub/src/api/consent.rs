@@ -379,6 +379,15 @@ async fn export(
         }
         for (i, s) in series.iter().enumerate() {
             let name = names.get(&s.device).cloned().unwrap_or_default();
+            // Before anything of the series is sent: a failure ends the download short
+            // (the client sees it cut off) rather than leaving out a series unsaid.
+            let span = match store.series_span(&s.device, &s.metric, Keys::Only(&scope.keys)).await {
+                Ok(span) => span,
+                Err(error) => {
+                    tracing::error!(%error, "export failed while reading");
+                    return;
+                }
+            };
             if !csv {
                 let open = format!(
                     "{}{{\"device\":{},\"device_name\":{},\"metric\":{},\"unit\":{},\"readings\":[",
@@ -392,8 +401,7 @@ async fn export(
                     return;
                 }
             }
-            let Ok(Some((first, last))) = store.series_span(&s.device, &s.metric).await else { continue };
-            let mut from = first;
+            let (mut from, last) = span.unwrap_or((0, 0));
             let mut wrote = false;
             while from < last {
                 let to = from.saturating_add(EXPORT_WINDOW_MS);

@@ -274,7 +274,7 @@ impl Store {
             state.recent.push_back(RecentRow { seq, last_hour, readings });
             state.recent_readings += readings;
         }
-        *self.fresh.lock().map_err(|_| StoreError::Corrupt("latest values poisoned".into()))? = fresh;
+        *self.held() = fresh;
         Ok(state)
     }
 
@@ -436,7 +436,7 @@ impl Store {
         state.dirty.extend(touched);
         state.recent_readings += appended.iter().map(|row| row.readings).sum::<usize>();
         state.recent.extend(appended);
-        let mut held = self.fresh.lock().map_err(|_| StoreError::Corrupt("latest values poisoned".into()))?;
+        let mut held = self.held();
         if direct {
             held.clear();
         } else {
@@ -459,7 +459,7 @@ impl Store {
         more: &[(i64, Fresh)],
     ) -> Result<(), StoreError> {
         let held: Vec<(i64, Fresh)> = {
-            let held = self.fresh.lock().map_err(|_| StoreError::Corrupt("latest values poisoned".into()))?;
+            let held = self.held();
             held.iter().map(|(series, fresh)| (*series, fresh.clone())).collect()
         };
         for (series, fresh) in held.iter().filter(|(s, _)| !more.iter().any(|(m, _)| m == s)).chain(more) {
@@ -561,15 +561,20 @@ impl Store {
         let chosen: HashSet<i64> = chosen.into_iter().collect();
         state.recent.retain(|row| !chosen.contains(&row.seq));
         state.recent_readings = state.recent.iter().map(|row| row.readings).sum();
-        self.fresh.lock().map_err(|_| StoreError::Corrupt("latest values poisoned".into()))?.clear();
+        self.held().clear();
         Ok(moved)
     }
 
     /// Forgets the latest values held in memory under a destroyed key.
     pub(super) fn forget_fresh(&self, key_id: i64) {
-        if let Ok(mut held) = self.fresh.lock() {
-            held.retain(|_, fresh| fresh.key_id != key_id);
-        }
+        self.held().retain(|_, fresh| fresh.key_id != key_id);
+    }
+
+    /// The latest values held in memory. A panic while they were held cannot leave an
+    /// entry half-made (each is one insert or removal), so a poisoned lock is taken as is:
+    /// a shred must still be able to forget its values.
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Fresh>> {
+        self.fresh.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Merges the chunks of one series and hour that are sealed under the same key into one
@@ -640,7 +645,7 @@ impl Store {
     /// Every series with its latest value (for the dashboard), ordered by device, metric.
     pub async fn latest_values(&self, device: Option<&str>, keys: Keys<'_>) -> Result<Vec<LatestValue>, StoreError> {
         // Taken before the table is read.
-        let held = self.fresh.lock().map_err(|_| StoreError::Corrupt("latest values poisoned".into()))?.clone();
+        let held = self.held().clone();
         let rows = sqlx::query(
             "SELECT s.id, s.device_id, s.metric, s.unit, l.ts, l.key_id, l.body, l.every_ms
              FROM series s LEFT JOIN latest l ON l.series_id = s.id
@@ -668,7 +673,12 @@ impl Store {
             if !keys.allows(key_id) {
                 continue;
             }
-            let body = self.with_data_key(key_id, |k| Ok(k.open(&sealed, &latest_aad(series, ts, key_id))?))?;
+            let body = match self.with_data_key(key_id, |k| Ok(k.open(&sealed, &latest_aad(series, ts, key_id))?)) {
+                Ok(body) => body,
+                // Shredded since the row was read: nobody's to show.
+                Err(StoreError::NoKey(_)) => continue,
+                Err(error) => return Err(error),
+            };
             let value = codec::decode(hour_of(ts), &body)
                 .map_err(corrupt)?
                 .pop()
@@ -686,8 +696,14 @@ impl Store {
         Ok(out)
     }
 
-    /// `[from, to)` covering every stored reading of a series (whole hours), if it has any.
-    pub async fn series_span(&self, device: &str, metric: &str) -> Result<Option<(i64, i64)>, StoreError> {
+    /// `[from, to)` covering every stored reading of a series (whole hours) sealed under
+    /// `keys`, if it has any.
+    pub async fn series_span(
+        &self,
+        device: &str,
+        metric: &str,
+        keys: Keys<'_>,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
         let series: Option<i64> = sqlx::query_scalar("SELECT id FROM series WHERE device_id = ? AND metric = ?")
             .bind(device)
             .bind(metric)
@@ -695,13 +711,17 @@ impl Store {
             .await?;
         let Some(series) = series else { return Ok(None) };
         let mut snapshot = self.pool.begin().await?;
-        let (first, last): (Option<i64>, Option<i64>) =
-            sqlx::query_as("SELECT MIN(hour), MAX(hour) FROM chunks WHERE series_id = ?")
+        let by_key: Vec<(i64, i64, i64)> =
+            sqlx::query_as("SELECT key_id, MIN(hour), MAX(hour) FROM chunks WHERE series_id = ? GROUP BY key_id")
                 .bind(series)
-                .fetch_one(&mut *snapshot)
+                .fetch_all(&mut *snapshot)
                 .await?;
+        let mine = by_key.into_iter().filter(|(key_id, _, _)| keys.allows(*key_id));
+        let (first, last) = mine.fold((None, None), |(first, last): (Option<i64>, Option<i64>), (_, lo, hi)| {
+            (Some(first.map_or(lo, |f| f.min(lo))), Some(last.map_or(hi, |l| l.max(hi))))
+        });
         // The hours of its readings in `recent` (rows hold many series: they are opened).
-        let recent = self.recent_readings(&mut snapshot, series, (i64::MIN, i64::MAX), Keys::All).await?;
+        let recent = self.recent_readings(&mut snapshot, series, (i64::MIN, i64::MAX), keys).await?;
         let first = first.into_iter().chain(recent.keys().next().copied()).min();
         let last = last.into_iter().chain(recent.keys().next_back().copied()).max();
         Ok(first.zip(last).map(|(first, last)| (first * codec::HOUR_MS, (last + 1) * codec::HOUR_MS)))
@@ -822,7 +842,12 @@ impl Store {
                 }
                 let sealed: Vec<u8> = row.try_get("body")?;
                 let body =
-                    self.with_data_key(key_id, |k| Ok(k.open(&sealed, &chunk_aad(series, hour, seq, key_id))?))?;
+                    match self.with_data_key(key_id, |k| Ok(k.open(&sealed, &chunk_aad(series, hour, seq, key_id))?)) {
+                        Ok(body) => body,
+                        // Shredded after this snapshot began: nobody's to read.
+                        Err(StoreError::NoKey(_)) => continue,
+                        Err(error) => return Err(error),
+                    };
                 let entries = codec::decode(hour, &body).map_err(corrupt)?;
                 hour_readings.extend(entries.into_iter().filter(|(ts, _)| (from..to).contains(ts)));
             }
@@ -965,6 +990,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_key_destroyed_while_reading_leaves_its_values_out_without_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_device(dir.path()).await;
+        let mut state = store.load_series_state().await.unwrap();
+        // Readings in `chunks` and `latest` (a dense commit), and in `recent` and memory.
+        let rs: Vec<Reading> = (0..DIRECT_PER_CHUNK as i64).map(|i| reading("a", 1_000 + i, i as f64)).collect();
+        store.commit(&mut state, &rs).await.unwrap();
+        store.commit(&mut state, &[reading("b", 5_000, 1.0)]).await.unwrap();
+        assert_eq!(rows(&store).await, (1, 1, 1));
+        // A shred forgets the key before its rows are gone: a read in between finds rows
+        // it cannot open. They are nobody's any more, not an error.
+        let key_id: i64 = sqlx::query_scalar("SELECT key_id FROM chunks").fetch_one(store.pool()).await.unwrap();
+        store.data_keys.write().unwrap().remove(&key_id);
+        assert_eq!(all(&store, "a").await, vec![]);
+        assert_eq!(all(&store, "b").await, vec![]);
+        assert!(store.latest_values(None, Keys::All).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn dense_commits_write_chunks_and_latest_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_device(dir.path()).await;
@@ -1043,10 +1087,19 @@ mod tests {
         assert!(!state.fold_due(hour + 1));
         let times: Vec<i64> = all(&store, "t").await.into_iter().map(|(t, _)| t).collect();
         assert_eq!(times, vec![at(hour, 1), at(hour, 2), at(hour, 3)]);
-        assert_eq!(store.series_span("dev1", "fast").await.unwrap(), Some((at(hour + 2, 0), at(hour + 3, 0))));
-        assert_eq!(store.series_span("dev1", "t").await.unwrap(), Some((at(hour, 0), at(hour + 1, 0))));
+        assert_eq!(
+            store.series_span("dev1", "fast", Keys::All).await.unwrap(),
+            Some((at(hour + 2, 0), at(hour + 3, 0)))
+        );
+        assert_eq!(store.series_span("dev1", "t", Keys::All).await.unwrap(), Some((at(hour, 0), at(hour + 1, 0))));
+        // A span counts only what the caller may read, in `recent` and in `chunks` alike.
+        let none = BTreeSet::new();
+        assert_eq!(store.series_span("dev1", "fast", Keys::Only(&none)).await.unwrap(), None);
+        assert_eq!(store.series_span("dev1", "t", Keys::Only(&none)).await.unwrap(), None);
         assert_eq!(store.fold(&mut state, hour + 3).await.unwrap(), 2);
         assert_eq!(rows(&store).await.0, 0);
+        assert_eq!(store.series_span("dev1", "fast", Keys::Only(&none)).await.unwrap(), None);
+        assert!(store.series_span("dev1", "fast", Keys::All).await.unwrap().is_some());
     }
 
     #[tokio::test]
