@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use hub::crypto::Key;
 use hub::reading::{Reading, Value};
 use hub::store::Store;
+use hub::store::readings::Keys;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 /// Readings per transaction: the writer's default `max_batch`.
@@ -89,6 +90,25 @@ async fn wear(dir: &Path, hours: usize) -> anyhow::Result<()> {
         day(folds_total),
         day(commits_total + folds_total)
     );
+    // What the folded hours take on disk, and what reading them back costs: one series,
+    // every hour, as a chart of the whole range reads it (best of three).
+    let stored = (hours * per_hour) as f64;
+    println!("on disk: {:.1} bytes per reading", disk_bytes(store.pool()).await? as f64 / stored);
+    let (device, metric) = ("dev007", METRICS[1]);
+    let mut best = Duration::MAX;
+    let mut count = 0;
+    for _ in 0..3 {
+        let started = Instant::now();
+        count = 0;
+        store
+            .each_reading(device, metric, (0, i64::MAX), Keys::All, |_, _| {
+                count += 1;
+                true
+            })
+            .await?;
+        best = best.min(started.elapsed());
+    }
+    println!("one series, all {hours} hours: {count} readings in {best:.1?}");
     store.close().await;
     Ok(())
 }

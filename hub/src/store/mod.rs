@@ -123,7 +123,21 @@ impl Store {
             .pragma("secure_delete", "on")
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        sqlx::migrate!("../migrations").run(&pool).await?;
+        let migrator = sqlx::migrate!("../migrations");
+        // An upgrade that rewrites a big table (migration 18 copies every chunk) can take
+        // minutes on a card with years of readings: say so, rather than seem to hang.
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&pool).await.ok().flatten();
+        let newest = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        let upgrading = applied.filter(|&applied| applied < newest);
+        if let Some(from) = upgrading {
+            tracing::info!(from, to = newest, "upgrading the database (once; minutes for a large one)");
+        }
+        let started = std::time::Instant::now();
+        migrator.run(&pool).await?;
+        if upgrading.is_some() {
+            tracing::info!(elapsed = ?started.elapsed(), "database upgraded");
+        }
         let store = Self {
             pool,
             hub_key: Arc::new(hub_key),

@@ -1008,6 +1008,50 @@ mod tests {
         assert!(store.latest_values(None, Keys::All).await.unwrap().is_empty());
     }
 
+    /// Migration 18 moved `chunks` from a tree clustered by series to rows in the order
+    /// they were written: a store from before it reads the same after it.
+    #[tokio::test]
+    async fn chunks_written_before_the_move_to_commit_order_read_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let key = Key::generate().unwrap();
+        let store = Store::open(&path, key.clone(), 0).await.unwrap();
+        assert!(store.create_device("dev1", "Device", "secret", 0).await.unwrap());
+        let mut state = store.load_series_state().await.unwrap();
+        for metric in ["a", "b"] {
+            let rs: Vec<Reading> = (0..40).map(|i| reading(metric, 7_200_000 + i * 10_000, i as f64)).collect();
+            store.commit(&mut state, &rs).await.unwrap();
+        }
+        assert_eq!(rows(&store).await, (0, 2, 2));
+        let before = (all(&store, "a").await, all(&store, "b").await);
+        assert_eq!(before.0.len(), 40);
+        // Back to the layout before migration 18, as an older hub left it.
+        let mut conn = store.pool().acquire().await.unwrap();
+        for sql in [
+            "CREATE TABLE old_chunks (series_id INTEGER NOT NULL, hour INTEGER NOT NULL, seq INTEGER NOT NULL,
+                 key_id INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (series_id, hour, seq)) WITHOUT ROWID",
+            "INSERT INTO old_chunks SELECT series_id, hour, seq, key_id, body FROM chunks",
+            "DROP TABLE chunks",
+            "ALTER TABLE old_chunks RENAME TO chunks",
+            "DELETE FROM _sqlx_migrations WHERE version = 18",
+        ] {
+            sqlx::query(sql).execute(&mut *conn).await.unwrap();
+        }
+        drop(conn);
+        store.close().await;
+
+        let store = Store::open(&path, key, 0).await.unwrap();
+        let rowid: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(rowid) FROM chunks").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(rowid, Some(2), "chunks is a rowid table again");
+        assert_eq!((all(&store, "a").await, all(&store, "b").await), before);
+        // New chunks go on from the highest sequence number, so none is used twice.
+        let mut state = store.load_series_state().await.unwrap();
+        let rs: Vec<Reading> = (0..20).map(|i| reading("a", 9_000_000 + i * 10_000, 1.0)).collect();
+        store.commit(&mut state, &rs).await.unwrap();
+        assert_eq!(all(&store, "a").await.len(), 60);
+    }
+
     #[tokio::test]
     async fn dense_commits_write_chunks_and_latest_at_once() {
         let dir = tempfile::tempdir().unwrap();

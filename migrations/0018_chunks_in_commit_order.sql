@@ -1,0 +1,24 @@
+-- `chunks` was a WITHOUT ROWID table clustered by (series_id, hour, seq). An hour of a
+-- 10-second sensor (about 1,400 bytes sealed) is more than such a table keeps in its leaf
+-- (about 1,000 bytes with 4 KiB pages), so every chunk also took an overflow page, and a
+-- fold, which adds one chunk to each series, wrote a leaf in each series' part of the tree
+-- and an overflow page besides. Chunks now lie in the order they were written (an
+-- ordinary rowid table, where a row keeps up to about 4,000 bytes in its leaf), so a fold
+-- appends them at the end; an index keeps a series' hours in order for reads.
+-- Decision 0031 has the measurements.
+CREATE TABLE chunks_in_order (
+    series_id INTEGER NOT NULL,
+    hour      INTEGER NOT NULL,
+    seq       INTEGER NOT NULL,
+    key_id    INTEGER NOT NULL,
+    body      BLOB NOT NULL
+);
+
+INSERT INTO chunks_in_order (series_id, hour, seq, key_id, body)
+    SELECT series_id, hour, seq, key_id, body FROM chunks ORDER BY seq;
+
+DROP TABLE chunks;
+
+ALTER TABLE chunks_in_order RENAME TO chunks;
+
+CREATE UNIQUE INDEX chunks_by_series ON chunks (series_id, hour, seq);
