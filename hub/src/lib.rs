@@ -42,6 +42,7 @@ use crate::config::{Config, MqttMode};
 use crate::ingest::coap::{CoapContext, CoapListeners};
 use crate::ingest::mqtt::{MqttContext, MqttServer};
 use crate::ingest::pipeline;
+use crate::ingest::recording::Choice;
 
 /// The sockets the hub serves on, bound before `run` (port 0 in tests).
 pub struct Listeners {
@@ -199,6 +200,11 @@ pub async fn run(
         clock.clone(),
         writer_stop.clone(),
     );
+    for device in store.devices().await? {
+        let chosen = device.chosen;
+        let choice = Choice { all: chosen.unrecorded, values: chosen.unrecorded_values };
+        ingest.unrecorded().choose(&device.id, choice);
+    }
 
     let tls = match config.tls_wanted() {
         true => Some(Arc::new(tls::Tls::load(&config.tls, &config.data_dir, clock.now_ms()).context("preparing TLS")?)),
@@ -301,6 +307,7 @@ pub async fn run(
         bridges: bridges.clone(),
         observers: observers.clone(),
         access: access.clone(),
+        unrecorded: ingest.unrecorded_handle(),
     });
     lifecycle.attach(&followers);
     for server in serving {

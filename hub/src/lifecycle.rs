@@ -8,12 +8,14 @@
 
 use std::sync::{Arc, OnceLock, Weak};
 
+use hearth_model::people::Subject;
 use tokio::sync::{Notify, broadcast};
 
 use crate::automation::Commands;
 use crate::bridges::Bridges;
 use crate::devices::DeviceEvent;
 use crate::ingest::coap_observe::Observers;
+use crate::ingest::recording::Unrecorded;
 use crate::store::{Store, StoreError};
 
 /// What ended.
@@ -26,7 +28,7 @@ pub enum Ended {
     Tenancy { tenancy: i64, devices: Vec<String> },
     /// A tenancy was shredded: its data, its rules, the commands its rules queued or kept
     /// retained, and its own devices are gone.
-    Shredded { tenancy: i64, devices: Vec<String> },
+    Shredded { tenancy: i64, devices: Vec<String>, keys: Vec<i64> },
 }
 
 /// The parts of the hub that hold something of a device or a tenancy in memory.
@@ -42,6 +44,8 @@ pub struct Followers {
     pub observers: Observers,
     /// Makes live streams and other long-lived answers check their caller again.
     pub access: crate::auth::AccessChanges,
+    /// The latest values of what is not recorded, held in memory.
+    pub unrecorded: Arc<Unrecorded>,
 }
 
 /// Cheap to clone. The followers are attached once the hub's parts are built; they hold a
@@ -99,10 +103,11 @@ impl Lifecycle {
     /// everything of it in memory. `Ok(false)` if unknown or shredded already.
     pub async fn shred_tenancy(&self, tenancy: i64, now: i64) -> Result<bool, StoreError> {
         let devices = self.store.ownership().rule.own_devices(tenancy);
+        let keys = self.store.keys_of(Subject::Tenancy(tenancy)).into_iter().collect();
         if !self.store.shred_tenancy(tenancy, now).await? {
             return Ok(false);
         }
-        self.follow(Ended::Shredded { tenancy, devices }).await;
+        self.follow(Ended::Shredded { tenancy, devices, keys }).await;
         Ok(true)
     }
 
@@ -121,6 +126,7 @@ impl Lifecycle {
         let Some(f) = self.followers() else { return };
         match &ended {
             Ended::Device(id) => {
+                f.unrecorded.forget_device(id);
                 f.commands.forget_devices(std::slice::from_ref(id)).await;
                 end_devices(&f, std::slice::from_ref(id), true).await;
             }
@@ -130,7 +136,9 @@ impl Lifecycle {
                 f.commands.forget_tenancy(*tenancy, &[]).await;
                 end_devices(&f, devices, false).await;
             }
-            Ended::Shredded { tenancy, devices } => {
+            Ended::Shredded { tenancy, devices, keys } => {
+                keys.iter().for_each(|key| f.unrecorded.forget_key(*key));
+                devices.iter().for_each(|device| f.unrecorded.forget_device(device));
                 f.commands.forget_tenancy(*tenancy, devices).await;
                 end_devices(&f, devices, true).await;
             }

@@ -203,8 +203,12 @@ async fn the_home_at_a_glance() -> anyhow::Result<()> {
     b.fill("#arrange .value-choice[data-metric='power'] input:not([type='checkbox'])", "Kettle draw").await?;
     // Its energy total folded away from its card.
     b.click("#arrange .value-choice[data-metric='energy'] input.hide-value").await?;
+    // Its link quality shown live, never recorded.
+    b.click("#arrange .value-choice[data-metric='linkquality'] input.unrecorded-value").await?;
     b.click("#arrange-save").await?;
     b.wait_for_text("Saved.", t).await?;
+    let saved: Value = owner.get(hub.url(&format!("/api/devices/{plug}"))).send().await?.json().await?;
+    assert_eq!((&saved["unrecorded"], &saved["unrecorded_values"]), (&json!(false), &json!(["linkquality"])));
     hub.publish((&z2m, &z2m_key), &announce.0, announce.1.clone()).await?;
     b.client.goto(&hub.url("/")).await?;
     wait_until(t, "the renamed plug", || async {

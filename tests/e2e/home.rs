@@ -212,3 +212,67 @@ async fn a_tenant_names_only_their_own_devices_and_the_names_go_with_the_tenancy
     assert!(kept, "the owner's choice for the meter stays");
     Ok(())
 }
+
+/// The value of `metric` on `device`'s card, as `GET /api/devices/{id}` gives it.
+async fn shown(hub: &TestHub, client: &reqwest::Client, device: &str, metric: &str) -> anyhow::Result<Value> {
+    let view: Value = client.get(hub.url(&format!("/api/devices/{device}"))).send().await?.json().await?;
+    Ok(hearth_tests::discovered::metric(&view, metric).map_or(Value::Null, |m| m["value"].clone()))
+}
+
+/// Publishes one value as `device` and waits for its acknowledgement.
+async fn report(hub: &TestHub, device: (&str, &str), metric: &str, value: f64) -> anyhow::Result<()> {
+    let topic = format!("hearth/{}/{metric}", device.0);
+    hub.publish(device, &topic, json!({ "value": value }).to_string()).await
+}
+
+async fn stored(hub: &TestHub, client: &reqwest::Client, device: &str, metric: &str) -> anyhow::Result<Vec<Value>> {
+    Ok(hub.readings(client, device, metric).await?.into_iter().map(|r| r["value"].clone()).collect())
+}
+
+/// "Don't record": a chatty value (link quality), then a whole device, are shown live and
+/// acknowledged, never stored; the choice survives a restart, the values held in memory do
+/// not; a value the device does not have is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_not_recorded_are_shown_live_and_never_stored() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (plug, secret) = hub.add_device(&owner, "Plug").await?;
+    let dev = (plug.as_str(), secret.as_str());
+    report(&hub, dev, "power", 5.0).await?;
+    report(&hub, dev, "linkquality", 80.0).await?;
+
+    let (status, changed) = change(&hub, &owner, &plug, json!({ "unrecorded_values": ["linkquality"] })).await?;
+    assert_eq!((status, &changed["unrecorded_values"]), (200, &json!(["linkquality"])), "{changed}");
+    let (status, refused) = change(&hub, &owner, &plug, json!({ "unrecorded_values": ["colour"] })).await?;
+    assert_eq!((status, refused["fields"]["unrecorded_values"].is_string()), (422, true), "{refused}");
+    // Acknowledged (publish waits for the PUBACK) and shown, not stored.
+    report(&hub, dev, "linkquality", 42.0).await?;
+    report(&hub, dev, "power", 7.0).await?;
+    assert_eq!(shown(&hub, &owner, &plug, "linkquality").await?, json!(42.0));
+    assert_eq!(stored(&hub, &owner, &plug, "linkquality").await?, [json!(80.0)]);
+    assert_eq!(stored(&hub, &owner, &plug, "power").await?, [json!(5.0), json!(7.0)]);
+
+    // The whole device.
+    let (status, changed) = change(&hub, &owner, &plug, json!({ "unrecorded": true })).await?;
+    assert_eq!((status, &changed["unrecorded"]), (200, &json!(true)), "{changed}");
+    report(&hub, dev, "power", 9.0).await?;
+    assert_eq!(shown(&hub, &owner, &plug, "power").await?, json!(9.0));
+    assert_eq!(stored(&hub, &owner, &plug, "power").await?, [json!(5.0), json!(7.0)]);
+
+    // After a restart the choice stays; what was only in memory is gone.
+    let config = hub.stop().await?;
+    let hub = TestHub::start_with(config).await?;
+    let owner = hub.login().await?;
+    let view: Value = owner.get(hub.url(&format!("/api/devices/{plug}"))).send().await?.json().await?;
+    assert_eq!((&view["unrecorded"], &view["unrecorded_values"]), (&json!(true), &json!(["linkquality"])), "{view}");
+    assert_eq!(shown(&hub, &owner, &plug, "power").await?, json!(7.0));
+    assert_eq!(shown(&hub, &owner, &plug, "linkquality").await?, json!(80.0));
+
+    // Recorded again: stored again.
+    let (status, _) = change(&hub, &owner, &plug, json!({ "unrecorded": false, "unrecorded_values": [] })).await?;
+    assert_eq!(status, 200);
+    report(&hub, dev, "power", 11.0).await?;
+    assert_eq!(stored(&hub, &owner, &plug, "power").await?, [json!(5.0), json!(7.0), json!(11.0)]);
+    Ok(())
+}

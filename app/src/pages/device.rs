@@ -264,8 +264,21 @@ fn About(
     .into_any()
 }
 
-/// Its name, room, favourite and hidden, as people choose them (discovery never
-/// overwrites them).
+/// What people choose for one of a device's values.
+struct ValueChoice {
+    metric: String,
+    /// What the device calls it (the placeholder of its name).
+    announced: String,
+    /// The name people give it (empty: the device's).
+    typed: RwSignal<String>,
+    /// Folded away from its card.
+    hide: RwSignal<bool>,
+    /// Shown live, never stored.
+    unrecorded: RwSignal<bool>,
+}
+
+/// Its name, room, favourite and hidden, and what of it is recorded, as people choose them
+/// (discovery never overwrites them).
 #[component]
 fn Arrange(
     /// The device.
@@ -284,6 +297,7 @@ fn Arrange(
     let room = RwSignal::new(device.room.clone().unwrap_or_default());
     let favourite = RwSignal::new(device.favourite);
     let hidden = RwSignal::new(device.hidden);
+    let unrecorded = RwSignal::new(device.unrecorded);
     let rooms = home.devices.with_untracked(|ds| {
         let mut rooms: Vec<String> = ds.iter().filter_map(|d| d.room.clone()).collect();
         present::sort_by_text(&mut rooms, String::clone);
@@ -292,14 +306,21 @@ fn Arrange(
     });
     // What people call each of its values, in place of what the device calls them (empty:
     // the device's name for it, shown as the placeholder).
-    let values: Vec<(String, String, RwSignal<String>, RwSignal<bool>)> = present::metrics(&device, false)
+    let values: Vec<ValueChoice> = present::metrics(&device, false)
         .into_iter()
         .map(|(metric, _, _)| {
             let mut announced = device.clone();
             announced.labels.remove(&metric);
             let given = device.labels.get(&metric).cloned().unwrap_or_default();
             let hidden = device.hidden_values.contains(&metric);
-            (metric.clone(), present::label(&announced, &metric), RwSignal::new(given), RwSignal::new(hidden))
+            let unrecorded = device.unrecorded_values.contains(&metric);
+            ValueChoice {
+                announced: present::label(&announced, &metric),
+                metric,
+                typed: RwSignal::new(given),
+                hide: RwSignal::new(hidden),
+                unrecorded: RwSignal::new(unrecorded),
+            }
         })
         .collect();
     let original = StoredValue::new(device.labels.clone());
@@ -311,20 +332,24 @@ fn Arrange(
         let labels = values.with_value(|values| {
             values
                 .iter()
-                .map(|(metric, _, typed, _)| (metric.clone(), typed.get_untracked().trim().to_owned()))
+                .map(|v| (v.metric.clone(), v.typed.get_untracked().trim().to_owned()))
                 .filter(|(metric, typed)| original.with_value(|o| o.get(metric).map_or("", String::as_str) != typed))
                 .collect()
         });
-        let hidden_values = values.with_value(|values| {
-            values.iter().filter(|(_, _, _, hide)| hide.get_untracked()).map(|(metric, ..)| metric.clone()).collect()
-        });
+        let chosen = |pick: fn(&ValueChoice) -> RwSignal<bool>| {
+            values.with_value(|values| {
+                values.iter().filter(|v| pick(v).get_untracked()).map(|v| v.metric.clone()).collect()
+            })
+        };
         let changes = DeviceChanges {
             name: Some(name.get_untracked()),
             room: Some(room.get_untracked()),
             favourite: Some(favourite.get_untracked()),
             hidden: Some(hidden.get_untracked()),
             labels,
-            hidden_values: Some(hidden_values),
+            hidden_values: Some(chosen(|v| v.hide)),
+            unrecorded: Some(unrecorded.get_untracked()),
+            unrecorded_values: Some(chosen(|v| v.unrecorded)),
         };
         saved.set(false);
         spawn_local(async move {
@@ -349,19 +374,24 @@ fn Arrange(
                 on:change=move |ev| favourite.set(event_target_checked(&ev)) /> " Favourite (first on the home page)"</label>
             <label><input type="checkbox" id="arrange-hidden" prop:checked=hidden
                 on:change=move |ev| hidden.set(event_target_checked(&ev)) /> " Hidden from the home page"</label>
+            <label><input type="checkbox" id="arrange-unrecorded" prop:checked=unrecorded
+                on:change=move |ev| unrecorded.set(event_target_checked(&ev)) />
+                " Don't record (its values are shown live and used by rules, never stored)"</label>
             {values.with_value(|values| (!values.is_empty()).then(|| view! {
                 <details class="labels">
-                    <summary>"Its values: names, and which its card shows"</summary>
-                    {values.iter().map(|(metric, announced, typed, hide)| {
-                        let (typed, hide) = (*typed, *hide);
+                    <summary>"Its values: names, which its card shows, which are recorded"</summary>
+                    {values.iter().map(|v| {
+                        let (typed, hide, off) = (v.typed, v.hide, v.unrecorded);
                         view! {
-                            <div class="row value-choice" data-metric=metric.clone()>
-                                <label>{metric.clone()}
-                                    <input maxlength="64" placeholder=announced.clone() prop:value=typed
+                            <div class="row value-choice" data-metric=v.metric.clone()>
+                                <label>{v.metric.clone()}
+                                    <input maxlength="64" placeholder=v.announced.clone() prop:value=typed
                                         on:input=move |ev| typed.set(event_target_value(&ev)) />
                                 </label>
                                 <label class="inline"><input type="checkbox" class="hide-value" prop:checked=hide
                                     on:change=move |ev| hide.set(event_target_checked(&ev)) /> " Fold away"</label>
+                                <label class="inline"><input type="checkbox" class="unrecorded-value" prop:checked=off
+                                    on:change=move |ev| off.set(event_target_checked(&ev)) /> " Don't record"</label>
                             </div>
                         }
                     }).collect_view()}

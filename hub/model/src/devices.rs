@@ -122,6 +122,12 @@ pub struct Device {
     /// Its values people folded away from its card (with its settings and diagnostics).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hidden_values: Vec<String>,
+    /// None of its values is recorded: shown live and heard by automations, never stored.
+    #[serde(default)]
+    pub unrecorded: bool,
+    /// Its values that are not recorded (as above), by metric.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unrecorded_values: Vec<String>,
 }
 
 /// What a device is to the people of the home.
@@ -160,6 +166,12 @@ pub struct DeviceChanges {
     /// Its values folded away from its card, all of them (this list replaces the last).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden_values: Option<Vec<String>>,
+    /// Whether none of its values is recorded (shown live, never stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrecorded: Option<bool>,
+    /// Its values not recorded, all of them (this list replaces the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrecorded_values: Option<Vec<String>>,
 }
 
 /// `PUT /api/devices/{id}/observe`: the CoAP resources of a device that serves its readings

@@ -19,6 +19,7 @@ use crate::auth::{ClientAddr, CurrentUser, SUBJECTS};
 use crate::buckets::{Bucketer, width_for};
 use crate::devices::{self, Credentials, DeviceError};
 use crate::error::AppError;
+use crate::ingest::recording::Choice;
 use crate::reading::{valid_device_id, valid_metric};
 use crate::state::AppState;
 use crate::store::readings::{Keys, MAX_RAW_READINGS};
@@ -88,6 +89,7 @@ async fn visible_device(state: &AppState, user: &Session, id: &str) -> Result<(D
 async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<Vec<Device>, AppError> {
     let scope = Scope::of(state, user).await?;
     let mut latest: Vec<LatestValue> = state.store.latest_values(only, Keys::Only(&scope.keys)).await?;
+    state.ingest.unrecorded().merge_into(&mut latest, only, Keys::Only(&scope.keys));
     let ownership = state.store.ownership();
     let all = state.store.devices().await?;
     let fronts = fronts(&all);
@@ -114,6 +116,8 @@ async fn views(state: &AppState, user: &Session, only: Option<&str>) -> Result<V
             hidden: d.chosen.hidden,
             labels: d.chosen.labels,
             hidden_values: d.chosen.hidden_values.into_iter().collect(),
+            unrecorded: d.chosen.unrecorded,
+            unrecorded_values: d.chosen.unrecorded_values.into_iter().collect(),
             rejected: if manageable { state.rejections.get(&d.id) } else { None },
             class: ownership.rule.current_class(&d.id),
             belongs_to: if d.tenancy_id.is_some() { BelongsTo::Tenant } else { BelongsTo::Owner },
@@ -545,7 +549,9 @@ pub(super) async fn known_metrics(
     let reported: Vec<String> = match settable && !described.is_empty() {
         true => Vec::new(),
         false => {
-            state.store.latest_values(Some(id), Keys::Only(&scope.keys)).await?.into_iter().map(|l| l.metric).collect()
+            let mut latest = state.store.latest_values(Some(id), Keys::Only(&scope.keys)).await?;
+            state.ingest.unrecorded().merge_into(&mut latest, Some(id), Keys::Only(&scope.keys));
+            latest.into_iter().map(|l| l.metric).collect()
         }
     };
     let announced = described.into_iter().filter(|v| v.settable || !settable).map(|v| v.metric);
@@ -584,12 +590,15 @@ async fn change(
     };
     let name = req.name.as_deref().map(|n| chosen_text("name", n)).transpose()?;
     let room = req.room.as_deref().map(|r| chosen_text("room", r)).transpose()?;
-    let known = match req.labels.is_empty() && req.hidden_values.as_ref().is_none_or(Vec::is_empty) {
+    let names_none = [&req.hidden_values, &req.unrecorded_values].into_iter().flatten().all(Vec::is_empty);
+    let known = match req.labels.is_empty() && names_none {
         true => Vec::new(),
         false => known_metrics(&state, &scope, &id, false).await?,
     };
-    if let Some(unknown) = req.hidden_values.iter().flatten().find(|m| !known.contains(m)) {
-        return Err(AppError::field("hidden_values", format!("the device has no value {unknown:?}")));
+    for (field, metrics) in [("hidden_values", &req.hidden_values), ("unrecorded_values", &req.unrecorded_values)] {
+        if let Some(unknown) = metrics.iter().flatten().find(|m| !known.contains(m)) {
+            return Err(AppError::field(field, format!("the device has no value {unknown:?}")));
+        }
     }
     let mut labels = Vec::new();
     for (metric, label) in &req.labels {
@@ -606,6 +615,7 @@ async fn change(
         ("hidden", req.hidden.is_some()),
         ("names of values", !labels.is_empty()),
         ("values hidden", req.hidden_values.is_some()),
+        ("recording", req.unrecorded.is_some() || req.unrecorded_values.is_some()),
     ] {
         if given {
             what.push(field);
@@ -625,6 +635,10 @@ async fn change(
             if let Some(hidden) = req.hidden_values {
                 chosen.hidden_values = hidden.into_iter().collect();
             }
+            chosen.unrecorded = req.unrecorded.unwrap_or(chosen.unrecorded);
+            if let Some(unrecorded) = req.unrecorded_values {
+                chosen.unrecorded_values = unrecorded.into_iter().collect();
+            }
             for (metric, label) in labels {
                 match label {
                     Some(label) => chosen.labels.insert(metric, label),
@@ -639,6 +653,12 @@ async fn change(
         .await?;
     if !changed {
         return Err(AppError::NotFound);
+    }
+    // What the writer leaves out, as now stored (read again: another change may have
+    // been saved meanwhile).
+    if let Some(device) = state.store.device(&id).await? {
+        let choice = Choice { all: device.chosen.unrecorded, values: device.chosen.unrecorded_values };
+        state.ingest.unrecorded().choose(&id, choice);
     }
     tracing::info!(device.id = %id, "device renamed or placed");
     let detail = format!("device {id}: {} chosen", what.join(", "));

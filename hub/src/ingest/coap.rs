@@ -587,7 +587,10 @@ impl Server {
         // Only readings the credentials' holder owns: not a tenant's, to the owner's key.
         let keys = self.ctx.store.device_keys(device);
         let latest = match self.ctx.store.latest_values(Some(device), Keys::Only(&keys)).await {
-            Ok(values) => values.into_iter().find(|v| v.metric == metric),
+            Ok(mut values) => {
+                self.ctx.ingest.unrecorded().merge_into(&mut values, Some(device), Keys::Only(&keys));
+                values.into_iter().find(|v| v.metric == metric)
+            }
             Err(error) => {
                 tracing::error!(%error, "reading the latest value failed");
                 return Reply::error(ResponseType::InternalServerError, "internal error");

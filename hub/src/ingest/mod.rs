@@ -10,6 +10,7 @@ pub mod decode;
 pub mod mqtt;
 pub mod mqtt_client;
 pub mod pipeline;
+pub mod recording;
 pub mod retained;
 
 use std::collections::HashMap;

@@ -23,6 +23,8 @@ use crate::clock::Clock;
 use crate::reading::Reading;
 use crate::store::{SeriesState, Store};
 
+use super::recording::Unrecorded;
+
 /// Readings waiting in the channel before submitters are made to wait.
 const CHANNEL_CAPACITY: usize = 4096;
 /// How often an idle writer looks for finished hours to compact.
@@ -150,6 +152,7 @@ pub struct Ingest {
     tx: mpsc::Sender<Submission>,
     live: broadcast::Sender<Arc<[Committed]>>,
     accepted: broadcast::Sender<Arc<[Reading]>>,
+    unrecorded: Arc<Unrecorded>,
 }
 
 impl Ingest {
@@ -168,9 +171,23 @@ impl Ingest {
         self.storage.refusing()
     }
 
+    /// What the owner chose not to record.
+    pub fn unrecorded(&self) -> &Unrecorded {
+        &self.unrecorded
+    }
+
+    /// The same, for a part of the hub that keeps it.
+    pub fn unrecorded_handle(&self) -> Arc<Unrecorded> {
+        self.unrecorded.clone()
+    }
+
     /// Queues readings that need no acknowledgement (MQTT QoS 0, CoAP NON).
     pub async fn submit(&self, readings: Vec<Reading>) -> Result<(), Closed> {
         self.announce(&readings);
+        let readings = self.recorded(readings);
+        if readings.is_empty() {
+            return Ok(());
+        }
         let due = Instant::now() + self.policy.unacked_within;
         self.tx.send(Submission { readings, done: None, due }).await.map_err(|_| Closed)
     }
@@ -194,11 +211,24 @@ impl Ingest {
         }
     }
 
+    /// Those of `readings` to be stored; the others are held in memory as their series'
+    /// latest value.
+    fn recorded(&self, readings: Vec<Reading>) -> Vec<Reading> {
+        let ownership = self.store.ownership();
+        self.unrecorded.split(readings, |r| ownership.key_for(&r.device, r.ts))
+    }
+
     /// Queues readings and returns a receipt that resolves after their commit. All readings
-    /// of one submission commit in the same transaction, by when `urgency` says.
+    /// of one submission commit in the same transaction, by when `urgency` says; one with
+    /// nothing to record resolves at once.
     pub async fn submit_acked(&self, readings: Vec<Reading>, urgency: Urgency) -> Result<Receipt, Closed> {
         let (done, receipt) = oneshot::channel();
         self.announce(&readings);
+        let readings = self.recorded(readings);
+        if readings.is_empty() {
+            let _ = done.send(Ok(()));
+            return Ok(receipt);
+        }
         let due = match urgency {
             Urgency::Waiting => Instant::now(),
             Urgency::Quiet => Instant::now() + self.policy.acked_within,
@@ -245,7 +275,8 @@ pub fn spawn_writer(
         next_compact: Instant::now() + COMPACT_EVERY,
     };
     let handle = tokio::spawn(writer.run(rx, shutdown));
-    (Ingest { clock, store, policy, storage, tx, live, accepted }, handle)
+    let unrecorded = Arc::default();
+    (Ingest { clock, store, policy, storage, tx, live, accepted, unrecorded }, handle)
 }
 
 struct Writer {
@@ -461,9 +492,13 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::crypto::Key;
+    use crate::ingest::recording::Choice;
     use crate::reading::Value;
+    use crate::store::readings::Keys;
 
     /// A writer that gathers quiet acknowledged readings for 10 s and the others for 60 s:
     /// anything answered in well under that was committed because someone waited.
@@ -499,6 +534,34 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
         let latest = store.latest_values(Some("dev1"), crate::store::readings::Keys::All).await.unwrap();
         assert_eq!(latest.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_value_not_recorded_is_answered_at_once_held_as_latest_and_never_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ingest, store, stop, writer) = writer(dir.path()).await;
+        let mut live = ingest.subscribe();
+        ingest.unrecorded().choose("dev1", Choice { all: false, values: ["t".to_owned()].into() });
+        // Gathered for 10 s if it were stored; with nothing to store, answered before any
+        // commit could have run.
+        let mut receipt = ingest.submit_acked(reading(1_000), Urgency::Quiet).await.unwrap();
+        assert!(matches!(receipt.try_recv(), Ok(Ok(()))));
+        ingest.submit(reading(2_000)).await.unwrap();
+        // Heard live, with whose it is; held as the latest value under that key only.
+        assert_eq!(live.recv().await.unwrap()[0].reading.ts, 1_000);
+        let key = store.ownership().key_for("dev1", 2_000).unwrap();
+        let mut latest = store.latest_values(Some("dev1"), Keys::All).await.unwrap();
+        ingest.unrecorded().merge_into(&mut latest, Some("dev1"), Keys::Only(&BTreeSet::new()));
+        assert!(latest.is_empty());
+        ingest.unrecorded().merge_into(&mut latest, Some("dev1"), Keys::Only(&[key].into()));
+        assert_eq!((latest.len(), latest[0].ts), (1, 2_000));
+        // Recorded values beside it are stored as ever.
+        let other = Reading { metric: "rssi".into(), ..reading(3_000).remove(0) };
+        ingest.submit(vec![other]).await.unwrap();
+        stop.cancel();
+        writer.await.unwrap();
+        let stored = store.latest_values(Some("dev1"), Keys::All).await.unwrap();
+        assert_eq!(stored.iter().map(|l| l.metric.as_str()).collect::<Vec<_>>(), ["rssi"]);
     }
 
     #[tokio::test]

@@ -29,6 +29,12 @@ pub struct Chosen {
     /// Its values folded away from its card.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub hidden_values: BTreeSet<String>,
+    /// None of its values is stored (they are still heard live).
+    #[serde(default)]
+    pub unrecorded: bool,
+    /// Its values that are not stored, by metric.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unrecorded_values: BTreeSet<String>,
 }
 
 /// A device as stored, with its name opened.
@@ -321,7 +327,6 @@ impl Store {
         Ok(())
     }
 
-    /// Active devices, names opened.
     /// How many devices the household of `tenancy` holds (none: the owner's).
     pub async fn count_devices(&self, tenancy: Option<i64>) -> Result<usize, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE tenancy_id IS ?")
@@ -331,6 +336,7 @@ impl Store {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
+    /// Active devices, names opened.
     pub async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
         self.devices_where(false).await
     }

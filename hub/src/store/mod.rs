@@ -214,12 +214,12 @@ impl Store {
         self.ownership.read().map_or_else(|p| p.into_inner().clone(), |o| o.clone())
     }
 
-    /// The keys whose readings belong to `subject`.
     /// Tenancies shredded from now on (by the tenant, or when their retention ran out).
     pub fn subscribe_shredded(&self) -> tokio::sync::broadcast::Receiver<i64> {
         self.shredded.subscribe()
     }
 
+    /// The keys whose readings belong to `subject`.
     pub fn keys_of(&self, subject: Subject) -> BTreeSet<i64> {
         self.ownership().keys.get(&subject).cloned().unwrap_or_default()
     }
