@@ -152,6 +152,12 @@ async fn a_tenant_grants_and_revokes_in_the_consent_inbox() -> anyhow::Result<()
     b.wait_for_text("tenancy: tenancy", t).await?;
     b.wait_for_text("(\"dashboard\") created", t).await?;
     look(b, "security-log").await?;
+    // And the hub's storage: free space, the database, what the hub writes a day.
+    b.wait_for_text("The hub writes about", t).await?;
+    let storage = b.text("#storage").await?;
+    for what in [" free; new readings are refused below ", "The database takes ", "The hub writes about "] {
+        assert!(storage.contains(what), "{what:?} missing: {storage}");
+    }
     b.click("#logout").await?;
 
     // The tenant joins with it and chooses their own password.

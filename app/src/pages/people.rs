@@ -45,6 +45,44 @@ pub fn PeoplePage(
         <Guests />
         <Tokens />
         <SecurityLog />
+        {owner.then(|| view! { <StorageCard /> })}
+    }
+}
+
+/// `bytes` for people: "740 kB", "12.3 MB", "1.2 GB".
+fn size(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1_000_000 => format!("{:.0} kB", b / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
+        _ => format!("{:.1} GB", b / 1e9),
+    }
+}
+
+/// The hub's storage: free space, the database's size, and what the hub writes a day (what
+/// wears an SD card out).
+#[component]
+fn StorageCard() -> impl IntoView {
+    let resource = LocalResource::new(api::storage);
+    view! {
+        <section class="card" id="storage">
+            <h3>"Storage"</h3>
+            <Loading resource waiting="Loading storage…" />
+            {move || resource.get().and_then(Result::ok).map(|s| {
+                let free = s.free_bytes.map(|free| format!(
+                    "{} free; new readings are refused below {}.", size(free), size(s.reserve_bytes)));
+                let database = s.database_bytes.map(|db| format!("The database takes {}.", size(db)));
+                let written = s.written_per_day.zip(s.written_over_ms).map(|(day, over)| format!(
+                    "The hub writes about {} a day (measured over the last {} minutes).",
+                    size(day), (over / 60_000).max(1)));
+                view! {
+                    <p id="storage-free">{free}</p>
+                    <p id="storage-database">{database}</p>
+                    <p id="storage-written">{written}</p>
+                    <p class="muted">"An SD card wears out from writing. Values you need not keep can be left unrecorded on their device's page; a USB SSD lasts far longer (the README says how to move the hub's data there)."</p>
+                }
+            })}
+        </section>
     }
 }
 

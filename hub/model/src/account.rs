@@ -104,6 +104,15 @@ pub struct Storage {
     /// While readings are refused (a full card): since when, why, how many so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusing: Option<Refusing>,
+    /// The database's size, its write-ahead log included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_bytes: Option<u64>,
+    /// What the hub writes to its storage, per day (the kernel's count of its writes, over
+    /// the last hour or since it started: `written_over_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_per_day: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_over_ms: Option<u64>,
 }
 
 /// Readings are being refused, not acknowledged: their senders keep them.

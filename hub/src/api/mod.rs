@@ -92,10 +92,19 @@ async fn storage(
         reason: r.reason,
         refused: if owner { r.refused } else { 0 },
     });
+    let database = ["hearth.db", "hearth.db-wal"].map(|f| std::fs::metadata(state.config.data_dir.join(f)));
+    let database_bytes = match &database[0] {
+        Ok(db) => Some(db.len() + database[1].as_ref().map_or(0, std::fs::Metadata::len)),
+        Err(_) => None,
+    };
+    let written = state.ingest.write_rate();
     ApiJson(hearth_model::account::Storage {
         free_bytes,
         reserve_bytes: state.config.store.reserve_mb.saturating_mul(1_000_000),
         refusing,
+        database_bytes,
+        written_per_day: written.map(|w| w.bytes_per_day),
+        written_over_ms: written.map(|w| u64::try_from(w.over.as_millis()).unwrap_or(u64::MAX)),
     })
 }
 

@@ -12,6 +12,7 @@ pub mod mqtt_client;
 pub mod pipeline;
 pub mod recording;
 pub mod retained;
+pub mod wear;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -24,6 +24,7 @@ use crate::reading::Reading;
 use crate::store::{SeriesState, Store};
 
 use super::recording::Unrecorded;
+use super::wear::{WriteMeter, WriteRate};
 
 /// Readings waiting in the channel before submitters are made to wait.
 const CHANNEL_CAPACITY: usize = 4096;
@@ -153,6 +154,7 @@ pub struct Ingest {
     live: broadcast::Sender<Arc<[Committed]>>,
     accepted: broadcast::Sender<Arc<[Reading]>>,
     unrecorded: Arc<Unrecorded>,
+    wear: Arc<WriteMeter>,
 }
 
 impl Ingest {
@@ -169,6 +171,11 @@ impl Ingest {
     /// Why readings are refused (a full card), or `None` while they are taken.
     pub fn refusing(&self) -> Option<Refusing> {
         self.storage.refusing()
+    }
+
+    /// What the hub has been writing to its storage, per day.
+    pub fn write_rate(&self) -> Option<WriteRate> {
+        self.wear.rate()
     }
 
     /// What the owner chose not to record.
@@ -275,8 +282,8 @@ pub fn spawn_writer(
         next_compact: Instant::now() + COMPACT_EVERY,
     };
     let handle = tokio::spawn(writer.run(rx, shutdown));
-    let unrecorded = Arc::default();
-    (Ingest { clock, store, policy, storage, tx, live, accepted, unrecorded }, handle)
+    let (unrecorded, wear) = (Arc::default(), Arc::default());
+    (Ingest { clock, store, policy, storage, tx, live, accepted, unrecorded, wear }, handle)
 }
 
 struct Writer {
