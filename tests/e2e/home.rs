@@ -276,3 +276,30 @@ async fn values_not_recorded_are_shown_live_and_never_stored() -> anyhow::Result
     assert_eq!(stored(&hub, &owner, &plug, "power").await?, [json!(5.0), json!(7.0), json!(11.0)]);
     Ok(())
 }
+
+/// A value not recorded is still whoever's lived there when it was made: a tenant's live
+/// reading of the home's meter, held in memory only, is the tenant's to see and not the
+/// owner's, as if it were stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_not_recorded_is_still_only_its_owners_to_see() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hub = TestHub::start(dir.path()).await?;
+    let owner = hub.owner().await?;
+    let (meter, secret) = hub.add_device(&owner, "Meter").await?;
+    let dev = (meter.as_str(), secret.as_str());
+    report(&hub, dev, "power", 1.0).await?;
+    let (status, _) = change(&hub, &owner, &meter, json!({ "unrecorded_values": ["power"] })).await?;
+    assert_eq!(status, 200);
+    report(&hub, dev, "power", 2.0).await?;
+    assert_eq!(shown(&hub, &owner, &meter, "power").await?, json!(2.0));
+
+    let (tenant, _) = hub.tenant(&owner, "tessa", json!({})).await?;
+    // The tenancy starts a moment after it is made.
+    hub.clock.advance(std::time::Duration::from_millis(1100));
+    report(&hub, dev, "power", 3.0).await?;
+    assert_eq!(shown(&hub, &tenant, &meter, "power").await?, json!(3.0));
+    // The owner's card keeps the owner's last value, not the tenant's.
+    assert_eq!(shown(&hub, &owner, &meter, "power").await?, json!(1.0));
+    assert!(stored(&hub, &tenant, &meter, "power").await?.is_empty());
+    Ok(())
+}
