@@ -62,6 +62,15 @@ check("tenant hides the owner's meter", patch(tenant, meter["id"], {"hidden": Tr
 check("owner renames the tenant's lamp", patch(owner, lamp["id"], {"name": "Spy"}).status_code, 404)
 check("tenant renames their lamp", patch(tenant, lamp["id"], {"name": "Reading lamp"}).status_code, 200)
 check("owner places the meter", patch(owner, meter["id"], {"room": "Hall", "favourite": True}).status_code, 200)
+# Recording: a tenant may not stop the home's devices from being recorded, nor the owner
+# the tenant's own; a guest nothing.
+check("tenant stops recording the owner's meter", patch(tenant, meter["id"], {"unrecorded": True}).status_code, 403)
+check("guest stops recording the meter", patch(guest, meter["id"], {"unrecorded_values": ["power"]}).status_code, 403)
+check("owner stops recording the tenant's lamp", patch(owner, lamp["id"], {"unrecorded": True}).status_code, 404)
+check("a value the meter does not have", patch(owner, meter["id"], {"unrecorded_values": ["../power"]}).status_code, 422)
+check("not a list", patch(owner, meter["id"], {"unrecorded_values": "power"}).status_code, 422)
+check("the meter is still recorded",
+      {d["id"]: d for d in owner.get(base + "/api/devices").json()}[meter["id"]].get("unrecorded"), False)
 seen = {d["id"]: d for d in tenant.get(base + "/api/devices").json()}
 check("the tenant sees the owner's room, unchanged", seen[meter["id"]].get("room"), "Hall")
 

@@ -16,9 +16,11 @@ use crate::store::readings::Keys;
 
 use super::pipeline::Committed;
 
-/// Most series whose latest value is held in memory: beyond this, new ones are not held
-/// (a device inventing metric names cannot grow the hub's memory).
+/// Most series whose latest value is held in memory, and most of one device: beyond these,
+/// new ones are not held (a device inventing metric names can neither grow the hub's
+/// memory nor crowd out the others' values).
 const MAX_HELD: usize = 10_000;
+const MAX_HELD_PER_DEVICE: usize = 256;
 
 /// What is not recorded of one device.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,7 +85,8 @@ impl Unrecorded {
                 let series = (reading.device.clone(), reading.metric.clone());
                 match held.get(&series) {
                     Some(old) if old.reading.ts > reading.ts => {}
-                    None if held.len() >= MAX_HELD => {}
+                    None if held.len() >= MAX_HELD
+                        || held.keys().filter(|(d, _)| *d == reading.device).count() >= MAX_HELD_PER_DEVICE => {}
                     _ => {
                         held.insert(series, Committed { reading, key });
                     }
@@ -160,5 +163,17 @@ mod tests {
         assert_eq!(u.split(batch(), |_| Some(1)).len(), 2);
         u.forget_key(1);
         assert!(u.latest(None).is_empty());
+    }
+
+    #[test]
+    fn a_device_inventing_values_cannot_crowd_out_the_others() {
+        let u = Unrecorded::default();
+        u.choose("noisy", Choice { all: true, values: BTreeSet::new() });
+        u.choose("plug", Choice { all: true, values: BTreeSet::new() });
+        let invented: Vec<Reading> = (0..1_000).map(|i| reading("noisy", &format!("m{i}"), 1)).collect();
+        u.split(invented, |_| Some(1));
+        assert_eq!(u.latest(Some("noisy")).len(), MAX_HELD_PER_DEVICE);
+        u.split(vec![reading("plug", "power", 1)], |_| Some(1));
+        assert_eq!(u.latest(Some("plug")).len(), 1);
     }
 }
