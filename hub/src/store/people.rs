@@ -266,7 +266,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query("UPDATE tenancies SET shredded_ms = ? WHERE id = ?").bind(now).bind(id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM chunks WHERE key_id = ?").bind(key).execute(&mut *tx).await?;
+        // Through the index by series: only the series the key reaches (`series_keys`).
+        sqlx::query(
+            "DELETE FROM chunks WHERE key_id = ?1
+             AND series_id IN (SELECT series_id FROM series_keys WHERE key_id = ?1)",
+        )
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM latest WHERE key_id = ?").bind(key).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM recent WHERE key_id = ?").bind(key).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM series_keys WHERE key_id = ?").bind(key).execute(&mut *tx).await?;

@@ -2,8 +2,8 @@
 //! range queries with optional downsampling.
 //!
 //! Where a commit goes depends on its shape. A dense commit (a bridge's burst: many
-//! readings per series) adds one chunk per series and hour to `chunks`, clustered by series
-//! for reading. A sparse one (a quiet home: one reading each of many series) appends one
+//! readings per series) adds one chunk per series and hour to `chunks` (rows in the order
+//! written, found by series through an index: docs/decisions/0031). A sparse one (a quiet home: one reading each of many series) appends one
 //! row per owner's key to `recent`, in commit order, so it writes one page at the end of one
 //! table instead of a page per series; `Store::fold` moves those readings into `chunks` once
 //! their hour has ended. Latest values committed since the `latest` table was last written
