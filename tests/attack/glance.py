@@ -69,6 +69,10 @@ check("guest stops recording the meter", patch(guest, meter["id"], {"unrecorded_
 check("owner stops recording the tenant's lamp", patch(owner, lamp["id"], {"unrecorded": True}).status_code, 404)
 check("a value the meter does not have", patch(owner, meter["id"], {"unrecorded_values": ["../power"]}).status_code, 422)
 check("not a list", patch(owner, meter["id"], {"unrecorded_values": "power"}).status_code, 422)
+seen = tenant.get(base + "/api/storage").json()
+check("a tenant sees no hub-wide write rate or database size",
+      [k for k in ("written_per_day", "database_bytes", "written_over_ms") if k in seen], [])
+check("the owner does", all(k in owner.get(base + "/api/storage").json() for k in ("written_per_day", "database_bytes")), True)
 check("the meter is still recorded",
       {d["id"]: d for d in owner.get(base + "/api/devices").json()}[meter["id"]].get("unrecorded"), False)
 seen = {d["id"]: d for d in tenant.get(base + "/api/devices").json()}

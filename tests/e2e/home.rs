@@ -259,15 +259,26 @@ async fn values_not_recorded_are_shown_live_and_never_stored() -> anyhow::Result
     report(&hub, dev, "power", 9.0).await?;
     assert_eq!(shown(&hub, &owner, &plug, "power").await?, json!(9.0));
     assert_eq!(stored(&hub, &owner, &plug, "power").await?, [json!(5.0), json!(7.0)]);
+    // A value never stored, known only live, can be chosen too.
+    report(&hub, dev, "rssi", -70.0).await?;
+    let both = json!({ "unrecorded_values": ["linkquality", "rssi"] });
+    let (status, changed) = change(&hub, &owner, &plug, both.clone()).await?;
+    assert_eq!((status, &changed["unrecorded_values"]), (200, &json!(["linkquality", "rssi"])), "{changed}");
 
     // After a restart the choice stays; what was only in memory is gone.
     let config = hub.stop().await?;
     let hub = TestHub::start_with(config).await?;
     let owner = hub.login().await?;
     let view: Value = owner.get(hub.url(&format!("/api/devices/{plug}"))).send().await?.json().await?;
-    assert_eq!((&view["unrecorded"], &view["unrecorded_values"]), (&json!(true), &json!(["linkquality"])), "{view}");
+    let chosen = (&view["unrecorded"], &view["unrecorded_values"]);
+    assert_eq!(chosen, (&json!(true), &json!(["linkquality", "rssi"])), "{view}");
     assert_eq!(shown(&hub, &owner, &plug, "power").await?, json!(7.0));
     assert_eq!(shown(&hub, &owner, &plug, "linkquality").await?, json!(80.0));
+    assert_eq!(shown(&hub, &owner, &plug, "rssi").await?, Value::Null);
+    // Nothing shows the value never stored now; a form sending its choices back is not
+    // refused for it.
+    let (status, changed) = change(&hub, &owner, &plug, both).await?;
+    assert_eq!(status, 200, "{changed}");
 
     // Recorded again: stored again.
     let (status, _) = change(&hub, &owner, &plug, json!({ "unrecorded": false, "unrecorded_values": [] })).await?;

@@ -305,10 +305,14 @@ fn Arrange(
         rooms
     });
     // What people call each of its values, in place of what the device calls them (empty:
-    // the device's name for it, shown as the placeholder).
-    let values: Vec<ValueChoice> = present::metrics(&device, false)
+    // the device's name for it, shown as the placeholder). Values not recorded are listed
+    // even when nothing shows them now (never stored, none heard since the hub started):
+    // saving the form must not record them again.
+    let mut metrics: Vec<String> = present::metrics(&device, false).into_iter().map(|(metric, ..)| metric).collect();
+    metrics.extend(device.unrecorded_values.iter().filter(|m| !metrics.contains(m)).cloned().collect::<Vec<_>>());
+    let values: Vec<ValueChoice> = metrics
         .into_iter()
-        .map(|(metric, _, _)| {
+        .map(|metric| {
             let mut announced = device.clone();
             announced.labels.remove(&metric);
             let given = device.labels.get(&metric).cloned().unwrap_or_default();

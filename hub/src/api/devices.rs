@@ -591,10 +591,13 @@ async fn change(
     let name = req.name.as_deref().map(|n| chosen_text("name", n)).transpose()?;
     let room = req.room.as_deref().map(|r| chosen_text("room", r)).transpose()?;
     let names_none = [&req.hidden_values, &req.unrecorded_values].into_iter().flatten().all(Vec::is_empty);
-    let known = match req.labels.is_empty() && names_none {
+    let mut known = match req.labels.is_empty() && names_none {
         true => Vec::new(),
         false => known_metrics(&state, &scope, &id, false).await?,
     };
+    // Values chosen before stay choosable: one never stored has no latest value after a
+    // restart, and a form sending its list back must not be refused for it.
+    known.extend(device.chosen.unrecorded_values.iter().chain(&device.chosen.hidden_values).cloned());
     for (field, metrics) in [("hidden_values", &req.hidden_values), ("unrecorded_values", &req.unrecorded_values)] {
         if let Some(unknown) = metrics.iter().flatten().find(|m| !known.contains(m)) {
             return Err(AppError::field(field, format!("the device has no value {unknown:?}")));
@@ -621,6 +624,7 @@ async fn change(
             what.push(field);
         }
     }
+    let saving = state.ingest.unrecorded().saving().await;
     let changed = state
         .store
         .change_device_chosen(&id, |mut chosen| {
@@ -660,6 +664,7 @@ async fn change(
         let choice = Choice { all: device.chosen.unrecorded, values: device.chosen.unrecorded_values };
         state.ingest.unrecorded().choose(&id, choice);
     }
+    drop(saving);
     tracing::info!(device.id = %id, "device renamed or placed");
     let detail = format!("device {id}: {} chosen", what.join(", "));
     super::scope::audit(&state, &user, "device", addr, detail).await;

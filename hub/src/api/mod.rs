@@ -92,12 +92,14 @@ async fn storage(
         reason: r.reason,
         refused: if owner { r.refused } else { 0 },
     });
+    // How much the hub holds and writes follows every household's activity: the owner's
+    // to see, as the count of refused readings is.
     let database = ["hearth.db", "hearth.db-wal"].map(|f| std::fs::metadata(state.config.data_dir.join(f)));
     let database_bytes = match &database[0] {
-        Ok(db) => Some(db.len() + database[1].as_ref().map_or(0, std::fs::Metadata::len)),
-        Err(_) => None,
+        Ok(db) if owner => Some(db.len() + database[1].as_ref().map_or(0, std::fs::Metadata::len)),
+        _ => None,
     };
-    let written = state.ingest.write_rate();
+    let written = state.ingest.write_rate().filter(|_| owner);
     ApiJson(hearth_model::account::Storage {
         free_bytes,
         reserve_bytes: state.config.store.reserve_mb.saturating_mul(1_000_000),

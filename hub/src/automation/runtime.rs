@@ -24,6 +24,7 @@ use crate::clock::Clock;
 use crate::consent::Subject;
 use crate::error::chain;
 use crate::ingest::pipeline::Ingest;
+use crate::ingest::recording::Unrecorded;
 use crate::outbox::Outbox;
 use crate::reading::Reading;
 use crate::store::readings::Keys;
@@ -91,7 +92,8 @@ async fn run(
     mut control: mpsc::Receiver<oneshot::Sender<()>>,
     shutdown: CancellationToken,
 ) {
-    let AutomationContext { store, ingest: _, commands, bridges, outbox, clock } = ctx;
+    let AutomationContext { store, ingest, commands, bridges, outbox, clock } = ctx;
+    let unrecorded = ingest.unrecorded_handle();
     let mut shredded = store.subscribe_shredded();
     let mut scheduler = Scheduler::new(chrono::Local, last_run);
     let (saves, saves_rx) = mpsc::channel(SAVES_QUEUED);
@@ -106,7 +108,7 @@ async fn run(
         aborts: HashMap::new(),
     };
 
-    let mut saved = match start(&store, &mut scheduler, &mut edge).await {
+    let mut saved = match start((&store, &unrecorded), &mut scheduler, &mut edge).await {
         Ok(saved) => saved,
         Err(error) => {
             tracing::error!(error = %chain(&error), "automations could not start; rules will not run");
@@ -155,7 +157,7 @@ async fn run(
                 Err(_) => continue,
             },
             Some(applied) = control.recv() => {
-                match load_rules(&store, &scheduler, clock.now_ms()).await {
+                match load_rules((&store, &unrecorded), &scheduler, clock.now_ms()).await {
                     Ok(input) => {
                         let commands = scheduler.step(clock.now_ms(), input);
                         edge.dispatch(commands).await;
@@ -186,8 +188,12 @@ async fn run(
 }
 
 /// Loads rules and what was saved before the hub stopped.
-async fn start(store: &Store, scheduler: &mut Scheduler<chrono::Local>, edge: &mut Edge) -> Result<Saved, StoreError> {
-    let rules = load_rules(store, scheduler, edge.clock.now_ms()).await?;
+async fn start(
+    (store, unrecorded): (&Store, &Unrecorded),
+    scheduler: &mut Scheduler<chrono::Local>,
+    edge: &mut Edge,
+) -> Result<Saved, StoreError> {
+    let rules = load_rules((store, unrecorded), scheduler, edge.clock.now_ms()).await?;
     let loaded = scheduler.step(edge.clock.now_ms(), rules);
     edge.dispatch(loaded).await;
     persist::load(store).await
@@ -196,7 +202,7 @@ async fn start(store: &Store, scheduler: &mut Scheduler<chrono::Local>, edge: &m
 /// The enabled rules, each with its author's subject, and what the store knows of subjects
 /// the scheduler has not heard of yet.
 async fn load_rules<Tz: chrono::TimeZone>(
-    store: &Store,
+    (store, unrecorded): (&Store, &Unrecorded),
     scheduler: &Scheduler<Tz>,
     now: i64,
 ) -> Result<Input<'static>, StoreError> {
@@ -231,7 +237,9 @@ async fn load_rules<Tz: chrono::TimeZone>(
     let mut known = Vec::new();
     for subject in scheduler.unknown_subjects(&rules) {
         let keys = store.keys_of(subject);
-        let latest = store.latest_values(None, Keys::Only(&keys)).await?;
+        // Values not recorded are known only in memory, and may be newer than the store's.
+        let mut latest = store.latest_values(None, Keys::Only(&keys)).await?;
+        unrecorded.merge_into(&mut latest, None, Keys::Only(&keys));
         let readings = latest
             .into_iter()
             .map(|LatestValue { device, metric, unit, ts, value, .. }| Reading { device, metric, ts, value, unit })

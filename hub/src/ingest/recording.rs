@@ -7,7 +7,7 @@
 //! says whose it is, so the dashboard can show it to those who may see it; a restart
 //! forgets it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 use crate::reading::Reading;
@@ -37,15 +37,27 @@ impl Choice {
     }
 }
 
-/// The choices, and the latest value of each series not recorded.
+/// The choices, and the latest value of each series not recorded. Locks are taken in
+/// this order: `saving`, `chosen`, `destroyed`, `latest`.
 #[derive(Debug, Default)]
 pub struct Unrecorded {
+    /// Held while a choice is saved and then set here, so two saves of one device set
+    /// what the store ends with, in the store's order.
+    saving: tokio::sync::Mutex<()>,
     chosen: RwLock<HashMap<String, Choice>>,
     /// (device, metric) -> its latest reading and the key of whoever owns it.
     latest: Mutex<HashMap<(String, String), Committed>>,
+    /// Keys destroyed (shredded tenancies): nothing is held under them again, even from a
+    /// reading that raced the shred with the ownership from before it.
+    destroyed: Mutex<HashSet<i64>>,
 }
 
 impl Unrecorded {
+    /// To be held from saving a choice in the store until [`Unrecorded::choose`] is told.
+    pub async fn saving(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.saving.lock().await
+    }
+
     /// Sets what is not recorded of `device` (nothing: forgets it).
     pub fn choose(&self, device: &str, choice: Choice) {
         let mut chosen = self.chosen.write().unwrap_or_else(PoisonError::into_inner);
@@ -63,8 +75,10 @@ impl Unrecorded {
         self.held().retain(|(d, _), _| d != device);
     }
 
-    /// Forgets the values held under a key that was destroyed (a shredded tenancy's).
+    /// Forgets the values held under a key that was destroyed (a shredded tenancy's), and
+    /// holds none under it again.
     pub fn forget_key(&self, key: i64) {
+        self.destroyed.lock().unwrap_or_else(PoisonError::into_inner).insert(key);
         self.held().retain(|_, held| held.key != key);
     }
 
@@ -77,11 +91,13 @@ impl Unrecorded {
         }
         let (kept, live): (Vec<Reading>, Vec<Reading>) =
             readings.into_iter().partition(|r| !chosen.get(&r.device).is_some_and(|choice| choice.covers(&r.metric)));
-        drop(chosen);
+        // Still under `chosen`: a choice changed meanwhile (recorded again) cannot leave a
+        // value held that the store now has.
         if !live.is_empty() {
+            let destroyed = self.destroyed.lock().unwrap_or_else(PoisonError::into_inner);
             let mut held = self.held();
             for reading in live {
-                let Some(key) = owned(&reading) else { continue };
+                let Some(key) = owned(&reading).filter(|key| !destroyed.contains(key)) else { continue };
                 let series = (reading.device.clone(), reading.metric.clone());
                 match held.get(&series) {
                     Some(old) if old.reading.ts > reading.ts => {}
@@ -162,6 +178,10 @@ mod tests {
         assert!(u.latest(Some("plug")).is_empty());
         assert_eq!(u.split(batch(), |_| Some(1)).len(), 2);
         u.forget_key(1);
+        assert!(u.latest(None).is_empty());
+        // A reading that raced the shred, with the ownership from before it, is not held.
+        u.choose("plug", Choice { all: true, values: BTreeSet::new() });
+        u.split(batch(), |_| Some(1));
         assert!(u.latest(None).is_empty());
     }
 
