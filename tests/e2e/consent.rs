@@ -44,7 +44,7 @@ async fn a_tenant_shares_hourly_energy_revokes_and_shreds() -> anyhow::Result<()
     let dir = tempfile::tempdir()?;
     let hub = TestHub::start(dir.path()).await?;
     // A minute past an hour, so that the tenant's readings below share one hour.
-    hub.clock.advance_to(hub.now_ms() - hub.now_ms().rem_euclid(HOUR) + HOUR + 60_000);
+    hub.clock.advance_to(hub.next_boundary(HOUR) + 60_000);
     let owner = hub.owner().await?;
     let (meter, secret) = hub.add_device(&owner, "Meter").await?;
     let dev = (meter.as_str(), secret.as_str());

@@ -264,7 +264,7 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
     let hub = TestHub::start_with(config).await?;
     let (Some(mqtt), Some(plain)) = (hub.mqtt, hub.coap_plain) else { anyhow::bail!("MQTT or CoAP is off") };
     // The tenancy starts at a UTC midnight, so that its first day is a whole daily bucket.
-    let day = hub.now_ms() - hub.now_ms().rem_euclid(DAY) + 2 * DAY;
+    let day = hub.next_boundary(DAY) + DAY;
     hub.clock.advance_to(day - 5 * HOUR);
     let owner = hub.owner().await?;
     let (meter, meter_key) = hub.add_device(&owner, "Meter").await?;
@@ -441,7 +441,7 @@ async fn every_path_gives_each_caller_only_their_readings() -> anyhow::Result<()
     }
     for _ in 0..3 {
         publish!(Period::During, Whose::First, ["meter", "meter", "meter", "plug", "meter", "meter", "boiler"], 1);
-        hub.clock.advance_to(hub.now_ms() - hub.now_ms().rem_euclid(HOUR) + HOUR);
+        hub.clock.advance_to(hub.next_boundary(HOUR));
     }
     hub.clock.advance_to(day + 24 * HOUR + 60_000);
     publish!(Period::During, Whose::First, ["meter", "plug", "meter", "meter", "meter", "meter", "boiler"], 1);

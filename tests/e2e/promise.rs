@@ -78,7 +78,7 @@ async fn an_hourly_grant_never_gives_a_single_reading() -> anyhow::Result<()> {
     const HOUR: i64 = 3_600_000;
     let dir = tempfile::tempdir()?;
     let hub = TestHub::start(dir.path()).await?;
-    let hour = hub.now_ms() - hub.now_ms().rem_euclid(HOUR) + HOUR;
+    let hour = hub.next_boundary(HOUR);
     hub.clock.advance_to(hour);
     let owner = hub.owner().await?;
     let (meter, secret) = hub.add_device(&owner, "Meter").await?;

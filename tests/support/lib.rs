@@ -119,6 +119,14 @@ impl TestHub {
         self.clock.now_ms()
     }
 
+    /// The start of the next period `width` ms long (an hour, a day), counted from the Unix
+    /// epoch: the clock is read once, so a boundary passed between two reads cannot give a
+    /// time inside a period.
+    pub fn next_boundary(&self, width: i64) -> i64 {
+        let now = self.now_ms();
+        now - now.rem_euclid(width) + width
+    }
+
     /// Where the API answers: over HTTPS when it is on.
     pub fn url(&self, path: &str) -> String {
         match self.https {
