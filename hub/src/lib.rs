@@ -307,7 +307,7 @@ pub async fn run(
         bridges: bridges.clone(),
         observers: observers.clone(),
         access: access.clone(),
-        unrecorded: ingest.unrecorded_handle(),
+        unrecorded: ingest.unrecorded().clone(),
     });
     lifecycle.attach(&followers);
     for server in serving {

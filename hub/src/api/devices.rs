@@ -624,7 +624,9 @@ async fn change(
             what.push(field);
         }
     }
+    // Held from the save until the writer is told, so saves reach it in the store's order.
     let saving = state.ingest.unrecorded().saving().await;
+    let mut recording = None;
     let changed = state
         .store
         .change_device_chosen(&id, |mut chosen| {
@@ -649,19 +651,17 @@ async fn change(
                     None => chosen.labels.remove(&metric),
                 };
             }
-            match chosen.labels.len() > MAX_LABELS {
-                true => Err(AppError::field("labels", format!("at most {MAX_LABELS} values of a device are named"))),
-                false => Ok(chosen),
+            if chosen.labels.len() > MAX_LABELS {
+                return Err(AppError::field("labels", format!("at most {MAX_LABELS} values of a device are named")));
             }
+            recording = Some(Choice { all: chosen.unrecorded, values: chosen.unrecorded_values.clone() });
+            Ok(chosen)
         })
         .await?;
     if !changed {
         return Err(AppError::NotFound);
     }
-    // What the writer leaves out, as now stored (read again: another change may have
-    // been saved meanwhile).
-    if let Some(device) = state.store.device(&id).await? {
-        let choice = Choice { all: device.chosen.unrecorded, values: device.chosen.unrecorded_values };
+    if let Some(choice) = recording {
         state.ingest.unrecorded().choose(&id, choice);
     }
     drop(saving);

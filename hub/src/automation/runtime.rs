@@ -93,7 +93,7 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     let AutomationContext { store, ingest, commands, bridges, outbox, clock } = ctx;
-    let unrecorded = ingest.unrecorded_handle();
+    let unrecorded = ingest.unrecorded().clone();
     let mut shredded = store.subscribe_shredded();
     let mut scheduler = Scheduler::new(chrono::Local, last_run);
     let (saves, saves_rx) = mpsc::channel(SAVES_QUEUED);

@@ -178,14 +178,9 @@ impl Ingest {
         self.wear.rate()
     }
 
-    /// What the owner chose not to record.
-    pub fn unrecorded(&self) -> &Unrecorded {
+    /// What the owner chose not to record (cloned by the parts of the hub that keep it).
+    pub fn unrecorded(&self) -> &Arc<Unrecorded> {
         &self.unrecorded
-    }
-
-    /// The same, for a part of the hub that keeps it.
-    pub fn unrecorded_handle(&self) -> Arc<Unrecorded> {
-        self.unrecorded.clone()
     }
 
     /// Queues readings that need no acknowledgement (MQTT QoS 0, CoAP NON).
@@ -221,8 +216,9 @@ impl Ingest {
     /// Those of `readings` to be stored; the others are held in memory as their series'
     /// latest value.
     fn recorded(&self, readings: Vec<Reading>) -> Vec<Reading> {
-        let ownership = self.store.ownership();
-        self.unrecorded.split(readings, |r| ownership.key_for(&r.device, r.ts))
+        // Taken only for a reading not recorded: most homes choose none.
+        let ownership = std::cell::OnceCell::new();
+        self.unrecorded.split(readings, |r| ownership.get_or_init(|| self.store.ownership()).key_for(&r.device, r.ts))
     }
 
     /// Queues readings and returns a receipt that resolves after their commit. All readings

@@ -3,13 +3,14 @@
 //!
 //! Where a commit goes depends on its shape. A dense commit (a bridge's burst: many
 //! readings per series) adds one chunk per series and hour to `chunks` (rows in the order
-//! written, found by series through an index: docs/decisions/0031). A sparse one (a quiet home: one reading each of many series) appends one
-//! row per owner's key to `recent`, in commit order, so it writes one page at the end of one
-//! table instead of a page per series; `Store::fold` moves those readings into `chunks` once
-//! their hour has ended. Latest values committed since the `latest` table was last written
-//! are held in memory (`Fresh`) and written with the next dense commit or fold, so a sparse
-//! commit touches nothing else; every value newer than the table is in `recent`, so a start
-//! after a power cut finds them again (docs/decisions/0030).
+//! written, found by series through an index: docs/decisions/0031). A sparse one (a quiet
+//! home: one reading each of many series) appends one row per owner's key to `recent`, in
+//! commit order, so it writes one page at the end of one table instead of a page per
+//! series; `Store::fold` moves those readings into `chunks` once their hour has ended.
+//! Latest values committed since the `latest` table was last written are held in memory
+//! (`Fresh`) and written with the next dense commit or fold, so a sparse commit touches
+//! nothing else; every value newer than the table is in `recent`, so a start after a
+//! power cut finds them again (docs/decisions/0030).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -716,14 +717,11 @@ impl Store {
                 .bind(series)
                 .fetch_all(&mut *snapshot)
                 .await?;
-        let mine = by_key.into_iter().filter(|(key_id, _, _)| keys.allows(*key_id));
-        let (first, last) = mine.fold((None, None), |(first, last): (Option<i64>, Option<i64>), (_, lo, hi)| {
-            (Some(first.map_or(lo, |f| f.min(lo))), Some(last.map_or(hi, |l| l.max(hi))))
-        });
+        let mine: Vec<(i64, i64, i64)> = by_key.into_iter().filter(|(key_id, _, _)| keys.allows(*key_id)).collect();
         // The hours of its readings in `recent` (rows hold many series: they are opened).
         let recent = self.recent_readings(&mut snapshot, series, (i64::MIN, i64::MAX), keys).await?;
-        let first = first.into_iter().chain(recent.keys().next().copied()).min();
-        let last = last.into_iter().chain(recent.keys().next_back().copied()).max();
+        let first = mine.iter().map(|(_, first, _)| *first).chain(recent.keys().next().copied()).min();
+        let last = mine.iter().map(|(_, _, last)| *last).chain(recent.keys().next_back().copied()).max();
         Ok(first.zip(last).map(|(first, last)| (first * codec::HOUR_MS, (last + 1) * codec::HOUR_MS)))
     }
 
