@@ -113,19 +113,26 @@ pub fn create_dir_all(dir: &Path, mode: u32) -> io::Result<()> {
     if above != dir {
         create_dir_all(above, mode)?;
     }
-    let mut builder = fs::DirBuilder::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(mode);
-    }
-    match builder.create(dir) {
+    match dir_builder(mode).create(dir) {
         Ok(()) => {}
         // Made meanwhile by someone else: theirs to make durable, but no harm in doing it.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
         Err(e) => return Err(e),
     }
     sync_dir(above)
+}
+
+/// A builder of one directory with permissions `mode` (on Unix).
+fn dir_builder(mode: u32) -> fs::DirBuilder {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    builder
 }
 
 /// Makes the directory `dir` (which must not exist, or be empty) holding `files` (name,
@@ -139,13 +146,7 @@ pub fn create_set(dir: &Path, files: &[(&str, &[u8], u32)], mode: u32) -> io::Re
     }
     let above = parent(dir);
     create_dir_all(above, mode)?;
-    let mut builder = fs::DirBuilder::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(mode);
-    }
-    builder.create(&staging)?;
+    dir_builder(mode).create(&staging)?;
     for (name, bytes, mode) in files {
         write_new(&staging.join(name), bytes, *mode)?;
     }

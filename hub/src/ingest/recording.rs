@@ -7,7 +7,7 @@
 //! says whose it is, so the dashboard can show it to those who may see it; a restart
 //! forgets it.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 use crate::reading::Reading;
@@ -45,8 +45,9 @@ pub struct Unrecorded {
     /// what the store ends with, in the store's order.
     saving: tokio::sync::Mutex<()>,
     chosen: RwLock<HashMap<String, Choice>>,
-    /// (device, metric) -> its latest reading and the key of whoever owns it.
-    latest: Mutex<HashMap<(String, String), Committed>>,
+    /// (device, metric) -> its latest reading and the key of whoever owns it; in order, so
+    /// one device's are found together.
+    latest: Mutex<BTreeMap<(String, String), Committed>>,
     /// Keys destroyed (shredded tenancies): nothing is held under them again, even from a
     /// reading that raced the shred with the ownership from before it.
     destroyed: Mutex<HashSet<i64>>,
@@ -102,7 +103,7 @@ impl Unrecorded {
                 match held.get(&series) {
                     Some(old) if old.reading.ts > reading.ts => {}
                     None if held.len() >= MAX_HELD
-                        || held.keys().filter(|(d, _)| *d == reading.device).count() >= MAX_HELD_PER_DEVICE => {}
+                        || of_device(&held, &reading.device).nth(MAX_HELD_PER_DEVICE - 1).is_some() => {}
                     _ => {
                         held.insert(series, Committed { reading, key });
                     }
@@ -114,7 +115,11 @@ impl Unrecorded {
 
     /// The latest values held for `device` (or every device), with their keys.
     pub fn latest(&self, device: Option<&str>) -> Vec<Committed> {
-        self.held().values().filter(|c| device.is_none_or(|d| c.reading.device == d)).cloned().collect()
+        let held = self.held();
+        match device {
+            Some(device) => of_device(&held, device).cloned().collect(),
+            None => held.values().cloned().collect(),
+        }
     }
 
     /// Adds to `latest` (the store's latest values of `device`, or of every device) the
@@ -142,9 +147,17 @@ impl Unrecorded {
         latest.sort_by(|a, b| (&a.device, &a.metric).cmp(&(&b.device, &b.metric)));
     }
 
-    fn held(&self) -> MutexGuard<'_, HashMap<(String, String), Committed>> {
+    fn held(&self) -> MutexGuard<'_, BTreeMap<(String, String), Committed>> {
         self.latest.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The values held for `device`, found by their place in the order.
+fn of_device<'a>(
+    held: &'a BTreeMap<(String, String), Committed>,
+    device: &'a str,
+) -> impl Iterator<Item = &'a Committed> + 'a {
+    held.range((device.to_owned(), String::new())..).take_while(move |((d, _), _)| d == device).map(|(_, c)| c)
 }
 
 #[cfg(test)]
