@@ -2,7 +2,8 @@
 //! inserts of the same rows (the baseline), their ratio, and on-disk bytes per reading.
 //!
 //! `cargo bench -p hub --bench store` (optionally `-- READINGS`, default 1,000,000).
-//! `cargo bench -p hub --bench store -- wear HOURS`: what a quiet home costs the card.
+//! `cargo bench -p hub --bench store -- wear HOURS [PER_COMMIT]`: what a quiet home costs the
+//! card (18 readings a commit is QoS 1 gathered for 900 ms; 300 is QoS 0 for 15 s).
 //! Both sides use the same library (sqlx), pragmas (WAL, synchronous=FULL) and batch size,
 //! on a single-threaded runtime; each best of three runs, in the same process.
 
@@ -22,11 +23,12 @@ const METRICS: [&str; 4] = ["temperature", "humidity", "power", "co2"];
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let number = args.iter().find_map(|a| a.parse().ok());
+    let mut numbers = args.iter().filter_map(|a| a.parse().ok());
+    let number = numbers.next();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     if args.iter().any(|a| a == "wear") {
         let dir = tempfile::tempdir()?;
-        return rt.block_on(wear(dir.path(), number.unwrap_or(12)));
+        return rt.block_on(wear(dir.path(), number.unwrap_or(12), numbers.next().unwrap_or(18)));
     }
     rt.block_on(run(number.unwrap_or(1_000_000)))
 }
@@ -40,14 +42,15 @@ fn written() -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no write_bytes in /proc/self/io"))
 }
 
-/// What a quiet home costs the card, hour by hour (`-- wear HOURS`): the quiet
-/// home (200 series, one reading each per 10 s) committed as the writer commits it with
-/// `acked_within_ms` 900 (about 18 readings a commit, 4,000 commits an hour), then folded
+/// What a quiet home costs the card, hour by hour (`-- wear HOURS PER_COMMIT`): the issue's
+/// quiet home (200 series, one reading each per 10 s) committed as the writer commits it,
+/// `per_commit` readings at a time (18 with `acked_within_ms` 900: 4,000 commits an hour;
+/// 300 for QoS 0 with `unacked_within_ms` 15,000: 240 commits an hour), then folded
 /// and compacted as the writer does once each hour has ended. Prints the bytes written by
 /// the commits and by the fold of each hour, and what a day of them comes to; a simulated
 /// hour takes seconds, so this shows the folds of a store many hours old, which a run in
 /// real time cannot.
-async fn wear(dir: &Path, hours: usize) -> anyhow::Result<()> {
+async fn wear(dir: &Path, hours: usize, per_commit: usize) -> anyhow::Result<()> {
     let store = Store::open(&dir.join("wear.db"), Key::generate()?, 0).await?;
     for d in 0..DEVICES {
         store.create_device(&format!("dev{d:03}"), "bench", "secret", 0).await?;
@@ -59,11 +62,11 @@ async fn wear(dir: &Path, hours: usize) -> anyhow::Result<()> {
     let mut readings = workload(per_hour * hours);
     let shift = readings.first().map_or(0, |r| (-r.ts).rem_euclid(hub::store::codec::HOUR_MS));
     readings.iter_mut().for_each(|r| r.ts += shift);
-    println!("quiet home's wear: {hours} simulated hours of {per_hour} readings, 18 a commit, folded hourly");
+    println!("quiet home's wear: {hours} simulated hours of {per_hour} readings, {per_commit} a commit, folded hourly");
     let (mut commits_total, mut folds_total) = (0, 0);
     for (h, hour) in readings.chunks(per_hour).enumerate() {
         let before = written()?;
-        for commit in hour.chunks(18) {
+        for commit in hour.chunks(per_commit) {
             store.commit(&mut state, commit).await?;
         }
         let committed = written()? - before;
@@ -77,7 +80,7 @@ async fn wear(dir: &Path, hours: usize) -> anyhow::Result<()> {
         println!(
             "hour {h:>3}: commits {:>6.0} KB ({:.1} KB each), fold {:>5.0} KB ({moved} readings in {:.0?})",
             committed as f64 / 1e3,
-            committed as f64 / 1e3 / hour.len().div_ceil(18) as f64,
+            committed as f64 / 1e3 / hour.len().div_ceil(per_commit) as f64,
             folded as f64 / 1e3,
             started.elapsed()
         );

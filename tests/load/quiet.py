@@ -14,7 +14,9 @@ battery) as one JSON message every `--every` seconds at `--qos`, for `--minutes`
 - PUBACK delay p50/p99/max (QoS 1);
 - with `--strace`: bytes written and fsyncs per file (`strace -f -y`), and so commits per
   second (fsyncs of the WAL); strace slows the hub, so the totals are taken without it;
-- the database's size and its pages per table (SQLite's dbstat).
+- the database's size and its pages per table (SQLite's dbstat);
+- the biggest writes, by the second (an hourly fold, a checkpoint), and what the rest
+  comes to a day.
 
 Every loop is bounded by the run's time.
 """
@@ -93,6 +95,18 @@ if args.strace:
 
 start_bytes, started = written(), time.monotonic()
 until = started + args.minutes * 60
+
+# write_bytes once a second, to tell the hourly fold and checkpoints from the commits.
+samples = []
+
+
+def sample():
+    while time.monotonic() < until + 2:
+        samples.append((time.monotonic() - started, time.time(), written()))
+        time.sleep(1)
+
+
+threading.Thread(target=sample, daemon=True).start()
 # Each device reports at its own phase within the period, as real ones do.
 phase = {d["id"]: (i / len(devices)) * args.every for i, d in enumerate(devices)}
 next_at = {d["id"]: started + phase[d["id"]] for d in devices}
@@ -141,6 +155,14 @@ print(f"written by the hub: {total / elapsed / 1024:.1f} KiB/s = {total * day / 
       f"{total / max(readings[0], 1):.0f} bytes per reading")
 print(f"baseline, the readings' own JSON: {payload_bytes[0] / elapsed:.0f} B/s; "
       f"written / sent = {total / max(payload_bytes[0], 1):.1f}")
+steps = sorted(((b2 - b1, t1, w) for (t1, w, b1), (_, _, b2) in zip(samples, samples[1:])), reverse=True)
+big = [s for s in steps[:5] if s[0] > 256 * 1024]
+for size, t, wall in big:
+    print(f"  a burst: {size / 1e6:.2f} MB in one second, {t / 60:.1f} min in "
+          f"({time.strftime('%H:%M:%S', time.gmtime(wall))} UTC)")
+if big:
+    rest = total - sum(b[0] for b in big)
+    print(f"  without those: {rest * day / 1e6:.0f} MB/day")
 if args.qos:
     d = sorted(delays)
     pct = lambda p: d[min(int(len(d) * p), len(d) - 1)] * 1000 if d else float("nan")

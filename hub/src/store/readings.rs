@@ -18,6 +18,7 @@ use sqlx::Row;
 
 use super::codec::{self, hour_of};
 use super::{Store, StoreError};
+use crate::consent::Subject;
 use crate::reading::{Reading, Value};
 
 /// Most readings returned raw by one range query; ask for `points` beyond that.
@@ -30,6 +31,10 @@ const DIRECT_PER_CHUNK: usize = 16;
 /// Readings `recent` may hold before it is folded even though their hours have not ended
 /// (every range query opens the rows of `recent` its caller may read).
 const FOLD_AT: usize = 100_000;
+
+/// Rows of `recent` a fold puts back after emptying the table at once; with more staying,
+/// it deletes row by row.
+const RECENT_PUT_BACK: i64 = 64;
 
 /// Readings folded in one transaction at most.
 const FOLD_BATCH: usize = 100_000;
@@ -547,14 +552,7 @@ impl Store {
             seq += 1;
         }
         self.write_latest(&mut tx, &live, &[]).await?;
-        sqlx::query(
-            "DELETE FROM recent WHERE seq IN (SELECT value FROM json_each(?1))
-               AND seq NOT IN (SELECT value FROM json_each(?2))",
-        )
-        .bind(json(&chosen)?)
-        .bind(json(&kept)?)
-        .execute(&mut *tx)
-        .await?;
+        self.empty_recent(&mut tx, &json(&chosen)?, &json(&kept)?).await?;
         tx.commit().await?;
 
         state.next_seq = seq;
@@ -564,6 +562,71 @@ impl Store {
         state.recent_readings = state.recent.iter().map(|row| row.readings).sum();
         self.held().clear();
         Ok(moved)
+    }
+
+    /// Deletes the rows of `recent` in `chosen` (a JSON array of sequence numbers) but not
+    /// in `kept`. When few rows stay (those of the hour in progress), the whole table is
+    /// emptied at once and they are put back as they were: SQLite then frees each page
+    /// whole, where deleting row by row rewrites the leaves it rebalances, and the
+    /// checkpoint writes them again.
+    async fn empty_recent(&self, tx: &mut sqlx::SqliteConnection, chosen: &str, kept: &str) -> Result<(), StoreError> {
+        let staying: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM recent WHERE seq NOT IN (SELECT value FROM json_each(?1))
+                OR seq IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(chosen)
+        .bind(kept)
+        .fetch_one(&mut *tx)
+        .await?;
+        if staying > RECENT_PUT_BACK {
+            sqlx::query(
+                "DELETE FROM recent WHERE seq IN (SELECT value FROM json_each(?1))
+                   AND seq NOT IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(chosen)
+            .bind(kept)
+            .execute(&mut *tx)
+            .await?;
+            return Ok(());
+        }
+        let rows = sqlx::query(
+            "SELECT seq, key_id, first_hour, last_hour, body FROM recent
+             WHERE seq NOT IN (SELECT value FROM json_each(?1)) OR seq IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(chosen)
+        .bind(kept)
+        .fetch_all(&mut *tx)
+        .await?;
+        // Pages that held only the owner's rows are freed without being overwritten: those
+        // readings are in `chunks` now, sealed under the same key, which is never destroyed.
+        // A tenancy's are overwritten with zeros, as everywhere (its key may be shredded).
+        let owners_only: bool = sqlx::query_scalar(
+            "SELECT NOT EXISTS (SELECT 1 FROM recent
+                                WHERE key_id NOT IN (SELECT id FROM data_keys WHERE subject = ?))",
+        )
+        .bind(Subject::Owner.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        if owners_only {
+            sqlx::query("PRAGMA secure_delete = FAST").execute(&mut *tx).await?;
+        }
+        // No WHERE: SQLite's truncate optimisation (the table has no triggers or foreign keys).
+        let emptied = sqlx::query("DELETE FROM recent").execute(&mut *tx).await;
+        if owners_only {
+            sqlx::query("PRAGMA secure_delete = ON").execute(&mut *tx).await?;
+        }
+        emptied?;
+        for row in rows {
+            sqlx::query("INSERT INTO recent (seq, key_id, first_hour, last_hour, body) VALUES (?, ?, ?, ?, ?)")
+                .bind(row.try_get::<i64, _>("seq")?)
+                .bind(row.try_get::<i64, _>("key_id")?)
+                .bind(row.try_get::<i64, _>("first_hour")?)
+                .bind(row.try_get::<i64, _>("last_hour")?)
+                .bind(row.try_get::<Vec<u8>, _>("body")?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Forgets the latest values held in memory under a destroyed key.
@@ -985,6 +1048,48 @@ mod tests {
         assert!(after.windows(2).all(|w| w[0].0 <= w[1].0), "{after:?}");
         let latest = store.latest_values(Some("dev1"), Keys::All).await.unwrap();
         assert_eq!((latest[0].ts, &latest[0].value), (base + codec::HOUR_MS + 5, &Value::Number(9.0)));
+    }
+
+    /// A fold empties `recent` at once. Pages that held a tenancy's rows are overwritten
+    /// (its key may be shredded, and then nothing of it may be left at rest); pages that held
+    /// only the owner's are freed as they are, their readings being in `chunks` under the
+    /// same key.
+    #[tokio::test]
+    async fn a_fold_overwrites_what_a_tenancy_had_in_recent_and_frees_the_owners_pages() {
+        for tenant in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = store_with_device(dir.path()).await;
+            if tenant {
+                let owner = store.create_first_owner("olga", "x", 0).await.unwrap().unwrap();
+                let tenancy = store.create_tenancy((0, None), 2, (&[7; 32], owner, 1), 0).await.unwrap().unwrap();
+                store.set_device_tenancy("dev1", tenancy).await.unwrap();
+            }
+            let mut state = store.load_series_state().await.unwrap();
+            // Ten sparse commits of 200 values each: `recent` spans several pages.
+            let base = 500_000 * codec::HOUR_MS;
+            for c in 0..10 {
+                let rs: Vec<Reading> =
+                    (0..200).map(|m| reading(&format!("m{m}"), base + c * 1000 + m, (c * m) as f64)).collect();
+                store.commit(&mut state, &rs).await.unwrap();
+            }
+            let sealed: Vec<Vec<u8>> =
+                sqlx::query_scalar("SELECT body FROM recent").fetch_all(store.pool()).await.unwrap();
+            assert_eq!(sealed.len(), 10);
+            assert_eq!(store.fold(&mut state, 500_001).await.unwrap(), 2000);
+            assert_eq!(rows(&store).await.0, 0);
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(store.pool()).await.unwrap();
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(dir.path()).unwrap() {
+                files.extend(std::fs::read(entry.unwrap().path()).unwrap());
+            }
+            let left = sealed.iter().filter(|body| files.windows(48).any(|w| w == &body[..48])).count();
+            match tenant {
+                true => assert_eq!(left, 0, "a tenancy's folded rows are still in the files"),
+                // The root page is emptied in place; the others keep their bytes.
+                false => assert!(left >= 5, "only {left} of the owner's rows left: the check sees nothing"),
+            }
+            assert_eq!(all(&store, "m7").await.len(), 10);
+        }
     }
 
     #[tokio::test]
