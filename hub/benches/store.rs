@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p hub --bench store` (optionally `-- READINGS`, default 1,000,000).
 //! `cargo bench -p hub --bench store -- wear HOURS [PER_COMMIT]`: what a quiet home costs the
-//! card (18 readings a commit is QoS 1 gathered for 900 ms; 300 is QoS 0 for 15 s).
+//! card (18 readings a commit is QoS 1 gathered for 900 ms; 600 is QoS 0 for 30 s).
 //! Both sides use the same library (sqlx), pragmas (WAL, synchronous=FULL) and batch size,
 //! on a single-threaded runtime; each best of three runs, in the same process.
 
@@ -45,7 +45,7 @@ fn written() -> anyhow::Result<u64> {
 /// What a quiet home costs the card, hour by hour (`-- wear HOURS PER_COMMIT`): the issue's
 /// quiet home (200 series, one reading each per 10 s) committed as the writer commits it,
 /// `per_commit` readings at a time (18 with `acked_within_ms` 900: 4,000 commits an hour;
-/// 300 for QoS 0 with `unacked_within_ms` 15,000: 240 commits an hour), then folded
+/// 600 for QoS 0 with `unacked_within_ms` 30,000: 120 commits an hour), then folded
 /// and compacted as the writer does once each hour has ended. Prints the bytes written by
 /// the commits and by the fold of each hour, and what a day of them comes to; a simulated
 /// hour takes seconds, so this shows the folds of a store many hours old, which a run in

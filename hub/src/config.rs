@@ -350,7 +350,7 @@ impl Default for CoapConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { acked_within_ms: 900, unacked_within_ms: 15_000, reserve_mb: 64, max_batch: 10_000 }
+        Self { acked_within_ms: 900, unacked_within_ms: 30_000, reserve_mb: 64, max_batch: 10_000 }
     }
 }
 
@@ -545,7 +545,7 @@ mod tests {
         let text = include_str!("../../hub.example.toml");
         let config: Config = toml::from_str(text).unwrap();
         config.validate().unwrap();
-        assert_eq!((config.store.acked_within_ms, config.store.unacked_within_ms), (900, 15_000));
+        assert_eq!((config.store.acked_within_ms, config.store.unacked_within_ms), (900, 30_000));
         let older: Config = toml::from_str("[store]\ncommit_interval_ms = 250").unwrap();
         assert_eq!(older.store.acked_within_ms, 250, "an older file's commit interval still reads");
         assert_eq!((config.consent.jurisdiction.as_str(), config.consent.retention_days), ("EU", 30));
