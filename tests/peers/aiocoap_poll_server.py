@@ -27,7 +27,9 @@ class Temperature(resource.Resource):
 async def main(port):
     root = resource.Site()
     root.add_resource(["temperature"], Temperature())
-    await aiocoap.Context.create_server_context(root, bind=("127.0.0.1", port))
+    # UDP alone: by default aiocoap also listens on TCP at the same port number, which
+    # another program on the machine may hold.
+    await aiocoap.Context.create_server_context(root, bind=("127.0.0.1", port), transports=["udp6"])
     print("listening", flush=True)
     await asyncio.get_running_loop().create_future()
 
