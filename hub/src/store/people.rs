@@ -255,6 +255,9 @@ impl Store {
     /// the write-ahead log is truncated so no old copy of the wrapped key lingers there.
     pub async fn shred_tenancy(&self, id: i64, now: i64) -> Result<bool, StoreError> {
         let mut tx = self.write().await?;
+        // Overwrite what is deleted, whatever this connection was last set to (a fold frees
+        // the owner's pages of `recent` without overwriting them, then sets it back).
+        sqlx::query("PRAGMA secure_delete = ON").execute(&mut *tx).await?;
         let key: Option<i64> = sqlx::query_scalar("SELECT key_id FROM tenancies WHERE id = ? AND shredded_ms IS NULL")
             .bind(id)
             .fetch_optional(&mut *tx)

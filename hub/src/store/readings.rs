@@ -79,6 +79,11 @@ pub struct SeriesState {
     /// Rows of `recent`, oldest first, and the readings they hold.
     recent: VecDeque<RecentRow>,
     recent_readings: usize,
+    /// Whether a row not sealed under the owner's key may have been in `recent` since its
+    /// pages were last overwritten: SQLite can leave copies of a row in a page's unused
+    /// space when it moves rows between pages, so the next fold overwrites every page it
+    /// frees. Set at start (what went before is not known).
+    tenancy_in_recent: bool,
 }
 
 impl SeriesState {
@@ -222,7 +227,7 @@ impl Store {
     /// rows of `recent` (whose newest values are newer than the `latest` table's, if the hub
     /// stopped before writing them there).
     pub async fn load_series_state(&self) -> Result<SeriesState, StoreError> {
-        let mut state = SeriesState::default();
+        let mut state = SeriesState { tenancy_in_recent: true, ..SeriesState::default() };
         for row in sqlx::query("SELECT id, device_id, metric, unit FROM series").fetch_all(&self.pool).await? {
             state.series.insert(
                 (row.try_get("device_id")?, row.try_get("metric")?),
@@ -385,6 +390,7 @@ impl Store {
         let mut seq = state.next_seq;
         let mut touched = Vec::new();
         let mut appended = Vec::new();
+        let mut appended_keys = Vec::new();
         let mut body = Vec::new();
         if direct {
             for ((series, hour, key_id), mut entries) in groups {
@@ -414,6 +420,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 appended.push(RecentRow { seq, last_hour, readings: count });
+                appended_keys.push(key_id);
                 seq += 1;
             }
         }
@@ -442,6 +449,8 @@ impl Store {
         state.dirty.extend(touched);
         state.recent_readings += appended.iter().map(|row| row.readings).sum::<usize>();
         state.recent.extend(appended);
+        let owners = ownership.keys.get(&Subject::Owner);
+        state.tenancy_in_recent |= appended_keys.iter().any(|k| !owners.is_some_and(|keys| keys.contains(k)));
         let mut held = self.held();
         if direct {
             held.clear();
@@ -552,8 +561,10 @@ impl Store {
             seq += 1;
         }
         self.write_latest(&mut tx, &live, &[]).await?;
-        self.empty_recent(&mut tx, &json(&chosen)?, &json(&kept)?).await?;
+        let tenancy_in_recent =
+            self.empty_recent(&mut tx, (&json(&chosen)?, &json(&kept)?), state.tenancy_in_recent).await?;
         tx.commit().await?;
+        state.tenancy_in_recent = tenancy_in_recent;
 
         state.next_seq = seq;
         state.dirty.extend(touched);
@@ -568,8 +579,14 @@ impl Store {
     /// in `kept`. When few rows stay (those of the hour in progress), the whole table is
     /// emptied at once and they are put back as they were: SQLite then frees each page
     /// whole, where deleting row by row rewrites the leaves it rebalances, and the
-    /// checkpoint writes them again.
-    async fn empty_recent(&self, tx: &mut sqlx::SqliteConnection, chosen: &str, kept: &str) -> Result<(), StoreError> {
+    /// checkpoint writes them again. `tenancy_in_recent`: see [`SeriesState`]; returns what
+    /// it is afterwards.
+    async fn empty_recent(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        (chosen, kept): (&str, &str),
+        tenancy_in_recent: bool,
+    ) -> Result<bool, StoreError> {
         let staying: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM recent WHERE seq NOT IN (SELECT value FROM json_each(?1))
                 OR seq IN (SELECT value FROM json_each(?2))",
@@ -587,7 +604,7 @@ impl Store {
             .bind(kept)
             .execute(&mut *tx)
             .await?;
-            return Ok(());
+            return Ok(tenancy_in_recent);
         }
         let rows = sqlx::query(
             "SELECT seq, key_id, first_hour, last_hour, body FROM recent
@@ -600,13 +617,19 @@ impl Store {
         // Pages that held only the owner's rows are freed without being overwritten: those
         // readings are in `chunks` now, sealed under the same key, which is never destroyed.
         // A tenancy's are overwritten with zeros, as everywhere (its key may be shredded).
-        let owners_only: bool = sqlx::query_scalar(
-            "SELECT NOT EXISTS (SELECT 1 FROM recent
-                                WHERE key_id NOT IN (SELECT id FROM data_keys WHERE subject = ?))",
-        )
-        .bind(Subject::Owner.to_string())
-        .fetch_one(&mut *tx)
-        .await?;
+        let owners: Vec<i64> = sqlx::query_scalar("SELECT id FROM data_keys WHERE subject = ?")
+            .bind(Subject::Owner.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        let owners_only = !tenancy_in_recent && {
+            let others: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM recent WHERE key_id NOT IN (SELECT value FROM json_each(?)))",
+            )
+            .bind(serde_json::to_string(&owners).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            .fetch_one(&mut *tx)
+            .await?;
+            !others
+        };
         if owners_only {
             sqlx::query("PRAGMA secure_delete = FAST").execute(&mut *tx).await?;
         }
@@ -616,7 +639,9 @@ impl Store {
             sqlx::query("PRAGMA secure_delete = ON").execute(&mut *tx).await?;
         }
         emptied?;
+        let mut tenancy_put_back = false;
         for row in rows {
+            tenancy_put_back |= !owners.contains(&row.try_get::<i64, _>("key_id")?);
             sqlx::query("INSERT INTO recent (seq, key_id, first_hour, last_hour, body) VALUES (?, ?, ?, ?, ?)")
                 .bind(row.try_get::<i64, _>("seq")?)
                 .bind(row.try_get::<i64, _>("key_id")?)
@@ -626,7 +651,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        Ok(())
+        Ok(tenancy_put_back)
     }
 
     /// Forgets the latest values held in memory under a destroyed key.
@@ -1051,44 +1076,113 @@ mod tests {
     }
 
     /// A fold empties `recent` at once. Pages that held a tenancy's rows are overwritten
-    /// (its key may be shredded, and then nothing of it may be left at rest); pages that held
+    /// (its key may be shredded, and then nothing of it may be left at rest), and so is every
+    /// page freed after a tenancy's row was in the table, even one shredded since (SQLite
+    /// may have left copies of it in pages that now hold the owner's rows); pages that held
     /// only the owner's are freed as they are, their readings being in `chunks` under the
-    /// same key.
+    /// same key. Rows of the hour in progress are put back, and every connection is left
+    /// overwriting what it deletes.
     #[tokio::test]
     async fn a_fold_overwrites_what_a_tenancy_had_in_recent_and_frees_the_owners_pages() {
-        for tenant in [true, false] {
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        enum Case {
+            Owner,
+            Tenant,
+            Both,
+            TenantShredded,
+        }
+        for case in [Case::Owner, Case::Tenant, Case::Both, Case::TenantShredded] {
             let dir = tempfile::tempdir().unwrap();
             let store = store_with_device(dir.path()).await;
-            if tenant {
-                let owner = store.create_first_owner("olga", "x", 0).await.unwrap().unwrap();
-                let tenancy = store.create_tenancy((0, None), 2, (&[7; 32], owner, 1), 0).await.unwrap().unwrap();
-                store.set_device_tenancy("dev1", tenancy).await.unwrap();
-            }
+            assert!(store.create_device("dev2", "Device", "secret", 0).await.unwrap());
+            let owner = store.create_first_owner("olga", "x", 0).await.unwrap().unwrap();
+            let tenancy = store.create_tenancy((0, None), 2, (&[7; 32], owner, 1), 0).await.unwrap().unwrap();
+            // dev1 is the building's (the owner's, tenancy or not); dev2 the tenant's own.
+            store.set_device_class("dev1", crate::consent::DeviceClass::Building, 0).await.unwrap();
+            store.set_device_tenancy("dev2", tenancy).await.unwrap();
             let mut state = store.load_series_state().await.unwrap();
-            // Ten sparse commits of 200 values each: `recent` spans several pages.
-            let base = 500_000 * codec::HOUR_MS;
-            for c in 0..10 {
-                let rs: Vec<Reading> =
-                    (0..200).map(|m| reading(&format!("m{m}"), base + c * 1000 + m, (c * m) as f64)).collect();
+            // Ten sparse commits of 200 values each (`recent` spans several pages), from the
+            // owner's device, the tenant's, or both; and one of the hour in progress.
+            let commits = |hour: i64, devices: &[&str]| {
+                let base = hour * codec::HOUR_MS;
+                let mut all = Vec::new();
+                for c in 0..10 {
+                    let mut rs = Vec::new();
+                    for device in devices {
+                        rs.extend((0..200).map(|m| Reading {
+                            device: (*device).into(),
+                            ..reading(&format!("m{m}"), base + c * 1000 + m, (c * m) as f64)
+                        }));
+                    }
+                    all.push(rs);
+                }
+                all.push(vec![reading("now", base + codec::HOUR_MS + 1, 1.0)]);
+                all
+            };
+            // A first hour from the owner alone, folded: what a start leaves unknown is
+            // overwritten once.
+            for rs in commits(500_000, &["dev1"]) {
                 store.commit(&mut state, &rs).await.unwrap();
             }
-            let sealed: Vec<Vec<u8>> =
-                sqlx::query_scalar("SELECT body FROM recent").fetch_all(store.pool()).await.unwrap();
-            assert_eq!(sealed.len(), 10);
-            assert_eq!(store.fold(&mut state, 500_001).await.unwrap(), 2000);
-            assert_eq!(rows(&store).await.0, 0);
+            store.fold(&mut state, 500_001).await.unwrap();
+            let devices: &[&str] = match case {
+                Case::Owner => &["dev1"],
+                Case::Tenant => &["dev2"],
+                Case::Both | Case::TenantShredded => &["dev1", "dev2"],
+            };
+            for rs in commits(500_001, devices) {
+                store.commit(&mut state, &rs).await.unwrap();
+            }
+            let tenants_key: i64 = sqlx::query_scalar("SELECT key_id FROM tenancies WHERE id = ?")
+                .bind(tenancy)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            let sealed = |tenants: bool| {
+                let sql = match tenants {
+                    true => "SELECT body FROM recent WHERE key_id = ? AND last_hour = 500001",
+                    false => "SELECT body FROM recent WHERE key_id != ? AND last_hour = 500001",
+                };
+                sqlx::query_scalar::<_, Vec<u8>>(sql).bind(tenants_key).fetch_all(store.pool())
+            };
+            let (tenants, owners) = (sealed(true).await.unwrap(), sealed(false).await.unwrap());
+            if case == Case::TenantShredded {
+                assert!(store.shred_tenancy(tenancy, 1).await.unwrap());
+            }
+            let moved = store.fold(&mut state, 500_002).await.unwrap();
+            let kept = if case == Case::TenantShredded { 1 } else { devices.len() };
+            assert_eq!(moved, 2000 * kept + 1, "{case:?}");
+            // The row of the hour in progress is back, and reads the same.
+            assert_eq!(rows(&store).await.0, 1, "{case:?}");
+            assert_eq!(all(&store, "now").await.len(), 2, "{case:?}");
+
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(store.pool()).await.unwrap();
             let mut files = Vec::new();
             for entry in std::fs::read_dir(dir.path()).unwrap() {
                 files.extend(std::fs::read(entry.unwrap().path()).unwrap());
             }
-            let left = sealed.iter().filter(|body| files.windows(48).any(|w| w == &body[..48])).count();
-            match tenant {
-                true => assert_eq!(left, 0, "a tenancy's folded rows are still in the files"),
+            let left = |bodies: &[Vec<u8>]| bodies.iter().filter(|b| files.windows(48).any(|w| w == &b[..48])).count();
+            assert_eq!(left(&tenants), 0, "{case:?}: a tenancy's folded rows are still in the files");
+            match case {
                 // The root page is emptied in place; the others keep their bytes.
-                false => assert!(left >= 5, "only {left} of the owner's rows left: the check sees nothing"),
+                Case::Owner => assert!(
+                    left(&owners) >= 5,
+                    "only {} of the owner's rows left: the check sees nothing",
+                    left(&owners)
+                ),
+                Case::TenantShredded => {
+                    assert_eq!(left(&owners), 0, "pages a tenancy's rows were in were freed as they were")
+                }
+                Case::Tenant | Case::Both => {}
             }
-            assert_eq!(all(&store, "m7").await.len(), 10);
+            // Every connection of the pool overwrites what it deletes.
+            let mut held = Vec::new();
+            for _ in 0..4 {
+                let mut conn = store.pool().acquire().await.unwrap();
+                let on: i64 = sqlx::query_scalar("PRAGMA secure_delete").fetch_one(&mut *conn).await.unwrap();
+                assert_eq!(on, 1, "{case:?}");
+                held.push(conn);
+            }
         }
     }
 
